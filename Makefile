@@ -1,0 +1,32 @@
+# Two commands: `make demo` (install, simulate, run the pipeline) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CONFIG ?= configs/demo.yaml
+
+.PHONY: demo test install simulate clean help
+
+help:
+	@echo "make demo    create $(VENV) if missing, install, simulate demo data, run the pipeline"
+	@echo "make test    run the test suite (installs first if needed)"
+	@echo "make clean   remove runs/, serving/ and data/ (keeps $(VENV))"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==24.3.1
+	# The lock is complete (every transitive pin); TFX 1.16's wheel says
+	# Requires-Python <3.11 but runs on 3.11 (see README, "Install").
+	$(PY) -m pip install -q --no-deps --ignore-requires-python -r requirements.txt
+	$(PY) -c "import tfx, tensorflow_transform, tensorflow_model_analysis, tf_keras"
+	@touch $@
+
+demo: install
+	$(PY) pipeline.py run --config $(CONFIG) --simulate-if-missing
+
+test: install
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf runs serving data

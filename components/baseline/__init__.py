@@ -1,0 +1,1 @@
+"""LatestBlessedModel: the baseline the Evaluator compares a candidate against."""

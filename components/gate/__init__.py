@@ -1,0 +1,1 @@
+"""AnomaliesGate: halts the pipeline when ExampleValidator found anomalies."""

@@ -1,0 +1,118 @@
+"""Run configuration: one YAML file (see `configs/demo.yaml`), validated on load.
+
+Unknown sections or keys are errors that name the key, so a typo never
+silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, List
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unparsable or has a bad key/value."""
+
+
+@dataclasses.dataclass
+class ExamplesConfig:
+    label_window_s: int = 1800
+    eval_days: int = 1
+    negative_sampling_rate: float = 1.0
+    max_bad_fraction: float = 0.01
+    seed: int = 0
+    num_shards: int = 8
+
+
+@dataclasses.dataclass
+class EvaluatorConfig:
+    auc_floor: float = 0.6
+    max_auc_regression: float = 0.002
+    slice_features: List[str] = dataclasses.field(default_factory=lambda: ["category_id"])
+
+
+@dataclasses.dataclass
+class SimulateConfig:
+    users: int = 20000
+    items: int = 50000
+    days: int = 14
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class Config:
+    pipeline_name: str = "feedrank"
+    input_base: str = "data/demo"
+    run_root: str = "runs"
+    push_root: str = "serving"
+    enable_cache: bool = True
+    beam_pipeline_args: List[str] = dataclasses.field(
+        default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    simulate: SimulateConfig = dataclasses.field(default_factory=SimulateConfig)
+    examples: ExamplesConfig = dataclasses.field(default_factory=ExamplesConfig)
+    trainer: Dict[str, Any] = dataclasses.field(default_factory=lambda: {"model": "din"})
+    evaluator: EvaluatorConfig = dataclasses.field(default_factory=EvaluatorConfig)
+    config_dir: str = "."
+
+    @property
+    def model_name(self) -> str:
+        return str(self.trainer.get("model", "din"))
+
+    @property
+    def pipeline_dir(self) -> str:
+        return os.path.join(self.run_root, self.pipeline_name)
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.pipeline_dir, "metadata.sqlite")
+
+    @property
+    def push_dir(self) -> str:
+        return os.path.join(self.push_root, self.model_name)
+
+
+def _build(cls, values: Dict[str, Any], where: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+    kwargs = {}
+    for k, v in values.items():
+        default = getattr(cls(), k)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{where}.{k} must be a mapping, got {type(v).__name__}")
+            v = _build(type(default), v, f"{where}.{k}")
+        elif isinstance(default, bool) and not isinstance(v, bool):
+            raise ConfigError(f"{where}.{k} must be true or false, got {v!r}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise ConfigError(f"{where}.{k} must be a number, got {v!r}")
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
+    """Reads and validates a YAML config; relative paths stay relative to the CWD."""
+    if not os.path.exists(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path!r} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path!r} must hold a mapping at the top level")
+    raw.update(overrides or {})
+    cfg = _build(Config, raw, os.path.basename(path))
+    cfg.config_dir = os.path.dirname(os.path.abspath(path))
+    ex = cfg.examples
+    if not 0.0 < ex.negative_sampling_rate <= 1.0:
+        raise ConfigError(f"examples.negative_sampling_rate must be in (0, 1], got {ex.negative_sampling_rate}")
+    if not 0.0 <= ex.max_bad_fraction <= 1.0:
+        raise ConfigError(f"examples.max_bad_fraction must be in [0, 1], got {ex.max_bad_fraction}")
+    if ex.eval_days < 1:
+        raise ConfigError(f"examples.eval_days must be >= 1, got {ex.eval_days}")
+    return cfg

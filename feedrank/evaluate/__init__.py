@@ -1,0 +1,1 @@
+"""Evaluate stage: the TFMA configuration and the run summary."""

@@ -1,0 +1,110 @@
+"""Exact offline metrics: sklearn AUC, GAUC, logloss and the oracle's AUC.
+
+TFMA gives the gate's metrics; this module scores the whole eval split with
+the exported model (``serving_tf_example``) and computes exact, rank-based
+AUC, and, when the log came from the simulator, the AUC of the hidden true
+click probability on the same impressions (the oracle).
+"""
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from feedrank import features as F
+from feedrank.events.contract import TRUTH_FILE
+
+
+def gauc(labels: np.ndarray, scores: np.ndarray, users: np.ndarray) -> Optional[float]:
+    """Impression-weighted mean of per-user AUC over users with both classes."""
+    from sklearn.metrics import roc_auc_score
+
+    order = np.argsort(users, kind="stable")
+    users, labels, scores = users[order], labels[order], scores[order]
+    bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
+    total, weight = 0.0, 0
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        y = labels[a:b]
+        if 0 < y.sum() < len(y):
+            total += roc_auc_score(y, scores[a:b]) * len(y)
+            weight += len(y)
+    return total / weight if weight else None
+
+
+def score_split(model_dir: str, examples_uri: str, split: str = "eval",
+                batch_size: int = 8192) -> Dict[str, np.ndarray]:
+    """Scores every example of one split; returns ids, users, labels, scores."""
+    import tensorflow as tf
+
+    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+    loaded = tf.saved_model.load(model_dir)
+    fn = loaded.signatures["serving_tf_example"]
+    meta_spec = {F.IMPRESSION_ID: tf.io.FixedLenFeature([], tf.string),
+                 F.USER_ID: tf.io.FixedLenFeature([], tf.string),
+                 F.LABEL: tf.io.FixedLenFeature([], tf.int64)}
+    cols: Dict[str, List[np.ndarray]] = {"id": [], "user": [], "label": [], "score": []}
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size):
+        meta = tf.io.parse_example(batch, meta_spec)
+        cols["score"].append(fn(examples=batch)["probabilities"].numpy())
+        cols["id"].append(meta[F.IMPRESSION_ID].numpy())
+        cols["user"].append(meta[F.USER_ID].numpy())
+        cols["label"].append(meta[F.LABEL].numpy())
+    return {k: np.concatenate(v) if v else np.array([]) for k, v in cols.items()}
+
+
+def exact_metrics(model_uri: str, examples_uri: str, input_base: str) -> Dict[str, Any]:
+    """Exact AUC / GAUC / logloss of the model and the oracle on the eval split."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    s = score_split(os.path.join(model_uri, "Format-Serving"), examples_uri)
+    y, p = s["label"], s["score"]
+    out: Dict[str, Any] = {"n": int(len(y)), "positives": int(y.sum())}
+    if len(y) == 0 or y.min() == y.max():
+        return out
+    out["auc"] = float(roc_auc_score(y, p))
+    out["logloss"] = float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)))
+    out["gauc"] = gauc(y, p, s["user"])
+    truth_path = os.path.join(input_base, TRUTH_FILE)
+    if os.path.exists(truth_path):
+        import pandas as pd
+
+        truth = pd.read_parquet(truth_path, columns=["event_id", "p_click"]).set_index("event_id")["p_click"]
+        oracle = truth.reindex([i.decode() for i in s["id"]]).to_numpy()
+        known = ~np.isnan(oracle)
+        if known.all():
+            out["oracle_auc"] = float(roc_auc_score(y, oracle))
+            out["oracle_gauc"] = gauc(y, oracle, s["user"])
+            out["oracle_lift_recovered"] = (out["auc"] - 0.5) / (out["oracle_auc"] - 0.5)
+    return out
+
+
+def tfma_results(eval_uri: str) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]], Any]:
+    """(overall metrics, per-slice metrics, ValidationResult) of the candidate."""
+    import tensorflow_model_analysis as tfma
+
+    overall: Dict[str, float] = {}
+    slices: Dict[str, Dict[str, float]] = {}
+    for m in tfma.load_metrics(eval_uri):
+        key = ",".join(f"{c.column}={c.bytes_value.decode() or c.int64_value or c.float_value}"
+                       for c in m.slice_key.single_slice_keys) or "overall"
+        target = overall if key == "overall" else slices.setdefault(key, {})
+        for kv in m.metric_keys_and_values:
+            if kv.key.model_name in ("", "candidate") and not kv.key.is_diff:
+                if kv.value.HasField("double_value"):
+                    target[kv.key.name] = kv.value.double_value.value
+    return overall, slices, tfma.load_validation_result(eval_uri)
+
+
+def blessing_reason(blessed: bool, validation, evaluator_cfg) -> str:
+    """Why the model was or was not blessed, in one sentence."""
+    floor, margin = evaluator_cfg.auc_floor, evaluator_cfg.max_auc_regression
+    if blessed:
+        return (f"AUC >= floor {floor} and no worse than the last blessed model by more than {margin} "
+                f"(or no blessed model yet)")
+    msgs = []
+    for per_slice in getattr(validation, "metric_validations_per_slice", []):
+        for failure in per_slice.failures:
+            msgs.append(failure.message or f"{failure.metric_key.name} failed its threshold")
+    return "; ".join(msgs) or f"thresholds not met (AUC floor {floor}, max regression {margin})"

@@ -1,0 +1,123 @@
+"""The run summary: what a run did, read back from MLMD and the artifacts.
+
+It gives the model's exact AUC beside the oracle AUC (from the simulator's
+ground truth, when the log has one), the blessing verdict and its reason, the
+push path, the event accounting and the wall time of every component.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from feedrank.config import Config
+from feedrank.evaluate import mlmd_reader, scoring
+
+
+def pipeline_failure(error: BaseException) -> Dict[str, str]:
+    """The innermost readable cause of a failed run (no stack trace)."""
+    chain: List[BaseException] = []
+    e: Optional[BaseException] = error
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    ours = [x for x in chain if type(x).__module__.startswith(("components.", "feedrank."))]
+    chosen = ours[0] if ours else chain[-1]
+    return {"error": type(chosen).__name__, "message": str(chosen)}
+
+
+def _metric(metrics: Dict[str, float], *names: str) -> Optional[float]:
+    for n in names:
+        if n in metrics:
+            return metrics[n]
+    return None
+
+
+def build_summary(cfg: Config, failure: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Collects the summary of the newest run of ``cfg``'s pipeline."""
+    run = mlmd_reader.latest_run(cfg.metadata_path)
+    summary: Dict[str, Any] = {
+        "pipeline": cfg.pipeline_name, "run_id": run.run_id if run else None,
+        "model_family": cfg.model_name, "input_base": cfg.input_base,
+        "status": "failed" if failure or (run and run.failed) else "succeeded",
+        "components": run.components if run else {},
+    }
+    if failure:
+        summary["failure"] = {**failure, "component": run.failed_component if run else None}
+    if run is None:
+        return summary
+    accounting = run.read_json("BehaviorExampleGen", "quarantine", "summary.json")
+    if accounting:
+        summary["events"] = accounting
+    blessing = run.artifact("Evaluator", "blessing")
+    evaluation = run.artifact("Evaluator", "evaluation")
+    if blessing is not None and evaluation is not None:
+        overall, slices, validation = scoring.tfma_results(evaluation.uri)
+        summary["tfma"] = {"overall": overall, "slices": slices}
+        blessed = bool(blessing.get_int_custom_property("blessed"))
+        summary["blessing"] = {"blessed": blessed,
+                               "reason": scoring.blessing_reason(blessed, validation, cfg.evaluator),
+                               "baseline": run.baseline_version()}
+    model = run.artifact("Trainer", "model")
+    examples = run.artifact("BehaviorExampleGen", "examples")
+    if model is not None and examples is not None:
+        summary["auc"] = scoring.exact_metrics(model.uri, examples.uri, cfg.input_base)
+        summary["curves"] = run.read_json("Trainer", "model_run", "curves.json")
+    pushed = run.artifact("Pusher", "pushed_model")
+    if pushed is not None:
+        summary["push"] = {"pushed": bool(pushed.get_int_custom_property("pushed")),
+                           "path": pushed.get_string_custom_property("pushed_destination") or None}
+    return summary
+
+
+def write_summary(cfg: Config, summary: Dict[str, Any]) -> str:
+    """Writes ``<run_root>/<run-id>/summary.json`` and returns the path."""
+    run_id = summary.get("run_id") or datetime.datetime.now().isoformat()
+    safe = run_id.replace(":", "-")
+    out_dir = os.path.join(cfg.run_root, safe)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "summary.json")
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=2, sort_keys=True, default=str)
+    return path
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def print_summary(summary: Dict[str, Any], path: str) -> None:
+    """The human-readable run summary."""
+    p = print
+    p("\n" + "=" * 72)
+    p(f"feedrank run {summary.get('run_id')}  [{summary['status'].upper()}]  model={summary['model_family']}")
+    if "failure" in summary:
+        f = summary["failure"]
+        p(f"  FAILED in {f.get('component') or '?'}: {f['error']}\n  {f['message']}")
+    ev = summary.get("events")
+    if ev:
+        q = ev.get("quarantined", 0)
+        p(f"  events read {ev.get('events_read')} = used {ev.get('events_used')} + quarantined {q}"
+          f"  {ev.get('quarantined_by_reason') or ''}")
+        p(f"  examples: {ev.get('examples') or ev.get('examples_by_split')}")
+    auc = summary.get("auc")
+    if auc:
+        lift = auc.get("oracle_lift_recovered")
+        p(f"  eval AUC  model {_fmt(auc.get('auc'))}   oracle {_fmt(auc.get('oracle_auc'))}"
+          f"   lift recovered {('%.1f%%' % (100 * lift)) if lift is not None else 'n/a'}"
+          f"   GAUC {_fmt(auc.get('gauc'))}   logloss {_fmt(auc.get('logloss'))}"
+          f"   ({auc.get('n')} eval impressions)")
+    b = summary.get("blessing")
+    if b:
+        p(f"  blessing: {'BLESSED' if b['blessed'] else 'NOT BLESSED'} - {b['reason']}")
+    push = summary.get("push")
+    if push:
+        p(f"  pushed: {push['path'] if push['pushed'] else 'no (not blessed)'}")
+    comps = summary.get("components") or {}
+    if comps:
+        p("  wall time per component:")
+        for name, c in comps.items():
+            p(f"    {name:<22} {c['seconds']:8.1f} s  {c['state']}")
+    p(f"  summary: {path}")
+    p("=" * 72)

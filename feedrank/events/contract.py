@@ -1,0 +1,62 @@
+"""The event-log contract: three tables in one directory.
+
+A log directory holds ``events``, ``items`` and ``users`` tables, each either
+``<name>.parquet`` / ``<name>.csv`` or a directory ``<name>/`` of such files.
+The simulator writes exactly this; the example generator validates it on read.
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+EVENTS = "events"
+ITEMS = "items"
+USERS = "users"
+TABLES: Tuple[str, ...] = (EVENTS, ITEMS, USERS)
+
+# Event types.  Any of them may be absent from a log.
+IMPRESSION = "impression"
+CLICK = "click"
+CONVERSION = "conversion"   # a call or chat on a post
+SEARCH = "search"           # item_id empty, query holds space-separated tokens
+VIEW = "view"               # a page view; dwell_s holds the dwell time
+PURCHASE = "purchase"
+EVENT_TYPES: Tuple[str, ...] = (IMPRESSION, CLICK, CONVERSION, SEARCH, VIEW, PURCHASE)
+EVENTS_WITHOUT_ITEM: Tuple[str, ...] = (SEARCH,)
+
+# Column -> (logical type, required).
+EVENT_COLUMNS: Dict[str, Tuple[str, bool]] = {
+    "event_id": ("string", True),     # unique
+    "user_id": ("string", True),
+    "item_id": ("string", True),      # empty for search
+    "event": ("string", True),        # one of EVENT_TYPES
+    "ts": ("int64", True),            # unix seconds
+    "request_id": ("string", False),  # groups the impressions of one ranking request
+    "query": ("string", False),       # search tokens, space separated
+    "dwell_s": ("float64", False),    # page-view dwell time in seconds
+}
+ITEM_COLUMNS: Dict[str, Tuple[str, bool]] = {
+    "item_id": ("string", True),
+    "category_id": ("string", True),
+    "region_id": ("string", True),
+    "price": ("float64", False),
+    "title": ("string", False),
+}
+USER_COLUMNS: Dict[str, Tuple[str, bool]] = {
+    "user_id": ("string", True),
+    "region_id": ("string", True),
+}
+COLUMNS: Dict[str, Dict[str, Tuple[str, bool]]] = {
+    EVENTS: EVENT_COLUMNS, ITEMS: ITEM_COLUMNS, USERS: USER_COLUMNS,
+}
+
+# Quarantine reasons, one per kind of bad event row.
+UNKNOWN_EVENT = "unknown_event_type"
+MISSING_ID = "missing_id"
+BAD_TS = "unparsable_ts"
+DUPLICATE_ID = "duplicate_event_id"
+UNKNOWN_ITEM = "item_not_in_items"
+REASONS: Tuple[str, ...] = (UNKNOWN_EVENT, MISSING_ID, BAD_TS, DUPLICATE_ID, UNKNOWN_ITEM)
+
+# The ground truth the simulator writes beside the log (never read by training):
+# one row per impression, columns event_id and p_click.
+TRUTH_FILE = "truth.parquet"

@@ -1,0 +1,193 @@
+"""The single feature contract.
+
+Every stage imports this module: the example generator writes these features,
+`preprocessing_fn` transforms them, every model family reads the transformed
+names, the export signatures accept the raw serving features and the serving
+code (later) sends them.  When a feature is added, exactly this file says so.
+
+Naming:
+  * raw features are what the example generator writes into tf.Examples;
+  * transformed features are ``<raw name>_idx`` for vocabulary lookups (0 is
+    padding, 1..V are vocabulary entries, V+1..V+OOV are OOV buckets) and
+    ``<raw name>_x`` for normalised numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Tuple
+
+# --------------------------------------------------------------------------
+# Labels and metadata
+# --------------------------------------------------------------------------
+LABEL = "label"                    # click within the label window (0/1)
+CONVERSION_LABEL = "conversion"    # call/chat within the label window (0/1)
+LABELS: Tuple[str, ...] = (LABEL, CONVERSION_LABEL)
+
+# Metadata: written for evaluation (GAUC, oracle join, slicing), never a model input.
+IMPRESSION_ID = "impression_id"    # the impression's event_id
+USER_ID = "user_id"
+TS = "ts"                          # impression time, unix seconds
+METADATA: Tuple[str, ...] = (IMPRESSION_ID, USER_ID, TS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocab:
+    """A tf.Transform vocabulary shared by one or more raw features."""
+
+    name: str
+    num_oov_buckets: int
+    frequency_threshold: int = 1
+
+
+ITEM_VOCAB = Vocab("item", num_oov_buckets=20)
+CATEGORY_VOCAB = Vocab("category", num_oov_buckets=2)
+REGION_VOCAB = Vocab("region", num_oov_buckets=2)
+TOKEN_VOCAB = Vocab("token", num_oov_buckets=10)
+VOCABS: Tuple[Vocab, ...] = (ITEM_VOCAB, CATEGORY_VOCAB, REGION_VOCAB, TOKEN_VOCAB)
+
+
+@dataclasses.dataclass(frozen=True)
+class IdFeature:
+    """A scalar string id looked up in a (shared) vocabulary."""
+
+    name: str
+    vocab: Vocab
+    side: str  # "candidate" or "user"
+
+
+@dataclasses.dataclass(frozen=True)
+class SeqFeature:
+    """A behaviour sequence: most recent last, at most ``max_len`` values.
+
+    ``shares_with`` names the candidate feature whose embedding table this
+    sequence uses (the DIN/DIEN convention: history and candidate share ids).
+    """
+
+    name: str
+    vocab: Vocab
+    channel: str       # "click", "conversion" or "search"
+    max_len: int
+    shares_with: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseFeature:
+    """A float feature; ``log1p`` features are log-transformed before z-scoring."""
+
+    name: str
+    side: str          # "candidate", "user" or "cross"
+    default: float = 0.0
+    log1p: bool = False
+    min_value: float | None = None
+    max_value: float | None = None
+
+
+# --------------------------------------------------------------------------
+# Candidate (post) side
+# --------------------------------------------------------------------------
+ITEM_ID = IdFeature("item_id", ITEM_VOCAB, "candidate")
+CATEGORY_ID = IdFeature("category_id", CATEGORY_VOCAB, "candidate")
+REGION_ID = IdFeature("region_id", REGION_VOCAB, "candidate")
+
+# --------------------------------------------------------------------------
+# User side
+# --------------------------------------------------------------------------
+USER_REGION_ID = IdFeature("user_region_id", REGION_VOCAB, "user")
+
+ID_FEATURES: Tuple[IdFeature, ...] = (ITEM_ID, CATEGORY_ID, REGION_ID, USER_REGION_ID)
+
+# --------------------------------------------------------------------------
+# Behaviour sequences, strictly before the impression time
+# --------------------------------------------------------------------------
+CLICK_LEN = 50
+CONVERSION_LEN = 20
+SEARCH_LEN = 30
+
+CLICK_ITEMS = SeqFeature("click_item_ids", ITEM_VOCAB, "click", CLICK_LEN, "item_id")
+CLICK_CATEGORIES = SeqFeature("click_category_ids", CATEGORY_VOCAB, "click", CLICK_LEN, "category_id")
+CLICK_REGIONS = SeqFeature("click_region_ids", REGION_VOCAB, "click", CLICK_LEN, "region_id")
+CONV_ITEMS = SeqFeature("conv_item_ids", ITEM_VOCAB, "conversion", CONVERSION_LEN, "item_id")
+CONV_CATEGORIES = SeqFeature("conv_category_ids", CATEGORY_VOCAB, "conversion", CONVERSION_LEN, "category_id")
+SEARCH_TOKENS = SeqFeature("search_tokens", TOKEN_VOCAB, "search", SEARCH_LEN, None)
+
+SEQ_FEATURES: Tuple[SeqFeature, ...] = (
+    CLICK_ITEMS, CLICK_CATEGORIES, CLICK_REGIONS,
+    CONV_ITEMS, CONV_CATEGORIES, SEARCH_TOKENS,
+)
+# The click channel's aligned sequences, in the order DIN concatenates them.
+CLICK_SEQUENCE: Tuple[SeqFeature, ...] = (CLICK_ITEMS, CLICK_CATEGORIES, CLICK_REGIONS)
+CONVERSION_SEQUENCE: Tuple[SeqFeature, ...] = (CONV_ITEMS, CONV_CATEGORIES)
+
+# --------------------------------------------------------------------------
+# Dense features
+# --------------------------------------------------------------------------
+PRICE = DenseFeature("price", "candidate", default=0.0, log1p=True, min_value=0.0)
+ITEM_HIST_IMPRESSIONS = DenseFeature("item_hist_impressions", "candidate", log1p=True, min_value=0.0)
+ITEM_HIST_CLICKS = DenseFeature("item_hist_clicks", "candidate", log1p=True, min_value=0.0)
+# Smoothed CTR: (clicks + CTR_PRIOR_CLICKS) / (impressions + CTR_PRIOR_IMPRESSIONS).
+ITEM_HIST_CTR = DenseFeature("item_hist_ctr", "candidate", min_value=0.0, max_value=1.0)
+CTR_PRIOR_CLICKS = 1.0
+CTR_PRIOR_IMPRESSIONS = 20.0
+# Crosses: computed by the example generator and, for serving, by
+# `feedrank.transform.crosses` from the raw sequences (a test checks they agree).
+REGION_MATCH = DenseFeature("region_match", "cross", min_value=0.0, max_value=1.0)
+INTEREST_CATEGORY_SHARE = DenseFeature("interest_cat_share", "cross", min_value=0.0, max_value=1.0)
+
+DENSE_FEATURES: Tuple[DenseFeature, ...] = (
+    PRICE, ITEM_HIST_IMPRESSIONS, ITEM_HIST_CLICKS, ITEM_HIST_CTR,
+    REGION_MATCH, INTEREST_CATEGORY_SHARE,
+)
+
+# --------------------------------------------------------------------------
+# Derived names and specs
+# --------------------------------------------------------------------------
+PAD_ID = 0  # transformed id of padding in every sequence
+
+
+def idx(name: str) -> str:
+    """Transformed name of a vocabulary-looked-up feature."""
+    return f"{name}_idx"
+
+
+def dense(name: str) -> str:
+    """Transformed name of a normalised dense feature."""
+    return f"{name}_x"
+
+
+def model_input_names() -> List[str]:
+    """Names of every transformed feature a model may read (labels excluded)."""
+    names = [idx(f.name) for f in ID_FEATURES]
+    names += [idx(f.name) for f in SEQ_FEATURES]
+    names += [dense(f.name) for f in DENSE_FEATURES]
+    return names
+
+
+def raw_feature_spec(include_labels: bool = True, include_metadata: bool = True) -> Dict[str, object]:
+    """tf.io feature spec of the raw tf.Examples the example generator writes."""
+    import tensorflow as tf  # local import: the simulator must not need TF
+
+    spec: Dict[str, object] = {}
+    for f in ID_FEATURES:
+        spec[f.name] = tf.io.FixedLenFeature([], tf.string)
+    for s in SEQ_FEATURES:
+        spec[s.name] = tf.io.VarLenFeature(tf.string)
+    for d in DENSE_FEATURES:
+        spec[d.name] = tf.io.FixedLenFeature([], tf.float32, default_value=d.default)
+    if include_labels:
+        for label in LABELS:
+            spec[label] = tf.io.FixedLenFeature([], tf.int64)
+    if include_metadata:
+        spec[IMPRESSION_ID] = tf.io.FixedLenFeature([], tf.string)
+        spec[USER_ID] = tf.io.FixedLenFeature([], tf.string)
+        spec[TS] = tf.io.FixedLenFeature([], tf.int64)
+    return spec
+
+
+def features_of_side(side: str) -> List[str]:
+    """Raw feature names the online service sends once per request (``user``)
+    or once per candidate (``candidate``).  Crosses are computed in-graph."""
+    names = [f.name for f in ID_FEATURES if f.side == side]
+    names += [d.name for d in DENSE_FEATURES if d.side == side]
+    if side == "user":
+        names += [s.name for s in SEQ_FEATURES]
+    return names

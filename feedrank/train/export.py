@@ -1,0 +1,104 @@
+"""Export: a SavedModel with the tf.Transform graph inside and two signatures.
+
+* ``serving_default`` takes raw features as the online service sends them:
+  the user's side once per request (leading dimension 1, broadcast) or once
+  per candidate, and N candidates.  Sequences are string matrices padded
+  with "" (most recent last).  Crosses are computed in-graph.
+* ``serving_tf_example`` takes serialized raw tf.Examples (TFMA, batch scoring).
+
+Both return ``{"probabilities": [N]}``, corrected for negative down-sampling:
+a model trained on negatives kept with rate r predicts q; the calibrated
+probability is p = q / (q + (1 - q) / r).
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from feedrank import features as F
+from feedrank.transform.crosses import cross_features
+
+OUTPUT_KEY = "probabilities"
+
+
+def correct_for_sampling(q: tf.Tensor, rate: float) -> tf.Tensor:
+    """Undo negative down-sampling at rate ``rate`` (1.0 = no sampling)."""
+    if rate >= 1.0:
+        return q
+    return q / (q + (1.0 - q) / rate)
+
+
+def serving_input_signature() -> Dict[str, tf.TensorSpec]:
+    """The raw request contract of ``serving_default``."""
+    spec: Dict[str, tf.TensorSpec] = {}
+    for name in F.features_of_side("user"):
+        is_seq = any(s.name == name for s in F.SEQ_FEATURES)
+        spec[name] = tf.TensorSpec([None, None] if is_seq else [None], tf.string, name=name)
+    for f in F.ID_FEATURES:
+        if f.side == "candidate":
+            spec[f.name] = tf.TensorSpec([None], tf.string, name=f.name)
+    for d in F.DENSE_FEATURES:
+        if d.side == "candidate":
+            spec[d.name] = tf.TensorSpec([None], tf.float32, name=d.name)
+    return spec
+
+
+class ServingModule(tf.Module):
+    """Holds the Keras model and the tf.Transform layer; defines the signatures."""
+
+    def __init__(self, model, tf_transform_output: tft.TFTransformOutput, sampling_rate: float):
+        super().__init__()
+        self.model = model
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        self.sampling_rate = float(sampling_rate)
+        spec = F.raw_feature_spec(include_labels=False, include_metadata=False)
+        self._example_spec = spec
+
+    def _score_raw(self, raw: Dict[str, tf.Tensor]) -> tf.Tensor:
+        transformed = self.tft_layer(raw)
+        inputs = {k: transformed[k] for k in F.model_input_names()}
+        q = self.model(inputs, training=False)
+        return correct_for_sampling(q, self.sampling_rate)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_tf_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        raw = tf.io.parse_example(examples, self._example_spec)
+        return {OUTPUT_KEY: self._score_raw(raw)}
+
+    @tf.function(input_signature=[serving_input_signature()])
+    def serve_raw(self, request: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        n = tf.shape(request[F.ITEM_ID.name])[0]
+        raw: Dict[str, tf.Tensor] = {}
+        dense_seqs: Dict[str, tf.Tensor] = {}
+        for s in F.SEQ_FEATURES:
+            x = request[s.name]
+            x = tf.broadcast_to(x, tf.stack([n, tf.shape(x)[1]]))
+            ragged = tf.RaggedTensor.from_tensor(x, padding="")[:, -s.max_len:]
+            raw[s.name] = ragged.to_sparse()
+            dense_seqs[s.name] = ragged.to_tensor(default_value="")
+        for name in F.features_of_side("user"):
+            if name not in raw:
+                raw[name] = tf.broadcast_to(request[name], [n])
+        for f in F.ID_FEATURES:
+            if f.side == "candidate":
+                raw[f.name] = request[f.name]
+        for d in F.DENSE_FEATURES:
+            if d.side == "candidate":
+                raw[d.name] = request[d.name]
+        raw.update(cross_features(raw[F.USER_REGION_ID.name], raw[F.REGION_ID.name],
+                                  dense_seqs[F.CLICK_CATEGORIES.name], raw[F.CATEGORY_ID.name]))
+        return {OUTPUT_KEY: self._score_raw(raw)}
+
+
+def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
+           sampling_rate: float = 1.0) -> str:
+    """Saves the serving SavedModel to ``export_dir`` and returns it."""
+    module = ServingModule(model, tf_transform_output, sampling_rate)
+    signatures = {
+        "serving_default": module.serve_raw.get_concrete_function(),
+        "serving_tf_example": module.serve_tf_examples.get_concrete_function(),
+    }
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+    return export_dir

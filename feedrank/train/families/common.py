@@ -1,0 +1,83 @@
+"""The Embedding part of Embedding&MLP, shared by every model family.
+
+`EmbeddingBlock` creates one Keras `Input` per transformed feature named in
+`feedrank.features` and one embedding table per vocabulary, so a history
+sequence always shares the table of the candidate feature it mirrors.
+Table sizes come from the Transform output (`vocab_sizes`), never constants.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Mapping
+
+import tensorflow as tf
+import tf_keras as keras
+
+from feedrank import features as F
+from feedrank.train import layers as L
+
+DEFAULT_EMBEDDING_DIMS = {"item": 32, "category": 16, "region": 8, "token": 16}
+
+
+@dataclasses.dataclass
+class Embedded:
+    """Embedded views of one batch that model families combine."""
+
+    inputs: Dict[str, keras.Input]
+    candidate: tf.Tensor          # [B, Dc]   item ++ category ++ region
+    click_seq: tf.Tensor          # [B, L, Dc] aligned with `candidate`
+    click_mask: tf.Tensor         # [B, L] bool
+    conv_seq: tf.Tensor           # [B, Lc, Di + Dcat]
+    conv_mask: tf.Tensor
+    search_seq: tf.Tensor         # [B, Ls, Dt]
+    search_mask: tf.Tensor
+    user: tf.Tensor               # [B, Dr] user region
+    dense: tf.Tensor              # [B, n_dense]
+
+
+def make_inputs() -> Dict[str, keras.Input]:
+    """One Keras Input per transformed model feature."""
+    inputs: Dict[str, keras.Input] = {}
+    for f in F.ID_FEATURES:
+        inputs[F.idx(f.name)] = keras.Input(shape=(), dtype=tf.int64, name=F.idx(f.name))
+    for s in F.SEQ_FEATURES:
+        inputs[F.idx(s.name)] = keras.Input(shape=(s.max_len,), dtype=tf.int64, name=F.idx(s.name))
+    for d in F.DENSE_FEATURES:
+        inputs[F.dense(d.name)] = keras.Input(shape=(), dtype=tf.float32, name=F.dense(d.name))
+    return inputs
+
+
+def embed(vocab_sizes: Mapping[str, int], dims: Mapping[str, int] | None = None,
+          l2: float = 0.0) -> Embedded:
+    """Builds inputs and shared embedding tables; returns the embedded views."""
+    dims = {**DEFAULT_EMBEDDING_DIMS, **(dims or {})}
+    missing = [v.name for v in F.VOCABS if v.name not in vocab_sizes]
+    if missing:
+        raise ValueError(f"vocab_sizes lacks {missing}; got {sorted(vocab_sizes)}")
+    reg = keras.regularizers.l2(l2) if l2 > 0 else None
+    tables = {v.name: keras.layers.Embedding(vocab_sizes[v.name], dims[v.name],
+                                             embeddings_regularizer=reg, name=f"{v.name}_embedding")
+              for v in F.VOCABS}
+    inputs = make_inputs()
+
+    def emb(name: str, vocab: F.Vocab) -> tf.Tensor:
+        return tables[vocab.name](inputs[F.idx(name)])
+
+    candidate = tf.concat([emb(f.name, f.vocab) for f in (F.ITEM_ID, F.CATEGORY_ID, F.REGION_ID)], -1)
+    click_seq = tf.concat([emb(s.name, s.vocab) for s in F.CLICK_SEQUENCE], -1)
+    conv_seq = tf.concat([emb(s.name, s.vocab) for s in F.CONVERSION_SEQUENCE], -1)
+    search_seq = emb(F.SEARCH_TOKENS.name, F.SEARCH_TOKENS.vocab)
+    dense = tf.stack([inputs[F.dense(d.name)] for d in F.DENSE_FEATURES], axis=-1)
+    return Embedded(
+        inputs=inputs, candidate=candidate,
+        click_seq=click_seq, click_mask=L.padding_mask(inputs[F.idx(F.CLICK_ITEMS.name)]),
+        conv_seq=conv_seq, conv_mask=L.padding_mask(inputs[F.idx(F.CONV_ITEMS.name)]),
+        search_seq=search_seq, search_mask=L.padding_mask(inputs[F.idx(F.SEARCH_TOKENS.name)]),
+        user=emb(F.USER_REGION_ID.name, F.USER_REGION_ID.vocab), dense=dense)
+
+
+def head(x: tf.Tensor, config: Mapping, name: str = "head") -> tf.Tensor:
+    """The MLP tower ending in one click probability per example."""
+    h = L.mlp(config.get("mlp_units", (200, 80)), config.get("activation", "dice"),
+              config.get("dropout", 0.0), name=f"{name}_mlp")(x)
+    return keras.layers.Dense(1, activation="sigmoid", name=f"{name}_prob")(h)[:, 0]

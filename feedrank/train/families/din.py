@@ -1,0 +1,33 @@
+"""DIN: Deep Interest Network.
+
+Zhou, G. et al. "Deep Interest Network for Click-Through Rate Prediction."
+KDD 2018. https://arxiv.org/abs/1706.06978
+
+The candidate post attends over the user's click history (post, category and
+region embeddings, shared with the candidate's); the activation weights are
+masked so padding contributes nothing.  Conversion and search histories enter
+as masked mean-pooled user features, with the dense and cross features, into
+the Dice MLP.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import tensorflow as tf
+import tf_keras as keras
+
+from feedrank.train import layers as L
+from feedrank.train.families import common
+
+
+def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
+    """Returns a Keras model: transformed features dict -> click probability [B]."""
+    e = common.embed(vocab_sizes, config.get("embedding_dims"), config.get("embedding_l2", 0.0))
+    interest = L.TargetAttention(config.get("attention_units", (80, 40)),
+                                 name="din_attention")(e.candidate, e.click_seq, e.click_mask)
+    click_sum = L.MaskedPooling("mean", name="click_mean")(e.click_seq, e.click_mask)
+    conv = L.MaskedPooling("mean", name="conv_mean")(e.conv_seq, e.conv_mask)
+    search = L.MaskedPooling("mean", name="search_mean")(e.search_seq, e.search_mask)
+    x = tf.concat([e.candidate, interest, click_sum, conv, search, e.user, e.dense], axis=-1)
+    prob = common.head(x, config)
+    return keras.Model(inputs=e.inputs, outputs=prob, name="din")

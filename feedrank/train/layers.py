@@ -1,0 +1,121 @@
+"""Shared, serialisable Keras layers: masking, pooling and target attention.
+
+All sequence layers take ids where `features.PAD_ID` (0) is padding and
+derive their own mask, so padding never changes an output.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+import tf_keras as keras
+
+from feedrank import features as F
+
+
+def padding_mask(ids: tf.Tensor) -> tf.Tensor:
+    """[B, L] ids -> [B, L] bool, True where a real (non-padding) id sits."""
+    return tf.not_equal(ids, F.PAD_ID)
+
+
+@keras.utils.register_keras_serializable(package="feedrank")
+class MaskedPooling(keras.layers.Layer):
+    """Mean or sum of [B, L, D] over the unpadded steps (zeros when all padded)."""
+
+    def __init__(self, mode: str = "mean", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("mean", "sum"):
+            raise ValueError(f"MaskedPooling mode must be 'mean' or 'sum', got {mode!r}")
+        self.mode = mode
+
+    def call(self, values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        m = tf.cast(mask, values.dtype)[..., None]
+        total = tf.reduce_sum(values * m, axis=1)
+        if self.mode == "sum":
+            return total
+        return tf.math.divide_no_nan(total, tf.reduce_sum(m, axis=1))
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.utils.register_keras_serializable(package="feedrank")
+class Dice(keras.layers.Layer):
+    """Data-adaptive activation from the DIN paper (Zhou et al., KDD 2018).
+
+    p(s) = sigmoid(BN(s)); f(s) = p * s + (1 - p) * alpha * s.
+    """
+
+    def __init__(self, epsilon: float = 1e-8, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        self.bn = keras.layers.BatchNormalization(center=False, scale=False, epsilon=self.epsilon)
+        self.alpha = self.add_weight(name="alpha", shape=(input_shape[-1],),
+                                     initializer="zeros", trainable=True)
+        super().build(input_shape)
+
+    def call(self, x: tf.Tensor, training=None) -> tf.Tensor:
+        p = tf.sigmoid(self.bn(x, training=training))
+        return p * x + (1.0 - p) * self.alpha * x
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def mlp(units: Sequence[int], activation: str, dropout: float, name: str) -> keras.Sequential:
+    """Dense stack; ``activation`` is a Keras name or ``"dice"``/``"prelu"``."""
+    layers = []
+    for i, u in enumerate(units):
+        layers.append(keras.layers.Dense(u, name=f"{name}_dense{i}"))
+        if activation == "dice":
+            layers.append(Dice(name=f"{name}_dice{i}"))
+        elif activation == "prelu":
+            layers.append(keras.layers.PReLU(name=f"{name}_prelu{i}"))
+        else:
+            layers.append(keras.layers.Activation(activation, name=f"{name}_act{i}"))
+        if dropout > 0:
+            layers.append(keras.layers.Dropout(dropout, name=f"{name}_drop{i}"))
+    return keras.Sequential(layers, name=name)
+
+
+@keras.utils.register_keras_serializable(package="feedrank")
+class TargetAttention(keras.layers.Layer):
+    """DIN's local activation unit: candidate-conditioned weights over the history.
+
+    score_t = MLP([q, k_t, q - k_t, q * k_t]); weights are the raw scores
+    (no softmax, as in the paper, so the interest's intensity is kept) with
+    padded steps set to exactly zero.  Returns sum_t w_t k_t, shape [B, D].
+    Set ``softmax=True`` for normalised weights (used by DIEN's AUGRU).
+    """
+
+    def __init__(self, hidden_units: Sequence[int] = (80, 40), activation: str = "sigmoid",
+                 softmax: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_units = list(hidden_units)
+        self.activation = activation
+        self.softmax = softmax
+
+    def build(self, input_shape):
+        self.score_mlp = mlp(self.hidden_units, self.activation, 0.0, name="att_mlp")
+        self.score_out = keras.layers.Dense(1, name="att_out")
+        super().build(input_shape)
+
+    def scores(self, query: tf.Tensor, keys: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        """[B, D], [B, L, D], [B, L] -> [B, L] attention weights (0 on padding)."""
+        q = tf.broadcast_to(query[:, None, :], tf.shape(keys))
+        x = tf.concat([q, keys, q - keys, q * keys], axis=-1)
+        s = tf.squeeze(self.score_out(self.score_mlp(x)), axis=-1)
+        if self.softmax:
+            s = tf.where(mask, s, tf.fill(tf.shape(s), tf.constant(-1e9, s.dtype)))
+            s = tf.nn.softmax(s, axis=-1)
+        return s * tf.cast(mask, s.dtype)
+
+    def call(self, query: tf.Tensor, keys: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        w = self.scores(query, keys, mask)
+        return tf.reduce_sum(w[..., None] * keys, axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": self.hidden_units,
+                "activation": self.activation, "softmax": self.softmax}

@@ -1,0 +1,124 @@
+"""The TFX Trainer entry point: `run_fn` -> `train()` -> `export()`.
+
+The model family and its hyperparameters come from ``custom_config``
+(see `configs/*.yaml`); vocabulary sizes come from the Transform output.
+Per-epoch train/eval curves are logged and written to the model run dir as
+``curves.json`` (and ``curves.png``); the Keras model's scores on a sample of
+eval examples go to ``eval_scores.json``, so a test can check the pushed
+SavedModel (with the tf.Transform graph attached) reproduces them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict, Mapping, Tuple
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from feedrank import features as F
+from feedrank.train import data, export as export_lib
+from feedrank.train.families import build_model
+from feedrank.transform.preprocessing import vocab_file_name
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: Dict[str, Any] = {
+    "model": "din", "epochs": 3, "batch_size": 1024, "learning_rate": 1e-3,
+    "seed": 0, "early_stopping_patience": 1, "negative_sampling_rate": 1.0,
+}
+
+
+def vocab_sizes(tf_transform_output: tft.TFTransformOutput) -> Dict[str, int]:
+    """Embedding table sizes: padding row + vocabulary + OOV buckets."""
+    return {v.name: 1 + tf_transform_output.vocabulary_size_by_name(vocab_file_name(v))
+            + v.num_oov_buckets for v in F.VOCABS}
+
+
+class CurveLogger(keras.callbacks.Callback):
+    """Logs every epoch's train and eval metrics and keeps them for curves.json."""
+
+    def __init__(self):
+        super().__init__()
+        self.curves: list[Dict[str, float]] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        self.curves.append(row)
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+
+
+def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
+          config: Mapping[str, Any]) -> Tuple[keras.Model, list]:
+    """Builds the configured family, fits it, returns (model, per-epoch curves)."""
+    cfg = {**DEFAULTS, **config}
+    tf.keras.utils.set_random_seed(int(cfg["seed"]))
+    keras.utils.set_random_seed(int(cfg["seed"]))
+    spec = tf_transform_output.transformed_feature_spec()
+    train_ds = data.dataset(train_files, spec, int(cfg["batch_size"]), shuffle=True, seed=int(cfg["seed"]))
+    eval_ds = data.dataset(eval_files, spec, int(cfg["batch_size"]))
+    model = build_model(cfg["model"], vocab_sizes(tf_transform_output), cfg)
+    model.compile(optimizer=keras.optimizers.Adam(float(cfg["learning_rate"])),
+                  loss=keras.losses.BinaryCrossentropy(),
+                  metrics=[keras.metrics.AUC(num_thresholds=2000, name="auc"),
+                           keras.metrics.BinaryCrossentropy(name="logloss")])
+    curves = CurveLogger()
+    callbacks = [curves, keras.callbacks.EarlyStopping(
+        monitor="val_auc", mode="max", patience=int(cfg["early_stopping_patience"]),
+        restore_best_weights=True)]
+    log.info("training %s for up to %d epochs", cfg["model"], int(cfg["epochs"]))
+    model.fit(train_ds, validation_data=eval_ds, epochs=int(cfg["epochs"]), callbacks=callbacks, verbose=2)
+    return model, curves.curves
+
+
+def write_curves(curves: list, out_dir: str) -> None:
+    """curves.json plus a PNG of train vs eval loss and AUC per epoch."""
+    tf.io.gfile.makedirs(out_dir)
+    with tf.io.gfile.GFile(os.path.join(out_dir, "curves.json"), "w") as f:
+        json.dump(curves, f, indent=1)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plotting is a convenience; the JSON is the record
+        return
+    epochs = [c["epoch"] for c in curves]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, metric in zip(axes, ("loss", "auc")):
+        ax.plot(epochs, [c.get(metric) for c in curves], "o-", label="train")
+        ax.plot(epochs, [c.get(f"val_{metric}") for c in curves], "o-", label="eval")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "curves.png"), dpi=80)
+    plt.close(fig)
+
+
+def trainer_scores(model, eval_files, tf_transform_output: tft.TFTransformOutput,
+                   sampling_rate: float, n: int = 512) -> Dict[str, float]:
+    """The in-memory Keras model's calibrated scores on the first ``n`` eval
+    examples, keyed by impression id: the reference the pushed model must match."""
+    spec = tf_transform_output.transformed_feature_spec()
+    records = tf.data.TFRecordDataset(data._expand(eval_files), compression_type="GZIP").take(n)
+    batch = tf.io.parse_example(tf.stack(list(records)), spec)
+    q = model({k: batch[k] for k in F.model_input_names()}, training=False)
+    probs = export_lib.correct_for_sampling(q, sampling_rate).numpy()
+    return {i.decode(): float(p) for i, p in zip(batch[F.IMPRESSION_ID].numpy(), probs)}
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point (GenericExecutor)."""
+    config = dict(fn_args.custom_config or {})
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    model, curves = train(fn_args.train_files, fn_args.eval_files, tft_output, config)
+    write_curves(curves, fn_args.model_run_dir)
+    export_lib.export(model, tft_output, fn_args.serving_model_dir,
+                      float(config.get("negative_sampling_rate", 1.0)))
+    scores = trainer_scores(model, fn_args.eval_files, tft_output,
+                            float(config.get("negative_sampling_rate", 1.0)))
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "eval_scores.json"), "w") as f:
+        json.dump(scores, f)
+    log.info("exported %s to %s", config.get("model", "din"), fn_args.serving_model_dir)

@@ -1,0 +1,1 @@
+"""Transform stage: tf.Transform preprocessing and the in-graph cross features."""

@@ -1,0 +1,88 @@
+"""tf.Transform `preprocessing_fn`: shared vocabularies, padded sequences, scaled numbers.
+
+Every id feature and every sequence that names the same vocabulary in
+`feedrank.features` is looked up in one vocabulary computed over all of them,
+so a post id means the same row of the embedding table whether it is the
+candidate or an entry of the click history.  Ids are shifted by one so that 0
+is padding; OOV ids land in the buckets after the vocabulary.
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from feedrank import features as F
+
+
+def vocab_file_name(vocab: F.Vocab) -> str:
+    """The deferred vocabulary's file name in the Transform output."""
+    return f"{vocab.name}_vocab"
+
+
+def _values(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
+    """All string values of a dense [B] or sparse [B, None] tensor, flattened."""
+    if isinstance(x, tf.SparseTensor):
+        return x.values
+    return tf.reshape(x, [-1])
+
+
+def _lookup_shifted(x, vocab_path, vocab: F.Vocab):
+    """Vocabulary index + 1 (0 stays free for padding); OOV go to buckets after V."""
+    looked_up = tft.apply_vocabulary(x, vocab_path, num_oov_buckets=vocab.num_oov_buckets)
+    if isinstance(looked_up, tf.SparseTensor):
+        return tf.SparseTensor(looked_up.indices, looked_up.values + 1, looked_up.dense_shape)
+    return looked_up + 1
+
+
+def _pad(sparse_ids: tf.SparseTensor, max_len: int) -> tf.Tensor:
+    """Sparse [B, <=max_len] ids -> dense [B, max_len], right-padded with PAD_ID.
+
+    The example generator and the serving signature both keep only the most
+    recent ``max_len`` values, so the slice never drops anything in practice.
+    """
+    batch = sparse_ids.dense_shape[0]
+    sliced = tf.sparse.slice(sparse_ids, [0, 0], tf.stack([batch, tf.constant(max_len, tf.int64)]))
+    dense = tf.sparse.to_dense(
+        tf.sparse.reset_shape(sliced, tf.stack([batch, tf.constant(max_len, tf.int64)])),
+        default_value=tf.constant(F.PAD_ID, tf.int64))
+    return tf.reshape(dense, [-1, max_len])
+
+
+def _vocab_members(vocab: F.Vocab) -> List[str]:
+    names = [f.name for f in F.ID_FEATURES if f.vocab == vocab]
+    names += [s.name for s in F.SEQ_FEATURES if s.vocab == vocab]
+    return names
+
+
+def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Raw features (see `features.raw_feature_spec`) -> model inputs."""
+    outputs: Dict[str, tf.Tensor] = {}
+    for vocab in F.VOCABS:
+        members = [n for n in _vocab_members(vocab) if n in inputs]
+        all_values = tf.concat([_values(inputs[n]) for n in members], axis=0)
+        all_values = tf.boolean_mask(all_values, tf.strings.length(all_values) > 0)
+        path = tft.vocabulary(
+            all_values, vocab_filename=vocab_file_name(vocab),
+            frequency_threshold=vocab.frequency_threshold)
+        for f in F.ID_FEATURES:
+            if f.vocab == vocab:
+                outputs[F.idx(f.name)] = _lookup_shifted(inputs[f.name], path, vocab)
+        for s in F.SEQ_FEATURES:
+            if s.vocab == vocab:
+                outputs[F.idx(s.name)] = _pad(_lookup_shifted(inputs[s.name], path, vocab), s.max_len)
+    for d in F.DENSE_FEATURES:
+        x = tf.cast(inputs[d.name], tf.float32)
+        if d.log1p:
+            x = tf.math.log1p(tf.maximum(x, 0.0))
+        if d.max_value is not None and d.max_value <= 1.0 and d.min_value == 0.0:
+            outputs[F.dense(d.name)] = x  # already in [0, 1]
+        else:
+            outputs[F.dense(d.name)] = tft.scale_to_z_score(x)
+    if F.IMPRESSION_ID in inputs:  # passed through, to key scores; never a model input
+        outputs[F.IMPRESSION_ID] = inputs[F.IMPRESSION_ID]
+    for label in F.LABELS:
+        if label in inputs:
+            outputs[label] = tf.cast(inputs[label], tf.int64)
+    return outputs

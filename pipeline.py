@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""The feedrank pipeline: `create_pipeline()` in data-flow order, and its CLI.
+
+  python pipeline.py run --config configs/demo.yaml
+
+Runs LocalDagRunner with Beam's DirectRunner and a SQLite MLMD store, then
+prints the run summary and writes ``<run_root>/<run-id>/summary.json``.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFT/TFMA 1.16 expect Keras 2
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from typing import List, Optional  # noqa: E402
+
+from feedrank.config import Config, ConfigError, load  # noqa: E402
+
+log = logging.getLogger("feedrank")
+
+
+def create_pipeline(cfg: Config):
+    """The TFX pipeline, components in data-flow order."""
+    from tfx import v1 as tfx
+
+    from components.baseline.component import LatestBlessedModel
+    from components.example_gen.component import BehaviorExampleGen
+    from components.gate.component import AnomaliesGate
+    from feedrank.evaluate.eval_config import make_eval_config
+    from feedrank.fingerprint import code_fingerprint, data_fingerprint
+    from feedrank.schema import write_schema
+
+    pipeline_root = os.path.abspath(os.path.join(cfg.pipeline_dir, "tfx"))
+    ex = cfg.examples
+    code_version = code_fingerprint()
+
+    # Events -> validated, labelled examples with behaviour strictly before each impression.
+    example_gen = BehaviorExampleGen(
+        input_base=os.path.abspath(cfg.input_base), input_fingerprint=f"{data_fingerprint(cfg.input_base)}-{code_version}",
+        label_window_s=ex.label_window_s, eval_days=ex.eval_days,
+        negative_sampling_rate=ex.negative_sampling_rate, max_bad_fraction=ex.max_bad_fraction,
+        seed=ex.seed, num_shards=ex.num_shards)
+    # Statistics of every split.
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    # The schema derived from feedrank/features.py (not inferred, so drift is caught).
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=os.path.abspath(write_schema(os.path.join(cfg.pipeline_dir, "schema"))))
+    # Anomalies of the statistics against the schema...
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    # ...halt the run here, before Transform and the Trainer.
+    gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    # Shared vocabularies with OOV buckets, padded sequences, scaled numbers.
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+        preprocessing_fn="feedrank.transform.preprocessing.preprocessing_fn",
+        custom_config={"code_version": code_version})
+    transform.add_upstream_node(gate)
+    # The model family named in the config, exported with the Transform graph attached.
+    trainer = tfx.components.Trainer(
+        run_fn="feedrank.train.trainer.run_fn",
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config={**cfg.trainer, "negative_sampling_rate": ex.negative_sampling_rate,
+                       "code_version": code_version})
+    # The last blessed, pushed model (no Resolver: Kubeflow's backend cannot run one).
+    baseline = LatestBlessedModel(push_dir=os.path.abspath(cfg.push_dir))
+    # TFMA on the eval split: AUC floor and no regression versus the baseline.
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+        baseline_model=baseline.outputs["model"],
+        example_splits=["eval"],
+        eval_config=make_eval_config(cfg.evaluator.auc_floor, cfg.evaluator.max_auc_regression,
+                                     cfg.evaluator.slice_features))
+    # Blessed models only, to serving/<model>/<version>/.
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=os.path.abspath(cfg.push_dir))))
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=cfg.pipeline_name, pipeline_root=pipeline_root,
+        components=[example_gen, statistics_gen, schema_gen, example_validator, gate, transform,
+                    trainer, baseline, evaluator, pusher],
+        enable_cache=cfg.enable_cache,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            os.path.abspath(cfg.metadata_path)),
+        beam_pipeline_args=list(cfg.beam_pipeline_args))
+
+
+def run(cfg: Config) -> dict:
+    """Runs the pipeline locally and returns the summary (also written as JSON)."""
+    from tfx import v1 as tfx
+
+    from feedrank.evaluate.summary import build_summary, pipeline_failure, print_summary, write_summary
+
+    os.makedirs(cfg.pipeline_dir, exist_ok=True)
+    pipeline = create_pipeline(cfg)
+    log.info("running pipeline %s (root %s)", cfg.pipeline_name, cfg.pipeline_dir)
+    error: Optional[BaseException] = None
+    try:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    except Exception as e:  # noqa: BLE001 - reported as a readable failure below
+        error = e
+    summary = build_summary(cfg, failure=pipeline_failure(error) if error else None)
+    path = write_summary(cfg, summary)
+    print_summary(summary, path)
+    return summary
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pipeline.py", description="feedrank: behaviour-sequence ranking pipeline (TFX).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, DirectRunner, SQLite MLMD)")
+    p_run.add_argument("--config", default="configs/demo.yaml", help="YAML run config (default: %(default)s)")
+    p_run.add_argument("--input", help="override the config's input_base (a directory with events/items/users)")
+    p_run.add_argument("--simulate-if-missing", action="store_true",
+                       help="if input_base does not exist, simulate it with the config's `simulate` section")
+    p_run.add_argument("--no-cache", action="store_true", help="disable component caching for this run")
+    p_run.add_argument("-v", "--verbose", action="store_true", help="show TFX and Beam logs")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        for noisy in ("absl", "apache_beam", "tensorflow", "root"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    overrides = {}
+    if args.input:
+        overrides["input_base"] = args.input
+    if args.no_cache:
+        overrides["enable_cache"] = False
+    try:
+        cfg = load(args.config, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not os.path.isdir(cfg.input_base) and args.simulate_if_missing:
+        from feedrank.events.simulate import simulate
+
+        sim = cfg.simulate
+        log.info("simulating %s (users=%d items=%d days=%d seed=%d)", cfg.input_base,
+                 sim.users, sim.items, sim.days, sim.seed)
+        simulate(cfg.input_base, users=sim.users, items=sim.items, days=sim.days, seed=sim.seed)
+    if not os.path.isdir(cfg.input_base):
+        print(f"error: input directory {cfg.input_base!r} does not exist; create demo data with "
+              f"`python -m feedrank.simulate --out {cfg.input_base}` or pass --input DIR", file=sys.stderr)
+        return 2
+    summary = run(cfg)
+    return 0 if summary.get("status") == "succeeded" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
