@@ -1,0 +1,1 @@
+"""Event logs: the contract, the simulator and its hidden world."""

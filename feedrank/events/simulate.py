@@ -1,0 +1,239 @@
+"""Deterministic simulator of a classifieds home-feed event log.
+
+Writes ``events``/``items``/``users`` parquet tables in the contract of
+:mod:`feedrank.events.contract`, plus the hidden ground truth
+(``truth.parquet``: ``p_click`` of every impression) and ``world.json``
+(parameters and summary).  See :mod:`feedrank.events.world` for the hidden
+world and :mod:`feedrank.events.sessions` for the behaviour model.
+
+    python -m feedrank.simulate --users 20000 --items 50000 --days 14 --seed 0 --out data/demo
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import sys
+import time
+from typing import Dict, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from feedrank.events import contract
+from feedrank.events.sessions import PURCHASE, DaySimulator, Knobs
+from feedrank.events.world import ClickModel, build_taxonomy, drift_interests, make_items, make_users
+
+DEFAULT_START = "2024-03-01"
+ROW_GROUP = 1_000_000
+
+
+def _ids(prefix: str, n: int, width: int) -> pa.Array:
+    s = pc.cast(pa.array(np.arange(n, dtype=np.int64)), pa.string())
+    return pc.binary_join_element_wise(prefix, pc.utf8_lpad(s, width=width, padding="0"), "")
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC by the rank-sum formula (ties averaged)."""
+    labels = labels.astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    s = scores[order]
+    ranks = np.empty(len(s))
+    bounds = np.concatenate([[0], np.nonzero(np.diff(s))[0] + 1, [len(s)]])
+    avg = (bounds[:-1] + bounds[1:] + 1) / 2.0
+    ranks[order] = np.repeat(avg, np.diff(bounds))
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _finite(x: float) -> Optional[float]:
+    return float(x) if np.isfinite(x) else None
+
+
+def _parse_start(start_date: str) -> int:
+    d = dt.datetime.strptime(start_date, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+    return int(d.timestamp())
+
+
+def simulate(out_dir: str, users: int = 20000, items: int = 50000, days: int = 14, seed: int = 0,
+             start_date: str = DEFAULT_START, activity: float = 0.15, interest_shift: float = 0.08,
+             quality_sd: float = 0.4, n_regions: int = 30, verbose: bool = True, **knobs) -> Dict:
+    """Simulate ``days`` days and write the log into ``out_dir``; returns a summary.
+
+    ``knobs`` are fields of :class:`feedrank.events.sessions.Knobs` (e.g.
+    ``sessions_per_day``, ``feeds_per_session``, ``recall_interest``) or of
+    :class:`feedrank.events.world.ClickModel` prefixed ``click_`` (e.g.
+    ``click_base``).
+    """
+    if users < 1 or items < 1 or days < 1:
+        raise ValueError("users, items and days must be positive")
+    if not 0.0 < activity <= 1.0:
+        raise ValueError("activity must be in (0, 1]")
+    t0 = time.time()
+    start_ts = _parse_start(start_date)
+    end_ts = start_ts + days * 86400
+    sess_knobs = Knobs(**{k: v for k, v in knobs.items() if not k.startswith("click_")})
+    click = ClickModel(**{k[6:]: v for k, v in knobs.items() if k.startswith("click_")})
+    rng = np.random.Generator(np.random.PCG64(seed))
+    tax = build_taxonomy(rng, n_regions)
+    it = make_items(rng, tax, items, start_ts, days, quality_sd)
+    us = make_users(rng, tax, users, activity)
+    sim = DaySimulator(tax, it, us, click, sess_knobs)
+
+    cols = ("user", "item", "etype", "ts", "req", "query", "dwell", "p")
+    dtypes = (np.int32, np.int32, np.int8, np.int64, np.int32, np.int64, np.float32, np.float32)
+    parts = {c: [] for c in cols}
+    imp_p, imp_clicked = [], []
+    n_events, n_requests, active_days = 0, 0, 0
+    for d in range(days):
+        if d > 0:
+            drift_interests(rng, tax, us, interest_shift)
+        day = sim.run(rng, start_ts + d * 86400, n_requests)
+        n_requests += int(day["n_requests"][0])
+        active_days += int(day["active_users"][0])
+        keep = day["ts"] < end_ts
+        for c, t in zip(cols, dtypes):
+            parts[c].append(day[c][keep].astype(t))
+        n_imp = len(day["imp_p"])  # impressions are the first rows of a day
+        imp_p.append(day["imp_p"][keep[:n_imp]])
+        imp_clicked.append(day["imp_clicked"][keep[:n_imp]])
+        # a purchase satisfies the need: interest in that category collapses
+        b = day["etype"] == PURCHASE
+        us.interest[day["user"][b], it.cat[day["item"][b]]] *= 0.2
+        n_events += int(keep.sum())
+        if verbose:
+            el = time.time() - t0
+            print(f"[simulate] day {d + 1}/{days}: {n_events:,} events so far, "
+                  f"{n_events / max(el, 1e-9):,.0f} events/s", file=sys.stderr, flush=True)
+    ev = {c: np.concatenate(parts[c]) for c in cols}
+    del parts
+    summary = _write(out_dir, tax, it, us, ev, start_ts)
+    p_all, y_all = np.concatenate(imp_p), np.concatenate(imp_clicked)
+    counts = {name: int((ev["etype"] == i).sum()) for i, name in enumerate(contract.EVENT_TYPES)}
+    wall = time.time() - t0
+    summary.update(
+        events=int(len(ev["ts"])), counts=counts, impressions=counts[contract.IMPRESSION],
+        ctr=counts[contract.CLICK] / max(counts[contract.IMPRESSION], 1),
+        oracle_auc=_finite(auc(p_all, y_all)), mean_p_click=_finite(p_all.mean()) if p_all.size else None,
+        requests=n_requests, active_user_days=active_days, wall_s=round(wall, 2),
+        events_per_s=round(len(ev["ts"]) / max(wall, 1e-9), 1))
+    params = dict(users=users, items=items, days=days, seed=seed, start_date=start_date,
+                  start_ts=start_ts, end_ts=end_ts, activity=activity, interest_shift=interest_shift,
+                  quality_sd=quality_sd, n_regions=n_regions, knobs=dataclasses.asdict(sess_knobs),
+                  click_model=dataclasses.asdict(click), categories=tax.categories, regions=tax.regions)
+    with open(os.path.join(out_dir, "world.json"), "w") as f:
+        json.dump(dict(params=params, summary=summary), f, indent=2)
+    return summary
+
+
+def _write(out_dir: str, tax, it, us, ev: Dict[str, np.ndarray], start_ts: int) -> Dict:
+    os.makedirs(out_dir, exist_ok=True)
+    n_items, n_users = len(it.cat), len(us.region)
+    item_ids = _ids("i", n_items, max(7, len(str(n_items))))
+    user_ids = _ids("u", n_users, max(6, len(str(n_users))))
+    tokens = pa.array(tax.tokens + [""])
+    cats, regions = pa.array(tax.categories), pa.array(tax.regions)
+    title = pc.binary_join_element_wise(*[tokens.take(pa.array(it.title_tokens[:, j]))
+                                          for j in range(it.title_tokens.shape[1])], " ")
+    pq.write_table(pa.table({"item_id": item_ids, "category_id": cats.take(pa.array(it.cat)),
+                             "region_id": regions.take(pa.array(it.region)),
+                             "price": pa.array(it.price.astype(np.float64)), "title": title}),
+                   os.path.join(out_dir, "items.parquet"))
+    pq.write_table(pa.table({"user_id": user_ids, "region_id": regions.take(pa.array(us.region))}),
+                   os.path.join(out_dir, "users.parquet"))
+
+    n = len(ev["ts"])
+    order = np.argsort(ev["ts"], kind="stable")
+    width = max(9, len(str(n)))
+    item_or_empty = pa.concat_arrays([pa.array([""]), item_ids])
+    etypes = pa.array(list(contract.EVENT_TYPES))
+    empty_tok = len(tax.tokens)
+    schema = pa.schema([("event_id", pa.string()), ("user_id", pa.string()), ("item_id", pa.string()),
+                        ("event", pa.string()), ("ts", pa.int64()), ("request_id", pa.string()),
+                        ("query", pa.string()), ("dwell_s", pa.float64())])
+    truth_schema = pa.schema([("event_id", pa.string()), ("p_click", pa.float64())])
+    with pq.ParquetWriter(os.path.join(out_dir, "events.parquet"), schema) as w, \
+            pq.ParquetWriter(os.path.join(out_dir, contract.TRUTH_FILE), truth_schema) as tw:
+        for a in range(0, max(n, 1), ROW_GROUP):
+            sel = order[a:a + ROW_GROUP]
+            eid = pc.binary_join_element_wise(
+                "e", pc.utf8_lpad(pc.cast(pa.array(np.arange(a, a + len(sel))), pa.string()),
+                                  width=width, padding="0"), "")
+            req = ev["req"][sel]
+            req_s = pc.binary_join_element_wise("req", pc.cast(pa.array(req), pa.string()), "")
+            req_s = pc.if_else(pa.array(req < 0), "", req_s)
+            q = ev["query"][sel]
+            has_q = q >= 0
+            t1 = np.where(has_q, q >> 32, empty_tok)
+            t2 = np.where(has_q & (((q >> 16) & 0xFFFF) > 0), ((q >> 16) & 0xFFFF) - 1, empty_tok)
+            t3 = np.where(has_q & ((q & 0xFFFF) > 0), (q & 0xFFFF) - 1, empty_tok)
+            query = pc.utf8_trim_whitespace(pc.binary_join_element_wise(
+                *[tokens.take(pa.array(t)) for t in (t1, t2, t3)], " "))
+            dwell = np.round(ev["dwell"][sel].astype(np.float64), 1)
+            et = ev["etype"][sel]
+            w.write_table(pa.table({
+                "event_id": eid, "user_id": user_ids.take(pa.array(ev["user"][sel])),
+                "item_id": item_or_empty.take(pa.array(ev["item"][sel] + 1)),
+                "event": etypes.take(pa.array(et)), "ts": pa.array(ev["ts"][sel]),
+                "request_id": req_s, "query": query,
+                "dwell_s": pa.array(dwell, mask=np.isnan(dwell))}, schema=schema))
+            imp = np.nonzero(et == 0)[0]
+            tw.write_table(pa.table({"event_id": eid.take(pa.array(imp)),
+                                     "p_click": pa.array(ev["p"][sel][imp].astype(np.float64))},
+                                    schema=truth_schema))
+    return dict(first_ts=int(ev["ts"][order[0]]) if n else None,
+                last_ts=int(ev["ts"][order[-1]]) if n else None)
+
+
+def main(argv: Optional[list] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m feedrank.simulate", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--users", type=int, default=20000, help="number of users")
+    ap.add_argument("--items", type=int, default=50000, help="number of posts created over the period")
+    ap.add_argument("--days", type=int, default=14, help="days to simulate")
+    ap.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical tables)")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--start-date", default=DEFAULT_START, help="first day, YYYY-MM-DD (UTC)")
+    ap.add_argument("--activity", type=float, default=0.15, help="mean daily probability a user is active")
+    ap.add_argument("--sessions-per-day", type=float, default=Knobs.sessions_per_day,
+                    help="mean sessions per active user-day (>= 1)")
+    ap.add_argument("--feeds-per-session", type=float, default=Knobs.feeds_per_session,
+                    help="mean home-feed requests per session")
+    ap.add_argument("--interest-shift", type=float, default=0.08,
+                    help="daily probability a user's interests shift to a new category")
+    ap.add_argument("--quiet", action="store_true", help="no per-day progress on stderr")
+    args = ap.parse_args(argv)
+    err = None
+    if args.users < 1 or args.items < 1 or args.days < 1:
+        err = "--users, --items and --days must be positive integers"
+    elif not 0.0 < args.activity <= 1.0:
+        err = "--activity must be in (0, 1]"
+    elif args.sessions_per_day < 1.0 or args.feeds_per_session < 0.0 or not 0 <= args.interest_shift <= 1:
+        err = "--sessions-per-day must be >= 1, --feeds-per-session >= 0, --interest-shift in [0, 1]"
+    else:
+        try:
+            _parse_start(args.start_date)
+        except ValueError:
+            err = f"--start-date must be YYYY-MM-DD, got {args.start_date!r}"
+    if err is None:
+        try:
+            os.makedirs(args.out, exist_ok=True)
+            probe = os.path.join(args.out, ".write_probe")
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+        except OSError as e:
+            err = f"cannot write to output directory {args.out!r}: {e.strerror or e}"
+    if err is not None:
+        ap.error(err)
+    summary = simulate(args.out, args.users, args.items, args.days, args.seed, start_date=args.start_date,
+                       activity=args.activity, interest_shift=args.interest_shift, verbose=not args.quiet,
+                       sessions_per_day=args.sessions_per_day, feeds_per_session=args.feeds_per_session)
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,199 @@
+"""Tests of the event-log simulator (tiny worlds, a few seconds in all)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from feedrank.events import contract
+from feedrank.events.simulate import auc, main, simulate
+
+PANDAS_DTYPE = {"string": "object", "int64": "int64", "float64": "float64"}
+
+
+def _read(d: str, name: str) -> pd.DataFrame:
+    return pd.read_parquet(os.path.join(d, name))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("tiny"))
+    summary = simulate(out, users=300, items=800, days=3, seed=7, verbose=False)
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def medium(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("medium"))
+    summary = simulate(out, users=3000, items=6000, days=8, seed=3, verbose=False)
+    return out, summary
+
+
+def test_contract_columns_and_dtypes(tiny):
+    out, _ = tiny
+    for table, cols in contract.COLUMNS.items():
+        df = _read(out, f"{table}.parquet")
+        assert len(df) > 0, table
+        for col, (logical, required) in cols.items():
+            if required:
+                assert col in df.columns, (table, col)
+            if col in df.columns:
+                assert str(df[col].dtype) == PANDAS_DTYPE[logical], (table, col, df[col].dtype)
+        for col, (logical, required) in cols.items():
+            if required and logical == "string":
+                assert df[col].notna().all(), (table, col)
+    truth = _read(out, contract.TRUTH_FILE)
+    assert list(truth.columns) == ["event_id", "p_click"]
+    assert os.path.exists(os.path.join(out, "world.json"))
+
+
+def test_event_semantics(tiny):
+    out, summary = tiny
+    ev = _read(out, "events.parquet")
+    items = _read(out, "items.parquet")
+    users = _read(out, "users.parquet")
+    assert set(ev.event) <= set(contract.EVENT_TYPES)
+    assert set(ev.event) >= {contract.IMPRESSION, contract.CLICK, contract.SEARCH, contract.VIEW}
+    assert ev.event_id.is_unique and items.item_id.is_unique and users.user_id.is_unique
+    search = ev.event == contract.SEARCH
+    assert (ev.item_id[search] == "").all()
+    assert (ev["query"][search].str.len() > 0).all()
+    assert (ev["query"][~search] == "").all()
+    assert ev.item_id[~search].isin(set(items.item_id)).all()
+    assert ev.user_id.isin(set(users.user_id)).all()
+    imp = ev.event == contract.IMPRESSION
+    assert (ev.request_id[imp].str.len() > 0).all()
+    view = ev.event == contract.VIEW
+    assert (ev.dwell_s[view] > 0).all() and ev.dwell_s[~view].isna().all()
+    # one impression of a post per request
+    assert not ev[imp].duplicated(["request_id", "item_id"]).any()
+    # ts: sorted, inside the simulated period
+    params = json.load(open(os.path.join(out, "world.json")))["params"]
+    assert ev.ts.is_monotonic_increasing
+    assert ev.ts.min() >= params["start_ts"] and ev.ts.max() < params["end_ts"]
+    assert summary["events"] == len(ev)
+    assert summary["counts"][contract.IMPRESSION] == int(imp.sum())
+
+
+def test_clicks_follow_impressions(tiny):
+    out, _ = tiny
+    ev = _read(out, "events.parquet")
+    imp = ev[ev.event == contract.IMPRESSION][["request_id", "user_id", "item_id", "ts"]]
+    clk = ev[ev.event == contract.CLICK][["request_id", "user_id", "item_id", "ts"]]
+    m = clk.merge(imp, on=["request_id", "user_id", "item_id"], suffixes=("", "_imp"), how="left")
+    assert m.ts_imp.notna().all()
+    delay = m.ts - m.ts_imp
+    assert (delay > 0).all() and (delay <= 1800).all()
+
+
+def test_truth_covers_exactly_impressions(tiny):
+    out, _ = tiny
+    ev = _read(out, "events.parquet")
+    truth = _read(out, contract.TRUTH_FILE)
+    imp_ids = ev.event_id[ev.event == contract.IMPRESSION]
+    assert truth.event_id.is_unique
+    assert set(truth.event_id) == set(imp_ids) and len(truth) == len(imp_ids)
+    assert truth.p_click.between(0.0, 1.0).all()
+
+
+def test_deterministic_for_equal_seed(tmp_path, tiny):
+    out, _ = tiny
+    again = str(tmp_path / "again")
+    other = str(tmp_path / "other")
+    simulate(again, users=300, items=800, days=3, seed=7, verbose=False)
+    simulate(other, users=300, items=800, days=3, seed=8, verbose=False)
+    for name in ("events.parquet", "items.parquet", "users.parquet", contract.TRUTH_FILE):
+        pd.testing.assert_frame_equal(_read(out, name), _read(again, name))
+    a, b = _read(out, "events.parquet"), _read(other, "events.parquet")
+    assert len(a) != len(b) or not a.equals(b)
+
+
+def test_oracle_auc_and_ctr_in_band(medium):
+    out, summary = medium
+    ev = _read(out, "events.parquet")
+    truth = _read(out, contract.TRUTH_FILE)
+    imp = ev[ev.event == contract.IMPRESSION][["event_id", "request_id", "item_id"]]
+    clicked = ev[ev.event == contract.CLICK][["request_id", "item_id"]].drop_duplicates().assign(y=1)
+    imp = imp.merge(clicked, on=["request_id", "item_id"], how="left").merge(truth, on="event_id")
+    y = imp.y.fillna(0).to_numpy()
+    oracle = roc_auc_score(y, imp.p_click)
+    assert 0.65 < oracle < 0.9
+    assert abs(oracle - summary["oracle_auc"]) < 0.01
+    assert 0.03 < y.mean() < 0.10
+    # the conversions/purchases funnel narrows
+    c = summary["counts"]
+    assert c[contract.CLICK] > c[contract.PURCHASE] and c[contract.CONVERSION] > c[contract.PURCHASE] > 0
+
+
+def test_interests_drift(medium):
+    """A user's category mix on day 1 vs the last day differs more than
+    between the two halves of day 1 (equal sample sizes, averaged over users)."""
+    out, _ = medium
+    ev = _read(out, "events.parquet")
+    items = _read(out, "items.parquet")
+    ev = ev[ev.event.isin([contract.CLICK, contract.VIEW])].merge(items[["item_id", "category_id"]], on="item_id")
+    ev["day"] = (ev.ts - ev.ts.min()) // 86400
+    last = ev.day.max()
+    rng = np.random.default_rng(0)
+    within, across = [], []
+
+    def tv(a: pd.Series, b: pd.Series) -> float:
+        pa_, pb = a.value_counts(normalize=True), b.value_counts(normalize=True)
+        return 0.5 * pa_.sub(pb, fill_value=0).abs().sum()
+
+    first_day = ev[ev.day == 0].groupby("user_id")
+    last_day = dict(list(ev[ev.day == last].groupby("user_id").category_id))
+    for user, g in first_day:
+        if user not in last_day or len(g) < 8 or len(last_day[user]) < 4:
+            continue
+        cats = g.sort_values("ts").category_id
+        h = len(cats) // 2
+        a, b = cats.iloc[:h], cats.iloc[h:2 * h]
+        later = last_day[user]
+        later = later.iloc[rng.permutation(len(later))[:len(b)]]
+        n = min(len(b), len(later))
+        within.append(tv(a, b.iloc[:n]))
+        across.append(tv(a, later.iloc[:n]))
+    assert len(within) >= 30
+    assert np.mean(across) > np.mean(within) + 0.07
+
+
+def test_auc_helper_matches_sklearn():
+    rng = np.random.default_rng(1)
+    s = np.round(rng.random(500), 2)  # with ties
+    y = rng.random(500) < s
+    assert abs(auc(s, y) - roc_auc_score(y, s)) < 1e-12
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--users", "-5"], "must be positive"),
+    (["--days", "0"], "must be positive"),
+    (["--activity", "2"], "--activity"),
+    (["--start-date", "yesterday"], "--start-date"),
+])
+def test_cli_rejects_bad_args(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(args + ["--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_rejects_unwritable_out(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        main(["--users", "10", "--items", "10", "--days", "1", "--out", str(blocker / "sub")])
+    assert exc.value.code == 2
+    assert "cannot write to output directory" in capsys.readouterr().err
+
+
+def test_cli_runs(tmp_path, capsys):
+    assert main(["--users", "50", "--items", "100", "--days", "2", "--seed", "1", "--quiet",
+                 "--out", str(tmp_path / "cli")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["events"] > 0 and os.path.exists(tmp_path / "cli" / "events.parquet")
