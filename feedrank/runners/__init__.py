@@ -1,0 +1,1 @@
+"""Orchestrator back ends other than the local LocalDagRunner (Kubeflow Pipelines)."""

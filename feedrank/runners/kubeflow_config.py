@@ -1,0 +1,218 @@
+"""Kubeflow settings (`configs/kubeflow.yaml`) and the pipeline overrides built from them.
+
+`KubeflowConfig` is the validated YAML; `PipelineOverrides` is what
+`pipeline.create_pipeline(cfg, kubeflow=...)` takes to build the Kubeflow
+variant: object-storage paths, TFX RuntimeParameters and Beam args instead of
+the local paths, SQLite MLMD and DirectRunner defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Dict, List
+
+import yaml
+
+from feedrank.config import Config, ConfigError
+
+RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+OBJECT_STORE_SCHEMES = ("gs://", "s3://")
+# Runtime parameters of the compiled package (root inputDefinitions).
+PARAM_INPUT_BASE = "input_base"
+PARAM_DATA_VERSION = "data_version"
+PARAM_TRAINER_CONFIG = "trainer_config"
+PARAM_MLFLOW_URI = "mlflow_tracking_uri"
+
+
+@dataclasses.dataclass
+class GpuConfig:
+    count: int = 1
+    node_selector: Dict[str, str] = dataclasses.field(
+        default_factory=lambda: {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"})
+    tolerations: List[Dict[str, str]] = dataclasses.field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+
+
+@dataclasses.dataclass
+class KubeflowConfig:
+    image: str = "registry.example.com/feedrank/pipeline:latest"
+    images: Dict[str, str] = dataclasses.field(default_factory=dict)
+    pipeline_root: str = "gs://feedrank-ml/pipeline-root"
+    serving_root: str = "gs://feedrank-ml/serving"
+    schema_dir_in_image: str = "/pipeline/schema"
+    input_base: str = "gs://feedrank-ml/data/demo"
+    data_version: str = "unversioned"
+    enable_cache: bool = True
+    never_cache: List[str] = dataclasses.field(
+        default_factory=lambda: ["LatestBlessedModel", "Pusher", "MlflowLogger"])
+    mlflow_tracking_uri: str = "http://mlflow.feedrank.svc.cluster.local:5000"
+    beam_pipeline_args: List[str] = dataclasses.field(
+        default_factory=lambda: ["--direct_running_mode=multi_processing", "--direct_num_workers=0"])
+    trainer_gpu: GpuConfig = dataclasses.field(default_factory=GpuConfig)
+    resources: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)
+    secret_env: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    env: Dict[str, str] = dataclasses.field(default_factory=dict)
+    image_pull_secrets: List[str] = dataclasses.field(default_factory=list)
+
+    def resources_for(self, component_id: str) -> Dict[str, str]:
+        merged = dict(self.resources.get("default", {}))
+        merged.update(self.resources.get(component_id, {}))
+        return merged
+
+
+def _check_type(where: str, value: Any, default: Any) -> None:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, (str, list, dict)):
+        ok = isinstance(value, type(default))
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{where} must be a {type(default).__name__}, got {value!r}")
+
+
+def _build(cls, raw: Dict[str, Any], where: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {}
+    for key, value in raw.items():
+        default = getattr(cls(), key)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{key} must be a mapping, got {value!r}")
+            value = _build(type(default), value, f"{where}.{key}")
+        else:
+            _check_type(f"{where}.{key}", value, default)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load_kubeflow_config(path: str) -> KubeflowConfig:
+    """Reads and validates ``configs/kubeflow.yaml``; raises ConfigError naming the key."""
+    if not os.path.exists(path):
+        raise ConfigError(f"kubeflow config {path!r} does not exist")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"kubeflow config {path!r} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"kubeflow config {path!r} must hold a mapping at the top level")
+    where = os.path.basename(path)
+    kf = _build(KubeflowConfig, raw, where)
+    for key in ("pipeline_root", "serving_root"):
+        if not getattr(kf, key).startswith(OBJECT_STORE_SCHEMES):
+            raise ConfigError(f"{where}.{key} must be object storage ({' or '.join(OBJECT_STORE_SCHEMES)}),"
+                              f" got {getattr(kf, key)!r}: pods cannot see this machine's disk")
+    for comp, res in kf.resources.items():
+        bad = sorted(set(res) - set(RESOURCE_KEYS)) if isinstance(res, dict) else ["<not a mapping>"]
+        if bad:
+            raise ConfigError(f"{where}.resources.{comp}: unknown key(s) {bad}; allowed: {list(RESOURCE_KEYS)}")
+    if kf.trainer_gpu.count < 0:
+        raise ConfigError(f"{where}.trainer_gpu.count must be >= 0, got {kf.trainer_gpu.count}")
+    if kf.secret_env:
+        if set(kf.secret_env) != {"secret_name", "keys"} or not isinstance(kf.secret_env["keys"], dict):
+            raise ConfigError(f"{where}.secret_env needs exactly `secret_name` and `keys` (ENV_VAR: secret-key)")
+    return kf
+
+
+def image_schema_path(schema_dir_in_image: str) -> str:
+    """The schema file's path inside the image: ``<dir>/<content hash>/schema.pbtxt``.
+
+    Same hash as `feedrank.schema.write_schema`, so the Dockerfile's
+    ``write_schema('/pipeline/schema')`` produces exactly this file.
+    """
+    from google.protobuf import text_format
+
+    from feedrank.schema import make_schema
+
+    digest = hashlib.sha256(text_format.MessageToString(make_schema()).encode()).hexdigest()[:12]
+    return f"{schema_dir_in_image.rstrip('/')}/{digest}/schema.pbtxt"
+
+
+@dataclasses.dataclass
+class PipelineOverrides:
+    """What `pipeline.create_pipeline(cfg, kubeflow=...)` uses instead of local values."""
+
+    pipeline_root: str
+    push_dir: str
+    schema_file: str
+    input_base: str           # the defaults; `runtime_parameters` turns them into
+    input_fingerprint: str    # RuntimeParameters once the components are built
+    beam_pipeline_args: List[str]
+    enable_cache: bool
+
+    def trainer_custom_config(self, config: Dict[str, Any]):
+        """The Trainer's custom_config as one JSON RuntimeParameter (TFX 1.16 takes
+        a RuntimeParameter for the whole dict, not for single keys)."""
+        from tfx import v1 as tfx
+
+        return tfx.dsl.experimental.RuntimeParameter(
+            name=PARAM_TRAINER_CONFIG, ptype=str, default=json.dumps(config, sort_keys=True))
+
+
+def make_overrides(cfg: Config, kf: KubeflowConfig) -> PipelineOverrides:
+    return PipelineOverrides(
+        pipeline_root=kf.pipeline_root.rstrip("/"),
+        push_dir=f"{kf.serving_root.rstrip('/')}/{cfg.model_name}",
+        schema_file=image_schema_path(kf.schema_dir_in_image),
+        input_base=kf.input_base,
+        input_fingerprint=kf.data_version,
+        beam_pipeline_args=list(kf.beam_pipeline_args),
+        enable_cache=kf.enable_cache)
+
+
+def bind_runtime_parameters(pipeline, kf: "KubeflowConfig") -> List[str]:
+    """Turns exec properties into pipeline parameters after the components are built
+    (their constructors coerce values with str(), so they cannot take a RuntimeParameter):
+
+    * BehaviorExampleGen ``input_base`` -> ``input_base``, ``input_fingerprint`` -> ``data_version``;
+    * MlflowLogger ``tracking_uri`` -> ``mlflow_tracking_uri`` and its ``custom_config`` -> the
+      Trainer's ``trainer_config`` parameter (so the logged hyperparameters are the run's);
+      its ``run_nonce`` (a per-build cache breaker) becomes a constant: on Kubeflow the
+      task is never cached instead (`never_cache`).
+
+    Returns the parameter names bound.
+    """
+    from tfx import v1 as tfx
+    from tfx.orchestration import data_types
+
+    RP = tfx.dsl.experimental.RuntimeParameter
+    by_id = {c.id: c for c in pipeline.components}
+
+    def props(component_id: str, *names: str, required: bool = True):
+        component = by_id.get(component_id)
+        if component is None or any(n not in component.exec_properties for n in names):
+            if required:
+                raise ConfigError(f"cannot bind runtime parameters: no {component_id}.{names} in the pipeline")
+            return None
+        return component.exec_properties
+
+    bound = []
+    gen = props("BehaviorExampleGen", "input_base", "input_fingerprint")
+    gen["input_base"] = RP(name=PARAM_INPUT_BASE, ptype=str, default=str(gen["input_base"]))
+    gen["input_fingerprint"] = RP(name=PARAM_DATA_VERSION, ptype=str, default=str(gen["input_fingerprint"]))
+    bound += [PARAM_INPUT_BASE, PARAM_DATA_VERSION]
+    logger = props("MlflowLogger", "tracking_uri", "custom_config", "run_nonce", required=False)
+    if logger is not None:
+        logger["tracking_uri"] = RP(name=PARAM_MLFLOW_URI, ptype=str, default=kf.mlflow_tracking_uri)
+        logger["run_nonce"] = "kubeflow-task-not-cached"
+        bound.append(PARAM_MLFLOW_URI)
+        trainer = props("Trainer", "custom_config", required=False)
+        if trainer is not None and isinstance(trainer["custom_config"], data_types.RuntimeParameter):
+            logger["custom_config"] = trainer["custom_config"]
+    return bound
+
+
+def default_images(kf: KubeflowConfig) -> Dict[str, Any]:
+    """The runner's ``default_image`` map: per-component images plus the default."""
+    images: Dict[str, Any] = dict(kf.images)
+    images["default_image_path"] = kf.image  # tfx pipeline_builder.DEFAULT_IMAGE_PATH_KEY
+    return images
+
