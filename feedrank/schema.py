@@ -26,8 +26,7 @@ def make_schema() -> schema_pb2.Schema:
             feat.presence.min_fraction = 1.0
             feat.presence.min_count = 1
         if max_count == 1:
-            feat.value_count.min = 1
-            feat.value_count.max = 1
+            feat.shape.SetInParent()  # a fixed scalar: tf.Transform parses it as FixedLenFeature([])
         elif max_count is not None:
             feat.value_count.min = 0
             feat.value_count.max = max_count

@@ -7,3 +7,39 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+import dataclasses  # noqa: E402
+
+import pytest  # noqa: E402
+
+from feedrank import config as config_lib  # noqa: E402
+
+TINY_CONFIG = os.path.join(ROOT, "configs", "tiny.yaml")
+
+
+def e2e_config(tmp, data_dir, name="feedrank-e2e"):
+    """configs/tiny.yaml with every output redirected into ``tmp``."""
+    cfg = config_lib.load(TINY_CONFIG)
+    return dataclasses.replace(cfg, pipeline_name=name, input_base=str(data_dir),
+                               run_root=str(tmp / "runs"), push_root=str(tmp / "serving"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A tiny simulated log (configs/tiny.yaml's `simulate` section)."""
+    from feedrank.events.simulate import simulate
+
+    s = config_lib.load(TINY_CONFIG).simulate
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    simulate(str(out), users=s.users, items=s.items, days=s.days, seed=s.seed)
+    return out
+
+
+@pytest.fixture(scope="session")
+def first_run(tmp_path_factory, tiny_data):
+    """One real pipeline run on the tiny log: (config, summary)."""
+    import pipeline
+
+    cfg = e2e_config(tmp_path_factory.mktemp("e2e"), tiny_data)
+    return cfg, pipeline.run(cfg)

@@ -5,7 +5,6 @@ component reads the anomalies of every split, writes a readable report, and
 raises `DataAnomaliesError` (which halts the run before Transform and the
 Trainer, wired with ``add_upstream_node``) when there is any.
 """
-from __future__ import annotations
 
 import os
 from typing import Dict, List

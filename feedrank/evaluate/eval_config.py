@@ -28,8 +28,10 @@ def make_eval_config(auc_floor: float, max_auc_regression: float,
             absolute={"value": -max_auc_regression}))
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
-        tfma.MetricConfig(class_name="AUC", threshold=auc_threshold,
-                          config=f'{{"num_thresholds": {AUC_THRESHOLDS}}}'),
+        # The gate applies to the overall slice only; slices are reported, not gated.
+        tfma.MetricConfig(class_name="AUC", config=f'{{"num_thresholds": {AUC_THRESHOLDS}}}',
+                          per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+                              slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)]),
         tfma.MetricConfig(class_name="BinaryCrossentropy", config='{"name": "logloss"}'),
         tfma.MetricConfig(class_name="Calibration"),
         tfma.MetricConfig(class_name="MeanLabel"),

@@ -106,5 +106,9 @@ def blessing_reason(blessed: bool, validation, evaluator_cfg) -> str:
     msgs = []
     for per_slice in getattr(validation, "metric_validations_per_slice", []):
         for failure in per_slice.failures:
-            msgs.append(failure.message or f"{failure.metric_key.name} failed its threshold")
+            key = failure.metric_key
+            what = "change vs baseline" if key.is_diff else "value"
+            msgs.append(f"{key.name} {what} {failure.metric_value.double_value.value:.4f} failed "
+                        f"{failure.metric_threshold} ".replace("\n", " ").strip()
+                        + (f" ({failure.message})" if failure.message else ""))
     return "; ".join(msgs) or f"thresholds not met (AUC floor {floor}, max regression {margin})"

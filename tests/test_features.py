@@ -1,0 +1,56 @@
+"""Invariants of the single feature contract and what derives from it."""
+import pytest
+
+from feedrank import features as F
+from feedrank.schema import make_schema
+
+
+def test_names_are_unique_and_sides_valid():
+    names = [f.name for f in F.ID_FEATURES] + [s.name for s in F.SEQ_FEATURES] + \
+        [d.name for d in F.DENSE_FEATURES] + list(F.LABELS) + list(F.METADATA)
+    assert len(names) == len(set(names))
+    assert {f.side for f in F.ID_FEATURES} <= {"candidate", "user"}
+    assert {d.side for d in F.DENSE_FEATURES} <= {"candidate", "user", "cross"}
+    assert {s.channel for s in F.SEQ_FEATURES} == {"click", "conversion", "search"}
+
+
+def test_history_shares_the_candidate_vocabulary():
+    by_name = {f.name: f for f in F.ID_FEATURES}
+    for s in F.SEQ_FEATURES:
+        if s.shares_with is not None:
+            assert by_name[s.shares_with].vocab == s.vocab, s.name
+            assert by_name[s.shares_with].side == "candidate"
+    # DIN's aligned click sequence mirrors the candidate's id features, in order.
+    assert [s.shares_with for s in F.CLICK_SEQUENCE] == ["item_id", "category_id", "region_id"]
+    assert len({s.max_len for s in F.CLICK_SEQUENCE}) == 1
+    assert len({s.max_len for s in F.CONVERSION_SEQUENCE}) == 1
+
+
+def test_every_vocab_is_used_and_has_oov_buckets():
+    used = {f.vocab for f in F.ID_FEATURES} | {s.vocab for s in F.SEQ_FEATURES}
+    assert used == set(F.VOCABS)
+    assert all(v.num_oov_buckets >= 1 for v in F.VOCABS)
+    assert F.PAD_ID == 0
+
+
+def test_schema_and_feature_spec_cover_the_same_features():
+    spec = F.raw_feature_spec()
+    schema_names = {f.name for f in make_schema().feature}
+    assert schema_names == set(spec)
+
+
+def test_serving_request_sides_partition_the_model_features():
+    user, cand = set(F.features_of_side("user")), set(F.features_of_side("candidate"))
+    assert not user & cand
+    crosses = {d.name for d in F.DENSE_FEATURES if d.side == "cross"}
+    raw_inputs = set(F.raw_feature_spec(include_labels=False, include_metadata=False))
+    assert user | cand | crosses == raw_inputs
+
+
+@pytest.mark.parametrize("dense", F.DENSE_FEATURES, ids=lambda d: d.name)
+def test_bounded_dense_features_have_schema_domains(dense):
+    feat = next(f for f in make_schema().feature if f.name == dense.name)
+    if dense.min_value is not None:
+        assert feat.float_domain.min == dense.min_value
+    if dense.max_value is not None:
+        assert feat.float_domain.max == dense.max_value
