@@ -65,7 +65,7 @@ class SeqFeature:
 
     name: str
     vocab: Vocab
-    channel: str       # "click", "conversion" or "search"
+    channel: str       # "click", "view", "conversion" or "search"
     max_len: int
     shares_with: str | None
 
@@ -100,22 +100,31 @@ ID_FEATURES: Tuple[IdFeature, ...] = (ITEM_ID, CATEGORY_ID, REGION_ID, USER_REGI
 # Behaviour sequences, strictly before the impression time
 # --------------------------------------------------------------------------
 CLICK_LEN = 50
+VIEW_LEN = 50
 CONVERSION_LEN = 20
 SEARCH_LEN = 30
 
 CLICK_ITEMS = SeqFeature("click_item_ids", ITEM_VOCAB, "click", CLICK_LEN, "item_id")
 CLICK_CATEGORIES = SeqFeature("click_category_ids", CATEGORY_VOCAB, "click", CLICK_LEN, "category_id")
 CLICK_REGIONS = SeqFeature("click_region_ids", REGION_VOCAB, "click", CLICK_LEN, "region_id")
+# Page views of posts: far denser than clicks (a user views ~10x more posts
+# than they click from the feed), so the strongest interest signal of a
+# sparse-click user.  Aligned with the click channel (same three ids).
+VIEW_ITEMS = SeqFeature("view_item_ids", ITEM_VOCAB, "view", VIEW_LEN, "item_id")
+VIEW_CATEGORIES = SeqFeature("view_category_ids", CATEGORY_VOCAB, "view", VIEW_LEN, "category_id")
+VIEW_REGIONS = SeqFeature("view_region_ids", REGION_VOCAB, "view", VIEW_LEN, "region_id")
 CONV_ITEMS = SeqFeature("conv_item_ids", ITEM_VOCAB, "conversion", CONVERSION_LEN, "item_id")
 CONV_CATEGORIES = SeqFeature("conv_category_ids", CATEGORY_VOCAB, "conversion", CONVERSION_LEN, "category_id")
 SEARCH_TOKENS = SeqFeature("search_tokens", TOKEN_VOCAB, "search", SEARCH_LEN, None)
 
 SEQ_FEATURES: Tuple[SeqFeature, ...] = (
     CLICK_ITEMS, CLICK_CATEGORIES, CLICK_REGIONS,
+    VIEW_ITEMS, VIEW_CATEGORIES, VIEW_REGIONS,
     CONV_ITEMS, CONV_CATEGORIES, SEARCH_TOKENS,
 )
 # The click channel's aligned sequences, in the order DIN concatenates them.
 CLICK_SEQUENCE: Tuple[SeqFeature, ...] = (CLICK_ITEMS, CLICK_CATEGORIES, CLICK_REGIONS)
+VIEW_SEQUENCE: Tuple[SeqFeature, ...] = (VIEW_ITEMS, VIEW_CATEGORIES, VIEW_REGIONS)
 CONVERSION_SEQUENCE: Tuple[SeqFeature, ...] = (CONV_ITEMS, CONV_CATEGORIES)
 
 # --------------------------------------------------------------------------

@@ -21,8 +21,10 @@ TINY_CONFIG = os.path.join(ROOT, "configs", "tiny.yaml")
 def e2e_config(tmp, data_dir, name="feedrank-e2e"):
     """configs/tiny.yaml with every output redirected into ``tmp``."""
     cfg = config_lib.load(TINY_CONFIG)
+    # Track straight into SQLite (no server process); tests/test_mlflow.py runs a real server.
+    mlflow = dataclasses.replace(cfg.mlflow, tracking_uri=f"sqlite:///{tmp}/mlflow.db")
     return dataclasses.replace(cfg, pipeline_name=name, input_base=str(data_dir),
-                               run_root=str(tmp / "runs"), push_root=str(tmp / "serving"))
+                               run_root=str(tmp / "runs"), push_root=str(tmp / "serving"), mlflow=mlflow)
 
 
 @pytest.fixture(scope="session")

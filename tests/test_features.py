@@ -11,7 +11,7 @@ def test_names_are_unique_and_sides_valid():
     assert len(names) == len(set(names))
     assert {f.side for f in F.ID_FEATURES} <= {"candidate", "user"}
     assert {d.side for d in F.DENSE_FEATURES} <= {"candidate", "user", "cross"}
-    assert {s.channel for s in F.SEQ_FEATURES} == {"click", "conversion", "search"}
+    assert {s.channel for s in F.SEQ_FEATURES} == {"click", "view", "conversion", "search"}
 
 
 def test_history_shares_the_candidate_vocabulary():
@@ -23,6 +23,8 @@ def test_history_shares_the_candidate_vocabulary():
     # DIN's aligned click sequence mirrors the candidate's id features, in order.
     assert [s.shares_with for s in F.CLICK_SEQUENCE] == ["item_id", "category_id", "region_id"]
     assert len({s.max_len for s in F.CLICK_SEQUENCE}) == 1
+    assert [s.shares_with for s in F.VIEW_SEQUENCE] == ["item_id", "category_id", "region_id"]
+    assert len({s.max_len for s in F.VIEW_SEQUENCE}) == 1
     assert len({s.max_len for s in F.CONVERSION_SEQUENCE}) == 1
 
 

@@ -119,3 +119,13 @@ class TargetAttention(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units,
                 "activation": self.activation, "softmax": self.softmax}
+
+
+# The sequence layers (DIEN, BST, multi-channel, Wide & Deep) live in
+# `sequence_layers.py`, which imports nothing from here; re-exported so every
+# family can use ``L.<name>``.
+from feedrank.train.sequence_layers import (  # noqa: E402,F401
+    AUGRUCell, AuxiliaryLoss, BilinearAttention, ClusterLookup, GatedFusion, HashedCross,
+    NegativeSampler, RecencyPositionEmbedding, TransformerBlock, cluster_table,
+    first_occurrence_mask, hash_clusters, masked_softmax, recency_positions,
+)

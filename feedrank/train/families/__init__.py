@@ -5,12 +5,18 @@ from typing import Callable, Dict, Mapping
 
 import tf_keras as keras
 
-from feedrank.train.families import din
+from feedrank.train.families import bst, dien, din, dnn, double_channel, multi_channel, wide_deep
 
 Builder = Callable[[Mapping[str, int], Mapping], keras.Model]
 
 FAMILIES: Dict[str, Builder] = {
     "din": din.build,
+    "dien": dien.build,
+    "bst": bst.build,
+    "double_channel": double_channel.build,
+    "multi_channel": multi_channel.build,
+    "dnn": dnn.build,
+    "wide_deep": wide_deep.build,
 }
 
 

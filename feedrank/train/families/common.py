@@ -27,6 +27,8 @@ class Embedded:
     candidate: tf.Tensor          # [B, Dc]   item ++ category ++ region
     click_seq: tf.Tensor          # [B, L, Dc] aligned with `candidate`
     click_mask: tf.Tensor         # [B, L] bool
+    view_seq: tf.Tensor           # [B, Lv, Dc] aligned with `candidate`
+    view_mask: tf.Tensor
     conv_seq: tf.Tensor           # [B, Lc, Di + Dcat]
     conv_mask: tf.Tensor
     search_seq: tf.Tensor         # [B, Ls, Dt]
@@ -65,12 +67,14 @@ def embed(vocab_sizes: Mapping[str, int], dims: Mapping[str, int] | None = None,
 
     candidate = tf.concat([emb(f.name, f.vocab) for f in (F.ITEM_ID, F.CATEGORY_ID, F.REGION_ID)], -1)
     click_seq = tf.concat([emb(s.name, s.vocab) for s in F.CLICK_SEQUENCE], -1)
+    view_seq = tf.concat([emb(s.name, s.vocab) for s in F.VIEW_SEQUENCE], -1)
     conv_seq = tf.concat([emb(s.name, s.vocab) for s in F.CONVERSION_SEQUENCE], -1)
     search_seq = emb(F.SEARCH_TOKENS.name, F.SEARCH_TOKENS.vocab)
     dense = tf.stack([inputs[F.dense(d.name)] for d in F.DENSE_FEATURES], axis=-1)
     return Embedded(
         inputs=inputs, candidate=candidate,
         click_seq=click_seq, click_mask=L.padding_mask(inputs[F.idx(F.CLICK_ITEMS.name)]),
+        view_seq=view_seq, view_mask=L.padding_mask(inputs[F.idx(F.VIEW_ITEMS.name)]),
         conv_seq=conv_seq, conv_mask=L.padding_mask(inputs[F.idx(F.CONV_ITEMS.name)]),
         search_seq=search_seq, search_mask=L.padding_mask(inputs[F.idx(F.SEARCH_TOKENS.name)]),
         user=emb(F.USER_REGION_ID.name, F.USER_REGION_ID.vocab), dense=dense)

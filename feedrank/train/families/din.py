@@ -3,9 +3,10 @@
 Zhou, G. et al. "Deep Interest Network for Click-Through Rate Prediction."
 KDD 2018. https://arxiv.org/abs/1706.06978
 
-The candidate post attends over the user's click history (post, category and
-region embeddings, shared with the candidate's); the activation weights are
-masked so padding contributes nothing.  Conversion and search histories enter
+The candidate post attends over the user's click history and, with a second
+activation unit, over the page-view history (post, category and region
+embeddings, shared with the candidate's); the activation weights are masked
+so padding contributes nothing.  Conversion and search histories enter
 as masked mean-pooled user features, with the dense and cross features, into
 the Dice MLP.
 """
@@ -23,11 +24,14 @@ from feedrank.train.families import common
 def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
     e = common.embed(vocab_sizes, config.get("embedding_dims"), config.get("embedding_l2", 0.0))
-    interest = L.TargetAttention(config.get("attention_units", (80, 40)),
-                                 name="din_attention")(e.candidate, e.click_seq, e.click_mask)
+    units = config.get("attention_units", (80, 40))
+    interest = L.TargetAttention(units, name="din_attention")(e.candidate, e.click_seq, e.click_mask)
+    view_interest = L.TargetAttention(units, name="din_view_attention")(e.candidate, e.view_seq, e.view_mask)
     click_sum = L.MaskedPooling("mean", name="click_mean")(e.click_seq, e.click_mask)
+    view_mean = L.MaskedPooling("mean", name="view_mean")(e.view_seq, e.view_mask)
     conv = L.MaskedPooling("mean", name="conv_mean")(e.conv_seq, e.conv_mask)
     search = L.MaskedPooling("mean", name="search_mean")(e.search_seq, e.search_mask)
-    x = tf.concat([e.candidate, interest, click_sum, conv, search, e.user, e.dense], axis=-1)
+    x = tf.concat([e.candidate, interest, view_interest, click_sum, view_mean, conv, search,
+                   e.user, e.dense], axis=-1)
     prob = common.head(x, config)
     return keras.Model(inputs=e.inputs, outputs=prob, name="din")

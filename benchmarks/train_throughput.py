@@ -1,0 +1,75 @@
+"""Training throughput (samples/s) of every model family on random batches.
+
+    .venv/bin/python benchmarks/train_throughput.py [--batch 1024] [--steps 10] [family ...]
+
+Random transformed batches from `tests.model_harness.random_batch` (right-
+padded sequences of uniform random length), demo-like vocabulary sizes, the
+default embedding dims and the demo trainer hyperparameters (MLP [200, 80],
+Dice, Adam).  Each family is compiled like the trainer does, warmed up
+(tracing excluded), then timed over ``--steps`` train steps.  Prints one JSON
+line per family.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from feedrank import features as F  # noqa: E402
+from feedrank.train.families import FAMILIES, build_model  # noqa: E402
+from tests import model_harness  # noqa: E402
+
+# ~ the demo simulation (50k posts) plus padding and OOV rows
+DEMO_VOCAB_SIZES = {"item": 50_021, "category": 64, "region": 33, "token": 512}
+DEMO_CONFIG = {"mlp_units": [200, 80], "activation": "dice", "attention_units": [80, 40],
+               "dropout": 0.0, "transformer_heads": 8, "transformer_layers": 1}
+
+
+def demo_batch(n: int, seed: int) -> dict:
+    """`random_batch` drawn from the demo vocabulary sizes."""
+    saved = model_harness.VOCAB_SIZES
+    model_harness.VOCAB_SIZES = DEMO_VOCAB_SIZES
+    try:
+        return model_harness.random_batch(n, seed=seed)
+    finally:
+        model_harness.VOCAB_SIZES = saved
+
+
+def measure(family: str, batch: int, steps: int, warmup: int = 2) -> dict:
+    keras.utils.set_random_seed(0)
+    model = build_model(family, DEMO_VOCAB_SIZES, DEMO_CONFIG)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.BinaryCrossentropy())
+    xs = [demo_batch(batch, seed=s) for s in range(4)]
+    ys = [(x[F.dense(F.INTEREST_CATEGORY_SHARE.name)] > 0.5).astype(np.float32) for x in xs]
+    for i in range(warmup):
+        model.train_on_batch(xs[i % 4], ys[i % 4])
+    start = time.perf_counter()
+    for i in range(steps):
+        model.train_on_batch(xs[i % 4], ys[i % 4])
+    elapsed = time.perf_counter() - start
+    return {"family": family, "batch": batch, "steps": steps, "params": model.count_params(),
+            "samples_per_s": round(batch * steps / elapsed, 1), "s_per_step": round(elapsed / steps, 3),
+            "load_avg_1m": round(os.getloadavg()[0], 2)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("families", nargs="*", default=sorted(FAMILIES))
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=10)
+    args = p.parse_args()
+    for family in args.families:
+        print(json.dumps(measure(family, args.batch, args.steps)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

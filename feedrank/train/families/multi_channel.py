@@ -1,0 +1,121 @@
+"""Multi-channel ranker: click, page-view, conversion and search histories,
+each with its own encoder, fused before the MLP head.
+
+Channel encoders follow:
+  * click: DIN target attention (Zhou et al., KDD 2018, arXiv:1706.06978;
+    ``click_encoder: din``, default) or the Behavior Sequence Transformer
+    (Chen et al., DLP-KDD 2019, arXiv:1905.06874; ``click_encoder: transformer``);
+  * page view: its own DIN target attention (own weights) over the views;
+  * conversion: conversions are sparse, so posts are replaced by CLUSTERS
+    (as in 58.com's multi-channel home-feed ranker, which clusters post
+    vectors learned by Word2Vec, Mikolov et al. 2013, arXiv:1310.4546);
+    the conversion clusters are embedded and DIN-attention-pooled against the
+    candidate's cluster;
+  * search: the mean of the query-token vectors over the real tokens (a
+    bag-of-words query vector), optionally initialised from pretrained
+    (e.g. Word2Vec) token vectors.
+The channels are concatenated (``fusion: concat``, default) or gated
+(``fusion: gated``: each projected to ``fusion_units``, scaled by a sigmoid
+gate over all channels), then join the candidate, user and dense features.
+
+Clusters (config):
+  * ``item_clusters``: one k-means label per ROW of the item table
+    (len == vocab_sizes["item"]; labels 0..K-1, -1 for rows without a vector
+    such as OOV buckets; row 0 is padding and ignored), an array or a .npy
+    path.  It becomes a non-trainable item idx -> cluster idx lookup stored as
+    a weight (0 padding, k -> k + 1, -1 -> K + 1).
+  * absent, ``conversion_clusters_from: category`` (the DEFAULT): the post's
+    category is its cluster (conv_category_ids / category_id: no extra lookup,
+    always consistent with the transform vocabularies).
+  * ``conversion_clusters_from: hash``: a deterministic hash of the item idx
+    mod ``conversion_clusters`` (default 64): a stand-in that tests the lookup
+    path, with no semantic grouping.
+  ``cluster_dim`` (16) is the cluster embedding width.
+Search: ``token_vectors`` (array [vocab_sizes["token"], d] or .npy path)
+initialises a search-channel token table (row 0 zeroed; trainable unless
+``token_vectors_trainable: false``); absent, the shared token table is used.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from feedrank import features as F
+from feedrank.train import layers as L
+from feedrank.train.families import bst, common
+
+
+def _array(value) -> np.ndarray:
+    return np.load(value) if isinstance(value, str) else np.asarray(value)
+
+
+def conversion_clusters(e: common.Embedded, vocab_sizes: Mapping[str, int], config: Mapping):
+    """(candidate cluster ids [B], conversion cluster ids [B, Lc], table rows)."""
+    n_items = vocab_sizes[F.ITEM_VOCAB.name]
+    source = config.get("conversion_clusters_from", "category")
+    if config.get("item_clusters") is not None:
+        table, rows = L.cluster_table(_array(config["item_clusters"]), n_items)
+    elif source == "hash":
+        table, rows = L.cluster_table(L.hash_clusters(n_items, int(config.get("conversion_clusters", 64))),
+                                      n_items)
+    elif source == "category":
+        return (e.inputs[F.idx(F.CATEGORY_ID.name)], e.inputs[F.idx(F.CONV_CATEGORIES.name)],
+                vocab_sizes[F.CATEGORY_VOCAB.name])
+    else:
+        raise ValueError(f"conversion_clusters_from must be 'category' or 'hash', got {source!r}")
+    lookup = L.ClusterLookup(n_items, name="item_cluster_lookup")
+    lookup.set_table(table)
+    return (lookup(e.inputs[F.idx(F.ITEM_ID.name)]), lookup(e.inputs[F.idx(F.CONV_ITEMS.name)]), rows)
+
+
+def search_sequence(e: common.Embedded, vocab_sizes: Mapping[str, int], config: Mapping) -> tf.Tensor:
+    """[B, Ls, Dt] token vectors: the shared table, or one from ``token_vectors``."""
+    if config.get("token_vectors") is None:
+        return e.search_seq
+    vectors = _array(config["token_vectors"]).astype(np.float32).copy()
+    n = vocab_sizes[F.TOKEN_VOCAB.name]
+    if vectors.ndim != 2 or vectors.shape[0] != n:
+        raise ValueError(f"token_vectors must be [{n}, d], got {vectors.shape}")
+    vectors[F.PAD_ID] = 0.0
+    table = keras.layers.Embedding(n, vectors.shape[1], name="search_token_embedding",
+                                   trainable=bool(config.get("token_vectors_trainable", True)))
+    table.build((None,))
+    table.set_weights([vectors])
+    return table(e.inputs[F.idx(F.SEARCH_TOKENS.name)])
+
+
+def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
+    """Returns a Keras model: transformed features dict -> click probability [B]."""
+    e = common.embed(vocab_sizes, config.get("embedding_dims"), config.get("embedding_l2", 0.0))
+    attention_units = config.get("attention_units", (80, 40))
+
+    encoder = config.get("click_encoder", "din")
+    if encoder == "din":
+        click = L.TargetAttention(attention_units, name="click_attention")(e.candidate, e.click_seq, e.click_mask)
+    elif encoder == "transformer":
+        click = bst.encode(e, config, name="click_transformer")
+    else:
+        raise ValueError(f"click_encoder must be 'din' or 'transformer', got {encoder!r}")
+
+    view = L.TargetAttention(attention_units, name="view_attention")(e.candidate, e.view_seq, e.view_mask)
+
+    cand_cluster, conv_clusters, rows = conversion_clusters(e, vocab_sizes, config)
+    cluster_table = keras.layers.Embedding(rows, int(config.get("cluster_dim", 16)), name="cluster_embedding")
+    conv = L.TargetAttention(attention_units, name="conversion_attention")(
+        cluster_table(cand_cluster), cluster_table(conv_clusters), e.conv_mask)
+
+    search = L.MaskedPooling("mean", name="search_mean")(search_sequence(e, vocab_sizes, config), e.search_mask)
+
+    fusion = config.get("fusion", "concat")
+    if fusion == "concat":
+        fused = tf.concat([click, view, conv, search], axis=-1)
+    elif fusion == "gated":
+        fused = L.GatedFusion(int(config.get("fusion_units", 32)), name="channel_fusion")([click, view, conv, search])
+    else:
+        raise ValueError(f"fusion must be 'concat' or 'gated', got {fusion!r}")
+    x = tf.concat([e.candidate, fused, e.user, e.dense], axis=-1)
+    prob = common.head(x, config)
+    return keras.Model(inputs=e.inputs, outputs=prob, name="multi_channel")

@@ -1,0 +1,68 @@
+"""Wide & Deep.
+
+Cheng, H.-T. et al. "Wide & Deep Learning for Recommender Systems."
+DLRS 2016. https://arxiv.org/abs/1606.07792
+
+Wide part: a linear model over hashed cross-product features, each cross with
+its own table of scalar weights (initialised to zero):
+  * candidate category x user region,
+  * candidate region x user region,
+  * candidate category x each clicked category, multi-hot (each distinct real
+    clicked category counted once; padding never counts),
+  * candidate category x each viewed category, multi-hot likewise,
+plus a linear term over the dense and cross features (with the bias).
+Deep part: the `dnn` family's Embedding&MLP (sum-pooled histories).
+The two logits are summed, then one sigmoid: p = sigmoid(wide + deep).
+
+Deviation from the paper: one optimizer (the trainer's Adam) trains both
+parts jointly instead of FTRL+L1 for the wide and AdaGrad for the deep part;
+``wide_l2`` adds an L2 penalty on the cross weights.
+Config: ``wide_buckets`` (hash buckets per cross, default 10007), ``wide_l2``.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import tensorflow as tf
+import tf_keras as keras
+
+from feedrank import features as F
+from feedrank.train import layers as L
+from feedrank.train.families import common, dnn
+
+
+def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
+    """Returns a Keras model: transformed features dict -> click probability [B]."""
+    e = common.embed(vocab_sizes, config.get("embedding_dims"), config.get("embedding_l2", 0.0))
+    buckets = int(config.get("wide_buckets", 10007))
+    l2 = float(config.get("wide_l2", 0.0))
+    reg = keras.regularizers.l2(l2) if l2 > 0 else None
+    ids = e.inputs
+
+    def weights(name: str) -> keras.layers.Embedding:
+        return keras.layers.Embedding(buckets, 1, embeddings_initializer="zeros",
+                                      embeddings_regularizer=reg, name=f"wide_{name}_weights")
+
+    cand_cat = ids[F.idx(F.CATEGORY_ID.name)]
+    cand_region = ids[F.idx(F.REGION_ID.name)]
+    user_region = ids[F.idx(F.USER_REGION_ID.name)]
+
+    terms = [
+        weights("cat_x_user_region")(L.HashedCross(buckets, name="cross_cat_user_region")(cand_cat, user_region)),
+        weights("region_x_user_region")(L.HashedCross(buckets, name="cross_region_user_region")(cand_region, user_region)),
+    ]
+    for kind, seq, mask in (("clicked", F.CLICK_CATEGORIES, e.click_mask),
+                            ("viewed", F.VIEW_CATEGORIES, e.view_mask)):
+        cats = ids[F.idx(seq.name)]
+        cross = weights(f"cat_x_{kind}_cat")(
+            L.HashedCross(buckets, name=f"cross_cat_{kind}_cat")(cand_cat, cats))          # [B, L, 1]
+        multi_hot = L.first_occurrence_mask(cats, mask)
+        terms.append(L.MaskedPooling("sum", name=f"wide_{kind}_cat_sum")(cross, multi_hot))
+    terms.append(keras.layers.Dense(1, name="wide_dense")(e.dense))
+    wide_logit = tf.add_n(terms)[:, 0]
+
+    h = L.mlp(config.get("mlp_units", (200, 80)), config.get("activation", "dice"),
+              config.get("dropout", 0.0), name="deep_mlp")(dnn.deep_input(e))
+    deep_logit = keras.layers.Dense(1, name="deep_logit")(h)[:, 0]
+    prob = keras.layers.Activation("sigmoid", name="wide_deep_prob")(wide_logit + deep_logit)
+    return keras.Model(inputs=e.inputs, outputs=prob, name="wide_deep")
