@@ -28,5 +28,7 @@ demo: install
 test: install
 	$(PY) -m pytest -q tests
 
+mlflow: install ; $(PY) pipeline.py mlflow --config $(CONFIG)  # start/reuse the local MLflow server, print its URL
+
 clean:
 	rm -rf runs serving data

@@ -9,7 +9,9 @@ prints the run summary and writes ``<run_root>/<run-id>/summary.json``.
 from __future__ import annotations
 
 import os
+import warnings
 
+warnings.filterwarnings("ignore", category=FutureWarning)  # google-api-core's Python EOL notices
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFT/TFMA 1.16 expect Keras 2
 
@@ -23,24 +25,35 @@ from feedrank.config import Config, ConfigError, load  # noqa: E402
 log = logging.getLogger("feedrank")
 
 
-def create_pipeline(cfg: Config):
-    """The TFX pipeline, components in data-flow order."""
+def create_pipeline(cfg: Config, kubeflow=None):
+    """The TFX pipeline, components in data-flow order.
+
+    ``kubeflow``: a `feedrank.runners.kubeflow_config.PipelineOverrides` for the
+    Kubeflow build (object-storage paths, runtime parameters, Beam args, no
+    local MLMD); None (the default) builds the local pipeline.
+    """
     from tfx import v1 as tfx
 
     from components.baseline.component import LatestBlessedModel
     from components.example_gen.component import BehaviorExampleGen
     from components.gate.component import AnomaliesGate
+    from components.mlflow_logger.component import MlflowLogger
     from feedrank.evaluate.eval_config import make_eval_config
     from feedrank.fingerprint import code_fingerprint, data_fingerprint
     from feedrank.schema import write_schema
+    from feedrank.tracking import experiment_name, registered_model_name
+    from feedrank.tracking.server import tracking_uri
 
-    pipeline_root = os.path.abspath(os.path.join(cfg.pipeline_dir, "tfx"))
+    kf = kubeflow
+    pipeline_root = kf.pipeline_root if kf else os.path.abspath(os.path.join(cfg.pipeline_dir, "tfx"))
+    push_dir = kf.push_dir if kf else os.path.abspath(cfg.push_dir)
     ex = cfg.examples
     code_version = code_fingerprint()
 
     # Events -> validated, labelled examples with behaviour strictly before each impression.
     example_gen = BehaviorExampleGen(
-        input_base=os.path.abspath(cfg.input_base), input_fingerprint=f"{data_fingerprint(cfg.input_base)}-{code_version}",
+        input_base=kf.input_base if kf else os.path.abspath(cfg.input_base),
+        input_fingerprint=kf.input_fingerprint if kf else f"{data_fingerprint(cfg.input_base)}-{code_version}",
         label_window_s=ex.label_window_s, eval_days=ex.eval_days,
         negative_sampling_rate=ex.negative_sampling_rate, max_bad_fraction=ex.max_bad_fraction,
         seed=ex.seed, num_shards=ex.num_shards)
@@ -48,7 +61,7 @@ def create_pipeline(cfg: Config):
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     # The schema derived from feedrank/features.py (not inferred, so drift is caught).
     schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=os.path.abspath(write_schema(os.path.join(cfg.pipeline_dir, "schema"))))
+        schema_file=kf.schema_file if kf else os.path.abspath(write_schema(os.path.join(cfg.pipeline_dir, "schema"))))
     # Anomalies of the statistics against the schema...
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
@@ -61,6 +74,8 @@ def create_pipeline(cfg: Config):
         custom_config={"code_version": code_version})
     transform.add_upstream_node(gate)
     # The model family named in the config, exported with the Transform graph attached.
+    trainer_config = {**cfg.trainer, "negative_sampling_rate": ex.negative_sampling_rate,
+                      "code_version": code_version}
     trainer = tfx.components.Trainer(
         run_fn="feedrank.train.trainer.run_fn",
         examples=transform.outputs["transformed_examples"],
@@ -68,10 +83,9 @@ def create_pipeline(cfg: Config):
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={**cfg.trainer, "negative_sampling_rate": ex.negative_sampling_rate,
-                       "code_version": code_version})
+        custom_config=kf.trainer_custom_config(trainer_config) if kf else trainer_config)
     # The last blessed, pushed model (no Resolver: Kubeflow's backend cannot run one).
-    baseline = LatestBlessedModel(push_dir=os.path.abspath(cfg.push_dir))
+    baseline = LatestBlessedModel(push_dir=push_dir)
     # TFMA on the eval split: AUC floor and no regression versus the baseline.
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
@@ -83,16 +97,26 @@ def create_pipeline(cfg: Config):
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=os.path.abspath(cfg.push_dir))))
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=push_dir)))
+    # Every candidate as one MLflow run; blessed + pushed ones become registry versions ('challenger').
+    mlflow_logger = MlflowLogger(
+        model=trainer.outputs["model"], model_run=trainer.outputs["model_run"],
+        evaluation=evaluator.outputs["evaluation"], blessing=evaluator.outputs["blessing"],
+        pushed_model=pusher.outputs["pushed_model"], schema=schema_gen.outputs["schema"],
+        examples=example_gen.outputs["examples"], custom_config=trainer_config,
+        tracking_uri=tracking_uri(cfg, start=False), experiment_name=experiment_name(cfg),
+        registered_model_name=registered_model_name(cfg),
+        run_context={"pipeline_name": cfg.pipeline_name, "input_base": example_gen.exec_properties["input_base"],
+                     "evaluator": vars(cfg.evaluator)})
 
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name, pipeline_root=pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator, gate, transform,
-                    trainer, baseline, evaluator, pusher],
-        enable_cache=cfg.enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+                    trainer, baseline, evaluator, pusher, mlflow_logger],
+        enable_cache=kf.enable_cache if kf else cfg.enable_cache,
+        metadata_connection_config=None if kf else tfx.orchestration.metadata.sqlite_metadata_connection_config(
             os.path.abspath(cfg.metadata_path)),
-        beam_pipeline_args=list(cfg.beam_pipeline_args))
+        beam_pipeline_args=list(kf.beam_pipeline_args if kf else cfg.beam_pipeline_args))
 
 
 def run(cfg: Config) -> dict:
@@ -101,7 +125,10 @@ def run(cfg: Config) -> dict:
 
     from feedrank.evaluate.summary import build_summary, pipeline_failure, print_summary, write_summary
 
+    from feedrank.tracking.server import ensure_tracking
+
     os.makedirs(cfg.pipeline_dir, exist_ok=True)
+    cfg = ensure_tracking(cfg)  # the local MLflow server up (or the remote one reachable) before the run
     pipeline = create_pipeline(cfg)
     log.info("running pipeline %s (root %s)", cfg.pipeline_name, cfg.pipeline_dir)
     error: Optional[BaseException] = None
@@ -126,7 +153,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="if input_base does not exist, simulate it with the config's `simulate` section")
     p_run.add_argument("--no-cache", action="store_true", help="disable component caching for this run")
     p_run.add_argument("-v", "--verbose", action="store_true", help="show TFX and Beam logs")
+    from feedrank.tracking import TrackingError, cli as tracking_cli
+
+    tracking_cli.add_commands(sub)  # promote, compare, mlflow
+    from feedrank.runners import cli as kubeflow_cli
+
+    kubeflow_cli.add_commands(sub)  # compile, submit, schedule (Kubeflow Pipelines)
     args = parser.parse_args(argv)
+    if args.command in tracking_cli.COMMANDS:
+        return tracking_cli.main(args)
+    if args.command in kubeflow_cli.COMMANDS:
+        return kubeflow_cli.run(args)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
@@ -153,7 +190,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: input directory {cfg.input_base!r} does not exist; create demo data with "
               f"`python -m feedrank.simulate --out {cfg.input_base}` or pass --input DIR", file=sys.stderr)
         return 2
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    except TrackingError as e:  # the MLflow server could not be started or reached
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0 if summary.get("status") == "succeeded" else 1
 
 

@@ -42,6 +42,17 @@ class SimulateConfig:
 
 
 @dataclasses.dataclass
+class MlflowConfig:
+    """MLflow tracking (docs/mlflow.md). An empty tracking_uri starts/reuses the local
+    server (SQLite + artifacts under <run_root>/mlflow) on host:port (port 0 = a free one)."""
+    tracking_uri: str = ""
+    experiment: str = ""        # default: pipeline_name
+    registered_model: str = ""  # default: <pipeline_name>-<model>
+    host: str = "127.0.0.1"
+    port: int = 5050
+
+
+@dataclasses.dataclass
 class Config:
     pipeline_name: str = "feedrank"
     input_base: str = "data/demo"
@@ -54,6 +65,7 @@ class Config:
     examples: ExamplesConfig = dataclasses.field(default_factory=ExamplesConfig)
     trainer: Dict[str, Any] = dataclasses.field(default_factory=lambda: {"model": "din"})
     evaluator: EvaluatorConfig = dataclasses.field(default_factory=EvaluatorConfig)
+    mlflow: MlflowConfig = dataclasses.field(default_factory=MlflowConfig)
     config_dir: str = "."
 
     @property

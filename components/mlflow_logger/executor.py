@@ -1,0 +1,307 @@
+"""The MlflowLogger executor: reads the candidate's artifacts and logs one MLflow run.
+
+The blessing is checked here, not trusted from the wiring: a model version is
+registered only if the Evaluator's blessing says ``blessed=1``, has its
+``BLESSED`` marker file, names *this* candidate's model as ``current_model``,
+and the Pusher reports ``pushed=1`` with a destination.  Otherwise the run is
+still logged, tagged ``blessed=false`` (and/or ``pushed=false``).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import subprocess
+import types as pytypes
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils
+
+from components.mlflow_logger import report
+from feedrank.tracking import candidate as cand_lib
+from feedrank.tracking.server import check_reachable
+
+log = logging.getLogger(__name__)
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SERVING_SUBDIR = "Format-Serving"
+
+
+def git_commit(root: str = _ROOT) -> Tuple[str, Optional[bool]]:
+    """(commit, dirty) of the checkout, else ``$GIT_COMMIT`` (set in images), else 'unknown'."""
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=20).stdout
+        return commit, bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("GIT_COMMIT") or os.environ.get("SOURCE_COMMIT") or "unknown", None
+
+
+def kfp_run_id() -> Optional[str]:
+    """The Kubeflow Pipelines run id: from the environment, else the pod's labels (downward API)."""
+    for key in ("KFP_RUN_ID", "KFP_PIPELINE_RUN_ID", "PIPELINE_RUN_ID"):
+        if os.environ.get(key):
+            return os.environ[key]
+    try:
+        with open("/etc/podinfo/labels") as f:
+            for line in f:
+                k, _, v = line.strip().partition("=")
+                if k in ("pipeline/runid", "pipelines.kubeflow.org/run_id"):
+                    return v.strip('"')
+    except OSError:
+        pass
+    return None
+
+
+def _single(input_dict: Dict[str, List[types.Artifact]], key: str) -> Optional[types.Artifact]:
+    arts = input_dict.get(key) or []
+    return arts[0] if arts else None
+
+
+def _read_json(path: str) -> Any:
+    if not fileio.exists(path):
+        return None
+    with fileio.open(path, "r") as f:
+        return json.load(f)
+
+
+def _same_uri(a: str, b: str) -> bool:
+    return os.path.normpath(a.rstrip("/")) == os.path.normpath(b.rstrip("/"))
+
+
+def check_blessing(model: types.Artifact, blessing: Optional[types.Artifact],
+                   pushed: Optional[types.Artifact]) -> Tuple[bool, bool, str]:
+    """(blessed, pushed, reason) for this candidate, from the artifacts themselves."""
+    if blessing is None:
+        return False, False, "no blessing artifact"
+    prop = blessing.get_int_custom_property("blessed") == 1
+    marker = fileio.exists(os.path.join(blessing.uri, "BLESSED"))
+    target = blessing.get_string_custom_property("current_model")
+    if not (prop and marker):
+        blessed, reason = False, "the Evaluator did not bless it"
+    elif target and not _same_uri(target, model.uri):
+        blessed, reason = False, f"the blessing is for another model ({target})"
+    else:
+        blessed, reason = True, "blessed by the Evaluator"
+    was_pushed = bool(pushed is not None and pushed.get_int_custom_property("pushed") == 1
+                      and pushed.get_string_custom_property("pushed_destination"))
+    if blessed and not was_pushed:
+        reason += ", but not pushed"
+    return blessed, was_pushed, reason
+
+
+def exact_metrics(labels: np.ndarray, scores: np.ndarray, users: np.ndarray, ids: np.ndarray,
+                  input_base: Optional[str]) -> Dict[str, float]:
+    """Exact AUC / GAUC / logloss (+ the simulator's oracle AUC when its truth file exists)."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from feedrank.evaluate.scoring import gauc
+
+    out: Dict[str, float] = {"eval_examples": float(len(labels))}
+    if len(labels) == 0 or labels.min() == labels.max():
+        return out
+    out["auc"] = float(roc_auc_score(labels, scores))
+    out["logloss"] = float(log_loss(labels, np.clip(scores, 1e-7, 1 - 1e-7)))
+    g = gauc(labels, scores, users)
+    if g is not None:
+        out["gauc"] = float(g)
+    try:
+        from feedrank.events.contract import TRUTH_FILE
+
+        truth_path = os.path.join(input_base or "", TRUTH_FILE)
+        if input_base and os.path.exists(truth_path):
+            import pandas as pd
+
+            truth = pd.read_parquet(truth_path, columns=["event_id", "p_click"]).set_index("event_id")["p_click"]
+            oracle = truth.reindex([i.decode() for i in ids]).to_numpy()
+            if not np.isnan(oracle).any():
+                out["oracle_auc"] = float(roc_auc_score(labels, oracle))
+    except Exception as e:  # noqa: BLE001 - the oracle is optional
+        log.warning("oracle AUC skipped: %s", e)
+    return out
+
+
+def slice_metrics(slices: Dict[str, Dict[str, float]]) -> Tuple[Dict[str, float], Dict[str, Tuple]]:
+    """TFMA per-slice metrics -> (MLflow metrics ``auc.<col>.<value>``/``n.<col>.<value>``,
+    {slice: (AUC, examples)} for the model card)."""
+    metrics, table = {}, {}
+    for key, m in slices.items():
+        parts = [p for kv in key.split(",") for p in kv.split("=", 1)]
+        if "auc" in m:
+            metrics[cand_lib.safe_name("auc", *parts)] = m["auc"]
+        if "example_count" in m:
+            metrics[cand_lib.safe_name("n", *parts)] = m["example_count"]
+        if "auc" in m:
+            table[key] = (m["auc"], m.get("example_count"))
+    return metrics, table
+
+
+def curve_rows(curves: Optional[List[Dict[str, float]]]) -> List[Dict[str, float]]:
+    """Keras history rows -> ``train_<m>`` / ``eval_<m>`` per epoch."""
+    rows = []
+    for row in curves or []:
+        out = {"epoch": int(row["epoch"])}
+        for k, v in row.items():
+            if k == "epoch" or not isinstance(v, (int, float)):
+                continue
+            out[cand_lib.safe_name(f"eval_{k[4:]}" if k.startswith("val_") else f"train_{k}")] = float(v)
+        rows.append(out)
+    return rows
+
+
+def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any],
+            work_dir: str, pipeline_run_id: Optional[str] = None) -> cand_lib.Candidate:
+    """Builds the Candidate (params, metrics, tags, plots, model card) from the artifacts."""
+    from feedrank.evaluate import scoring
+
+    model = _single(input_dict, "model")
+    if model is None:
+        raise ValueError("MlflowLogger needs the Trainer's model")
+    model_run = _single(input_dict, "model_run")
+    evaluation = _single(input_dict, "evaluation")
+    blessing = _single(input_dict, "blessing")
+    pushed_art = _single(input_dict, "pushed_model")
+    schema = _single(input_dict, "schema")
+    examples = _single(input_dict, "examples")
+    hp = json.loads(exec_properties.get("custom_config") or "{}")
+    ctx = json.loads(exec_properties.get("run_context") or "{}")
+    family = str(hp.get("model", "unknown"))
+    run_id = pipeline_run_id or exec_properties.get("run_nonce") or "unknown"
+    os.makedirs(work_dir, exist_ok=True)
+
+    blessed, pushed, reason = check_blessing(model, blessing, pushed_art)
+    metrics: Dict[str, float] = {}
+    slice_aucs: Dict[str, Tuple] = {}
+    if evaluation is not None:
+        overall, slices, validation = scoring.tfma_results(evaluation.uri)
+        metrics.update({cand_lib.safe_name(f"tfma_{k}"): v for k, v in overall.items()})
+        m, slice_aucs = slice_metrics(slices)
+        metrics.update(m)
+        ev = ctx.get("evaluator") or {}
+        if not blessed and validation is not None and {"auc_floor", "max_auc_regression"} <= set(ev):
+            reason = " ".join(scoring.blessing_reason(False, validation, pytypes.SimpleNamespace(**ev)).split())
+    artifacts: Dict[str, str] = {}
+    if examples is not None:
+        s = scoring.score_split(os.path.join(model.uri, SERVING_SUBDIR), examples.uri, "eval")
+        y, p = s["label"].astype(float), s["score"].astype(float)
+        metrics.update(exact_metrics(y, p, s["user"], s["id"], ctx.get("input_base")))
+        plots = os.path.join(work_dir, "plots")
+        os.makedirs(plots, exist_ok=True)
+        title = f"{family} {run_id}"
+        report.roc_plot(y, p, os.path.join(plots, "roc.png"), title)
+        report.calibration_plot(y, p, os.path.join(plots, "calibration.png"), title=title)
+        artifacts[plots] = "plots"
+
+    # Params: the family, the Trainer's custom_config, the data span, the code version.
+    params = {"model_family": family, **cand_lib.flatten(hp, "")}
+    data: Dict[str, Any] = {"input_base": ctx.get("input_base", "n/a")}
+    if examples is not None:
+        data["fingerprint"] = examples.get_string_custom_property("input_fingerprint") or "n/a"
+        try:
+            summary = json.loads(examples.get_string_custom_property("summary") or "{}")
+        except ValueError:
+            summary = {}
+        for key in ("max_ts", "eval_start_ts", "events_read", "events_used"):
+            if key in summary:
+                data[key] = summary[key]
+        for ts in ("max_ts", "eval_start_ts"):
+            if summary.get(ts):
+                data[f"{ts}_utc"] = datetime.datetime.fromtimestamp(
+                    int(summary[ts]), datetime.timezone.utc).isoformat()
+        for split, n in (summary.get("examples") or {}).items():
+            data[f"examples_{split}"] = n
+    params.update(cand_lib.flatten(data, "data."))
+    params.update(cand_lib.flatten(ctx.get("evaluator") or {}, "evaluator."))
+    params["code_version"] = str(hp.get("code_version", "unknown"))
+
+    commit, dirty = git_commit()
+    tags = {"tfx.run_id": run_id, "tfx.pipeline": str(ctx.get("pipeline_name", "")),
+            "model_family": family, "git.commit": commit, "mlflow.source.git.commit": commit,
+            "code_version": params["code_version"], "candidate.model_uri": model.uri,
+            "blessing_reason": reason[:5000], "mlflow.source.name": "components/mlflow_logger"}
+    if dirty is not None:
+        tags["git.dirty"] = str(dirty).lower()
+    kfp = kfp_run_id()
+    if kfp:
+        tags["kfp.run_id"] = kfp
+    pushed_dir = pushed_art.get_string_custom_property("pushed_destination") if pushed else None
+    pushed_version = pushed_art.get_string_custom_property("pushed_version") if pushed else None
+    if pushed_dir:
+        tags["pushed_dir"] = pushed_dir
+
+    if model_run is not None:
+        curves = _read_json(os.path.join(model_run.uri, "curves.json"))
+        for name in ("curves.json", "curves.png"):
+            path = os.path.join(model_run.uri, name)
+            if fileio.exists(path):
+                artifacts[path] = "training"
+    else:
+        curves = None
+    if schema is not None:
+        for name in fileio.listdir(schema.uri) if fileio.isdir(schema.uri) else []:
+            artifacts[os.path.join(schema.uri, name)] = "schema"
+    if evaluation is not None:
+        for name in ("eval_config.json",):
+            path = os.path.join(evaluation.uri, name)
+            if fileio.exists(path):
+                artifacts[path] = "evaluation"
+    if blessing is not None and blessing.get_string_custom_property("blessing_message"):
+        tags["blessing_message"] = blessing.get_string_custom_property("blessing_message")[:5000]
+
+    card = report.model_card(name=f"{ctx.get('pipeline_name', 'feedrank')} / {family} / {run_id}",
+                             family=family, blessed=blessed, blessing_reason=reason,
+                             pushed_dir=pushed_dir, metrics=metrics, slices=slice_aucs,
+                             params={k: v for k, v in params.items()}, tags=tags, data=data)
+    card_path = os.path.join(work_dir, "model_card.md")
+    with open(card_path, "w") as f:
+        f.write(card)
+    artifacts[card_path] = ""
+    return cand_lib.Candidate(
+        run_name=f"{family}-{run_id}".replace(":", "-"), params=params, metrics=metrics, tags=tags,
+        blessed=blessed, pushed=pushed, curves=curve_rows(curves), artifacts=artifacts,
+        pushed_dir=pushed_dir, pushed_version=pushed_version,
+        description=f"{family} candidate of TFX run {run_id}: "
+                    f"{'BLESSED' if blessed else 'NOT BLESSED'} ({reason}); "
+                    f"AUC {metrics.get('auc', float('nan')):.4f}, GAUC {metrics.get('gauc', float('nan')):.4f}, "
+                    f"logloss {metrics.get('logloss', float('nan')):.4f}.")
+
+
+class Executor(base_executor.BaseExecutor):
+    """Logs the candidate; registers it (alias ``challenger``) iff blessed and pushed."""
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
+        out = artifact_utils.get_single_instance(output_dict["mlflow_run"])
+        uri = exec_properties["tracking_uri"]
+        check_reachable(uri)
+        run_id = self._context.pipeline_run_id if self._context else None
+        work_dir = out.uri
+        if "://" in work_dir:  # plots are written locally, then uploaded to MLflow
+            import tempfile
+
+            work_dir = tempfile.mkdtemp(prefix="mlflow_logger_")
+        cand = collect(input_dict, exec_properties, work_dir, pipeline_run_id=run_id)
+        registered = exec_properties.get("registered_model_name") or None
+        result = cand_lib.log_candidate(cand_lib.client_for(uri), exec_properties["experiment_name"],
+                                        cand, registered_model=registered)
+        if not cand.blessed or not cand.pushed:
+            log.info("MlflowLogger: run %s logged, not registered (blessed=%s pushed=%s: %s)",
+                     result["run_id"], cand.blessed, cand.pushed, cand.tags.get("blessing_reason"))
+        else:
+            log.info("MlflowLogger: run %s registered as %s version %s (alias challenger)",
+                     result["run_id"], registered, result["registered_version"])
+        out.set_string_custom_property("run_id", result["run_id"])
+        out.set_string_custom_property("experiment_id", result["experiment_id"])
+        out.set_string_custom_property("tracking_uri", uri)
+        out.set_string_custom_property("registered_version", result["registered_version"] or "")
+        out.set_int_custom_property("blessed", int(cand.blessed))
+        with fileio.open(os.path.join(out.uri, "mlflow_run.json"), "w") as f:
+            f.write(json.dumps({**result, "tracking_uri": uri, "experiment": exec_properties["experiment_name"],
+                                "registered_model": registered, "blessed": cand.blessed,
+                                "pushed": cand.pushed}, indent=1))

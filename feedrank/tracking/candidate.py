@@ -1,0 +1,185 @@
+"""One candidate as one MLflow run, and its registry version when it earned one.
+
+`log_candidate` only uses `MlflowClient` (no fluent "active run" state), so
+threads and processes can log to the same server at once; creating the
+experiment and the registered model tolerates losing a race to another logger.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pathlib
+import re
+import time
+from typing import Any, Dict, Iterable, List, Optional
+
+from feedrank.tracking import BLESSED_TAG, CHALLENGER, TrackingError
+
+PUSHED_MODEL_ARTIFACT = "pushed_model"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+def safe_name(*parts: Any) -> str:
+    """An MLflow-safe metric/param name: ``("auc", "category_id", "jobs/sales")`` ->
+    ``auc.category_id.jobs-sales`` ('/' -> '-', anything else outside [A-Za-z0-9_.-] -> '_')."""
+    name = ".".join(_UNSAFE.sub("_", str(p).replace("/", "-")).strip("._") or "_" for p in parts)
+    return re.sub(r"\.{2,}", ".", name)[:250]
+
+
+def flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, str]:
+    """Nested dicts -> dotted keys; lists and scalars -> strings (MLflow params)."""
+    out: Dict[str, str] = {}
+    for k, v in sorted(d.items()):
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[safe_name(key)] = str(v)[:6000]
+    return out
+
+
+@dataclasses.dataclass
+class Candidate:
+    """Everything logged for one candidate."""
+
+    run_name: str
+    params: Dict[str, str]
+    metrics: Dict[str, float]
+    tags: Dict[str, str]
+    blessed: bool
+    pushed: bool
+    # [{"epoch": 1, "train_loss": ..., "eval_auc": ...}, ...] logged with step=epoch.
+    curves: List[Dict[str, float]] = dataclasses.field(default_factory=list)
+    # local file -> artifact directory inside the run ("" for the root).
+    artifacts: Dict[str, str] = dataclasses.field(default_factory=dict)
+    pushed_dir: Optional[str] = None
+    pushed_version: Optional[str] = None
+    description: str = ""
+
+
+def client_for(uri: str):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _already_exists(e: Exception) -> bool:
+    return getattr(e, "error_code", "") == "RESOURCE_ALREADY_EXISTS" or "already exists" in str(e)
+
+
+def get_or_create_experiment(client, name: str) -> str:
+    """The experiment id; creates it (race-safe). For a bare ``sqlite:///`` store the
+    artifacts go next to the database, not to ``./mlruns`` in the working directory."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    uri = client.tracking_uri
+    if uri.startswith("sqlite:///"):
+        db = os.path.abspath(uri[len("sqlite:///"):])  # sqlite:////abs/path or sqlite:///rel/path
+        location = pathlib.Path(os.path.dirname(db), "artifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception as e:  # noqa: BLE001 - another logger created it first
+        if not _already_exists(e):
+            raise
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def _chunks(items: List, n: int) -> Iterable[List]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def register(client, model_name: str, run_id: str, cand: Candidate) -> str:
+    """A new version of ``model_name`` for the pushed model; alias ``challenger`` moves to it.
+
+    The version's source is the pushed SavedModel: its remote URI as is
+    (gs://, s3://), or, for a local push directory, the copy logged under the
+    run's ``pushed_model/`` (an MLflow server refuses local paths outside the
+    run's artifacts); the ``pushed_dir`` tag always names the serving path.
+    """
+    from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
+
+    if not (cand.blessed and cand.pushed and cand.pushed_dir):
+        raise TrackingError(f"refusing to register run {run_id}: blessed={cand.blessed} "
+                            f"pushed={cand.pushed}; only a blessed, pushed model becomes a version")
+    try:
+        client.create_registered_model(
+            model_name, description="Blessed, pushed feedrank rankers. Aliases: champion (serving), "
+                                    "challenger (newest blessed candidate).")
+    except Exception as e:  # noqa: BLE001
+        if not _already_exists(e):
+            raise
+    if _is_remote(cand.pushed_dir):
+        source = cand.pushed_dir
+    else:
+        client.log_artifacts(run_id, cand.pushed_dir, PUSHED_MODEL_ARTIFACT)
+        source = f"runs:/{run_id}/{PUSHED_MODEL_ARTIFACT}"
+    tags = {BLESSED_TAG: "true", "pushed_dir": cand.pushed_dir,
+            "pushed_version": cand.pushed_version or "",
+            **{k: v for k, v in cand.tags.items() if k in ("model_family", "tfx.run_id", "kfp.run_id",
+                                                              "git.commit", "code_version")}}
+    if "auc" in cand.metrics:
+        tags["auc"] = f"{cand.metrics['auc']:.6f}"
+    mv = client.create_model_version(model_name, source, run_id=run_id, tags=tags,
+                                     description=f"Pushed to {cand.pushed_dir}")
+    deadline = time.monotonic() + 60
+    while mv.status == ModelVersionStatus.to_string(ModelVersionStatus.PENDING_REGISTRATION):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+        mv = client.get_model_version(model_name, mv.version)
+    client.set_registered_model_alias(model_name, CHALLENGER, mv.version)
+    return str(mv.version)
+
+
+def log_candidate(client, experiment: str, cand: Candidate,
+                  registered_model: Optional[str] = None) -> Dict[str, Optional[str]]:
+    """Logs ``cand`` as one finished run; registers it iff blessed and pushed.
+
+    Returns ``{"run_id", "experiment_id", "registered_version"}``.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    exp_id = get_or_create_experiment(client, experiment)
+    tags = {**cand.tags, BLESSED_TAG: str(cand.blessed).lower(), "pushed": str(cand.pushed).lower()}
+    if cand.description:
+        tags["mlflow.note.content"] = cand.description
+    run = client.create_run(exp_id, run_name=cand.run_name, tags=tags)
+    run_id = run.info.run_id
+    try:
+        now = int(time.time() * 1000)
+        params = [Param(k, v) for k, v in sorted(cand.params.items())]
+        metrics = [Metric(k, float(v), now, 0) for k, v in sorted(cand.metrics.items()) if v is not None]
+        for row in cand.curves:
+            step = int(row["epoch"])
+            metrics += [Metric(k, float(v), now, step) for k, v in sorted(row.items())
+                        if k != "epoch" and v is not None]
+        for chunk in _chunks(params, 100):
+            client.log_batch(run_id, params=chunk)
+        for chunk in _chunks(metrics, 1000):
+            client.log_batch(run_id, metrics=chunk)
+        for local, artifact_path in cand.artifacts.items():
+            if os.path.isdir(local):
+                client.log_artifacts(run_id, local, artifact_path or None)
+            elif os.path.exists(local):
+                client.log_artifact(run_id, local, artifact_path or None)
+        version = None
+        if registered_model and cand.blessed and cand.pushed:
+            version = register(client, registered_model, run_id, cand)
+            client.log_batch(run_id, tags=[RunTag("registered_model", registered_model),
+                                           RunTag("registered_version", version)])
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.set_terminated(run_id, "FAILED")
+        raise
+    return {"run_id": run_id, "experiment_id": exp_id, "registered_version": version}

@@ -1,0 +1,298 @@
+"""MLflow tracking against a REAL `mlflow server` process (SQLite backend, proxied artifacts).
+
+One module-scoped server on a free port in a tmp dir; two pipeline runs on a
+tiny simulated log (the first with AUC floor 0, so it is blessed whatever the
+tiny model learns; the second with an impossible floor, so it is not; the
+upstream components normally come from the cache); then the registry, the
+promote/compare CLIs and concurrent logging.
+"""
+import dataclasses
+import os
+import threading
+
+import pytest
+import yaml
+
+import pipeline
+from feedrank import config as config_lib
+from feedrank.events.simulate import simulate
+from feedrank.tracking import TrackingError
+from feedrank.tracking import candidate as cand_lib
+from feedrank.tracking import compare, registry, server
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENT, MODEL = "feedrank-mlflow-test", "feedrank-mlflow-test-din"
+
+
+@pytest.fixture(scope="module")
+def mlflow_url(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    url = server.ensure_server(str(root), port=0)
+    assert server.ensure_server(str(root)) == url  # reused, not a second process
+    yield url
+    assert server.stop_server(str(root))
+    assert not server.healthy(url)
+
+
+@pytest.fixture(scope="module")
+def client(mlflow_url):
+    return cand_lib.client_for(mlflow_url)
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory, mlflow_url):
+    base = config_lib.load(os.path.join(ROOT, "configs", "tiny.yaml"))
+    tmp = tmp_path_factory.mktemp("mlflow_e2e")
+    data = tmp / "data"
+    s = base.simulate
+    simulate(str(data), users=s.users, items=s.items, days=s.days, seed=s.seed)
+    return dataclasses.replace(
+        base, pipeline_name="feedrank-mlflow", input_base=str(data), run_root=str(tmp / "runs"),
+        push_root=str(tmp / "serving"),
+        # Floor 0: the first candidate is blessed whatever the tiny model's AUC (no baseline yet).
+        evaluator=dataclasses.replace(base.evaluator, auc_floor=0.0),
+        mlflow=dataclasses.replace(base.mlflow, tracking_uri=mlflow_url, experiment=EXPERIMENT,
+                                   registered_model=MODEL))
+
+
+@pytest.fixture(scope="module")
+def config_file(cfg, tmp_path_factory):
+    """The same config as YAML, for the CLI."""
+    raw = yaml.safe_load(open(os.path.join(ROOT, "configs", "tiny.yaml")))
+    raw.update(pipeline_name=cfg.pipeline_name, input_base=cfg.input_base, run_root=cfg.run_root,
+               push_root=cfg.push_root, mlflow=dataclasses.asdict(cfg.mlflow))
+    path = tmp_path_factory.mktemp("cfg") / "mlflow.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def _runs(client):
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+@pytest.fixture(scope="module")
+def blessed_run(cfg, client):
+    summary = pipeline.run(cfg)
+    assert summary["status"] == "succeeded", summary.get("failure")
+    assert summary["blessing"]["blessed"] is True
+    runs = _runs(client)
+    assert len(runs) == 1
+    return summary, runs[0]
+
+
+@pytest.fixture(scope="module")
+def unblessed_run(cfg, client, blessed_run):
+    strict = dataclasses.replace(cfg, evaluator=dataclasses.replace(cfg.evaluator, auc_floor=0.999))
+    summary = pipeline.run(strict)
+    assert summary["status"] == "succeeded", summary.get("failure")
+    assert summary["blessing"]["blessed"] is False
+    assert summary["components"]["MlflowLogger"]["state"] == "COMPLETE"
+    runs = _runs(client)
+    assert len(runs) == 2
+    return summary, runs[1]
+
+
+def _error_lines(stderr):
+    """The CLI's own error lines (MLflow's loggers may also write to stderr)."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def _artifact_paths(client, run_id, path=None):
+    out = []
+    for f in client.list_artifacts(run_id, path):
+        out += _artifact_paths(client, run_id, f.path) if f.is_dir else [f.path]
+    return out
+
+
+@pytest.mark.e2e
+def test_blessed_candidate_is_logged_and_registered_as_challenger(blessed_run, client, cfg):
+    summary, run = blessed_run
+    m, p, t = run.data.metrics, run.data.params, run.data.tags
+    assert run.info.status == "FINISHED"
+    for key in ("auc", "gauc", "logloss", "tfma_auc", "tfma_logloss"):
+        assert key in m, sorted(m)
+    assert m["auc"] == pytest.approx(summary["auc"]["auc"], abs=1e-6)
+    slices = [k for k in m if k.startswith("auc.category_id.")]
+    assert slices and all(0.0 <= m[k] <= 1.0 for k in slices)
+    for curve in ("train_loss", "eval_loss", "eval_auc"):
+        hist = client.get_metric_history(run.info.run_id, curve)
+        assert [h.step for h in sorted(hist, key=lambda h: h.step)] == \
+            [r["epoch"] for r in summary["curves"]], curve
+    assert p["model_family"] == "din" and p["learning_rate"] == str(cfg.trainer["learning_rate"])
+    assert p["mlp_units"] == "[32, 16]" and p["embedding_dims.item"] == "8"
+    assert p["data.input_base"] == os.path.abspath(cfg.input_base) and p["data.fingerprint"]
+    assert "data.max_ts" in p and p["code_version"] not in ("", "unknown")
+    assert t["blessed"] == "true" and t["pushed"] == "true"
+    assert t["tfx.run_id"] == summary["run_id"] and t["model_family"] == "din"
+    assert len(t["git.commit"]) >= 7
+    arts = _artifact_paths(client, run.info.run_id)
+    for expected in ("plots/roc.png", "plots/calibration.png", "schema/schema.pbtxt",
+                     "evaluation/eval_config.json", "model_card.md", "training/curves.png",
+                     "pushed_model/saved_model.pb"):
+        assert expected in arts, arts
+    card = open(client.download_artifacts(run.info.run_id, "model_card.md")).read()
+    assert "BLESSED" in card and "auc" in card
+    mv = client.get_model_version_by_alias(MODEL, "challenger")
+    assert mv.run_id == run.info.run_id and mv.tags["blessed"] == "true"
+    assert mv.tags["pushed_dir"] == summary["push"]["path"]
+    assert t["registered_version"] == mv.version
+
+
+@pytest.mark.e2e
+def test_unblessed_candidate_is_logged_but_not_registered(unblessed_run, blessed_run, client):
+    _, run = unblessed_run
+    assert run.data.tags["blessed"] == "false"
+    assert "registered_version" not in run.data.tags
+    assert "auc" in run.data.metrics and "plots/roc.png" in _artifact_paths(client, run.info.run_id)
+    versions = client.search_model_versions(f"name = '{MODEL}'")
+    assert [v.run_id for v in versions] == [blessed_run[1].info.run_id]
+    assert client.get_model_version_by_alias(MODEL, "challenger").run_id == blessed_run[1].info.run_id
+
+
+@pytest.mark.e2e
+def test_promote_refuses_unblessed_and_promotes_blessed(unblessed_run, client, config_file, capsys):
+    _, run = unblessed_run
+    bad = client.create_model_version(MODEL, f"runs:/{run.info.run_id}/plots", run_id=run.info.run_id,
+                                      tags={"blessed": "false"})
+    with pytest.raises(TrackingError, match="not blessed"):
+        registry.promote(client, MODEL, version=int(bad.version))
+    assert pipeline.main(["promote", "--config", config_file, "--version", bad.version]) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and errors[0].startswith("error: refusing to promote"), errors
+    assert pipeline.main(["promote", "--config", config_file, "--version", "99"]) == 2
+    assert "has no version 99" in capsys.readouterr().err
+    assert pipeline.main(["promote", "--config", config_file, "--alias", "challenger"]) == 0
+    out = capsys.readouterr().out
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert champion.version == challenger.version and f"version {champion.version}" in out
+
+
+@pytest.mark.e2e
+def test_compare_prints_both_candidates_and_writes_png(unblessed_run, blessed_run, config_file,
+                                                      client, tmp_path, capsys):
+    # After the promote test the blessed run is champion; order-independent either way.
+    out_png = tmp_path / "compare.png"
+    assert pipeline.main(["compare", "--config", config_file, "--output", str(out_png)]) == 0
+    out = capsys.readouterr().out
+    for _, run in (blessed_run, unblessed_run):
+        assert run.info.run_id[:7] in out
+    assert "AUC" in out and "GAUC" in out and "logloss" in out
+    assert out_png.stat().st_size > 10_000
+    rows, _ = compare.gather(client, EXPERIMENT, MODEL)
+    assert {r.blessed for r in rows} == {True, False}
+
+
+@pytest.mark.e2e
+def test_cli_reports_an_unreachable_server_in_one_line(config_file, tmp_path, capsys):
+    raw = yaml.safe_load(open(config_file))
+    raw["mlflow"]["tracking_uri"] = f"http://127.0.0.1:{server.free_port()}"
+    path = tmp_path / "down.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert pipeline.main(["compare", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    errors = _error_lines(err)
+    assert len(errors) == 1 and "not reachable" in errors[0] and "Traceback" not in err, err
+
+
+@pytest.mark.e2e
+def test_concurrent_loggers_lose_nothing(client, tmp_path):
+    """Two threads log to one server at once; both create the experiment and the registered model."""
+    model_dir = tmp_path / "pushed"
+    (model_dir / "variables").mkdir(parents=True)
+    (model_dir / "saved_model.pb").write_bytes(b"pb")
+    (model_dir / "variables" / "variables.index").write_bytes(b"ix")
+    n_metrics, n_epochs = 300, 15
+
+    def candidate(i):
+        return cand_lib.Candidate(
+            run_name=f"concurrent-{i}", params={f"p{j}": str(j * i) for j in range(120)},
+            metrics={f"auc.slice.s{j}": (i + j) / 1000 for j in range(n_metrics)},
+            curves=[{"epoch": e, "train_loss": 1.0 / e, "eval_auc": 0.5 + e / 100} for e in range(1, n_epochs + 1)],
+            tags={"tfx.run_id": f"t{i}"}, blessed=True, pushed=True, pushed_dir=str(model_dir),
+            pushed_version=str(i))
+
+    results, errors = {}, []
+    barrier = threading.Barrier(2)
+
+    def log(i):
+        try:
+            barrier.wait()
+            results[i] = cand_lib.log_candidate(cand_lib.client_for(client.tracking_uri), "concurrent",
+                                                candidate(i), registered_model="concurrent-model")
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=log, args=(i,)) for i in (1, 2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    assert not errors, errors
+    for i in (1, 2):
+        run = client.get_run(results[i]["run_id"])
+        assert len(run.data.params) >= 120 and run.data.params["p7"] == str(7 * i)
+        assert sum(k.startswith("auc.slice.") for k in run.data.metrics) == n_metrics
+        assert len(client.get_metric_history(run.info.run_id, "eval_auc")) == n_epochs
+        assert run.info.status == "FINISHED"
+    versions = client.search_model_versions("name = 'concurrent-model'")
+    assert sorted(v.run_id for v in versions) == sorted(r["run_id"] for r in results.values())
+    assert len({r["experiment_id"] for r in results.values()}) == 1
+
+
+# Fast checks, no server.
+
+def test_metric_names_are_mlflow_safe():
+    from mlflow.utils.validation import _validate_metric_name
+
+    assert cand_lib.safe_name("auc", "category_id", "jobs/sales") == "auc.category_id.jobs-sales"
+    for raw in ("a b/c", "x:y..z", "../etc", "ü@#"):
+        _validate_metric_name(cand_lib.safe_name("auc", "f", raw))
+
+
+def test_the_executor_checks_the_blessing_itself(tmp_path):
+    from tfx.types import standard_artifacts
+
+    from components.mlflow_logger.executor import check_blessing
+
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / "model")
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.uri = str(tmp_path / "blessing")
+    os.makedirs(blessing.uri)
+    pushed = standard_artifacts.PushedModel()
+    pushed.set_int_custom_property("pushed", 1)
+    pushed.set_string_custom_property("pushed_destination", str(tmp_path / "serving" / "1"))
+
+    blessing.set_int_custom_property("blessed", 1)
+    assert check_blessing(model, blessing, pushed)[:2] == (False, True)  # no BLESSED marker file
+    open(os.path.join(blessing.uri, "BLESSED"), "w").close()
+    blessing.set_string_custom_property("current_model", str(tmp_path / "other_model"))
+    blessed, _, reason = check_blessing(model, blessing, pushed)
+    assert not blessed and "another model" in reason
+    blessing.set_string_custom_property("current_model", model.uri)
+    assert check_blessing(model, blessing, pushed)[:2] == (True, True)
+    pushed.set_int_custom_property("pushed", 0)
+    assert check_blessing(model, blessing, pushed)[:2] == (True, False)
+    assert check_blessing(model, None, pushed)[:2] == (False, False)
+
+
+def test_the_logger_is_never_served_from_the_cache(tmp_path):
+    """Each pipeline build gives the logger a fresh run_nonce, part of its cache key."""
+    cfg = config_lib.load(os.path.join(ROOT, "configs", "tiny.yaml"))
+    cfg = dataclasses.replace(cfg, input_base=str(tmp_path), run_root=str(tmp_path / "runs"),
+                              mlflow=dataclasses.replace(cfg.mlflow, tracking_uri="http://127.0.0.1:1"))
+
+    def nonce():
+        logger = next(c for c in pipeline.create_pipeline(cfg).components if c.id == "MlflowLogger")
+        return logger.exec_properties["run_nonce"]
+
+    assert nonce() != nonce()
+
+
+def test_register_refuses_an_unblessed_candidate():
+    cand = cand_lib.Candidate(run_name="x", params={}, metrics={}, tags={}, blessed=False, pushed=True,
+                              pushed_dir="/tmp/x")
+    with pytest.raises(TrackingError, match="refusing to register"):
+        cand_lib.register(object(), "m", "run", cand)
