@@ -85,9 +85,27 @@ class Config:
         return os.path.join(self.push_root, self.model_name)
 
 
-def _build(cls, values: Dict[str, Any], where: str):
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+def check_type(where: str, value: Any, default: Any) -> None:
+    """Raises ConfigError unless ``value`` has the type of the field's ``default``."""
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, (str, list, dict)):
+        ok, kind = isinstance(value, type(default)), f"a {type(default).__name__}"
+    else:
+        ok, kind = True, ""
+    if not ok:
+        raise ConfigError(f"{where} must be {kind}, got {value!r}")
+
+
+def build_dataclass(cls, values: Dict[str, Any], where: str):
+    """``cls(**values)`` with nested dataclasses built recursively; unknown
+    keys and mistyped values are errors that name the key."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
     kwargs = {}
@@ -96,12 +114,9 @@ def _build(cls, values: Dict[str, Any], where: str):
         if dataclasses.is_dataclass(default):
             if not isinstance(v, dict):
                 raise ConfigError(f"{where}.{k} must be a mapping, got {type(v).__name__}")
-            v = _build(type(default), v, f"{where}.{k}")
-        elif isinstance(default, bool) and not isinstance(v, bool):
-            raise ConfigError(f"{where}.{k} must be true or false, got {v!r}")
-        elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise ConfigError(f"{where}.{k} must be a number, got {v!r}")
+            v = build_dataclass(type(default), v, f"{where}.{k}")
+        else:
+            check_type(f"{where}.{k}", v, default)
         kwargs[k] = v
     return cls(**kwargs)
 
@@ -118,7 +133,7 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path!r} must hold a mapping at the top level")
     raw.update(overrides or {})
-    cfg = _build(Config, raw, os.path.basename(path))
+    cfg = build_dataclass(Config, raw, os.path.basename(path))
     cfg.config_dir = os.path.dirname(os.path.abspath(path))
     ex = cfg.examples
     if not 0.0 < ex.negative_sampling_rate <= 1.0:

@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 
 import yaml
 
-from feedrank.config import Config, ConfigError
+from feedrank.config import Config, ConfigError, build_dataclass
 
 RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 OBJECT_STORE_SCHEMES = ("gs://", "s3://")
@@ -62,37 +62,6 @@ class KubeflowConfig:
         return merged
 
 
-def _check_type(where: str, value: Any, default: Any) -> None:
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, (str, list, dict)):
-        ok = isinstance(value, type(default))
-    else:
-        ok = True
-    if not ok:
-        raise ConfigError(f"{where} must be a {type(default).__name__}, got {value!r}")
-
-
-def _build(cls, raw: Dict[str, Any], where: str):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    kwargs = {}
-    for key, value in raw.items():
-        default = getattr(cls(), key)
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}.{key} must be a mapping, got {value!r}")
-            value = _build(type(default), value, f"{where}.{key}")
-        else:
-            _check_type(f"{where}.{key}", value, default)
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
 def load_kubeflow_config(path: str) -> KubeflowConfig:
     """Reads and validates ``configs/kubeflow.yaml``; raises ConfigError naming the key."""
     if not os.path.exists(path):
@@ -105,7 +74,7 @@ def load_kubeflow_config(path: str) -> KubeflowConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"kubeflow config {path!r} must hold a mapping at the top level")
     where = os.path.basename(path)
-    kf = _build(KubeflowConfig, raw, where)
+    kf = build_dataclass(KubeflowConfig, raw, where)
     for key in ("pipeline_root", "serving_root"):
         if not getattr(kf, key).startswith(OBJECT_STORE_SCHEMES):
             raise ConfigError(f"{where}.{key} must be object storage ({' or '.join(OBJECT_STORE_SCHEMES)}),"
