@@ -1,0 +1,1 @@
+"""`BehaviorExampleGen`: validates the event log and writes DIN/DIEN tf.Examples."""

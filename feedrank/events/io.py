@@ -1,0 +1,224 @@
+"""Reading the event-log tables (see `feedrank.events.contract`).
+
+A table ``<name>`` is ``<dir>/<name>.parquet``, ``<dir>/<name>.csv`` or a
+directory ``<dir>/<name>/`` of ``.parquet`` / ``.csv`` parts (read in sorted
+name order, which defines the "file order" used for duplicate resolution).
+
+Schema problems (missing table, missing required column, a column of the
+wrong physical type) raise `ContractError` naming the table and column.
+Per-row problems (an unparsable ``ts`` etc.) are *not* errors here: they are
+left for `feedrank.events.validate` to quarantine.  For that reason CSV files
+are read with every column as text, and numeric columns are parsed later.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from feedrank.events import contract
+
+PARQUET = "parquet"
+CSV = "csv"
+_EXTENSIONS = {".parquet": PARQUET, ".pq": PARQUET, ".csv": CSV}
+
+
+class ContractError(ValueError):
+    """The log violates the contract at the table/column level."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TableFile:
+    """One physical file of a table, with its position in file order."""
+
+    table: str
+    path: str
+    fmt: str      # PARQUET or CSV
+    index: int    # position in the table's file order
+
+
+def table_files(input_base: str, table: str) -> List[TableFile]:
+    """Lists the files of ``table`` under ``input_base`` in file order.
+
+    Raises:
+      ContractError: when the table is absent or its directory holds no parts.
+    """
+    candidates = [os.path.join(input_base, table + ext) for ext in (".parquet", ".csv")]
+    found = [p for p in candidates if os.path.isfile(p)]
+    part_dir = os.path.join(input_base, table)
+    if os.path.isdir(part_dir):
+        parts = sorted(
+            os.path.join(part_dir, n) for n in os.listdir(part_dir)
+            if os.path.splitext(n)[1].lower() in _EXTENSIONS and not n.startswith((".", "_")))
+        if not parts:
+            raise ContractError(
+                f"table '{table}': directory {part_dir} holds no .parquet/.csv parts")
+        found.extend(parts)
+    if not found:
+        raise ContractError(
+            f"table '{table}' is missing: expected {table}.parquet, {table}.csv or a "
+            f"directory {table}/ of parts under {input_base}")
+    if len({os.path.dirname(p) for p in found}) > 1 or (
+            len(found) > 1 and not os.path.isdir(part_dir)):
+        raise ContractError(f"table '{table}' is ambiguous under {input_base}: {found}")
+    return [TableFile(table, p, _EXTENSIONS[os.path.splitext(p)[1].lower()], i)
+            for i, p in enumerate(found)]
+
+
+def _arrow_kind(t: pa.DataType) -> str:
+    """Coarse kind of an Arrow type: string, int, float, null or other."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_null(t):
+        return "null"
+    return "other"
+
+
+# Physical kinds accepted for each logical type.  ``ts`` may arrive as float
+# (NaN) or text: such rows are quarantined one by one, not rejected wholesale.
+_ACCEPTED = {
+    "string": {"string", "null"},
+    "int64": {"int", "float", "string", "null"},
+    "float64": {"int", "float", "null"},
+}
+
+
+def file_columns(tf: TableFile) -> Dict[str, str]:
+    """Column name -> coarse kind for one file (CSV columns are all text)."""
+    if tf.fmt == PARQUET:
+        schema = pq.read_schema(tf.path)
+        return {f.name: _arrow_kind(f.type) for f in schema}
+    header = pd.read_csv(tf.path, nrows=0, dtype=str)
+    return {c: "string" for c in header.columns}
+
+
+def check_table(input_base: str, table: str) -> List[TableFile]:
+    """Checks every file of ``table`` against the contract; returns its files."""
+    files = table_files(input_base, table)
+    spec = contract.COLUMNS[table]
+    for tf in files:
+        cols = file_columns(tf)
+        for name, (logical, required) in spec.items():
+            if name not in cols:
+                if required:
+                    raise ContractError(
+                        f"table '{table}' ({tf.path}) is missing required column '{name}'")
+                continue
+            kind = cols[name]
+            if tf.fmt == CSV:
+                continue
+            if kind not in _ACCEPTED[logical]:
+                raise ContractError(
+                    f"table '{table}' ({tf.path}) column '{name}' has wrong type "
+                    f"'{kind}', expected {logical}")
+    return files
+
+
+def check_log(input_base: str) -> Dict[str, List[TableFile]]:
+    """Checks all three tables; returns table -> files."""
+    if not os.path.isdir(input_base):
+        raise ContractError(f"log directory {input_base} does not exist")
+    return {t: check_table(input_base, t) for t in contract.TABLES}
+
+
+def _normalise(df: pd.DataFrame, table: str, numeric_ts: bool) -> pd.DataFrame:
+    """Brings a frame to contract column order/types (strings as object).
+
+    String columns get ``""`` for missing values; float columns are parsed
+    (unparsable -> NaN); ``ts`` is left raw unless ``numeric_ts``.
+    """
+    out = {}
+    n = len(df)
+    for name, (logical, _) in contract.COLUMNS[table].items():
+        if name not in df.columns:
+            col = pd.Series([""] * n if logical == "string" else [float("nan")] * n,
+                            index=df.index, dtype=object if logical == "string" else float)
+        else:
+            col = df[name]
+            if logical == "string":
+                col = col.astype(object).where(col.notna(), "")
+                if col.map(type).ne(str).any():
+                    col = col.astype(str)
+            elif logical == "float64":
+                col = pd.to_numeric(col, errors="coerce").astype(float)
+            elif numeric_ts:
+                col = pd.to_numeric(col, errors="coerce")
+        out[name] = col
+    return pd.DataFrame(out, index=df.index)
+
+
+def iter_batches(tf: TableFile, batch_rows: int = 262_144,
+                 row_groups: Optional[Sequence[int]] = None) -> Iterator[Tuple[int, pd.DataFrame]]:
+    """Yields ``(first_row_offset, frame)`` batches of one file, normalised.
+
+    ``ts`` keeps its raw values (ints, floats or strings) for validation.
+    ``row_groups`` restricts a parquet file to some row groups.
+    """
+    wanted = list(contract.COLUMNS[tf.table])
+    if tf.fmt == PARQUET:
+        pf = pq.ParquetFile(tf.path)
+        present = [c for c in wanted if c in pf.schema_arrow.names]
+        groups = list(range(pf.num_row_groups)) if row_groups is None else list(row_groups)
+        offsets = [0]
+        for g in range(pf.num_row_groups):
+            offsets.append(offsets[-1] + pf.metadata.row_group(g).num_rows)
+        for g in groups:
+            offset = offsets[g]
+            for rb in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=present):
+                df = rb.to_pandas()
+                yield offset, _normalise(df, tf.table, numeric_ts=False)
+                offset += len(df)
+    else:
+        offset = 0
+        for df in pd.read_csv(tf.path, dtype=str, na_filter=False, chunksize=batch_rows):
+            yield offset, _normalise(df, tf.table, numeric_ts=False)
+            offset += len(df)
+
+
+def estimate_rows(tf: TableFile) -> int:
+    """Row count of a parquet file (metadata) or a rough one for CSV (size/80)."""
+    if tf.fmt == PARQUET:
+        return pq.ParquetFile(tf.path).metadata.num_rows
+    return os.path.getsize(tf.path) // 80 + 1
+
+
+def parquet_row_groups(tf: TableFile) -> int:
+    """Number of row groups of a parquet file (1 for CSV)."""
+    return pq.ParquetFile(tf.path).num_row_groups if tf.fmt == PARQUET else 1
+
+
+def read_table(input_base: str, table: str) -> pd.DataFrame:
+    """Reads a whole (small) table, e.g. items or users, checked and normalised."""
+    files = check_table(input_base, table)
+    frames = [df for tf in files for _, df in iter_batches(tf)]
+    df = pd.concat(frames, ignore_index=True) if frames else _normalise(
+        pd.DataFrame(columns=list(contract.COLUMNS[table])), table, False)
+    logging.info("read table %s: %d rows from %d file(s)", table, len(df), len(files))
+    return df
+
+
+def read_events(input_base: str) -> pd.DataFrame:
+    """Reads the whole events table with raw ``ts`` and a file-order ``_ord``."""
+    frames = []
+    for tf in check_table(input_base, contract.EVENTS):
+        for offset, df in iter_batches(tf):
+            df["_ord"] = order_key(tf.index, offset, len(df))
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def order_key(file_index: int, offset: int, n: int) -> np.ndarray:
+    """Global file-order key of ``n`` rows starting at ``offset`` of a file."""
+    return (np.int64(file_index) << np.int64(40)) + np.arange(offset, offset + n, dtype=np.int64)
