@@ -23,7 +23,7 @@ class ExamplesConfig:
     negative_sampling_rate: float = 1.0
     max_bad_fraction: float = 0.01
     seed: int = 0
-    num_shards: int = 8
+    num_shards: int = 0   # 0: automatic, one shard per 500k events
 
 
 @dataclasses.dataclass

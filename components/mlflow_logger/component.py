@@ -38,7 +38,7 @@ class MlflowRun(types.Artifact):
     """The MLflow run of one candidate (custom properties ``run_id``,
     ``experiment_id``, ``tracking_uri``, ``registered_version``; ``mlflow_run.json``)."""
 
-    TYPE_NAME = "MlflowRun"
+    TYPE_NAME = "feedrank.MlflowRun"  # namespace.Name: what the KFP v2 compiler accepts
 
 
 class MlflowLoggerSpec(ComponentSpec):

@@ -19,10 +19,8 @@ Kubernetes cluster:
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
-import re
 from typing import Any, Dict, List, Tuple
 
 import yaml
@@ -137,38 +135,6 @@ def postprocess(spec: Dict[str, Any], kf: KubeflowConfig,
     return spec, platform
 
 
-_SCHEMA_TITLE_RE = re.compile(r"^[a-z][a-z0-9-_]{2,20}[.][A-Z][a-zA-Z0-9-_]{2,49}$")  # TFX compiler_utils
-
-
-@contextlib.contextmanager
-def kfp_artifact_titles(pipeline, namespace: str = "feedrank"):
-    """Gives custom artifact types a KFP schema title (``<namespace>.<Name>``) while compiling.
-
-    TFX's V2 compiler rejects a custom type whose TYPE_NAME is not
-    ``namespace.Name`` (e.g. the example gen's ``Quarantine``).  Renaming the
-    class attribute for the duration of the compile is enough: in the pod the
-    executor gets an artifact of that title and only uses its URI and custom
-    properties.  A no-op once the type is declared with a dotted TYPE_NAME.
-    """
-    from tfx.types import standard_artifacts
-
-    standard = {c for c in vars(standard_artifacts).values() if isinstance(c, type)}
-    types_ = set()
-    for component in pipeline.components:
-        for channel in list(component.outputs.values()) + list(component.inputs.values()):
-            t = channel.type
-            if t not in standard and not _SCHEMA_TITLE_RE.fullmatch(t.TYPE_NAME):
-                types_.add(t)
-    saved = {t: t.TYPE_NAME for t in types_}
-    try:
-        for t in types_:
-            t.TYPE_NAME = f"{namespace}.{t.TYPE_NAME}"
-        yield sorted(t.TYPE_NAME for t in types_)
-    finally:
-        for t, name in saved.items():
-            t.TYPE_NAME = name
-
-
 def runtime_parameter_defaults(pipeline) -> Dict[str, Any]:
     """Name -> default of every RuntimeParameter in the components' exec properties."""
     from tfx.orchestration import data_types
@@ -229,8 +195,7 @@ def compile_pipeline(cfg: Config, kf: KubeflowConfig, output_path: str) -> str:
             display_name=cfg.pipeline_name, default_image=default_images(kf),
             use_pipeline_spec_2_1=True),  # schemaVersion 2.1.0: what the open-source backend reads
         output_dir=out_dir, output_filename=os.path.basename(output_path))
-    with kfp_artifact_titles(pipeline):
-        runner.run(pipeline, write_out=True)
+    runner.run(pipeline, write_out=True)
     header, docs = _read_package(output_path)
     spec = _unwrap(docs[0])
     platform = docs[1] if len(docs) > 1 else None
