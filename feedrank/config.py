@@ -121,17 +121,23 @@ def build_dataclass(cls, values: Dict[str, Any], where: str):
     return cls(**kwargs)
 
 
-def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
-    """Reads and validates a YAML config; relative paths stay relative to the CWD."""
+def read_yaml_mapping(path: str, what: str = "config file") -> Dict[str, Any]:
+    """The top-level mapping of a YAML file; ConfigError if missing, unparsable or not a mapping."""
     if not os.path.exists(path):
-        raise ConfigError(f"config file {path!r} does not exist")
+        raise ConfigError(f"{what} {path!r} does not exist")
     try:
         with open(path) as f:
             raw = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path!r} is not valid YAML: {e}") from None
+        raise ConfigError(f"{what} {path!r} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path!r} must hold a mapping at the top level")
+        raise ConfigError(f"{what} {path!r} must hold a mapping at the top level")
+    return raw
+
+
+def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
+    """Reads and validates a YAML config; relative paths stay relative to the CWD."""
+    raw = read_yaml_mapping(path)
     raw.update(overrides or {})
     cfg = build_dataclass(Config, raw, os.path.basename(path))
     cfg.config_dir = os.path.dirname(os.path.abspath(path))

@@ -13,9 +13,8 @@ import json
 import os
 from typing import Any, Dict, List
 
-import yaml
 
-from feedrank.config import Config, ConfigError, build_dataclass
+from feedrank.config import Config, ConfigError, build_dataclass, read_yaml_mapping
 
 RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 OBJECT_STORE_SCHEMES = ("gs://", "s3://")
@@ -64,15 +63,7 @@ class KubeflowConfig:
 
 def load_kubeflow_config(path: str) -> KubeflowConfig:
     """Reads and validates ``configs/kubeflow.yaml``; raises ConfigError naming the key."""
-    if not os.path.exists(path):
-        raise ConfigError(f"kubeflow config {path!r} does not exist")
-    try:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"kubeflow config {path!r} is not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"kubeflow config {path!r} must hold a mapping at the top level")
+    raw = read_yaml_mapping(path, "kubeflow config")
     where = os.path.basename(path)
     kf = build_dataclass(KubeflowConfig, raw, where)
     for key in ("pipeline_root", "serving_root"):
