@@ -52,9 +52,6 @@ def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
     e = common.embed(vocab_sizes, config.get("embedding_dims"), config.get("embedding_l2", 0.0))
     interest = encode(e, config)
-    view = L.MaskedPooling("mean", name="view_mean")(e.view_seq, e.view_mask)
-    conv = L.MaskedPooling("mean", name="conv_mean")(e.conv_seq, e.conv_mask)
-    search = L.MaskedPooling("mean", name="search_mean")(e.search_seq, e.search_mask)
-    x = tf.concat([e.candidate, interest, view, conv, search, e.user, e.dense], axis=-1)
+    x = tf.concat([e.candidate, interest, *common.pooled_history(e), e.user, e.dense], axis=-1)
     prob = common.head(x, config)
     return keras.Model(inputs=e.inputs, outputs=prob, name="bst")

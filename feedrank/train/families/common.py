@@ -80,6 +80,13 @@ def embed(vocab_sizes: Mapping[str, int], dims: Mapping[str, int] | None = None,
         user=emb(F.USER_REGION_ID.name, F.USER_REGION_ID.vocab), dense=dense)
 
 
+def pooled_history(e: Embedded, channels=("view", "conv", "search")) -> list:
+    """Masked mean of each named history channel: the user context that
+    families which attend over clicks only add beside their interest vector."""
+    return [L.MaskedPooling("mean", name=f"{c}_mean")(getattr(e, f"{c}_seq"), getattr(e, f"{c}_mask"))
+            for c in channels]
+
+
 def head(x: tf.Tensor, config: Mapping, name: str = "head") -> tf.Tensor:
     """The MLP tower ending in one click probability per example."""
     h = L.mlp(config.get("mlp_units", (200, 80)), config.get("activation", "dice"),

@@ -68,9 +68,6 @@ def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     augru_in = tf.concat([hidden, scores[..., None]], axis=-1)
     interest = keras.layers.RNN(L.AUGRUCell(units), name="interest_evolution")(augru_in, mask=mask)
 
-    view = L.MaskedPooling("mean", name="view_mean")(e.view_seq, e.view_mask)
-    conv = L.MaskedPooling("mean", name="conv_mean")(e.conv_seq, e.conv_mask)
-    search = L.MaskedPooling("mean", name="search_mean")(e.search_seq, e.search_mask)
-    x = tf.concat([e.candidate, interest, view, conv, search, e.user, e.dense], axis=-1)
+    x = tf.concat([e.candidate, interest, *common.pooled_history(e), e.user, e.dense], axis=-1)
     prob = common.head(x, config)
     return keras.Model(inputs=e.inputs, outputs=prob, name="dien")

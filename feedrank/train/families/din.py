@@ -28,10 +28,7 @@ def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     interest = L.TargetAttention(units, name="din_attention")(e.candidate, e.click_seq, e.click_mask)
     view_interest = L.TargetAttention(units, name="din_view_attention")(e.candidate, e.view_seq, e.view_mask)
     click_sum = L.MaskedPooling("mean", name="click_mean")(e.click_seq, e.click_mask)
-    view_mean = L.MaskedPooling("mean", name="view_mean")(e.view_seq, e.view_mask)
-    conv = L.MaskedPooling("mean", name="conv_mean")(e.conv_seq, e.conv_mask)
-    search = L.MaskedPooling("mean", name="search_mean")(e.search_seq, e.search_mask)
-    x = tf.concat([e.candidate, interest, view_interest, click_sum, view_mean, conv, search,
+    x = tf.concat([e.candidate, interest, view_interest, click_sum, *common.pooled_history(e),
                    e.user, e.dense], axis=-1)
     prob = common.head(x, config)
     return keras.Model(inputs=e.inputs, outputs=prob, name="din")
