@@ -142,6 +142,20 @@ def run(cfg: Config) -> dict:
     return summary
 
 
+_REPO = os.path.dirname(os.path.abspath(__file__))
+
+
+def _progress_only(record: logging.LogRecord) -> bool:
+    """Without --verbose: our own modules' logs, TFX's per-component progress
+    lines, and errors; not the libraries' INFO chatter."""
+    if record.levelno >= logging.ERROR:
+        return True
+    if record.name == "absl":
+        return record.getMessage().startswith("Component ")
+    path = record.pathname or ""
+    return path.startswith(_REPO) and f"{os.sep}.venv{os.sep}" not in path and record.levelno >= logging.INFO
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pipeline.py", description="feedrank: behaviour-sequence ranking pipeline (TFX).")
@@ -167,8 +181,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
-        for noisy in ("absl", "apache_beam", "tensorflow", "root"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_progress_only)
     overrides = {}
     if args.input:
         overrides["input_base"] = args.input
