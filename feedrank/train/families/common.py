@@ -91,4 +91,5 @@ def head(x: tf.Tensor, config: Mapping, name: str = "head") -> tf.Tensor:
     """The MLP tower ending in one click probability per example."""
     h = L.mlp(config.get("mlp_units", (200, 80)), config.get("activation", "dice"),
               config.get("dropout", 0.0), name=f"{name}_mlp")(x)
-    return keras.layers.Dense(1, activation="sigmoid", name=f"{name}_prob")(h)[:, 0]
+    # float32 output even under a mixed_float16 policy (a no-op otherwise)
+    return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{name}_prob")(h)[:, 0]
