@@ -29,6 +29,8 @@ from feedrank.tracking.server import check_reachable
 log = logging.getLogger(__name__)
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVING_SUBDIR = "Format-Serving"
+# The exact metrics of the eval split logged per candidate (feedrank.evaluate.scoring).
+EXACT_METRICS = ("auc", "logloss", "gauc", "oracle_auc")
 
 
 def git_commit(root: str = _ROOT) -> Tuple[str, Optional[bool]]:
@@ -96,37 +98,6 @@ def check_blessing(model: types.Artifact, blessing: Optional[types.Artifact],
     return blessed, was_pushed, reason
 
 
-def exact_metrics(labels: np.ndarray, scores: np.ndarray, users: np.ndarray, ids: np.ndarray,
-                  input_base: Optional[str]) -> Dict[str, float]:
-    """Exact AUC / GAUC / logloss (+ the simulator's oracle AUC when its truth file exists)."""
-    from sklearn.metrics import log_loss, roc_auc_score
-
-    from feedrank.evaluate.scoring import gauc
-
-    out: Dict[str, float] = {"eval_examples": float(len(labels))}
-    if len(labels) == 0 or labels.min() == labels.max():
-        return out
-    out["auc"] = float(roc_auc_score(labels, scores))
-    out["logloss"] = float(log_loss(labels, np.clip(scores, 1e-7, 1 - 1e-7)))
-    g = gauc(labels, scores, users)
-    if g is not None:
-        out["gauc"] = float(g)
-    try:
-        from feedrank.events.contract import TRUTH_FILE
-
-        truth_path = os.path.join(input_base or "", TRUTH_FILE)
-        if input_base and os.path.exists(truth_path):
-            import pandas as pd
-
-            truth = pd.read_parquet(truth_path, columns=["event_id", "p_click"]).set_index("event_id")["p_click"]
-            oracle = truth.reindex([i.decode() for i in ids]).to_numpy()
-            if not np.isnan(oracle).any():
-                out["oracle_auc"] = float(roc_auc_score(labels, oracle))
-    except Exception as e:  # noqa: BLE001 - the oracle is optional
-        log.warning("oracle AUC skipped: %s", e)
-    return out
-
-
 def slice_metrics(slices: Dict[str, Dict[str, float]]) -> Tuple[Dict[str, float], Dict[str, Tuple]]:
     """TFMA per-slice metrics -> (MLflow metrics ``auc.<col>.<value>``/``n.<col>.<value>``,
     {slice: (AUC, examples)} for the model card)."""
@@ -190,7 +161,9 @@ def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
     if examples is not None:
         s = scoring.score_split(os.path.join(model.uri, SERVING_SUBDIR), examples.uri, "eval")
         y, p = s["label"].astype(float), s["score"].astype(float)
-        metrics.update(exact_metrics(y, p, s["user"], s["id"], ctx.get("input_base")))
+        exact = scoring.metrics_from_scores(s, ctx.get("input_base"))
+        metrics["eval_examples"] = float(len(y))
+        metrics.update({k: float(exact[k]) for k in EXACT_METRICS if exact.get(k) is not None})
         plots = os.path.join(work_dir, "plots")
         os.makedirs(plots, exist_ok=True)
         title = f"{family} {run_id}"

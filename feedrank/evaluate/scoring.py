@@ -8,6 +8,7 @@ click probability on the same impressions (the oracle).
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -15,6 +16,8 @@ import numpy as np
 
 from feedrank import features as F
 from feedrank.events.contract import TRUTH_FILE
+
+log = logging.getLogger(__name__)
 
 
 def gauc(labels: np.ndarray, scores: np.ndarray, users: np.ndarray) -> Optional[float]:
@@ -54,11 +57,11 @@ def score_split(model_dir: str, examples_uri: str, split: str = "eval",
     return {k: np.concatenate(v) if v else np.array([]) for k, v in cols.items()}
 
 
-def exact_metrics(model_uri: str, examples_uri: str, input_base: str) -> Dict[str, Any]:
-    """Exact AUC / GAUC / logloss of the model and the oracle on the eval split."""
+def metrics_from_scores(s: Dict[str, np.ndarray], input_base: Optional[str]) -> Dict[str, Any]:
+    """Exact AUC / GAUC / logloss of scored examples (`score_split`'s output)
+    and, when ``input_base`` holds the simulator's truth, the oracle's."""
     from sklearn.metrics import log_loss, roc_auc_score
 
-    s = score_split(os.path.join(model_uri, "Format-Serving"), examples_uri)
     y, p = s["label"], s["score"]
     out: Dict[str, Any] = {"n": int(len(y)), "positives": int(y.sum())}
     if len(y) == 0 or y.min() == y.max():
@@ -66,18 +69,26 @@ def exact_metrics(model_uri: str, examples_uri: str, input_base: str) -> Dict[st
     out["auc"] = float(roc_auc_score(y, p))
     out["logloss"] = float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)))
     out["gauc"] = gauc(y, p, s["user"])
-    truth_path = os.path.join(input_base, TRUTH_FILE)
-    if os.path.exists(truth_path):
+    truth_path = os.path.join(input_base, TRUTH_FILE) if input_base else None
+    if truth_path and os.path.exists(truth_path):
         import pandas as pd
 
-        truth = pd.read_parquet(truth_path, columns=["event_id", "p_click"]).set_index("event_id")["p_click"]
+        try:
+            truth = pd.read_parquet(truth_path, columns=["event_id", "p_click"]).set_index("event_id")["p_click"]
+        except (OSError, ValueError, KeyError) as e:  # the oracle is optional
+            log.warning("oracle AUC skipped: %s is unreadable (%s)", truth_path, e)
+            return out
         oracle = truth.reindex([i.decode() for i in s["id"]]).to_numpy()
-        known = ~np.isnan(oracle)
-        if known.all():
+        if not np.isnan(oracle).any():
             out["oracle_auc"] = float(roc_auc_score(y, oracle))
             out["oracle_gauc"] = gauc(y, oracle, s["user"])
             out["oracle_lift_recovered"] = (out["auc"] - 0.5) / (out["oracle_auc"] - 0.5)
     return out
+
+
+def exact_metrics(model_uri: str, examples_uri: str, input_base: str) -> Dict[str, Any]:
+    """Scores the eval split with the model artifact and returns `metrics_from_scores`."""
+    return metrics_from_scores(score_split(os.path.join(model_uri, "Format-Serving"), examples_uri), input_base)
 
 
 def tfma_results(eval_uri: str) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]], Any]:
