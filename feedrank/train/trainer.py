@@ -70,7 +70,6 @@ def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
     cfg = {**DEFAULTS, **config}
     if cfg.get("mixed_precision") and tf.config.list_logical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
-    tf.keras.utils.set_random_seed(int(cfg["seed"]))
     keras.utils.set_random_seed(int(cfg["seed"]))
     spec = tf_transform_output.transformed_feature_spec()
     train_ds = data.dataset(train_files, spec, int(cfg["batch_size"]), shuffle=True, seed=int(cfg["seed"]))
