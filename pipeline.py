@@ -38,6 +38,8 @@ def create_pipeline(cfg: Config, kubeflow=None):
     from components.example_gen.component import BehaviorExampleGen
     from components.gate.component import AnomaliesGate
     from components.mlflow_logger.component import MlflowLogger
+    from components.trainer.component import VectorTrainer
+    from components.word2vec.component import Word2VecGen
     from feedrank.evaluate.eval_config import make_eval_config
     from feedrank.fingerprint import code_fingerprint, data_fingerprint
     from feedrank.schema import write_schema
@@ -57,6 +59,11 @@ def create_pipeline(cfg: Config, kubeflow=None):
         label_window_s=ex.label_window_s, eval_days=ex.eval_days,
         negative_sampling_rate=ex.negative_sampling_rate, max_bad_fraction=ex.max_bad_fraction,
         seed=ex.seed, num_shards=ex.num_shards)
+    # Optional (word2vec.enabled): Word2Vec post/query-token vectors from the train period's behaviour only.
+    word2vec = Word2VecGen(**word2vec_args(cfg), examples=example_gen.outputs["examples"],
+                           input_base=example_gen.exec_properties["input_base"],
+                           input_fingerprint=example_gen.exec_properties["input_fingerprint"],
+                           eval_days=ex.eval_days) if cfg.word2vec.enabled else None
     # Statistics of every split.
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     # The schema derived from feedrank/features.py (not inferred, so drift is caught).
@@ -76,7 +83,7 @@ def create_pipeline(cfg: Config, kubeflow=None):
     # The model family named in the config, exported with the Transform graph attached.
     trainer_config = {**cfg.trainer, "negative_sampling_rate": ex.negative_sampling_rate,
                       "code_version": code_version}
-    trainer = tfx.components.Trainer(
+    trainer_args = dict(
         run_fn="feedrank.train.trainer.run_fn",
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -84,6 +91,8 @@ def create_pipeline(cfg: Config, kubeflow=None):
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=kf.trainer_custom_config(trainer_config) if kf else trainer_config)
+    trainer = (VectorTrainer(**trainer_args, word_vectors=word2vec.outputs["word_vectors"]).with_id("Trainer")
+               if word2vec else tfx.components.Trainer(**trainer_args))
     # The last blessed, pushed model (no Resolver: Kubeflow's backend cannot run one).
     baseline = LatestBlessedModel(push_dir=push_dir)
     # TFMA on the eval split: AUC floor and no regression versus the baseline.
@@ -111,12 +120,24 @@ def create_pipeline(cfg: Config, kubeflow=None):
 
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name, pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, gate, transform,
-                    trainer, baseline, evaluator, pusher, mlflow_logger],
+        components=[example_gen, *([word2vec] if word2vec else []), statistics_gen, schema_gen,
+                    example_validator, gate, transform, trainer, baseline, evaluator, pusher, mlflow_logger],
         enable_cache=kf.enable_cache if kf else cfg.enable_cache,
         metadata_connection_config=None if kf else tfx.orchestration.metadata.sqlite_metadata_connection_config(
             os.path.abspath(cfg.metadata_path)),
         beam_pipeline_args=list(kf.beam_pipeline_args if kf else cfg.beam_pipeline_args))
+
+
+def word2vec_args(cfg: Config) -> dict:
+    """`Word2VecGen`'s parameters from the config; vector sizes 0 -> the trainer's embedding dims."""
+    from feedrank.train.families.common import DEFAULT_EMBEDDING_DIMS
+
+    w2v = cfg.word2vec
+    dims = {**DEFAULT_EMBEDDING_DIMS, **(cfg.trainer.get("embedding_dims") or {})}
+    return dict(window_days=w2v.window_days, vector_size=w2v.vector_size or int(dims["item"]),
+                token_vector_size=w2v.token_vector_size or int(dims["token"]), window=w2v.window,
+                min_count=w2v.min_count, epochs=w2v.epochs, negative=w2v.negative, sample=w2v.sample,
+                seed=w2v.seed)
 
 
 def run(cfg: Config) -> dict:

@@ -53,6 +53,22 @@ class MlflowConfig:
 
 
 @dataclasses.dataclass
+class Word2VecConfig:
+    """Offline post and query-token vectors (docs/word2vec.md): the `Word2VecGen`
+    component, fed to the Trainer, which uses them as ``trainer.word2vec`` says."""
+    enabled: bool = False
+    window_days: int = 7         # the days of clicks/searches that END at the train/eval cutoff
+    vector_size: int = 0         # 0: the trainer's item embedding dim
+    token_vector_size: int = 0   # 0: the trainer's token embedding dim
+    window: int = 5
+    min_count: int = 1
+    epochs: int = 10
+    negative: int = 5
+    sample: float = 0.001        # frequent-key down-sampling (0: none)
+    seed: int = 0
+
+
+@dataclasses.dataclass
 class Config:
     pipeline_name: str = "feedrank"
     input_base: str = "data/demo"
@@ -66,6 +82,7 @@ class Config:
     trainer: Dict[str, Any] = dataclasses.field(default_factory=lambda: {"model": "din"})
     evaluator: EvaluatorConfig = dataclasses.field(default_factory=EvaluatorConfig)
     mlflow: MlflowConfig = dataclasses.field(default_factory=MlflowConfig)
+    word2vec: Word2VecConfig = dataclasses.field(default_factory=Word2VecConfig)
     config_dir: str = "."
 
     @property
@@ -148,4 +165,31 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
         raise ConfigError(f"examples.max_bad_fraction must be in [0, 1], got {ex.max_bad_fraction}")
     if ex.eval_days < 1:
         raise ConfigError(f"examples.eval_days must be >= 1, got {ex.eval_days}")
+    check_word2vec(cfg)
     return cfg
+
+
+def check_word2vec(cfg: Config) -> None:
+    """The `word2vec` section's ranges, and ``trainer.word2vec`` only with vectors to use."""
+    w2v = cfg.word2vec
+    for key in ("window_days", "window", "min_count", "epochs", "negative"):
+        if getattr(w2v, key) < 1:
+            raise ConfigError(f"word2vec.{key} must be >= 1, got {getattr(w2v, key)}")
+    for key in ("vector_size", "token_vector_size"):
+        if getattr(w2v, key) < 0:
+            raise ConfigError(f"word2vec.{key} must be >= 0 (0: the trainer's embedding dim), got {getattr(w2v, key)}")
+    if w2v.sample < 0:
+        raise ConfigError(f"word2vec.sample must be >= 0, got {w2v.sample}")
+    use = cfg.trainer.get("word2vec")
+    if use is None:
+        return
+    if not isinstance(use, dict):
+        raise ConfigError(f"trainer.word2vec must be a mapping, got {use!r}")
+    unknown = sorted(set(use) - {"init", "freeze", "similarity"})
+    if unknown:
+        raise ConfigError(f"trainer.word2vec: unknown key(s) {unknown}; allowed: ['freeze', 'init', 'similarity']")
+    for key, value in use.items():
+        check_type(f"trainer.word2vec.{key}", value, False)
+    if (use.get("init") or use.get("similarity")) and not w2v.enabled:
+        raise ConfigError("trainer.word2vec uses word vectors, but the word2vec section is not enabled "
+                          "(set word2vec.enabled: true)")

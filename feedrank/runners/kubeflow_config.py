@@ -132,7 +132,8 @@ def bind_runtime_parameters(pipeline, kf: "KubeflowConfig") -> List[str]:
     """Turns exec properties into pipeline parameters after the components are built
     (their constructors coerce values with str(), so they cannot take a RuntimeParameter):
 
-    * BehaviorExampleGen ``input_base`` -> ``input_base``, ``input_fingerprint`` -> ``data_version``;
+    * BehaviorExampleGen ``input_base`` -> ``input_base``, ``input_fingerprint`` -> ``data_version``
+      (and Word2VecGen's, when the pipeline has one);
     * MlflowLogger ``tracking_uri`` -> ``mlflow_tracking_uri`` and its ``custom_config`` -> the
       Trainer's ``trainer_config`` parameter (so the logged hyperparameters are the run's);
       its ``run_nonce`` (a per-build cache breaker) becomes a constant: on Kubeflow the
@@ -159,6 +160,9 @@ def bind_runtime_parameters(pipeline, kf: "KubeflowConfig") -> List[str]:
     gen["input_base"] = RP(name=PARAM_INPUT_BASE, ptype=str, default=str(gen["input_base"]))
     gen["input_fingerprint"] = RP(name=PARAM_DATA_VERSION, ptype=str, default=str(gen["input_fingerprint"]))
     bound += [PARAM_INPUT_BASE, PARAM_DATA_VERSION]
+    w2v = props("Word2VecGen", "input_base", "input_fingerprint", required=False)
+    if w2v is not None:  # word2vec.enabled: the same log and data version as the example gen
+        w2v["input_base"], w2v["input_fingerprint"] = gen["input_base"], gen["input_fingerprint"]
     logger = props("MlflowLogger", "tracking_uri", "custom_config", "run_nonce", required=False)
     if logger is not None:
         logger["tracking_uri"] = RP(name=PARAM_MLFLOW_URI, ptype=str, default=kf.mlflow_tracking_uri)

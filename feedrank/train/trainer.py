@@ -19,7 +19,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from feedrank import features as F
-from feedrank.train import data, export as export_lib
+from feedrank.train import data, export as export_lib, word_vectors
 from feedrank.train.families import build_model
 from feedrank.transform.preprocessing import vocab_file_name
 
@@ -64,6 +64,9 @@ def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
           config: Mapping[str, Any]) -> Tuple[keras.Model, list]:
     """Builds the configured family, fits it, returns (model, per-epoch curves).
 
+    ``word_vectors_uri`` (set by components/trainer) with ``word2vec`` options
+    initialises the item table from Word2Vec vectors (`word_vectors`).
+
     ``mixed_precision: true`` trains in float16 on GPUs (the output stays
     float32); it is ignored on CPU, where it would only slow training down.
     """
@@ -77,8 +80,10 @@ def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
     strategy = distribution_strategy()
     log.info("distribution strategy: %s (%d replica(s))", type(strategy).__name__,
              strategy.num_replicas_in_sync)
+    sizes = vocab_sizes(tf_transform_output)
+    cfg = word_vectors.attach(cfg, tf_transform_output, sizes[F.ITEM_VOCAB.name])  # Word2Vec rows, if given
     with strategy.scope():
-        model = build_model(cfg["model"], vocab_sizes(tf_transform_output), cfg)
+        model = build_model(cfg["model"], sizes, cfg)
         model.compile(
             optimizer=keras.optimizers.Adam(float(cfg["learning_rate"])),
             loss=keras.losses.BinaryCrossentropy(),

@@ -4,6 +4,8 @@
 `feedrank.features` and one embedding table per vocabulary, so a history
 sequence always shares the table of the candidate feature it mirrors.
 Table sizes come from the Transform output (`vocab_sizes`), never constants.
+Optional Word2Vec post vectors (`feedrank.train.word_vectors`) initialise (and
+may freeze) the item table and add similarity features to ``dense``.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import tf_keras as keras
 
 from feedrank import features as F
 from feedrank.train import layers as L
+from feedrank.train import word_vectors as W
 
 DEFAULT_EMBEDDING_DIMS = {"item": 32, "category": 16, "region": 8, "token": 16}
 
@@ -34,7 +37,7 @@ class Embedded:
     search_seq: tf.Tensor         # [B, Ls, Dt]
     search_mask: tf.Tensor
     user: tf.Tensor               # [B, Dr] user region
-    dense: tf.Tensor              # [B, n_dense]
+    dense: tf.Tensor              # [B, n_dense (+ 2 word-vector similarities)]
 
 
 def make_inputs() -> Dict[str, keras.Input]:
@@ -49,9 +52,20 @@ def make_inputs() -> Dict[str, keras.Input]:
     return inputs
 
 
+def item_vectors(vocab_sizes: Mapping[str, int], config: Mapping) -> W.ItemVectors | None:
+    """The Word2Vec options of a family's ``config`` (None without vectors)."""
+    dims = {**DEFAULT_EMBEDDING_DIMS, **(config.get("embedding_dims") or {})}
+    return W.from_config(config, vocab_sizes[F.ITEM_VOCAB.name], dims[F.ITEM_VOCAB.name])
+
+
 def embed(vocab_sizes: Mapping[str, int], dims: Mapping[str, int] | None = None,
-          l2: float = 0.0) -> Embedded:
-    """Builds inputs and shared embedding tables; returns the embedded views."""
+          l2: float = 0.0, vectors: W.ItemVectors | None = None) -> Embedded:
+    """Builds inputs and shared embedding tables; returns the embedded views.
+
+    ``vectors`` (see `item_vectors`): Word2Vec rows for the item table (``init``,
+    ``freeze``) and, with ``similarity``, the two similarity features appended to
+    ``dense``, computed from a frozen copy of the vectors.
+    """
     dims = {**DEFAULT_EMBEDDING_DIMS, **(dims or {})}
     missing = [v.name for v in F.VOCABS if v.name not in vocab_sizes]
     if missing:
@@ -60,6 +74,8 @@ def embed(vocab_sizes: Mapping[str, int], dims: Mapping[str, int] | None = None,
     tables = {v.name: keras.layers.Embedding(vocab_sizes[v.name], dims[v.name],
                                              embeddings_regularizer=reg, name=f"{v.name}_embedding")
               for v in F.VOCABS}
+    if vectors is not None and vectors.init:
+        W.initialise(tables[F.ITEM_VOCAB.name], vectors)
     inputs = make_inputs()
 
     def emb(name: str, vocab: F.Vocab) -> tf.Tensor:
@@ -71,6 +87,12 @@ def embed(vocab_sizes: Mapping[str, int], dims: Mapping[str, int] | None = None,
     conv_seq = tf.concat([emb(s.name, s.vocab) for s in F.CONVERSION_SEQUENCE], -1)
     search_seq = emb(F.SEARCH_TOKENS.name, F.SEARCH_TOKENS.vocab)
     dense = tf.stack([inputs[F.dense(d.name)] for d in F.DENSE_FEATURES], axis=-1)
+    if vectors is not None and vectors.similarity:
+        frozen = W.frozen_table(vectors)
+        click_ids = inputs[F.idx(F.CLICK_ITEMS.name)]
+        similarity = W.VectorSimilarity(name="w2v_similarity", dtype="float32")(
+            frozen(inputs[F.idx(F.ITEM_ID.name)]), frozen(click_ids), L.padding_mask(click_ids))
+        dense = tf.concat([dense, similarity], axis=-1)
     return Embedded(
         inputs=inputs, candidate=candidate,
         click_seq=click_seq, click_mask=L.padding_mask(inputs[F.idx(F.CLICK_ITEMS.name)]),

@@ -1,0 +1,1 @@
+"""The TFX Trainer with an optional word-vectors input (components/word2vec)."""

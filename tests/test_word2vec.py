@@ -1,0 +1,172 @@
+"""Word2Vec vectors (docs/word2vec.md) on the simulator's tiny log.
+
+* co-clicked posts (adjacent in a user's click sequence) are closer than random pairs;
+* the window ends at the example generator's train/eval cutoff: perturbing the
+  eval period changes no vector, and malformed rows are skipped;
+* under LocalDagRunner (upstream components reused from the session's e2e run)
+  Word2VecGen feeds the Trainer, whose frozen item rows equal the vectors and
+  whose exported model scores with the in-graph similarity features;
+* the similarity features ignore padding; the Kubeflow package still compiles.
+"""
+import dataclasses
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feedrank import config as config_lib
+from feedrank.examples.build import BuildConfig, split_and_keep
+from feedrank.vectors import artifact
+from feedrank.vectors.corpus import DAY_S, EmptyCorpusError, eval_cutoff, load_corpus
+from feedrank.vectors.train import Word2VecParams, train_vectors
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A tiny log has ~400 train-period clicks: more epochs and no down-sampling than the demo's defaults.
+TINY_PARAMS = Word2VecParams(vector_size=8, token_vector_size=4, epochs=50, sample=0.0, seed=0)
+
+
+def _train(data_dir, window_days=7):
+    return train_vectors(load_corpus(str(data_dir), eval_days=1, window_days=window_days), TINY_PARAMS)
+
+
+@pytest.fixture(scope="module")
+def vectors(tiny_data):
+    return load_corpus(str(tiny_data), eval_days=1, window_days=7), _train(tiny_data)
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_co_clicked_posts_are_closer_than_random_pairs(vectors):
+    corpus, wv = vectors
+    row = {k: i for i, k in enumerate(wv.item_ids)}
+    x = _unit(wv.item_vectors)
+    pairs = np.array([(row[a], row[b]) for seq in corpus.click_sequences
+                      for a, b in zip(seq[:-1], seq[1:]) if a != b])
+    assert len(pairs) > 100
+    rng = np.random.default_rng(0)
+    rand = rng.integers(0, len(x), (20000, 2))
+    rand = rand[rand[:, 0] != rand[:, 1]]
+    co = float(np.mean(np.sum(x[pairs[:, 0]] * x[pairs[:, 1]], axis=1)))
+    random = float(np.mean(np.sum(x[rand[:, 0]] * x[rand[:, 1]], axis=1)))
+    assert co > random + 0.05, (co, random)
+    assert wv.token_vectors.shape == (len(wv.tokens), 4) and len(wv.tokens) > 20
+    assert wv.item_vectors.shape == (wv.meta["counts"]["distinct_clicked_items"], 8)
+
+
+def test_artifact_round_trip_and_determinism(vectors, tmp_path, tiny_data):
+    _, wv = vectors
+    back = artifact.load(artifact.save(wv, str(tmp_path / "wv")))
+    assert back.item_ids == wv.item_ids and back.tokens == wv.tokens and back.meta == wv.meta
+    np.testing.assert_array_equal(back.item_vectors, wv.item_vectors)
+    again = _train(tiny_data)   # one worker, a fixed seed, a process-independent hash
+    np.testing.assert_array_equal(again.item_vectors, wv.item_vectors)
+
+
+def test_window_ends_at_the_train_eval_cutoff(vectors, tiny_data):
+    corpus, wv = vectors
+    events = pd.read_parquet(tiny_data / "events.parquet")
+    end = corpus.window_end
+    assert end == eval_cutoff(int(events["ts"].max()), 1) == wv.meta["window_end_ts"]
+    assert corpus.window_start == end - 7 * DAY_S
+    # the example generator's split puts `end` in eval and `end - 1` in train
+    is_eval, _ = split_and_keep(np.array([end - 1, end]), np.zeros(2), np.array(["a", "b"]),
+                                int(events["ts"].max()), BuildConfig(eval_days=1))
+    assert is_eval.tolist() == [False, True]
+    clicks = events[events["event"] == "click"]
+    assert corpus.counts["clicks_in_window"] == int(((clicks.ts >= corpus.window_start) & (clicks.ts < end)).sum())
+    assert corpus.counts["clicks_after_cutoff"] > 0      # the eval period has clicks, and none was used
+    short = load_corpus(str(tiny_data), eval_days=1, window_days=1)
+    assert short.window_start == end - DAY_S and short.counts["clicks_in_window"] < corpus.counts["clicks_in_window"]
+
+
+def test_eval_period_changes_no_vector_and_bad_rows_are_skipped(vectors, tiny_data, tmp_path):
+    corpus, wv = vectors
+    data = tmp_path / "perturbed"
+    shutil.copytree(tiny_data, data)
+    events = pd.read_parquet(data / "events.parquet")
+    late = events["ts"] >= corpus.window_end
+    rng = np.random.default_rng(1)
+    for kind, col in (("click", "item_id"), ("search", "query")):   # scramble what eval users did
+        sel = late & (events["event"] == kind)
+        events.loc[sel, col] = rng.permutation(events.loc[sel, col].to_numpy())
+    bad = events.iloc[[0]].assign(event_id="bad-row", ts="not a time")   # quarantined by the example gen
+    events = pd.concat([events.astype({"ts": object}), bad], ignore_index=True)
+    events.to_csv(data / "events.csv", index=False)
+    os.remove(data / "events.parquet")
+    perturbed = _train(data)
+    assert perturbed.item_ids == wv.item_ids and perturbed.tokens == wv.tokens
+    np.testing.assert_array_equal(perturbed.item_vectors, wv.item_vectors)
+    np.testing.assert_array_equal(perturbed.token_vectors, wv.token_vectors)
+    assert perturbed.meta["counts"]["skipped_bad"] == 1
+
+
+def test_no_click_in_the_window_is_a_clear_error(tiny_data, tmp_path):
+    data = tmp_path / "late_clicks_only"
+    shutil.copytree(tiny_data, data)
+    events = pd.read_parquet(data / "events.parquet")
+    cutoff = eval_cutoff(int(events["ts"].max()), 1)
+    events[~((events["event"] == "click") & (events["ts"] < cutoff))].to_parquet(data / "events.parquet")
+    with pytest.raises(EmptyCorpusError, match="no clicks in the word2vec window"):
+        load_corpus(str(data), eval_days=1, window_days=7)
+
+
+def test_similarity_features_ignore_padding():
+    import tensorflow as tf
+
+    from feedrank.train.word_vectors import VectorSimilarity
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(30, 6)).astype(np.float32)
+    table[0] = 0.0
+    cand = rng.integers(1, 30, 16)
+    hist = rng.integers(1, 30, (16, 10))
+    lengths = rng.integers(0, 11, 16)
+    hist[np.arange(10)[None, :] >= lengths[:, None]] = 0          # right padding; some rows empty
+    left = np.zeros_like(hist)
+    for i, n in enumerate(lengths):
+        left[i, 10 - n:] = hist[i, :n]
+    layer = VectorSimilarity()
+
+    def features(ids, tbl):
+        return layer(tf.constant(tbl[cand]), tf.constant(tbl[ids]), tf.constant(ids != 0)).numpy()
+
+    base = features(hist, table)
+    noisy = table.copy()
+    noisy[0] = rng.normal(size=6) * 100                          # what padding looks up must not matter
+    np.testing.assert_allclose(features(left, table), base, atol=1e-6)
+    np.testing.assert_allclose(features(hist, noisy), base, atol=1e-6)
+    unit = _unit(table[1:])
+    for i, n in enumerate(lengths):                              # the NumPy reference
+        if n == 0:
+            np.testing.assert_array_equal(base[i], [0.0, 0.0])
+            continue
+        c, h = unit[cand[i] - 1], table[hist[i, :n]]
+        mean = h.mean(axis=0)
+        assert base[i, 0] == pytest.approx(c @ (mean / np.linalg.norm(mean)), abs=1e-5)
+        assert base[i, 1] == pytest.approx(np.max(_unit(h) @ c), abs=1e-5)
+
+
+def test_vector_trainer_injects_the_uri():
+    from components.trainer.component import with_vectors_uri
+    from tfx.utils import json_utils
+
+    props = with_vectors_uri({"custom_config": json_utils.dumps({"model": "din"}), "run_fn": "f"}, "/v")
+    assert json_utils.loads(props["custom_config"]) == {"model": "din", "word_vectors_uri": "/v"}
+    assert json_utils.loads(with_vectors_uri({}, "/v")["custom_config"]) == {"word_vectors_uri": "/v"}
+
+
+def test_configs():
+    cfg = config_lib.load(os.path.join(ROOT, "configs", "din_w2v.yaml"))
+    assert cfg.word2vec.enabled and cfg.trainer["word2vec"]["similarity"] and cfg.model_name == "din"
+    for name in ("demo.yaml", "tiny.yaml"):
+        assert not config_lib.load(os.path.join(ROOT, "configs", name)).word2vec.enabled
+    with pytest.raises(config_lib.ConfigError, match="word2vec section is not enabled"):
+        config_lib.load(os.path.join(ROOT, "configs", "tiny.yaml"),
+                        {"trainer": {"model": "din", "word2vec": {"init": True}}})
+    with pytest.raises(config_lib.ConfigError, match="trainer.word2vec: unknown"):
+        config_lib.load(os.path.join(ROOT, "configs", "din_w2v.yaml"),
+                        {"trainer": {"model": "din", "word2vec": {"frozen": True}}})
