@@ -60,9 +60,22 @@ def test_din_padding_changes_nothing():
 
 
 def test_layers_round_trip_their_config():
-    for layer in (L.MaskedPooling("sum"), L.Dice(), L.TargetAttention([5, 3], softmax=True)):
+    for layer in (L.MaskedPooling("sum"), L.Dice(), L.TargetAttention([5, 3], softmax=True),
+                  L.MatchFeatures(recent=4)):
         clone = type(layer).from_config(layer.get_config())
         assert clone.get_config() == layer.get_config()
+
+
+def test_match_features_against_hand_computed_values():
+    # histories: most recent real entry last; row 1 is left-padded, row 2 empty
+    hist = np.array([[7, 3, 7, 7, 5, 0],
+                     [0, 0, 7, 5, 7, 7],
+                     [0, 0, 0, 0, 0, 0]], np.int64)
+    cand = np.array([7, 7, 7], np.int64)
+    got = L.MatchFeatures(recent=2)(cand, hist).numpy()
+    # row 0: 3 of 5 match; the 2 most recent are (7, 5) -> 1/2; the last is 5 -> 0
+    # row 1: 3 of 4 match; the 2 most recent are (7, 7) -> 1;   the last is 7 -> 1
+    np.testing.assert_allclose(got, [[3 / 5, 1 / 2, 0], [3 / 4, 1, 1], [0, 0, 0]], rtol=1e-6)
 
 
 def test_din_fit_save_reload(tmp_path):

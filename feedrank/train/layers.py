@@ -121,6 +121,38 @@ class TargetAttention(keras.layers.Layer):
                 "activation": self.activation, "softmax": self.softmax}
 
 
+@keras.utils.register_keras_serializable(package="feedrank")
+class MatchFeatures(keras.layers.Layer):
+    """Hand-built user x post match features, computed in-graph from ids.
+
+    For a candidate id [B] and a history of ids [B, L] (`PAD_ID` is padding,
+    the most recent real entry last) returns [B, 3]: the share of the history
+    equal to the candidate, the same share over the ``recent`` most recent
+    entries, and 1.0 when the most recent entry matches.  These are the
+    aggregates a production GBDT is built on (`feedrank.train.gbdt` computes
+    them from the raw examples); inside the model they travel with the
+    SavedModel, so serving needs no extra feature code.  Where the padding
+    sits (left or right) does not matter: recency counts real entries only.
+    """
+
+    def __init__(self, recent: int = 10, **kwargs):
+        super().__init__(**kwargs)
+        self.recent = int(recent)
+
+    def call(self, candidate: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+        mask = tf.cast(padding_mask(history), tf.float32)
+        hit = tf.cast(tf.equal(history, candidate[:, None]), tf.float32) * mask
+        from_end = tf.cumsum(mask, axis=1, reverse=True) * mask      # 1 = most recent
+        recent = tf.cast((from_end >= 1.0) & (from_end <= float(self.recent)), tf.float32)
+        last = tf.cast(tf.equal(from_end, 1.0), tf.float32)
+        share = tf.math.divide_no_nan(tf.reduce_sum(hit, 1), tf.reduce_sum(mask, 1))
+        recent_share = tf.math.divide_no_nan(tf.reduce_sum(hit * recent, 1), tf.reduce_sum(recent, 1))
+        return tf.stack([share, recent_share, tf.reduce_sum(hit * last, 1)], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "recent": self.recent}
+
+
 # The sequence layers (DIEN, BST, multi-channel, Wide & Deep) live in
 # `sequence_layers.py`, which imports nothing from here; re-exported so every
 # family can use ``L.<name>``.

@@ -50,8 +50,7 @@ def encode(e: common.Embedded, config: Mapping, name: str = "bst") -> tf.Tensor:
 
 def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config.get("embedding_dims"), config.get("embedding_l2", 0.0),
-                     common.item_vectors(vocab_sizes, config))
+    e = common.embed(vocab_sizes, config)
     interest = encode(e, config)
     x = tf.concat([e.candidate, interest, *common.pooled_history(e), e.user, e.dense], axis=-1)
     prob = common.head(x, config)

@@ -58,14 +58,19 @@ def item_vectors(vocab_sizes: Mapping[str, int], config: Mapping) -> W.ItemVecto
     return W.from_config(config, vocab_sizes[F.ITEM_VOCAB.name], dims[F.ITEM_VOCAB.name])
 
 
-def embed(vocab_sizes: Mapping[str, int], dims: Mapping[str, int] | None = None,
-          l2: float = 0.0, vectors: W.ItemVectors | None = None) -> Embedded:
+def embed(vocab_sizes: Mapping[str, int], config: Mapping) -> Embedded:
     """Builds inputs and shared embedding tables; returns the embedded views.
 
-    ``vectors`` (see `item_vectors`): Word2Vec rows for the item table (``init``,
-    ``freeze``) and, with ``similarity``, the two similarity features appended to
+    ``config`` is the family's config: ``embedding_dims``, ``embedding_l2``,
+    ``match_features`` (default on: the in-graph user x post match features of
+    `layers.MatchFeatures` appended to ``dense``) and ``word2vec`` (see
+    `item_vectors`): Word2Vec rows for the item table (``init``, ``freeze``)
+    and, with ``similarity``, the two similarity features appended to
     ``dense``, computed from a frozen copy of the vectors.
     """
+    dims = config.get("embedding_dims")
+    l2 = float(config.get("embedding_l2", 0.0) or 0.0)
+    vectors = item_vectors(vocab_sizes, config)
     dims = {**DEFAULT_EMBEDDING_DIMS, **(dims or {})}
     missing = [v.name for v in F.VOCABS if v.name not in vocab_sizes]
     if missing:
@@ -87,6 +92,8 @@ def embed(vocab_sizes: Mapping[str, int], dims: Mapping[str, int] | None = None,
     conv_seq = tf.concat([emb(s.name, s.vocab) for s in F.CONVERSION_SEQUENCE], -1)
     search_seq = emb(F.SEARCH_TOKENS.name, F.SEARCH_TOKENS.vocab)
     dense = tf.stack([inputs[F.dense(d.name)] for d in F.DENSE_FEATURES], axis=-1)
+    if config.get("match_features", True):
+        dense = tf.concat([dense, match_features(inputs)], axis=-1)
     if vectors is not None and vectors.similarity:
         frozen = W.frozen_table(vectors)
         click_ids = inputs[F.idx(F.CLICK_ITEMS.name)]
@@ -100,6 +107,23 @@ def embed(vocab_sizes: Mapping[str, int], dims: Mapping[str, int] | None = None,
         conv_seq=conv_seq, conv_mask=L.padding_mask(inputs[F.idx(F.CONV_ITEMS.name)]),
         search_seq=search_seq, search_mask=L.padding_mask(inputs[F.idx(F.SEARCH_TOKENS.name)]),
         user=emb(F.USER_REGION_ID.name, F.USER_REGION_ID.vocab), dense=dense)
+
+
+# (history, candidate) pairs compared by `match_features`, as in the GBDT's aggregates
+MATCHED = ((F.CLICK_ITEMS, F.ITEM_ID), (F.CLICK_CATEGORIES, F.CATEGORY_ID), (F.CLICK_REGIONS, F.REGION_ID),
+           (F.VIEW_ITEMS, F.ITEM_ID), (F.VIEW_CATEGORIES, F.CATEGORY_ID), (F.VIEW_REGIONS, F.REGION_ID),
+           (F.CONV_ITEMS, F.ITEM_ID), (F.CONV_CATEGORIES, F.CATEGORY_ID))
+
+
+def match_features(inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+    """[B, 3 * len(MATCHED) + 4]: `layers.MatchFeatures` of every matched pair and
+    log(1 + length) of the click, view, conversion and search histories."""
+    match = L.MatchFeatures(name="match_features")
+    parts = [match(inputs[F.idx(c.name)], inputs[F.idx(s.name)]) for s, c in MATCHED]
+    for s in (F.CLICK_ITEMS, F.VIEW_ITEMS, F.CONV_ITEMS, F.SEARCH_TOKENS):
+        n = tf.reduce_sum(tf.cast(L.padding_mask(inputs[F.idx(s.name)]), tf.float32), axis=1)
+        parts.append(tf.math.log1p(n)[:, None])
+    return tf.concat(parts, axis=-1)
 
 
 def pooled_history(e: Embedded, channels=("view", "conv", "search")) -> list:

@@ -48,8 +48,7 @@ def embedding_table(e: common.Embedded, vocab: F.Vocab) -> keras.layers.Embeddin
 
 def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config.get("embedding_dims"), config.get("embedding_l2", 0.0),
-                     common.item_vectors(vocab_sizes, config))
+    e = common.embed(vocab_sizes, config)
     units = int(config.get("gru_units") or e.candidate.shape[-1])
     aux_weight = float(config.get("aux_loss_weight", 1.0))
     mask = e.click_mask

@@ -23,8 +23,7 @@ from feedrank.train.families import common
 
 def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config.get("embedding_dims"), config.get("embedding_l2", 0.0),
-                     common.item_vectors(vocab_sizes, config))
+    e = common.embed(vocab_sizes, config)
     units = config.get("attention_units", (80, 40))
     interest = L.TargetAttention(units, name="din_attention")(e.candidate, e.click_seq, e.click_mask)
     view_interest = L.TargetAttention(units, name="din_view_attention")(e.candidate, e.view_seq, e.view_mask)

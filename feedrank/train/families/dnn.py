@@ -32,7 +32,6 @@ def deep_input(e: common.Embedded) -> tf.Tensor:
 
 def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config.get("embedding_dims"), config.get("embedding_l2", 0.0),
-                     common.item_vectors(vocab_sizes, config))
+    e = common.embed(vocab_sizes, config)
     prob = common.head(deep_input(e), config)
     return keras.Model(inputs=e.inputs, outputs=prob, name="dnn")

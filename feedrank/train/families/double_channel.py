@@ -30,8 +30,7 @@ from feedrank.train.families import bst, common
 
 def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config.get("embedding_dims"), config.get("embedding_l2", 0.0),
-                     common.item_vectors(vocab_sizes, config))
+    e = common.embed(vocab_sizes, config)
     static = tf.concat([e.candidate, e.user, e.dense], axis=-1)
     feature_channel = L.mlp(config.get("feature_mlp_units", (64,)), config.get("activation", "dice"),
                             config.get("dropout", 0.0), name="feature_channel")(static)

@@ -89,8 +89,7 @@ def search_sequence(e: common.Embedded, vocab_sizes: Mapping[str, int], config: 
 
 def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config.get("embedding_dims"), config.get("embedding_l2", 0.0),
-                     common.item_vectors(vocab_sizes, config))
+    e = common.embed(vocab_sizes, config)
     attention_units = config.get("attention_units", (80, 40))
 
     encoder = config.get("click_encoder", "din")

@@ -33,8 +33,7 @@ from feedrank.train.families import common, dnn
 
 def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config.get("embedding_dims"), config.get("embedding_l2", 0.0),
-                     common.item_vectors(vocab_sizes, config))
+    e = common.embed(vocab_sizes, config)
     buckets = int(config.get("wide_buckets", 10007))
     l2 = float(config.get("wide_l2", 0.0))
     reg = keras.regularizers.l2(l2) if l2 > 0 else None
