@@ -1,0 +1,223 @@
+"""Model-zoo quality: every family and the GBDT on the same examples, several seeds.
+
+    .venv/bin/python benchmarks/quality.py [--config configs/quality.yaml] [--seeds 0 1 2]
+                                           [--families din dien ... gbdt]
+
+1. Simulates ``input_base`` if it is missing and runs the TFX pipeline once
+   (example gen, validation, Transform, DIN Trainer, Evaluator, ...), so every
+   model reads the same ExampleGen and Transform artifacts from MLMD.
+2. Splits the eval day by user (a stable hash of user_id): *validation* users
+   for early stopping / the GBDT's rounds / choosing the best family, *test*
+   users for the reported figures.  Nothing is ever picked by test.
+3. Trains each family with the Trainer's own ``train()`` (the config's trainer
+   section, only ``model`` and ``seed`` change) and the LightGBM baseline on
+   the raw examples of the same split, once per seed.
+4. Reports on the test users, mean +- std over seeds: exact AUC (sklearn),
+   GAUC (per-user, impression-weighted), logloss (after the negative-sampling
+   correction) and the fraction of the oracle's AUC lift recovered (the
+   simulator's hidden click probability on the same impressions).
+
+Writes benchmarks/results/quality.json, prints a Markdown table and saves
+docs/img/quality.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import zlib
+from typing import Dict, List
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+from feedrank import config as config_lib  # noqa: E402
+from feedrank import features as F  # noqa: E402
+from feedrank.evaluate.scoring import metrics_from_scores  # noqa: E402
+
+log = logging.getLogger("quality")
+FAMILIES = ["gbdt", "dnn", "wide_deep", "din", "dien", "bst", "double_channel", "multi_channel"]
+METRICS = ("auc", "gauc", "logloss", "oracle_lift_recovered")
+
+
+def is_test_user(users: np.ndarray) -> np.ndarray:
+    """Stable half of the users (crc32 of the id is odd): the test users."""
+    return np.array([zlib.crc32(u) % 2 == 1 for u in users])
+
+
+def prepare(cfg) -> Dict[str, str]:
+    """Simulated log + one pipeline run; returns the artifact URIs everything reads."""
+    from feedrank.evaluate.mlmd_reader import latest_run
+
+    if not os.path.exists(os.path.join(cfg.input_base, "events.parquet")):
+        from feedrank.events.simulate import simulate
+
+        s = cfg.simulate
+        simulate(cfg.input_base, users=s.users, items=s.items, days=s.days, seed=s.seed)
+    run = latest_run(cfg.metadata_path)
+    if run is None or run.artifact("Transform", "transformed_examples") is None:
+        import pipeline
+
+        pipeline.run(cfg)
+        run = latest_run(cfg.metadata_path)
+    uris = {"examples": run.artifact("BehaviorExampleGen", "examples").uri,
+            "transformed": run.artifact("Transform", "transformed_examples").uri,
+            "transform_graph": run.artifact("Transform", "transform_graph").uri}
+    log.info("artifacts: %s", uris)
+    return uris
+
+
+def split_eval(transformed_uri: str, user_of: Dict[bytes, bytes], workdir: str) -> Dict[str, str]:
+    """Writes the transformed eval split as val.gz / test.gz by user."""
+    import tensorflow as tf
+
+    paths = {k: os.path.join(workdir, f"{k}.tfrecord.gz") for k in ("val", "test")}
+    if all(os.path.exists(p) for p in paths.values()):
+        return paths
+    os.makedirs(workdir, exist_ok=True)
+    writers = {k: tf.io.TFRecordWriter(p + ".tmp", options="GZIP") for k, p in paths.items()}
+    spec = {F.IMPRESSION_ID: tf.io.FixedLenFeature([], tf.string)}
+    files = tf.io.gfile.glob(os.path.join(transformed_uri, "Split-eval", "*"))
+    for rec in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        imp = tf.io.parse_single_example(rec, spec)[F.IMPRESSION_ID].numpy()
+        test = bool(is_test_user(np.array([user_of[imp]]))[0])
+        writers["test" if test else "val"].write(rec.numpy())
+    for k, w in writers.items():
+        w.close()
+        os.replace(paths[k] + ".tmp", paths[k])
+    return paths
+
+
+def score_keras(model, path: str, spec: Dict, rate: float) -> Dict[str, np.ndarray]:
+    """Calibrated scores of a transformed TFRecord file, keyed by impression id."""
+    import tensorflow as tf
+
+    from feedrank.train.export import correct_for_sampling
+
+    spec = {k: v for k, v in spec.items() if k in set(F.model_input_names()) | {F.IMPRESSION_ID}}
+    ids, scores = [], []
+    for batch in tf.data.TFRecordDataset([path], compression_type="GZIP").batch(8192):
+        x = tf.io.parse_example(batch, spec)
+        ids.append(x.pop(F.IMPRESSION_ID).numpy())
+        scores.append(correct_for_sampling(model(x, training=False), rate).numpy())
+    return {"id": np.concatenate(ids), "score": np.concatenate(scores)}
+
+
+def with_meta(scored: Dict[str, np.ndarray], meta: Dict[bytes, tuple]) -> Dict[str, np.ndarray]:
+    users, labels = zip(*(meta[i] for i in scored["id"]))
+    return {**scored, "user": np.array(users), "label": np.array(labels)}
+
+
+def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
+    """Trains one family with one seed; metrics on the validation and test users."""
+    rate = cfg.examples.negative_sampling_rate
+    start = time.perf_counter()
+    if family == "gbdt":
+        from feedrank.train import gbdt
+
+        booster = gbdt.fit(ctx["gb_train_x"], ctx["gb_train_y"], ctx["gb_val_x"], ctx["gb_val_y"], seed=seed)
+        train_s = time.perf_counter() - start
+        out = {"epochs": booster.best_iteration}
+        from feedrank.train.export import correct_for_sampling
+
+        for split in ("val", "test"):
+            q = gbdt.predict(booster, ctx["gb_train_x"], ctx[f"gb_{split}_x"])
+            s = {"id": ctx[f"gb_{split}_ids"], "score": correct_for_sampling(q, rate)}
+            out[split] = metrics_from_scores(with_meta(s, ctx["meta"]), cfg.input_base)
+    else:
+        from feedrank.train import trainer
+
+        tcfg = {**cfg.trainer, "model": family, "seed": seed, "negative_sampling_rate": rate}
+        model, curves = trainer.train([os.path.join(ctx["transformed"], "Split-train", "*")],
+                                      [ctx["paths"]["val"]], ctx["tft"], tcfg)
+        train_s = time.perf_counter() - start
+        best = max(curves, key=lambda c: c.get("val_auc", 0.0))
+        out = {"epochs": best["epoch"], "params": int(model.count_params())}
+        for split in ("val", "test"):
+            s = score_keras(model, ctx["paths"][split], ctx["spec"], rate)
+            out[split] = metrics_from_scores(with_meta(s, ctx["meta"]), cfg.input_base)
+    out.update(family=family, seed=seed, train_s=round(train_s, 1))
+    log.info("%s seed %d: val AUC %.4f, test AUC %.4f (lift %.3f), %.0f s", family, seed,
+             out["val"].get("auc", float("nan")), out["test"].get("auc", float("nan")),
+             out["test"].get("oracle_lift_recovered", float("nan")), train_s)
+    return out
+
+
+def load_context(cfg, uris: Dict[str, str], families: List[str], workdir: str) -> Dict:
+    """Everything the families share: eval metadata, val/test files, GBDT frames."""
+    import tensorflow_transform as tft
+
+    from feedrank.train import gbdt
+
+    raw_eval = gbdt.read_raw(os.path.join(uris["examples"], "Split-eval"))
+    ids = raw_eval[F.IMPRESSION_ID]
+    meta = {i: (u, int(y)) for i, u, y in zip(ids, raw_eval[F.USER_ID], raw_eval[F.LABEL])}
+    ctx: Dict = {"meta": meta, "transformed": uris["transformed"],
+                 "paths": split_eval(uris["transformed"], {i: m[0] for i, m in meta.items()}, workdir)}
+    ctx["tft"] = tft.TFTransformOutput(uris["transform_graph"])
+    ctx["spec"] = ctx["tft"].transformed_feature_spec()
+    if "gbdt" in families:
+        raw_train = gbdt.read_raw(os.path.join(uris["examples"], "Split-train"))
+        ctx["gb_train_x"], ctx["gb_train_y"] = gbdt.features(raw_train), raw_train[F.LABEL]
+        x_eval, test = gbdt.features(raw_eval), is_test_user(raw_eval[F.USER_ID])
+        for split, mask in (("val", ~test), ("test", test)):
+            ctx[f"gb_{split}_x"] = x_eval[mask].reset_index(drop=True)
+            ctx[f"gb_{split}_y"] = raw_eval[F.LABEL][mask]
+            ctx[f"gb_{split}_ids"] = ids[mask]
+    return ctx
+
+
+def aggregate(rows: List[Dict]) -> Dict[str, Dict]:
+    """mean and std over seeds of every metric, per family and split."""
+    out: Dict[str, Dict] = {}
+    for fam in dict.fromkeys(r["family"] for r in rows):
+        mine = [r for r in rows if r["family"] == fam]
+        agg: Dict = {"seeds": len(mine), "train_s": float(np.mean([r["train_s"] for r in mine]))}
+        for split in ("val", "test"):
+            for m in METRICS:
+                vals = [r[split][m] for r in mine if r[split].get(m) is not None]
+                if vals:
+                    agg[f"{split}_{m}"] = [float(np.mean(vals)), float(np.std(vals))]
+        out[fam] = agg
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=os.path.join(ROOT, "configs", "quality.yaml"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "quality.json"))
+    p.add_argument("--plot", default=os.path.join(ROOT, "docs", "img", "quality.png"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for name in ("tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    cfg = config_lib.load(args.config)
+    started = time.time()
+    uris = prepare(cfg)
+    ctx = load_context(cfg, uris, args.families, os.path.join(cfg.pipeline_dir, "quality_split"))
+    rows = [run_family(f, s, cfg, ctx) for s in args.seeds for f in args.families]
+    from benchmarks import quality_report
+    from benchmarks.machine import machine_info
+
+    result = {"config": os.path.relpath(args.config, ROOT), "seeds": args.seeds, "artifacts": uris,
+              "machine": machine_info("tensorflow", "lightgbm", "sklearn"),
+              "wall_s": round(time.time() - started, 1), "families": aggregate(rows), "runs": rows}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    print(quality_report.markdown(result))
+    quality_report.plot(result, args.plot)
+    print(f"\nwrote {args.out} and {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
