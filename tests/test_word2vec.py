@@ -170,3 +170,96 @@ def test_configs():
     with pytest.raises(config_lib.ConfigError, match="trainer.word2vec: unknown"):
         config_lib.load(os.path.join(ROOT, "configs", "din_w2v.yaml"),
                         {"trainer": {"model": "din", "word2vec": {"frozen": True}}})
+
+
+# --------------------------------------------------------------------------
+# In the pipeline (LocalDagRunner), reusing the session's e2e run
+# --------------------------------------------------------------------------
+UP_TO_TRAINER = ("BehaviorExampleGen", "Word2VecGen", "StatisticsGen", "ImportSchemaGen",
+                 "ExampleValidator", "AnomaliesGate", "Transform", "Trainer")
+
+
+@pytest.fixture(scope="module")
+def w2v_run(first_run, tmp_path_factory):
+    """The pipeline with word2vec enabled, up to the Trainer, on a COPY of the e2e
+    run's MLMD store: the upstream components come from its cache, only
+    Word2VecGen and the Trainer run, and the e2e run's own store is untouched."""
+    from tfx import v1 as tfx
+
+    import pipeline
+    from feedrank.evaluate.mlmd_reader import latest_run
+
+    cfg, summary = first_run
+    assert summary["status"] == "succeeded", summary.get("failure")
+    tmp = tmp_path_factory.mktemp("w2v_run")
+    metadata = str(tmp / "metadata.sqlite")
+    shutil.copy(cfg.metadata_path, metadata)
+    w2v = dataclasses.replace(cfg.word2vec, enabled=True, epochs=TINY_PARAMS.epochs, sample=TINY_PARAMS.sample)
+    trainer = {**cfg.trainer, "epochs": 1, "word2vec": {"init": True, "freeze": True, "similarity": True}}
+    full = pipeline.create_pipeline(dataclasses.replace(cfg, word2vec=w2v, trainer=trainer))
+    kept = [c for c in full.components if c.id in UP_TO_TRAINER]
+    for c in kept:
+        for down in [d for d in c.downstream_nodes if d.id not in UP_TO_TRAINER]:
+            c.remove_downstream_node(down)
+    p = tfx.dsl.Pipeline(
+        pipeline_name=cfg.pipeline_name, pipeline_root=str(tmp / "root"), components=kept, enable_cache=True,
+        # (no beam_pipeline_args: the components already carry them from `full`; twice would miss the cache)
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata))
+    tfx.orchestration.LocalDagRunner().run(p)
+    return latest_run(metadata)
+
+
+@pytest.mark.e2e
+def test_pipeline_trains_with_frozen_word_vectors(w2v_run):
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from feedrank import features as F
+    from feedrank.transform.preprocessing import vocab_file_name
+    from feedrank.train.word_vectors import vocab_matrix
+
+    run = w2v_run
+    states = {name: c["state"] for name, c in run.components.items()}
+    assert states["Word2VecGen"] == states["Trainer"] == "COMPLETE", states
+    assert states["Transform"] == states["BehaviorExampleGen"] == "CACHED", states
+    examples = run.artifact("BehaviorExampleGen", "examples")
+    wv_art = run.artifact("Word2VecGen", "word_vectors")
+    # the window ends exactly at the example generator's eval split
+    eval_start = __import__("json").loads(examples.get_string_custom_property("summary"))["eval_start_ts"]
+    assert wv_art.get_int_custom_property("window_end_ts") == eval_start
+    wv = artifact.load(wv_art.uri)
+    vocab = tft.TFTransformOutput(run.artifact("Transform", "transform_graph").uri).vocabulary_by_name(
+        vocab_file_name(F.ITEM_VOCAB))
+    model_dir = os.path.join(run.artifact("Trainer", "model").uri, "Format-Serving")
+    loaded = tf.saved_model.load(model_dir)
+    weights = {v.name: v.numpy() for v in loaded.model.variables}
+    table = weights["item_embedding/embeddings:0"]
+    expected = vocab_matrix(wv.item_ids, wv.item_vectors, vocab, table.shape[0])
+    has = ~np.isnan(expected).any(axis=1)
+    assert has.sum() >= 0.9 * len(wv.item_ids)             # (nearly) every vector found its vocabulary row
+    np.testing.assert_array_equal(table[has], expected[has])   # frozen: still exactly the vectors
+    frozen = weights["item_w2v_embedding/embeddings:0"]
+    np.testing.assert_array_equal(frozen[has], expected[has])
+    assert not frozen[~has].any()
+    # the exported signature scores with the in-graph similarity features
+    files = sorted(tf.io.gfile.glob(os.path.join(examples.uri, "Split-eval", "*")))
+    records = tf.stack(list(tf.data.TFRecordDataset(files, compression_type="GZIP").take(64)))
+    probs = loaded.signatures["serving_tf_example"](examples=records)["probabilities"].numpy()
+    assert probs.shape == (64,) and np.all((probs > 0) & (probs < 1))
+
+
+def test_kubeflow_package_compiles_with_word2vec(tmp_path):
+    import yaml
+
+    from feedrank.runners.kubeflow import compile_pipeline, task_executors
+    from feedrank.runners.kubeflow_config import load_kubeflow_config
+
+    cfg = config_lib.load(os.path.join(ROOT, "configs", "din_w2v.yaml"))
+    out = compile_pipeline(cfg, load_kubeflow_config(os.path.join(ROOT, "configs", "kubeflow.yaml")),
+                           str(tmp_path / "pipeline.yaml"))
+    spec = [d for d in yaml.safe_load_all(open(out)) if d][0]
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["Word2VecGen"]["inputs"]["parameters"]["input_base"] == {"componentInputParameter": "input_base"}
+    assert "word_vectors" in tasks["Trainer"]["inputs"]["artifacts"]
+    trainer = spec["deploymentSpec"]["executors"][task_executors(spec)["Trainer"]]["container"]
+    assert trainer["resources"]["accelerator"]["count"] == "1"   # still the GPU-pool Trainer

@@ -119,9 +119,15 @@ def attach(config: Mapping[str, Any], tf_transform_output, n_items: int) -> Dict
     return cfg
 
 
+def _build(table: keras.layers.Embedding) -> None:
+    """Builds ``table`` now, its variable named ``<table name>/embeddings`` as a call would."""
+    with tf.name_scope(table.name):
+        table.build((None,))
+
+
 def initialise(table: keras.layers.Embedding, vectors: ItemVectors) -> None:
     """Sets the rows with a vector (after building the table); optionally freezes it."""
-    table.build((None,))
+    _build(table)
     weights = table.get_weights()[0]
     has = vectors.has_vector
     weights[has] = vectors.matrix[has]
@@ -136,7 +142,7 @@ def frozen_table(vectors: ItemVectors, name: str = "item_w2v_embedding") -> kera
     """A non-trainable copy of the vectors for the similarity features."""
     rows = vectors.frozen_rows()
     table = keras.layers.Embedding(rows.shape[0], rows.shape[1], trainable=False, name=name)
-    table.build((None,))
+    _build(table)
     table.set_weights([rows])
     return table
 
