@@ -37,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 
 from feedrank import config as config_lib  # noqa: E402
 from feedrank import features as F  # noqa: E402
@@ -194,6 +195,8 @@ def main() -> None:
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "quality.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=YAML",
+                   help="override trainer options for every family, e.g. --set embedding_l2=1e-5")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "quality.json"))
     p.add_argument("--plot", default=os.path.join(ROOT, "docs", "img", "quality.png"))
     args = p.parse_args()
@@ -201,6 +204,11 @@ def main() -> None:
     for name in ("tensorflow", "absl"):
         logging.getLogger(name).setLevel(logging.WARNING)
     cfg = config_lib.load(args.config)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--set expects KEY=VALUE, got {item!r}")
+        cfg.trainer[key] = yaml.safe_load(value)
     started = time.time()
     uris = prepare(cfg)
     ctx = load_context(cfg, uris, args.families, os.path.join(cfg.pipeline_dir, "quality_split"))
@@ -208,7 +216,7 @@ def main() -> None:
     from benchmarks import quality_report
     from benchmarks.machine import machine_info
 
-    result = {"config": os.path.relpath(args.config, ROOT), "seeds": args.seeds, "artifacts": uris,
+    result = {"config": os.path.relpath(args.config, ROOT), "seeds": args.seeds, "overrides": args.set, "artifacts": uris,
               "machine": machine_info("tensorflow", "lightgbm", "sklearn"),
               "wall_s": round(time.time() - started, 1), "families": aggregate(rows), "runs": rows}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
