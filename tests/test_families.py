@@ -25,6 +25,10 @@ CLUSTERED = {  # the lead's k-means labels and pretrained token vectors, in mini
     "token_vectors": _rng.normal(size=(VOCAB_SIZES["token"], 5)).astype(np.float32),
     "click_encoder": "transformer", "fusion": "gated",
 }
+# Word2Vec post vectors (feedrank/train/word_vectors.py): NaN rows have no vector (padding, OOV, unseen posts)
+_W2V = _rng.normal(size=(VOCAB_SIZES["item"], TINY["embedding_dims"]["item"])).astype(np.float32)
+_W2V[0] = _W2V[-8:] = np.nan
+W2V = {"item_vectors": _W2V, "word2vec": {"init": True, "freeze": True, "similarity": True}}
 # variant name -> (family, config on top of TINY)
 VARIANTS = {
     "dien": ("dien", SMALL),
@@ -35,12 +39,17 @@ VARIANTS = {
     "multi_channel_clusters": ("multi_channel", {**SMALL, **CLUSTERED}),
     "dnn": ("dnn", SMALL),
     "wide_deep": ("wide_deep", SMALL),
+    # initialised + frozen item table and the in-graph similarity features (frozen copy)
+    "din_w2v": ("din", {**SMALL, **W2V}),
 }
 PADDING_ONLY = {  # built and checked for padding, not saved (saving is the slow part)
     "multi_channel": ("multi_channel", SMALL),
     "bst_mean_2layers": ("bst", {**SMALL, "bst_pooling": "mean", "transformer_layers": 2}),
     "multi_channel_hash": ("multi_channel", {**SMALL, "conversion_clusters_from": "hash",
                                              "conversion_clusters": 5}),
+    # every family with the Word2Vec similarity features in `dense` (trainable init)
+    **{f"{family}_w2v": (family, {**SMALL, **W2V, "word2vec": {"similarity": True}})
+       for family in ("dien", "bst", "double_channel", "multi_channel", "dnn", "wide_deep")},
 }
 
 
@@ -213,3 +222,28 @@ def test_bad_family_options_are_clear_errors():
                            ("multi_channel", {"item_clusters": np.zeros(3)})):
         with pytest.raises(ValueError):
             build_model(family, VOCAB_SIZES, {**TINY, **SMALL, **config})
+
+
+def test_word_vectors_initialise_freeze_and_survive_reload(saved):
+    """The frozen item table is the vectors where they exist (random elsewhere), after
+    fitting and after a reload; the similarity table is a frozen zero-filled copy."""
+    path, _, _ = saved["din_w2v"]
+    reloaded = keras.models.load_model(path)
+    has = ~np.isnan(_W2V).any(axis=1)
+    items = reloaded.get_layer("item_embedding")
+    assert not items.trainable
+    table = items.get_weights()[0]
+    np.testing.assert_array_equal(table[has], _W2V[has])
+    assert np.abs(table[~has]).sum() > 0
+    copy = reloaded.get_layer("item_w2v_embedding").get_weights()[0]
+    np.testing.assert_array_equal(copy[has], _W2V[has])
+    assert not copy[~has].any()
+
+
+def test_word_vector_options_are_checked():
+    for config, match in (({"word2vec": {"init": True}}, "none were given"),
+                          ({**W2V, "word2vec": {"frozen": True}}, "unknown key"),
+                          ({**W2V, "item_vectors": _W2V[:, :3]}, "item embedding dim"),
+                          ({**W2V, "item_vectors": _W2V[:5]}, "one row per item table row")):
+        with pytest.raises(ValueError, match=match):
+            build_model("din", VOCAB_SIZES, {**TINY, **config})
