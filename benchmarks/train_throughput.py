@@ -1,25 +1,28 @@
 """Training throughput (samples/s) of every model family on random batches.
 
-    .venv/bin/python benchmarks/train_throughput.py [--batch 1024] [--steps 10] [family ...]
+    .venv/bin/python benchmarks/train_throughput.py [--batch 1024] [--steps 10] [--repeats 3] [family ...]
 
 Random transformed batches from `tests.model_harness.random_batch` (right-
 padded sequences of uniform random length), demo-like vocabulary sizes, the
 default embedding dims and the demo trainer hyperparameters (MLP [200, 80],
 Dice, Adam).  Each family is compiled like the trainer does, warmed up
-(tracing excluded), then timed over ``--steps`` train steps.  Prints one JSON
-line per family.
+(tracing excluded), then timed over ``--steps`` train steps, ``--repeats``
+times; the median is reported.  Prints one JSON line per family and writes
+benchmarks/results/train_throughput.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402
@@ -44,7 +47,7 @@ def demo_batch(n: int, seed: int) -> dict:
         model_harness.VOCAB_SIZES = saved
 
 
-def measure(family: str, batch: int, steps: int, warmup: int = 2) -> dict:
+def measure(family: str, batch: int, steps: int, repeats: int = 3, warmup: int = 2) -> dict:
     keras.utils.set_random_seed(0)
     model = build_model(family, DEMO_VOCAB_SIZES, DEMO_CONFIG)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.BinaryCrossentropy())
@@ -52,12 +55,14 @@ def measure(family: str, batch: int, steps: int, warmup: int = 2) -> dict:
     ys = [(x[F.dense(F.INTEREST_CATEGORY_SHARE.name)] > 0.5).astype(np.float32) for x in xs]
     for i in range(warmup):
         model.train_on_batch(xs[i % 4], ys[i % 4])
-    start = time.perf_counter()
-    for i in range(steps):
-        model.train_on_batch(xs[i % 4], ys[i % 4])
-    elapsed = time.perf_counter() - start
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(steps):
+            model.train_on_batch(xs[i % 4], ys[i % 4])
+        rates.append(batch * steps / (time.perf_counter() - start))
     return {"family": family, "batch": batch, "steps": steps, "params": model.count_params(),
-            "samples_per_s": round(batch * steps / elapsed, 1), "s_per_step": round(elapsed / steps, 3),
+            "samples_per_s": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates],
             "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
@@ -66,9 +71,17 @@ def main() -> None:
     p.add_argument("families", nargs="*", default=sorted(FAMILIES))
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "train_throughput.json"))
     args = p.parse_args()
+    from benchmarks.machine import machine_info
+
+    rows = []
     for family in args.families:
-        print(json.dumps(measure(family, args.batch, args.steps)), flush=True)
+        rows.append(measure(family, args.batch, args.steps, args.repeats))
+        print(json.dumps(rows[-1]), flush=True)
+    with open(args.out, "w") as f:
+        json.dump({"machine": machine_info("tensorflow"), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
