@@ -45,6 +45,8 @@ from feedrank.evaluate.scoring import metrics_from_scores  # noqa: E402
 
 log = logging.getLogger("quality")
 FAMILIES = ["gbdt", "dnn", "wide_deep", "din", "dien", "bst", "double_channel", "multi_channel"]
+# Variants: a family plus trainer options (run with --families din_w2v; needs `word2vec.enabled`).
+VARIANTS = {"din_w2v": ("din", {"word2vec": {"init": False, "freeze": False, "similarity": True}})}
 METRICS = ("auc", "gauc", "logloss", "oracle_lift_recovered")
 
 
@@ -63,7 +65,8 @@ def prepare(cfg) -> Dict[str, str]:
         s = cfg.simulate
         simulate(cfg.input_base, users=s.users, items=s.items, days=s.days, seed=s.seed)
     run = latest_run(cfg.metadata_path)
-    if run is None or run.artifact("Transform", "transformed_examples") is None:
+    if run is None or run.artifact("Transform", "transformed_examples") is None or (
+            cfg.word2vec.enabled and run.artifact("Word2VecGen", "word_vectors") is None):
         import pipeline
 
         pipeline.run(cfg)
@@ -71,6 +74,8 @@ def prepare(cfg) -> Dict[str, str]:
     uris = {"examples": run.artifact("BehaviorExampleGen", "examples").uri,
             "transformed": run.artifact("Transform", "transformed_examples").uri,
             "transform_graph": run.artifact("Transform", "transform_graph").uri}
+    if run.artifact("Word2VecGen", "word_vectors") is not None:
+        uris["word_vectors"] = run.artifact("Word2VecGen", "word_vectors").uri
     log.info("artifacts: %s", uris)
     return uris
 
@@ -135,7 +140,12 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
     else:
         from feedrank.train import trainer
 
-        tcfg = {**cfg.trainer, "model": family, "seed": seed, "negative_sampling_rate": rate}
+        model_name, extra = VARIANTS.get(family, (family, {}))
+        tcfg = {**cfg.trainer, **extra, "model": model_name, "seed": seed, "negative_sampling_rate": rate}
+        if "word2vec" in extra:
+            if "word_vectors" not in ctx["uris"]:
+                raise SystemExit(f"{family} needs word vectors: set word2vec.enabled in the config")
+            tcfg["word_vectors_uri"] = ctx["uris"]["word_vectors"]
         model, curves = trainer.train([os.path.join(ctx["transformed"], "Split-train", "*")],
                                       [ctx["paths"]["val"]], ctx["tft"], tcfg)
         train_s = time.perf_counter() - start
@@ -160,7 +170,7 @@ def load_context(cfg, uris: Dict[str, str], families: List[str], workdir: str) -
     raw_eval = gbdt.read_raw(os.path.join(uris["examples"], "Split-eval"))
     ids = raw_eval[F.IMPRESSION_ID]
     meta = {i: (u, int(y)) for i, u, y in zip(ids, raw_eval[F.USER_ID], raw_eval[F.LABEL])}
-    ctx: Dict = {"meta": meta, "transformed": uris["transformed"],
+    ctx: Dict = {"meta": meta, "transformed": uris["transformed"], "uris": uris,
                  "paths": split_eval(uris["transformed"], {i: m[0] for i, m in meta.items()}, workdir)}
     ctx["tft"] = tft.TFTransformOutput(uris["transform_graph"])
     ctx["spec"] = ctx["tft"].transformed_feature_spec()
@@ -194,7 +204,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "quality.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
+    p.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES + list(VARIANTS))
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=YAML",
                    help="override trainer options for every family, e.g. --set embedding_l2=1e-5")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "quality.json"))
