@@ -122,6 +122,11 @@ SEQ_FEATURES: Tuple[SeqFeature, ...] = (
     VIEW_ITEMS, VIEW_CATEGORIES, VIEW_REGIONS,
     CONV_ITEMS, CONV_CATEGORIES, SEARCH_TOKENS,
 )
+# (history, candidate feature) pairs: every sequence that shares a candidate's
+# vocabulary, compared entry by entry with it by the match features
+# (`train.layers.MatchFeatures` in-graph, `train.gbdt` for the GBDT baseline).
+MATCHED: Tuple[Tuple[SeqFeature, IdFeature], ...] = tuple(
+    (s, next(f for f in ID_FEATURES if f.name == s.shares_with)) for s in SEQ_FEATURES if s.shares_with)
 # The click channel's aligned sequences, in the order DIN concatenates them.
 CLICK_SEQUENCE: Tuple[SeqFeature, ...] = (CLICK_ITEMS, CLICK_CATEGORIES, CLICK_REGIONS)
 VIEW_SEQUENCE: Tuple[SeqFeature, ...] = (VIEW_ITEMS, VIEW_CATEGORIES, VIEW_REGIONS)

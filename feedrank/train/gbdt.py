@@ -31,13 +31,7 @@ from feedrank import features as F
 log = logging.getLogger(__name__)
 
 CATEGORICAL = (F.CATEGORY_ID.name, F.REGION_ID.name, F.USER_REGION_ID.name)
-RECENT = 10
-# (sequence, candidate feature it is compared with)
-_MATCHES = (
-    (F.CLICK_ITEMS, F.ITEM_ID), (F.CLICK_CATEGORIES, F.CATEGORY_ID), (F.CLICK_REGIONS, F.REGION_ID),
-    (F.VIEW_ITEMS, F.ITEM_ID), (F.VIEW_CATEGORIES, F.CATEGORY_ID), (F.VIEW_REGIONS, F.REGION_ID),
-    (F.CONV_ITEMS, F.ITEM_ID), (F.CONV_CATEGORIES, F.CATEGORY_ID),
-)
+RECENT = 10  # as layers.MatchFeatures' default
 DEFAULT_PARAMS: Dict[str, object] = {
     "objective": "binary", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 50,
     "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
@@ -88,7 +82,7 @@ def features(raw: Mapping[str, object]) -> pd.DataFrame:
     for s in (F.CLICK_ITEMS, F.VIEW_ITEMS, F.CONV_ITEMS, F.SEARCH_TOKENS):  # one per channel
         rows, _, _ = raw[s.name]
         frame[f"n_{s.channel}"] = np.bincount(rows, minlength=n).astype(np.float64)
-    for seq, cand in _MATCHES:
+    for seq, cand in F.MATCHED:
         rows, from_end, values = raw[seq.name]
         hit = values == np.asarray(raw[cand.name])[rows]
         lengths = np.bincount(rows, minlength=n).astype(np.float64)

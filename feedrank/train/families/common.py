@@ -109,17 +109,11 @@ def embed(vocab_sizes: Mapping[str, int], config: Mapping) -> Embedded:
         user=emb(F.USER_REGION_ID.name, F.USER_REGION_ID.vocab), dense=dense)
 
 
-# (history, candidate) pairs compared by `match_features`, as in the GBDT's aggregates
-MATCHED = ((F.CLICK_ITEMS, F.ITEM_ID), (F.CLICK_CATEGORIES, F.CATEGORY_ID), (F.CLICK_REGIONS, F.REGION_ID),
-           (F.VIEW_ITEMS, F.ITEM_ID), (F.VIEW_CATEGORIES, F.CATEGORY_ID), (F.VIEW_REGIONS, F.REGION_ID),
-           (F.CONV_ITEMS, F.ITEM_ID), (F.CONV_CATEGORIES, F.CATEGORY_ID))
-
-
 def match_features(inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
-    """[B, 3 * len(MATCHED) + 4]: `layers.MatchFeatures` of every matched pair and
+    """[B, 3 * len(F.MATCHED) + 4]: `layers.MatchFeatures` of every matched pair and
     log(1 + length) of the click, view, conversion and search histories."""
     match = L.MatchFeatures(name="match_features")
-    parts = [match(inputs[F.idx(c.name)], inputs[F.idx(s.name)]) for s, c in MATCHED]
+    parts = [match(inputs[F.idx(c.name)], inputs[F.idx(s.name)]) for s, c in F.MATCHED]
     for s in (F.CLICK_ITEMS, F.VIEW_ITEMS, F.CONV_ITEMS, F.SEARCH_TOKENS):
         n = tf.reduce_sum(tf.cast(L.padding_mask(inputs[F.idx(s.name)]), tf.float32), axis=1)
         parts.append(tf.math.log1p(n)[:, None])
