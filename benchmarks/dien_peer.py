@@ -61,6 +61,9 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
+from benchmarks.machine import machine_info  # noqa: E402
+# the .npz format's one reader, shared with the peer script (which cannot import feedrank)
+from benchmarks.peer.recbole_dien import load_npz as read_npz  # noqa: E402
 from feedrank import features as F  # noqa: E402
 
 PEER_SCRIPT = os.path.join(ROOT, "benchmarks", "peer", "recbole_dien.py")
@@ -166,19 +169,6 @@ def write_npz(path: str, splits: Mapping[str, Mapping[str, np.ndarray]],
     flat = {f"{s}/{k}": v for s, arrays in splits.items() for k, v in arrays.items()}
     flat.update({f"vocab/{k}": np.int64(v) for k, v in vocab_sizes.items()})
     np.savez(path, **flat)
-
-
-def read_npz(path: str) -> Tuple[Dict[str, Dict[str, np.ndarray]], Dict[str, int]]:
-    with np.load(path) as z:
-        splits: Dict[str, Dict[str, np.ndarray]] = {}
-        vocab: Dict[str, int] = {}
-        for key in z.files:
-            group, name = key.split("/", 1)
-            if group == "vocab":
-                vocab[name] = int(z[key])
-            else:
-                splits.setdefault(group, {})[name] = z[key]
-    return splits, vocab
 
 
 def convert(transformed: str, transform_graph: str, npz_path: str) -> Dict[str, object]:
@@ -316,17 +306,6 @@ def summarize(result: Dict[str, object]) -> Dict[str, object]:
     return result
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -437,8 +416,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
-                    "load_avg_before": [round(x, 2) for x in load_before],
+        "machine": {**machine_info(), "load_avg_before": [round(x, 2) for x in load_before],
                     "load_avg_after": [round(x, 2) for x in load_after]},
         "versions": {"ours": our_versions(), "peer": results.get("peer", {}).get("versions", {})},
         "git_commit": git_commit(), "uncommitted_code": uncommitted_code(),
