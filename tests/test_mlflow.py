@@ -239,6 +239,38 @@ def test_concurrent_loggers_lose_nothing(client, tmp_path):
     versions = client.search_model_versions("name = 'concurrent-model'")
     assert sorted(v.run_id for v in versions) == sorted(r["run_id"] for r in results.values())
     assert len({r["experiment_id"] for r in results.values()}) == 1
+    newest = max(int(v.version) for v in versions)
+    assert int(client.get_model_version_by_alias("concurrent-model", "challenger").version) == newest
+
+
+@pytest.mark.e2e
+def test_challenger_ends_on_the_newest_version_under_racing_writers(client):
+    """Six writers move the alias at once, one of them for an old version: no error, newest wins."""
+    name = "alias-race-model"
+    client.create_registered_model(name)
+    run = client.create_run(cand_lib.get_or_create_experiment(client, "alias-race"))
+    versions = [int(client.create_model_version(name, f"runs:/{run.info.run_id}/m", run_id=run.info.run_id).version)
+                for _ in range(6)]
+    errors, barrier = [], threading.Barrier(len(versions))
+
+    def move(v):
+        try:
+            barrier.wait()
+            cand_lib.move_challenger(client, name, v)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=move, args=(v,)) for v in versions]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    assert not errors, errors
+    assert int(client.get_model_version_by_alias(name, "challenger").version) == max(versions)
+    # A slow writer that lands an older version last is corrected by the next move.
+    client.set_registered_model_alias(name, "challenger", str(versions[0]))
+    cand_lib.move_challenger(client, name, versions[0])
+    assert int(client.get_model_version_by_alias(name, "challenger").version) == max(versions)
 
 
 # Fast checks, no server.

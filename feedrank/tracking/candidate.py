@@ -11,6 +11,7 @@ import dataclasses
 import os
 import pathlib
 import re
+import random
 import time
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -137,8 +138,48 @@ def register(client, model_name: str, run_id: str, cand: Candidate) -> str:
             break
         time.sleep(0.5)
         mv = client.get_model_version(model_name, mv.version)
-    client.set_registered_model_alias(model_name, CHALLENGER, mv.version)
+    move_challenger(client, model_name, int(mv.version))
     return str(mv.version)
+
+
+def _alias_race(e: Exception) -> bool:
+    text = str(e)
+    return "UNIQUE constraint" in text or "IntegrityError" in text or _already_exists(e)
+
+
+def _newest_version(client, model_name: str) -> int:
+    return max(int(v.version) for v in client.search_model_versions(f"name = '{model_name}'"))
+
+
+def _challenger(client, model_name: str) -> Optional[int]:
+    try:
+        return int(client.get_model_version_by_alias(model_name, CHALLENGER).version)
+    except Exception as e:  # noqa: BLE001 - no alias yet is the normal first case
+        if "alias" not in str(e).lower():
+            raise
+        return None
+
+
+def move_challenger(client, model_name: str, version: int, attempts: int = 10) -> None:
+    """Points ``challenger`` at the model's newest version (ours or a later one).
+
+    Two loggers finishing together race on the alias row: SQLite answers the
+    loser with a UNIQUE-constraint error, and a slow writer can land an older
+    version last. Each logger therefore sets, re-reads and repeats until the
+    alias holds the newest version; the last writer's check settles it.
+    """
+    for attempt in range(attempts):
+        target = max(version, _newest_version(client, model_name))
+        if _challenger(client, model_name) == target:
+            return
+        try:
+            client.set_registered_model_alias(model_name, CHALLENGER, str(target))
+        except Exception as e:  # noqa: BLE001
+            if not _alias_race(e):
+                raise
+        time.sleep(0.1 * (attempt + 1) + random.random() * 0.2)
+    raise TrackingError(f"could not point alias {CHALLENGER!r} of {model_name} at version {version} "
+                        f"after {attempts} attempts (concurrent writers?)")
 
 
 def log_candidate(client, experiment: str, cand: Candidate,
