@@ -18,6 +18,17 @@ def test_masked_pooling_matches_hand_computation():
     np.testing.assert_allclose(empty.numpy(), [[0.0, 0.0]])
 
 
+def test_trim_padding_cuts_only_columns_padded_in_every_row():
+    seq = tf.reshape(tf.range(12, dtype=tf.float32), [2, 3, 2])
+    mask, out = L.TrimPadding()([tf.constant([[True, False, False], [True, True, False]]), seq])
+    np.testing.assert_array_equal(mask.numpy(), [[True, False], [True, True]])
+    np.testing.assert_array_equal(out.numpy(), seq.numpy()[:, :2])
+    left = tf.constant([[False, False, True], [False, True, True]])  # left padding: nothing to cut
+    assert L.TrimPadding()([left, seq])[1].shape == (2, 3, 2)
+    empty, out = L.TrimPadding()([tf.zeros([2, 3], tf.bool), seq])  # all padding: one masked step stays
+    assert out.shape == (2, 1, 2) and not empty.numpy().any()
+
+
 def test_target_attention_matches_numpy_reference():
     att = L.TargetAttention(hidden_units=[3], activation="sigmoid")
     q = tf.constant([[0.5, -1.0]])

@@ -51,12 +51,13 @@ def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     e = common.embed(vocab_sizes, config)
     units = int(config.get("gru_units") or e.candidate.shape[-1])
     aux_weight = float(config.get("aux_loss_weight", 1.0))
-    mask = e.click_mask
+    # Both GRUs (and the auxiliary loss) run only up to the batch's longest click history.
+    mask, click_seq, click_ids = L.TrimPadding(name="trim_clicks")(
+        [e.click_mask, e.click_seq, e.inputs[F.idx(F.CLICK_ITEMS.name)]])
 
     hidden = keras.layers.GRU(units, return_sequences=True, name="interest_extractor")(
-        e.click_seq, mask=mask)
+        click_seq, mask=mask)
     if aux_weight > 0:
-        click_ids = e.inputs[F.idx(F.CLICK_ITEMS.name)]
         items = embedding_table(e, F.ITEM_VOCAB)
         neg_ids, neg_valid = L.NegativeSampler(
             vocab_sizes[F.ITEM_VOCAB.name], int(config.get("aux_negative_tries", 4)),
