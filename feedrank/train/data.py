@@ -2,6 +2,12 @@
 
 Files are interleaved in parallel, records are batched before parsing (one
 vectorised `parse_example` per batch) and the result is prefetched.
+
+``cache`` keeps the decompressed serialized records after the first pass
+("memory", or a file prefix for tf.data's on-disk cache), before the shuffle,
+so every later epoch skips the GZIP read (the slowest part: a single-shard
+split decompresses on one core) and still gets a fresh order.  The records
+take about as much memory as the uncompressed split (~3 KB an example here).
 """
 from __future__ import annotations
 
@@ -25,8 +31,11 @@ def _expand(patterns: Sequence[str]) -> List[str]:
 
 def dataset(patterns: Sequence[str], feature_spec: Dict[str, object], batch_size: int,
             shuffle: bool = False, seed: int = 0, label: str = F.LABEL,
-            shuffle_buffer: int = 100_000) -> tf.data.Dataset:
-    """(features, label) batches from transformed TFRecords; one pass."""
+            shuffle_buffer: int = 100_000, cache: str = "") -> tf.data.Dataset:
+    """(features, label) batches from transformed TFRecords; one pass per iteration.
+
+    ``cache``: "" (off), "memory", or a file prefix for the serialized records.
+    """
     files = _expand(patterns)
     spec = {k: v for k, v in feature_spec.items() if k in set(F.model_input_names()) | {label}}
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -35,6 +44,8 @@ def dataset(patterns: Sequence[str], feature_spec: Dict[str, object], batch_size
     ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
                        cycle_length=min(4, len(files)), num_parallel_calls=AUTOTUNE,
                        deterministic=not shuffle)
+    if cache:
+        ds = ds.cache("" if cache == "memory" else cache)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(lambda s: tf.io.parse_example(s, spec),

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 DEFAULTS: Dict[str, Any] = {
     "model": "din", "epochs": 3, "batch_size": 1024, "learning_rate": 1e-3,
     "seed": 0, "early_stopping_patience": 1, "negative_sampling_rate": 1.0,
+    # Serialized train/eval records kept after epoch 1 ("memory", a file prefix, or "" for off).
+    "input_cache": "memory",
 }
 
 
@@ -75,8 +77,11 @@ def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(int(cfg["seed"]))
     spec = tf_transform_output.transformed_feature_spec()
-    train_ds = data.dataset(train_files, spec, int(cfg["batch_size"]), shuffle=True, seed=int(cfg["seed"]))
-    eval_ds = data.dataset(eval_files, spec, int(cfg["batch_size"]))
+    cache = str(cfg["input_cache"] or "")
+    train_ds = data.dataset(train_files, spec, int(cfg["batch_size"]), shuffle=True, seed=int(cfg["seed"]),
+                            cache=cache)
+    eval_ds = data.dataset(eval_files, spec, int(cfg["batch_size"]),
+                           cache=cache if cache in ("", "memory") else cache + ".eval")
     strategy = distribution_strategy()
     log.info("distribution strategy: %s (%d replica(s))", type(strategy).__name__,
              strategy.num_replicas_in_sync)
