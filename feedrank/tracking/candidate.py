@@ -10,8 +10,8 @@ import contextlib
 import dataclasses
 import os
 import pathlib
-import re
 import random
+import re
 import time
 from typing import Any, Dict, Iterable, List, Optional
 
