@@ -93,7 +93,7 @@ def main() -> None:
     spec = tft_out.transformed_feature_spec()
     pattern = os.path.join(art.uri, "Split-train", "*")
     batches = list(data.dataset([pattern], spec, args.batch).take(8))
-    cache = str({**trainer.DEFAULTS, **cfg.trainer}["input_cache"] or "")
+    cache = trainer.input_cache(cfg.trainer)
     result = {"machine": machine_info("tensorflow"), "batch": args.batch, "repeats": args.repeats,
               "input_cache": cache, "input": {"first_pass": [], "cached_pass": []}, "step": {}}
     for r in range(args.repeats):

@@ -36,6 +36,32 @@ def random_batch(n: int, seed: int = 0, min_len: int = 0) -> Dict[str, np.ndarra
     return batch
 
 
+def transformed_spec() -> Dict[str, object]:
+    """tf.io spec of the Transform's output examples (model inputs + label)."""
+    spec: Dict[str, object] = {F.LABEL: tf.io.FixedLenFeature([], tf.int64)}
+    for f in F.ID_FEATURES:
+        spec[F.idx(f.name)] = tf.io.FixedLenFeature([], tf.int64)
+    for s in F.SEQ_FEATURES:
+        spec[F.idx(s.name)] = tf.io.FixedLenFeature([s.max_len], tf.int64)
+    for d in F.DENSE_FEATURES:
+        spec[F.dense(d.name)] = tf.io.FixedLenFeature([], tf.float32)
+    return spec
+
+
+def write_transformed(path: str, batch: Mapping[str, np.ndarray], labels) -> None:
+    """``batch`` (e.g. `random_batch`) as GZIP TFRecords of transformed tf.Examples, one per row."""
+    with tf.io.TFRecordWriter(path, options="GZIP") as w:
+        for i in range(len(labels)):
+            feats = {F.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[i])]))}
+            for k, v in batch.items():
+                row = np.atleast_1d(v[i])
+                if v.dtype.kind == "f":
+                    feats[k] = tf.train.Feature(float_list=tf.train.FloatList(value=row.tolist()))
+                else:
+                    feats[k] = tf.train.Feature(int64_list=tf.train.Int64List(value=row.tolist()))
+            w.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+
+
 def fit_save_reload(family: str, tmp_path, config: Mapping | None = None, n: int = 256):
     """Fits ``family`` briefly, saves it, reloads it; returns (before, after) scores."""
     cfg = {**TINY, **(config or {})}

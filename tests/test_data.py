@@ -3,35 +3,18 @@ once per epoch, and the record cache (`input_cache`) changes nothing but speed."
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from feedrank import features as F
 from feedrank.train import data
-from tests.model_harness import random_batch
+from tests.model_harness import random_batch, transformed_spec, write_transformed
 
 N = 300
-
-
-def _spec():
-    spec = {F.idx(f.name): tf.io.FixedLenFeature([], tf.int64) for f in F.ID_FEATURES}
-    spec.update({F.idx(s.name): tf.io.FixedLenFeature([s.max_len], tf.int64) for s in F.SEQ_FEATURES})
-    spec.update({F.dense(d.name): tf.io.FixedLenFeature([], tf.float32) for d in F.DENSE_FEATURES})
-    spec[F.LABEL] = tf.io.FixedLenFeature([], tf.int64)
-    return spec
 
 
 def _write(path):
     """N generated transformed examples; the label is the example's index, to track order."""
     batch = random_batch(N, seed=3)
-    with tf.io.TFRecordWriter(path, options="GZIP") as w:
-        for i in range(N):
-            feats = {}
-            for k, v in batch.items():
-                row = np.atleast_1d(v[i])
-                feats[k] = (tf.train.Feature(float_list=tf.train.FloatList(value=row)) if row.dtype.kind == "f"
-                            else tf.train.Feature(int64_list=tf.train.Int64List(value=row)))
-            feats[F.LABEL] = tf.train.Feature(int64_list=tf.train.Int64List(value=[i]))
-            w.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+    write_transformed(path, batch, np.arange(N))
     return batch
 
 
@@ -42,8 +25,8 @@ def _epoch(ds):
 def test_cached_pipeline_yields_the_same_examples_and_order_then_reads_no_file(tmp_path):
     path = str(tmp_path / "train.gz")
     batch = _write(path)
-    plain = data.dataset([path], _spec(), 64, shuffle=True, seed=7)
-    cached = data.dataset([path], _spec(), 64, shuffle=True, seed=7, cache="memory")
+    plain = data.dataset([path], transformed_spec(), 64, shuffle=True, seed=7)
+    cached = data.dataset([path], transformed_spec(), 64, shuffle=True, seed=7, cache="memory")
     first = _epoch(cached)
     np.testing.assert_array_equal(first, _epoch(plain))  # caching changes nothing, order included
     assert sorted(first) == list(range(N))
@@ -60,7 +43,7 @@ def test_file_cache_writes_under_the_prefix(tmp_path):
     _write(path)
     prefix = str(tmp_path / "cache" / "records")
     os.makedirs(os.path.dirname(prefix))
-    ds = data.dataset([path], _spec(), 100, cache=prefix)
+    ds = data.dataset([path], transformed_spec(), 100, cache=prefix)
     assert list(_epoch(ds)) == list(range(N))  # no shuffle: file order
     assert any(name.startswith("records") for name in os.listdir(os.path.dirname(prefix)))
     os.remove(path)
@@ -70,6 +53,6 @@ def test_file_cache_writes_under_the_prefix(tmp_path):
 def test_same_seed_same_batches_in_the_same_order(tmp_path):
     path = str(tmp_path / "train.gz")
     _write(path)
-    runs = [_epoch(data.dataset([path], _spec(), 32, shuffle=True, seed=s)) for s in (5, 5, 6)]
+    runs = [_epoch(data.dataset([path], transformed_spec(), 32, shuffle=True, seed=s)) for s in (5, 5, 6)]
     np.testing.assert_array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])

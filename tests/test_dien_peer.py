@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from feedrank import features as F
 from tests import model_harness
@@ -26,39 +25,15 @@ dien_peer = load("dien_peer", "benchmarks/dien_peer.py")
 recbole_dien = load("recbole_dien", "benchmarks/peer/recbole_dien.py")
 
 
-def transformed_spec():
-    spec = {F.LABEL: tf.io.FixedLenFeature([], tf.int64)}
-    for f in F.ID_FEATURES:
-        spec[F.idx(f.name)] = tf.io.FixedLenFeature([], tf.int64)
-    for s in F.SEQ_FEATURES:
-        spec[F.idx(s.name)] = tf.io.FixedLenFeature([s.max_len], tf.int64)
-    for d in F.DENSE_FEATURES:
-        spec[F.dense(d.name)] = tf.io.FixedLenFeature([], tf.float32)
-    return spec
-
-
-def write_split(path, batch, labels):
-    with tf.io.TFRecordWriter(path, options="GZIP") as w:
-        for i in range(len(labels)):
-            feats = {F.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[i])]))}
-            for k, v in batch.items():
-                row = np.atleast_1d(v[i])
-                if v.dtype.kind == "f":
-                    feats[k] = tf.train.Feature(float_list=tf.train.FloatList(value=row.tolist()))
-                else:
-                    feats[k] = tf.train.Feature(int64_list=tf.train.Int64List(value=row.tolist()))
-            w.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
-
-
 def test_npz_round_trip_keeps_shapes_order_and_padding(tmp_path):
     n = 37
     batch = model_harness.random_batch(n, seed=3)
     labels = np.arange(n) % 3 == 0
     split_dir = tmp_path / "Split-train"
     split_dir.mkdir()
-    write_split(str(split_dir / "part-0.gz"), batch, labels)
+    model_harness.write_transformed(str(split_dir / "part-0.gz"), batch, labels)
 
-    arrays = dien_peer.read_split(str(split_dir), transformed_spec(), batch=8)
+    arrays = dien_peer.read_split(str(split_dir), model_harness.transformed_spec(), batch=8)
     summary = dien_peer.check_arrays(arrays)
     assert summary["examples"] == n and summary["positives"] == labels.sum()
     for k, v in batch.items():

@@ -39,6 +39,11 @@ def vocab_sizes(tf_transform_output: tft.TFTransformOutput) -> Dict[str, int]:
             + v.num_oov_buckets for v in F.VOCABS}
 
 
+def input_cache(config: Mapping[str, Any]) -> str:
+    """`data.dataset`'s record cache from ``trainer.input_cache``: "" (off), "memory" or a file prefix."""
+    return str({**DEFAULTS, **config}["input_cache"] or "")
+
+
 class CurveLogger(keras.callbacks.Callback):
     """Logs every epoch's train and eval metrics and keeps them for curves.json."""
 
@@ -77,7 +82,7 @@ def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(int(cfg["seed"]))
     spec = tf_transform_output.transformed_feature_spec()
-    cache = str(cfg["input_cache"] or "")
+    cache = input_cache(cfg)
     train_ds = data.dataset(train_files, spec, int(cfg["batch_size"]), shuffle=True, seed=int(cfg["seed"]),
                             cache=cache)
     eval_ds = data.dataset(eval_files, spec, int(cfg["batch_size"]),
