@@ -9,7 +9,7 @@ CONFIG ?= configs/demo.yaml
 help:
 	@echo "make demo    create $(VENV) if missing, install, simulate demo data, run the pipeline"
 	@echo "make test    run the test suite (installs first if needed)"
-	@echo "make clean   remove runs/, serving/ and data/ (keeps $(VENV))"
+	@echo "make clean   remove runs/, model_store/ and data/ (keeps $(VENV))"
 
 install: $(VENV)/.installed
 
@@ -31,4 +31,4 @@ test: install
 mlflow: install ; $(PY) pipeline.py mlflow --config $(CONFIG)  # start/reuse the local MLflow server, print its URL
 
 clean:
-	rm -rf runs serving data
+	rm -rf runs model_store data

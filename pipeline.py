@@ -102,7 +102,7 @@ def create_pipeline(cfg: Config, kubeflow=None):
         example_splits=["eval"],
         eval_config=make_eval_config(cfg.evaluator.auc_floor, cfg.evaluator.max_auc_regression,
                                      cfg.evaluator.slice_features))
-    # Blessed models only, to serving/<model>/<version>/.
+    # Blessed models only, to model_store/<model>/<version>/.
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(

@@ -59,7 +59,7 @@ def main() -> int:
     for i in range(args.repeats):
         tmp = tempfile.mkdtemp(prefix="feedrank-bench-")
         run_cfg = dataclasses.replace(cfg, input_base=data, run_root=os.path.join(tmp, "runs"),
-                                      push_root=os.path.join(tmp, "serving"), enable_cache=False,
+                                      push_root=os.path.join(tmp, "model_store"), enable_cache=False,
                                       mlflow=dataclasses.replace(cfg.mlflow, port=0))  # a free port
         t0 = time.time()
         summary = pipeline.run(run_cfg)

@@ -73,7 +73,7 @@ class Config:
     pipeline_name: str = "feedrank"
     input_base: str = "data/demo"
     run_root: str = "runs"
-    push_root: str = "serving"
+    push_root: str = "model_store"
     enable_cache: bool = True
     beam_pipeline_args: List[str] = dataclasses.field(
         default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"])

@@ -24,7 +24,7 @@ def e2e_config(tmp, data_dir, name="feedrank-e2e"):
     # Track straight into SQLite (no server process); tests/test_mlflow.py runs a real server.
     mlflow = dataclasses.replace(cfg.mlflow, tracking_uri=f"sqlite:///{tmp}/mlflow.db")
     return dataclasses.replace(cfg, pipeline_name=name, input_base=str(data_dir),
-                               run_root=str(tmp / "runs"), push_root=str(tmp / "serving"), mlflow=mlflow)
+                               run_root=str(tmp / "runs"), push_root=str(tmp / "model_store"), mlflow=mlflow)
 
 
 @pytest.fixture(scope="session")

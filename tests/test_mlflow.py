@@ -48,7 +48,7 @@ def cfg(tmp_path_factory, mlflow_url):
     simulate(str(data), users=s.users, items=s.items, days=s.days, seed=s.seed)
     return dataclasses.replace(
         base, pipeline_name="feedrank-mlflow", input_base=str(data), run_root=str(tmp / "runs"),
-        push_root=str(tmp / "serving"),
+        push_root=str(tmp / "model_store"),
         # Floor 0: the first candidate is blessed whatever the tiny model's AUC (no baseline yet).
         evaluator=dataclasses.replace(base.evaluator, auc_floor=0.0),
         mlflow=dataclasses.replace(base.mlflow, tracking_uri=mlflow_url, experiment=EXPERIMENT,
@@ -295,7 +295,7 @@ def test_the_executor_checks_the_blessing_itself(tmp_path):
     os.makedirs(blessing.uri)
     pushed = standard_artifacts.PushedModel()
     pushed.set_int_custom_property("pushed", 1)
-    pushed.set_string_custom_property("pushed_destination", str(tmp_path / "serving" / "1"))
+    pushed.set_string_custom_property("pushed_destination", str(tmp_path / "model_store" / "1"))
 
     blessing.set_int_custom_property("blessed", 1)
     assert check_blessing(model, blessing, pushed)[:2] == (False, True)  # no BLESSED marker file

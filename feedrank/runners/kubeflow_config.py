@@ -39,7 +39,7 @@ class KubeflowConfig:
     image: str = "registry.example.com/feedrank/pipeline:latest"
     images: Dict[str, str] = dataclasses.field(default_factory=dict)
     pipeline_root: str = "gs://feedrank-ml/pipeline-root"
-    serving_root: str = "gs://feedrank-ml/serving"
+    model_store_root: str = "gs://feedrank-ml/model_store"
     schema_dir_in_image: str = "/pipeline/schema"
     input_base: str = "gs://feedrank-ml/data/demo"
     data_version: str = "unversioned"
@@ -66,7 +66,7 @@ def load_kubeflow_config(path: str) -> KubeflowConfig:
     raw = read_yaml_mapping(path, "kubeflow config")
     where = os.path.basename(path)
     kf = build_dataclass(KubeflowConfig, raw, where)
-    for key in ("pipeline_root", "serving_root"):
+    for key in ("pipeline_root", "model_store_root"):
         if not getattr(kf, key).startswith(OBJECT_STORE_SCHEMES):
             raise ConfigError(f"{where}.{key} must be object storage ({' or '.join(OBJECT_STORE_SCHEMES)}),"
                               f" got {getattr(kf, key)!r}: pods cannot see this machine's disk")
@@ -120,7 +120,7 @@ class PipelineOverrides:
 def make_overrides(cfg: Config, kf: KubeflowConfig) -> PipelineOverrides:
     return PipelineOverrides(
         pipeline_root=kf.pipeline_root.rstrip("/"),
-        push_dir=f"{kf.serving_root.rstrip('/')}/{cfg.model_name}",
+        push_dir=f"{kf.model_store_root.rstrip('/')}/{cfg.model_name}",
         schema_file=image_schema_path(kf.schema_dir_in_image),
         input_base=kf.input_base,
         input_fingerprint=kf.data_version,
