@@ -4,21 +4,25 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= configs/demo.yaml
 
-.PHONY: demo test install simulate clean help
+.PHONY: demo test lint install simulate clean help
 
 help:
 	@echo "make demo    create $(VENV) if missing, install, simulate demo data, run the pipeline"
 	@echo "make test    run the test suite (installs first if needed)"
+	@echo "make lint    check the code with ruff (rules in pyproject.toml)"
 	@echo "make clean   remove runs/, model_store/ and data/ (keeps $(VENV))"
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==24.3.1
 	# The lock is complete (every transitive pin); TFX 1.16's wheel says
 	# Requires-Python <3.11 but runs on 3.11 (see README, "Install").
 	$(PY) -m pip install -q --no-deps --ignore-requires-python -r requirements.txt
+	# The project itself, editable: feedrank, components and pipeline importable
+	# from anywhere; --no-deps and no build isolation, so only the lock is used.
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -c "import tfx, tensorflow_transform, tensorflow_model_analysis, tf_keras"
 	@touch $@
 
@@ -27,6 +31,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+lint: install
+	$(PY) -m ruff check .
 
 mlflow: install ; $(PY) pipeline.py mlflow --config $(CONFIG)  # start/reuse the local MLflow server, print its URL
 

@@ -5,9 +5,9 @@
     # a pipeline run whose Transform output is read (here the tiny one)
     TF_USE_LEGACY_KERAS=1 .venv/bin/python pipeline.py run --config configs/tiny.yaml --simulate-if-missing
     # the comparison
-    TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/dien_peer.py --config configs/tiny.yaml
+    TF_USE_LEGACY_KERAS=1 .venv/bin/python -m benchmarks.dien_peer --config configs/tiny.yaml
     # or name the Transform artifacts directly
-    .venv/bin/python benchmarks/dien_peer.py --transformed DIR --transform-graph DIR
+    .venv/bin/python -m benchmarks.dien_peer --transformed DIR --transform-graph DIR
 
 Input: the newest run in the config's MLMD store
 (``<run_root>/<pipeline_name>/metadata.sqlite``), its Transform node's
@@ -57,7 +57,6 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 

@@ -21,16 +21,14 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from typing import Dict, List
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from feedrank.events.simulate import simulate
+from feedrank.examples import beam_pipeline
 
-from feedrank.events.simulate import simulate  # noqa: E402
-from feedrank.examples import beam_pipeline  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Events per simulated user-day at the simulator defaults (20k users x 14 days ~ 1.3M events).
 EVENTS_PER_USER_DAY = 4.7

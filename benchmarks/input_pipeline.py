@@ -1,6 +1,6 @@
 """Is the input pipeline ahead of the training step?  samples/s of each, same data, same run.
 
-    .venv/bin/python benchmarks/input_pipeline.py [--config configs/quality.yaml]
+    .venv/bin/python -m benchmarks.input_pipeline [--config configs/quality.yaml]
         [--batch 1024] [--repeats 3] [--families din dnn]
 
 Reads the transformed train split of the config's latest pipeline run (run
@@ -31,7 +31,6 @@ from typing import Dict, List
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def input_rates(pattern: str, spec: Dict, batch: int, cache: str) -> Dict[str, float]:

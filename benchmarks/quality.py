@@ -1,7 +1,7 @@
 """Model-zoo quality: every family and the GBDT on the same examples, several seeds.
 
-    .venv/bin/python benchmarks/quality.py [--config configs/quality.yaml] [--seeds 0 1 2]
-                                           [--families din dien ... gbdt]
+    .venv/bin/python -m benchmarks.quality [--config configs/quality.yaml] [--seeds 0 1 2]
+                                          [--families din dien ... gbdt]
 
 1. Simulates ``input_base`` if it is missing and runs the TFX pipeline once
    (example gen, validation, Transform, DIN Trainer, Evaluator, ...), so every
@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 import zlib
 from typing import Dict, List
@@ -34,7 +33,6 @@ from typing import Dict, List
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402

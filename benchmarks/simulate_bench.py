@@ -21,9 +21,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from feedrank.events.simulate import simulate  # noqa: E402
+from feedrank.events.simulate import simulate
 
 # name -> (users, items, days); ~1.4M and ~10.5M events with the default knobs
 SIZES = {

@@ -1,6 +1,6 @@
 """Training throughput (samples/s) of every model family on random batches.
 
-    .venv/bin/python benchmarks/train_throughput.py [--batch 1024] [--steps 10] [--repeats 3] [family ...]
+    .venv/bin/python -m benchmarks.train_throughput [--batch 1024] [--steps 10] [--repeats 3] [family ...]
 
 Random transformed batches from `tests.model_harness.random_batch` (right-
 padded sequences of uniform random length), demo-like vocabulary sizes, the
@@ -16,13 +16,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402

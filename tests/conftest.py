@@ -1,13 +1,12 @@
-"""Shared pytest setup: legacy Keras for TFT/TFMA, the repo root on sys.path."""
+"""Shared pytest setup: legacy Keras for TFT/TFMA, and the tiny-data fixtures.
+
+The project is installed (`pip install -e .`, done by `make install`), so
+`feedrank`, `components` and `pipeline` import without any path setup.
+"""
 import os
-import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
 
 import dataclasses  # noqa: E402
 
@@ -15,6 +14,7 @@ import pytest  # noqa: E402
 
 from feedrank import config as config_lib  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(ROOT, "configs", "tiny.yaml")
 
 
