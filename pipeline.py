@@ -215,7 +215,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not os.path.isdir(cfg.input_base) and args.simulate_if_missing:
-        from feedrank.events.simulate import simulate
+        from feedrank.events.simulator import simulate
 
         sim = cfg.simulate
         log.info("simulating %s (users=%d items=%d days=%d seed=%d)", cfg.input_base,
@@ -223,7 +223,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         simulate(cfg.input_base, users=sim.users, items=sim.items, days=sim.days, seed=sim.seed)
     if not os.path.isdir(cfg.input_base):
         print(f"error: input directory {cfg.input_base!r} does not exist; create demo data with "
-              f"`python -m feedrank.simulate --out {cfg.input_base}` or pass --input DIR", file=sys.stderr)
+              f"`python -m feedrank.events.simulator --out {cfg.input_base}` or pass --input DIR", file=sys.stderr)
         return 2
     try:
         summary = run(cfg)

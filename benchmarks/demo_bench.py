@@ -47,7 +47,7 @@ def main() -> int:
 
     import pipeline
     from feedrank import config as config_lib
-    from feedrank.events.simulate import simulate
+    from feedrank.events.simulator import simulate
 
     cfg = config_lib.load(args.config)
     data = args.data or cfg.input_base

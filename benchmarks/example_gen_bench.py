@@ -25,7 +25,7 @@ import tempfile
 import time
 from typing import Dict, List
 
-from feedrank.events.simulate import simulate
+from feedrank.events.simulator import simulate
 from feedrank.examples import beam_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

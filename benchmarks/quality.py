@@ -58,7 +58,7 @@ def prepare(cfg) -> Dict[str, str]:
     from feedrank.evaluate.mlmd_reader import latest_run
 
     if not os.path.exists(os.path.join(cfg.input_base, "events.parquet")):
-        from feedrank.events.simulate import simulate
+        from feedrank.events.simulator import simulate
 
         s = cfg.simulate
         simulate(cfg.input_base, users=s.users, items=s.items, days=s.days, seed=s.seed)

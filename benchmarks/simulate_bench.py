@@ -1,6 +1,6 @@
 """Benchmark of the event-log simulator.
 
-Runs :func:`feedrank.events.simulate.simulate` at a few sizes, several
+Runs :func:`feedrank.events.simulator.simulate` at a few sizes, several
 repeats each, and reports the median wall time, process CPU time and
 events/s (simulation plus writing the parquet tables).  On a shared machine
 the CPU time is the steadier number.  Prints a markdown table and writes
@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from feedrank.events.simulate import simulate
+from feedrank.events.simulator import simulate
 
 # name -> (users, items, days); ~1.4M and ~10.5M events with the default knobs
 SIZES = {

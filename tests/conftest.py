@@ -30,7 +30,7 @@ def e2e_config(tmp, data_dir, name="feedrank-e2e"):
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A tiny simulated log (configs/tiny.yaml's `simulate` section)."""
-    from feedrank.events.simulate import simulate
+    from feedrank.events.simulator import simulate
 
     s = config_lib.load(TINY_CONFIG).simulate
     out = tmp_path_factory.mktemp("data") / "tiny"

@@ -9,7 +9,7 @@ from typing import Dict, List
 
 import pandas as pd
 
-from feedrank.events.simulate import simulate
+from feedrank.events.simulator import simulate
 from feedrank.examples import beam_pipeline
 
 SMALL = dict(users=250, items=500, days=4, seed=11)

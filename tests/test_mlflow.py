@@ -15,7 +15,7 @@ import yaml
 
 import pipeline
 from feedrank import config as config_lib
-from feedrank.events.simulate import simulate
+from feedrank.events.simulator import simulate
 from feedrank.tracking import TrackingError
 from feedrank.tracking import candidate as cand_lib
 from feedrank.tracking import compare, registry, server

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from feedrank.events import contract
-from feedrank.events.simulate import auc, main, simulate
+from feedrank.events.simulator import auc, main, simulate
 
 PANDAS_DTYPE = {"string": "object", "int64": "int64", "float64": "float64"}
 

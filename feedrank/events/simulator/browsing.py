@@ -1,4 +1,4 @@
-"""One simulated day of user sessions, vectorised across all users.
+"""Simulated browsing: one day of user sessions, vectorised across all users.
 
 Each active user-day has sessions; each session is a shuffled sequence of
 home-feed requests (10-20 impressions each, recalled from the user's
@@ -14,7 +14,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from feedrank.events.world import ClickModel, Items, Taxonomy, Users, interest_share
+from feedrank.events.simulator.world import ClickModel, Items, Taxonomy, Users, interest_share
 
 IMP, CLICK, CONV, SEARCH, VIEW, PURCHASE = range(6)  # index into contract.EVENT_TYPES
 # Hourly share of session starts (evening-heavy, like a classifieds app).

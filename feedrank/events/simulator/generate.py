@@ -3,10 +3,10 @@
 Writes ``events``/``items``/``users`` parquet tables in the contract of
 :mod:`feedrank.events.contract`, plus the hidden ground truth
 (``truth.parquet``: ``p_click`` of every impression) and ``world.json``
-(parameters and summary).  See :mod:`feedrank.events.world` for the hidden
-world and :mod:`feedrank.events.sessions` for the behaviour model.
+(parameters and summary).  See :mod:`feedrank.events.simulator.world` for the
+hidden world and :mod:`feedrank.events.simulator.browsing` for the behaviour model.
 
-    python -m feedrank.simulate --users 20000 --items 50000 --days 14 --seed 0 --out data/demo
+    python -m feedrank.events.simulator --users 20000 --items 50000 --days 14 --seed 0 --out data/demo
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from feedrank.events import contract
-from feedrank.events.sessions import PURCHASE, DaySimulator, Knobs
-from feedrank.events.world import ClickModel, build_taxonomy, drift_interests, make_items, make_users
+from feedrank.events.simulator.browsing import PURCHASE, DaySimulator, Knobs
+from feedrank.events.simulator.world import ClickModel, build_taxonomy, drift_interests, make_items, make_users
 
 DEFAULT_START = "2024-03-01"
 ROW_GROUP = 1_000_000
@@ -66,9 +66,9 @@ def simulate(out_dir: str, users: int = 20000, items: int = 50000, days: int = 1
              quality_sd: float = 0.4, n_regions: int = 30, verbose: bool = True, **knobs) -> Dict:
     """Simulate ``days`` days and write the log into ``out_dir``; returns a summary.
 
-    ``knobs`` are fields of :class:`feedrank.events.sessions.Knobs` (e.g.
+    ``knobs`` are fields of :class:`feedrank.events.simulator.browsing.Knobs` (e.g.
     ``sessions_per_day``, ``feeds_per_session``, ``recall_interest``) or of
-    :class:`feedrank.events.world.ClickModel` prefixed ``click_`` (e.g.
+    :class:`feedrank.events.simulator.world.ClickModel` prefixed ``click_`` (e.g.
     ``click_base``).
     """
     if users < 1 or items < 1 or days < 1:
@@ -192,7 +192,7 @@ def _write(out_dir: str, tax, it, us, ev: Dict[str, np.ndarray], start_ts: int) 
 
 
 def main(argv: Optional[list] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m feedrank.simulate", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m feedrank.events.simulator", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--users", type=int, default=20000, help="number of users")
     ap.add_argument("--items", type=int, default=50000, help="number of posts created over the period")
