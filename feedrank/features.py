@@ -142,6 +142,14 @@ ITEM_HIST_CLICKS = DenseFeature("item_hist_clicks", "candidate", log1p=True, min
 ITEM_HIST_CTR = DenseFeature("item_hist_ctr", "candidate", min_value=0.0, max_value=1.0)
 CTR_PRIOR_CLICKS = 1.0
 CTR_PRIOR_IMPRESSIONS = 20.0
+
+
+def smoothed_ctr(clicks, impressions):
+    """`ITEM_HIST_CTR` from the counts (floats or numpy arrays); the example
+    generator and the online transformer both compute it here."""
+    return (clicks + CTR_PRIOR_CLICKS) / (impressions + CTR_PRIOR_IMPRESSIONS)
+
+
 # Crosses: computed by the example generator and, for serving, by
 # `feedrank.transform.crosses` from the raw sequences (a test checks they agree).
 REGION_MATCH = DenseFeature("region_match", "cross", min_value=0.0, max_value=1.0)

@@ -195,7 +195,7 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
     h = history.lookup(hist, imp_items, imp_ts)
     h_imp = h[HIST_IMPRESSIONS].to_numpy(dtype=np.float64)
     h_clk = h[HIST_CLICKS].to_numpy(dtype=np.float64)
-    ctr = (h_clk + F.CTR_PRIOR_CLICKS) / (h_imp + F.CTR_PRIOR_IMPRESSIONS)
+    ctr = F.smoothed_ctr(h_clk, h_imp)
     cand = item_pos[imp]
     user_region = A.user_regions_of(imp_users, user_regions)
     share = _category_share(items.category_code[item_pos[click]], click_win.lo, click_win.hi,
