@@ -1,0 +1,79 @@
+"""Start a kserve model server with the shared guard, error bodies and metrics.
+
+    from serving.common.server import ServerOptions, serve
+    serve([my_model], ServerOptions(http_port=8080, server_name="predictor"))
+
+``my_model`` is any ``kserve.Model``; raise ``serving.common.errors.BadRequest``
+from it for a bad request.  ``configure_app(app)`` may add routes (admin,
+ranking) to the FastAPI app before it starts.  gRPC is off: the REST server
+is the contract here.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+from typing import Callable, List, Optional
+
+import kserve
+from fastapi import FastAPI
+from kserve.protocol.rest.server import RESTServer
+from uvicorn.importer import import_from_string
+
+from serving.common import metrics
+from serving.common.errors import install_error_handlers
+from serving.common.guard import GuardConfig, RequestGuard
+
+log = logging.getLogger(__name__)
+
+KSERVE_APP = "kserve.model_server:app"
+
+
+@dataclasses.dataclass
+class ServerOptions:
+    """How to run one server process."""
+
+    http_port: int = 8080
+    host: str = "127.0.0.1"
+    server_name: str = "server"
+    guard: GuardConfig = dataclasses.field(default_factory=GuardConfig)
+    executor_threads: int = 4
+    configure_app: Optional[Callable[[FastAPI], None]] = None
+
+
+class GuardedRESTServer(RESTServer):
+    """kserve's REST server with our error handlers and request guard on top."""
+
+    def __init__(self, options: ServerOptions, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.options = options
+        self.config.host = options.host
+
+    def create_application(self) -> None:
+        super().create_application()
+        app: FastAPI = import_from_string(KSERVE_APP)
+        install_error_handlers(app)
+        app.add_middleware(RequestGuard, config=self.options.guard)
+        if self.options.configure_app is not None:
+            self.options.configure_app(app)
+
+
+def serve(models: List[kserve.Model], options: ServerOptions) -> None:
+    """Registers ``models`` (each must already be ready) and serves until a signal."""
+    metrics.set_server_name(options.server_name)
+    model_server = kserve.ModelServer(http_port=options.http_port, enable_grpc=False, workers=1)
+    for m in models:
+        if not m.ready:
+            raise RuntimeError(f"model {m.name!r} is not ready; load it before serving")
+        model_server.register_model(m)
+    rest = GuardedRESTServer(options, KSERVE_APP, model_server.dataplane,
+                             model_server.model_repository_extension, options.http_port)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(options.executor_threads))
+        log.info("serving %s on http://%s:%d", [m.name for m in models], options.host, options.http_port)
+        await rest.start()
+
+    asyncio.run(main())
