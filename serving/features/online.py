@@ -1,0 +1,147 @@
+"""Reading the online features and assembling the model's raw inputs.
+
+One Redis round trip per request (`queue_reads` on a pipeline, sync or
+asyncio): the user's four channels strictly before the request time, the
+user's region and the candidates' impression/click counters.  `raw_inputs`
+turns that, plus the post-attribute store, into the raw features of the
+exported ``serving_default`` (the user's side once, candidates as lists).
+Used by the transformer and by the offline/online alignment replay, so both
+read exactly the same thing.  Needs neither pandas nor TensorFlow.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from feedrank import features as F
+from serving.features import schema
+
+ITEM_ATTRIBUTES = {"item_id": None, "category_id": 0, "region_id": 1}
+
+
+@dataclasses.dataclass
+class UserState:
+    """What Redis holds about one user at one moment."""
+
+    region: Optional[str]                 # None: not in the users table
+    channels: Dict[str, List[str]]        # channel -> values, most recent last
+
+    @property
+    def cold(self) -> bool:
+        """No region and no behaviour: cold-start defaults apply."""
+        return self.region is None and not any(self.channels.values())
+
+
+def empty_user() -> UserState:
+    """The request-only user (no Redis)."""
+    return UserState(None, {ch: [] for ch in schema.CHANNELS})
+
+
+class ItemStore:
+    """The post-attribute store in memory: item_id -> (category, region, price)."""
+
+    def __init__(self, items: Optional[Dict[str, Tuple[str, str, float]]] = None):
+        self.items: Dict[str, Tuple[str, str, float]] = dict(items or {})
+
+    @classmethod
+    def from_hash(cls, raw: Dict[str, str]) -> "ItemStore":
+        """From the Redis ``items`` hash contents."""
+        return cls({k: schema.decode_item(v) for k, v in raw.items()})
+
+    def missing(self, item_ids: Iterable[str]) -> List[str]:
+        """Ids not in memory (to fetch from Redis)."""
+        return sorted({i for i in item_ids if i and i not in self.items})
+
+    def add_raw(self, item_ids: Sequence[str], raw: Sequence[Optional[str]]) -> None:
+        """Adds fetched attribute-store values (absent ones stay unknown)."""
+        for i, v in zip(item_ids, raw):
+            if v is not None:
+                self.items[i] = schema.decode_item(v)
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self.items
+
+    def attribute(self, item_id: str, name: str) -> str:
+        """category_id / region_id of a post ("" when unknown: OOV)."""
+        if ITEM_ATTRIBUTES[name] is None:
+            return item_id
+        row = self.items.get(item_id)
+        return row[ITEM_ATTRIBUTES[name]] if row else ""
+
+    def price(self, item_id: str) -> float:
+        row = self.items.get(item_id)
+        return row[2] if row else F.PRICE.default
+
+
+def queue_reads(pipe, keys: schema.Keys, user_id: str, candidates: Sequence[str],
+                ts: Optional[int]) -> None:
+    """Queues the reads of one request on a (sync or asyncio) pipeline."""
+    hi, lo = schema.channel_read_args(ts)
+    for channel, cap in schema.CHANNELS.items():
+        pipe.zrevrangebyscore(keys.seq(channel, user_id), hi, lo, start=0, num=cap)
+    pipe.hget(keys.users, user_id)
+    pipe.hmget(keys.impressions, list(candidates))
+    pipe.hmget(keys.clicks, list(candidates))
+
+
+def parse_reads(results: Sequence) -> Tuple[UserState, List[float], List[float]]:
+    """``(user, impressions, clicks)`` from `queue_reads`' results."""
+    n = len(schema.CHANNELS)
+    channels = {ch: schema.decode_channel(r) for ch, r in zip(schema.CHANNELS, results[:n])}
+    region = results[n]
+    if isinstance(region, bytes):
+        region = region.decode()
+    imp = [float(v) if v is not None else 0.0 for v in results[n + 1]]
+    clk = [float(v) if v is not None else 0.0 for v in results[n + 2]]
+    return UserState(region, channels), imp, clk
+
+
+def history_items(user: UserState) -> List[str]:
+    """Post ids in the user's item channels (their attributes are needed)."""
+    return [v for ch, vals in user.channels.items() if ch != schema.SEARCH for v in vals]
+
+
+def user_side(user: UserState, items: ItemStore) -> Dict[str, List[str]]:
+    """The per-user raw features: every sequence (most recent last, cut to its
+    max_len) and the user's region ("" when unknown)."""
+    out: Dict[str, List[str]] = {}
+    for s in F.SEQ_FEATURES:
+        values = user.channels.get(s.channel, [])[-s.max_len:]
+        out[s.name] = list(values) if s.shares_with is None else [
+            items.attribute(v, s.shares_with) for v in values]
+    out[F.USER_REGION_ID.name] = [user.region or ""]
+    return out
+
+
+def candidate_side(candidates: Sequence[str], items: ItemStore, impressions: Sequence[float],
+                   clicks: Sequence[float]) -> Dict[str, list]:
+    """The per-candidate raw features (unknown posts: "" attributes, default
+    price, whatever counters Redis has, usually none)."""
+    out: Dict[str, list] = {}
+    for f in F.ID_FEATURES:
+        if f.side == "candidate":
+            out[f.name] = [items.attribute(c, f.name) for c in candidates]
+    out[F.PRICE.name] = [items.price(c) for c in candidates]
+    out[F.ITEM_HIST_IMPRESSIONS.name] = list(impressions)
+    out[F.ITEM_HIST_CLICKS.name] = list(clicks)
+    out[F.ITEM_HIST_CTR.name] = [F.smoothed_ctr(c, i) for c, i in zip(clicks, impressions)]
+    return out
+
+
+def raw_inputs(user: UserState, candidates: Sequence[str], items: ItemStore,
+               impressions: Sequence[float], clicks: Sequence[float]) -> Dict[str, list]:
+    """Every raw input of ``serving_default``: user side once, candidates as lists."""
+    out: Dict[str, list] = user_side(user, items)
+    out.update(candidate_side(candidates, items, impressions, clicks))
+    return out
+
+
+def v1_request(inputs: Dict[str, list]) -> Dict[str, Dict[str, list]]:
+    """The v1 columnar request: sequences as one row (``[""]`` when empty)."""
+    body: Dict[str, list] = {}
+    for name, values in inputs.items():
+        if any(s.name == name for s in F.SEQ_FEATURES):
+            body[name] = [values or [""]]
+        else:
+            body[name] = values
+    return {"inputs": body}

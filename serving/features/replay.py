@@ -1,0 +1,179 @@
+"""Offline/online alignment: replays an event log through the updater and
+compares, at every impression, the features the transformer would assemble
+from Redis with the example the example generator built for it.
+
+    python -m serving.features.replay --redis redis://127.0.0.1:6379/0 --log data/tiny
+
+Time semantics.  Offline features use only events strictly before the
+impression's ``ts`` (events of the same second are not history, ordered by
+``event_id`` among themselves).  The replay therefore walks the log one
+second ``t`` at a time: it first reads the online features of every
+impression at ``t`` (sequences are read with a strict ``< t`` score bound,
+counters as they stand), then publishes all events of second ``t`` to the
+stream and lets the updater drain it.  Arrival order is ``(ts, file order)``,
+the example generator's duplicate-resolution order, and every raw row goes
+through the stream - invalid and duplicate rows included - so the updater's
+row checks and idempotency are compared too.
+
+Offline side: the example generator's own functions in-process
+(`validate.split_batch`, `validate.dedupe`, `history.item_history`,
+`build.build_examples`).  Crosses: `build.crosses` on the online sequences.
+A mismatch is any differing raw feature (floats compared as float32).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import json
+import logging
+import sys
+from typing import Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from feedrank import features as F
+from feedrank.events import contract, io, validate
+from feedrank.examples import build
+from feedrank.examples.history import item_history
+from serving.features import online, schema, stream, updater, writer
+
+log = logging.getLogger(__name__)
+STREAM = "fr:replay"
+
+
+@dataclasses.dataclass
+class Report:
+    """Outcome of a replay."""
+
+    impressions: int = 0
+    mismatched: int = 0
+    by_feature: Dict[str, int] = dataclasses.field(default_factory=collections.Counter)
+    examples: List[Dict] = dataclasses.field(default_factory=list)   # first few mismatches
+    updater_stats: Dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.mismatched / self.impressions if self.impressions else 0.0
+
+
+def offline_examples(log_dir: str, label_window_s: int = 1800):
+    """``(events, items table, users map, impression_id -> feature dict)``."""
+    from tensorflow.core.example import example_pb2
+
+    items = build.ItemTable(io.read_table(log_dir, contract.ITEMS))
+    users = dict(zip(*io.read_table(log_dir, contract.USERS)[["user_id", "region_id"]]
+                     .to_numpy(dtype=object).T))
+    raw = io.read_events(log_dir)
+    good, _ = validate.split_batch(raw, items.index)
+    kept, _ = validate.dedupe(good)
+    hist = item_history(kept)
+    built = build.build_examples(kept[build.EVENT_COLUMNS], hist, items, users, label_window_s)
+    examples = {}
+    for imp_id, ser in zip(built.impression_id, built.serialized):
+        feats = example_pb2.Example.FromString(ser).features.feature
+        ex = {}
+        for name, feat in feats.items():
+            kind = feat.WhichOneof("kind")
+            vals = list(getattr(feat, kind).value) if kind else []
+            ex[name] = [v.decode() if isinstance(v, bytes) else v for v in vals]
+        examples[imp_id] = ex
+    return raw, users, examples
+
+
+def online_features(user: online.UserState, item_id: str, store: online.ItemStore,
+                    imp: float, clk: float) -> Dict[str, list]:
+    """What the transformer sends for one candidate, plus the crosses."""
+    feats = online.raw_inputs(user, [item_id], store, [imp], [clk])
+    region_match, share = build.crosses(feats[F.USER_REGION_ID.name][0], feats[F.REGION_ID.name][0],
+                                        feats[F.CLICK_CATEGORIES.name], feats[F.CATEGORY_ID.name][0])
+    feats[F.REGION_MATCH.name] = [region_match]
+    feats[F.INTEREST_CATEGORY_SHARE.name] = [share]
+    return feats
+
+
+def compare(online_feats: Dict[str, list], offline: Dict[str, list]) -> List[str]:
+    """Names of the raw features that differ."""
+    bad = []
+    for name, values in online_feats.items():
+        ref = offline.get(name, [])
+        if any(d.name == name for d in F.DENSE_FEATURES):
+            same = np.array_equal(np.float32(values), np.float32(ref))
+        else:
+            same = list(values) == list(ref)
+        if not same:
+            bad.append(name)
+    return bad
+
+
+def replay(client, log_dir: str, keys: schema.Keys, label_window_s: int = 1800,
+           keep_examples: int = 5) -> Report:
+    """Replays ``log_dir`` into an emptied namespace; returns the report."""
+    raw, users, examples = offline_examples(log_dir, label_window_s)
+    writer.flush(client, keys)
+    client.delete(STREAM)
+    writer.load_items(client, keys, io.read_table(log_dir, contract.ITEMS))
+    writer.load_users(client, keys, io.read_table(log_dir, contract.USERS))
+    store = online.ItemStore.from_hash(client.hgetall(keys.items))
+    fw = writer.FeatureWriter(client, keys)
+    up = updater.Updater(stream.RedisStreamSource(client, STREAM, "replay", "replay-1"), fw,
+                         batch=1000, block_ms=0)
+    ts, ok = validate.parse_ts(raw["ts"])
+    order = np.lexsort((raw[validate.ORDER].to_numpy(), ts, ok))   # bad ts first, then (ts, file order)
+    raw, ts, ok = raw.iloc[order].reset_index(drop=True), ts[order], ok[order]
+    rows = raw[list(contract.EVENT_COLUMNS)].to_dict("records")
+    # the impressions that have an example, by second
+    imp_ids = raw["event_id"].to_numpy(dtype=object)
+    is_ex = np.array([i in examples for i in imp_ids]) & (raw["event"].to_numpy(dtype=object)
+                                                          == contract.IMPRESSION) & ok
+    report = Report()
+    done = set()
+    bounds = np.flatnonzero(np.r_[True, (ts[1:] != ts[:-1]) | (ok[1:] != ok[:-1]), True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        for i in np.flatnonzero(is_ex[a:b]) + a:
+            imp_id = imp_ids[i]
+            if imp_id in done:      # a duplicate row of an impression already compared
+                continue
+            done.add(imp_id)
+            ex = examples[imp_id]
+            pipe = client.pipeline(transaction=False)
+            online.queue_reads(pipe, keys, ex[F.USER_ID][0], ex[F.ITEM_ID.name], int(ts[i]))
+            user, imp, clk = online.parse_reads(pipe.execute())
+            feats = online_features(user, ex[F.ITEM_ID.name][0], store, imp[0], clk[0])
+            bad = compare(feats, ex)
+            report.impressions += 1
+            if bad:
+                report.mismatched += 1
+                report.by_feature.update(bad)
+                if len(report.examples) < keep_examples:
+                    report.examples.append({"impression_id": imp_id, "features": {
+                        n: {"online": feats[n], "offline": ex.get(n)} for n in bad}})
+        stream.publish(client, rows[a:b], STREAM)
+        while up.step():
+            pass
+    report.updater_stats = dict(fw.stats)
+    missing = set(examples) - done
+    if missing:
+        raise AssertionError(f"{len(missing)} offline examples were never replayed")
+    return report
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m serving.features.replay", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL (a scratch db)")
+    p.add_argument("--log", required=True, help="event-log directory")
+    p.add_argument("--prefix", default="replay", help="key namespace (emptied first)")
+    p.add_argument("--label-window-s", type=int, default=1800)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    r = replay(writer.redis_client(args.redis), args.log, schema.Keys(args.prefix), args.label_window_s)
+    print(json.dumps({"impressions": r.impressions, "mismatched": r.mismatched,
+                      "mismatch_rate": r.rate, "by_feature": dict(r.by_feature),
+                      "updater": r.updater_stats, "examples": r.examples}, indent=1, default=str))
+    return 0 if r.mismatched == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

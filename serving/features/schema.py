@@ -1,0 +1,112 @@
+"""The Redis layout of the online features (one namespace per ``prefix``).
+
+Keys (``p`` is the prefix, ``fr`` by default):
+
+* ``p:seq:<channel>:<user_id>`` - sorted set, one behaviour channel of a
+  user (`CHANNELS`: click, view, conversion, search).  Score: the event's
+  ``ts``; member: ``<event_id> NUL <position> NUL <value>`` where value is the
+  item id (search: one query token, position = its place in the query).
+  Redis orders equal scores by member bytes, i.e. by ``event_id`` then
+  position: exactly the offline order ``(ts, event_id)``, whatever the
+  arrival order.  Capped at the channel's longest ``max_len``.
+* ``p:imp`` / ``p:clk`` - hashes item_id -> impressions / clicks counted so far.
+* ``p:items`` - hash item_id -> JSON ``[category_id, region_id, price]``
+  (the post-attribute store, loaded from the ``items`` table).
+* ``p:users`` - hash user_id -> region_id (from the ``users`` table).
+* ``p:seen:<event_id>`` - the event was applied (idempotency; expires).
+* ``p:meta`` - hash of bookkeeping (bootstrap source, counts).
+
+This module needs no pandas, pyarrow or TensorFlow: the transformer imports it.
+"""
+from __future__ import annotations
+
+import json
+from typing import Dict, List, Optional, Tuple
+
+from feedrank import features as F
+
+DEFAULT_PREFIX = "fr"
+SEP = "\x00"
+SEARCH = "search"
+
+# channel -> capacity: the longest max_len of the channel's sequence features
+# (the example generator windows each channel the same way).
+CHANNELS: Dict[str, int] = {}
+for _s in F.SEQ_FEATURES:
+    CHANNELS[_s.channel] = max(CHANNELS.get(_s.channel, 0), _s.max_len)
+
+
+class Keys:
+    """Key names of one namespace."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX):
+        if not prefix or ":" in prefix:
+            raise ValueError(f"bad key prefix {prefix!r}: non-empty, without ':'")
+        self.prefix = prefix
+        self.impressions = f"{prefix}:imp"
+        self.clicks = f"{prefix}:clk"
+        self.items = f"{prefix}:items"
+        self.users = f"{prefix}:users"
+        self.meta = f"{prefix}:meta"
+
+    def seq(self, channel: str, user_id: str) -> str:
+        """Sorted set of one channel of one user."""
+        return f"{self.prefix}:seq:{channel}:{user_id}"
+
+    def seen(self, event_id: str) -> str:
+        """Marker of an applied event."""
+        return f"{self.prefix}:seen:{event_id}"
+
+    def pattern(self) -> str:
+        """SCAN pattern matching every key of the namespace."""
+        return f"{self.prefix}:*"
+
+
+def member(event_id: str, position: int, value: str) -> str:
+    """Sorted-set member of one sequence entry (see the module docstring)."""
+    return f"{event_id}{SEP}{position:05d}{SEP}{value}"
+
+
+def member_value(m) -> str:
+    """The value (item id or token) of a sorted-set member."""
+    if isinstance(m, bytes):
+        m = m.decode()
+    return m.rsplit(SEP, 1)[1]
+
+
+def encode_item(category_id: str, region_id: str, price: float) -> str:
+    """Value of one post in the attribute store."""
+    return json.dumps([category_id, region_id, float(price)])
+
+
+def decode_item(raw) -> Optional[Tuple[str, str, float]]:
+    """``(category_id, region_id, price)`` of a stored post (None if absent)."""
+    if raw is None:
+        return None
+    category, region, price = json.loads(raw)
+    return str(category), str(region), float(price)
+
+
+# Idempotent application of one event, atomically (a Lua script runs alone).
+# KEYS: seen marker, counter hash, sequence key.  ARGV: ttl seconds, item id
+# (counter field, "" for none), capacity (0: no sequence), score, members...
+APPLY_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[2], 1) end
+local cap = tonumber(ARGV[3])
+if cap > 0 and #ARGV > 4 then
+  for i = 5, #ARGV do redis.call('ZADD', KEYS[3], ARGV[4], ARGV[i]) end
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -cap - 1)
+end
+return 1
+"""
+
+
+def channel_read_args(ts: Optional[int]) -> Tuple[str, str]:
+    """``(max, min)`` score bounds of a read strictly before ``ts`` (None: all)."""
+    return ("+inf" if ts is None else f"({int(ts)}", "-inf")
+
+
+def decode_channel(newest_first: List) -> List[str]:
+    """Values of a channel read newest first, returned most recent last."""
+    return [member_value(m) for m in reversed(newest_first)]

@@ -1,0 +1,105 @@
+"""Event sources of the updater, behind one interface.
+
+* `RedisStreamSource` (local and default): a Redis Stream read with a
+  consumer group (``XREADGROUP``); entries are acknowledged only after they
+  were applied, and a restarted consumer first re-reads its pending entries.
+* `KafkaSource` (in a cluster): the same interface over a Kafka topic with
+  ``kafka-python`` (optional, not a dependency of this repository: install it
+  in the image that runs the updater against Kafka).  Offsets are committed
+  after the batch was applied.
+
+Entries carry the event-contract columns as string fields (``event_id``,
+``user_id``, ``item_id``, ``event``, ``ts``, optionally ``request_id``,
+``query``, ``dwell_s``); Kafka messages carry the same as a JSON object.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Dict, List, Mapping, Optional, Protocol, Tuple
+
+from feedrank.events import contract
+
+log = logging.getLogger(__name__)
+DEFAULT_STREAM = "fr:events"
+DEFAULT_GROUP = "feedrank-updater"
+
+
+class Source(Protocol):
+    """A batch-at-a-time event source with explicit acknowledgement."""
+
+    def read(self, count: int, block_ms: int) -> List[Tuple[str, Dict[str, str]]]:
+        """Up to ``count`` ``(entry_id, fields)`` pairs (waits at most block_ms)."""
+
+    def ack(self, entry_ids: List[str]) -> None:
+        """Marks entries as applied."""
+
+
+def entry_fields(event: Mapping[str, object]) -> Dict[str, str]:
+    """Stream fields of one event (contract columns present in ``event``)."""
+    return {k: "" if event[k] is None else str(event[k])
+            for k in contract.EVENT_COLUMNS if k in event}
+
+
+class RedisStreamSource:
+    """Reads a Redis Stream through a consumer group."""
+
+    def __init__(self, client, stream: str = DEFAULT_STREAM, group: str = DEFAULT_GROUP,
+                 consumer: str = "updater-1", start_id: str = "0"):
+        self.client, self.stream, self.group, self.consumer = client, stream, group, consumer
+        try:
+            client.xgroup_create(stream, group, id=start_id, mkstream=True)
+            log.info("created consumer group %s on stream %s", group, stream)
+        except Exception as e:  # redis.ResponseError BUSYGROUP: the group exists
+            if "BUSYGROUP" not in str(e):
+                raise
+        self._pending = True   # re-read entries delivered to this consumer but not acked
+
+    def read(self, count: int, block_ms: int) -> List[Tuple[str, Dict[str, str]]]:
+        if self._pending:
+            got = self.client.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=count)
+            entries = got[0][1] if got else []
+            if entries:
+                return entries
+            self._pending = False
+        got = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count,
+                                     block=block_ms or None)
+        return got[0][1] if got else []
+
+    def ack(self, entry_ids: List[str]) -> None:
+        if entry_ids:
+            self.client.xack(self.stream, self.group, *entry_ids)
+
+
+class KafkaSource:
+    """Reads a Kafka topic (JSON events); needs the optional ``kafka-python``."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, group: str = DEFAULT_GROUP):
+        try:
+            from kafka import KafkaConsumer  # optional dependency
+        except ImportError as e:
+            raise RuntimeError("the Kafka source needs kafka-python (pip install kafka-python) "
+                               "in the updater's environment") from e
+        self._consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap_servers.split(","),
+                                       group_id=group, enable_auto_commit=False,
+                                       value_deserializer=lambda b: json.loads(b.decode()))
+
+    def read(self, count: int, block_ms: int) -> List[Tuple[str, Dict[str, str]]]:
+        polled = self._consumer.poll(timeout_ms=block_ms, max_records=count)
+        out = []
+        for tp, records in polled.items():
+            out += [(f"{tp.topic}:{tp.partition}:{r.offset}", entry_fields(r.value)) for r in records]
+        return out
+
+    def ack(self, entry_ids: List[str]) -> None:
+        if entry_ids:
+            self._consumer.commit()
+
+
+def publish(client, events: List[Mapping[str, object]], stream: str = DEFAULT_STREAM,
+            maxlen: Optional[int] = None) -> int:
+    """Appends events to a Redis Stream (producers, tests, demos)."""
+    pipe = client.pipeline(transaction=False)
+    for e in events:
+        pipe.xadd(stream, entry_fields(e), maxlen=maxlen, approximate=maxlen is not None)
+    return len(pipe.execute())

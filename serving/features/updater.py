@@ -1,0 +1,128 @@
+"""The feature updater: consumes the event stream and updates Redis per event.
+
+    python -m serving.features.updater --redis redis://127.0.0.1:6379/0 --stream fr:events
+    python -m serving.features.updater --bootstrap data/tiny ...   # seed first, then consume
+
+Each batch read from the source is validated and applied by `FeatureWriter`
+(idempotent per ``event_id``) and only then acknowledged, so a crash between
+the two re-delivers the batch and nothing is counted twice.  The Redis
+Stream is the local source; ``--source kafka`` reads a Kafka topic instead
+(needs the optional kafka-python).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from typing import List, Optional
+
+import redis
+
+from serving.features import bootstrap as bootstrap_lib
+from serving.features import schema, stream, writer
+
+log = logging.getLogger(__name__)
+
+
+class Updater:
+    """Reads batches from a source and applies them."""
+
+    def __init__(self, source: stream.Source, feature_writer: writer.FeatureWriter,
+                 batch: int = 500, block_ms: int = 1000):
+        self.source, self.writer, self.batch, self.block_ms = source, feature_writer, batch, block_ms
+        self._stop = False
+
+    def stop(self, *_args) -> None:
+        """Asks the loop to end after the current batch."""
+        self._stop = True
+
+    def step(self) -> int:
+        """Reads, applies and acknowledges one batch; returns its size."""
+        entries = self.source.read(self.batch, self.block_ms)
+        if not entries:
+            return 0
+        df = writer.events_frame(fields for _, fields in entries)
+        self.writer.apply(df)
+        self.source.ack([entry_id for entry_id, _ in entries])
+        return len(entries)
+
+    def run(self, idle_exit_s: Optional[float] = None) -> None:
+        """Loops until stopped (or idle for ``idle_exit_s`` seconds)."""
+        idle_since = time.monotonic()
+        while not self._stop:
+            try:
+                n = self.step()
+            except redis.ConnectionError as e:
+                log.warning("Redis unavailable (%s); retrying in 1 s", e)
+                time.sleep(1.0)
+                continue
+            if n:
+                idle_since = time.monotonic()
+                log.debug("applied a batch of %d (%s)", n, dict(self.writer.stats))
+            elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
+                break
+        log.info("updater stopped: %s", dict(self.writer.stats))
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m serving.features.updater", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL (features)")
+    p.add_argument("--prefix", default=schema.DEFAULT_PREFIX, help="feature key namespace")
+    p.add_argument("--source", choices=("redis", "kafka"), default="redis", help="event source")
+    p.add_argument("--stream", default=stream.DEFAULT_STREAM, help="Redis Stream name")
+    p.add_argument("--group", default=stream.DEFAULT_GROUP, help="consumer group")
+    p.add_argument("--consumer", default="updater-1", help="consumer name within the group")
+    p.add_argument("--kafka-bootstrap", default="", help="Kafka bootstrap servers (host:port,...)")
+    p.add_argument("--kafka-topic", default="feedrank-events", help="Kafka topic")
+    p.add_argument("--batch", type=int, default=500, help="events per read")
+    p.add_argument("--block-ms", type=int, default=1000, help="longest wait for new events")
+    p.add_argument("--seen-ttl-s", type=int, default=writer.DEFAULT_SEEN_TTL_S,
+                   help="how long an event id stays deduplicated")
+    p.add_argument("--bootstrap", metavar="LOG_DIR", default="",
+                   help="seed the namespace from this event log first (skipped if already seeded)")
+    p.add_argument("--idle-exit-s", type=float, default=None,
+                   help="exit after this many idle seconds (default: run until stopped)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    keys = schema.Keys(args.prefix)
+    client = writer.redis_client(args.redis)
+    try:
+        client.ping()
+        if args.bootstrap:
+            try:
+                bootstrap_lib.bootstrap(client, args.bootstrap, keys)
+            except bootstrap_lib.AlreadySeeded as e:
+                log.info("bootstrap skipped: %s", e)
+        if args.source == "kafka":
+            if not args.kafka_bootstrap:
+                print("updater: --source kafka needs --kafka-bootstrap host:port", file=sys.stderr)
+                return 2
+            source: stream.Source = stream.KafkaSource(args.kafka_bootstrap, args.kafka_topic, args.group)
+        else:
+            source = stream.RedisStreamSource(client, args.stream, args.group, args.consumer)
+    except redis.RedisError as e:
+        print(f"updater: Redis at {args.redis} failed: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        print(f"updater: {e}", file=sys.stderr)
+        return 2
+    up = Updater(source, writer.FeatureWriter(client, keys, args.seen_ttl_s), args.batch, args.block_ms)
+    signal.signal(signal.SIGTERM, up.stop)
+    signal.signal(signal.SIGINT, up.stop)
+    log.info("updater consuming %s (%s) into namespace '%s'", args.stream if args.source == "redis"
+             else args.kafka_topic, args.source, args.prefix)
+    up.run(idle_exit_s=args.idle_exit_s)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

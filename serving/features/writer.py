@@ -1,0 +1,168 @@
+"""Applying events to Redis with the example generator's rules.
+
+An event changes the online state exactly as it enters an offline example
+(`feedrank.examples.build`, `feedrank.examples.history`):
+
+* ``impression`` / ``click`` -> the post's impression / click counter
+  (`history.item_history` counts both event kinds per item);
+* the events of `build.CHANNEL_EVENTS` -> the user's channel (item ids);
+* ``search`` -> the user's search channel, one entry per whitespace token
+  (`build.build_examples` splits queries with ``str.split``);
+* anything else valid (e.g. ``purchase``) -> only marked as seen.
+
+Rows are validated with `feedrank.events.validate.row_reasons`, the example
+generator's own row checks (missing ids, bad ts, unknown type or post); bad
+rows are skipped and counted by reason.  Each event is applied by one Lua
+script (check-and-mark its ``event_id``, then update), so a redelivered
+event counts once and a crash never leaves half an event applied.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Dict, Iterable, List, Mapping, Optional, Set
+
+import numpy as np
+import pandas as pd
+
+from feedrank.events import contract, validate
+from feedrank.examples import build
+from serving.features import schema
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEEN_TTL_S = 7 * 86_400
+# event type -> channel of the user's sequences
+EVENT_CHANNEL: Dict[str, str] = {event: ch for ch, event in build.CHANNEL_EVENTS.items()}
+EVENT_CHANNEL[contract.SEARCH] = schema.SEARCH
+COUNTED = (contract.IMPRESSION, contract.CLICK)
+
+
+def events_frame(rows: Iterable[Mapping[str, object]]) -> pd.DataFrame:
+    """A normalised events frame (contract columns, strings as text) from
+    dict rows such as stream entries; ``ts`` stays raw for validation."""
+    rows = list(rows)
+    out = {}
+    for name, (logical, _) in contract.EVENT_COLUMNS.items():
+        values = [r.get(name) for r in rows]
+        if logical == "string":
+            out[name] = pd.Series(["" if v is None else str(v) for v in values], dtype=object)
+        elif logical == "float64":
+            out[name] = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").astype(float)
+        else:
+            out[name] = pd.Series(values, dtype=object)
+    return pd.DataFrame(out)
+
+
+def tokens(query: str) -> List[str]:
+    """Search tokens of a query, as the example generator splits them."""
+    return query.split()
+
+
+class FeatureWriter:
+    """Validates and applies batches of events to one Redis namespace."""
+
+    def __init__(self, client, keys: schema.Keys, seen_ttl_s: int = DEFAULT_SEEN_TTL_S):
+        self.client = client
+        self.keys = keys
+        self.seen_ttl_s = int(seen_ttl_s)
+        self._script = client.register_script(schema.APPLY_LUA)
+        self._known_items: Set[str] = set()
+        self.stats: collections.Counter = collections.Counter()
+
+    def _item_index(self, item_ids: np.ndarray) -> pd.Index:
+        """Known post ids among ``item_ids`` (asked from the attribute store once)."""
+        missing = sorted({i for i in item_ids if i and i not in self._known_items})
+        if missing:
+            found = self.client.hmget(self.keys.items, missing)
+            self._known_items.update(i for i, v in zip(missing, found) if v is not None)
+        return pd.Index(sorted(self._known_items))
+
+    def valid_rows(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The rows passing the example generator's row checks (int64 ``ts``)."""
+        items = self._item_index(df["item_id"].to_numpy(dtype=object))
+        reasons, ts = validate.row_reasons(df, items)
+        bad = reasons != ""
+        for reason, n in collections.Counter(reasons[bad]).items():
+            self.stats[f"rejected_{reason}"] += n
+            log.warning("skipped %d event(s): %s", n, reason)
+        good = df.loc[~bad].copy()
+        good["ts"] = ts[~bad]
+        return good.reset_index(drop=True)
+
+    def apply(self, df: pd.DataFrame, mark_seen: bool = True) -> int:
+        """Applies the valid rows of ``df`` in row order; returns how many
+        were new (not seen before).  ``mark_seen=False`` is for loaders that
+        deduplicate themselves and need no markers (the bulk loader)."""
+        good = self.valid_rows(df)
+        if good.empty:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        ttl = self.seen_ttl_s if mark_seen else 1
+        for r in good[["event_id", "user_id", "item_id", "event", "ts", "query"]].itertuples(index=False):
+            counter = ""
+            key2 = self.keys.impressions
+            if r.event in COUNTED:
+                counter = r.item_id
+                key2 = self.keys.impressions if r.event == contract.IMPRESSION else self.keys.clicks
+            channel = EVENT_CHANNEL.get(r.event)
+            members: List[str] = []
+            key3 = key2
+            if channel is not None:
+                key3 = self.keys.seq(channel, r.user_id)
+                values = tokens(r.query) if channel == schema.SEARCH else [r.item_id]
+                members = [schema.member(r.event_id, i, v) for i, v in enumerate(values)]
+            cap = schema.CHANNELS[channel] if channel is not None else 0
+            self._script(keys=[self.keys.seen(r.event_id), key2, key3],
+                         args=[ttl, counter, cap, int(r.ts), *members], client=pipe)
+        applied = pipe.execute()
+        new = int(sum(int(a) for a in applied))
+        self.stats["applied"] += new
+        self.stats["duplicates"] += len(applied) - new
+        return new
+
+
+def load_items(client, keys: schema.Keys, items: pd.DataFrame) -> int:
+    """Writes the post-attribute store from an ``items`` table (the example
+    generator's `build.ItemTable` rules: first row per id wins, a missing
+    price is the feature default)."""
+    table = build.ItemTable(items)
+    ids = table.index.to_numpy(dtype=object)
+    mapping = {i: schema.encode_item(c.decode(), r.decode(), p)
+               for i, c, r, p in zip(ids, table.category, table.region, table.price)}
+    for start in range(0, len(ids), 10_000):
+        chunk = {k: mapping[k] for k in ids[start:start + 10_000]}
+        client.hset(keys.items, mapping=chunk)
+    return len(mapping)
+
+
+def load_users(client, keys: schema.Keys, users: pd.DataFrame) -> int:
+    """Writes user_id -> region_id (the example generator's users mapping:
+    ``dict(zip(user_id, region_id))``, a later row wins)."""
+    mapping: Dict[str, str] = dict(zip(*users[["user_id", "region_id"]].to_numpy(dtype=object).T))
+    ids = list(mapping)
+    for start in range(0, len(ids), 10_000):
+        client.hset(keys.users, mapping={k: mapping[k] for k in ids[start:start + 10_000]})
+    return len(mapping)
+
+
+def flush(client, keys: schema.Keys, batch: int = 1000) -> int:
+    """Deletes every key of the namespace; returns how many."""
+    n = 0
+    doomed: List = []
+    for key in client.scan_iter(match=keys.pattern(), count=batch):
+        doomed.append(key)
+        if len(doomed) >= batch:
+            n += client.delete(*doomed)
+            doomed = []
+    if doomed:
+        n += client.delete(*doomed)
+    return n
+
+
+def redis_client(url: str, timeout_s: Optional[float] = 5.0):
+    """A synchronous client for ``redis://host:port/db`` (strings decoded)."""
+    import redis
+
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout_s,
+                                socket_connect_timeout=timeout_s)
