@@ -286,7 +286,7 @@ def test_metric_names_are_mlflow_safe():
 def test_the_executor_checks_the_blessing_itself(tmp_path):
     from tfx.types import standard_artifacts
 
-    from components.mlflow_logger.executor import check_blessing
+    from feedrank.tracking.collect import check_blessing
 
     model = standard_artifacts.Model()
     model.uri = str(tmp_path / "model")

@@ -41,6 +41,24 @@ def test_run_blesses_and_pushes_a_model(first_run):
     assert all(c["state"] == "COMPLETE" for c in summary["components"].values()), summary["components"]
 
 
+def test_exact_metrics_are_the_loggers_and_match_a_fresh_scoring(first_run):
+    """The eval split is scored once, by the MlflowLogger; the summary shows its
+    ``exact_metrics.json``, and scoring the split again gives the same numbers."""
+    cfg, summary = first_run
+    from feedrank.evaluate import scoring
+    from feedrank.evaluate.mlmd_reader import latest_run
+
+    run = latest_run(cfg.metadata_path)
+    written = run.read_json("MlflowLogger", "mlflow_run", "exact_metrics.json")
+    assert written == summary["auc"]
+    model, examples = run.artifact("Trainer", "model"), run.artifact("BehaviorExampleGen", "examples")
+    fresh = scoring.metrics_from_scores(
+        scoring.score_split(os.path.join(model.uri, scoring.SERVING_SUBDIR), examples.uri), cfg.input_base)
+    assert set(fresh) == set(written)
+    for key, value in fresh.items():
+        assert written[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+
+
 def test_pushed_model_scores_equal_trainers_in_a_fresh_process(first_run):
     """The pushed SavedModel (tf.Transform attached) reproduces the Keras model's scores."""
     cfg, summary = first_run
@@ -76,7 +94,7 @@ def test_second_run_reuses_cached_components(first_run):
         assert states[name] == "CACHED", states
 
 
-def test_planted_anomaly_stops_the_run_before_the_trainer(tmp_path, tiny_data):
+def test_planted_anomaly_stops_the_run_before_the_trainer(tmp_path, tiny_data, capsys):
     data = tmp_path / "anomalous"
     shutil.copytree(tiny_data, data)
     items = pd.read_parquet(data / "items.parquet")
@@ -89,3 +107,5 @@ def test_planted_anomaly_stops_the_run_before_the_trainer(tmp_path, tiny_data):
     assert "price" in summary["failure"]["message"]
     assert "Trainer" not in summary["components"] and "Transform" not in summary["components"]
     assert not os.path.exists(cfg.push_dir) or not os.listdir(cfg.push_dir)
+    assert "auc" not in summary  # nothing scored the eval split...
+    assert "eval AUC  n/a" in capsys.readouterr().out  # ...and the printed summary says so

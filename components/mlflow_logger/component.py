@@ -6,8 +6,10 @@ metrics (exact AUC/GAUC/logloss, TFMA metrics, per-slice AUC, per-epoch
 curves), artifacts (ROC and calibration plots, schema, eval config, model
 card, curves) and tags (TFX/KFP run ids, git commit, blessed).  Only a model
 that is blessed for *this* candidate and pushed becomes a version of the
-registered model, with the alias ``challenger``; the executor checks that
-itself (see `executor.py`).
+registered model, with the alias ``challenger``; the logger checks that
+itself (`feedrank.tracking.collect`).  The eval split's exact metrics go to
+MLflow and to ``exact_metrics.json`` in the ``mlflow_run`` artifact, where
+the run summary reads them.
 
 Caching: the component is side-effecting (it writes to MLflow), so it must run
 on every pipeline run even when all its inputs are cached.  TFX has no per-node
@@ -36,7 +38,8 @@ from components.mlflow_logger.executor import Executor
 
 class MlflowRun(types.Artifact):
     """The MLflow run of one candidate (custom properties ``run_id``,
-    ``experiment_id``, ``tracking_uri``, ``registered_version``; ``mlflow_run.json``)."""
+    ``experiment_id``, ``tracking_uri``, ``registered_version``; files
+    ``mlflow_run.json`` and ``exact_metrics.json``)."""
 
     TYPE_NAME = "feedrank.MlflowRun"  # namespace.Name: what the KFP v2 compiler accepts
 

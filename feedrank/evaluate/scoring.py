@@ -3,7 +3,9 @@
 TFMA gives the gate's metrics; this module scores the whole eval split with
 the exported model (``serving_tf_example``) and computes exact, rank-based
 AUC, and, when the log came from the simulator, the AUC of the hidden true
-click probability on the same impressions (the oracle).
+click probability on the same impressions (the oracle).  The MlflowLogger
+does that once per candidate (`feedrank.tracking.collect`) and writes
+``exact_metrics.json``, which the run summary reads.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from feedrank import features as F
 from feedrank.events.contract import TRUTH_FILE
 
 log = logging.getLogger(__name__)
+SERVING_SUBDIR = "Format-Serving"  # the Trainer's serving SavedModel inside the model artifact
 
 
 def gauc(labels: np.ndarray, scores: np.ndarray, users: np.ndarray) -> Optional[float]:
@@ -84,11 +87,6 @@ def metrics_from_scores(s: Dict[str, np.ndarray], input_base: Optional[str]) -> 
             out["oracle_gauc"] = gauc(y, oracle, s["user"])
             out["oracle_lift_recovered"] = (out["auc"] - 0.5) / (out["oracle_auc"] - 0.5)
     return out
-
-
-def exact_metrics(model_uri: str, examples_uri: str, input_base: str) -> Dict[str, Any]:
-    """Scores the eval split with the model artifact and returns `metrics_from_scores`."""
-    return metrics_from_scores(score_split(os.path.join(model_uri, "Format-Serving"), examples_uri), input_base)
 
 
 def tfma_results(eval_uri: str) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]], Any]:

@@ -2,7 +2,9 @@
 
 It gives the model's exact AUC beside the oracle AUC (from the simulator's
 ground truth, when the log has one), the blessing verdict and its reason, the
-push path, the event accounting and the wall time of every component.
+push path, the event accounting and the wall time of every component.  The
+exact metrics are the ones the MlflowLogger computed (``exact_metrics.json``
+in its output); a run that stopped before the logger shows them as n/a.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from typing import Any, Dict, List, Optional
 
 from feedrank.config import Config
 from feedrank.evaluate import mlmd_reader, scoring
+
+EXACT_METRICS_FILE = "exact_metrics.json"  # written by the MlflowLogger (feedrank.tracking.collect)
 
 
 def pipeline_failure(error: BaseException) -> Dict[str, str]:
@@ -25,13 +29,6 @@ def pipeline_failure(error: BaseException) -> Dict[str, str]:
     ours = [x for x in chain if type(x).__module__.startswith(("components.", "feedrank."))]
     chosen = ours[0] if ours else chain[-1]
     return {"error": type(chosen).__name__, "message": str(chosen)}
-
-
-def _metric(metrics: Dict[str, float], *names: str) -> Optional[float]:
-    for n in names:
-        if n in metrics:
-            return metrics[n]
-    return None
 
 
 def build_summary(cfg: Config, failure: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
@@ -59,10 +56,9 @@ def build_summary(cfg: Config, failure: Optional[Dict[str, str]] = None) -> Dict
         summary["blessing"] = {"blessed": blessed,
                                "reason": scoring.blessing_reason(blessed, validation, cfg.evaluator),
                                "baseline": run.baseline_version()}
-    model = run.artifact("Trainer", "model")
-    examples = run.artifact("BehaviorExampleGen", "examples")
-    if model is not None and examples is not None:
-        summary["auc"] = scoring.exact_metrics(model.uri, examples.uri, cfg.input_base)
+    if run.artifact("Trainer", "model") is not None:
+        # None when the MlflowLogger did not complete: printed as n/a.
+        summary["auc"] = run.read_json("MlflowLogger", "mlflow_run", EXACT_METRICS_FILE)
         summary["curves"] = run.read_json("Trainer", "model_run", "curves.json")
     pushed = run.artifact("Pusher", "pushed_model")
     if pushed is not None:
@@ -102,7 +98,9 @@ def print_summary(summary: Dict[str, Any], path: str) -> None:
           f"  {ev.get('quarantined_by_reason') or ''}")
         p(f"  examples: {ev.get('examples') or ev.get('examples_by_split')}")
     auc = summary.get("auc")
-    if auc:
+    if not auc:
+        p("  eval AUC  n/a (no exact metrics: the run stopped before the MlflowLogger scored the eval split)")
+    else:
         lift = auc.get("oracle_lift_recovered")
         p(f"  eval AUC  model {_fmt(auc.get('auc'))}   oracle {_fmt(auc.get('oracle_auc'))}"
           f"   lift recovered {('%.1f%%' % (100 * lift)) if lift is not None else 'n/a'}"

@@ -57,6 +57,8 @@ class Candidate:
     pushed_dir: Optional[str] = None
     pushed_version: Optional[str] = None
     description: str = ""
+    # The eval split's exact metrics (`feedrank.evaluate.scoring.metrics_from_scores`), None if not scored.
+    exact_metrics: Optional[Dict[str, Any]] = None
 
 
 def client_for(uri: str):

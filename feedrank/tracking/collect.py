@@ -1,10 +1,17 @@
-"""The MlflowLogger executor: reads the candidate's artifacts and logs one MLflow run.
+"""What the MlflowLogger logs for one candidate, read from its TFX artifacts.
 
-The blessing is checked here, not trusted from the wiring: a model version is
-registered only if the Evaluator's blessing says ``blessed=1``, has its
-``BLESSED`` marker file, names *this* candidate's model as ``current_model``,
-and the Pusher reports ``pushed=1`` with a destination.  Otherwise the run is
-still logged, tagged ``blessed=false`` (and/or ``pushed=false``).
+`collect` builds the `Candidate` (params, metrics, tags, plots, model card)
+that `candidate.log_candidate` writes as one MLflow run.  The blessing is
+checked here, not trusted from the wiring: a model version is registered
+only if the Evaluator's blessing says ``blessed=1``, has its ``BLESSED``
+marker file, names *this* candidate's model as ``current_model``, and the
+Pusher reports ``pushed=1`` with a destination.  Otherwise the run is still
+logged, tagged ``blessed=false`` (and/or ``pushed=false``).
+
+The eval split's exact metrics (AUC, GAUC, logloss, and the oracle's AUC when
+the log has the simulator's truth) are computed here once per candidate:
+they are logged to MLflow and written as ``exact_metrics.json`` into the
+logger's output artifact, where the run summary reads them.
 """
 from __future__ import annotations
 
@@ -16,21 +23,18 @@ import subprocess
 import types as pytypes
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
 from tfx import types
-from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
-from tfx.types import artifact_utils
 
-from components.mlflow_logger import report
+from feedrank.evaluate import scoring
 from feedrank.tracking import candidate as cand_lib
-from feedrank.tracking.server import check_reachable
+from feedrank.tracking import report
 
 log = logging.getLogger(__name__)
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SERVING_SUBDIR = "Format-Serving"
-# The exact metrics of the eval split logged per candidate (feedrank.evaluate.scoring).
+# The exact metrics of the eval split logged as MLflow metrics (feedrank.evaluate.scoring).
 EXACT_METRICS = ("auc", "logloss", "gauc", "oracle_auc")
+EXACT_METRICS_FILE = "exact_metrics.json"
 
 
 def git_commit(root: str = _ROOT) -> Tuple[str, Optional[bool]]:
@@ -129,8 +133,6 @@ def curve_rows(curves: Optional[List[Dict[str, float]]]) -> List[Dict[str, float
 def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any],
             work_dir: str, pipeline_run_id: Optional[str] = None) -> cand_lib.Candidate:
     """Builds the Candidate (params, metrics, tags, plots, model card) from the artifacts."""
-    from feedrank.evaluate import scoring
-
     model = _single(input_dict, "model")
     if model is None:
         raise ValueError("MlflowLogger needs the Trainer's model")
@@ -158,8 +160,9 @@ def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
         if not blessed and validation is not None and {"auc_floor", "max_auc_regression"} <= set(ev):
             reason = " ".join(scoring.blessing_reason(False, validation, pytypes.SimpleNamespace(**ev)).split())
     artifacts: Dict[str, str] = {}
+    exact: Optional[Dict[str, Any]] = None
     if examples is not None:
-        s = scoring.score_split(os.path.join(model.uri, SERVING_SUBDIR), examples.uri, "eval")
+        s = scoring.score_split(os.path.join(model.uri, scoring.SERVING_SUBDIR), examples.uri, "eval")
         y, p = s["label"].astype(float), s["score"].astype(float)
         exact = scoring.metrics_from_scores(s, ctx.get("input_base"))
         metrics["eval_examples"] = float(len(y))
@@ -238,43 +241,20 @@ def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
     return cand_lib.Candidate(
         run_name=f"{family}-{run_id}".replace(":", "-"), params=params, metrics=metrics, tags=tags,
         blessed=blessed, pushed=pushed, curves=curve_rows(curves), artifacts=artifacts,
-        pushed_dir=pushed_dir, pushed_version=pushed_version,
+        pushed_dir=pushed_dir, pushed_version=pushed_version, exact_metrics=exact,
         description=f"{family} candidate of TFX run {run_id}: "
                     f"{'BLESSED' if blessed else 'NOT BLESSED'} ({reason}); "
                     f"AUC {metrics.get('auc', float('nan')):.4f}, GAUC {metrics.get('gauc', float('nan')):.4f}, "
                     f"logloss {metrics.get('logloss', float('nan')):.4f}.")
 
 
-class Executor(base_executor.BaseExecutor):
-    """Logs the candidate; registers it (alias ``challenger``) iff blessed and pushed."""
 
-    def Do(self, input_dict: Dict[str, List[types.Artifact]],
-           output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
-        out = artifact_utils.get_single_instance(output_dict["mlflow_run"])
-        uri = exec_properties["tracking_uri"]
-        check_reachable(uri)
-        run_id = self._context.pipeline_run_id if self._context else None
-        work_dir = out.uri
-        if "://" in work_dir:  # plots are written locally, then uploaded to MLflow
-            import tempfile
-
-            work_dir = tempfile.mkdtemp(prefix="mlflow_logger_")
-        cand = collect(input_dict, exec_properties, work_dir, pipeline_run_id=run_id)
-        registered = exec_properties.get("registered_model_name") or None
-        result = cand_lib.log_candidate(cand_lib.client_for(uri), exec_properties["experiment_name"],
-                                        cand, registered_model=registered)
-        if not cand.blessed or not cand.pushed:
-            log.info("MlflowLogger: run %s logged, not registered (blessed=%s pushed=%s: %s)",
-                     result["run_id"], cand.blessed, cand.pushed, cand.tags.get("blessing_reason"))
-        else:
-            log.info("MlflowLogger: run %s registered as %s version %s (alias challenger)",
-                     result["run_id"], registered, result["registered_version"])
-        out.set_string_custom_property("run_id", result["run_id"])
-        out.set_string_custom_property("experiment_id", result["experiment_id"])
-        out.set_string_custom_property("tracking_uri", uri)
-        out.set_string_custom_property("registered_version", result["registered_version"] or "")
-        out.set_int_custom_property("blessed", int(cand.blessed))
-        with fileio.open(os.path.join(out.uri, "mlflow_run.json"), "w") as f:
-            f.write(json.dumps({**result, "tracking_uri": uri, "experiment": exec_properties["experiment_name"],
-                                "registered_model": registered, "blessed": cand.blessed,
-                                "pushed": cand.pushed}, indent=1))
+def write_exact_metrics(out_dir: str, cand: cand_lib.Candidate) -> Optional[str]:
+    """Writes the candidate's exact eval metrics as ``<out_dir>/exact_metrics.json``
+    (nothing when the logger had no examples to score); returns the path."""
+    if cand.exact_metrics is None:
+        return None
+    path = os.path.join(out_dir, EXACT_METRICS_FILE)
+    with fileio.open(path, "w") as f:
+        f.write(json.dumps(cand.exact_metrics, indent=1, sort_keys=True))
+    return path
