@@ -1,7 +1,13 @@
-"""Shared, serialisable Keras layers: masking, pooling and target attention.
+"""Serialisable Keras layers shared by several families: masking, pooling,
+the MLP, target attention and the in-graph match features.
 
 All sequence layers take ids where `features.PAD_ID` (0) is padding and
-derive their own mask, so padding never changes an output.
+derive their own mask, so padding never changes an output.  A layer that one
+family alone uses lives in that family's module (DIEN's AUGRU in
+`families/dien.py`, BST's Transformer block in `families/bst.py`, ...).
+Every layer is registered as ``feedrank>ClassName``: a saved model finds its
+layers by that name, whichever module defines them, once
+`feedrank.train.families` is imported.
 """
 from __future__ import annotations
 
@@ -173,13 +179,3 @@ class MatchFeatures(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "recent": self.recent}
-
-
-# The sequence layers (DIEN, BST, multi-channel, Wide & Deep) live in
-# `sequence_layers.py`, which imports nothing from here; re-exported so every
-# family can use ``L.<name>``.
-from feedrank.train.sequence_layers import (  # noqa: E402,F401
-    AUGRUCell, AuxiliaryLoss, BilinearAttention, ClusterLookup, GatedFusion, HashedCross,
-    NegativeSampler, RecencyPositionEmbedding, TransformerBlock, cluster_table,
-    first_occurrence_mask, hash_clusters, masked_softmax, recency_positions,
-)

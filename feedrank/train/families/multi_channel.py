@@ -48,6 +48,82 @@ from feedrank.train import layers as L
 from feedrank.train.families import bst, common
 
 
+# The conversion channel's cluster lookup and the gated channel fusion
+# (registered as feedrank>ClusterLookup etc.; saved models load by that name).
+@keras.utils.register_keras_serializable(package="feedrank")
+class ClusterLookup(keras.layers.Layer):
+    """Non-trainable map item idx -> cluster idx (0 stays padding).
+
+    The table is a non-trainable int64 weight, so it travels with the
+    checkpoint, not the config; set it with ``set_table`` after building
+    (see `cluster_table`).
+    """
+
+    def __init__(self, num_items: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_items = int(num_items)
+
+    def build(self, input_shape):
+        self.table = self.add_weight(name="item_to_cluster", shape=(self.num_items,), dtype=tf.int64,
+                                     initializer="zeros", trainable=False)
+        super().build(input_shape)
+
+    def set_table(self, table: np.ndarray) -> None:
+        if not self.built:
+            self.build(None)
+        self.table.assign(np.asarray(table, dtype=np.int64))
+
+    def call(self, ids):
+        return tf.gather(self.table, tf.cast(ids, tf.int64))
+
+    def get_config(self):
+        return {**super().get_config(), "num_items": self.num_items}
+
+
+def cluster_table(labels: np.ndarray, num_items: int) -> tuple[np.ndarray, int]:
+    """Cluster labels per item-table row (0..K-1, or -1 for 'no vector') ->
+    (table, embedding rows): row 0 (padding) -> 0, label k -> k + 1, -1 -> K + 1."""
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if labels.shape[0] != num_items:
+        raise ValueError(f"item_clusters has {labels.shape[0]} rows; the item table has {num_items}")
+    real = np.delete(labels, F.PAD_ID)
+    if real.min(initial=0) < -1:
+        raise ValueError("item_clusters labels must be >= -1")
+    k = int(real.max(initial=-1)) + 1
+    table = np.where(labels >= 0, labels + 1, k + 1)
+    table[F.PAD_ID] = 0
+    return table, k + 2
+
+
+def hash_clusters(num_items: int, num_clusters: int) -> np.ndarray:
+    """Deterministic fallback labels: a multiplicative hash of the item idx mod K."""
+    idx = np.arange(num_items, dtype=np.uint64)
+    return ((idx * np.uint64(2654435761)) % np.uint64(2 ** 32) % np.uint64(num_clusters)).astype(np.int64)
+
+
+@keras.utils.register_keras_serializable(package="feedrank")
+class GatedFusion(keras.layers.Layer):
+    """Fuses channel vectors: each projected to ``units``, scaled by a sigmoid
+    gate computed from all channels, concatenated: [B, n * units]."""
+
+    def __init__(self, units: int = 32, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+
+    def build(self, input_shape):
+        n = len(input_shape)
+        self.proj = [keras.layers.Dense(self.units, name=f"proj{i}") for i in range(n)]
+        self.gate = keras.layers.Dense(n, activation="sigmoid", name="gate")
+        super().build(input_shape)
+
+    def call(self, channels):
+        g = self.gate(tf.concat(channels, axis=-1))
+        return tf.concat([g[:, i:i + 1] * p(c) for i, (p, c) in enumerate(zip(self.proj, channels))], -1)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
 def _array(value) -> np.ndarray:
     return np.load(value) if isinstance(value, str) else np.asarray(value)
 
@@ -57,16 +133,16 @@ def conversion_clusters(e: common.Embedded, vocab_sizes: Mapping[str, int], conf
     n_items = vocab_sizes[F.ITEM_VOCAB.name]
     source = config.get("conversion_clusters_from", "category")
     if config.get("item_clusters") is not None:
-        table, rows = L.cluster_table(_array(config["item_clusters"]), n_items)
+        table, rows = cluster_table(_array(config["item_clusters"]), n_items)
     elif source == "hash":
-        table, rows = L.cluster_table(L.hash_clusters(n_items, int(config.get("conversion_clusters", 64))),
+        table, rows = cluster_table(hash_clusters(n_items, int(config.get("conversion_clusters", 64))),
                                       n_items)
     elif source == "category":
         return (e.inputs[F.idx(F.CATEGORY_ID.name)], e.inputs[F.idx(F.CONV_CATEGORIES.name)],
                 vocab_sizes[F.CATEGORY_VOCAB.name])
     else:
         raise ValueError(f"conversion_clusters_from must be 'category' or 'hash', got {source!r}")
-    lookup = L.ClusterLookup(n_items, name="item_cluster_lookup")
+    lookup = ClusterLookup(n_items, name="item_cluster_lookup")
     lookup.set_table(table)
     return (lookup(e.inputs[F.idx(F.ITEM_ID.name)]), lookup(e.inputs[F.idx(F.CONV_ITEMS.name)]), rows)
 
@@ -103,9 +179,9 @@ def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     view = L.TargetAttention(attention_units, name="view_attention")(e.candidate, e.view_seq, e.view_mask)
 
     cand_cluster, conv_clusters, rows = conversion_clusters(e, vocab_sizes, config)
-    cluster_table = keras.layers.Embedding(rows, int(config.get("cluster_dim", 16)), name="cluster_embedding")
+    cluster_embedding = keras.layers.Embedding(rows, int(config.get("cluster_dim", 16)), name="cluster_embedding")
     conv = L.TargetAttention(attention_units, name="conversion_attention")(
-        cluster_table(cand_cluster), cluster_table(conv_clusters), e.conv_mask)
+        cluster_embedding(cand_cluster), cluster_embedding(conv_clusters), e.conv_mask)
 
     search = L.MaskedPooling("mean", name="search_mean")(search_sequence(e, vocab_sizes, config), e.search_mask)
 
@@ -113,7 +189,7 @@ def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     if fusion == "concat":
         fused = tf.concat([click, view, conv, search], axis=-1)
     elif fusion == "gated":
-        fused = L.GatedFusion(int(config.get("fusion_units", 32)), name="channel_fusion")([click, view, conv, search])
+        fused = GatedFusion(int(config.get("fusion_units", 32)), name="channel_fusion")([click, view, conv, search])
     else:
         raise ValueError(f"fusion must be 'concat' or 'gated', got {fusion!r}")
     x = tf.concat([e.candidate, fused, e.user, e.dense], axis=-1)

@@ -31,6 +31,38 @@ from feedrank.train import layers as L
 from feedrank.train.families import common, dnn
 
 
+# The wide part's crosses (registered as feedrank>HashedCross; saved models load by that name).
+@keras.utils.register_keras_serializable(package="feedrank")
+class HashedCross(keras.layers.Layer):
+    """Cross of two id features hashed into ``num_buckets``: a [B] with b [B] or
+    [B, L] -> bucket ids of b's shape (deterministic, no string ops)."""
+
+    def __init__(self, num_buckets: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_buckets = int(num_buckets)
+
+    def call(self, a, b):
+        a = tf.cast(a, tf.int64)
+        b = tf.cast(b, tf.int64)
+        if b.shape.rank == 2:
+            a = a[:, None]
+        h = a * 2654435761 + b * 40503 + 97
+        return tf.math.floormod(h, self.num_buckets)
+
+    def get_config(self):
+        return {**super().get_config(), "num_buckets": self.num_buckets}
+
+
+def first_occurrence_mask(ids: tf.Tensor, seq_mask: tf.Tensor) -> tf.Tensor:
+    """[B, L] ids -> True at the first real occurrence of each id (multi-hot)."""
+    same = tf.logical_and(tf.equal(ids[:, :, None], ids[:, None, :]), seq_mask[:, None, :])
+    n = tf.shape(ids)[1]
+    earlier = tf.cast(tf.linalg.band_part(tf.ones(tf.stack([n, n])), -1, 0)
+                      - tf.eye(n), tf.bool)  # [t, s] True where s < t
+    dup = tf.reduce_any(tf.logical_and(same, earlier[None]), axis=-1)
+    return tf.logical_and(seq_mask, tf.logical_not(dup))
+
+
 def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
     e = common.embed(vocab_sizes, config)
@@ -48,15 +80,15 @@ def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     user_region = ids[F.idx(F.USER_REGION_ID.name)]
 
     terms = [
-        weights("cat_x_user_region")(L.HashedCross(buckets, name="cross_cat_user_region")(cand_cat, user_region)),
-        weights("region_x_user_region")(L.HashedCross(buckets, name="cross_region_user_region")(cand_region, user_region)),
+        weights("cat_x_user_region")(HashedCross(buckets, name="cross_cat_user_region")(cand_cat, user_region)),
+        weights("region_x_user_region")(HashedCross(buckets, name="cross_region_user_region")(cand_region, user_region)),
     ]
     for kind, seq, mask in (("clicked", F.CLICK_CATEGORIES, e.click_mask),
                             ("viewed", F.VIEW_CATEGORIES, e.view_mask)):
         cats = ids[F.idx(seq.name)]
         cross = weights(f"cat_x_{kind}_cat")(
-            L.HashedCross(buckets, name=f"cross_cat_{kind}_cat")(cand_cat, cats))          # [B, L, 1]
-        multi_hot = L.first_occurrence_mask(cats, mask)
+            HashedCross(buckets, name=f"cross_cat_{kind}_cat")(cand_cat, cats))          # [B, L, 1]
+        multi_hot = first_occurrence_mask(cats, mask)
         terms.append(L.MaskedPooling("sum", name=f"wide_{kind}_cat_sum")(cross, multi_hot))
     terms.append(keras.layers.Dense(1, name="wide_dense")(e.dense))
     wide_logit = tf.add_n(terms)[:, 0]

@@ -1,21 +1,29 @@
-"""The zoo's sequence layers: NumPy references on hand-set weights, masking,
-the DIEN auxiliary loss and its negatives, serialisation."""
+"""The family-specific layers (DIEN, BST, multi-channel, Wide & Deep): NumPy
+references on hand-set weights, masking, the DIEN auxiliary loss and its
+negatives, serialisation under their registered names."""
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
 
 from feedrank.train import layers as L
-from feedrank.train import sequence_layers as S
+from feedrank.train.families import bst, dien, multi_channel, wide_deep
 
 
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def test_layers_reexports_the_sequence_layers():
-    for name in S.__all__:
-        assert getattr(L, name) is getattr(S, name)
+def test_layers_keep_their_registered_names():
+    """Saved models find their layers by ``feedrank>ClassName``, not by module path."""
+    layers = (dien.AUGRUCell, dien.BilinearAttention, dien.NegativeSampler, dien.AuxiliaryLoss,
+              bst.RecencyPositionEmbedding, bst.TransformerBlock, multi_channel.ClusterLookup,
+              multi_channel.GatedFusion, wide_deep.HashedCross, L.TrimPadding, L.MaskedPooling,
+              L.Dice, L.TargetAttention, L.MatchFeatures)
+    for cls in layers:
+        name = f"feedrank>{cls.__name__}"
+        assert keras.saving.get_registered_name(cls) == name
+        assert keras.saving.get_registered_object(name) is cls
 
 
 def test_augru_matches_numpy_reference_with_a_masked_step():
@@ -24,7 +32,7 @@ def test_augru_matches_numpy_reference_with_a_masked_step():
     kernel = rng.normal(size=(d, 3 * units)).astype(np.float32)
     recurrent = rng.normal(size=(units, 3 * units)).astype(np.float32)
     bias = rng.normal(size=(3 * units,)).astype(np.float32)
-    cell = S.AUGRUCell(units)
+    cell = dien.AUGRUCell(units)
     rnn = keras.layers.RNN(cell)
     x = rng.normal(size=(2, 3, d)).astype(np.float32)
     att = np.array([[0.2, 0.5, 0.3], [0.7, 0.3, 0.0]], np.float32)
@@ -49,7 +57,7 @@ def test_augru_matches_numpy_reference_with_a_masked_step():
 
 
 def test_augru_zero_attention_keeps_the_state_and_empty_history_is_zero():
-    cell = S.AUGRUCell(4)
+    cell = dien.AUGRUCell(4)
     rnn = keras.layers.RNN(cell)
     x = tf.random.normal([2, 5, 6], seed=0)
     zero_att = tf.concat([x, tf.zeros([2, 5, 1])], -1)
@@ -59,7 +67,7 @@ def test_augru_zero_attention_keeps_the_state_and_empty_history_is_zero():
 
 
 def test_bilinear_attention_matches_hand_computation():
-    att = S.BilinearAttention()
+    att = dien.BilinearAttention()
     keys = tf.constant([[[1.0, 0.0], [0.0, 2.0], [9.0, 9.0]]])
     query = tf.constant([[0.5, -1.0, 2.0]])
     mask = tf.constant([[True, True, False]])
@@ -89,7 +97,7 @@ def _aux_inputs(seed=0):
 
 
 def test_aux_loss_matches_hand_computation():
-    aux = S.AuxiliaryLoss(weight=1.0, hidden_units=[])
+    aux = dien.AuxiliaryLoss(weight=1.0, hidden_units=[])
     hidden, pos, neg, mask, valid = _aux_inputs()
     aux([hidden, pos, neg, mask, valid])
     w = np.random.default_rng(1).normal(size=(6, 1)).astype(np.float32)
@@ -107,7 +115,7 @@ def test_aux_loss_matches_hand_computation():
 
 
 def test_aux_loss_ignores_padded_steps_and_is_zero_on_all_padding():
-    aux = S.AuxiliaryLoss(weight=1.0, hidden_units=[8])
+    aux = dien.AuxiliaryLoss(weight=1.0, hidden_units=[8])
     hidden, pos, neg, mask, valid = _aux_inputs()
     base = float(aux.loss_value(hidden, pos, neg, mask, valid))
     pad = ~mask[..., None]
@@ -125,7 +133,7 @@ def test_aux_loss_ignores_padded_steps_and_is_zero_on_all_padding():
 
 
 def test_aux_loss_is_added_only_in_training():
-    aux = S.AuxiliaryLoss(weight=0.5, hidden_units=[4])
+    aux = dien.AuxiliaryLoss(weight=0.5, hidden_units=[4])
     hidden, pos, neg, mask, valid = _aux_inputs()
     out = aux([hidden, pos, neg, mask, valid], training=False)
     np.testing.assert_array_equal(out.numpy(), hidden)
@@ -141,7 +149,7 @@ def test_negatives_come_from_the_pool_and_never_equal_the_positive():
     rng = np.random.default_rng(0)
     ids = rng.integers(1, pool, (64, 12)).astype(np.int64)
     ids[:, 8:] = 0                                    # right padding
-    sampler = S.NegativeSampler(pool, num_tries=4)
+    sampler = dien.NegativeSampler(pool, num_tries=4)
     tf.random.set_seed(0)
     seen = set()
     for _ in range(20):
@@ -157,7 +165,7 @@ def test_negatives_come_from_the_pool_and_never_equal_the_positive():
 
 
 def test_negatives_collide_when_the_sequence_holds_the_whole_pool():
-    sampler = S.NegativeSampler(4, num_tries=3)
+    sampler = dien.NegativeSampler(4, num_tries=3)
     ids = np.array([[1, 2, 3, 0]], np.int64)
     neg, valid = (t.numpy() for t in sampler(ids, training=True))
     assert not valid.any()
@@ -172,12 +180,12 @@ def test_negatives_collide_when_the_sequence_holds_the_whole_pool():
 def test_recency_positions_ignore_where_padding_sits():
     mask = tf.constant([[True, True, True, False, False], [False, False, True, True, True],
                         [True, False, True, False, True]])
-    np.testing.assert_array_equal(S.recency_positions(mask).numpy(),
+    np.testing.assert_array_equal(bst.recency_positions(mask).numpy(),
                                   [[2, 1, 0, 0, 0], [3, 3, 2, 1, 0], [2, 2, 1, 1, 0]])
 
 
 def test_transformer_attention_on_padded_keys_is_zero():
-    block = S.TransformerBlock(num_heads=2)
+    block = bst.TransformerBlock(num_heads=2)
     x = tf.random.normal([3, 6, 8], seed=1)
     mask = tf.constant([[True] * 6, [True, True, False, False, False, True], [False] * 5 + [True]])
     out = block(x, mask)
@@ -190,7 +198,7 @@ def test_transformer_attention_on_padded_keys_is_zero():
 
 
 def test_position_embedding_concatenates_recency_rows():
-    pe = S.RecencyPositionEmbedding(4, 2)
+    pe = bst.RecencyPositionEmbedding(4, 2)
     values = tf.zeros([1, 3, 1])
     mask = tf.constant([[True, False, True]])
     pe(values, mask)
@@ -204,45 +212,45 @@ def test_position_embedding_concatenates_recency_rows():
 def test_first_occurrence_mask_is_multi_hot():
     ids = tf.constant([[3, 5, 3, 5, 7, 0, 0], [0, 2, 2, 0, 0, 0, 0]], tf.int64)
     mask = tf.constant(np.array([[1, 1, 1, 1, 1, 0, 0], [0, 1, 1, 0, 0, 0, 0]], bool))
-    np.testing.assert_array_equal(S.first_occurrence_mask(ids, mask).numpy(),
+    np.testing.assert_array_equal(wide_deep.first_occurrence_mask(ids, mask).numpy(),
                                   [[1, 1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 0, 0]])
 
 
 def test_hashed_cross_is_deterministic_and_in_range():
-    cross = S.HashedCross(101)
+    cross = wide_deep.HashedCross(101)
     a = tf.constant([1, 2, 3], tf.int64)
     b = tf.constant([[4, 5], [4, 5], [0, 9]], tf.int64)
     out = cross(a, b).numpy()
     assert out.shape == (3, 2) and out.min() >= 0 and out.max() < 101
-    np.testing.assert_array_equal(out, S.HashedCross(101)(a, b).numpy())
+    np.testing.assert_array_equal(out, wide_deep.HashedCross(101)(a, b).numpy())
     assert out[0, 0] != out[1, 0]
 
 
 def test_cluster_table_and_lookup():
-    table, rows = S.cluster_table(np.array([5, 0, 2, -1, 1]), 5)
+    table, rows = multi_channel.cluster_table(np.array([5, 0, 2, -1, 1]), 5)
     np.testing.assert_array_equal(table, [0, 1, 3, 4, 2])
     assert rows == 5                                   # pad + 3 clusters + unknown
-    lookup = S.ClusterLookup(5)
+    lookup = multi_channel.ClusterLookup(5)
     lookup.set_table(table)
     np.testing.assert_array_equal(lookup(tf.constant([[1, 3, 0]])).numpy(), [[1, 4, 0]])
     assert not lookup.trainable_weights
     with pytest.raises(ValueError):
-        S.cluster_table(np.zeros(4), 5)
-    h = S.hash_clusters(100, 7)
+        multi_channel.cluster_table(np.zeros(4), 5)
+    h = multi_channel.hash_clusters(100, 7)
     assert h.min() >= 0 and h.max() < 7 and len(set(h.tolist())) == 7
 
 
 def test_gated_fusion_shape():
-    fusion = S.GatedFusion(3)
+    fusion = multi_channel.GatedFusion(3)
     out = fusion([tf.ones([2, 4]), tf.ones([2, 5]), tf.ones([2, 1])])
     assert out.shape == (2, 9)
 
 
-def test_sequence_layers_round_trip_their_config():
-    for layer in (S.AUGRUCell(5), S.BilinearAttention(), S.NegativeSampler(10, 3),
-                  S.AuxiliaryLoss(0.3, [7]), S.RecencyPositionEmbedding(9, 3, "add"),
-                  S.TransformerBlock(3, 12, 0.1), S.ClusterLookup(11), S.GatedFusion(6),
-                  S.HashedCross(13)):
+def test_family_layers_round_trip_their_config():
+    for layer in (dien.AUGRUCell(5), dien.BilinearAttention(), dien.NegativeSampler(10, 3),
+                  dien.AuxiliaryLoss(0.3, [7]), bst.RecencyPositionEmbedding(9, 3, "add"),
+                  bst.TransformerBlock(3, 12, 0.1), multi_channel.ClusterLookup(11), multi_channel.GatedFusion(6),
+                  wide_deep.HashedCross(13)):
         config = layer.get_config()
         clone = keras.utils.deserialize_keras_object(keras.utils.serialize_keras_object(layer))
         assert type(clone) is type(layer)
