@@ -22,7 +22,7 @@ from kserve.protocol.rest.server import RESTServer
 from uvicorn.importer import import_from_string
 
 from serving.common import metrics
-from serving.common.errors import install_error_handlers
+from serving.common.errors import BadRequest, install_error_handlers
 from serving.common.guard import GuardConfig, RequestGuard
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,26 @@ class GuardedRESTServer(RESTServer):
             self.options.configure_app(app)
 
 
+def _guard_decode(dataplane) -> None:
+    """kserve's request decoding raises KeyError/ValueError on malformed input
+    (a v2 body without ``inputs``, binary data that does not fit its shape);
+    those are the caller's errors, so they become 400s here."""
+    decode = dataplane.decode
+
+    def guarded(*args, **kwargs):
+        try:
+            return decode(*args, **kwargs)
+        except KeyError as e:
+            raise BadRequest(f"malformed request: missing field {e.args[0]!r}") from None
+        except (ValueError, TypeError, IndexError) as e:
+            if isinstance(e, BadRequest) or type(e).__name__ == "InvalidInput":
+                raise
+            raise BadRequest("malformed request: tensor data does not match its declared shape and "
+                             "datatype (check shape, datatype and binary_data_size)") from None
+
+    dataplane.decode = guarded
+
+
 def serve(models: List[kserve.Model], options: ServerOptions) -> None:
     """Registers ``models`` (each must already be ready) and serves until a signal."""
     metrics.set_server_name(options.server_name)
@@ -67,6 +87,7 @@ def serve(models: List[kserve.Model], options: ServerOptions) -> None:
         if not m.ready:
             raise RuntimeError(f"model {m.name!r} is not ready; load it before serving")
         model_server.register_model(m)
+    _guard_decode(model_server.dataplane)
     rest = GuardedRESTServer(options, KSERVE_APP, model_server.dataplane,
                              model_server.model_repository_extension, options.http_port)
 

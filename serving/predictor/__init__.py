@@ -1,0 +1,1 @@
+"""The feedrank predictor: ``python -m serving.predictor --model-dir model_store/<model>``."""

@@ -1,0 +1,180 @@
+"""The predictor: a ``kserve.Model`` around the pushed SavedModel's ``serving_default``.
+
+* v1 ``/v1/models/<name>:predict`` with TF Serving's columnar
+  ``{"inputs": {...}}`` and v2 ``/v2/models/<name>/infer`` (JSON or binary
+  tensors); both return ``probabilities`` [N] and the model version;
+* the candidates are split into batches of ``batch_size`` that run in a
+  thread pool, so TensorFlow never blocks the event loop;
+* hot swap: a newer version directory is loaded and warmed up beside the
+  serving one, then swapped in with one reference assignment; a request
+  keeps the version it started with, so none fails during a swap.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+from typing import Any, Dict, List, Optional, Union
+
+import kserve
+import numpy as np
+import tensorflow as tf
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from prometheus_client import Counter, Gauge, Histogram
+
+from serving.common.errors import BadRequest
+from serving.predictor import store
+from serving.predictor.contract import Batch, Contract
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = Histogram("feedrank_predictor_batch_size", "Candidates per model call (after splitting).",
+                       buckets=(1, 5, 10, 20, 40, 60, 80, 120, 200, 500))
+CANDIDATES = Histogram("feedrank_predictor_candidates", "Candidates per request.",
+                       buckets=(1, 10, 20, 50, 100, 120, 200, 500, 1000))
+MODEL_VERSION = Gauge("feedrank_predictor_model_version", "Version served (1 on the current one).",
+                      ["model", "version"])
+SWAPS = Counter("feedrank_predictor_swaps_total", "Model versions swapped in.", ["model"])
+SWAP_FAILURES = Counter("feedrank_predictor_swap_failures_total", "New versions that failed to load.",
+                        ["model"])
+MODEL_SECONDS = Histogram("feedrank_predictor_model_seconds", "Model time per request (all batches).",
+                          buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
+                                   0.05, 0.1, 0.25))
+
+
+@dataclasses.dataclass
+class PredictorConfig:
+    """Settings of the predictor (command-line flags in ``__main__``)."""
+
+    batch_size: int = 120
+    max_candidates: int = 1000
+    threads: int = 2
+    intra_op_threads: int = 0      # 0: TensorFlow's default
+    poll_s: float = 0.0            # 0: no polling for new versions
+    warmup_candidates: int = 120
+
+
+class FeedrankPredictor(kserve.Model):
+    """Serves ``probabilities`` for the user's side once plus N candidates."""
+
+    def __init__(self, name: str, source: str, config: PredictorConfig,
+                 tracking_uri: str = "", cache_dir: str = "/tmp/feedrank-models"):
+        super().__init__(name, return_response_headers=True)
+        self.source, self.config = source, config
+        self.tracking_uri, self.cache_dir = tracking_uri, cache_dir
+        self.current: Optional[store.Loaded] = None
+        self.contract: Optional[Contract] = None
+        self.pool = concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="tf")
+        self._swap_lock = threading.Lock()
+        self._stop = threading.Event()
+
+    # ---------------------------------------------------------------- loading
+    def _resolve(self) -> tuple:
+        if self.source.startswith("models:/"):
+            if not self.tracking_uri:
+                raise store.ModelSourceError(f"{self.source} needs --tracking-uri (the MLflow server URL)")
+            return store.resolve_mlflow(self.source, self.tracking_uri, self.cache_dir)
+        if store._is_version_dir(self.source):
+            return self.source.rstrip("/").split("/")[-1], self.source
+        found = store.newest_version(self.source)
+        if found is None:
+            raise store.ModelSourceError(f"no version directory with a saved_model.pb under {self.source}")
+        return found
+
+    def load(self) -> bool:
+        """Loads and warms up the model, then reports ready."""
+        version, path = self._resolve()
+        self._install(store.load(version, path, self.config.warmup_candidates))
+        self.ready = True
+        if self.config.poll_s > 0:
+            threading.Thread(target=self._poll, name="version-poll", daemon=True).start()
+        return self.ready
+
+    def _install(self, loaded: store.Loaded) -> None:
+        contract = Contract(loaded.input_specs, self.config.max_candidates)
+        previous = self.current
+        self.contract, self.current = contract, loaded   # readers take one reference: atomic
+        if previous is not None:
+            MODEL_VERSION.labels(self.name, previous.version).set(0)
+            SWAPS.labels(self.name).inc()
+            log.info("swapped version %s -> %s", previous.version, loaded.version)
+        MODEL_VERSION.labels(self.name, loaded.version).set(1)
+
+    def reload(self) -> Dict[str, Any]:
+        """Swaps in the newest version if it differs from the served one."""
+        with self._swap_lock:
+            before = self.current.version if self.current else None
+            try:
+                version, path = self._resolve()
+                if version != before:
+                    self._install(store.load(version, path, self.config.warmup_candidates))
+            except (store.ModelSourceError, tf.errors.OpError, OSError) as e:
+                SWAP_FAILURES.labels(self.name).inc()
+                log.error("reload failed, still serving version %s: %s", before, e)
+                return {"swapped": False, "version": before, "error": str(e)}
+            return {"swapped": self.current.version != before, "version": self.current.version,
+                    "previous": before}
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.config.poll_s):
+            self.reload()
+
+    def stop(self) -> None:
+        """Stops polling and the thread pool."""
+        self._stop.set()
+        self.pool.shutdown(wait=False)
+
+    # -------------------------------------------------------------- inference
+    def _run(self, loaded: store.Loaded, user: Dict[str, np.ndarray], cands: Dict[str, np.ndarray],
+             lo: int, hi: int) -> np.ndarray:
+        feed = {k: tf.constant(v) for k, v in user.items()}
+        feed.update({k: tf.constant(v[lo:hi]) for k, v in cands.items()})
+        return loaded.fn(**feed)["probabilities"].numpy()
+
+    async def score(self, batch: Batch) -> tuple:
+        """(probabilities [N], version) of one validated request."""
+        loaded = self.current
+        assert loaded is not None
+        CANDIDATES.observe(batch.n)
+        bs = max(1, self.config.batch_size)
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        futures = []
+        for lo in range(0, batch.n, bs):
+            hi = min(batch.n, lo + bs)
+            BATCH_SIZE.observe(hi - lo)
+            futures.append(loop.run_in_executor(self.pool, self._run, loaded, batch.user,
+                                                batch.candidates, lo, hi))
+        try:
+            parts = await asyncio.gather(*futures)
+        except tf.errors.InvalidArgumentError as e:
+            raise BadRequest(f"the model rejected the request: {e.message.splitlines()[0][:300]}") from None
+        MODEL_SECONDS.observe(time.perf_counter() - t0)
+        return np.concatenate(parts).astype(np.float32), loaded.version
+
+    async def predict(self, payload: Union[Dict, InferRequest, bytes], headers: Optional[Dict[str, str]] = None,
+                      response_headers: Optional[Dict[str, str]] = None) -> Union[Dict, InferResponse]:
+        contract = self.contract
+        assert contract is not None
+        if isinstance(payload, InferRequest):
+            probs, version = await self.score(contract.from_v2(payload))
+            out = InferOutput("probabilities", [int(probs.shape[0])], "FP32")
+            out.set_data_from_numpy(probs, binary_data=bool(payload.use_binary_outputs))
+            return InferResponse(payload.id or "", self.name, [out], model_version=version,
+                                 use_binary_outputs=bool(payload.use_binary_outputs))
+        if isinstance(payload, (bytes, bytearray)):
+            raise BadRequest("request body must be JSON (Content-Type: application/json)")
+        probs, version = await self.score(contract.from_v1(payload))
+        if response_headers is not None:
+            response_headers["x-model-version"] = version
+        return {"outputs": {"probabilities": probs.tolist()}, "model_name": self.name, "model_version": version}
+
+    # --------------------------------------------------------------- metadata
+    def get_input_types(self) -> List[Dict]:
+        return self.contract.metadata()[0] if self.contract else []
+
+    def get_output_types(self) -> List[Dict]:
+        return self.contract.metadata()[1] if self.contract else []

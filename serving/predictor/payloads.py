@@ -1,0 +1,83 @@
+"""Build predictor requests: v1 JSON, v2 JSON and v2 binary tensors.
+
+Standard library plus ``feedrank.features`` only, so tests, benchmarks and
+clients in any environment can use it.  ``user`` maps user features to a
+string (scalars) or a list of strings (sequences, most recent last);
+``candidates`` maps candidate features to lists of N values.
+"""
+from __future__ import annotations
+
+import json
+import random
+import struct
+from typing import Dict, List, Tuple, Union
+
+from feedrank import features as F
+
+Value = Union[str, List[str]]
+
+
+def synthetic(n: int, history_len: int = 50, seed: int = 0) -> Tuple[Dict[str, Value], Dict[str, list]]:
+    """A request of ``n`` candidates with ``history_len``-step histories (capped at each max_len)."""
+    rng = random.Random(seed)
+    user: Dict[str, Value] = {F.USER_REGION_ID.name: f"r{rng.randrange(20)}"}
+    prefix = {"item": "p", "category": "c", "region": "r", "token": "t"}
+    for s in F.SEQ_FEATURES:
+        user[s.name] = [f"{prefix[s.vocab.name]}{rng.randrange(2000)}"
+                        for _ in range(min(history_len, s.max_len))]
+    cands: Dict[str, list] = {}
+    for f in F.ID_FEATURES:
+        if f.side == "candidate":
+            cands[f.name] = [f"{prefix[f.vocab.name]}{rng.randrange(2000)}" for _ in range(n)]
+    for d in F.DENSE_FEATURES:
+        if d.side == "candidate":
+            cands[d.name] = [round(rng.random() * 100, 3) for _ in range(n)]
+    return user, cands
+
+
+def v1_body(user: Dict[str, Value], candidates: Dict[str, list]) -> dict:
+    """TF Serving columnar form: user sequences as one row, scalars once."""
+    inputs: Dict[str, object] = {}
+    for k, v in user.items():
+        inputs[k] = [v] if isinstance(v, list) else v
+    inputs.update(candidates)
+    return {"inputs": inputs}
+
+
+def _tensors(user: Dict[str, Value], candidates: Dict[str, list]):
+    for k, v in user.items():
+        if isinstance(v, list):
+            yield k, [1, len(v)], "BYTES", v
+        else:
+            yield k, [1], "BYTES", [v]
+    for k, vals in candidates.items():
+        dtype = "BYTES" if vals and isinstance(vals[0], str) else "FP32"
+        yield k, [len(vals)], dtype, vals
+
+
+def v2_json_body(user: Dict[str, Value], candidates: Dict[str, list]) -> dict:
+    """Open Inference Protocol JSON tensors, one per input."""
+    return {"inputs": [{"name": k, "shape": s, "datatype": t, "data": d} for k, s, t, d in _tensors(user, candidates)]}
+
+
+def _raw(dtype: str, data: list) -> bytes:
+    if dtype == "BYTES":
+        parts = []
+        for v in data:
+            b = v.encode() if isinstance(v, str) else v
+            parts.append(struct.pack("<I", len(b)) + b)
+        return b"".join(parts)
+    return struct.pack(f"<{len(data)}f", *data)
+
+
+def v2_binary_body(user: Dict[str, Value], candidates: Dict[str, list]) -> Tuple[bytes, int]:
+    """(body, JSON header length) for the binary tensor extension: send the
+    length as ``Inference-Header-Content-Length`` and the body as
+    ``application/octet-stream``."""
+    header_inputs, blobs = [], []
+    for k, s, t, d in _tensors(user, candidates):
+        raw = _raw(t, d)
+        header_inputs.append({"name": k, "shape": s, "datatype": t, "parameters": {"binary_data_size": len(raw)}})
+        blobs.append(raw)
+    header = json.dumps({"inputs": header_inputs}).encode()
+    return header + b"".join(blobs), len(header)

@@ -1,0 +1,151 @@
+"""Where the predictor's SavedModel comes from, and loading it warm.
+
+* a model directory ``model_store/<model>/``: the newest version directory
+  (numeric names, the Pusher's layout) is served, and newer ones are found
+  by :func:`newest_version` when polled;
+* a version directory ``model_store/<model>/<version>/`` served as is;
+* ``models:/<name>@<alias>`` resolved through the MLflow tracking server's
+  REST API (the serving environment has no MLflow client): the version's
+  ``pushed_dir`` tag when that directory is here, else its ``source``
+  artifacts downloaded from the server.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+SIGNATURE = "serving_default"
+
+
+class ModelSourceError(RuntimeError):
+    """The model location cannot be resolved or loaded."""
+
+
+def _is_version_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def newest_version(model_dir: str) -> Optional[Tuple[str, str]]:
+    """(version, path) of the newest complete version under ``model_dir``."""
+    if not os.path.isdir(model_dir):
+        return None
+    versions = [d for d in os.listdir(model_dir) if d.isdigit() and _is_version_dir(os.path.join(model_dir, d))]
+    if not versions:
+        return None
+    v = max(versions, key=int)
+    return v, os.path.join(model_dir, v)
+
+
+def _http_json(url: str, timeout_s: float = 10.0) -> Dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raise ModelSourceError(f"MLflow answered {e.code} for {url}: {e.read()[:300]!r}") from None
+    except urllib.error.URLError as e:
+        raise ModelSourceError(f"cannot reach MLflow at {url}: {e.reason}") from None
+
+
+def _download_run_artifacts(tracking_uri: str, run_id: str, path: str, dest: str) -> None:
+    base = tracking_uri.rstrip("/")
+    q = urllib.parse.urlencode({"run_id": run_id, "path": path})
+    listing = _http_json(f"{base}/api/2.0/mlflow/artifacts/list?{q}")
+    for f in listing.get("files", []):
+        if f.get("is_dir"):
+            _download_run_artifacts(tracking_uri, run_id, f["path"], dest)
+            continue
+        rel = os.path.relpath(f["path"], path.split("/")[0])
+        target = os.path.join(dest, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        q = urllib.parse.urlencode({"run_uuid": run_id, "path": f["path"]})
+        with urllib.request.urlopen(f"{base}/get-artifact?{q}", timeout=60) as r, open(target, "wb") as out:
+            out.write(r.read())
+
+
+def resolve_mlflow(uri: str, tracking_uri: str, cache_dir: str) -> Tuple[str, str]:
+    """(version, local path) for ``models:/<name>@<alias>`` (or ``models:/<name>/<version>``)."""
+    spec = uri[len("models:/"):]
+    base = tracking_uri.rstrip("/")
+    if "@" in spec:
+        name, alias = spec.split("@", 1)
+        q = urllib.parse.urlencode({"name": name, "alias": alias})
+        mv = _http_json(f"{base}/api/2.0/mlflow/registered-models/alias?{q}")["model_version"]
+    else:
+        name, version = spec.rsplit("/", 1)
+        q = urllib.parse.urlencode({"name": name, "version": version})
+        mv = _http_json(f"{base}/api/2.0/mlflow/model-versions/get?{q}")["model_version"]
+    tags = {t["key"]: t["value"] for t in mv.get("tags", [])}
+    version = str(mv["version"])
+    if tags.get("blessed", "true").lower() != "true":
+        raise ModelSourceError(f"{uri} resolves to version {version}, which is not blessed")
+    pushed = tags.get("pushed_dir", "")
+    if pushed and _is_version_dir(pushed):
+        return version, pushed
+    source = mv.get("source", "")
+    if _is_version_dir(source):
+        return version, source
+    if source.startswith("runs:/"):
+        run_id, _, path = source[len("runs:/"):].partition("/")
+        dest = os.path.join(cache_dir, name, version)
+        if not _is_version_dir(dest):
+            _download_run_artifacts(tracking_uri, run_id, path, dest)
+        if _is_version_dir(dest):
+            return version, dest
+    raise ModelSourceError(f"{uri}: version {version} has no SavedModel reachable from here "
+                           f"(pushed_dir={pushed!r}, source={source!r})")
+
+
+@dataclasses.dataclass
+class Loaded:
+    """One loaded, warmed-up model version."""
+
+    version: str
+    path: str
+    fn: Callable[..., Dict[str, tf.Tensor]]
+    input_specs: Dict[str, tf.TensorSpec]
+    loaded_at: float
+
+
+def load(version: str, path: str, warmup_candidates: int, warmup_runs: int = 3) -> Loaded:
+    """Loads ``path``'s ``serving_default`` and runs it on a synthetic request
+    until the first-call tracing is done (so the first real request is fast)."""
+    t0 = time.perf_counter()
+    try:
+        saved = tf.saved_model.load(path)
+    except (OSError, ValueError) as e:
+        raise ModelSourceError(f"cannot load a SavedModel from {path}: {e}") from None
+    if SIGNATURE not in saved.signatures:
+        raise ModelSourceError(f"{path} has no {SIGNATURE!r} signature ({sorted(saved.signatures)})")
+    fn = saved.signatures[SIGNATURE]
+    specs = dict(fn.structured_input_signature[1])
+    warm = {}
+    for name, spec in specs.items():
+        if len(spec.shape) == 2:
+            warm[name] = tf.constant([["w1", "w2", ""]])
+        elif spec.dtype == tf.string:
+            warm[name] = tf.constant(["w"] * warmup_candidates)
+        else:
+            warm[name] = tf.constant(np.zeros(warmup_candidates, np.float32))
+    from feedrank import features as F
+    for name in F.features_of_side("user"):
+        if name in warm and len(specs[name].shape) == 1:
+            warm[name] = tf.constant(["w"])
+    for _ in range(max(1, warmup_runs)):
+        fn(**warm)
+    loaded = Loaded(version, path, fn, specs, time.time())
+    # Keep the trackable object alive as long as its function is used.
+    loaded._saved = saved  # type: ignore[attr-defined]
+    log.info("loaded version %s from %s in %.1f s (warm-up included)", version, path, time.perf_counter() - t0)
+    return loaded
