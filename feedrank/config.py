@@ -11,19 +11,14 @@ from typing import Any, Dict, List
 
 import yaml
 
+from feedrank.examples.settings import ExampleSettings
 
 class ConfigError(ValueError):
     """A configuration file is missing, unparsable or has a bad key/value."""
 
 
-@dataclasses.dataclass
-class ExamplesConfig:
-    label_window_s: int = 1800
-    eval_days: int = 1
-    negative_sampling_rate: float = 1.0
-    max_bad_fraction: float = 0.01
-    seed: int = 0
-    num_shards: int = 0   # 0: automatic, one shard per 500k events
+# The ``examples:`` section: fields and defaults declared once, in feedrank/examples/settings.py.
+ExamplesConfig = ExampleSettings
 
 
 @dataclasses.dataclass

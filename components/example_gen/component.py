@@ -26,6 +26,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from feedrank.events import contract
 from feedrank.examples import beam_pipeline
+from feedrank.examples.settings import DEFAULTS
 
 EXAMPLES_KEY = "examples"
 QUARANTINE_KEY = "quarantine"
@@ -120,12 +121,13 @@ class BehaviorExampleGen(base_beam_component.BaseBeamComponent):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
     def __init__(self, input_base: str, input_fingerprint: str = "",
-                 label_window_s: int = 1800, eval_days: int = 1,
-                 negative_sampling_rate: float = 1.0, max_bad_fraction: float = 0.01,
-                 seed: int = 0, num_shards: int = 0):
-        """Args mirror `feedrank.examples.beam_pipeline.ExampleGenConfig`;
+                 label_window_s: int = DEFAULTS.label_window_s, eval_days: int = DEFAULTS.eval_days,
+                 negative_sampling_rate: float = DEFAULTS.negative_sampling_rate,
+                 max_bad_fraction: float = DEFAULTS.max_bad_fraction,
+                 seed: int = DEFAULTS.seed, num_shards: int = DEFAULTS.num_shards):
+        """Args are `feedrank.examples.settings.ExampleSettings` (defaults declared there);
         ``input_fingerprint`` (a content hash of the log) only serves caching;
-        ``num_shards=0`` picks one shard per 500k events."""
+        ``num_shards=0`` picks one shard per `settings.EVENTS_PER_SHARD` events."""
         if not 0.0 < negative_sampling_rate <= 1.0:
             raise ValueError(f"negative_sampling_rate must be in (0, 1], got {negative_sampling_rate}")
         if eval_days < 0 or label_window_s < 0 or num_shards < 0:

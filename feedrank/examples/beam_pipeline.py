@@ -31,6 +31,7 @@ from feedrank.examples import accounting, build, tfrecord
 from feedrank.examples.accounting import (QUARANTINE_FILE, SUMMARY_FILE,  # noqa: F401 (API)
                                           TooManyBadRowsError)
 from feedrank.examples.history import JOIN_KEY, empty_history, item_history
+from feedrank.examples.settings import EVENTS_PER_SHARD, ExampleSettings
 
 SPLITS = accounting.SPLITS
 TRAIN, EVAL = SPLITS
@@ -42,16 +43,12 @@ _USER_EVENTS = (contract.IMPRESSION, contract.SEARCH) + tuple(build.CHANNEL_EVEN
 
 
 @dataclasses.dataclass
-class ExampleGenConfig:
-    """Parameters of example generation (mirrors the component's parameters)."""
+class ExampleGenConfig(ExampleSettings):
+    """Parameters of example generation: the component's (`ExampleSettings`,
+    with ``num_shards: 0`` meaning one shard per ``events_per_shard`` events)
+    and the Beam graph's own."""
 
-    label_window_s: int = 1800
-    eval_days: int = 1
-    negative_sampling_rate: float = 1.0
-    max_bad_fraction: float = 0.01
-    seed: int = 0
-    num_shards: int = 0              # 0: auto, one shard per `events_per_shard` events
-    events_per_shard: int = 500_000
+    events_per_shard: int = EVENTS_PER_SHARD
     batch_rows: int = 262_144        # rows per read batch
     chunk_examples: int = 20_000     # examples per framed TFRecord chunk element
     gzip_level: int = 1              # zlib level of the output TFRecords (1: ~3x faster than 6, ~20% larger)

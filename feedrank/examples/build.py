@@ -31,6 +31,7 @@ from feedrank.events import contract
 from feedrank.examples import assemble as A
 from feedrank.examples import history
 from feedrank.examples.history import HIST_CLICKS, HIST_IMPRESSIONS
+from feedrank.examples.settings import DEFAULTS
 
 DAY_S = 86_400
 EVENT_COLUMNS = ["event_id", "user_id", "item_id", "event", "ts", "query"]
@@ -43,12 +44,12 @@ feature_names = A.feature_names
 
 @dataclasses.dataclass(frozen=True)
 class BuildConfig:
-    """Knobs of example building and splitting."""
+    """Knobs of example building and splitting (defaults: `ExampleSettings`)."""
 
-    label_window_s: int = 1800
-    eval_days: int = 1
-    negative_sampling_rate: float = 1.0
-    seed: int = 0
+    label_window_s: int = DEFAULTS.label_window_s
+    eval_days: int = DEFAULTS.eval_days
+    negative_sampling_rate: float = DEFAULTS.negative_sampling_rate
+    seed: int = DEFAULTS.seed
 
 
 def crosses(user_region_id: str, region_id: str, click_category_ids: Sequence[str],

@@ -1,0 +1,28 @@
+"""The example-generation settings and their defaults, declared once.
+
+The run config's ``examples:`` section (`feedrank.config.ExamplesConfig`),
+the Beam graph's `feedrank.examples.beam_pipeline.ExampleGenConfig`, the
+builder's `feedrank.examples.build.BuildConfig` and the `BehaviorExampleGen`
+component all take their defaults from `ExampleSettings`.  This module
+imports neither Beam nor TensorFlow, so the config loads without them.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+EVENTS_PER_SHARD = 500_000  # ``num_shards: 0`` picks one shard per this many events
+
+
+@dataclasses.dataclass
+class ExampleSettings:
+    """How events become labelled, split examples."""
+
+    label_window_s: int = 1800            # a click/conversion within this many seconds labels the impression
+    eval_days: int = 1                    # the log's last days that form the eval split
+    negative_sampling_rate: float = 1.0   # share of train negatives kept (eval keeps all)
+    max_bad_fraction: float = 0.01        # fail when a larger share of the events is quarantined
+    seed: int = 0                         # seed of the negative sampling
+    num_shards: int = 0                   # 0: automatic, one shard per EVENTS_PER_SHARD events
+
+
+DEFAULTS = ExampleSettings()
