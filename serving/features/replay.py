@@ -108,9 +108,14 @@ def compare(online_feats: Dict[str, list], offline: Dict[str, list]) -> List[str
 
 
 def replay(client, log_dir: str, keys: schema.Keys, label_window_s: int = 1800,
-           keep_examples: int = 5) -> Report:
-    """Replays ``log_dir`` into an emptied namespace; returns the report."""
-    raw, users, examples = offline_examples(log_dir, label_window_s)
+           keep_examples: int = 5, naive: bool = False, offline=None) -> Report:
+    """Replays ``log_dir`` into an emptied namespace; returns the report.
+
+    ``naive=True`` applies each second's events before reading, with no time
+    bound (a reader that ignores the strict-before rule); a test uses it to
+    check that the replay catches same-second leakage.  ``offline``: a
+    precomputed `offline_examples` result."""
+    raw, users, examples = offline or offline_examples(log_dir, label_window_s)
     writer.flush(client, keys)
     client.delete(STREAM)
     writer.load_items(client, keys, io.read_table(log_dir, contract.ITEMS))
@@ -131,6 +136,10 @@ def replay(client, log_dir: str, keys: schema.Keys, label_window_s: int = 1800,
     done = set()
     bounds = np.flatnonzero(np.r_[True, (ts[1:] != ts[:-1]) | (ok[1:] != ok[:-1]), True])
     for a, b in zip(bounds[:-1], bounds[1:]):
+        if naive:
+            stream.publish(client, rows[a:b], STREAM)
+            while up.step():
+                pass
         for i in np.flatnonzero(is_ex[a:b]) + a:
             imp_id = imp_ids[i]
             if imp_id in done:      # a duplicate row of an impression already compared
@@ -138,7 +147,8 @@ def replay(client, log_dir: str, keys: schema.Keys, label_window_s: int = 1800,
             done.add(imp_id)
             ex = examples[imp_id]
             pipe = client.pipeline(transaction=False)
-            online.queue_reads(pipe, keys, ex[F.USER_ID][0], ex[F.ITEM_ID.name], int(ts[i]))
+            online.queue_reads(pipe, keys, ex[F.USER_ID][0], ex[F.ITEM_ID.name],
+                               None if naive else int(ts[i]))
             user, imp, clk = online.parse_reads(pipe.execute())
             feats = online_features(user, ex[F.ITEM_ID.name][0], store, imp[0], clk[0])
             bad = compare(feats, ex)
@@ -149,9 +159,10 @@ def replay(client, log_dir: str, keys: schema.Keys, label_window_s: int = 1800,
                 if len(report.examples) < keep_examples:
                     report.examples.append({"impression_id": imp_id, "features": {
                         n: {"online": feats[n], "offline": ex.get(n)} for n in bad}})
-        stream.publish(client, rows[a:b], STREAM)
-        while up.step():
-            pass
+        if not naive:
+            stream.publish(client, rows[a:b], STREAM)
+            while up.step():
+                pass
     report.updater_stats = dict(fw.stats)
     missing = set(examples) - done
     if missing:

@@ -8,7 +8,9 @@ Keys (``p`` is the prefix, ``fr`` by default):
   item id (search: one query token, position = its place in the query).
   Redis orders equal scores by member bytes, i.e. by ``event_id`` then
   position: exactly the offline order ``(ts, event_id)``, whatever the
-  arrival order.  Capped at the channel's longest ``max_len``.
+  arrival order.  Holds the channel's longest ``max_len`` plus `SLACK`
+  entries, so a read strictly before the request second still finds a full
+  window when the user acted again within that second.
 * ``p:imp`` / ``p:clk`` - hashes item_id -> impressions / clicks counted so far.
 * ``p:items`` - hash item_id -> JSON ``[category_id, region_id, price]``
   (the post-attribute store, loaded from the ``items`` table).
@@ -34,6 +36,13 @@ SEARCH = "search"
 CHANNELS: Dict[str, int] = {}
 for _s in F.SEQ_FEATURES:
     CHANNELS[_s.channel] = max(CHANNELS.get(_s.channel, 0), _s.max_len)
+# extra entries kept per channel (see the module docstring)
+SLACK = 16
+
+
+def stored_len(channel: str) -> int:
+    """How many entries a channel's sorted set keeps."""
+    return CHANNELS[channel] + SLACK
 
 
 class Keys:

@@ -112,7 +112,7 @@ class FeatureWriter:
                 key3 = self.keys.seq(channel, r.user_id)
                 values = tokens(r.query) if channel == schema.SEARCH else [r.item_id]
                 members = [schema.member(r.event_id, i, v) for i, v in enumerate(values)]
-            cap = schema.CHANNELS[channel] if channel is not None else 0
+            cap = schema.stored_len(channel) if channel is not None else 0
             self._script(keys=[self.keys.seen(r.event_id), key2, key3],
                          args=[ttl, counter, cap, int(r.ts), *members], client=pipe)
         applied = pipe.execute()
