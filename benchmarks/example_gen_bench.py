@@ -28,6 +28,8 @@ from typing import Dict, List
 from feedrank.events.simulator import simulate
 from feedrank.examples import beam_pipeline
 
+logger = logging.getLogger(__name__)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Events per simulated user-day at the simulator defaults (20k users x 14 days ~ 1.3M events).
@@ -88,8 +90,8 @@ def bench(log: Dict, repeats: int, num_shards: int, beam_args: List[str]) -> Dic
             cpus.append(time.process_time() - c0)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        logging.warning("%d events: repeat %d/%d took %.1fs wall, %.1fs cpu",
-                        log["events"], r + 1, repeats, walls[-1], cpus[-1])
+        logger.warning("%d events: repeat %d/%d took %.1fs wall, %.1fs cpu",
+                       log["events"], r + 1, repeats, walls[-1], cpus[-1])
     median, median_cpu = statistics.median(walls), statistics.median(cpus)
     return dict(events=log["events"], users=log["users"], repeats=repeats,
                 walls_s=[round(w, 2) for w in walls], cpu_s=[round(c, 2) for c in cpus],

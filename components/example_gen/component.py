@@ -28,6 +28,8 @@ from feedrank.events import contract
 from feedrank.examples import beam_pipeline
 from feedrank.examples.settings import DEFAULTS
 
+log = logging.getLogger(__name__)
+
 EXAMPLES_KEY = "examples"
 QUARANTINE_KEY = "quarantine"
 FILE_FORMAT = "tfrecords_gzip"
@@ -89,7 +91,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         config = beam_pipeline.ExampleGenConfig.of(
             {k: v for k, v in exec_properties.items() if v is not None})
         input_base = exec_properties["input_base"]
-        logging.info("BehaviorExampleGen: %s -> %s (config %s)", input_base, examples.uri, config)
+        log.info("BehaviorExampleGen: %s -> %s (config %s)", input_base, examples.uri, config)
         examples.split_names = artifact_utils.encode_split_names(list(beam_pipeline.SPLITS))
         examples.span = 0
         examples.version = 0
@@ -104,8 +106,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         summary = beam_pipeline.finalize(examples.uri, quarantine.uri, effective)
         _set_counts(examples, summary)
         _set_counts(quarantine, summary)
-        logging.info("BehaviorExampleGen done: %s",
-                     {k: summary[k] for k in ("events_read", "quarantined", "examples")})
+        log.info("BehaviorExampleGen done: %s",
+                 {k: summary[k] for k in ("events_read", "quarantined", "examples")})
 
 
 class BehaviorExampleGen(base_beam_component.BaseBeamComponent):

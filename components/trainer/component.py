@@ -31,6 +31,8 @@ from tfx.utils import json_utils
 from components.word2vec.component import WordVectors
 from feedrank.train.word_vectors import URI_KEY
 
+log = logging.getLogger(__name__)
+
 WORD_VECTORS_KEY = "word_vectors"
 _CUSTOM_CONFIG = standard_component_specs.CUSTOM_CONFIG_KEY
 
@@ -60,10 +62,10 @@ class Executor(trainer_executor.GenericExecutor):
         vectors = input_dict.get(WORD_VECTORS_KEY) or []
         if vectors:
             uri = artifact_utils.get_single_uri(vectors)
-            logging.info("VectorTrainer: word vectors from %s", uri)
+            log.info("VectorTrainer: word vectors from %s", uri)
             exec_properties = with_vectors_uri(exec_properties, uri)
         else:
-            logging.info("VectorTrainer: no word vectors; training as the stock Trainer")
+            log.info("VectorTrainer: no word vectors; training as the stock Trainer")
         inputs = {k: v for k, v in input_dict.items() if k != WORD_VECTORS_KEY}
         super().Do(inputs, output_dict, exec_properties)
 

@@ -33,6 +33,8 @@ from feedrank.vectors import artifact as vectors_artifact
 from feedrank.vectors.corpus import load_corpus
 from feedrank.vectors.train import Word2VecParams, train_vectors
 
+log = logging.getLogger(__name__)
+
 EXAMPLES_KEY = "examples"
 WORD_VECTORS_KEY = "word_vectors"
 PARAM_KEYS = ("vector_size", "token_vector_size", "window", "min_count", "epochs", "negative", "sample", "seed")
@@ -87,9 +89,9 @@ class Executor(base_executor.BaseExecutor):
         cutoff = split_cutoff(examples[0] if examples else None)
         params = Word2VecParams(**{k: exec_properties[k] for k in PARAM_KEYS})
         input_base = exec_properties["input_base"]
-        logging.info("Word2VecGen: %s, %d day(s) before the %s cutoff, %s -> %s", input_base,
-                     exec_properties["window_days"], "example gen's" if cutoff else "recomputed",
-                     params, out.uri)
+        log.info("Word2VecGen: %s, %d day(s) before the %s cutoff, %s -> %s", input_base,
+                 exec_properties["window_days"], "example gen's" if cutoff else "recomputed",
+                 params, out.uri)
         corpus = load_corpus(input_base, int(exec_properties["eval_days"]),
                              int(exec_properties["window_days"]), cutoff)
         vectors = train_vectors(corpus, params)
@@ -99,8 +101,8 @@ class Executor(base_executor.BaseExecutor):
             out.set_int_custom_property(key, int(vectors.meta[key]))
         for key, value in vectors.meta["counts"].items():
             out.set_int_custom_property(key, int(value))
-        logging.info("Word2VecGen done: %d post vectors, %d token vectors in %s",
-                     len(vectors.item_ids), len(vectors.tokens), os.path.basename(out.uri.rstrip("/")))
+        log.info("Word2VecGen done: %d post vectors, %d token vectors in %s",
+                 len(vectors.item_ids), len(vectors.tokens), os.path.basename(out.uri.rstrip("/")))
 
 
 class Word2VecGen(base_component.BaseComponent):

@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 
 from feedrank.events import contract
 
+log = logging.getLogger(__name__)
+
 PARQUET = "parquet"
 CSV = "csv"
 _EXTENSIONS = {".parquet": PARQUET, ".pq": PARQUET, ".csv": CSV}
@@ -205,7 +207,7 @@ def read_table(input_base: str, table: str) -> pd.DataFrame:
     frames = [df for tf in files for _, df in iter_batches(tf)]
     df = pd.concat(frames, ignore_index=True) if frames else _normalise(
         pd.DataFrame(columns=list(contract.COLUMNS[table])), table, False)
-    logging.info("read table %s: %d rows from %d file(s)", table, len(df), len(files))
+    log.info("read table %s: %d rows from %d file(s)", table, len(df), len(files))
     return df
 
 

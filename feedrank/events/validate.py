@@ -18,6 +18,8 @@ import pandas as pd
 
 from feedrank.events import contract
 
+log = logging.getLogger(__name__)
+
 REASON = "reason"
 ORDER = "_ord"            # global file-order key (see io.order_key)
 QUARANTINE_COLUMNS = list(contract.EVENT_COLUMNS) + [ORDER, REASON]
@@ -97,7 +99,7 @@ def split_batch(df: pd.DataFrame, item_ids: Collection[str]) -> Tuple[pd.DataFra
     good["ts"] = ts[~bad]
     quarantined = quarantine_frame(df.loc[bad], reasons[bad])
     if bad.any():
-        logging.debug("batch: %d rows, %d quarantined", len(df), int(bad.sum()))
+        log.debug("batch: %d rows, %d quarantined", len(df), int(bad.sum()))
     return good.reset_index(drop=True), quarantined
 
 

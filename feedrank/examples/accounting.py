@@ -19,6 +19,8 @@ import pandas as pd
 
 from feedrank.events import contract, io, validate
 
+log = logging.getLogger(__name__)
+
 DAY_S = 86_400
 SPLITS = ("train", "eval")
 SUMMARY_FILE = "summary.json"
@@ -80,8 +82,8 @@ def finalize(output_dir: str, quarantine_dir: str, config: Any) -> Dict[str, Any
         raise AssertionError(f"accounting broken: read {read} != used {used} + quarantined {quarantined}")
     for d in (quarantine_dir, output_dir):
         write_json(summary, os.path.join(d, SUMMARY_FILE))
-    logging.info("example gen: %d events read, %d used, %d quarantined %s; examples %s",
-                 read, used, quarantined, by_reason, summary["examples"])
+    log.info("example gen: %d events read, %d used, %d quarantined %s; examples %s",
+             read, used, quarantined, by_reason, summary["examples"])
     if summary["bad_fraction"] > cfg.max_bad_fraction:
         examples = {r: {k: (int(v) if isinstance(v, np.integer) else v) for k, v in
                         bad.loc[bad[validate.REASON] == r].iloc[0].items() if k != validate.ORDER}

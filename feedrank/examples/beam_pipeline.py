@@ -28,10 +28,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from feedrank.events import contract, io, validate
 from feedrank.examples import accounting, build, tfrecord
-from feedrank.examples.accounting import (QUARANTINE_FILE, SUMMARY_FILE,  # noqa: F401 (API)
-                                          TooManyBadRowsError)
+from feedrank.examples.accounting import QUARANTINE_FILE, SUMMARY_FILE, TooManyBadRowsError  # noqa: F401 (API)
 from feedrank.examples.history import JOIN_KEY, empty_history, item_history
 from feedrank.examples.settings import EVENTS_PER_SHARD, ExampleSettings
+
+log = logging.getLogger(__name__)
 
 SPLITS = accounting.SPLITS
 TRAIN, EVAL = SPLITS
@@ -110,8 +111,8 @@ class _ReadValidate(beam.DoFn):
         for offset, df in io.iter_batches(tf, self._rows, groups):
             df[validate.ORDER] = io.order_key(index, offset, len(df))
             good, bad = validate.split_batch(df, items.index)
-            logging.info("read %s rows %d..%d: %d valid, %d quarantined",
-                         os.path.basename(path), offset, offset + len(df), len(good), len(bad))
+            log.info("read %s rows %d..%d: %d valid, %d quarantined",
+                     os.path.basename(path), offset, offset + len(df), len(good), len(bad))
             good = good[_SHUFFLE_COLUMNS]          # drop what no later stage reads
             good["event"] = pd.Categorical(good["event"], categories=contract.EVENT_TYPES)
             yield beam.pvalue.TaggedOutput("stats", {"events_read": len(df)})
@@ -129,7 +130,7 @@ class _Dedupe(beam.DoFn):
     def process(self, element: Tuple[int, List[pd.DataFrame]]):
         shard, frames = element
         kept, dups = validate.dedupe(_concat(frames))
-        logging.info("event-id shard %d: %d events kept, %d duplicates", shard, len(kept), len(dups))
+        log.info("event-id shard %d: %d events kept, %d duplicates", shard, len(kept), len(dups))
         if len(dups):
             yield beam.pvalue.TaggedOutput("quarantine", dups)
         if kept.empty:
@@ -189,9 +190,9 @@ class _Build(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(split, tfrecord.frame(built.serialized[i] for i in chunk))
         stats["impressions"] = len(built.ts)
         stats["negatives_dropped"] = int((~keep).sum())
-        logging.info("user shard %d: %d events, %d impressions -> %d train, %d eval examples",
-                     shard, len(events), len(built.ts), stats[f"examples_{TRAIN}"],
-                     stats[f"examples_{EVAL}"])
+        log.info("user shard %d: %d events, %d impressions -> %d train, %d eval examples",
+                 shard, len(events), len(built.ts), stats[f"examples_{TRAIN}"],
+                 stats[f"examples_{EVAL}"])
         yield beam.pvalue.TaggedOutput("stats", dict(stats))
 
 
@@ -220,7 +221,7 @@ def resolve_shards(cfg: ExampleGenConfig, event_files: Sequence[io.TableFile]) -
         return int(cfg.num_shards)
     rows = sum(io.estimate_rows(tf) for tf in event_files)
     n = max(1, min(4096, -(-rows // max(1, cfg.events_per_shard))))
-    logging.info("auto shards: ~%d events -> %d shards", rows, n)
+    log.info("auto shards: ~%d events -> %d shards", rows, n)
     return n
 
 

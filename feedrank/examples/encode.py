@@ -16,7 +16,7 @@ Wire format (proto3):
 from __future__ import annotations
 
 import struct
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 
@@ -66,10 +66,6 @@ def int64_feature(value: int) -> bytes:
 def entry(name: str, feature: bytes) -> bytes:
     """One serialized ``Features.feature`` map entry."""
     return ld(b"\x0a", ld(b"\x0a", name.encode()) + ld(b"\x12", feature))
-
-
-def bytes_entry(name: str, values: Iterable[bytes]) -> bytes:
-    return entry(name, bytes_feature(values))
 
 
 def float_entry(name: str, value: float) -> bytes:
@@ -154,10 +150,3 @@ class FloatBlock:
             mat[:, at:at + 4] = np.ascontiguousarray(col, dtype="<f4").view(np.uint8).reshape(n, 4)
             at += 4
         return mat.tobytes()
-
-
-def check_layout(layout: List[str], names: Iterable[str]) -> None:
-    """Raises if a hand-written entry layout is not the sorted feature names."""
-    if layout != sorted(names):
-        raise AssertionError(f"example layout {layout} != sorted feature names {sorted(names)}; "
-                             "update feedrank/examples/build.py for the changed feature contract")

@@ -1,8 +1,9 @@
 """User x post cross features computed in TensorFlow from raw serving inputs.
 
 The example generator computes the same two features in Python
-(`feedrank.examples.build`); `tests/test_crosses.py` checks both agree on
-simulated data, so serving cannot drift from training.
+(`feedrank.examples.build.crosses`);
+`tests/test_serving_contract.py::test_example_generator_crosses_equal_the_in_graph_crosses`
+checks both agree on simulated data, so serving cannot drift from training.
 """
 from __future__ import annotations
 
