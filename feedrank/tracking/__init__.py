@@ -18,6 +18,15 @@ class TrackingError(RuntimeError):
     """A tracking operation failed for a reason the user can act on (one line)."""
 
 
+def error_code(e: BaseException) -> str:
+    """The MLflow error code of ``e`` (``MlflowException.error_code``, e.g.
+    ``RESOURCE_DOES_NOT_EXIST``), or "" when ``e`` is not an MLflow error.
+    The same codes come from a local store and, over REST, from a server."""
+    from mlflow.exceptions import MlflowException
+
+    return str(e.error_code) if isinstance(e, MlflowException) else ""
+
+
 def experiment_name(cfg) -> str:
     """The MLflow experiment of a config: ``mlflow.experiment`` or the pipeline name."""
     return cfg.mlflow.experiment or cfg.pipeline_name

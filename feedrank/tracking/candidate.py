@@ -15,7 +15,7 @@ import re
 import time
 from typing import Any, Dict, Iterable, List, Optional
 
-from feedrank.tracking import BLESSED_TAG, CHALLENGER, TrackingError
+from feedrank.tracking import BLESSED_TAG, CHALLENGER, TrackingError, error_code
 
 PUSHED_MODEL_ARTIFACT = "pushed_model"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
@@ -68,7 +68,7 @@ def client_for(uri: str):
 
 
 def _already_exists(e: Exception) -> bool:
-    return getattr(e, "error_code", "") == "RESOURCE_ALREADY_EXISTS" or "already exists" in str(e)
+    return error_code(e) == "RESOURCE_ALREADY_EXISTS"
 
 
 def get_or_create_experiment(client, name: str) -> str:
@@ -144,9 +144,14 @@ def register(client, model_name: str, run_id: str, cand: Candidate) -> str:
     return str(mv.version)
 
 
+# How the registry answers the loser of two concurrent alias writes: the SQL
+# store turns the alias row's unique-constraint violation into BAD_REQUEST and a
+# locked database into TEMPORARILY_UNAVAILABLE.
+_ALIAS_RACE_CODES = ("BAD_REQUEST", "TEMPORARILY_UNAVAILABLE", "RESOURCE_ALREADY_EXISTS")
+
+
 def _alias_race(e: Exception) -> bool:
-    text = str(e)
-    return "UNIQUE constraint" in text or "IntegrityError" in text or _already_exists(e)
+    return error_code(e) in _ALIAS_RACE_CODES
 
 
 def _newest_version(client, model_name: str) -> int:
@@ -157,7 +162,7 @@ def _challenger(client, model_name: str) -> Optional[int]:
     try:
         return int(client.get_model_version_by_alias(model_name, CHALLENGER).version)
     except Exception as e:  # noqa: BLE001 - no alias yet is the normal first case
-        if "alias" not in str(e).lower():
+        if error_code(e) != "INVALID_PARAMETER_VALUE":  # what the registry answers for a missing alias
             raise
         return None
 
@@ -165,11 +170,13 @@ def _challenger(client, model_name: str) -> Optional[int]:
 def move_challenger(client, model_name: str, version: int, attempts: int = 10) -> None:
     """Points ``challenger`` at the model's newest version (ours or a later one).
 
-    Two loggers finishing together race on the alias row: SQLite answers the
-    loser with a UNIQUE-constraint error, and a slow writer can land an older
-    version last. Each logger therefore sets, re-reads and repeats until the
-    alias holds the newest version; the last writer's check settles it.
+    Two loggers finishing together race on the alias row: the registry answers
+    the loser with BAD_REQUEST (a unique-constraint violation), and a slow
+    writer can land an older version last. Each logger therefore sets,
+    re-reads and repeats until the alias holds the newest version; the last
+    writer's check settles it.
     """
+    last_error = ""
     for attempt in range(attempts):
         target = max(version, _newest_version(client, model_name))
         if _challenger(client, model_name) == target:
@@ -179,9 +186,10 @@ def move_challenger(client, model_name: str, version: int, attempts: int = 10) -
         except Exception as e:  # noqa: BLE001
             if not _alias_race(e):
                 raise
+            last_error = f" last error: {error_code(e)}"
         time.sleep(0.1 * (attempt + 1) + random.random() * 0.2)
     raise TrackingError(f"could not point alias {CHALLENGER!r} of {model_name} at version {version} "
-                        f"after {attempts} attempts (concurrent writers?)")
+                        f"after {attempts} attempts (concurrent writers?{last_error})")
 
 
 def log_candidate(client, experiment: str, cand: Candidate,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional, Tuple
 
-from feedrank.tracking import BLESSED_TAG, CHAMPION, TrackingError
+from feedrank.tracking import BLESSED_TAG, CHAMPION, TrackingError, error_code
 
 METRICS = ("auc", "gauc", "logloss")
 
@@ -55,7 +55,9 @@ def _versions(client, model: Optional[str]) -> Tuple[Dict[str, Tuple[str, List[s
         return {}, None
     try:
         rm = client.get_registered_model(model)
-    except Exception:  # noqa: BLE001 - nothing registered yet
+    except Exception as e:  # noqa: BLE001 - nothing registered yet
+        if error_code(e) != "RESOURCE_DOES_NOT_EXIST":
+            raise
         return {}, None
     by_version: Dict[str, List[str]] = {}
     for alias, v in (rm.aliases or {}).items():
@@ -83,7 +85,9 @@ def gather(client, experiment: str, model: Optional[str] = None,
         try:
             champion = _row(client.get_run(champion_run), versions)
             rows.append(champion)
-        except Exception:  # noqa: BLE001 - its run was deleted
+        except Exception as e:  # noqa: BLE001 - its run was deleted
+            if error_code(e) != "RESOURCE_DOES_NOT_EXIST":
+                raise
             champion = None
     rows.sort(key=lambda r: r.start_time)
     return rows, champion
@@ -130,8 +134,8 @@ def format_table(rows: List[Row], champion: Optional[Row], k_slices: int = 3) ->
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     title = (f"champion: version {champion.version} (run {champion.run_id[:7]})" if champion
              else "no champion yet: deltas are n/a (promote one with `pipeline.py promote`)")
-    lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*l) for l in body]
-    return "\n".join([title] + [l.rstrip() for l in lines])
+    lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*row) for row in body]
+    return "\n".join([title] + [line.rstrip() for line in lines])
 
 
 def plot(rows: List[Row], champion: Optional[Row], path: str, k_slices: int = 4) -> str:

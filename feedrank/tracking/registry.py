@@ -13,7 +13,10 @@ import dataclasses
 import datetime
 from typing import Optional
 
-from feedrank.tracking import BLESSED_TAG, CHAMPION, TrackingError
+from feedrank.tracking import BLESSED_TAG, CHAMPION, TrackingError, error_code
+
+# The registry's answer to a missing alias (a missing model or version is RESOURCE_DOES_NOT_EXIST).
+NO_SUCH_ALIAS = "INVALID_PARAMETER_VALUE"
 
 
 @dataclasses.dataclass
@@ -30,8 +33,7 @@ class Promotion:
 
 
 def _not_found(e: Exception) -> bool:
-    return getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or \
-        "not found" in str(e).lower() or "does not exist" in str(e).lower()
+    return error_code(e) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 
 
 def resolve_version(client, model: str, version: Optional[int] = None, alias: Optional[str] = None):
@@ -50,7 +52,7 @@ def resolve_version(client, model: str, version: Optional[int] = None, alias: Op
             return client.get_model_version_by_alias(model, alias)
         return client.get_model_version(model, str(int(version)))
     except Exception as e:  # noqa: BLE001
-        if _not_found(e) or "alias" in str(e).lower():
+        if _not_found(e) or (alias is not None and error_code(e) == NO_SUCH_ALIAS):
             what = f"alias {alias!r}" if alias is not None else f"version {version}"
             raise TrackingError(f"{model!r} has no {what}") from None
         raise
@@ -64,7 +66,9 @@ def is_blessed(client, mv) -> tuple:
     if mv.run_id:
         try:
             run_tag = client.get_run(mv.run_id).data.tags.get(BLESSED_TAG)
-        except Exception:  # noqa: BLE001 - a deleted run: no verdict
+        except Exception as e:  # noqa: BLE001 - a deleted run: no verdict
+            if not _not_found(e):
+                raise
             run_tag = None
         if run_tag is not None:
             return run_tag.lower() == "true", f"run {mv.run_id} tag {BLESSED_TAG}={run_tag}"
@@ -81,7 +85,9 @@ def promote(client, model: str, version: Optional[int] = None, alias: Optional[s
                             f"({why}); only a version the Evaluator blessed can be champion")
     try:
         previous = client.get_model_version_by_alias(model, CHAMPION).version
-    except Exception:  # noqa: BLE001 - no champion yet
+    except Exception as e:  # noqa: BLE001 - no champion yet
+        if error_code(e) != NO_SUCH_ALIAS:
+            raise
         previous = None
     client.set_registered_model_alias(model, CHAMPION, mv.version)
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

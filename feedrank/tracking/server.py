@@ -107,7 +107,7 @@ def _mlflow_command() -> list:
 def _tail(path: str, n: int = 5) -> str:
     try:
         with open(path, errors="replace") as f:
-            lines = [l.strip() for l in f.readlines() if l.strip()]
+            lines = [line.strip() for line in f.readlines() if line.strip()]
         return " | ".join(lines[-n:])
     except OSError:
         return ""
