@@ -81,7 +81,8 @@ def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
 
     terms = [
         weights("cat_x_user_region")(HashedCross(buckets, name="cross_cat_user_region")(cand_cat, user_region)),
-        weights("region_x_user_region")(HashedCross(buckets, name="cross_region_user_region")(cand_region, user_region)),
+        weights("region_x_user_region")(
+            HashedCross(buckets, name="cross_region_user_region")(cand_region, user_region)),
     ]
     for kind, seq, mask in (("clicked", F.CLICK_CATEGORIES, e.click_mask),
                             ("viewed", F.VIEW_CATEGORIES, e.view_mask)):
