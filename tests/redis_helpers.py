@@ -28,10 +28,16 @@ class RedisProcess:
             raise RuntimeError("redis-server is missing: apt-get install -y redis-server")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.workdir = workdir
+        self.proc = self._start()
         self.wait()
+
+    def _start(self) -> subprocess.Popen:
+        # DEBUG SLEEP (local clients only) lets tests make Redis slow
+        return subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.workdir, "--enable-debug-command", "local"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
     def client(self):
         import redis
@@ -56,9 +62,7 @@ class RedisProcess:
     def restart(self) -> None:
         """Starts it again on the same port (empty: no persistence)."""
         self.stop()
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.proc = self._start()
         self.wait()
 
 

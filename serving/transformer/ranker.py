@@ -1,0 +1,205 @@
+"""The transformer: a ``kserve.Model`` that ranks a user's candidate posts.
+
+Per request: validate (`request.parse`), read the user's channels, region
+and the candidates' live counters from Redis in one round trip
+(`serving.features.online`), add the post attributes from the in-memory
+store, call the predictor (v1 columnar, the user's side once) and return the
+candidates sorted by score with the model's name and version.
+
+* Unknown user (no region, no behaviour): cold-start defaults (empty
+  sequences, region from the context or ""), counted.
+* Unknown post: OOV handling - its id is sent as is (the model's OOV
+  buckets), "" category/region, the default price, zero counters; counted.
+* Redis down or slower than ``redis_timeout_s``: request-only features
+  (no sequences or counters), header ``X-Feedrank-Degraded: redis``,
+  counted; Redis is then left alone for ``redis_backoff_s``.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import httpx
+import kserve
+import redis
+import redis.asyncio as aredis
+from prometheus_client import Counter, Histogram
+
+from serving.common import metrics
+from serving.common.errors import ApiError
+from serving.features import online, schema
+from serving.transformer import request as rq
+
+log = logging.getLogger(__name__)
+
+DEGRADED_HEADER = "X-Feedrank-Degraded"
+VERSION_HEADER = "x-feedrank-model-version"
+
+DEGRADED = Counter("feedrank_degraded_total", "Requests served without Redis features.",
+                   ["server", "reason"])
+COLD_START = Counter("feedrank_cold_start_total", "Requests of users unknown to Redis.", ["server"])
+OOV_POSTS = Counter("feedrank_oov_candidates_total", "Candidates missing from the post store.",
+                    ["server"])
+CANDIDATES = Histogram("feedrank_candidates_per_request", "Candidates per ranking request.",
+                       ["server"], buckets=(1, 5, 10, 20, 50, 100, 120, 200, 500, 1000))
+FEATURE_LATENCY = Histogram("feedrank_feature_read_seconds", "Redis feature read latency.",
+                            ["server"], buckets=metrics.LATENCY_BUCKETS)
+
+
+@dataclasses.dataclass
+class RankerConfig:
+    """Where the predictor and Redis are, and the limits."""
+
+    predictor_url: str = "http://127.0.0.1:8080"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = schema.DEFAULT_PREFIX
+    redis_timeout_s: float = 0.02
+    redis_backoff_s: float = 1.0
+    predictor_timeout_s: float = 5.0
+    max_candidates: int = 500
+
+
+class Ranker(kserve.Model):
+    """The ranking endpoint (``/v1/models/<name>:predict``)."""
+
+    def __init__(self, name: str, config: RankerConfig):
+        super().__init__(name, return_response_headers=True)
+        self.config = config
+        self.keys = schema.Keys(config.prefix)
+        self.items = online.ItemStore()
+        self._redis: Optional[aredis.Redis] = None
+        self._http: Optional[httpx.AsyncClient] = None
+        self._skip_redis_until = 0.0
+        self.model_version = "unknown"
+
+    def load(self) -> bool:
+        """Loads the post-attribute store from Redis (an empty store if Redis
+        is unavailable: posts are then fetched on first use)."""
+        try:
+            sync = redis.Redis.from_url(self.config.redis_url, decode_responses=True,
+                                        socket_timeout=10, socket_connect_timeout=5)
+            self.items = online.ItemStore.from_hash(sync.hgetall(self.keys.items))
+            sync.close()
+            log.info("post-attribute store: %d posts", len(self.items.items))
+        except redis.RedisError as e:
+            log.warning("post-attribute store not loaded (Redis: %s); posts will be fetched on use", e)
+        self.ready = True
+        return self.ready
+
+    # -- clients (created in the serving event loop) -----------------------
+    def _redis_client(self) -> aredis.Redis:
+        if self._redis is None:
+            t = self.config.redis_timeout_s
+            self._redis = aredis.Redis.from_url(self.config.redis_url, decode_responses=True,
+                                                socket_timeout=max(t, 0.001),
+                                                socket_connect_timeout=max(t, 0.001),
+                                                max_connections=64)
+        return self._redis
+
+    def _http_client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(base_url=self.config.predictor_url,
+                                           timeout=self.config.predictor_timeout_s,
+                                           limits=httpx.Limits(max_keepalive_connections=32))
+        return self._http
+
+    # -- features -----------------------------------------------------------
+    async def _read_redis(self, req: rq.RankRequest) -> Tuple[online.UserState, List[float], List[float]]:
+        client = self._redis_client()
+        pipe = client.pipeline(transaction=False)
+        online.queue_reads(pipe, self.keys, req.user_id, req.candidates, req.ts)
+        missing = self.items.missing(req.candidates)
+        if missing:
+            pipe.hmget(self.keys.items, missing)
+        results = await pipe.execute()
+        if missing:
+            self.items.add_raw(missing, results.pop())
+        user, imp, clk = online.parse_reads(results)
+        unknown_history = self.items.missing(online.history_items(user))
+        if unknown_history:
+            self.items.add_raw(unknown_history, await client.hmget(self.keys.items, unknown_history))
+        return user, imp, clk
+
+    async def features(self, req: rq.RankRequest) -> Tuple[Dict[str, list], Optional[str]]:
+        """``(raw inputs, degraded reason or None)``."""
+        user, imp, clk = online.empty_user(), [0.0] * len(req.candidates), [0.0] * len(req.candidates)
+        degraded = None
+        if time.monotonic() < self._skip_redis_until:
+            degraded = "redis"
+        else:
+            t0 = time.perf_counter()
+            try:
+                user, imp, clk = await asyncio.wait_for(self._read_redis(req), self.config.redis_timeout_s)
+            except (asyncio.TimeoutError, redis.RedisError, OSError) as e:
+                log.warning("Redis unavailable (%s: %s): request-only features", type(e).__name__, e)
+                degraded = "redis"
+                self._skip_redis_until = time.monotonic() + self.config.redis_backoff_s
+                user, imp, clk = online.empty_user(), [0.0] * len(req.candidates), [0.0] * len(req.candidates)
+            FEATURE_LATENCY.labels(metrics.server_name()).observe(time.perf_counter() - t0)
+        if degraded:
+            DEGRADED.labels(metrics.server_name(), degraded).inc()
+        elif user.cold:
+            COLD_START.labels(metrics.server_name()).inc()
+        if user.region is None and req.user_region_id is not None:
+            user.region = req.user_region_id
+        n_oov = sum(1 for c in req.candidates if c not in self.items)
+        if n_oov:
+            OOV_POSTS.labels(metrics.server_name()).inc(n_oov)
+        return online.raw_inputs(user, req.candidates, self.items, imp, clk), degraded
+
+    # -- predictor ------------------------------------------------------------
+    async def score(self, inputs: Dict[str, list]) -> List[float]:
+        """Calls the predictor (v1 columnar); returns one probability per candidate."""
+        try:
+            r = await self._http_client().post(f"/v1/models/{self.name}:predict",
+                                               json=online.v1_request(inputs))
+        except httpx.HTTPError as e:
+            raise ApiError(f"predictor unavailable: {type(e).__name__}", 503,
+                           {"Retry-After": "1"}) from None
+        if r.status_code == 503:
+            raise ApiError("predictor overloaded", 503, {"Retry-After": r.headers.get("Retry-After", "1")})
+        if r.status_code != 200:
+            log.error("predictor answered %d: %s", r.status_code, r.text[:500])
+            raise ApiError(f"predictor failed with HTTP {r.status_code}", 502)
+        body = r.json()
+        version = r.headers.get(VERSION_HEADER) or body.get("model_version")
+        if version:
+            self.model_version = str(version)
+        return _probabilities(body)
+
+    async def predict(self, payload: Any, headers: Optional[Dict[str, str]] = None,
+                      response_headers: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+        req = rq.parse(payload, self.config.max_candidates)
+        CANDIDATES.labels(metrics.server_name()).observe(len(req.candidates))
+        inputs, degraded = await self.features(req)
+        scores = await self.score(inputs)
+        if len(scores) != len(req.candidates):
+            raise ApiError(f"predictor returned {len(scores)} scores for {len(req.candidates)} candidates", 502)
+        if degraded and response_headers is not None:
+            response_headers[DEGRADED_HEADER] = degraded
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])   # stable: ties keep request order
+        return {"model_name": self.name, "model_version": self.model_version,
+                "user_id": req.user_id, "degraded": degraded is not None,
+                "ranking": [{"post_id": req.candidates[i], "score": scores[i]} for i in order]}
+
+
+def _probabilities(body: Dict[str, Any]) -> List[float]:
+    """Scores from a v1 response: columnar ``outputs`` or row ``predictions``."""
+    out = body.get("outputs", body.get("predictions"))
+    if isinstance(out, dict):
+        out = out.get("probabilities", next(iter(out.values()), None))
+    if not isinstance(out, list):
+        raise ApiError("predictor response has no probabilities", 502)
+    flat = []
+    for v in out:
+        if isinstance(v, dict):
+            v = v.get("probabilities")
+        if isinstance(v, list):
+            v = v[0] if v else None
+        if not isinstance(v, (int, float)):
+            raise ApiError("predictor response has a non-numeric score", 502)
+        flat.append(float(v))
+    return flat
