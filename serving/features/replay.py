@@ -31,7 +31,6 @@ import sys
 from typing import Dict, List, Optional
 
 import numpy as np
-import pandas as pd
 
 from feedrank import features as F
 from feedrank.events import contract, io, validate
