@@ -5,6 +5,8 @@
 
 Runs LocalDagRunner with Beam's DirectRunner and a SQLite MLMD store, then
 prints the run summary and writes ``<run_root>/<run-id>/summary.json``.
+``compile``/``submit``/``schedule`` build and run it on Kubeflow Pipelines;
+``promote``/``compare``/``mlflow`` work with the MLflow registry.
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import os
 import warnings
 
 warnings.filterwarnings("ignore", category=FutureWarning)  # google-api-core's Python EOL notices
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFT/TFMA 1.16 expect Keras 2
 
 import argparse  # noqa: E402
@@ -21,16 +22,17 @@ import sys  # noqa: E402
 from typing import List, Optional  # noqa: E402
 
 from feedrank.config import Config, ConfigError, load  # noqa: E402
+from feedrank.runners.target import PipelineTarget  # noqa: E402
 
 log = logging.getLogger("feedrank")
 
 
-def create_pipeline(cfg: Config, kubeflow=None):
+def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     """The TFX pipeline, components in data-flow order.
 
-    ``kubeflow``: a `feedrank.runners.kubeflow_config.PipelineOverrides` for the
-    Kubeflow build (object-storage paths, runtime parameters, Beam args, no
-    local MLMD); None (the default) builds the local pipeline.
+    ``target`` says where it runs (paths, data version, Beam args, caching, MLMD):
+    `feedrank.runners.kubeflow_config.kubeflow_target` for Kubeflow; None (the
+    default) is `feedrank.runners.local.local_target(cfg)`.
     """
     from tfx import v1 as tfx
 
@@ -41,21 +43,18 @@ def create_pipeline(cfg: Config, kubeflow=None):
     from components.trainer.component import VectorTrainer
     from components.word2vec.component import Word2VecGen
     from feedrank.evaluate.eval_config import make_eval_config
-    from feedrank.fingerprint import code_fingerprint, data_fingerprint
-    from feedrank.schema import write_schema
+    from feedrank.fingerprint import code_fingerprint
+    from feedrank.runners.local import local_target
     from feedrank.tracking import experiment_name, registered_model_name
     from feedrank.tracking.server import tracking_uri
 
-    kf = kubeflow
-    pipeline_root = kf.pipeline_root if kf else os.path.abspath(os.path.join(cfg.pipeline_dir, "tfx"))
-    push_dir = kf.push_dir if kf else os.path.abspath(cfg.push_dir)
+    target = target or local_target(cfg)
     ex = cfg.examples
     code_version = code_fingerprint()
 
     # Events -> validated, labelled examples with behaviour strictly before each impression.
     example_gen = BehaviorExampleGen(
-        input_base=kf.input_base if kf else os.path.abspath(cfg.input_base),
-        input_fingerprint=kf.input_fingerprint if kf else f"{data_fingerprint(cfg.input_base)}-{code_version}",
+        input_base=target.input_base, input_fingerprint=target.input_fingerprint,
         label_window_s=ex.label_window_s, eval_days=ex.eval_days,
         negative_sampling_rate=ex.negative_sampling_rate, max_bad_fraction=ex.max_bad_fraction,
         seed=ex.seed, num_shards=ex.num_shards)
@@ -67,8 +66,7 @@ def create_pipeline(cfg: Config, kubeflow=None):
     # Statistics of every split.
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     # The schema derived from feedrank/features.py (not inferred, so drift is caught).
-    schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=kf.schema_file if kf else os.path.abspath(write_schema(os.path.join(cfg.pipeline_dir, "schema"))))
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=target.schema_file)
     # Anomalies of the statistics against the schema...
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
@@ -90,11 +88,11 @@ def create_pipeline(cfg: Config, kubeflow=None):
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config=kf.trainer_custom_config(trainer_config) if kf else trainer_config)
+        custom_config=target.wrap_trainer_config(trainer_config))
     trainer = (VectorTrainer(**trainer_args, word_vectors=word2vec.outputs["word_vectors"]).with_id("Trainer")
                if word2vec else tfx.components.Trainer(**trainer_args))
     # The last blessed, pushed model (no Resolver: Kubeflow's backend cannot run one).
-    baseline = LatestBlessedModel(push_dir=push_dir)
+    baseline = LatestBlessedModel(push_dir=target.push_dir)
     # TFMA on the eval split: AUC floor and no regression versus the baseline.
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
@@ -106,7 +104,7 @@ def create_pipeline(cfg: Config, kubeflow=None):
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=push_dir)))
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=target.push_dir)))
     # Every candidate as one MLflow run; blessed + pushed ones become registry versions ('challenger').
     mlflow_logger = MlflowLogger(
         model=trainer.outputs["model"], model_run=trainer.outputs["model_run"],
@@ -119,13 +117,12 @@ def create_pipeline(cfg: Config, kubeflow=None):
                      "evaluator": vars(cfg.evaluator)})
 
     return tfx.dsl.Pipeline(
-        pipeline_name=cfg.pipeline_name, pipeline_root=pipeline_root,
+        pipeline_name=cfg.pipeline_name, pipeline_root=target.pipeline_root,
         components=[example_gen, *([word2vec] if word2vec else []), statistics_gen, schema_gen,
                     example_validator, gate, transform, trainer, baseline, evaluator, pusher, mlflow_logger],
-        enable_cache=kf.enable_cache if kf else cfg.enable_cache,
-        metadata_connection_config=None if kf else tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            os.path.abspath(cfg.metadata_path)),
-        beam_pipeline_args=list(kf.beam_pipeline_args if kf else cfg.beam_pipeline_args))
+        enable_cache=target.enable_cache,
+        metadata_connection_config=target.metadata_connection_config,
+        beam_pipeline_args=list(target.beam_pipeline_args))
 
 
 def word2vec_args(cfg: Config) -> dict:
@@ -142,39 +139,9 @@ def word2vec_args(cfg: Config) -> dict:
 
 def run(cfg: Config) -> dict:
     """Runs the pipeline locally and returns the summary (also written as JSON)."""
-    from tfx import v1 as tfx
+    from feedrank.runners.local import run_local
 
-    from feedrank.evaluate.summary import build_summary, pipeline_failure, print_summary, write_summary
-
-    from feedrank.tracking.server import ensure_tracking
-
-    os.makedirs(cfg.pipeline_dir, exist_ok=True)
-    cfg = ensure_tracking(cfg)  # the local MLflow server up (or the remote one reachable) before the run
-    pipeline = create_pipeline(cfg)
-    log.info("running pipeline %s (root %s)", cfg.pipeline_name, cfg.pipeline_dir)
-    error: Optional[BaseException] = None
-    try:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
-    except Exception as e:  # noqa: BLE001 - reported as a readable failure below
-        error = e
-    summary = build_summary(cfg, failure=pipeline_failure(error) if error else None)
-    path = write_summary(cfg, summary)
-    print_summary(summary, path)
-    return summary
-
-
-_REPO = os.path.dirname(os.path.abspath(__file__))
-
-
-def _progress_only(record: logging.LogRecord) -> bool:
-    """Without --verbose: our own modules' logs, TFX's per-component progress
-    lines, and errors; not the libraries' INFO chatter."""
-    if record.levelno >= logging.ERROR:
-        return True
-    if record.name == "absl":
-        return record.getMessage().startswith("Component ")
-    path = record.pathname or ""
-    return path.startswith(_REPO) and f"{os.sep}.venv{os.sep}" not in path and record.levelno >= logging.INFO
+    return run_local(cfg, create_pipeline)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -188,22 +155,22 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="if input_base does not exist, simulate it with the config's `simulate` section")
     p_run.add_argument("--no-cache", action="store_true", help="disable component caching for this run")
     p_run.add_argument("-v", "--verbose", action="store_true", help="show TFX and Beam logs")
-    from feedrank.tracking import TrackingError, cli as tracking_cli
+    from feedrank.tracking import TrackingError
+    from feedrank.tracking import cli as tracking_cli
 
     tracking_cli.add_commands(sub)  # promote, compare, mlflow
     from feedrank.runners import cli as kubeflow_cli
+    from feedrank.runners.console import configure_logging, quiet_native_logs
 
     kubeflow_cli.add_commands(sub)  # compile, submit, schedule (Kubeflow Pipelines)
     args = parser.parse_args(argv)
+    quiet_native_logs(getattr(args, "verbose", False))  # before anything imports TensorFlow
     if args.command in tracking_cli.COMMANDS:
         return tracking_cli.main(args)
+    configure_logging(getattr(args, "verbose", False))
     if args.command in kubeflow_cli.COMMANDS:
-        return kubeflow_cli.run(args)
+        return kubeflow_cli.run(args, create_pipeline)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_progress_only)
     overrides = {}
     if args.input:
         overrides["input_base"] = args.input

@@ -26,8 +26,7 @@ from google.protobuf import json_format
 from feedrank.config import ConfigError, load
 from feedrank.runners import kfp_client
 from feedrank.runners.kfp_client import KfpError, validate_cron
-from feedrank.runners.kubeflow import (UnsupportedOnKubeflow, check_supported, container_resources,
-                                       postprocess)
+from feedrank.runners.kubeflow import UnsupportedOnKubeflow, check_supported, container_resources, postprocess
 from feedrank.runners.kubeflow_config import KubeflowConfig, load_kubeflow_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,9 +40,10 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
     from feedrank.runners.kubeflow import compile_pipeline
+    from pipeline import create_pipeline
 
     out = str(tmp_path_factory.mktemp("kfp") / "pipeline.yaml")
-    assert compile_pipeline(load(DEMO), load_kubeflow_config(KF), out) == out
+    assert compile_pipeline(create_pipeline, load(DEMO), load_kubeflow_config(KF), out) == out
     return out
 
 
@@ -344,10 +344,23 @@ def test_cron_bad(cron, msg):
 
 
 def _cli(*args, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if k not in ("KFP_HOST", "KF_PIPELINES_ENDPOINT")}
+    # the CLI sets the native libraries' log levels itself (conftest.py's would win over them)
+    unset = ("KFP_HOST", "KF_PIPELINES_ENDPOINT", "TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(env_extra or {})
     return subprocess.run([sys.executable, os.path.join(ROOT, "pipeline.py"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+def test_cli_compile_writes_the_same_package_quietly(package, docs, tmp_path):
+    out = str(tmp_path / "cli.yaml")
+    proc = _cli("compile", "--config", DEMO, "--kubeflow-config", KF, "--output", out)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"wrote {out} (images: ")
+    noise = ("Unable to register", "oneDNN", "absl::InitializeLog", "DEFAULT_IMAGE_PATH_KEY")
+    assert not [line for line in proc.stderr.splitlines() if any(n in line for n in noise)], proc.stderr
+    with open(out) as f:
+        assert [d for d in yaml.safe_load_all(f) if d] == docs
 
 
 def test_cli_unreachable_host(package):

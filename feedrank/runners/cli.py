@@ -13,7 +13,9 @@ import argparse
 import sys
 from typing import Optional
 
+from feedrank.config import ConfigError
 from feedrank.runners.kfp_client import DEFAULT_EXPERIMENT, DEFAULT_PACKAGE, HOST_ENV
+from feedrank.runners.target import PipelineBuilder
 
 COMMANDS = ("compile", "submit", "schedule")
 
@@ -40,6 +42,7 @@ def add_commands(sub) -> None:
     p.add_argument("--kubeflow-config", default="configs/kubeflow.yaml",
                    help="Kubeflow settings: images, pipeline_root, GPU, resources (default: %(default)s)")
     p.add_argument("--output", default=DEFAULT_PACKAGE, help="package to write, .yaml (default: %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow's and TFX's native logs")
 
     p = sub.add_parser("submit", help="create a run of a compiled package on a KFP server")
     _client_args(p)
@@ -53,16 +56,18 @@ def add_commands(sub) -> None:
     p.add_argument("--catchup", action="store_true", help="backfill missed intervals (default: no catch-up)")
 
 
-def run(args: argparse.Namespace) -> Optional[int]:
-    """Runs a Kubeflow subcommand; returns its exit status (None: not one of ours)."""
+def run(args: argparse.Namespace, build: PipelineBuilder) -> Optional[int]:
+    """Runs a Kubeflow subcommand; returns its exit status (None: not one of ours).
+
+    ``build`` makes the pipeline from a config and a target (``pipeline.create_pipeline``).
+    """
     if args.command not in COMMANDS:
         return None
-    from feedrank.config import ConfigError
     from feedrank.runners.kfp_client import KfpError
 
     try:
         if args.command == "compile":
-            return _compile(args)
+            return _compile(args, build)
         from feedrank.runners import kfp_client
 
         params = kfp_client.parse_params(args.param, args.package)
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace) -> Optional[int]:
         return 2
 
 
-def _compile(args: argparse.Namespace) -> int:
+def _compile(args: argparse.Namespace, build: PipelineBuilder) -> int:
     from feedrank.config import load
     from feedrank.runners.kubeflow import UnsupportedOnKubeflow, compile_pipeline
     from feedrank.runners.kubeflow_config import load_kubeflow_config
@@ -91,7 +96,7 @@ def _compile(args: argparse.Namespace) -> int:
     cfg = load(args.config)
     kf = load_kubeflow_config(args.kubeflow_config)
     try:
-        path = compile_pipeline(cfg, kf, args.output)
+        path = compile_pipeline(build, cfg, kf, args.output)
     except UnsupportedOnKubeflow as e:
         raise ConfigError(str(e)) from None
     print(f"wrote {path} (images: {kf.image}"

@@ -33,8 +33,8 @@ class KfpError(RuntimeError):
 def resolve_host(host: Optional[str]) -> str:
     host = host or os.environ.get(HOST_ENV) or os.environ.get("KF_PIPELINES_ENDPOINT")
     if not host:
-        raise KfpError(f"no Kubeflow Pipelines host given: pass --host URL or set {HOST_ENV} "
-                       "(e.g. http://localhost:8080 after `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`)")
+        raise KfpError(f"no Kubeflow Pipelines host given: pass --host URL or set {HOST_ENV} (e.g. "
+                       "http://localhost:8080 after `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`)")
     if not re.match(r"^https?://", host):
         host = "http://" + host
     return host.rstrip("/")

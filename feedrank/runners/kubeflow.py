@@ -1,7 +1,8 @@
 """Compile the feedrank pipeline for the open-source Kubeflow Pipelines v2 backend.
 
-`compile_pipeline(cfg, kf_cfg, output_path)` builds `pipeline.create_pipeline`
-with Kubeflow overrides, compiles it with TFX's `KubeflowV2DagRunner` to a
+`compile_pipeline(build, cfg, kf_cfg, output_path)` builds the pipeline with
+``build`` (``pipeline.create_pipeline``, passed in by the CLI) and the Kubeflow
+`PipelineTarget`, compiles it with TFX's `KubeflowV2DagRunner` to a
 ``.yaml`` package, and post-processes that package so it runs on a plain
 Kubernetes cluster:
 
@@ -26,8 +27,8 @@ from typing import Any, Dict, List, Tuple
 import yaml
 
 from feedrank.config import Config, ConfigError
-from feedrank.runners.kubeflow_config import (KubeflowConfig, bind_runtime_parameters, default_images,
-                                              make_overrides)
+from feedrank.runners.kubeflow_config import KubeflowConfig, bind_runtime_parameters, default_images, kubeflow_target
+from feedrank.runners.target import PipelineBuilder
 
 GPU_RESOURCE = "nvidia.com/gpu"
 TRAINER_ID = "Trainer"
@@ -178,16 +179,14 @@ def write_package(path: str, header: str, spec: Dict[str, Any], platform: Dict[s
         yaml.safe_dump_all(docs, f, sort_keys=True)
 
 
-def compile_pipeline(cfg: Config, kf: KubeflowConfig, output_path: str) -> str:
-    """Compiles ``cfg`` for Kubeflow into ``output_path`` (.yaml) and returns the path."""
+def compile_pipeline(build: PipelineBuilder, cfg: Config, kf: KubeflowConfig, output_path: str) -> str:
+    """Compiles ``build(cfg, kubeflow_target(cfg, kf))`` into ``output_path`` (.yaml); returns the path."""
     if not output_path.endswith((".yaml", ".yml")):
         raise ConfigError(f"--output must end in .yaml: a .json package is a Vertex PipelineJob "
                           f"that kfp.Client rejects (got {output_path!r})")
     from tfx import v1 as tfx
 
-    from pipeline import create_pipeline
-
-    pipeline = create_pipeline(cfg, kubeflow=make_overrides(cfg, kf))
+    pipeline = build(cfg, kubeflow_target(cfg, kf))
     bind_runtime_parameters(pipeline, kf)
     out_dir = os.path.dirname(os.path.abspath(output_path))
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(

@@ -1,9 +1,10 @@
-"""Kubeflow settings (`configs/kubeflow.yaml`) and the pipeline overrides built from them.
+"""Kubeflow settings (`configs/kubeflow.yaml`) and the pipeline target built from them.
 
-`KubeflowConfig` is the validated YAML; `PipelineOverrides` is what
-`pipeline.create_pipeline(cfg, kubeflow=...)` takes to build the Kubeflow
-variant: object-storage paths, TFX RuntimeParameters and Beam args instead of
-the local paths, SQLite MLMD and DirectRunner defaults.
+`KubeflowConfig` is the validated YAML; `kubeflow_target(cfg, kf)` is the
+`PipelineTarget` that builds the Kubeflow variant of the pipeline:
+object-storage paths, the schema inside the image, Beam args and the trainer
+settings as a run parameter, instead of the local paths, SQLite MLMD and
+DirectRunner defaults.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import json
 import os
 from typing import Any, Dict, List
 
-
 from feedrank.config import Config, ConfigError, build_dataclass, read_yaml_mapping
+from feedrank.runners.target import PipelineTarget
 
 RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 OBJECT_STORE_SCHEMES = ("gs://", "s3://")
@@ -96,36 +97,29 @@ def image_schema_path(schema_dir_in_image: str) -> str:
     return f"{schema_dir_in_image.rstrip('/')}/{digest}/schema.pbtxt"
 
 
-@dataclasses.dataclass
-class PipelineOverrides:
-    """What `pipeline.create_pipeline(cfg, kubeflow=...)` uses instead of local values."""
+def trainer_config_parameter(config: Dict[str, Any]):
+    """The Trainer's custom_config as one JSON RuntimeParameter (TFX 1.16 takes
+    a RuntimeParameter for the whole dict, not for single keys)."""
+    from tfx import v1 as tfx
 
-    pipeline_root: str
-    push_dir: str
-    schema_file: str
-    input_base: str           # the defaults; `runtime_parameters` turns them into
-    input_fingerprint: str    # RuntimeParameters once the components are built
-    beam_pipeline_args: List[str]
-    enable_cache: bool
-
-    def trainer_custom_config(self, config: Dict[str, Any]):
-        """The Trainer's custom_config as one JSON RuntimeParameter (TFX 1.16 takes
-        a RuntimeParameter for the whole dict, not for single keys)."""
-        from tfx import v1 as tfx
-
-        return tfx.dsl.experimental.RuntimeParameter(
-            name=PARAM_TRAINER_CONFIG, ptype=str, default=json.dumps(config, sort_keys=True))
+    return tfx.dsl.experimental.RuntimeParameter(
+        name=PARAM_TRAINER_CONFIG, ptype=str, default=json.dumps(config, sort_keys=True))
 
 
-def make_overrides(cfg: Config, kf: KubeflowConfig) -> PipelineOverrides:
-    return PipelineOverrides(
+def kubeflow_target(cfg: Config, kf: KubeflowConfig) -> PipelineTarget:
+    """The Kubeflow build's paths and settings. ``input_base`` and ``input_fingerprint``
+    are the defaults of run parameters: `bind_runtime_parameters` turns them into
+    RuntimeParameters once the components are built. No MLMD config: the backend has its own."""
+    return PipelineTarget(
         pipeline_root=kf.pipeline_root.rstrip("/"),
         push_dir=f"{kf.model_store_root.rstrip('/')}/{cfg.model_name}",
         schema_file=image_schema_path(kf.schema_dir_in_image),
         input_base=kf.input_base,
         input_fingerprint=kf.data_version,
         beam_pipeline_args=list(kf.beam_pipeline_args),
-        enable_cache=kf.enable_cache)
+        enable_cache=kf.enable_cache,
+        metadata_connection_config=None,
+        wrap_trainer_config=trainer_config_parameter)
 
 
 def bind_runtime_parameters(pipeline, kf: "KubeflowConfig") -> List[str]:
