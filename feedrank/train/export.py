@@ -3,7 +3,8 @@
 * ``serving_default`` takes raw features as the online service sends them:
   the user's side once per request (leading dimension 1, broadcast) or once
   per candidate, and N candidates.  Sequences are string matrices padded
-  with "" (most recent last).  Crosses are computed in-graph.
+  with "" (most recent last); padding may sit on either side, every ""
+  is dropped before the lookups.  Crosses are computed in-graph.
 * ``serving_tf_example`` takes serialized raw tf.Examples (TFMA, batch scoring).
 
 Both return ``{"probabilities": [N]}``, corrected for negative down-sampling:
@@ -28,6 +29,16 @@ def correct_for_sampling(q: tf.Tensor, rate: float) -> tf.Tensor:
     if rate >= 1.0:
         return q
     return q / (q + (1.0 - q) / rate)
+
+
+def strip_padding(x: tf.Tensor, max_len: int) -> tf.RaggedTensor:
+    """Rows of a ``""``-padded string matrix as ragged rows without padding.
+
+    Empty strings are dropped wherever they sit (left, right or in between),
+    the remaining values keep their order (most recent last) and only the
+    last ``max_len`` of each row are kept.
+    """
+    return tf.ragged.boolean_mask(x, tf.not_equal(x, ""))[:, -max_len:]
 
 
 def serving_input_signature() -> Dict[str, tf.TensorSpec]:
@@ -75,7 +86,7 @@ class ServingModule(tf.Module):
         for s in F.SEQ_FEATURES:
             x = request[s.name]
             x = tf.broadcast_to(x, tf.stack([n, tf.shape(x)[1]]))
-            ragged = tf.RaggedTensor.from_tensor(x, padding="")[:, -s.max_len:]
+            ragged = strip_padding(x, s.max_len)
             raw[s.name] = ragged.to_sparse()
             dense_seqs[s.name] = ragged.to_tensor(default_value="")
         for name in F.features_of_side("user"):
