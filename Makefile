@@ -29,7 +29,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 demo: install
 	$(PY) pipeline.py run --config $(CONFIG) --simulate-if-missing
 
-test: install
+test: install serving-install
 	$(PY) -m pytest -q tests
 
 lint: install
@@ -39,3 +39,25 @@ mlflow: install ; $(PY) pipeline.py mlflow --config $(CONFIG)  # start/reuse the
 
 clean:
 	rm -rf runs model_store data
+
+# ---- Online serving: its own environment (kserve cannot share the pipeline's;
+# see requirements-serving.txt). The repository root goes on PYTHONPATH.
+SERVING_VENV   ?= .venv-serving
+SPY            := $(SERVING_VENV)/bin/python
+MODEL_DIR      ?= model_store/din
+PREDICTOR_PORT ?= 8080
+
+.PHONY: serving-install serve-predictor
+
+serving-install: $(SERVING_VENV)/.installed
+
+$(SERVING_VENV)/.installed: requirements-serving.txt
+	@test -x $(SPY) || $(PYTHON) -m venv $(SERVING_VENV)
+	$(SPY) -m pip install -q --upgrade pip==24.3.1
+	$(SPY) -m pip install -q --no-deps -r requirements-serving.txt
+	PYTHONPATH=$(CURDIR) $(SPY) -c "import kserve, tensorflow, feedrank.features, serving.predictor.model"
+	@touch $@
+
+# The predictor alone on the newest version under $(MODEL_DIR), polling for new ones.
+serve-predictor: serving-install
+	PYTHONPATH=$(CURDIR) $(SPY) -m serving.predictor --model-dir $(MODEL_DIR) --http-port $(PREDICTOR_PORT) --poll-s 10
