@@ -60,7 +60,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.machine import machine_info  # noqa: E402
+from benchmarks.machine import machine_info, repo_relative  # noqa: E402
 # the .npz format's one reader, shared with the peer script (which cannot import feedrank)
 from benchmarks.peer.recbole_dien import load_npz as read_npz  # noqa: E402
 from feedrank import features as F  # noqa: E402
@@ -419,8 +419,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "load_avg_after": [round(x, 2) for x in load_after]},
         "versions": {"ours": our_versions(), "peer": results.get("peer", {}).get("versions", {})},
         "git_commit": git_commit(), "uncommitted_code": uncommitted_code(),
-        "input": {"config": args.config, "run_id": run_id, "transformed_examples": transformed,
-                  "transform_graph": graph, **data},
+        "input": {"config": args.config, "run_id": run_id, "transformed_examples": repo_relative(transformed),
+                  "transform_graph": repo_relative(graph), **data},
         "settings": {"epochs": args.epochs, "batch": args.batch, "learning_rate": args.lr,
                      "embedding_size": args.embedding_size, "mlp": args.mlp, "threads": args.threads,
                      "seed": args.seed, "timing": "train examples / epoch wall time, median over "

@@ -6,6 +6,13 @@ import platform
 from typing import Dict
 
 
+def repo_relative(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (results never hold a machine's paths)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    full = os.path.abspath(path) if "://" not in path else path
+    return os.path.relpath(full, root) if full.startswith(root + os.sep) else path
+
+
 def machine_info(*modules: str) -> Dict[str, object]:
     """The machine and the versions of ``modules`` (imported by name)."""
     info: Dict[str, object] = {"platform": platform.platform(), "python": platform.python_version(),

@@ -222,9 +222,10 @@ def main() -> None:
     ctx = load_context(cfg, uris, args.families, os.path.join(cfg.pipeline_dir, "quality_split"))
     rows = [run_family(f, s, cfg, ctx) for s in args.seeds for f in args.families]
     from benchmarks import quality_report
-    from benchmarks.machine import machine_info
+    from benchmarks.machine import machine_info, repo_relative
 
-    result = {"config": os.path.relpath(args.config, ROOT), "seeds": args.seeds, "overrides": args.set, "artifacts": uris,
+    result = {"config": os.path.relpath(args.config, ROOT), "seeds": args.seeds, "overrides": args.set,
+              "artifacts": {k: repo_relative(v) for k, v in uris.items()},
               "machine": machine_info("tensorflow", "lightgbm", "sklearn"),
               "wall_s": round(time.time() - started, 1), "families": aggregate(rows), "runs": rows}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
