@@ -89,7 +89,7 @@ def test_reload_in_a_fresh_process_gives_identical_scores(saved, tmp_path):
         "    np.save(f'{out}/{name}.npy', model.predict(x, verbose=0))\n"
         "    np.savez(f'{out}/{name}_weights.npz', *model.get_weights())\n"
     )
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(paths), str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

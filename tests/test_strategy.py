@@ -16,7 +16,7 @@ SCRIPT = ("import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\n"
 
 def _strategy(env_extra):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env.update(env_extra, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    env.update(env_extra, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                          env=env, cwd=ROOT, timeout=300, check=True)
     return out.stdout.strip().splitlines()[-1].split()
