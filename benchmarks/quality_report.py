@@ -23,7 +23,7 @@ def best_on_validation(result: Dict) -> str:
 
 
 def markdown(result: Dict) -> str:
-    """One row per family: test-user metrics, mean ± std over the seeds."""
+    """One row per family: test-user metrics, mean ± std over the random seeds."""
     lines: List[str] = [
         "| model | val AUC | test AUC | test GAUC | test logloss | oracle lift recovered | epochs/rounds | train s |",
         "|---|---|---|---|---|---|---|---|"]

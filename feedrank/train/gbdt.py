@@ -1,6 +1,6 @@
 """The GBDT baseline: LightGBM on static and aggregated features.
 
-The seeds' production ranker before the deep models (58.com reports GBDT
+58.com's production ranker before its deep models (58.com reports GBDT
 AUC 0.634 < DIN 0.643 < DIEN 0.651).  It reads the *raw* examples the
 example generator writes (the same examples and split every deep family
 trains on) and turns each behaviour sequence into hand-built aggregates, the
