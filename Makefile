@@ -61,3 +61,10 @@ $(SERVING_VENV)/.installed: requirements-serving.txt
 # The predictor alone on the newest version under $(MODEL_DIR), polling for new ones.
 serve-predictor: serving-install
 	PYTHONPATH=$(CURDIR) $(SPY) -m serving.predictor --model-dir $(MODEL_DIR) --http-port $(PREDICTOR_PORT) --poll-s 10
+
+# Online features: Redis (from Debian), the bulk load of SERVE_LOG and the feature
+# updater; with PREDICTOR_URL also the transformer.  `make serve` builds on this.
+SERVE_LOG     ?= data/demo
+PREDICTOR_URL ?=
+serve-features: install
+	$(PY) -m serving.features.local --log $(SERVE_LOG) $(if $(PREDICTOR_URL),--predictor-url $(PREDICTOR_URL))
