@@ -20,12 +20,17 @@ EXACT_METRICS_FILE = "exact_metrics.json"  # written by the MlflowLogger (feedra
 
 
 def pipeline_failure(error: BaseException) -> Dict[str, str]:
-    """The innermost readable cause of a failed run (no stack trace)."""
+    """The innermost readable cause of a failed run (no stack trace).
+
+    The chain follows ``raise ... from cause`` and the implicit context, except
+    where ``raise ... from None`` suppressed it: that error's message is the
+    one meant for the user (e.g. "unknown model family ...", not the KeyError
+    it was raised from)."""
     chain: List[BaseException] = []
     e: Optional[BaseException] = error
     while e is not None and e not in chain:
         chain.append(e)
-        e = e.__cause__ or e.__context__
+        e = e.__cause__ if (e.__cause__ is not None or e.__suppress_context__) else e.__context__
     ours = [x for x in chain if type(x).__module__.startswith(("components.", "feedrank."))]
     chosen = ours[0] if ours else chain[-1]
     return {"error": type(chosen).__name__, "message": str(chosen)}
