@@ -79,7 +79,7 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
         custom_config={"code_version": code_version})
     transform.add_upstream_node(gate)
     # The model family named in the config, exported with the Transform graph attached.
-    trainer_config = {**cfg.trainer, "negative_sampling_rate": ex.negative_sampling_rate,
+    trainer_config = {**cfg.trainer.to_dict(), "negative_sampling_rate": ex.negative_sampling_rate,
                       "code_version": code_version}
     trainer_args = dict(
         run_fn="feedrank.train.trainer.run_fn",
@@ -127,12 +127,10 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
 
 def word2vec_args(cfg: Config) -> dict:
     """`Word2VecGen`'s parameters from the config; vector sizes 0 -> the trainer's embedding dims."""
-    from feedrank.train.families.common import DEFAULT_EMBEDDING_DIMS
-
     w2v = cfg.word2vec
-    dims = {**DEFAULT_EMBEDDING_DIMS, **(cfg.trainer.get("embedding_dims") or {})}
-    return dict(window_days=w2v.window_days, vector_size=w2v.vector_size or int(dims["item"]),
-                token_vector_size=w2v.token_vector_size or int(dims["token"]), window=w2v.window,
+    dims = cfg.trainer.embedding_dims
+    return dict(window_days=w2v.window_days, vector_size=w2v.vector_size or dims.item,
+                token_vector_size=w2v.token_vector_size or dims.token, window=w2v.window,
                 min_count=w2v.min_count, epochs=w2v.epochs, negative=w2v.negative, sample=w2v.sample,
                 seed=w2v.seed)
 

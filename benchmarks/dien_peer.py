@@ -201,8 +201,8 @@ def run_ours(npz_path: str, args) -> Dict[str, object]:
     import tf_keras as keras
     from sklearn.metrics import roc_auc_score
 
-    from feedrank.train import trainer
     from feedrank.train.families import build_model
+    from feedrank.train.settings import TrainerSettings
 
     splits, vocab = read_npz(npz_path)
     names = F.model_input_names()
@@ -213,11 +213,11 @@ def run_ours(npz_path: str, args) -> Dict[str, object]:
         return x, a[F.LABEL].astype(np.float32)
 
     (x_train, y_train), (x_eval, y_eval) = xy("train"), xy("eval")
-    cfg = {**trainer.DEFAULTS, **our_config(args)}
-    keras.utils.set_random_seed(int(cfg["seed"]))
+    cfg = TrainerSettings.from_yaml(our_config(args), "ours")
+    keras.utils.set_random_seed(cfg.seed)
     model = build_model("dien", vocab, cfg)
     model.compile(  # as feedrank.train.trainer.train compiles it
-        optimizer=keras.optimizers.Adam(float(cfg["learning_rate"])),
+        optimizer=keras.optimizers.Adam(cfg.learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.AUC(num_thresholds=2000, name="auc"),
                  keras.metrics.BinaryCrossentropy(name="logloss")])
@@ -245,11 +245,11 @@ def run_ours(npz_path: str, args) -> Dict[str, object]:
 
     epochs = Epochs()
     start = time.perf_counter()
-    model.fit(x_train, y_train, batch_size=int(cfg["batch_size"]), epochs=int(cfg["epochs"]),
+    model.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
               shuffle=True, callbacks=[epochs], verbose=0)
     wall = time.perf_counter() - start
     return {"name": "ours (feedrank dien, tf_keras)", "params": int(model.count_params()),
-            "config": {k: cfg[k] for k in sorted(our_config(args))},
+            "config": {k: cfg.to_dict()[k] for k in sorted(our_config(args))},
             "epochs": epochs.rows, "wall_s": round(wall, 2)}
 
 

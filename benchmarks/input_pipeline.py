@@ -47,14 +47,14 @@ def input_rates(pattern: str, spec: Dict, batch: int, cache: str) -> Dict[str, f
     return rates
 
 
-def step_rate(family: str, batches: List, vocab_sizes: Dict, cfg: Dict, steps: int) -> float:
+def step_rate(family: str, batches: List, vocab_sizes: Dict, cfg, steps: int) -> float:
     """samples/s of train_on_batch on in-memory batches (warm-up excluded)."""
     import tf_keras as keras
 
     from feedrank.train.families import build_model
 
     keras.utils.set_random_seed(0)
-    model = build_model(family, vocab_sizes, {**cfg, "model": family})
+    model = build_model(family, vocab_sizes, cfg)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.BinaryCrossentropy())
     for x, y in batches[:2]:
         model.train_on_batch(x, y)
@@ -92,7 +92,7 @@ def main() -> None:
     spec = tft_out.transformed_feature_spec()
     pattern = os.path.join(art.uri, "Split-train", "*")
     batches = list(data.dataset([pattern], spec, args.batch).take(8))
-    cache = trainer.input_cache(cfg.trainer)
+    cache = cfg.trainer.input_cache
     result = {"machine": machine_info("tensorflow"), "batch": args.batch, "repeats": args.repeats,
               "input_cache": cache, "input": {"first_pass": [], "cached_pass": []}, "step": {}}
     for r in range(args.repeats):

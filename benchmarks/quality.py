@@ -40,6 +40,7 @@ import yaml  # noqa: E402
 from feedrank import config as config_lib  # noqa: E402
 from feedrank import features as F  # noqa: E402
 from feedrank.evaluate.scoring import metrics_from_scores  # noqa: E402
+from feedrank.train.settings import TrainerSettings  # noqa: E402
 
 log = logging.getLogger("quality")
 FAMILIES = ["gbdt", "dnn", "wide_deep", "din", "dien", "bst", "double_channel", "multi_channel"]
@@ -139,7 +140,7 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
         from feedrank.train import trainer
 
         model_name, extra = VARIANTS.get(family, (family, {}))
-        tcfg = {**cfg.trainer, **extra, "model": model_name, "seed": seed, "negative_sampling_rate": rate}
+        tcfg = {**cfg.trainer.to_dict(), **extra, "model": model_name, "seed": seed, "negative_sampling_rate": rate}
         if "word2vec" in extra:
             if "word_vectors" not in ctx["uris"]:
                 raise SystemExit(f"{family} needs word vectors: set word2vec.enabled in the config")
@@ -212,11 +213,16 @@ def main() -> None:
     for name in ("tensorflow", "absl"):
         logging.getLogger(name).setLevel(logging.WARNING)
     cfg = config_lib.load(args.config)
+    edits = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             p.error(f"--set expects KEY=VALUE, got {item!r}")
-        cfg.trainer[key] = yaml.safe_load(value)
+        edits[key] = yaml.safe_load(value)
+    try:
+        cfg.trainer = TrainerSettings.from_dict({**cfg.trainer.to_dict(), **edits}, "--set")
+    except config_lib.ConfigError as e:
+        p.error(str(e))
     started = time.time()
     uris = prepare(cfg)
     ctx = load_context(cfg, uris, args.families, os.path.join(cfg.pipeline_dir, "quality_split"))

@@ -1,21 +1,25 @@
 """Run configuration: one YAML file (see `configs/demo.yaml`), validated on load.
 
 Unknown sections or keys are errors that name the key, so a typo never
-silently falls back to a default.
+silently falls back to a default.  The ``trainer:`` section is
+`feedrank.train.settings.TrainerSettings`.
+
+A file may inherit: ``base: demo.yaml`` (relative to the file's own directory)
+reads that file first and then applies this one on top: mappings merge key by
+key, at every depth; any other value (a list included) replaces the base's.
+A base may itself have a base; a cycle is an error.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import yaml
 
 from feedrank.examples.settings import ExampleSettings
-
-class ConfigError(ValueError):
-    """A configuration file is missing, unparsable or has a bad key/value."""
-
+from feedrank.train.settings import TrainerSettings
+from feedrank.typed import ConfigError
 
 # The ``examples:`` section: fields and defaults declared once, in feedrank/examples/settings.py.
 ExamplesConfig = ExampleSettings
@@ -74,7 +78,7 @@ class Config:
         default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
     simulate: SimulateConfig = dataclasses.field(default_factory=SimulateConfig)
     examples: ExamplesConfig = dataclasses.field(default_factory=ExamplesConfig)
-    trainer: Dict[str, Any] = dataclasses.field(default_factory=lambda: {"model": "din"})
+    trainer: TrainerSettings = dataclasses.field(default_factory=TrainerSettings)
     evaluator: EvaluatorConfig = dataclasses.field(default_factory=EvaluatorConfig)
     mlflow: MlflowConfig = dataclasses.field(default_factory=MlflowConfig)
     word2vec: Word2VecConfig = dataclasses.field(default_factory=Word2VecConfig)
@@ -82,7 +86,7 @@ class Config:
 
     @property
     def model_name(self) -> str:
-        return str(self.trainer.get("model", "din"))
+        return self.trainer.model
 
     @property
     def pipeline_dir(self) -> str:
@@ -147,11 +151,44 @@ def read_yaml_mapping(path: str, what: str = "config file") -> Dict[str, Any]:
     return raw
 
 
-def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
-    """Reads and validates a YAML config; relative paths stay relative to the CWD."""
+def merge(base: Dict[str, Any], child: Dict[str, Any]) -> Dict[str, Any]:
+    """``child`` on top of ``base``: mappings merge key by key, other values replace."""
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            value = merge(out[key], value)
+        out[key] = value
+    return out
+
+
+def read_config(path: str, chain: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """A config file's mapping with its ``base`` chain applied (see the module docstring)."""
     raw = read_yaml_mapping(path)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base must be a file name relative to the config's directory, got {base!r}")
+    chain = chain + (os.path.realpath(path),)
+    base_path = os.path.join(os.path.dirname(path), base)
+    if os.path.realpath(base_path) in chain:
+        names = " -> ".join(os.path.basename(p) for p in chain + (base_path,))
+        raise ConfigError(f"config files inherit in a cycle: {names}")
+    if not os.path.exists(base_path):
+        raise ConfigError(f"{path}: base config file {base_path!r} does not exist")
+    return merge(read_config(base_path, chain), raw)
+
+
+def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
+    """Reads and validates a YAML config (and its ``base`` chain); ``overrides`` replace
+    whole top-level keys; relative paths stay relative to the CWD."""
+    raw = read_config(path)
     raw.update(overrides or {})
+    trainer = raw.pop("trainer", {})
+    if not isinstance(trainer, dict):
+        raise ConfigError(f"{os.path.basename(path)}: trainer must be a mapping, got {type(trainer).__name__}")
     cfg = build_dataclass(Config, raw, os.path.basename(path))
+    cfg.trainer = TrainerSettings.from_yaml(trainer, "trainer")
     cfg.config_dir = os.path.dirname(os.path.abspath(path))
     ex = cfg.examples
     if not 0.0 < ex.negative_sampling_rate <= 1.0:
@@ -175,16 +212,7 @@ def check_word2vec(cfg: Config) -> None:
             raise ConfigError(f"word2vec.{key} must be >= 0 (0: the trainer's embedding dim), got {getattr(w2v, key)}")
     if w2v.sample < 0:
         raise ConfigError(f"word2vec.sample must be >= 0, got {w2v.sample}")
-    use = cfg.trainer.get("word2vec")
-    if use is None:
-        return
-    if not isinstance(use, dict):
-        raise ConfigError(f"trainer.word2vec must be a mapping, got {use!r}")
-    unknown = sorted(set(use) - {"init", "freeze", "similarity"})
-    if unknown:
-        raise ConfigError(f"trainer.word2vec: unknown key(s) {unknown}; allowed: ['freeze', 'init', 'similarity']")
-    for key, value in use.items():
-        check_type(f"trainer.word2vec.{key}", value, False)
-    if (use.get("init") or use.get("similarity")) and not w2v.enabled:
+    use = cfg.trainer.word2vec
+    if use is not None and (use.init or use.similarity) and not w2v.enabled:
         raise ConfigError("trainer.word2vec uses word vectors, but the word2vec section is not enabled "
                           "(set word2vec.enabled: true)")

@@ -119,7 +119,7 @@ def test_blessed_candidate_is_logged_and_registered_as_challenger(blessed_run, c
         hist = client.get_metric_history(run.info.run_id, curve)
         assert [h.step for h in sorted(hist, key=lambda h: h.step)] == \
             [r["epoch"] for r in summary["curves"]], curve
-    assert p["model_family"] == "din" and p["learning_rate"] == str(cfg.trainer["learning_rate"])
+    assert p["model_family"] == "din" and p["learning_rate"] == str(cfg.trainer.learning_rate)
     assert p["mlp_units"] == "[32, 16]" and p["embedding_dims.item"] == "8"
     assert p["data.input_base"] == os.path.abspath(cfg.input_base) and p["data.fingerprint"]
     assert "data.max_ts" in p and p["code_version"] not in ("", "unknown")

@@ -18,6 +18,7 @@ import pytest
 
 from feedrank import config as config_lib
 from feedrank.examples.build import BuildConfig, split_and_keep
+from feedrank.train.settings import Word2VecUse
 from feedrank.vectors import artifact
 from feedrank.vectors.corpus import DAY_S, EmptyCorpusError, eval_cutoff, load_corpus
 from feedrank.vectors.train import Word2VecParams, train_vectors
@@ -161,7 +162,7 @@ def test_vector_trainer_injects_the_uri():
 
 def test_configs():
     cfg = config_lib.load(os.path.join(ROOT, "configs", "din_w2v.yaml"))
-    assert cfg.word2vec.enabled and cfg.trainer["word2vec"]["similarity"] and cfg.model_name == "din"
+    assert cfg.word2vec.enabled and cfg.trainer.word2vec.similarity and cfg.model_name == "din"
     for name in ("demo.yaml", "tiny.yaml"):
         assert not config_lib.load(os.path.join(ROOT, "configs", name)).word2vec.enabled
     with pytest.raises(config_lib.ConfigError, match="word2vec section is not enabled"):
@@ -195,7 +196,7 @@ def w2v_run(first_run, tmp_path_factory):
     metadata = str(tmp / "metadata.sqlite")
     shutil.copy(cfg.metadata_path, metadata)
     w2v = dataclasses.replace(cfg.word2vec, enabled=True, epochs=TINY_PARAMS.epochs, sample=TINY_PARAMS.sample)
-    trainer = {**cfg.trainer, "epochs": 1, "word2vec": {"init": True, "freeze": True, "similarity": True}}
+    trainer = dataclasses.replace(cfg.trainer, epochs=1, word2vec=Word2VecUse(init=True, freeze=True, similarity=True))
     full = pipeline.create_pipeline(dataclasses.replace(cfg, word2vec=w2v, trainer=trainer))
     kept = [c for c in full.components if c.id in UP_TO_TRAINER]
     for c in kept:

@@ -33,7 +33,7 @@ def zoo_base(tmp_path_factory, tiny_data):
 
 @pytest.mark.parametrize("family", sorted(set(FAMILIES) - {"din"}))
 def test_family_trains_evaluates_and_pushes_through_the_pipeline(zoo_base, family):
-    cfg = dataclasses.replace(zoo_base, trainer={**zoo_base.trainer, "model": family})
+    cfg = dataclasses.replace(zoo_base, trainer=dataclasses.replace(zoo_base.trainer, model=family))
     summary = pipeline.run(cfg)
     assert summary["status"] == "succeeded", summary.get("failure")
     states = {name: c["state"] for name, c in summary["components"].items()}

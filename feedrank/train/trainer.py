@@ -1,7 +1,9 @@
 """The TFX Trainer entry point: `run_fn` -> `train()` -> `export()`.
 
-The model family and its hyperparameters come from ``custom_config``
-(see `configs/*.yaml`); vocabulary sizes come from the Transform output.
+The model family and its hyperparameters come from ``custom_config``, the
+flat form of `feedrank.train.settings.TrainerSettings` (the config's
+``trainer:`` section), parsed back with the same checks; vocabulary sizes
+come from the Transform output.
 Per-epoch train/eval curves are logged and written to the model run dir as
 ``curves.json`` (and ``curves.png``); the Keras model's scores on a sample of
 eval examples go to ``eval_scores.json``, so a test can check the pushed
@@ -12,36 +14,26 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple, Union
 
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
 from feedrank import features as F
-from feedrank.train import data, export as export_lib, word_vectors
+from feedrank.train import data, word_vectors
+from feedrank.train import export as export_lib
 from feedrank.train.families import build_model
+from feedrank.train.settings import TrainerSettings, as_settings
 from feedrank.transform.preprocessing import vocab_file_name
 
 log = logging.getLogger(__name__)
-
-DEFAULTS: Dict[str, Any] = {
-    "model": "din", "epochs": 3, "batch_size": 1024, "learning_rate": 1e-3,
-    "seed": 0, "early_stopping_patience": 1, "negative_sampling_rate": 1.0,
-    # Serialized train/eval records kept after epoch 1 ("memory", a file prefix, or "" for off).
-    "input_cache": "memory",
-}
 
 
 def vocab_sizes(tf_transform_output: tft.TFTransformOutput) -> Dict[str, int]:
     """Embedding table sizes: padding row + vocabulary + OOV buckets."""
     return {v.name: 1 + tf_transform_output.vocabulary_size_by_name(vocab_file_name(v))
             + v.num_oov_buckets for v in F.VOCABS}
-
-
-def input_cache(config: Mapping[str, Any]) -> str:
-    """`data.dataset`'s record cache from ``trainer.input_cache``: "" (off), "memory" or a file prefix."""
-    return str({**DEFAULTS, **config}["input_cache"] or "")
 
 
 class CurveLogger(keras.callbacks.Callback):
@@ -68,7 +60,7 @@ def distribution_strategy() -> tf.distribute.Strategy:
 
 
 def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
-          config: Mapping[str, Any]) -> Tuple[keras.Model, list]:
+          config: Union[TrainerSettings, Mapping[str, Any]]) -> Tuple[keras.Model, list]:
     """Builds the configured family, fits it, returns (model, per-epoch curves).
 
     ``word_vectors_uri`` (set by components/trainer) with ``word2vec`` options
@@ -77,15 +69,14 @@ def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
     ``mixed_precision: true`` trains in float16 on GPUs (the output stays
     float32); it is ignored on CPU, where it would only slow training down.
     """
-    cfg = {**DEFAULTS, **config}
-    if cfg.get("mixed_precision") and tf.config.list_logical_devices("GPU"):
+    cfg = as_settings(config)
+    if cfg.mixed_precision and tf.config.list_logical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
-    keras.utils.set_random_seed(int(cfg["seed"]))
+    keras.utils.set_random_seed(cfg.seed)
     spec = tf_transform_output.transformed_feature_spec()
-    cache = input_cache(cfg)
-    train_ds = data.dataset(train_files, spec, int(cfg["batch_size"]), shuffle=True, seed=int(cfg["seed"]),
-                            cache=cache)
-    eval_ds = data.dataset(eval_files, spec, int(cfg["batch_size"]),
+    cache = cfg.input_cache
+    train_ds = data.dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, cache=cache)
+    eval_ds = data.dataset(eval_files, spec, cfg.batch_size,
                            cache=cache if cache in ("", "memory") else cache + ".eval")
     strategy = distribution_strategy()
     log.info("distribution strategy: %s (%d replica(s))", type(strategy).__name__,
@@ -93,18 +84,18 @@ def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
     sizes = vocab_sizes(tf_transform_output)
     cfg = word_vectors.attach(cfg, tf_transform_output, sizes[F.ITEM_VOCAB.name])  # Word2Vec rows, if given
     with strategy.scope():
-        model = build_model(cfg["model"], sizes, cfg)
+        model = build_model(cfg.model, sizes, cfg)
         model.compile(
-            optimizer=keras.optimizers.Adam(float(cfg["learning_rate"])),
+            optimizer=keras.optimizers.Adam(cfg.learning_rate),
             loss=keras.losses.BinaryCrossentropy(),
             metrics=[keras.metrics.AUC(num_thresholds=2000, name="auc"),
                      keras.metrics.BinaryCrossentropy(name="logloss")])
     curves = CurveLogger()
     callbacks = [curves, keras.callbacks.EarlyStopping(
-        monitor="val_auc", mode="max", patience=int(cfg["early_stopping_patience"]),
+        monitor="val_auc", mode="max", patience=cfg.early_stopping_patience,
         restore_best_weights=True)]
-    log.info("training %s for up to %d epochs", cfg["model"], int(cfg["epochs"]))
-    model.fit(train_ds, validation_data=eval_ds, epochs=int(cfg["epochs"]), callbacks=callbacks, verbose=2)
+    log.info("training %s for up to %d epochs", cfg.model, cfg.epochs)
+    model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=2)
     return model, curves.curves
 
 
@@ -145,15 +136,13 @@ def trainer_scores(model, eval_files, tf_transform_output: tft.TFTransformOutput
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point (GenericExecutor)."""
-    config = dict(fn_args.custom_config or {})
+    """TFX Trainer entry point (GenericExecutor); a bad ``custom_config`` is a ConfigError naming the key."""
+    config = TrainerSettings.from_dict(fn_args.custom_config or {}, "Trainer custom_config")
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     model, curves = train(fn_args.train_files, fn_args.eval_files, tft_output, config)
     write_curves(curves, fn_args.model_run_dir)
-    export_lib.export(model, tft_output, fn_args.serving_model_dir,
-                      float(config.get("negative_sampling_rate", 1.0)))
-    scores = trainer_scores(model, fn_args.eval_files, tft_output,
-                            float(config.get("negative_sampling_rate", 1.0)))
+    export_lib.export(model, tft_output, fn_args.serving_model_dir, config.negative_sampling_rate)
+    scores = trainer_scores(model, fn_args.eval_files, tft_output, config.negative_sampling_rate)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "eval_scores.json"), "w") as f:
         json.dump(scores, f)
-    log.info("exported %s to %s", config.get("model", "din"), fn_args.serving_model_dir)
+    log.info("exported %s to %s", config.model, fn_args.serving_model_dir)

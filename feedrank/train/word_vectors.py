@@ -5,7 +5,7 @@ The Trainer gets the `feedrank.WordVectors` artifact's URI as
 ``custom_config['word2vec'] = {init, freeze, similarity}`` from the YAML.
 `attach` maps Transform's item vocabulary onto the vectors (row = vocabulary
 index + 1; 0 is padding; OOV buckets and posts without a vector are NaN rows)
-and hands the matrix to the families as ``config['item_vectors']``, which
+and hands the matrix to the families as the settings' ``item_vectors``, which
 `common.embed` turns into:
 
 * ``init``: the item embedding table's rows with a vector are set to it after
@@ -22,20 +22,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from feedrank import features as F
+from feedrank.train.settings import TrainerSettings, Word2VecUse
 
 log = logging.getLogger(__name__)
 
-URI_KEY = "word_vectors_uri"     # set by components/trainer's executor
-CONFIG_KEY = "word2vec"          # {init, freeze, similarity} from trainer.word2vec
-MATRIX_KEY = "item_vectors"      # [vocab_sizes["item"], d] (NaN rows: no vector), array or .npy path
-OPTIONS = {"init": True, "freeze": False, "similarity": False}   # the defaults when vectors are given
+URI_KEY = "word_vectors_uri"     # custom_config key set by components/trainer's executor
 SIMILARITY_FEATURES = ("w2v_cos_click_mean", "w2v_cos_click_max")
 
 
@@ -59,27 +57,23 @@ class ItemVectors:
         return rows
 
 
-def options(config: Mapping[str, Any]) -> Dict[str, bool]:
-    """``trainer.word2vec`` with the defaults filled in; unknown keys are errors."""
-    given = config.get(CONFIG_KEY) or {}
-    unknown = sorted(set(given) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"{CONFIG_KEY}: unknown key(s) {unknown}; allowed: {sorted(OPTIONS)}")
-    return {k: bool(given.get(k, v)) for k, v in OPTIONS.items()}
+def options(settings: TrainerSettings) -> Dict[str, bool]:
+    """``trainer.word2vec`` with the defaults filled in (`Word2VecUse`)."""
+    return dataclasses.asdict(settings.word2vec or Word2VecUse())
 
 
-def from_config(config: Mapping[str, Any], n_items: int, item_dim: int) -> Optional[ItemVectors]:
-    """The families' view of ``config``: None unless item vectors are given."""
-    opts = options(config)
-    value = config.get(MATRIX_KEY)
+def from_config(settings: TrainerSettings, n_items: int, item_dim: int) -> Optional[ItemVectors]:
+    """The families' view of the settings: None unless item vectors are given."""
+    opts = options(settings)
+    value = settings.item_vectors
     if value is None:
-        if config.get(CONFIG_KEY) and (opts["init"] or opts["similarity"]):
-            raise ValueError(f"{CONFIG_KEY} asks for word vectors ({config.get(CONFIG_KEY)}) but none were "
+        if settings.word2vec is not None and (opts["init"] or opts["similarity"]):
+            raise ValueError(f"word2vec asks for word vectors ({opts}) but none were "
                              f"given: enable the word2vec section so Word2VecGen feeds the Trainer")
         return None
     matrix = (np.load(value) if isinstance(value, str) else np.asarray(value)).astype(np.float32)
     if matrix.ndim != 2 or matrix.shape[0] != n_items:
-        raise ValueError(f"{MATRIX_KEY} must be [{n_items}, d] (one row per item table row), got {matrix.shape}")
+        raise ValueError(f"item_vectors must be [{n_items}, d] (one row per item table row), got {matrix.shape}")
     if opts["init"] and matrix.shape[1] != item_dim:
         raise ValueError(f"word vectors have dim {matrix.shape[1]} but the item embedding dim is {item_dim}: "
                          f"set word2vec.vector_size to {item_dim} (or 0) or embedding_dims.item")
@@ -98,13 +92,12 @@ def vocab_matrix(item_ids: Sequence[str], vectors: np.ndarray, vocab: Sequence, 
     return out
 
 
-def attach(config: Mapping[str, Any], tf_transform_output, n_items: int) -> Dict[str, Any]:
-    """``config`` plus ``item_vectors`` mapped onto Transform's item vocabulary, when
+def attach(settings: TrainerSettings, tf_transform_output, n_items: int) -> TrainerSettings:
+    """The settings with ``item_vectors`` mapped onto Transform's item vocabulary, when
     ``word_vectors_uri`` is set; logs the coverage."""
-    cfg = dict(config)
-    uri = cfg.get(URI_KEY)
+    uri = settings.word_vectors_uri
     if not uri:
-        return cfg
+        return settings
     from feedrank.transform.preprocessing import vocab_file_name
     from feedrank.vectors import artifact
 
@@ -114,9 +107,8 @@ def attach(config: Mapping[str, Any], tf_transform_output, n_items: int) -> Dict
     covered = int((~np.isnan(matrix).any(axis=1)).sum())
     log.info("word vectors %s: %d of %d item vocabulary entries have a vector (%.1f%%; %d vectors, "
              "window %s..%s); options %s", uri, covered, len(vocab), 100.0 * covered / max(1, len(vocab)),
-             len(wv.item_ids), wv.meta.get("window_start_ts"), wv.meta.get("window_end_ts"), options(cfg))
-    cfg[MATRIX_KEY] = matrix
-    return cfg
+             len(wv.item_ids), wv.meta.get("window_start_ts"), wv.meta.get("window_end_ts"), options(settings))
+    return dataclasses.replace(settings, item_vectors=matrix)
 
 
 def _build(table: keras.layers.Embedding) -> None:

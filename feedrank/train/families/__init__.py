@@ -1,13 +1,14 @@
-"""Model families, chosen by name through the Trainer's ``custom_config['model']``."""
+"""Model families, chosen by name through the Trainer's ``model`` setting (`feedrank.train.settings`)."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Union
 
 import tf_keras as keras
 
 from feedrank.train.families import bst, dien, din, dnn, double_channel, multi_channel, wide_deep
+from feedrank.train.settings import FAMILY_NAMES, TrainerSettings, as_settings
 
-Builder = Callable[[Mapping[str, int], Mapping], keras.Model]
+Builder = Callable[[Mapping[str, int], TrainerSettings], keras.Model]
 
 FAMILIES: Dict[str, Builder] = {
     "din": din.build,
@@ -20,10 +21,16 @@ FAMILIES: Dict[str, Builder] = {
 }
 
 
-def build_model(family: str, vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
-    """Builds the named family; a clear error lists the known ones."""
+if set(FAMILIES) != set(FAMILY_NAMES):
+    raise TypeError(f"settings.FAMILY_NAMES {sorted(FAMILY_NAMES)} must name the builders {sorted(FAMILIES)}")
+
+
+def build_model(family: str, vocab_sizes: Mapping[str, int],
+                config: Union[TrainerSettings, Mapping[str, Any]]) -> keras.Model:
+    """Builds the named family from the Trainer's settings (or a flat mapping of them,
+    checked like a config file's ``trainer:``); a clear error lists the known families."""
     try:
         builder = FAMILIES[family]
     except KeyError:
         raise ValueError(f"unknown model family {family!r}; known: {sorted(FAMILIES)}") from None
-    return builder(vocab_sizes, config)
+    return builder(vocab_sizes, as_settings(config, "model settings"))

@@ -28,6 +28,7 @@ import tf_keras as keras
 from feedrank import features as F
 from feedrank.train import layers as L
 from feedrank.train.families import common
+from feedrank.train.settings import TrainerSettings
 
 
 # The BST layers (registered as feedrank>TransformerBlock etc.; saved models load by that name).
@@ -125,17 +126,17 @@ class TransformerBlock(keras.layers.Layer):
                 "dropout": self.dropout}
 
 
-def encode(e: common.Embedded, config: Mapping, name: str = "bst") -> tf.Tensor:
+def encode(e: common.Embedded, config: TrainerSettings, name: str = "bst") -> tf.Tensor:
     """The Transformer interest [B, Dc + position_dim] of the click sequence
     with the candidate appended (reused by the double-channel family)."""
     seq = tf.concat([e.click_seq, e.candidate[:, None, :]], axis=1)          # [B, L + 1, Dc]
     mask = tf.concat([e.click_mask, tf.ones_like(e.click_mask[:, :1])], axis=1)
-    x = RecencyPositionEmbedding(F.CLICK_LEN + 1, int(config.get("position_dim", 8)),
-                                   name=f"{name}_position")(seq, mask)
-    for i in range(int(config.get("transformer_layers", 1))):
-        x = TransformerBlock(int(config.get("transformer_heads", 8)), config.get("transformer_ff_units"),
-                               float(config.get("transformer_dropout", 0.0)), name=f"{name}_block{i}")(x, mask)
-    pooling = config.get("bst_pooling", "candidate")
+    s = config.bst
+    x = RecencyPositionEmbedding(F.CLICK_LEN + 1, s.position_dim, name=f"{name}_position")(seq, mask)
+    for i in range(s.transformer_layers):
+        x = TransformerBlock(s.transformer_heads, s.transformer_ff_units, s.transformer_dropout,
+                             name=f"{name}_block{i}")(x, mask)
+    pooling = s.bst_pooling
     if pooling == "candidate":
         return x[:, -1]
     if pooling == "mean":
@@ -143,7 +144,7 @@ def encode(e: common.Embedded, config: Mapping, name: str = "bst") -> tf.Tensor:
     raise ValueError(f"bst_pooling must be 'candidate' or 'mean', got {pooling!r}")
 
 
-def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
     e = common.embed(vocab_sizes, config)
     interest = encode(e, config)

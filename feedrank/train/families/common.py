@@ -18,8 +18,7 @@ import tf_keras as keras
 from feedrank import features as F
 from feedrank.train import layers as L
 from feedrank.train import word_vectors as W
-
-DEFAULT_EMBEDDING_DIMS = {"item": 32, "category": 16, "region": 8, "token": 16}
+from feedrank.train.settings import TrainerSettings
 
 
 @dataclasses.dataclass
@@ -52,26 +51,24 @@ def make_inputs() -> Dict[str, keras.Input]:
     return inputs
 
 
-def item_vectors(vocab_sizes: Mapping[str, int], config: Mapping) -> W.ItemVectors | None:
-    """The Word2Vec options of a family's ``config`` (None without vectors)."""
-    dims = {**DEFAULT_EMBEDDING_DIMS, **(config.get("embedding_dims") or {})}
-    return W.from_config(config, vocab_sizes[F.ITEM_VOCAB.name], dims[F.ITEM_VOCAB.name])
+def item_vectors(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> W.ItemVectors | None:
+    """The Word2Vec options of the settings (None without vectors)."""
+    return W.from_config(config, vocab_sizes[F.ITEM_VOCAB.name], config.embedding_dims.item)
 
 
-def embed(vocab_sizes: Mapping[str, int], config: Mapping) -> Embedded:
+def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> Embedded:
     """Builds inputs and shared embedding tables; returns the embedded views.
 
-    ``config`` is the family's config: ``embedding_dims``, ``embedding_l2``,
+    ``config`` is the Trainer's settings: ``embedding_dims``, ``embedding_l2``,
     ``match_features`` (default on: the in-graph user x post match features of
     `layers.MatchFeatures` appended to ``dense``) and ``word2vec`` (see
     `item_vectors`): Word2Vec rows for the item table (``init``, ``freeze``)
     and, with ``similarity``, the two similarity features appended to
     ``dense``, computed from a frozen copy of the vectors.
     """
-    dims = config.get("embedding_dims")
-    l2 = float(config.get("embedding_l2", 0.0) or 0.0)
+    dims = dataclasses.asdict(config.embedding_dims)
+    l2 = config.embedding_l2
     vectors = item_vectors(vocab_sizes, config)
-    dims = {**DEFAULT_EMBEDDING_DIMS, **(dims or {})}
     missing = [v.name for v in F.VOCABS if v.name not in vocab_sizes]
     if missing:
         raise ValueError(f"vocab_sizes lacks {missing}; got {sorted(vocab_sizes)}")
@@ -92,7 +89,7 @@ def embed(vocab_sizes: Mapping[str, int], config: Mapping) -> Embedded:
     conv_seq = tf.concat([emb(s.name, s.vocab) for s in F.CONVERSION_SEQUENCE], -1)
     search_seq = emb(F.SEARCH_TOKENS.name, F.SEARCH_TOKENS.vocab)
     dense = tf.stack([inputs[F.dense(d.name)] for d in F.DENSE_FEATURES], axis=-1)
-    if config.get("match_features", True):
+    if config.match_features:
         dense = tf.concat([dense, match_features(inputs)], axis=-1)
     if vectors is not None and vectors.similarity:
         frozen = W.frozen_table(vectors)
@@ -127,9 +124,8 @@ def pooled_history(e: Embedded, channels=("view", "conv", "search")) -> list:
             for c in channels]
 
 
-def head(x: tf.Tensor, config: Mapping, name: str = "head") -> tf.Tensor:
+def head(x: tf.Tensor, config: TrainerSettings, name: str = "head") -> tf.Tensor:
     """The MLP tower ending in one click probability per example."""
-    h = L.mlp(config.get("mlp_units", (200, 80)), config.get("activation", "dice"),
-              config.get("dropout", 0.0), name=f"{name}_mlp")(x)
+    h = L.mlp(config.mlp_units, config.activation, config.dropout, name=f"{name}_mlp")(x)
     # float32 output even under a mixed_float16 policy (a no-op otherwise)
     return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{name}_prob")(h)[:, 0]

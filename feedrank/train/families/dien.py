@@ -39,7 +39,7 @@ import tf_keras as keras
 from feedrank import features as F
 from feedrank.train import layers as L
 from feedrank.train.families import common
-
+from feedrank.train.settings import TrainerSettings
 
 # The DIEN layers (registered as feedrank>AUGRUCell etc.; saved models load by that name).
 _NEG_INF = -1e9
@@ -227,11 +227,11 @@ def embedding_table(e: common.Embedded, vocab: F.Vocab) -> keras.layers.Embeddin
     return keras.Model(e.inputs, e.candidate).get_layer(f"{vocab.name}_embedding")
 
 
-def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
     e = common.embed(vocab_sizes, config)
-    units = int(config.get("gru_units") or e.candidate.shape[-1])
-    aux_weight = float(config.get("aux_loss_weight", 1.0))
+    units = config.dien.gru_units or int(e.candidate.shape[-1])
+    aux_weight = config.dien.aux_loss_weight
     # Both GRUs (and the auxiliary loss) run only up to the batch's longest click history.
     mask, click_seq, click_ids = L.TrimPadding(name="trim_clicks")(
         [e.click_mask, e.click_seq, e.inputs[F.idx(F.CLICK_ITEMS.name)]])
@@ -241,9 +241,9 @@ def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     if aux_weight > 0:
         items = embedding_table(e, F.ITEM_VOCAB)
         neg_ids, neg_valid = NegativeSampler(
-            vocab_sizes[F.ITEM_VOCAB.name], int(config.get("aux_negative_tries", 4)),
+            vocab_sizes[F.ITEM_VOCAB.name], config.dien.aux_negative_tries,
             name="aux_negatives")(click_ids)
-        hidden = AuxiliaryLoss(aux_weight, config.get("aux_units", (100, 50)), name="aux_loss")(
+        hidden = AuxiliaryLoss(aux_weight, config.dien.aux_units, name="aux_loss")(
             [hidden, items(click_ids), items(neg_ids), mask, neg_valid])
 
     scores = BilinearAttention(name="evolution_attention")(hidden, e.candidate, mask)

@@ -19,12 +19,13 @@ import tf_keras as keras
 
 from feedrank.train import layers as L
 from feedrank.train.families import common
+from feedrank.train.settings import TrainerSettings
 
 
-def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
     e = common.embed(vocab_sizes, config)
-    units = config.get("attention_units", (80, 40))
+    units = config.din.attention_units
     interest = L.TargetAttention(units, name="din_attention")(e.candidate, e.click_seq, e.click_mask)
     view_interest = L.TargetAttention(units, name="din_view_attention")(e.candidate, e.view_seq, e.view_mask)
     click_sum = L.MaskedPooling("mean", name="click_mean")(e.click_seq, e.click_mask)

@@ -19,6 +19,7 @@ import tf_keras as keras
 
 from feedrank.train import layers as L
 from feedrank.train.families import common
+from feedrank.train.settings import TrainerSettings
 
 
 def deep_input(e: common.Embedded) -> tf.Tensor:
@@ -30,7 +31,7 @@ def deep_input(e: common.Embedded) -> tf.Tensor:
     return tf.concat([e.candidate, click, view, conv, search, e.user, e.dense], axis=-1)
 
 
-def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
     e = common.embed(vocab_sizes, config)
     prob = common.head(deep_input(e), config)

@@ -26,14 +26,15 @@ import tf_keras as keras
 
 from feedrank.train import layers as L
 from feedrank.train.families import bst, common
+from feedrank.train.settings import TrainerSettings
 
 
-def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
     e = common.embed(vocab_sizes, config)
     static = tf.concat([e.candidate, e.user, e.dense], axis=-1)
-    feature_channel = L.mlp(config.get("feature_mlp_units", (64,)), config.get("activation", "dice"),
-                            config.get("dropout", 0.0), name="feature_channel")(static)
+    feature_channel = L.mlp(config.double_channel.feature_mlp_units, config.activation, config.dropout,
+                            name="feature_channel")(static)
     sequence_channel = tf.concat([
         bst.encode(e, config, name="sequence_channel"),
         L.MaskedPooling("mean", name="view_mean")(e.view_seq, e.view_mask)], axis=-1)

@@ -46,6 +46,7 @@ import tf_keras as keras
 from feedrank import features as F
 from feedrank.train import layers as L
 from feedrank.train.families import bst, common
+from feedrank.train.settings import TrainerSettings
 
 
 # The conversion channel's cluster lookup and the gated channel fusion
@@ -128,14 +129,15 @@ def _array(value) -> np.ndarray:
     return np.load(value) if isinstance(value, str) else np.asarray(value)
 
 
-def conversion_clusters(e: common.Embedded, vocab_sizes: Mapping[str, int], config: Mapping):
+def conversion_clusters(e: common.Embedded, vocab_sizes: Mapping[str, int], config: TrainerSettings):
     """(candidate cluster ids [B], conversion cluster ids [B, Lc], table rows)."""
     n_items = vocab_sizes[F.ITEM_VOCAB.name]
-    source = config.get("conversion_clusters_from", "category")
-    if config.get("item_clusters") is not None:
-        table, rows = cluster_table(_array(config["item_clusters"]), n_items)
+    s = config.multi_channel
+    source = s.conversion_clusters_from
+    if s.item_clusters is not None:
+        table, rows = cluster_table(_array(s.item_clusters), n_items)
     elif source == "hash":
-        table, rows = cluster_table(hash_clusters(n_items, int(config.get("conversion_clusters", 64))),
+        table, rows = cluster_table(hash_clusters(n_items, s.conversion_clusters),
                                       n_items)
     elif source == "category":
         return (e.inputs[F.idx(F.CATEGORY_ID.name)], e.inputs[F.idx(F.CONV_CATEGORIES.name)],
@@ -147,28 +149,28 @@ def conversion_clusters(e: common.Embedded, vocab_sizes: Mapping[str, int], conf
     return (lookup(e.inputs[F.idx(F.ITEM_ID.name)]), lookup(e.inputs[F.idx(F.CONV_ITEMS.name)]), rows)
 
 
-def search_sequence(e: common.Embedded, vocab_sizes: Mapping[str, int], config: Mapping) -> tf.Tensor:
+def search_sequence(e: common.Embedded, vocab_sizes: Mapping[str, int], config: TrainerSettings) -> tf.Tensor:
     """[B, Ls, Dt] token vectors: the shared table, or one from ``token_vectors``."""
-    if config.get("token_vectors") is None:
+    if config.multi_channel.token_vectors is None:
         return e.search_seq
-    vectors = _array(config["token_vectors"]).astype(np.float32).copy()
+    vectors = _array(config.multi_channel.token_vectors).astype(np.float32).copy()
     n = vocab_sizes[F.TOKEN_VOCAB.name]
     if vectors.ndim != 2 or vectors.shape[0] != n:
         raise ValueError(f"token_vectors must be [{n}, d], got {vectors.shape}")
     vectors[F.PAD_ID] = 0.0
     table = keras.layers.Embedding(n, vectors.shape[1], name="search_token_embedding",
-                                   trainable=bool(config.get("token_vectors_trainable", True)))
+                                   trainable=config.multi_channel.token_vectors_trainable)
     table.build((None,))
     table.set_weights([vectors])
     return table(e.inputs[F.idx(F.SEARCH_TOKENS.name)])
 
 
-def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
     e = common.embed(vocab_sizes, config)
-    attention_units = config.get("attention_units", (80, 40))
+    attention_units = config.din.attention_units
 
-    encoder = config.get("click_encoder", "din")
+    encoder = config.multi_channel.click_encoder
     if encoder == "din":
         click = L.TargetAttention(attention_units, name="click_attention")(e.candidate, e.click_seq, e.click_mask)
     elif encoder == "transformer":
@@ -179,17 +181,17 @@ def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     view = L.TargetAttention(attention_units, name="view_attention")(e.candidate, e.view_seq, e.view_mask)
 
     cand_cluster, conv_clusters, rows = conversion_clusters(e, vocab_sizes, config)
-    cluster_embedding = keras.layers.Embedding(rows, int(config.get("cluster_dim", 16)), name="cluster_embedding")
+    cluster_embedding = keras.layers.Embedding(rows, config.multi_channel.cluster_dim, name="cluster_embedding")
     conv = L.TargetAttention(attention_units, name="conversion_attention")(
         cluster_embedding(cand_cluster), cluster_embedding(conv_clusters), e.conv_mask)
 
     search = L.MaskedPooling("mean", name="search_mean")(search_sequence(e, vocab_sizes, config), e.search_mask)
 
-    fusion = config.get("fusion", "concat")
+    fusion = config.multi_channel.fusion
     if fusion == "concat":
         fused = tf.concat([click, view, conv, search], axis=-1)
     elif fusion == "gated":
-        fused = GatedFusion(int(config.get("fusion_units", 32)), name="channel_fusion")([click, view, conv, search])
+        fused = GatedFusion(config.multi_channel.fusion_units, name="channel_fusion")([click, view, conv, search])
     else:
         raise ValueError(f"fusion must be 'concat' or 'gated', got {fusion!r}")
     x = tf.concat([e.candidate, fused, e.user, e.dense], axis=-1)

@@ -29,6 +29,7 @@ import tf_keras as keras
 from feedrank import features as F
 from feedrank.train import layers as L
 from feedrank.train.families import common, dnn
+from feedrank.train.settings import TrainerSettings
 
 
 # The wide part's crosses (registered as feedrank>HashedCross; saved models load by that name).
@@ -63,11 +64,11 @@ def first_occurrence_mask(ids: tf.Tensor, seq_mask: tf.Tensor) -> tf.Tensor:
     return tf.logical_and(seq_mask, tf.logical_not(dup))
 
 
-def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
     """Returns a Keras model: transformed features dict -> click probability [B]."""
     e = common.embed(vocab_sizes, config)
-    buckets = int(config.get("wide_buckets", 10007))
-    l2 = float(config.get("wide_l2", 0.0))
+    buckets = config.wide_deep.wide_buckets
+    l2 = config.wide_deep.wide_l2
     reg = keras.regularizers.l2(l2) if l2 > 0 else None
     ids = e.inputs
 
@@ -94,8 +95,7 @@ def build(vocab_sizes: Mapping[str, int], config: Mapping) -> keras.Model:
     terms.append(keras.layers.Dense(1, name="wide_dense")(e.dense))
     wide_logit = tf.add_n(terms)[:, 0]
 
-    h = L.mlp(config.get("mlp_units", (200, 80)), config.get("activation", "dice"),
-              config.get("dropout", 0.0), name="deep_mlp")(dnn.deep_input(e))
+    h = L.mlp(config.mlp_units, config.activation, config.dropout, name="deep_mlp")(dnn.deep_input(e))
     deep_logit = keras.layers.Dense(1, name="deep_logit")(h)[:, 0]
     prob = keras.layers.Activation("sigmoid", name="wide_deep_prob")(wide_logit + deep_logit)
     return keras.Model(inputs=e.inputs, outputs=prob, name="wide_deep")

@@ -1,0 +1,199 @@
+"""The Trainer's settings: the ``trainer:`` section of a config, typed and validated.
+
+The YAML section is flat (``trainer: {model: bst, epochs: 4, transformer_heads: 8}``);
+in Python the settings are `TrainerSettings`: the shared ones as its own fields
+and each family's as one nested group (``settings.bst.transformer_heads``).
+Every key name is unique across the groups, and every default is written here
+once.  A family's group is accepted (and ignored) when another family is
+trained, so one config can serve several families (``benchmarks/quality.py``).
+
+The Trainer receives the settings as TFX ``custom_config``, a flat JSON-able
+dict (`TrainerSettings.to_dict`; on Kubeflow one JSON runtime parameter), and
+``run_fn`` parses it back with the same checks (`from_custom_config`).  The
+pipeline adds the `PIPELINE_KEYS`, which a config file may not set.
+
+``input_cache`` (the decoded train/eval records kept after epoch 1): ``memory``,
+``""`` (off), or a file prefix for tf.data's on-disk cache, which must contain a
+``/`` (``/tmp/feedrank/cache``, ``./cache/run``, ``gs://bucket/cache``), so a
+misspelt ``Memory`` is refused rather than taken as a file name.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Mapping, Optional
+
+from feedrank.typed import ConfigError, build_typed, to_plain
+
+FAMILY_NAMES = ("bst", "dien", "din", "dnn", "double_channel", "multi_channel", "wide_deep")
+# Keras activation names `layers.mlp` accepts besides "dice" and "prelu".
+ACTIVATIONS = ("dice", "prelu", "relu", "elu", "selu", "gelu", "silu", "swish", "sigmoid", "tanh",
+               "softplus", "softsign", "leaky_relu", "linear")
+# Set by the pipeline and its components, never by a config file.
+PIPELINE_KEYS = {
+    "negative_sampling_rate": "examples.negative_sampling_rate",
+    "code_version": "the pipeline (the code's version)",
+    "word_vectors_uri": "the Trainer component (the Word2VecGen artifact)",
+    "item_vectors": "the Trainer (the word vectors mapped onto the item vocabulary)",
+}
+
+
+def setting(default: Any, **meta: Any) -> Any:
+    """A field with ``default`` and the checks of `feedrank.typed` (choices, min, max, above, below)."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass
+class EmbeddingDims:
+    """Embedding width per vocabulary (`feedrank.features.VOCABS`)."""
+    item: int = setting(32, min=1)
+    category: int = setting(16, min=1)
+    region: int = setting(8, min=1)
+    token: int = setting(16, min=1)
+
+
+@dataclasses.dataclass
+class Word2VecUse:
+    """``trainer.word2vec``: how the model uses the Word2Vec post vectors (docs/word2vec.md)."""
+    init: bool = True          # item table rows <- the post vectors
+    freeze: bool = False       # the item table stays the vectors
+    similarity: bool = False   # + cos(candidate, mean click vector) and max cos over the clicks
+
+
+@dataclasses.dataclass
+class DinSettings:
+    """DIN's target attention (also the multi-channel family's click and page-view channels)."""
+    attention_units: List[int] = setting([80, 40], min=1)
+
+
+@dataclasses.dataclass
+class DienSettings:
+    gru_units: int = setting(0, min=0)           # 0: the candidate embedding width
+    aux_loss_weight: float = setting(1.0, min=0.0)   # the paper's alpha; 0 drops the auxiliary net
+    aux_units: List[int] = setting([100, 50], min=1)
+    aux_negative_tries: int = setting(4, min=1)
+
+
+@dataclasses.dataclass
+class BstSettings:
+    """The Behavior Sequence Transformer (also the double-channel family's sequence channel
+    and the multi-channel family's ``click_encoder: transformer``)."""
+    transformer_layers: int = setting(1, min=1)
+    transformer_heads: int = setting(8, min=1)
+    transformer_ff_units: Optional[int] = setting(None, min=1)   # None: the model width
+    transformer_dropout: float = setting(0.0, min=0.0, below=1.0)
+    position_dim: int = setting(8, min=1)
+    bst_pooling: str = setting("candidate", choices=("candidate", "mean"))
+
+
+@dataclasses.dataclass
+class DoubleChannelSettings:
+    feature_mlp_units: List[int] = setting([64], min=1)   # the hand-built feature channel's MLP
+
+
+@dataclasses.dataclass
+class MultiChannelSettings:
+    click_encoder: str = setting("din", choices=("din", "transformer"))
+    conversion_clusters_from: str = setting("category", choices=("category", "hash"))
+    conversion_clusters: int = setting(64, min=1)   # for conversion_clusters_from: hash
+    cluster_dim: int = setting(16, min=1)
+    fusion: str = setting("concat", choices=("concat", "gated"))
+    fusion_units: int = setting(32, min=1)          # for fusion: gated
+    item_clusters: Any = None            # k-means label per item-table row: an array or a .npy path
+    token_vectors: Any = None            # [token vocab, d] search-token vectors: an array or a .npy path
+    token_vectors_trainable: bool = True
+
+
+@dataclasses.dataclass
+class WideDeepSettings:
+    wide_buckets: int = setting(10007, min=1)   # hash buckets per wide cross
+    wide_l2: float = setting(0.0, min=0.0)
+
+
+GROUPS = {"din": DinSettings, "dien": DienSettings, "bst": BstSettings, "double_channel": DoubleChannelSettings,
+          "multi_channel": MultiChannelSettings, "wide_deep": WideDeepSettings}
+
+
+@dataclasses.dataclass
+class TrainerSettings:
+    """Every setting the Trainer reads; the family groups are filled from the flat keys."""
+    model: str = setting("din", choices=FAMILY_NAMES)
+    epochs: int = setting(3, min=1)
+    batch_size: int = setting(1024, min=1)
+    learning_rate: float = setting(0.001, above=0.0)
+    seed: int = setting(0, min=0)
+    early_stopping_patience: int = setting(1, min=0)   # epochs without a better eval AUC
+    input_cache: str = "memory"                         # see the module docstring
+    mixed_precision: bool = False                       # float16 on GPUs; ignored on CPU
+    embedding_dims: EmbeddingDims = dataclasses.field(default_factory=EmbeddingDims)
+    embedding_l2: float = setting(0.0, min=0.0)
+    dropout: float = setting(0.0, min=0.0, below=1.0)
+    mlp_units: List[int] = setting([200, 80], min=1)
+    activation: str = setting("dice", choices=ACTIVATIONS)
+    match_features: bool = True                         # the in-graph user x post match features
+    word2vec: Optional[Word2VecUse] = None              # None: no word vectors asked for
+    din: DinSettings = dataclasses.field(default_factory=DinSettings)
+    dien: DienSettings = dataclasses.field(default_factory=DienSettings)
+    bst: BstSettings = dataclasses.field(default_factory=BstSettings)
+    double_channel: DoubleChannelSettings = dataclasses.field(default_factory=DoubleChannelSettings)
+    multi_channel: MultiChannelSettings = dataclasses.field(default_factory=MultiChannelSettings)
+    wide_deep: WideDeepSettings = dataclasses.field(default_factory=WideDeepSettings)
+    # PIPELINE_KEYS
+    negative_sampling_rate: float = setting(1.0, above=0.0, max=1.0)
+    code_version: Optional[str] = None
+    word_vectors_uri: Optional[str] = None
+    item_vectors: Any = None   # [item vocab, d] (NaN rows: no vector), an array or a .npy path
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The flat ``custom_config`` form (unset optional settings left out)."""
+        flat = to_plain(self)
+        for group in GROUPS:
+            flat.update(flat.pop(group))
+        return flat
+
+    @classmethod
+    def from_yaml(cls, values: Mapping[str, Any], where: str = "trainer") -> "TrainerSettings":
+        """The config file's ``trainer:`` section; the `PIPELINE_KEYS` are refused."""
+        for key in sorted(set(values) & set(PIPELINE_KEYS)):
+            raise ConfigError(f"{where}.{key} is set by {PIPELINE_KEYS[key]}, not in the trainer section")
+        return cls.from_dict(values, where, allowed=sorted((SHARED_KEYS - set(PIPELINE_KEYS)) | set(KEY_GROUP)))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], where: str = "custom_config",
+                  allowed: List[str] | None = None) -> "TrainerSettings":
+        """Flat settings (YAML keys plus the `PIPELINE_KEYS`) -> TrainerSettings; raises ConfigError."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
+        shared = {k: v for k, v in values.items() if k not in KEY_GROUP}
+        unknown = sorted(k for k in shared if k not in SHARED_KEYS)
+        if unknown:
+            allowed = allowed or sorted(SHARED_KEYS | set(KEY_GROUP))
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {allowed}")
+        nested: Dict[str, Dict[str, Any]] = {g: {} for g in GROUPS}
+        for key, value in values.items():
+            if key in KEY_GROUP:
+                nested[KEY_GROUP[key]][key] = value
+        settings = build_typed(cls, shared, where)
+        for group, group_values in nested.items():
+            setattr(settings, group, build_typed(GROUPS[group], group_values, where))
+        check_input_cache(f"{where}.input_cache", settings.input_cache)
+        return settings
+
+
+def check_input_cache(where: str, value: str) -> None:
+    """``memory``, ``""`` (off) or a file prefix containing a ``/``."""
+    if value not in ("", "memory") and "/" not in value:
+        raise ConfigError(f"{where} must be 'memory', '' (off) or a file prefix containing a '/' "
+                          f"(e.g. /tmp/feedrank/cache), got {value!r}")
+
+
+def as_settings(config: "TrainerSettings | Mapping[str, Any]", where: str = "custom_config") -> TrainerSettings:
+    """``config`` itself, or a flat mapping parsed with `TrainerSettings.from_dict`."""
+    return config if isinstance(config, TrainerSettings) else TrainerSettings.from_dict(config, where)
+
+
+KEY_GROUP: Dict[str, str] = {f.name: g for g, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+SHARED_KEYS = {f.name for f in dataclasses.fields(TrainerSettings)} - set(GROUPS)
+if len(KEY_GROUP) != sum(len(dataclasses.fields(c)) for c in GROUPS.values()) or KEY_GROUP.keys() & SHARED_KEYS:
+    raise TypeError("every trainer setting's name must be unique across the shared settings and the groups")
