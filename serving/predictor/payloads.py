@@ -17,21 +17,37 @@ from feedrank import features as F
 Value = Union[str, List[str]]
 
 
+_CATEGORIES = ("goods/appliances", "goods/furniture", "services/moving", "services/cleaning",
+               "jobs/sales", "jobs/driver", "housing/rent", "housing/sale", "cars/used", "pets/dogs")
+_TOKENS = ("second_hand", "fridge", "discount", "local", "salary", "commission", "rent", "sofa",
+           "today", "good_condition", "moving", "driver")
+
+
+def _id(vocab: str, rng: random.Random) -> str:
+    if vocab == "item":
+        return f"i{rng.randrange(10**6):07d}"
+    if vocab == "category":
+        return rng.choice(_CATEGORIES)
+    if vocab == "region":
+        return f"r{rng.randrange(60)}"
+    return rng.choice(_TOKENS)
+
+
 def synthetic(n: int, history_len: int = 50, seed: int = 0) -> Tuple[Dict[str, Value], Dict[str, list]]:
-    """A request of ``n`` candidates with ``history_len``-step histories (capped at each max_len)."""
+    """A request of ``n`` candidates with ``history_len``-step histories (capped
+    at each sequence's max_len), ids shaped like the simulator's."""
     rng = random.Random(seed)
-    user: Dict[str, Value] = {F.USER_REGION_ID.name: f"r{rng.randrange(20)}"}
-    prefix = {"item": "p", "category": "c", "region": "r", "token": "t"}
+    user: Dict[str, Value] = {F.USER_REGION_ID.name: _id("region", rng)}
     for s in F.SEQ_FEATURES:
-        user[s.name] = [f"{prefix[s.vocab.name]}{rng.randrange(2000)}"
-                        for _ in range(min(history_len, s.max_len))]
+        user[s.name] = [_id(s.vocab.name, rng) for _ in range(min(history_len, s.max_len))]
     cands: Dict[str, list] = {}
     for f in F.ID_FEATURES:
         if f.side == "candidate":
-            cands[f.name] = [f"{prefix[f.vocab.name]}{rng.randrange(2000)}" for _ in range(n)]
+            cands[f.name] = [_id(f.vocab.name, rng) for _ in range(n)]
     for d in F.DENSE_FEATURES:
         if d.side == "candidate":
-            cands[d.name] = [round(rng.random() * 100, 3) for _ in range(n)]
+            cands[d.name] = [round(rng.random(), 4) if d.max_value == 1.0 else float(rng.randrange(5000))
+                             for _ in range(n)]
     return user, cands
 
 
