@@ -3,12 +3,18 @@ the updater gives, at every impression, the same raw features (sequences,
 post counters, crosses, attributes) as the example generator's example."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import urllib.request
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from feedrank import features as F
 from feedrank.events import contract
+from serving.common import procs
 from serving.features import replay, schema
 from tests import examplegen_helpers as H
 from tests.redis_helpers import redis_server  # noqa: F401 (fixture)
@@ -77,3 +83,77 @@ def test_same_second_leak_is_detected(redis_server, log_dir, offline):  # noqa: 
     for name in (F.SEARCH_TOKENS.name, F.CLICK_ITEMS.name, F.CONV_ITEMS.name,
                  F.ITEM_HIST_IMPRESSIONS.name, F.ITEM_HIST_CLICKS.name):
         assert leaky.by_feature[name] >= 60, dict(leaky.by_feature)
+
+
+@pytest.fixture(scope="module")
+def ranking_stack(first_run, redis_server, tmp_path_factory):  # noqa: F811
+    """Predictor on the tiny pipeline's pushed model + transformer on the Redis:
+    (transformer URL, pushed model path)."""
+    if not os.path.exists(procs.SERVING_PYTHON):
+        pytest.fail("the serving environment is missing: run `make serving-install`")
+    pushed = first_run[1]["push"]["path"]
+    tmp = tmp_path_factory.mktemp("stack")
+    shutil.copytree(pushed, tmp / "store" / os.path.basename(pushed.rstrip("/")))
+    p_port, t_port = procs.free_port(), procs.free_port()
+    started = []
+    try:
+        started.append(procs.start_server("serving.predictor", [
+            "--model-dir", str(tmp / "store"), "--model-name", "feedrank", "--http-port", str(p_port)],
+            str(tmp / "predictor.log")))
+        procs.wait_ready(f"http://127.0.0.1:{p_port}/v2/models/feedrank/ready", 240, started[-1],
+                         str(tmp / "predictor.log"))
+        started.append(procs.start_server("serving.transformer", [
+            "--model-name", "feedrank", "--predictor-url", f"http://127.0.0.1:{p_port}",
+            "--redis", redis_server.url, "--prefix", "e2e", "--http-port", str(t_port),
+            "--redis-timeout-ms", "2000"], str(tmp / "transformer.log")))
+        url = f"http://127.0.0.1:{t_port}"
+        procs.wait_ready(f"{url}/v1/models/feedrank", 120, started[-1], str(tmp / "transformer.log"))
+        yield url, pushed
+    finally:
+        for proc in reversed(started):
+            procs.stop(proc)
+
+
+@pytest.mark.e2e
+def test_online_ranking_equals_offline_scores(ranking_stack, redis_server, tiny_data):  # noqa: F811
+    """Replaying the tiny log, the transformer's ranking of a user's
+    impressions at their second scores each post as the pushed model scores
+    the offline example (1e-5)."""
+    import tensorflow as tf
+
+    url, pushed = ranking_stack
+    offline = replay.offline_examples(str(tiny_data))
+    examples, serialized = offline[2], offline[3]
+    sent = []
+
+    def rank(t, impression_ids):
+        by_user = {}
+        for i in impression_ids:
+            by_user.setdefault(examples[i][F.USER_ID][0], []).append(i)
+        for user, ids in by_user.items():
+            if len(sent) >= 60 or (len(ids) < 2 and len(sent) % 2):
+                continue
+            body = {"user_id": user, "candidates": [examples[i][F.ITEM_ID.name][0] for i in ids],
+                    "context": {"ts": t}}
+            req = urllib.request.Request(f"{url}/v1/models/feedrank:predict", json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert "X-Feedrank-Degraded" not in r.headers
+                sent.append((ids, json.loads(r.read())))
+
+    report = replay.replay(redis_server.client(), str(tiny_data), schema.Keys("e2e"), offline=offline,
+                           on_second=rank)
+    assert report.mismatched == 0 and len(sent) == 60
+    score_offline = tf.saved_model.load(pushed).signatures["serving_tf_example"]
+    multi = 0
+    for ids, body in sent:
+        want = score_offline(examples=tf.constant([serialized[i] for i in ids]))["probabilities"].numpy()
+        got = {}
+        for r in body["ranking"]:
+            got.setdefault(r["post_id"], r["score"])
+        items = [examples[i][F.ITEM_ID.name][0] for i in ids]
+        np.testing.assert_allclose([got[it] for it in items], want.reshape(-1), atol=1e-5, rtol=0)
+        scores = [r["score"] for r in body["ranking"]]
+        assert scores == sorted(scores, reverse=True) and len(scores) == len(ids)
+        multi += len(ids) > 1
+    assert multi >= 20

@@ -28,7 +28,7 @@ import dataclasses
 import json
 import logging
 import sys
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -58,7 +58,8 @@ class Report:
 
 
 def offline_examples(log_dir: str, label_window_s: int = 1800):
-    """``(events, items table, users map, impression_id -> feature dict)``."""
+    """``(raw events, users map, impression_id -> feature dict,
+    impression_id -> serialized tf.Example)``."""
     from tensorflow.core.example import example_pb2
 
     items = build.ItemTable(io.read_table(log_dir, contract.ITEMS))
@@ -70,7 +71,8 @@ def offline_examples(log_dir: str, label_window_s: int = 1800):
     hist = item_history(kept)
     built = build.build_examples(kept[build.EVENT_COLUMNS], hist, items, users, label_window_s)
     examples = {}
-    for imp_id, ser in zip(built.impression_id, built.serialized):
+    serialized = dict(zip(built.impression_id, built.serialized))
+    for imp_id, ser in serialized.items():
         feats = example_pb2.Example.FromString(ser).features.feature
         ex = {}
         for name, feat in feats.items():
@@ -78,7 +80,7 @@ def offline_examples(log_dir: str, label_window_s: int = 1800):
             vals = list(getattr(feat, kind).value) if kind else []
             ex[name] = [v.decode() if isinstance(v, bytes) else v for v in vals]
         examples[imp_id] = ex
-    return raw, users, examples
+    return raw, users, examples, serialized
 
 
 def online_features(user: online.UserState, item_id: str, store: online.ItemStore,
@@ -107,14 +109,17 @@ def compare(online_feats: Dict[str, list], offline: Dict[str, list]) -> List[str
 
 
 def replay(client, log_dir: str, keys: schema.Keys, label_window_s: int = 1800,
-           keep_examples: int = 5, naive: bool = False, offline=None) -> Report:
+           keep_examples: int = 5, naive: bool = False, offline=None,
+           on_second: Optional[Callable[[int, List[str]], None]] = None) -> Report:
     """Replays ``log_dir`` into an emptied namespace; returns the report.
 
     ``naive=True`` applies each second's events before reading, with no time
     bound (a reader that ignores the strict-before rule); a test uses it to
     check that the replay catches same-second leakage.  ``offline``: a
-    precomputed `offline_examples` result."""
-    raw, users, examples = offline or offline_examples(log_dir, label_window_s)
+    precomputed `offline_examples` result.  ``on_second(t, impression_ids)``
+    is called at each second with impressions, when Redis holds exactly the
+    events before ``t`` (e.g. to send the transformer those requests)."""
+    raw, users, examples, _ = offline or offline_examples(log_dir, label_window_s)
     writer.flush(client, keys)
     client.delete(STREAM)
     writer.load_items(client, keys, io.read_table(log_dir, contract.ITEMS))
@@ -135,6 +140,8 @@ def replay(client, log_dir: str, keys: schema.Keys, label_window_s: int = 1800,
     done = set()
     bounds = np.flatnonzero(np.r_[True, (ts[1:] != ts[:-1]) | (ok[1:] != ok[:-1]), True])
     for a, b in zip(bounds[:-1], bounds[1:]):
+        if on_second is not None and is_ex[a:b].any():
+            on_second(int(ts[a]), sorted({imp_ids[i] for i in np.flatnonzero(is_ex[a:b]) + a}))
         if naive:
             stream.publish(client, rows[a:b], STREAM)
             while up.step():
