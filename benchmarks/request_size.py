@@ -106,7 +106,8 @@ def http_round_trips(url: str, model: str, candidates: int, history: int, reps: 
     bh = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(hlen)}
     calls = {
         "v1_json": (f"{url}/v1/models/{model}:predict", v1, j),
-        "v1_json_gzip": (f"{url}/v1/models/{model}:predict", gzip.compress(v1, level), {**j, "Content-Encoding": "gzip"}),
+        "v1_json_gzip": (f"{url}/v1/models/{model}:predict", gzip.compress(v1, level),
+                         {**j, "Content-Encoding": "gzip"}),
         "v2_json": (f"{url}/v2/models/{model}/infer", json.dumps(P.v2_json_body(user, cands)).encode(), j),
         "v2_binary": (f"{url}/v2/models/{model}/infer", binary, bh),
         "v2_binary_gzip": (f"{url}/v2/models/{model}/infer", gzip.compress(binary, level),

@@ -212,7 +212,8 @@ def test_overload_answers_503_with_retry_after(served):
 def test_metrics_expose_latency_batch_sizes_and_version(served):
     url, _, _ = served
     requests.post(url + V1, json=P.v1_body(*P.synthetic(20, 5)))
-    count, text = _metric(url, r'feedrank_request_latency_seconds_count\{route="v1_predict",server="predictor",status="200"\}')
+    count, text = _metric(
+        url, r'feedrank_request_latency_seconds_count\{route="v1_predict",server="predictor",status="200"\}')
     assert count >= 1
     assert 'feedrank_predictor_batch_size_bucket{le="10.0"}' in text
     assert re.search(r'feedrank_predictor_model_version\{model="feedrank",version="\d+"\} 1\.0', text)
