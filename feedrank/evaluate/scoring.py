@@ -21,6 +21,7 @@ from feedrank.events.contract import TRUTH_FILE
 
 log = logging.getLogger(__name__)
 SERVING_SUBDIR = "Format-Serving"  # the Trainer's serving SavedModel inside the model artifact
+EXACT_METRICS_FILE = "exact_metrics.json"  # `metrics_from_scores` of the eval split, in the MlflowLogger's output
 
 
 def gauc(labels: np.ndarray, scores: np.ndarray, users: np.ndarray) -> Optional[float]:

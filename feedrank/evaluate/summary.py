@@ -16,8 +16,6 @@ from typing import Any, Dict, List, Optional
 from feedrank.config import Config
 from feedrank.evaluate import mlmd_reader, scoring
 
-EXACT_METRICS_FILE = "exact_metrics.json"  # written by the MlflowLogger (feedrank.tracking.collect)
-
 
 def pipeline_failure(error: BaseException) -> Dict[str, str]:
     """The innermost readable cause of a failed run (no stack trace).
@@ -63,7 +61,7 @@ def build_summary(cfg: Config, failure: Optional[Dict[str, str]] = None) -> Dict
                                "baseline": run.baseline_version()}
     if run.artifact("Trainer", "model") is not None:
         # None when the MlflowLogger did not complete: printed as n/a.
-        summary["auc"] = run.read_json("MlflowLogger", "mlflow_run", EXACT_METRICS_FILE)
+        summary["auc"] = run.read_json("MlflowLogger", "mlflow_run", scoring.EXACT_METRICS_FILE)
         summary["curves"] = run.read_json("Trainer", "model_run", "curves.json")
     pushed = run.artifact("Pusher", "pushed_model")
     if pushed is not None:

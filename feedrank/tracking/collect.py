@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The exact metrics of the eval split logged as MLflow metrics (feedrank.evaluate.scoring).
 EXACT_METRICS = ("auc", "logloss", "gauc", "oracle_auc")
-EXACT_METRICS_FILE = "exact_metrics.json"
 
 
 def git_commit(root: str = _ROOT) -> Tuple[str, Optional[bool]]:
@@ -248,13 +247,12 @@ def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
                     f"logloss {metrics.get('logloss', float('nan')):.4f}.")
 
 
-
 def write_exact_metrics(out_dir: str, cand: cand_lib.Candidate) -> Optional[str]:
     """Writes the candidate's exact eval metrics as ``<out_dir>/exact_metrics.json``
     (nothing when the logger had no examples to score); returns the path."""
     if cand.exact_metrics is None:
         return None
-    path = os.path.join(out_dir, EXACT_METRICS_FILE)
+    path = os.path.join(out_dir, scoring.EXACT_METRICS_FILE)
     with fileio.open(path, "w") as f:
         f.write(json.dumps(cand.exact_metrics, indent=1, sort_keys=True))
     return path
