@@ -105,6 +105,14 @@ def test_v1_and_v2_scores_equal_the_offline_scores(served, case):
     assert r3.status_code == 200, r3.text
     np.testing.assert_allclose(r3.json()["outputs"][0]["data"], want, rtol=1e-5, atol=1e-6)
 
+    body, header_len = P.v2_binary_body(user, cands, binary_output=True)
+    r5 = requests.post(url + V2, data=body, headers={"Inference-Header-Content-Length": str(header_len),
+                                                     "Content-Type": "application/octet-stream"})
+    assert r5.status_code == 200, r5.text
+    header, probs = P.read_binary_output(r5.content, int(r5.headers["Inference-Header-Content-Length"]))
+    assert header["model_version"] == version
+    np.testing.assert_allclose(probs, want, rtol=1e-5, atol=1e-6)
+
     gz = gzip.compress(json.dumps(P.v1_body(user, cands)).encode())
     r4 = requests.post(url + V1, data=gz, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
     assert r4.status_code == 200, r4.text

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import kserve
 import numpy as np
@@ -65,8 +65,8 @@ class FeedrankPredictor(kserve.Model):
         super().__init__(name, return_response_headers=True)
         self.source, self.config = source, config
         self.tracking_uri, self.cache_dir = tracking_uri, cache_dir
-        self.current: Optional[store.Loaded] = None
-        self.contract: Optional[Contract] = None
+        # (loaded model, its contract): replaced as one reference, read once per request.
+        self._serving: Optional[Tuple[store.Loaded, Contract]] = None
         self.pool = concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="tf")
         self._swap_lock = threading.Lock()
         self._stop = threading.Event()
@@ -96,12 +96,22 @@ class FeedrankPredictor(kserve.Model):
     def _install(self, loaded: store.Loaded) -> None:
         contract = Contract(loaded.input_specs, self.config.max_candidates)
         previous = self.current
-        self.contract, self.current = contract, loaded   # readers take one reference: atomic
+        self._serving = (loaded, contract)   # one reference assignment: atomic for readers
         if previous is not None:
             MODEL_VERSION.labels(self.name, previous.version).set(0)
             SWAPS.labels(self.name).inc()
             log.info("swapped version %s -> %s", previous.version, loaded.version)
         MODEL_VERSION.labels(self.name, loaded.version).set(1)
+
+    @property
+    def current(self) -> Optional[store.Loaded]:
+        """The version being served."""
+        return self._serving[0] if self._serving else None
+
+    @property
+    def contract(self) -> Optional[Contract]:
+        """The request contract of the version being served."""
+        return self._serving[1] if self._serving else None
 
     def reload(self) -> Dict[str, Any]:
         """Swaps in the newest version if it differs from the served one."""
@@ -134,10 +144,8 @@ class FeedrankPredictor(kserve.Model):
         feed.update({k: tf.constant(v[lo:hi]) for k, v in cands.items()})
         return loaded.fn(**feed)["probabilities"].numpy()
 
-    async def score(self, batch: Batch) -> tuple:
+    async def score(self, loaded: store.Loaded, batch: Batch) -> Tuple[np.ndarray, str]:
         """(probabilities [N], version) of one validated request."""
-        loaded = self.current
-        assert loaded is not None
         CANDIDATES.observe(batch.n)
         bs = max(1, self.config.batch_size)
         loop = asyncio.get_running_loop()
@@ -157,17 +165,17 @@ class FeedrankPredictor(kserve.Model):
 
     async def predict(self, payload: Union[Dict, InferRequest, bytes], headers: Optional[Dict[str, str]] = None,
                       response_headers: Optional[Dict[str, str]] = None) -> Union[Dict, InferResponse]:
-        contract = self.contract
-        assert contract is not None
+        assert self._serving is not None
+        loaded, contract = self._serving   # this request keeps this version, even across a swap
         if isinstance(payload, InferRequest):
-            probs, version = await self.score(contract.from_v2(payload))
+            probs, version = await self.score(loaded, contract.from_v2(payload))
             out = InferOutput("probabilities", [int(probs.shape[0])], "FP32")
             out.set_data_from_numpy(probs, binary_data=bool(payload.use_binary_outputs))
             return InferResponse(payload.id or "", self.name, [out], model_version=version,
                                  use_binary_outputs=bool(payload.use_binary_outputs))
         if isinstance(payload, (bytes, bytearray)):
             raise BadRequest("request body must be JSON (Content-Type: application/json)")
-        probs, version = await self.score(contract.from_v1(payload))
+        probs, version = await self.score(loaded, contract.from_v1(payload))
         if response_headers is not None:
             response_headers["x-model-version"] = version
         return {"outputs": {"probabilities": probs.tolist()}, "model_name": self.name, "model_version": version}

@@ -86,14 +86,26 @@ def _raw(dtype: str, data: list) -> bytes:
     return struct.pack(f"<{len(data)}f", *data)
 
 
-def v2_binary_body(user: Dict[str, Value], candidates: Dict[str, list]) -> Tuple[bytes, int]:
+def v2_binary_body(user: Dict[str, Value], candidates: Dict[str, list],
+                   binary_output: bool = False) -> Tuple[bytes, int]:
     """(body, JSON header length) for the binary tensor extension: send the
     length as ``Inference-Header-Content-Length`` and the body as
-    ``application/octet-stream``."""
+    ``application/octet-stream``.  With ``binary_output`` the response's
+    ``probabilities`` come back binary too (:func:`read_binary_output`)."""
     header_inputs, blobs = [], []
     for k, s, t, d in _tensors(user, candidates):
         raw = _raw(t, d)
         header_inputs.append({"name": k, "shape": s, "datatype": t, "parameters": {"binary_data_size": len(raw)}})
         blobs.append(raw)
-    header = json.dumps({"inputs": header_inputs}).encode()
+    request: Dict[str, object] = {"inputs": header_inputs}
+    if binary_output:
+        request["parameters"] = {"binary_data_output": True}
+    header = json.dumps(request).encode()
     return header + b"".join(blobs), len(header)
+
+
+def read_binary_output(body: bytes, header_length: int) -> Tuple[dict, List[float]]:
+    """(JSON header, probabilities) of a v2 response with a binary FP32 output."""
+    header = json.loads(body[:header_length])
+    n = header["outputs"][0]["shape"][0]
+    return header, list(struct.unpack(f"<{n}f", body[header_length:header_length + 4 * n]))
