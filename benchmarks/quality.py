@@ -23,6 +23,7 @@ docs/img/quality.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -140,7 +141,8 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
         from feedrank.train import trainer
 
         model_name, extra = VARIANTS.get(family, (family, {}))
-        tcfg = {**cfg.trainer.to_dict(), **extra, "model": model_name, "seed": seed, "negative_sampling_rate": rate}
+        settings = dataclasses.replace(cfg.trainer, model=model_name, seed=seed, negative_sampling_rate=rate)
+        tcfg = {**settings.to_dict(), **extra}
         if "word2vec" in extra:
             if "word_vectors" not in ctx["uris"]:
                 raise SystemExit(f"{family} needs word vectors: set word2vec.enabled in the config")
@@ -220,7 +222,7 @@ def main() -> None:
             p.error(f"--set expects KEY=VALUE, got {item!r}")
         edits[key] = yaml.safe_load(value)
     try:
-        cfg.trainer = TrainerSettings.from_dict({**cfg.trainer.to_dict(), **edits}, "--set")
+        cfg.trainer = TrainerSettings.from_dict({**cfg.trainer.to_dict(every_group=True), **edits}, "--set")
     except config_lib.ConfigError as e:
         p.error(str(e))
     started = time.time()

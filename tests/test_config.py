@@ -140,6 +140,17 @@ def test_settings_survive_the_custom_config_round_trip(path):
     assert (back.negative_sampling_rate, back.code_version, back.word_vectors_uri) == (0.5, "abc", "/v")
 
 
+def test_custom_config_holds_the_shared_settings_and_the_familys_groups():
+    din = TrainerSettings.from_yaml({"model": "din", "attention_units": [16], "transformer_heads": 2})
+    flat = din.to_dict()
+    assert flat["attention_units"] == [16] and flat["epochs"] == din.epochs
+    assert "transformer_heads" not in flat and "wide_buckets" not in flat   # other families' settings
+    assert din.to_dict(every_group=True)["transformer_heads"] == 2
+    multi = dataclasses.replace(din, model="multi_channel").to_dict()   # DIN attention and the BST encoder
+    assert multi["attention_units"] == [16] and multi["transformer_heads"] == 2 and "fusion" in multi
+    assert "gru_units" not in multi
+
+
 def test_the_trainer_refuses_a_bad_custom_config():
     with pytest.raises(ConfigError, match="custom_config.model must be one of"):
         TrainerSettings.from_dict({"model": "dinn"}, "Trainer custom_config")

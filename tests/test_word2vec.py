@@ -152,8 +152,9 @@ def test_similarity_features_ignore_padding():
 
 
 def test_vector_trainer_injects_the_uri():
-    from components.trainer.component import with_vectors_uri
     from tfx.utils import json_utils
+
+    from components.trainer.component import with_vectors_uri
 
     props = with_vectors_uri({"custom_config": json_utils.dumps({"model": "din"}), "run_fn": "f"}, "/v")
     assert json_utils.loads(props["custom_config"]) == {"model": "din", "word_vectors_uri": "/v"}
@@ -216,8 +217,8 @@ def test_pipeline_trains_with_frozen_word_vectors(w2v_run):
     import tensorflow_transform as tft
 
     from feedrank import features as F
-    from feedrank.transform.preprocessing import vocab_file_name
     from feedrank.train.word_vectors import vocab_matrix
+    from feedrank.transform.preprocessing import vocab_file_name
 
     run = w2v_run
     states = {name: c["state"] for name, c in run.components.items()}
@@ -254,9 +255,10 @@ def test_kubeflow_package_compiles_with_word2vec(tmp_path):
 
     from feedrank.runners.kubeflow import compile_pipeline, task_executors
     from feedrank.runners.kubeflow_config import load_kubeflow_config
+    from pipeline import create_pipeline
 
     cfg = config_lib.load(os.path.join(ROOT, "configs", "din_w2v.yaml"))
-    out = compile_pipeline(cfg, load_kubeflow_config(os.path.join(ROOT, "configs", "kubeflow.yaml")),
+    out = compile_pipeline(create_pipeline, cfg, load_kubeflow_config(os.path.join(ROOT, "configs", "kubeflow.yaml")),
                            str(tmp_path / "pipeline.yaml"))
     spec = [d for d in yaml.safe_load_all(open(out)) if d][0]
     tasks = spec["root"]["dag"]["tasks"]

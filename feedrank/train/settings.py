@@ -8,9 +8,11 @@ once.  A family's group is accepted (and ignored) when another family is
 trained, so one config can serve several families (``benchmarks/quality.py``).
 
 The Trainer receives the settings as TFX ``custom_config``, a flat JSON-able
-dict (`TrainerSettings.to_dict`; on Kubeflow one JSON runtime parameter), and
-``run_fn`` parses it back with the same checks (`from_custom_config`).  The
-pipeline adds the `PIPELINE_KEYS`, which a config file may not set.
+dict (`TrainerSettings.to_dict`: the shared settings and the groups the chosen
+family reads; on Kubeflow one JSON runtime parameter, also logged to MLflow as
+the run's parameters), and ``run_fn`` parses it back with the same checks
+(`TrainerSettings.from_dict`).  The pipeline adds the `PIPELINE_KEYS`, which a
+config file may not set.
 
 ``input_cache`` (the decoded train/eval records kept after epoch 1): ``memory``,
 ``""`` (off), or a file prefix for tf.data's on-disk cache, which must contain a
@@ -113,6 +115,9 @@ class WideDeepSettings:
 
 GROUPS = {"din": DinSettings, "dien": DienSettings, "bst": BstSettings, "double_channel": DoubleChannelSettings,
           "multi_channel": MultiChannelSettings, "wide_deep": WideDeepSettings}
+# The groups each family reads.
+FAMILY_GROUPS = {"din": ("din",), "dien": ("dien",), "bst": ("bst",), "dnn": (), "wide_deep": ("wide_deep",),
+                 "double_channel": ("double_channel", "bst"), "multi_channel": ("multi_channel", "din", "bst")}
 
 
 @dataclasses.dataclass
@@ -145,11 +150,15 @@ class TrainerSettings:
     word_vectors_uri: Optional[str] = None
     item_vectors: Any = None   # [item vocab, d] (NaN rows: no vector), an array or a .npy path
 
-    def to_dict(self) -> Dict[str, Any]:
-        """The flat ``custom_config`` form (unset optional settings left out)."""
+    def to_dict(self, every_group: bool = False) -> Dict[str, Any]:
+        """The flat ``custom_config`` form: the shared settings and the groups ``model``
+        reads (`FAMILY_GROUPS`; all of them with ``every_group``); unset optional
+        settings are left out."""
         flat = to_plain(self)
         for group in GROUPS:
-            flat.update(flat.pop(group))
+            values = flat.pop(group)
+            if every_group or group in FAMILY_GROUPS[self.model]:
+                flat.update(values)
         return flat
 
     @classmethod
@@ -197,3 +206,5 @@ KEY_GROUP: Dict[str, str] = {f.name: g for g, cls in GROUPS.items() for f in dat
 SHARED_KEYS = {f.name for f in dataclasses.fields(TrainerSettings)} - set(GROUPS)
 if len(KEY_GROUP) != sum(len(dataclasses.fields(c)) for c in GROUPS.values()) or KEY_GROUP.keys() & SHARED_KEYS:
     raise TypeError("every trainer setting's name must be unique across the shared settings and the groups")
+if set(FAMILY_GROUPS) != set(FAMILY_NAMES):
+    raise TypeError("FAMILY_GROUPS must name the groups of every family in FAMILY_NAMES")
