@@ -8,7 +8,7 @@ tensor decoding, then the contract's validation into numpy arrays; medians
 of ``--reps``).  With ``--url`` of a running predictor it also times full
 HTTP round trips per encoding.  Run it in the serving environment:
 
-    PYTHONPATH=. .venv-serving/bin/python benchmarks/request_size.py \\
+    PYTHONPATH=. .venv-serving/bin/python -m benchmarks.request_size \\
         [--url http://127.0.0.1:8080 --model feedrank]
 """
 from __future__ import annotations
