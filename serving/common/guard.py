@@ -113,9 +113,9 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        metrics.REQUEST_BYTES.labels(metrics.server_name(),
-                                     headers.get(b"content-encoding", b"identity").decode()).observe(len(body))
-        encoding = headers.get(b"content-encoding", b"identity").decode().strip().lower()
+        encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+        label = encoding if encoding in ("gzip", "identity") else "other"
+        metrics.REQUEST_BYTES.labels(metrics.server_name(), label).observe(len(body))
         if encoding in ("", "identity"):
             return body
         if encoding == "gzip":
