@@ -5,7 +5,8 @@
 
 ``my_model`` is any ``kserve.Model``; raise ``serving.common.errors.BadRequest``
 from it for a bad request.  ``configure_app(app)`` may add routes (admin,
-ranking) to the FastAPI app before it starts.  gRPC is off: the REST server
+ranking) to the FastAPI app before it starts; with such routes the model
+list may be empty (plain FastAPI handlers get the same guard and errors).  gRPC is off: the REST server
 is the contract here.
 """
 from __future__ import annotations
