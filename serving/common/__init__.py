@@ -3,7 +3,8 @@
 * ``errors``: :class:`~serving.common.errors.BadRequest` and friends; every
   error reaches the caller as JSON ``{"error": "..."}`` with a 4xx (bad
   request, 413 too large, 415 encoding) or 503 + ``Retry-After`` (overload),
-  never a 500 with a Python exception's text.
+  never a 500 with a Python exception's text.  Plain FastAPI routes read
+  their body with ``errors.read_json_object(request)`` (400 on bad JSON).
 * ``guard``: ASGI middleware for POSTs: body-size limit, gzip request
   bodies, in-flight limit (503 + Retry-After), latency metrics.
 * ``metrics``: the Prometheus metrics (served by kserve at ``/metrics``).

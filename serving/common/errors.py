@@ -8,6 +8,7 @@ else unexpected becomes a 500 whose body names no Python exception.
 """
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Dict, Optional
 
@@ -80,6 +81,22 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request body: " + "; ".join(parts)
 
 
+async def read_json_object(request: Request) -> Dict[str, Any]:
+    """The request body as a JSON object, or BadRequest naming what is wrong."""
+    body = await request.body()
+    try:
+        value = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(f"malformed JSON body: {e}") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"request body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+async def _malformed_json(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(400, f"malformed JSON body: {exc}")
+
+
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.message, exc.headers)
@@ -129,6 +146,7 @@ def install_error_handlers(app: FastAPI) -> None:
         kerrors.ServerNotReady: _not_ready,
         kerrors.ServerNotLive: _not_ready,
         NotImplementedError: _not_implemented,
+        json.JSONDecodeError: _malformed_json,   # a plain route's `await request.json()`
         kerrors.UnsupportedProtocol: _invalid_input,
         kerrors.InferenceError: _unexpected,
         Exception: _unexpected,
