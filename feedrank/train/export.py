@@ -4,7 +4,9 @@
   the user's side once per request (leading dimension 1, broadcast) or once
   per candidate, and N candidates.  Sequences are string matrices padded
   with "" (most recent last); padding may sit on either side, every ""
-  is dropped before the lookups.  Crosses are computed in-graph.
+  is dropped before the lookups.  Crosses are computed in-graph.  With one
+  user row, the user's side is transformed and run through the model's
+  user-side layers once per request (`serving_graph`).
 * ``serving_tf_example`` takes serialized raw tf.Examples (TFMA, batch scoring).
 
 Both return ``{"probabilities": [N]}``, corrected for negative down-sampling:
@@ -19,6 +21,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from feedrank import features as F
+from feedrank.train import serving_graph
 from feedrank.transform.crosses import cross_features
 
 OUTPUT_KEY = "probabilities"
@@ -63,6 +66,7 @@ class ServingModule(tf.Module):
         super().__init__()
         self.model = model
         self.tft_layer = tf_transform_output.transform_features_layer()
+        self.request_scorer = serving_graph.RequestScorer(model, self.tft_layer)
         self.sampling_rate = float(sampling_rate)
         spec = F.raw_feature_spec(include_labels=False, include_metadata=False)
         self._example_spec = spec
@@ -80,6 +84,14 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[serving_input_signature()])
     def serve_raw(self, request: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        def shared() -> tf.Tensor:  # the user's side once per request (serving_graph)
+            return correct_for_sampling(self.request_scorer(request), self.sampling_rate)
+
+        return {OUTPUT_KEY: tf.cond(serving_graph.user_rows(request), shared,
+                                    lambda: self.broadcast_scores(request))}
+
+    def broadcast_scores(self, request: Dict[str, tf.Tensor]) -> tf.Tensor:
+        """Scores with the user's side copied to every candidate row (user side with N rows)."""
         n = tf.shape(request[F.ITEM_ID.name])[0]
         raw: Dict[str, tf.Tensor] = {}
         dense_seqs: Dict[str, tf.Tensor] = {}
@@ -100,7 +112,7 @@ class ServingModule(tf.Module):
                 raw[d.name] = request[d.name]
         raw.update(cross_features(raw[F.USER_REGION_ID.name], raw[F.REGION_ID.name],
                                   dense_seqs[F.CLICK_CATEGORIES.name], raw[F.CATEGORY_ID.name]))
-        return {OUTPUT_KEY: self._score_raw(raw)}
+        return self._score_raw(raw)
 
 
 def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
