@@ -23,11 +23,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     d, g = RankerConfig(), GuardConfig()
     p = argparse.ArgumentParser(prog="python -m serving.transformer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-name", default="feedrank", help="the predictor's model name")
+    # KServe starts a transformer with --model_name, --predictor_host and --http_port.
+    p.add_argument("--model-name", "--model_name", default="feedrank", help="the predictor's model name")
     p.add_argument("--predictor-url", default=d.predictor_url)
+    p.add_argument("--predictor_host", default="", help="host[:port] of the predictor; overrides --predictor-url")
     p.add_argument("--redis", default=d.redis_url, help="Redis URL of the online features")
     p.add_argument("--prefix", default=d.prefix, help="feature key namespace")
-    p.add_argument("--http-port", type=int, default=8081)
+    p.add_argument("--http-port", "--http_port", type=int, default=8081)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--redis-timeout-ms", type=float, default=d.redis_timeout_s * 1000,
                    help="beyond this, rank with request-only features (default %(default)s)")
@@ -43,7 +45,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = RankerConfig(predictor_url=args.predictor_url, redis_url=args.redis, prefix=args.prefix,
+    predictor_url = f"http://{args.predictor_host}" if args.predictor_host else args.predictor_url
+    cfg = RankerConfig(predictor_url=predictor_url, redis_url=args.redis, prefix=args.prefix,
                        redis_timeout_s=args.redis_timeout_ms / 1000.0, redis_backoff_s=args.redis_backoff_s,
                        predictor_timeout_s=args.predictor_timeout_s, max_candidates=args.max_candidates)
     ranker = Ranker(args.model_name, cfg)
