@@ -1,0 +1,107 @@
+"""`pipeline.py deploy | rollback`: the ranker's InferenceService from the registry's aliases.
+
+  python pipeline.py deploy --canary 10 [--mode standard] [--kubeconfig FILE]
+  python pipeline.py rollback [--previous] [--kubeconfig FILE]
+
+Both render into ``--out`` and apply only with ``--kubeconfig``. An unblessed
+version, a missing alias or an unusable storage path is one ``error: ...``
+line and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+
+from feedrank.deploy import FEEDRANK_RUNTIME, MODES, RUNTIMES, SERVERLESS, DeployError
+
+log = logging.getLogger(__name__)
+
+COMMANDS = ("deploy", "rollback")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from feedrank.deploy.render import Settings
+
+    d = Settings()
+    p.add_argument("--config", default="configs/demo.yaml", help="YAML run config (default: %(default)s)")
+    p.add_argument("--mode", choices=MODES, default=SERVERLESS,
+                   help="serverless: Knative, predictor.canaryTrafficPercent; standard: kserve >= 0.20 "
+                        "Standard mode, spec.canary[] (default: %(default)s)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=FEEDRANK_RUNTIME,
+                   help="feedrank: the serving image's predictor (v1+v2) and transformer; "
+                        "tfserving: KServe's TensorFlow Serving runtime (v1, no canary) (default: %(default)s)")
+    p.add_argument("--out", default="", help="directory to render into (default: <run_root>/deploy/<command>)")
+    p.add_argument("--kubeconfig", default="", help="apply to this cluster (without it: render only)")
+    p.add_argument("--model-store-uri", default="",
+                   help="gs:// or s3:// URI the local push root is synced to (for a local pushed_dir)")
+    p.add_argument("--name", default=d.name, help="InferenceService name (default: %(default)s)")
+    p.add_argument("--namespace", default=d.namespace, help="(default: %(default)s)")
+    p.add_argument("--image", default=d.image, help="the serving image (default: %(default)s)")
+    p.add_argument("--service-account", default=d.service_account,
+                   help="its identity reads the model bucket (default: %(default)s)")
+    p.add_argument("--wait-s", type=float, default=600.0, help="how long to wait for the champion stage")
+
+
+def add_commands(sub) -> None:
+    """Adds deploy and rollback to pipeline.py's subparsers."""
+    p = sub.add_parser("deploy", help="render (and apply) the champion with the challenger as a canary")
+    _common(p)
+    p.add_argument("--canary", type=int, default=10, metavar="PERCENT",
+                   help="challenger's share of the traffic, 0..100 (default: %(default)s)")
+    p = sub.add_parser("rollback", help="render (and apply) 100%% to the champion, the challenger out")
+    _common(p)
+    p.add_argument("--previous", action="store_true",
+                   help="roll back to the version the current champion replaced (its previous_champion tag)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from feedrank.config import load
+    from feedrank.deploy import apply as apply_lib
+    from feedrank.deploy import render, versions
+    from feedrank.tracking import registered_model_name
+    from feedrank.tracking.candidate import client_for
+    from feedrank.tracking.server import tracking_uri
+
+    cfg = load(args.config)
+    client = client_for(tracking_uri(cfg))
+    model = registered_model_name(cfg)
+    settings = dataclasses.replace(render.Settings(), name=args.name, namespace=args.namespace, image=args.image,
+                                   service_account=args.service_account)
+    store = args.model_store_uri or None
+    if args.command == "deploy":
+        champion, challenger = versions.canary_pair(client, model, store)
+        plan = render.deploy_plan(args.mode, args.runtime, champion, challenger, args.canary, settings)
+        what = (f"{model}: champion v{champion.version} {100 - args.canary}% + challenger "
+                f"v{challenger.version} {args.canary}% ({args.mode})")
+    else:
+        target = versions.rollback_target(client, model, previous=args.previous, model_store_uri=store)
+        plan = render.rollback_plan(args.mode, args.runtime, target, settings)
+        what = f"{model}: version {target.version} 100%, no challenger ({args.mode})"
+    out = args.out or os.path.join(cfg.run_root, "deploy", args.command)
+    paths = apply_lib.write(plan, out)
+    print(f"{what}; rendered {paths['inferenceservice']}")
+    if args.kubeconfig:
+        print(apply_lib.apply(plan, args.kubeconfig, args.wait_s))
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """Runs deploy or rollback; exit code 0, or 2 with a one-line error."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    from feedrank.config import ConfigError
+    from feedrank.tracking import TrackingError
+
+    try:
+        return _run(args)
+    except (DeployError, TrackingError, ConfigError) as e:
+        lines = str(e).strip().splitlines()
+        msg = lines[0] if lines else type(e).__name__
+    except Exception as e:  # noqa: BLE001 - MLflow or Kubernetes client errors: one line, no trace
+        lines = str(e).strip().splitlines()
+        msg = f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
