@@ -116,6 +116,7 @@ class Loaded:
     fn: Callable[..., Dict[str, tf.Tensor]]
     input_specs: Dict[str, tf.TensorSpec]
     loaded_at: float
+    saved: Any = None   # the loaded object: keeps the function's variables alive
 
 
 def load(version: str, path: str, warmup_candidates: int, warmup_runs: int = 3) -> Loaded:
@@ -144,8 +145,6 @@ def load(version: str, path: str, warmup_candidates: int, warmup_runs: int = 3) 
             warm[name] = tf.constant(["w"])
     for _ in range(max(1, warmup_runs)):
         fn(**warm)
-    loaded = Loaded(version, path, fn, specs, time.time())
-    # Keep the trackable object alive as long as its function is used.
-    loaded._saved = saved  # type: ignore[attr-defined]
+    loaded = Loaded(version, path, fn, specs, time.time(), saved)
     log.info("loaded version %s from %s in %.1f s (warm-up included)", version, path, time.perf_counter() - t0)
     return loaded
