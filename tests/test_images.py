@@ -90,8 +90,8 @@ def documented_builds(paths: List[str] = BUILD_DOCS) -> Dict[str, str]:
                 if not line.startswith("docker build"):
                     continue
                 words = shlex.split(re.sub(r"\$\{?([A-Z_]+)\}?", lambda m: env.get(m.group(1), m.group(0)), line))
-                if words[-1] != ".":  # another build context (e.g. manifests/images/mlflow)
-                    continue
+                if words[-1] != "." or {"-f", "--file"} & set(words):
+                    continue  # another image (manifests/images/mlflow, serving/Dockerfile)
                 assert "--target" in words and "-t" in words, f"{path}: {raw.strip()!r} names no target/tag"
                 image, target = words[words.index("-t") + 1], words[words.index("--target") + 1]
                 assert "$" not in image, f"{path}: {raw.strip()!r} uses a variable the block does not set"
