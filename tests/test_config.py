@@ -184,3 +184,13 @@ def test_pipeline_failure_still_follows_an_implicit_context():
     except RuntimeError as e:
         failure = pipeline_failure(e)
     assert failure == {"error": "KeyError", "message": "'missing'"}
+
+
+def test_every_allowed_activation_is_one_the_mlp_can_build():
+    import tf_keras as keras
+
+    from feedrank.train.settings import ACTIVATIONS
+
+    assert ACTIVATIONS[:2] == ("dice", "prelu")   # the MLP's own layers
+    for name in ACTIVATIONS[2:]:
+        assert callable(keras.activations.get(name)), name
