@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import threading
 import time
 
@@ -130,6 +131,13 @@ def test_health_readiness_and_metadata(served):
     assert meta["outputs"][0]["name"] == "probabilities"
 
 
+def _binary_bytes_input(value: bytes, prefix: int = -1) -> bytes:
+    """A v2 binary body with one BYTES element ``value`` (2 bytes) and its length prefix."""
+    header = json.dumps({"inputs": [{"name": F.USER_REGION_ID.name, "shape": [1], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": 6}}]}).encode()
+    return header + struct.pack("<I", len(value) if prefix < 0 else prefix) + value
+
+
 def _bad_cases():
     user, cands = P.synthetic(4, 5)
     v1, v2 = P.v1_body(user, cands), P.v2_json_body(user, cands)
@@ -176,6 +184,12 @@ def _bad_cases():
         "v2 missing shape": (V2, v2_with(0, shape=None), 400, "shape"),
         "v2 binary too short": (V2, {"data": binary[:-3], "headers": {
             "Inference-Header-Content-Length": str(hlen), **octet}}, 400, "does not match its declared shape"),
+        "v2 binary not utf-8": (V2, {"data": _binary_bytes_input(b"\xff\xfe"), "headers": {
+            "Inference-Header-Content-Length": str(len(_binary_bytes_input(b"\xff\xfe")) - 6), **octet}},
+            400, "not UTF-8"),
+        "v2 binary bad length prefix": (V2, {"data": _binary_bytes_input(b"ab", prefix=99), "headers": {
+            "Inference-Header-Content-Length": str(len(_binary_bytes_input(b"ab", prefix=99)) - 6), **octet}},
+            400, "does not match its declared shape"),
         "v2 binary no header": (V2, {"data": binary, "headers": octet}, 400, "inference-header-content-length"),
         "unknown model": ("/v1/models/nope:predict", {"json": v1}, 404, "nope"),
     }

@@ -15,10 +15,12 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import struct
 from typing import Callable, List, Optional
 
 import kserve
 from fastapi import FastAPI
+from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.rest.server import RESTServer
 from uvicorn.importer import import_from_string
 
@@ -61,9 +63,10 @@ class GuardedRESTServer(RESTServer):
 
 
 def _guard_decode(dataplane) -> None:
-    """kserve's request decoding raises KeyError/ValueError on malformed input
-    (a v2 body without ``inputs``, binary data that does not fit its shape);
-    those are the caller's errors, so they become 400s here."""
+    """kserve's request decoding raises KeyError, ValueError, struct.error or
+    InferenceError on malformed input (a v2 body without ``inputs``, binary
+    data that does not fit its shape, BYTES that are not UTF-8); those are the
+    caller's errors, so they become 400s here."""
     decode = dataplane.decode
 
     def guarded(*args, **kwargs):
@@ -71,9 +74,11 @@ def _guard_decode(dataplane) -> None:
             return decode(*args, **kwargs)
         except KeyError as e:
             raise BadRequest(f"malformed request: missing field {e.args[0]!r}") from None
-        except (ValueError, TypeError, IndexError) as e:
-            if isinstance(e, BadRequest) or type(e).__name__ == "InvalidInput":
+        except (ValueError, TypeError, IndexError, struct.error, InferenceError) as e:
+            if isinstance(e, InvalidInput):
                 raise
+            if isinstance(e, UnicodeDecodeError) or "UTF-8" in str(e):
+                raise BadRequest("malformed request: a BYTES tensor holds bytes that are not UTF-8") from None
             raise BadRequest("malformed request: tensor data does not match its declared shape and "
                              "datatype (check shape, datatype and binary_data_size)") from None
 
