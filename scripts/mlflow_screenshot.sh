@@ -4,9 +4,14 @@
 #   scripts/mlflow_screenshot.sh [CONFIG] [OUT.png]
 #   (defaults: configs/demo.yaml, docs/img/mlflow_compare.png)
 #
-# Needs two logged candidates (run the pipeline twice) and Debian's chromium
-# (`apt-get install -y chromium`). The tracking server is the config's: the
-# local one is started/reused (python pipeline.py mlflow).
+# One image, top to bottom: the compare page (both runs' AUC and AUC per category slice),
+# the metric page of auc / gauc / logloss (a chart and a table of both runs' values), and
+# the metric page of the per-epoch train/eval AUC curves.
+#
+# Needs two logged candidates in the experiment (e.g. DIN and DIEN: run the pipeline twice
+# with the same pipeline name and trainer.model changed) and Debian's chromium
+# (`apt-get install -y chromium`). The tracking server is the config's: the local one is
+# started/reused (python pipeline.py mlflow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${1:-configs/demo.yaml}
@@ -15,7 +20,8 @@ PY=${PY:-.venv/bin/python}
 CHROMIUM=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}
 [ -n "$CHROMIUM" ] || { echo "error: chromium not found (apt-get install -y chromium)" >&2; exit 2; }
 
-URL=$("$PY" - "$CONFIG" <<'PYEOF'
+# The pages: one URL a line (compare page first).
+URLS=$("$PY" - "$CONFIG" <<'PYEOF'
 import json, sys, urllib.parse
 from feedrank.config import load
 from feedrank.tracking import experiment_name
@@ -30,50 +36,120 @@ runs = client.search_runs([exp.experiment_id], filter_string="attributes.status 
                           order_by=["attributes.start_time DESC"], max_results=2) if exp else []
 if len(runs) < 2:
     sys.exit(f"error: experiment {experiment_name(cfg)!r} needs two finished runs, has {len(runs)}")
-ids = json.dumps([r.info.run_id for r in reversed(runs)], separators=(",", ":"))
-query = urllib.parse.urlencode({"runs": ids, "experiments": json.dumps([exp.experiment_id])})
-print(f"{uri.rstrip('/')}/#/compare-runs?{query}")
+ids = [r.info.run_id for r in reversed(runs)]
+exps = json.dumps([exp.experiment_id])
+base = uri.rstrip("/") + "/#/"
+print(base + "compare-runs?" + urllib.parse.urlencode({"runs": json.dumps(ids, separators=(",", ":")),
+                                                      "experiments": exps}))
+logged = {k for r in runs for k in r.data.metrics}
+# The exact metrics, then the per-epoch curves (train_<m> / eval_<m>, logged with step = epoch).
+for keys in (["auc", "gauc", "logloss"], ["train_auc", "eval_auc"]):
+    keys = [k for k in keys if k in logged]
+    if keys:
+        print(base + "metric?" + urllib.parse.urlencode({
+            "runs": json.dumps(ids), "metric": json.dumps(keys[0]), "experiments": exps,
+            "plot_metric_keys": json.dumps(keys), "plot_layout": "{}", "x_axis": "step",
+            "y_axis_scale": "linear", "line_smoothness": "1", "show_point": "true",
+            "deselected_curves": "[]", "last_linear_y_axis_range": "[]"}))
 PYEOF
 )
-echo "screenshot of $URL"
-PROFILE=$(mktemp -d)
-trap 'rm -rf "$PROFILE"' EXIT
+mapfile -t PAGES <<<"$URLS"
+echo "screenshot of ${PAGES[0]}"
 mkdir -p "$(dirname "$OUT")"
-FLAGS=(--headless --no-sandbox --disable-gpu --disable-quic --no-first-run
-       --disable-background-networking --disable-component-update --disable-sync
-       --user-data-dir="$PROFILE")
 
-# MLflow 3.17's UI opens its "Assistant" side panel on a first visit.  Seed the fresh
-# profile's localStorage for the server's origin (through the DevTools protocol) so the
-# screenshot shows the comparison at full width.
-"$CHROMIUM" "${FLAGS[@]}" --remote-debugging-port=0 about:blank 2>/dev/null &
-BROWSER=$!
-"$PY" - "$PROFILE" "${URL%%/#*}" <<'PYEOF' || echo "warning: could not seed the UI settings; the assistant panel may show" >&2
-import json, os, sys, time, urllib.request
+# Chromium driven through the DevTools protocol: a fresh profile with MLflow 3.17's
+# "Assistant" side panel closed, sections a reviewer does not need folded, the pages
+# captured and stacked into one PNG.
+"$PY" - "$CHROMIUM" "$OUT" "${PAGES[@]}" <<'PYEOF'
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from PIL import Image
 from websockets.sync.client import connect
 
-profile, origin = sys.argv[1], sys.argv[2]
-port_file = os.path.join(profile, "DevToolsActivePort")
-for _ in range(100):
-    if os.path.exists(port_file) and open(port_file).read().strip():
-        break
-    time.sleep(0.2)
-port = open(port_file).read().split()[0]
-page = next(t for t in json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json")) if t["type"] == "page")
-with connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
-    def call(i, method, **params):
-        ws.send(json.dumps({"id": i, "method": method, "params": params}))
-        while json.loads(ws.recv()).get("id") != i:
-            pass
-    call(1, "Page.navigate", url=origin + "/health")
-    time.sleep(1.0)
-    call(2, "Runtime.evaluate", expression=(
-        "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
-        "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"))
-    call(3, "Browser.close")
-PYEOF
-wait "$BROWSER" 2>/dev/null || true
+chromium, out, compare_url, metric_urls = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+WIDTH = 1400
+profile = tempfile.mkdtemp()
+proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+# Fold the compare page's sections a reviewer does not need here (the parameters are in MLflow).
+PREPARE = """(() => {
+  for (const name of ['Visualizations', 'Run details', 'Parameters', 'Artifacts', 'Tags']) {
+    const all = [...document.querySelectorAll('*')].filter(e => e.textContent.trim() === name);
+    const el = all[all.length - 1];
+    if (el) (el.closest('[role=button],button,[aria-expanded]') || el).click();
+  }
+  return true;
+})()"""
+GRID = "document.querySelector('.ReactVirtualized__Grid')"  # the metrics table
+try:
+    port_file = os.path.join(profile, "DevToolsActivePort")
+    for _ in range(150):
+        if os.path.exists(port_file) and open(port_file).read().strip():
+            break
+        time.sleep(0.2)
+    port = open(port_file).read().split()[0]
+    page = next(t for t in json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json")) if t["type"] == "page")
+    with connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
+        counter = [0]
 
-"$CHROMIUM" "${FLAGS[@]}" --hide-scrollbars --virtual-time-budget=25000 \
-  --window-size=1400,900 --screenshot="$OUT" "$URL" 2>/dev/null
-echo "wrote $OUT"
+        def call(method, **params):
+            counter[0] += 1
+            ws.send(json.dumps({"id": counter[0], "method": method, "params": params}))
+            while True:
+                msg = json.loads(ws.recv())
+                if msg.get("id") == counter[0]:
+                    return msg.get("result", {})
+
+        def js(expr):
+            res = call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+            return res.get("result", {}).get("value")
+
+        def capture(y0=None, y1=None):
+            img = Image.open(io.BytesIO(base64.b64decode(call("Page.captureScreenshot", format="png")["data"])))
+            return img.crop((0, int(y0 or 0), img.width, int(y1 or img.height)))
+
+        def load(url, height):
+            call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=height, deviceScaleFactor=1, mobile=False)
+            call("Page.navigate", url=url)
+            time.sleep(10)
+
+        origin = compare_url.split("/#")[0]
+        call("Page.navigate", url=origin + "/health")
+        time.sleep(1)
+        js("localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+           "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');")
+        images = []
+        load(compare_url, 1000)
+        js(PREPARE)
+        time.sleep(2)
+        box = js(f"(() => {{ const r = {GRID}.getBoundingClientRect(); return [r.top, r.bottom]; }})()")
+        images.append(capture(0, box[1] + 8))                 # parameters folded; AUC and its slices
+        for url in metric_urls:
+            load(url, 760)
+            images.append(capture())                           # metric charts and their value tables
+        call("Browser.close")
+finally:
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(profile, ignore_errors=True)
+canvas = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
+y = 0
+for im in images:
+    canvas.paste(im, (0, y))
+    y += im.height
+canvas.save(out, optimize=True)
+print("wrote", out, canvas.size)
+PYEOF
