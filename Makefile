@@ -9,6 +9,7 @@ CONFIG ?= configs/demo.yaml
 help:
 	@echo "make demo    create $(VENV) if missing, install, simulate demo data, run the pipeline"
 	@echo "make test    run the test suite (installs first if needed)"
+	@echo "make serve   Redis, feature updater, predictor and transformer on the newest pushed model"
 	@echo "make lint    check the code with ruff (rules in pyproject.toml)"
 	@echo "make clean   remove runs/, model_store/ and data/ (keeps $(VENV))"
 
@@ -68,3 +69,15 @@ SERVE_LOG     ?= data/demo
 PREDICTOR_URL ?=
 serve-features: install
 	$(PY) -m serving.features.local --log $(SERVE_LOG) $(if $(PREDICTOR_URL),--predictor-url $(PREDICTOR_URL))
+
+# Everything locally, one command: Redis, the bulk load of SERVE_LOG, the feature
+# updater, the predictor on MODEL (newest: the newest pushed model under model_store/;
+# or a directory; or models:/<name>@champion from the local MLflow server) and the
+# transformer in front of it.  Prints the URLs and a curl; Ctrl-C stops all.
+MODEL            ?= newest
+REDIS_PORT       ?= 6379
+TRANSFORMER_PORT ?= 8081
+.PHONY: serve serve-features
+serve: install serving-install
+	$(PY) -m serving.features.local --log $(SERVE_LOG) --model $(MODEL) --redis-port $(REDIS_PORT) \
+	    --predictor-port $(PREDICTOR_PORT) --transformer-port $(TRANSFORMER_PORT)

@@ -1,13 +1,18 @@
-"""Local online-feature stack: Redis, the bulk load and the feature updater,
-plus the transformer when a predictor URL is given (``make serve``).
+"""Local serving stack: Redis, the bulk load and the feature updater, plus
+the predictor (``--model``) and the transformer (``make serve``).
 
+    python -m serving.features.local --log data/demo --model newest     # make serve
+    python -m serving.features.local --log data/demo --model models:/feedrank-demo-din@champion
     python -m serving.features.local --log data/demo \
         [--predictor-url http://127.0.0.1:8080 --model-name feedrank --transformer-port 8081]
 
 Starts ``redis-server`` on loopback (no persistence) unless one already
 answers on ``--redis-port``, seeds it from ``--log`` (skipped when already
-seeded), starts the updater on the ``fr:events`` stream and, with
-``--predictor-url``, the transformer (serving environment).  Prints the URLs
+seeded), starts the updater on the ``fr:events`` stream; with ``--model``
+the predictor (``newest``: the model under ``--model-store`` with the newest
+pushed version; a model or version directory; or ``models:/<name>@<alias>``)
+and the transformer against it, or with ``--predictor-url`` the transformer
+against that predictor (both in the serving environment).  Prints the URLs
 and a ready-to-paste ``curl``; Ctrl-C stops what it started.
 """
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -56,6 +62,36 @@ def start_redis(port: int, workdir: str) -> Optional[subprocess.Popen]:
     raise RuntimeError(f"redis-server did not start on port {port}; see {workdir}/redis.log")
 
 
+def newest_model_dir(store: str) -> str:
+    """``<store>/<model>`` holding the newest pushed version (the Pusher writes only blessed ones)."""
+    best: Optional[tuple] = None
+    for name in sorted(os.listdir(store)) if os.path.isdir(store) else []:
+        model_dir = os.path.join(store, name)
+        if not os.path.isdir(model_dir):
+            continue
+        versions = [int(v) for v in os.listdir(model_dir)
+                    if v.isdigit() and os.path.isfile(os.path.join(model_dir, v, "saved_model.pb"))]
+        if versions and (best is None or max(versions) > best[0]):
+            best = (max(versions), model_dir)
+    if best is None:
+        raise FileNotFoundError(f"no pushed model under {store}/: run `make demo` first, "
+                                f"or serve the registry's champion with MODEL=models:/<name>@champion")
+    return best[1]
+
+
+def predictor_source(spec: str, store: str, tracking_uri: str) -> List[str]:
+    """The predictor's source arguments for ``spec``: ``newest``, a directory or a ``models:/`` URI."""
+    if spec.startswith("models:/"):
+        if not tracking_uri:
+            from feedrank.tracking.server import ensure_server
+            tracking_uri = ensure_server(os.path.join("runs", "mlflow"))
+        return ["--model-uri", spec, "--tracking-uri", tracking_uri]
+    model_dir = newest_model_dir(store) if spec == "newest" else spec
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+    return ["--model-dir", model_dir, "--poll-s", "10"]
+
+
 def example_request(log_dir: str, n: int = 5) -> dict:
     """A request for the log's most active user and ``n`` posts."""
     ev = io.read_events(log_dir)
@@ -70,22 +106,38 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--log", required=True, help="event log to seed Redis from")
     p.add_argument("--redis-port", type=int, default=6379)
     p.add_argument("--workdir", default="runs/serve", help="logs of the started processes")
+    p.add_argument("--model", default="", help="start the predictor on this model: newest (under --model-store), "
+                   "a model or version directory, or models:/<name>@<alias>")
+    p.add_argument("--model-store", default="model_store", help="where --model newest looks")
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""),
+                   help="MLflow server for a models:/ URI (default: the local one under runs/mlflow)")
+    p.add_argument("--predictor-port", type=int, default=8080)
     p.add_argument("--predictor-url", default="", help="start the transformer against this predictor")
     p.add_argument("--model-name", default="feedrank")
     p.add_argument("--transformer-port", type=int, default=8081)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or kill stops the stack, even when started in the background
+        signal.signal(sig, signal.default_int_handler)
     os.makedirs(args.workdir, exist_ok=True)
     url = f"redis://127.0.0.1:{args.redis_port}/0"
     started: List[subprocess.Popen] = []
     try:
+        source = predictor_source(args.model, args.model_store, args.tracking_uri) if args.model else []
         r = start_redis(args.redis_port, os.path.abspath(args.workdir))
-    except FileNotFoundError as e:
-        print(e, file=sys.stderr)
+    except (FileNotFoundError, RuntimeError) as e:  # no model / no redis-server / no MLflow
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if r is not None:
         started.append(r)
     try:
+        p_log = os.path.join(args.workdir, "predictor.log")
+        if source:  # loads and warms up while Redis is seeded
+            log.info("starting the predictor on %s", source[1])
+            predictor = procs.start_server("serving.predictor", [
+                *source, "--model-name", args.model_name, "--http-port", str(args.predictor_port)], p_log)
+            started.append(predictor)
+            args.predictor_url = f"http://127.0.0.1:{args.predictor_port}"
         client = writer.redis_client(url)
         try:
             bootstrap.bootstrap(client, args.log, schema.Keys())
@@ -97,6 +149,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             stdout=open(updater_log, "wb"), stderr=subprocess.STDOUT, cwd=procs.REPO_ROOT,
             env=procs.serving_env()))
         print(f"redis:   {url}  (events: XADD {stream.DEFAULT_STREAM}; updater log {updater_log})")
+        if source:
+            procs.wait_ready(f"{args.predictor_url}/v2/models/{args.model_name}/ready", 600, predictor, p_log)
+            print(f"predictor: {args.predictor_url}/v1/models/{args.model_name}:predict  (v2: "
+                  f"/v2/models/{args.model_name}/infer; log {p_log})")
         if args.predictor_url:
             t_log = os.path.join(args.workdir, "transformer.log")
             started.append(procs.start_server("serving.transformer", [
@@ -115,6 +171,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+    except (RuntimeError, TimeoutError) as e:  # a server exited or never became ready
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     finally:
         for proc in reversed(started):
             procs.stop(proc)
