@@ -1,26 +1,38 @@
-"""Open-loop latency benchmark of the predictor against the naive peer, side by side.
+"""Open-loop latency benchmark of online ranking: the predictor alone, the
+transformer with Redis, and the naive peer side by side in the same run, plus
+a hot swap and a Redis restart under load.
 
 Open loop: request i is *scheduled* at ``i / rate`` seconds and timed from
 that moment, whether or not earlier requests have finished, so a server that
 falls behind shows its queueing in the latency (a closed-loop client, which
 waits for each answer before sending the next, hides it).  Each run is
-bounded in count and time; every request has a timeout that counts as an
-error.
+bounded in count (``rate * duration``) and time (every request has a
+timeout, which counts as an error); all servers listen on loopback.
 
-Both servers serve the same SavedModel with the same 120-candidate,
-50-step-history request:
+All targets serve the same SavedModel with a 120-candidate request:
 
-* ``ours``: ``python -m serving.predictor`` (v1 columnar, the user's side once);
+* ``predictor``: ``python -m serving.predictor`` (v1 columnar, the user's
+  side once, 50-step synthetic histories);
+* ``transformer``: ``python -m serving.transformer`` in front of that
+  predictor, features from Redis seeded by the bulk loader from ``--log``
+  (the log's most active user, its first 120 posts);
 * ``naive``: ``benchmarks/naive_predictor.py``: stock kserve v1, one instance
   per candidate row repeating the user's side.
 
-For each offered rate: p50/p95/p99 and errors, median over ``--runs``; the
-maximum sustainable rate is the highest one with 0 errors, ≥ 95 % of the
-offered rate completed, and p99 under ``--slo-ms``.  (Run it with ``-m``: as a
-script, this file would shadow the ``serving`` package.)
+For each offered rate: p50/p95/p99, errors and degraded answers, median over
+``--runs``; a target stops at the first rate it cannot sustain.  The maximum
+sustainable rate is the highest with 0 errors, >= 95 % of the offered rate
+completed and p99 under ``--slo-ms``.  Then, through the transformer at
+``--disrupt-rate``: a hot swap of the model (``hot_swap``) and Redis stopped
+for ``--redis-down-s`` and started again (``redis_restart``), each with its
+errors (the goal: 0), degraded answers and the versions that answered.
 
-    PYTHONPATH=. .venv-serving/bin/python -m benchmarks.serving --model-dir model_store/din \\
-        --rates 25,50,100,150 --duration 10 --runs 3
+Results go to ``benchmarks/results/serving.json`` and the plot to
+``docs/img/serving_latency.png``.  Run it from the repository root with the
+pipeline environment's Python (it starts the servers in ``.venv-serving``;
+use ``-m``: as a script this file would shadow the ``serving`` package):
+
+    .venv/bin/python -m benchmarks.serving --model-dir model_store/din --log data/demo
 """
 from __future__ import annotations
 
@@ -30,19 +42,25 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import aiohttp
 
+from benchmarks import serving_stack
 from benchmarks.machine import machine_info, repo_relative
 from serving.common import procs
+from serving.features import local
 from serving.predictor import payloads as P
 
 log = logging.getLogger(__name__)
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "serving.json")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "benchmarks", "results", "serving.json")
+PLOT = os.path.join(ROOT, "docs", "img", "serving_latency.png")
+DEGRADED_HEADER = "X-Feedrank-Degraded"  # serving.transformer.ranker.DEGRADED_HEADER
 
 
 def naive_body(user: Dict, cands: Dict) -> dict:
@@ -50,11 +68,19 @@ def naive_body(user: Dict, cands: Dict) -> dict:
     return {"instances": [{**user, **{k: v[i] for k, v in cands.items()}} for i in range(n)]}
 
 
-async def open_loop(url: str, body: bytes, rate: float, duration_s: float, timeout_s: float) -> Dict:
-    """Fires ``rate * duration_s`` requests on schedule; latencies from the scheduled start."""
+async def open_loop(url: str, body: bytes, rate: float, duration_s: float, timeout_s: float,
+                    during: Optional[Callable[[], Dict]] = None, at_s: float = 0.0,
+                    versions: bool = False) -> Dict:
+    """Fires ``rate * duration_s`` requests on schedule; latencies from the scheduled start.
+
+    ``during`` runs in a thread ``at_s`` seconds into the load (a disruption);
+    its answer and the schedule offsets of degraded answers come back in the
+    result.  ``versions`` counts the ``model_version`` of the answers."""
     n = max(1, int(rate * duration_s))
     latencies: List[float] = []
     errors: Dict[str, int] = {}
+    degraded: List[float] = []
+    seen: Dict[str, int] = {}
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     headers = {"Content-Type": "application/json"}
     async with aiohttp.ClientSession(timeout=timeout,
@@ -67,32 +93,51 @@ async def open_loop(url: str, body: bytes, rate: float, duration_s: float, timeo
             await asyncio.sleep(max(0.0, scheduled - loop.time()))
             try:
                 async with session.post(url, data=body, headers=headers) as r:
-                    await r.read()
+                    data = await r.read()
                     if r.status != 200:
                         errors[str(r.status)] = errors.get(str(r.status), 0) + 1
                         return
+                    if r.headers.get(DEGRADED_HEADER):
+                        degraded.append(round(scheduled - t0, 3))
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
                 return
             latencies.append(loop.time() - scheduled)
+            if versions:
+                v = str(json.loads(data).get("model_version"))
+                seen[v] = seen.get(v, 0) + 1
+
+        async def disrupt() -> Dict:
+            await asyncio.sleep(max(0.0, t0 + at_s - loop.time()))
+            t = loop.time() - t0
+            answer = await asyncio.to_thread(during)
+            return {"at_s": round(t, 2), "done_at_s": round(loop.time() - t0, 2), **answer}
 
         start = loop.time()
-        await asyncio.gather(*(one(i) for i in range(n)))
+        extra = [disrupt()] if during else []
+        results = await asyncio.gather(*(one(i) for i in range(n)), *extra)
         wall = loop.time() - start
     latencies.sort()
 
     def q(p: float) -> float:
         return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1e3, 2) if latencies else None
 
-    return {"offered": rate, "sent": n, "ok": len(latencies), "errors": errors,
-            "achieved_rps": round(len(latencies) / wall, 1), "p50_ms": q(0.50), "p95_ms": q(0.95),
-            "p99_ms": q(0.99), "max_ms": round(latencies[-1] * 1e3, 2) if latencies else None}
+    out = {"offered": rate, "sent": n, "ok": len(latencies), "errors": errors, "degraded": len(degraded),
+           "achieved_rps": round(len(latencies) / wall, 1), "p50_ms": q(0.50), "p95_ms": q(0.95),
+           "p99_ms": q(0.99), "max_ms": round(latencies[-1] * 1e3, 2) if latencies else None}
+    if versions:
+        out["versions"] = seen
+    if during:
+        out["disruption"] = results[-1]
+        out["degraded_at_s"] = [degraded[0], degraded[-1]] if degraded else []
+    return out
 
 
 def summarise(runs: List[Dict]) -> Dict:
-    """Median over runs of each percentile; errors summed."""
+    """Median over runs of each percentile; errors and degraded answers summed."""
     out = {"offered": runs[0]["offered"], "runs": len(runs),
            "errors": sum(sum(r["errors"].values()) for r in runs),
+           "degraded": sum(r["degraded"] for r in runs),
            "achieved_rps": statistics.median(r["achieved_rps"] for r in runs)}
     for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
         vals = [r[k] for r in runs if r[k] is not None]
@@ -100,69 +145,151 @@ def summarise(runs: List[Dict]) -> Dict:
     return out
 
 
+def sustained(row: Dict, slo_ms: float) -> bool:
+    return (row["errors"] == 0 and row["achieved_rps"] >= 0.95 * row["offered"]
+            and row["p99_ms"] is not None and row["p99_ms"] <= slo_ms)
+
+
 def sustainable(rows: List[Dict], slo_ms: float) -> float:
-    ok = [r["offered"] for r in rows if r["errors"] == 0 and r["achieved_rps"] >= 0.95 * r["offered"]
-          and r["p99_ms"] is not None and r["p99_ms"] <= slo_ms]
+    ok = [r["offered"] for r in rows if sustained(r, slo_ms)]
     return max(ok) if ok else 0.0
 
 
-def main(argv: List[str] | None = None) -> int:
+def sweep(target: str, url: str, body: bytes, args: argparse.Namespace) -> Dict:
+    """Every rate (median over runs) up to the first one the target cannot sustain."""
+    asyncio.run(open_loop(url, body, 5, 2, args.timeout))   # warm the connection pool and the server
+    rows = []
+    for rate in args.rate_list:
+        runs = [asyncio.run(open_loop(url, body, rate, args.duration, args.timeout)) for _ in range(args.runs)]
+        rows.append(summarise(runs))
+        print(target, json.dumps(rows[-1]), flush=True)
+        time.sleep(1.0)
+        if not sustained(rows[-1], args.slo_ms):
+            break
+    return {"rates": rows, "max_sustainable_rps": sustainable(rows, args.slo_ms)}
+
+
+def kserve_version() -> Optional[str]:
+    """kserve's version in the serving environment (the servers' Python)."""
+    try:
+        code = "from importlib.metadata import version; print(version('kserve'))"
+        out = subprocess.run([procs.SERVING_PYTHON, "-c", code], capture_output=True, text=True, timeout=120)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", required=True)
+    p.add_argument("--model-dir", default="model_store/din", help="a model directory (newest version) or a version")
+    p.add_argument("--log", default="data/demo", help="event log the transformer's Redis is seeded from")
     p.add_argument("--candidates", type=int, default=120)
-    p.add_argument("--history", type=int, default=50)
-    p.add_argument("--rates", default="25,50,100")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    p.add_argument("--history", type=int, default=50, help="history length of the predictor's synthetic user")
+    p.add_argument("--rates", default="25,50,100,200,300", help="offered req/s, ascending")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per run")
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--timeout", type=float, default=5.0, help="per-request timeout (an error)")
-    p.add_argument("--slo-ms", type=float, default=100.0)
+    p.add_argument("--timeout", type=float, default=2.0, help="per-request timeout (an error)")
+    p.add_argument("--slo-ms", type=float, default=100.0, help="p99 above this is not sustained")
     p.add_argument("--batch-size", type=int, default=120)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--targets", default="ours,naive")
+    p.add_argument("--targets", default="predictor,transformer,naive")
+    p.add_argument("--disrupt-rate", type=float, default=50.0, help="req/s through the transformer while "
+                   "the model is swapped and Redis restarted (0: skip both)")
+    p.add_argument("--disrupt-duration", type=float, default=12.0)
+    p.add_argument("--redis-down-s", type=float, default=2.0)
     p.add_argument("--out", default=OUT)
+    p.add_argument("--plot", default=PLOT, help="latency plot (PNG); '' for none")
     args = p.parse_args(argv)
-    rates = [float(r) for r in args.rates.split(",")]
+    args.rate_list = sorted(float(r) for r in args.rates.split(","))
+    args.target_list = args.targets.split(",")
+    unknown = set(args.target_list) - {"predictor", "transformer", "naive"}
+    if unknown:
+        p.error(f"unknown targets {sorted(unknown)}; known: predictor, transformer, naive")
+    if "transformer" in args.target_list and not os.path.isdir(args.log):
+        p.error(f"event log {args.log} does not exist (make demo simulates data/demo; or pass --log)")
+    return args
+
+
+def disruptions(stack: serving_stack.Stack, body: bytes, args: argparse.Namespace) -> Dict:
+    """Hot swap, then Redis down and up again, each under open-loop load through the transformer."""
+    url = f"{stack.transformer_url}/v1/models/{serving_stack.MODEL_NAME}:predict"
+    out = {}
+    swap = asyncio.run(open_loop(url, body, args.disrupt_rate, args.disrupt_duration, args.timeout,
+                                 during=stack.hot_swap, at_s=args.disrupt_duration / 4, versions=True))
+    out["hot_swap"] = swap
+    print("hot_swap", json.dumps(swap), flush=True)
+    before = stack.metric("feedrank_degraded_total")
+
+    def restart() -> Dict:
+        return {"restart_s": round(stack.restart_redis(args.redis_down_s), 2), "down_s": args.redis_down_s}
+
+    rr = asyncio.run(open_loop(url, body, args.disrupt_rate, args.disrupt_duration, args.timeout,
+                               during=restart, at_s=args.disrupt_duration / 4))
+    rr["degraded_metric_delta"] = stack.metric("feedrank_degraded_total") - before
+    d = rr["disruption"]
+    # recovered: no degraded answer in the last second of the load, after Redis came back
+    rr["recovered"] = not rr["degraded"] or rr["degraded_at_s"][-1] < args.disrupt_duration - 1.0
+    rr["last_degraded_after_restart_s"] = round(rr["degraded_at_s"][-1] - d["done_at_s"], 2) if rr["degraded"] else None
+    out["redis_restart"] = rr
+    print("redis_restart", json.dumps(rr), flush=True)
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    started = time.perf_counter()
     user, cands = P.synthetic(args.candidates, args.history)
-    bodies = {"ours": json.dumps(P.v1_body(user, cands)).encode(),
+    bodies = {"predictor": json.dumps(P.v1_body(user, cands)).encode(),
               "naive": json.dumps(naive_body(user, cands)).encode()}
-    logs = tempfile.mkdtemp(prefix="serving-bench-")
+    workdir = tempfile.mkdtemp(prefix="serving-bench-")
     result = {"candidates": args.candidates, "history": args.history, "duration_s": args.duration,
-              "runs": args.runs, "slo_ms": args.slo_ms, "model_dir": repo_relative(args.model_dir),
-              "request_bytes": {k: len(v) for k, v in bodies.items()}, "targets": {},
-              "machine": machine_info("tensorflow", "kserve")}
-    for target in args.targets.split(","):
-        port = procs.free_port()
-        log_path = os.path.join(logs, f"{target}.log")
-        if target == "ours":
-            proc = procs.start_server("serving.predictor", [
-                "--model-dir", args.model_dir, "--model-name", "feedrank", "--http-port", str(port),
-                "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--max-in-flight", "1000",
-                "--log-level", "WARNING"], log_path)
-            url, ready = f"http://127.0.0.1:{port}/v1/models/feedrank:predict", "/v2/models/feedrank/ready"
-        else:
-            proc = procs.start_server("benchmarks.naive_predictor", [
-                "--model-dir", args.model_dir, "--http-port", str(port)], log_path)
-            url, ready = f"http://127.0.0.1:{port}/v1/models/naive:predict", "/v2/models/naive/ready"
+              "runs": args.runs, "timeout_s": args.timeout, "slo_ms": args.slo_ms,
+              "model_dir": repo_relative(args.model_dir), "log": repo_relative(args.log), "targets": {},
+              "machine": {**machine_info("tensorflow"), "kserve": kserve_version()}}
+    ours = {"predictor", "transformer"} & set(args.target_list)
+    if ours:
+        stack = serving_stack.Stack(args.model_dir, workdir, args.threads, args.batch_size)
         try:
-            procs.wait_ready(f"http://127.0.0.1:{port}{ready}", 240, proc, log_path)
-            asyncio.run(open_loop(url, bodies[target], 5, 2, args.timeout))   # warm the connection pool
-            rows = []
-            for rate in rates:
-                runs = [asyncio.run(open_loop(url, bodies[target], rate, args.duration, args.timeout))
-                        for _ in range(args.runs)]
-                rows.append(summarise(runs))
-                print(target, json.dumps(rows[-1]), flush=True)
-                time.sleep(1.0)
-            result["targets"][target] = {"rates": rows, "max_sustainable_rps": sustainable(rows, args.slo_ms)}
+            if "transformer" in ours:
+                result["bootstrap_s"] = round(stack.start_features(args.log), 1)
+                request = local.example_request(args.log, args.candidates)
+                bodies["transformer"] = json.dumps(request).encode()
+            stack.wait_predictor()
+            if "predictor" in ours:
+                url = f"{stack.predictor_url}/v1/models/{serving_stack.MODEL_NAME}:predict"
+                result["targets"]["predictor"] = sweep("predictor", url, bodies["predictor"], args)
+            if "transformer" in ours:
+                stack.start_transformer()
+                url = f"{stack.transformer_url}/v1/models/{serving_stack.MODEL_NAME}:predict"
+                result["targets"]["transformer"] = sweep("transformer", url, bodies["transformer"], args)
+                if args.disrupt_rate > 0:
+                    result.update(disruptions(stack, bodies["transformer"], args))
+        finally:
+            stack.stop()
+    if "naive" in args.target_list:
+        port = procs.free_port()
+        log_path = os.path.join(workdir, "naive.log")
+        proc = procs.start_server("benchmarks.naive_predictor", [
+            "--model-dir", serving_stack.version_dir(args.model_dir), "--http-port", str(port)], log_path)
+        try:
+            procs.wait_ready(f"http://127.0.0.1:{port}/v2/models/naive/ready", 300, proc, log_path)
+            url = f"http://127.0.0.1:{port}/v1/models/naive:predict"
+            result["targets"]["naive"] = sweep("naive", url, bodies["naive"], args)
         finally:
             procs.stop(proc)
-    if {"ours", "naive"} <= set(result["targets"]):
-        a, b = (result["targets"][t]["max_sustainable_rps"] for t in ("ours", "naive"))
+    result["request_bytes"] = {k: len(v) for k, v in bodies.items()}
+    if {"predictor", "naive"} <= set(result["targets"]):
+        a, b = (result["targets"][t]["max_sustainable_rps"] for t in ("predictor", "naive"))
         result["throughput_ratio"] = round(a / b, 2) if b else None
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-    print(json.dumps({k: v for k, v in result.items() if k not in ("machine",)}, indent=1))
+    if args.plot:
+        serving_stack.plot(result, args.plot)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
+    print(f"results: {repo_relative(args.out)}" + (f"; plot: {repo_relative(args.plot)}" if args.plot else ""))
     return 0
 
 
