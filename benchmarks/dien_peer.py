@@ -61,6 +61,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 from benchmarks.machine import machine_info, repo_relative  # noqa: E402
+
 # the .npz format's one reader, shared with the peer script (which cannot import feedrank)
 from benchmarks.peer.recbole_dien import load_npz as read_npz  # noqa: E402
 from feedrank import features as F  # noqa: E402

@@ -89,7 +89,8 @@ def markdown(rows: list) -> str:
     lines = [head]
     for r in rows:
         lines.append(f"| {r['size']} | {r['users']:,} | {r['items']:,} | {r['days']} | {r['events']:,} "
-                     f"| {r['median_wall_s']:.2f} | {r['min_wall_s']:.2f}-{r['max_wall_s']:.2f} | {r['median_cpu_s']:.2f} "
+                     f"| {r['median_wall_s']:.2f} | {r['min_wall_s']:.2f}-{r['max_wall_s']:.2f} "
+                     f"| {r['median_cpu_s']:.2f} "
                      f"| {r['median_events_per_s']:,} | {r['ctr']:.4f} | {r['oracle_auc']:.4f} |")
     return "\n".join(lines)
 
@@ -114,8 +115,8 @@ def main(argv=None) -> int:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    result = dict(benchmark="simulate", machine=machine_info(), load_avg_at_end=load, peak_rss_mb=round(_peak_rss_mb(), 1),
-                  timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"), results=rows)
+    result = dict(benchmark="simulate", machine=machine_info(), load_avg_at_end=load,
+                  peak_rss_mb=round(_peak_rss_mb(), 1), timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"), results=rows)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

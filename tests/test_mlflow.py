@@ -16,9 +16,8 @@ import yaml
 import pipeline
 from feedrank import config as config_lib
 from feedrank.events.simulator import simulate
-from feedrank.tracking import TrackingError
+from feedrank.tracking import TrackingError, compare, registry, server
 from feedrank.tracking import candidate as cand_lib
-from feedrank.tracking import compare, registry, server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT, MODEL = "feedrank-mlflow-test", "feedrank-mlflow-test-din"

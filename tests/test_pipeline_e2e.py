@@ -4,7 +4,6 @@ One session-scoped run (`first_run` in conftest.py) is shared by the
 blessing, model-contract, serving-contract and caching tests; the anomaly
 test runs its own pipeline on data with a planted anomaly.
 """
-import dataclasses
 import glob
 import json
 import os

@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 
 from feedrank import features as F
-from feedrank.examples.build import crosses
 from feedrank.evaluate.mlmd_reader import latest_run
+from feedrank.examples.build import crosses
 
 pytestmark = pytest.mark.e2e
 

@@ -101,8 +101,8 @@ def main() -> None:
     args = p.parse_args()
     args.npz, args.out = os.path.abspath(args.npz), os.path.abspath(args.out)
 
-    import torch
     import recbole
+    import torch
     from recbole.config import Config
     from recbole.data.interaction import Interaction
     from recbole.model.sequential_recommender.dien import DIEN
