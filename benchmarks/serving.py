@@ -20,7 +20,8 @@ All targets serve the same SavedModel with a 120-candidate request:
   per candidate row repeating the user's side.
 
 For each offered rate: p50/p95/p99, errors and degraded answers, median over
-``--runs``; a target stops at the first rate it cannot sustain.  The maximum
+``--runs`` (a run with errors ends that rate); a target stops at the first
+rate it cannot sustain.  The maximum
 sustainable rate is the highest with 0 errors, >= 95 % of the offered rate
 completed and p99 under ``--slo-ms``.  Then, through the transformer at
 ``--disrupt-rate``: a hot swap of the model (``hot_swap``) and Redis stopped
@@ -61,6 +62,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "benchmarks", "results", "serving.json")
 PLOT = os.path.join(ROOT, "docs", "img", "serving_latency.png")
 DEGRADED_HEADER = "X-Feedrank-Degraded"  # serving.transformer.ranker.DEGRADED_HEADER
+SETTLE_S = 3.0      # a disrupted load goes on this long after the disruption ended
+MAX_EXTRA_S = 60.0  # and at most this long beyond its duration
 
 
 def naive_body(user: Dict, cands: Dict) -> dict:
@@ -74,13 +77,16 @@ async def open_loop(url: str, body: bytes, rate: float, duration_s: float, timeo
     """Fires ``rate * duration_s`` requests on schedule; latencies from the scheduled start.
 
     ``during`` runs in a thread ``at_s`` seconds into the load (a disruption);
-    its answer and the schedule offsets of degraded answers come back in the
-    result.  ``versions`` counts the ``model_version`` of the answers."""
-    n = max(1, int(rate * duration_s))
+    the load then goes on until ``SETTLE_S`` after it finished (at most
+    ``MAX_EXTRA_S`` beyond ``duration_s``).  Its answer and the schedule
+    offsets of degraded answers come back in the result.  ``versions`` counts
+    the ``model_version`` of the answers."""
     latencies: List[float] = []
     errors: Dict[str, int] = {}
     degraded: List[float] = []
     seen: Dict[str, int] = {}
+    done: List[float] = []
+    tasks: List[asyncio.Task] = []
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     headers = {"Content-Type": "application/json"}
     async with aiohttp.ClientSession(timeout=timeout,
@@ -107,16 +113,31 @@ async def open_loop(url: str, body: bytes, rate: float, duration_s: float, timeo
                 v = str(json.loads(data).get("model_version"))
                 seen[v] = seen.get(v, 0) + 1
 
+        async def schedule() -> None:
+            i = 0
+            while True:
+                end = duration_s
+                if during:
+                    settled = done[0] + SETTLE_S if done else float("inf")
+                    end = min(max(end, settled), duration_s + MAX_EXTRA_S)
+                if i / rate >= end:
+                    return
+                tasks.append(asyncio.create_task(one(i)))
+                i += 1
+                await asyncio.sleep(max(0.0, t0 + i / rate - loop.time()))
+
         async def disrupt() -> Dict:
             await asyncio.sleep(max(0.0, t0 + at_s - loop.time()))
             t = loop.time() - t0
             answer = await asyncio.to_thread(during)
-            return {"at_s": round(t, 2), "done_at_s": round(loop.time() - t0, 2), **answer}
+            done.append(loop.time() - t0)
+            return {"at_s": round(t, 2), "done_at_s": round(done[0], 2), **answer}
 
         start = loop.time()
-        extra = [disrupt()] if during else []
-        results = await asyncio.gather(*(one(i) for i in range(n)), *extra)
+        results = await asyncio.gather(schedule(), *([disrupt()] if during else []))
+        await asyncio.gather(*tasks)
         wall = loop.time() - start
+        n = len(tasks)
     latencies.sort()
 
     def q(p: float) -> float:
@@ -128,6 +149,7 @@ async def open_loop(url: str, body: bytes, rate: float, duration_s: float, timeo
     if versions:
         out["versions"] = seen
     if during:
+        out["load_s"] = round(n / rate, 2)
         out["disruption"] = results[-1]
         out["degraded_at_s"] = [degraded[0], degraded[-1]] if degraded else []
     return out
@@ -160,12 +182,17 @@ def sweep(target: str, url: str, body: bytes, args: argparse.Namespace) -> Dict:
     asyncio.run(open_loop(url, body, 5, 2, args.timeout))   # warm the connection pool and the server
     rows = []
     for rate in args.rate_list:
-        runs = [asyncio.run(open_loop(url, body, rate, args.duration, args.timeout)) for _ in range(args.runs)]
+        runs: List[Dict] = []
+        for _ in range(args.runs):
+            runs.append(asyncio.run(open_loop(url, body, rate, args.duration, args.timeout)))
+            if runs[-1]["errors"]:  # overloaded: more runs would only queue behind this one's backlog
+                break
         rows.append(summarise(runs))
         print(target, json.dumps(rows[-1]), flush=True)
-        time.sleep(1.0)
         if not sustained(rows[-1], args.slo_ms):
+            time.sleep(args.timeout + 3.0)  # let the server drain what timed out before the next target
             break
+        time.sleep(1.0)
     return {"rates": rows, "max_sustainable_rps": sustainable(rows, args.slo_ms)}
 
 
@@ -228,7 +255,7 @@ def disruptions(stack: serving_stack.Stack, body: bytes, args: argparse.Namespac
     rr["degraded_metric_delta"] = stack.metric("feedrank_degraded_total") - before
     d = rr["disruption"]
     # recovered: no degraded answer in the last second of the load, after Redis came back
-    rr["recovered"] = not rr["degraded"] or rr["degraded_at_s"][-1] < args.disrupt_duration - 1.0
+    rr["recovered"] = not rr["degraded"] or rr["degraded_at_s"][-1] < rr["load_s"] - 1.0
     rr["last_degraded_after_restart_s"] = round(rr["degraded_at_s"][-1] - d["done_at_s"], 2) if rr["degraded"] else None
     out["redis_restart"] = rr
     print("redis_restart", json.dumps(rr), flush=True)
