@@ -232,6 +232,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     unknown = set(args.target_list) - {"predictor", "transformer", "naive"}
     if unknown:
         p.error(f"unknown targets {sorted(unknown)}; known: predictor, transformer, naive")
+    try:
+        serving_stack.version_dir(args.model_dir)
+    except FileNotFoundError as e:
+        p.error(str(e))
     if "transformer" in args.target_list and not os.path.isdir(args.log):
         p.error(f"event log {args.log} does not exist (make demo simulates data/demo; or pass --log)")
     return args
@@ -272,7 +276,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     workdir = tempfile.mkdtemp(prefix="serving-bench-")
     result = {"candidates": args.candidates, "history": args.history, "duration_s": args.duration,
               "runs": args.runs, "timeout_s": args.timeout, "slo_ms": args.slo_ms,
-              "model_dir": repo_relative(args.model_dir), "log": repo_relative(args.log), "targets": {},
+              "model_dir": repo_relative(serving_stack.version_dir(args.model_dir)), "log": repo_relative(args.log),
+              "targets": {},
               "machine": {**machine_info("tensorflow"), "kserve": kserve_version()}}
     ours = {"predictor", "transformer"} & set(args.target_list)
     if ours:
