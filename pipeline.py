@@ -77,14 +77,17 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn="feedrank.transform.preprocessing.preprocessing_fn",
+        materialize=cfg.transform.materialize, disable_statistics=not cfg.transform.statistics,
         custom_config={"code_version": code_version})
     transform.add_upstream_node(gate)
-    # The model family named in the config, exported with the Transform graph attached.
+    # The model family named in the config, exported with the Transform graph attached;
+    # it reads the raw examples and applies the graph itself unless Transform materialises.
     trainer_config = {**cfg.trainer.to_dict(), "negative_sampling_rate": ex.negative_sampling_rate,
-                      "code_version": code_version}
+                      "code_version": code_version, "raw_examples": not cfg.transform.materialize}
     trainer_args = dict(
         run_fn="feedrank.train.trainer.run_fn",
-        examples=transform.outputs["transformed_examples"],
+        examples=(transform.outputs["transformed_examples"] if cfg.transform.materialize
+                  else example_gen.outputs["examples"]),
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),

@@ -33,6 +33,15 @@ class EvaluatorConfig:
 
 
 @dataclasses.dataclass
+class TransformConfig:
+    """tf.Transform. ``statistics``: TFDV statistics of the raw and transformed
+    data (nothing downstream reads them). ``materialize``: write the transformed
+    examples; false makes the Trainer apply the transform graph in tf.data."""
+    statistics: bool = True
+    materialize: bool = True
+
+
+@dataclasses.dataclass
 class SimulateConfig:
     users: int = 20000
     items: int = 50000
@@ -78,6 +87,7 @@ class Config:
         default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
     simulate: SimulateConfig = dataclasses.field(default_factory=SimulateConfig)
     examples: ExamplesConfig = dataclasses.field(default_factory=ExamplesConfig)
+    transform: TransformConfig = dataclasses.field(default_factory=TransformConfig)
     trainer: TrainerSettings = dataclasses.field(default_factory=TrainerSettings)
     evaluator: EvaluatorConfig = dataclasses.field(default_factory=EvaluatorConfig)
     mlflow: MlflowConfig = dataclasses.field(default_factory=MlflowConfig)

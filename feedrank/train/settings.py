@@ -36,6 +36,7 @@ PIPELINE_KEYS = {
     "code_version": "the pipeline (the code's version)",
     "word_vectors_uri": "the Trainer component (the Word2VecGen artifact)",
     "item_vectors": "the Trainer (the word vectors mapped onto the item vocabulary)",
+    "raw_examples": "transform.materialize (false: the Trainer applies the transform graph)",
 }
 
 
@@ -148,6 +149,7 @@ class TrainerSettings:
     negative_sampling_rate: float = setting(1.0, above=0.0, max=1.0)
     code_version: Optional[str] = None
     word_vectors_uri: Optional[str] = None
+    raw_examples: bool = False   # the examples are raw: apply the transform graph in tf.data
     item_vectors: Any = None   # [item vocab, d] (NaN rows: no vector), an array or a .npy path
 
     def to_dict(self, every_group: bool = False) -> Dict[str, Any]:

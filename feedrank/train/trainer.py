@@ -59,6 +59,17 @@ def distribution_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def input_spec(tf_transform_output: tft.TFTransformOutput, raw_examples: bool):
+    """(feature spec of the Trainer's records, tf.Transform layer or None).
+
+    Raw examples are parsed with the raw spec (labels included, metadata not)
+    and need the layer; transformed examples need neither."""
+    if not raw_examples:
+        return tf_transform_output.transformed_feature_spec(), None
+    return (F.raw_feature_spec(include_labels=True, include_metadata=False),
+            tf_transform_output.transform_features_layer())
+
+
 def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
           config: Union[TrainerSettings, Mapping[str, Any]]) -> Tuple[keras.Model, list]:
     """Builds the configured family, fits it, returns (model, per-epoch curves).
@@ -73,11 +84,12 @@ def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
     if cfg.mixed_precision and tf.config.list_logical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(cfg.seed)
-    spec = tf_transform_output.transformed_feature_spec()
+    spec, layer = input_spec(tf_transform_output, cfg.raw_examples)
     cache = cfg.input_cache
-    train_ds = data.dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, cache=cache)
+    train_ds = data.dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, cache=cache,
+                            transform_layer=layer)
     eval_ds = data.dataset(eval_files, spec, cfg.batch_size,
-                           cache=cache if cache in ("", "memory") else cache + ".eval")
+                           cache=cache if cache in ("", "memory") else cache + ".eval", transform_layer=layer)
     strategy = distribution_strategy()
     log.info("distribution strategy: %s (%d replica(s))", type(strategy).__name__,
              strategy.num_replicas_in_sync)
@@ -124,12 +136,15 @@ def write_curves(curves: list, out_dir: str) -> None:
 
 
 def trainer_scores(model, eval_files, tf_transform_output: tft.TFTransformOutput,
-                   sampling_rate: float, n: int = 512) -> Dict[str, float]:
+                   sampling_rate: float, n: int = 512, raw_examples: bool = False) -> Dict[str, float]:
     """The in-memory Keras model's calibrated scores on the first ``n`` eval
     examples, keyed by impression id: the reference the pushed model must match."""
-    spec = tf_transform_output.transformed_feature_spec()
-    records = tf.data.TFRecordDataset(data._expand(eval_files), compression_type="GZIP").take(n)
-    batch = tf.io.parse_example(tf.stack(list(records)), spec)
+    spec, layer = input_spec(tf_transform_output, raw_examples)
+    records = tf.stack(list(tf.data.TFRecordDataset(data._expand(eval_files), compression_type="GZIP").take(n)))
+    batch = tf.io.parse_example(records, spec)
+    if layer is not None:
+        ids = tf.io.parse_example(records, {F.IMPRESSION_ID: tf.io.FixedLenFeature([], tf.string)})
+        batch = {**layer(batch), **ids}
     q = model({k: batch[k] for k in F.model_input_names()}, training=False)
     probs = export_lib.correct_for_sampling(q, sampling_rate).numpy()
     return {i.decode(): float(p) for i, p in zip(batch[F.IMPRESSION_ID].numpy(), probs)}
@@ -142,7 +157,8 @@ def run_fn(fn_args) -> None:
     model, curves = train(fn_args.train_files, fn_args.eval_files, tft_output, config)
     write_curves(curves, fn_args.model_run_dir)
     export_lib.export(model, tft_output, fn_args.serving_model_dir, config.negative_sampling_rate)
-    scores = trainer_scores(model, fn_args.eval_files, tft_output, config.negative_sampling_rate)
+    scores = trainer_scores(model, fn_args.eval_files, tft_output, config.negative_sampling_rate,
+                            raw_examples=config.raw_examples)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "eval_scores.json"), "w") as f:
         json.dump(scores, f)
     log.info("exported %s to %s", config.model, fn_args.serving_model_dir)

@@ -1,0 +1,62 @@
+"""The Trainer's raw-example input (`transform.materialize: false`): raw
+examples mapped through the tf.Transform layer give the same batches, in the
+same order, as the transformed examples tf.Transform materialises."""
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from feedrank import features as F
+from feedrank.train import data, trainer
+from tests import examplegen_helpers as eg
+
+
+def _analyze_and_transform(raw_files, out_dir):
+    """tf.Transform over the raw examples (as the Transform component runs it):
+    returns (transformed examples file, TFTransformOutput)."""
+    import apache_beam as beam
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tfx_bsl.public import tfxio
+
+    from feedrank.schema import make_schema
+    from feedrank.transform.preprocessing import preprocessing_fn
+
+    source = tfxio.TFExampleRecord(raw_files, schema=make_schema())
+    transformed_file = os.path.join(out_dir, "transformed.gz")
+    with beam.Pipeline() as p, tft_beam.Context(temp_dir=os.path.join(out_dir, "tmp"), force_tf_compat_v1=False):
+        raw = p | "Read" >> source.BeamSource()
+        (transformed, metadata), transform_fn = (
+            (raw, source.TensorAdapterConfig()) | tft_beam.AnalyzeAndTransformDataset(
+                preprocessing_fn, output_record_batches=False))
+        coder = tft.coders.ExampleProtoCoder(metadata.schema)
+        _ = (transformed | "Encode" >> beam.Map(coder.encode)
+             | "Write" >> beam.io.WriteToTFRecord(transformed_file, shard_name_template="",
+                                                  compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+        _ = transform_fn | tft_beam.WriteTransformFn(os.path.join(out_dir, "transform_graph"))
+    return transformed_file, tft.TFTransformOutput(os.path.join(out_dir, "transform_graph"))
+
+
+def test_raw_examples_through_the_transform_layer_match_the_materialised_ones(tmp_path):
+    result = eg.run(eg.make_log(str(tmp_path / "log")), str(tmp_path / "gen"), num_shards=1)
+    raw_files = sorted(tf.io.gfile.glob(os.path.join(result["output_dir"], "Split-train", "*")))
+    transformed_file, tft_out = _analyze_and_transform(raw_files, str(tmp_path / "tft"))
+
+    spec, layer = trainer.input_spec(tft_out, raw_examples=False)
+    raw_spec, raw_layer = trainer.input_spec(tft_out, raw_examples=True)
+    assert layer is None and raw_layer is not None
+    materialised = data.dataset([transformed_file], spec, 64, shuffle=True, seed=5, cache="memory")
+    from_raw = data.dataset(raw_files, raw_spec, 64, shuffle=True, seed=5, cache="memory",
+                            transform_layer=raw_layer)
+    batches = 0
+    for (xa, ya), (xb, yb) in zip(materialised, from_raw):
+        assert sorted(xa) == sorted(xb) == sorted(F.model_input_names())
+        for k in xa:
+            assert xa[k].dtype == xb[k].dtype and xa[k].shape == xb[k].shape, k
+            if xa[k].dtype == tf.float32:  # z-scores: the same graph, up to float rounding
+                np.testing.assert_allclose(xa[k].numpy(), xb[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+            else:
+                np.testing.assert_array_equal(xa[k].numpy(), xb[k].numpy(), err_msg=k)
+        np.testing.assert_array_equal(ya.numpy(), yb.numpy())
+        batches += 1
+    assert batches == len(list(from_raw)) > 1
