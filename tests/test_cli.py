@@ -108,6 +108,7 @@ def test_heartbeat_every_interval_with_elapsed_time(caplog):
     beat = Heartbeat(interval=30, clock=lambda: now[0])
     absl = logging.getLogger("absl")
     caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")  # a SavedModel save in an earlier test may lower it
     absl.addHandler(beat)
     try:
         absl.info("Component %s is running.", "Transform")
@@ -138,6 +139,7 @@ def test_heartbeat_every_interval_with_elapsed_time(caplog):
 
 def test_heartbeat_thread_beats_and_stops(caplog):
     caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")  # a SavedModel save in an earlier test may lower it
     absl = logging.getLogger("absl")
     with Heartbeat(interval=0.2) as beat:
         assert beat in absl.handlers
