@@ -1,7 +1,8 @@
 """End-to-end demo benchmark: wall time per component and DIN AUC vs the oracle.
 
-Runs the whole pipeline (no cache, fresh MLMD store and push dir) on the
-demo-scale simulated log ``--repeats`` times and reports the median wall time,
+Runs the whole pipeline (no cache, fresh MLMD store, push dir and local
+MLflow server, all removed after each run) on the demo-scale simulated log
+``--repeats`` times and reports the median wall time,
 the exact eval AUC, the oracle AUC and the share of the oracle's lift that
 the model recovers, (AUC - 0.5) / (AUC_oracle - 0.5).
 
@@ -16,6 +17,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -48,6 +50,8 @@ def main() -> int:
     import pipeline
     from feedrank import config as config_lib
     from feedrank.events.simulator import simulate
+    from feedrank.tracking import local_server_dir
+    from feedrank.tracking.server import stop_server
 
     cfg = config_lib.load(args.config)
     data = args.data or cfg.input_base
@@ -61,8 +65,12 @@ def main() -> int:
                                       push_root=os.path.join(tmp, "model_store"), enable_cache=False,
                                       mlflow=dataclasses.replace(cfg.mlflow, port=0))  # a free port
         t0 = time.time()
-        summary = pipeline.run(run_cfg)
-        wall = time.time() - t0
+        try:
+            summary = pipeline.run(run_cfg)
+            wall = time.time() - t0
+        finally:  # the run's local MLflow server and its outputs go with it
+            stop_server(local_server_dir(run_cfg))
+            shutil.rmtree(tmp, ignore_errors=True)
         auc = summary.get("auc", {})
         runs.append({"wall_s": round(wall, 1), "status": summary["status"],
                      "components": {k: v["seconds"] for k, v in summary.get("components", {}).items()},
