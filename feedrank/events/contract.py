@@ -55,7 +55,11 @@ MISSING_ID = "missing_id"
 BAD_TS = "unparsable_ts"
 DUPLICATE_ID = "duplicate_event_id"
 UNKNOWN_ITEM = "item_not_in_items"
-REASONS: Tuple[str, ...] = (UNKNOWN_EVENT, MISSING_ID, BAD_TS, DUPLICATE_ID, UNKNOWN_ITEM)
+TS_BEFORE_FLOOR = "ts_before_floor"     # negative, or before examples.min_ts
+TS_IN_FUTURE = "ts_in_future"           # later than the newest plausible impression + examples.max_future_skew_s
+UNDECODABLE = "undecodable_text"        # bytes that are not UTF-8 in a text column
+REASONS: Tuple[str, ...] = (UNKNOWN_EVENT, MISSING_ID, BAD_TS, DUPLICATE_ID, UNKNOWN_ITEM,
+                            TS_BEFORE_FLOOR, TS_IN_FUTURE, UNDECODABLE)
 
 # The ground truth the simulator writes beside the log (never read by training):
 # one row per impression, columns event_id and p_click.
