@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Tuple
 
 import yaml
 
-from feedrank.examples.settings import ExampleSettings
+from feedrank.examples.settings import VALID_SPLITS, ExampleSettings
 from feedrank.train.settings import TrainerSettings
 from feedrank.typed import ConfigError
 
@@ -29,6 +29,8 @@ ExamplesConfig = ExampleSettings
 class EvaluatorConfig:
     auc_floor: float = 0.6
     max_auc_regression: float = 0.002
+    # Calibration gate: mean predicted CTR / observed CTR on the eval split must lie in this band.
+    calibration_band: List[float] = dataclasses.field(default_factory=lambda: [0.9, 1.1])
     slice_features: List[str] = dataclasses.field(default_factory=lambda: ["category_id"])
 
 
@@ -207,6 +209,15 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
         raise ConfigError(f"examples.max_bad_fraction must be in [0, 1], got {ex.max_bad_fraction}")
     if ex.eval_days < 1:
         raise ConfigError(f"examples.eval_days must be >= 1, got {ex.eval_days}")
+    if ex.valid_split not in VALID_SPLITS:
+        raise ConfigError(f"examples.valid_split must be one of {list(VALID_SPLITS)}, got {ex.valid_split!r}")
+    if ex.valid_split == "last_days" and ex.valid_days < 1:
+        raise ConfigError(f"examples.valid_days must be >= 1, got {ex.valid_days}")
+    if ex.valid_split == "user_hash" and not 0.0 < ex.valid_user_share < 1.0:
+        raise ConfigError(f"examples.valid_user_share must be in (0, 1), got {ex.valid_user_share}")
+    for key in ("warmup_days", "min_ts", "max_future_skew_s"):
+        if getattr(ex, key) < 0:
+            raise ConfigError(f"examples.{key} must be >= 0, got {getattr(ex, key)}")
     check_word2vec(cfg)
     return cfg
 

@@ -23,6 +23,19 @@ class ExampleSettings:
     max_bad_fraction: float = 0.01        # fail when a larger share of the events is quarantined
     seed: int = 0                         # seed of the negative sampling
     num_shards: int = 0                   # 0: automatic, one shard per EVENTS_PER_SHARD events
+    # Model selection: the validation split, carved out of the train period (never the eval split).
+    valid_split: str = "last_days"        # "last_days": the train period's last valid_days days;
+                                          # "user_hash": a stable share of the train period's users
+    valid_days: int = 1                   # with valid_split: last_days
+    valid_user_share: float = 0.1         # with valid_split: user_hash
+    warmup_days: int = 0                  # the log's first days give behaviour history (and the
+                                          # Word2Vec corpus) but no examples
+    # Implausible timestamps are quarantined with a reason.
+    min_ts: int = 946_684_800             # floor (2000-01-01 UTC); negative ts are always implausible
+    max_future_skew_s: int = 86_400       # later than the newest plausible impression + this
+
+
+VALID_SPLITS = ("last_days", "user_hash")
 
 
 DEFAULTS = ExampleSettings()
