@@ -59,11 +59,11 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
         label_window_s=ex.label_window_s, eval_days=ex.eval_days,
         negative_sampling_rate=ex.negative_sampling_rate, max_bad_fraction=ex.max_bad_fraction,
         seed=ex.seed, num_shards=ex.num_shards)
-    # Optional (word2vec.enabled): Word2Vec post/query-token vectors from the train period's behaviour only.
+    # Optional (word2vec.enabled): Word2Vec post/query-token vectors from the warm-up days before the train split.
     word2vec = Word2VecGen(**word2vec_args(cfg), examples=example_gen.outputs["examples"],
                            input_base=example_gen.exec_properties["input_base"],
                            input_fingerprint=example_gen.exec_properties["input_fingerprint"],
-                           eval_days=ex.eval_days) if cfg.word2vec.enabled else None
+                           warmup_days=ex.warmup_days) if cfg.word2vec.enabled else None
     # Statistics of every split.
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     # The schema derived from feedrank/features.py (not inferred, so drift is caught).

@@ -67,7 +67,8 @@ class Word2VecConfig:
     """Offline post and query-token vectors (docs/word2vec.md): the `Word2VecGen`
     component, fed to the Trainer, which uses them as ``trainer.word2vec`` says."""
     enabled: bool = False
-    window_days: int = 7         # the days of clicks/searches that END at the train/eval cutoff
+    window_days: int = 7         # the days of clicks/searches that END where the train split starts
+                                 # (<= examples.warmup_days)
     vector_size: int = 0         # 0: the trainer's item embedding dim
     token_vector_size: int = 0   # 0: the trainer's token embedding dim
     window: int = 5
@@ -223,7 +224,8 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
 
 
 def check_word2vec(cfg: Config) -> None:
-    """The `word2vec` section's ranges, and ``trainer.word2vec`` only with vectors to use."""
+    """The `word2vec` section's ranges, its window inside the warm-up days, and ``trainer.word2vec``
+    only with vectors to use."""
     w2v = cfg.word2vec
     for key in ("window_days", "window", "min_count", "epochs", "negative"):
         if getattr(w2v, key) < 1:
@@ -233,6 +235,12 @@ def check_word2vec(cfg: Config) -> None:
             raise ConfigError(f"word2vec.{key} must be >= 0 (0: the trainer's embedding dim), got {getattr(w2v, key)}")
     if w2v.sample < 0:
         raise ConfigError(f"word2vec.sample must be >= 0, got {w2v.sample}")
+    if w2v.enabled and cfg.examples.warmup_days < w2v.window_days:
+        raise ConfigError(
+            f"word2vec.window_days ({w2v.window_days}) exceeds examples.warmup_days "
+            f"({cfg.examples.warmup_days}): the vectors train on the days before the train split, which "
+            f"must be warm-up days without examples, or train examples would get vectors that saw their "
+            f"own clicks; set examples.warmup_days >= word2vec.window_days")
     use = cfg.trainer.word2vec
     if use is not None and (use.init or use.similarity) and not w2v.enabled:
         raise ConfigError("trainer.word2vec uses word vectors, but the word2vec section is not enabled "

@@ -6,11 +6,13 @@ skipped (the example generator quarantines and counts them; here they are
 only counted), duplicate event ids keep their first occurrence by
 ``(ts, file order)``.
 
-The leakage rule: the corpus covers ``[cutoff - window_days days, cutoff)``
-where ``cutoff`` is the example generator's train/eval boundary (the first
-second of the last ``eval_days`` days, `feedrank.examples.build.split_and_keep`).
-No eval-period event ever reaches the vectors, so a model initialised from
-them is still evaluated on unseen behaviour.
+The leakage rule: the corpus covers ``[train_start - window_days days,
+train_start)`` where ``train_start`` is the first second of the ranker's train
+split: the example generator's ``train_start_ts``, the end of its
+``examples.warmup_days`` history-only days (`train_start`).  Every example,
+train, validation or eval, is later than every event the vectors saw, so no
+example's similarity features or initial embeddings reflect its own label or
+anything after it.
 """
 from __future__ import annotations
 
@@ -42,13 +44,14 @@ class Corpus:
     click_sequences: List[List[str]]   # one per user, oldest first
     queries: List[List[str]]           # one per search, its tokens
     window_start: int                  # unix seconds, inclusive
-    window_end: int                    # unix seconds, exclusive: the train/eval cutoff
+    window_end: int                    # unix seconds, exclusive: the start of the train split
     counts: Dict[str, int]
 
 
-def eval_cutoff(max_ts: int, eval_days: int) -> int:
-    """First second of the eval split: ``ts >= cutoff`` is eval (as the example gen splits)."""
-    return (int(max_ts) // DAY_S - int(eval_days) + 1) * DAY_S
+def train_start(first_ts: int, warmup_days: int) -> int:
+    """First second of the train split: midnight (UTC) of the log's first day plus
+    ``warmup_days`` days (the example generator's rule for ``train_start_ts``)."""
+    return (int(first_ts) // DAY_S + int(warmup_days)) * DAY_S
 
 
 def read_valid_events(input_base: str) -> Tuple[pd.DataFrame, Dict[str, int]]:
@@ -80,20 +83,24 @@ def _chunks(seq: List[str]) -> List[List[str]]:
     return [seq[i:i + MAX_SENTENCE] for i in range(0, len(seq), MAX_SENTENCE)]
 
 
-def build_corpus(events: pd.DataFrame, eval_days: int, window_days: int,
-                 cutoff: Optional[int] = None) -> Corpus:
+def build_corpus(events: pd.DataFrame, window_days: int, warmup_days: int = 0,
+                 end: Optional[int] = None) -> Corpus:
     """Sentences from valid events (``event``, ``user_id``, ``item_id``, ``query``,
-    int ``ts``, ``event_id``).  ``cutoff`` defaults to `eval_cutoff` of the
-    events' last timestamp; pass the example generator's ``eval_start_ts`` to use
-    exactly its split."""
+    int ``ts``, ``event_id``) in ``[end - window_days days, end)``.  ``end`` is the
+    start of the train split: pass the example generator's ``train_start_ts`` to use
+    exactly its split; without it, `train_start` of the first event and ``warmup_days``."""
     if window_days < 1:
         raise ValueError(f"window_days must be >= 1, got {window_days}")
     if events.empty:
         raise EmptyCorpusError("the event log holds no valid events")
-    max_ts = int(events["ts"].max())
-    end = int(cutoff) if cutoff is not None else eval_cutoff(max_ts, eval_days)
-    start = end - int(window_days) * DAY_S
     ts = events["ts"].to_numpy(dtype=np.int64)
+    first_ts = int(ts.min())
+    end = int(end) if end is not None else train_start(first_ts, warmup_days)
+    start = end - int(window_days) * DAY_S
+    if start < first_ts // DAY_S * DAY_S:
+        log.warning("word2vec window [%d, %d) starts before the log's first day (%d): it holds fewer "
+                    "than %d day(s); examples.warmup_days should be >= word2vec.window_days",
+                    start, end, first_ts // DAY_S * DAY_S, window_days)
     in_window = (ts >= start) & (ts < end)
     kind = events["event"].astype(str).to_numpy()
     clicks = events.loc[in_window & (kind == contract.CLICK)].sort_values(["user_id", "ts", "event_id"])
@@ -106,23 +113,24 @@ def build_corpus(events: pd.DataFrame, eval_days: int, window_days: int,
         "clicks_in_window": len(clicks), "click_users": len(sequences),
         "distinct_clicked_items": int(clicks["item_id"].nunique()),
         "searches_in_window": len(queries),
-        "clicks_after_cutoff": int(((ts >= end) & (kind == contract.CLICK)).sum()),
+        "clicks_from_train_start": int(((ts >= end) & (kind == contract.CLICK)).sum()),
         "clicks_before_window": int(((ts < start) & (kind == contract.CLICK)).sum()),
     }
-    log.info("word2vec window [%d, %d) (%d day(s) before the eval cutoff): %s", start, end, window_days, counts)
+    log.info("word2vec window [%d, %d) (the %d day(s) before the train split): %s",
+             start, end, window_days, counts)
     if not len(clicks):
         raise EmptyCorpusError(
             f"no clicks in the word2vec window [{start}, {end}) (the {window_days} day(s) before the "
-            f"train/eval cutoff {end}); {counts['clicks_after_cutoff']} click(s) fall in the eval period "
-            f"and {counts['clicks_before_window']} before the window: widen word2vec.window_days or "
-            f"disable word2vec")
+            f"train split starts at {end}); {counts['clicks_from_train_start']} click(s) fall in or after "
+            f"the train split and {counts['clicks_before_window']} before the window: raise "
+            f"examples.warmup_days and word2vec.window_days together, or disable word2vec")
     return Corpus(sequences, queries, start, end, counts)
 
 
-def load_corpus(input_base: str, eval_days: int, window_days: int,
-                cutoff: Optional[int] = None) -> Corpus:
+def load_corpus(input_base: str, window_days: int, warmup_days: int = 0,
+                end: Optional[int] = None) -> Corpus:
     """`read_valid_events` then `build_corpus`; the read counts join the corpus counts."""
     events, read_counts = read_valid_events(input_base)
-    corpus = build_corpus(events, eval_days, window_days, cutoff)
+    corpus = build_corpus(events, window_days, warmup_days, end)
     corpus.counts = {**read_counts, **corpus.counts}
     return corpus
