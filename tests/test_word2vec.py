@@ -1,14 +1,16 @@
 """Word2Vec vectors (docs/word2vec.md) on the simulator's tiny log.
 
 * co-clicked posts (adjacent in a user's click sequence) are closer than random pairs;
-* the window ends at the example generator's train/eval cutoff: perturbing the
-  eval period changes no vector, and malformed rows are skipped;
-* under LocalDagRunner (upstream components reused from the session's e2e run)
+* the window ends where the example generator's train split starts (after its
+  warm-up days): perturbing any event from then on changes no vector, and
+  malformed rows are skipped;
+* under LocalDagRunner (the e2e run's log and store, with warm-up days)
   Word2VecGen feeds the Trainer, whose frozen item rows equal the vectors and
   whose exported model scores with the in-graph similarity features;
 * the similarity features ignore padding; the Kubeflow package still compiles.
 """
 import dataclasses
+import json
 import os
 import shutil
 
@@ -17,24 +19,24 @@ import pandas as pd
 import pytest
 
 from feedrank import config as config_lib
-from feedrank.examples.build import BuildConfig, split_and_keep
 from feedrank.train.settings import Word2VecUse
 from feedrank.vectors import artifact
-from feedrank.vectors.corpus import DAY_S, EmptyCorpusError, eval_cutoff, load_corpus
+from feedrank.vectors.corpus import DAY_S, EmptyCorpusError, load_corpus, train_start
 from feedrank.vectors.train import Word2VecParams, train_vectors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A tiny log has ~400 train-period clicks: more epochs and no down-sampling than the demo's defaults.
+# A tiny log's 3 warm-up days hold ~300 clicks: more epochs and no down-sampling than the demo's defaults.
 TINY_PARAMS = Word2VecParams(vector_size=8, token_vector_size=4, epochs=50, sample=0.0, seed=0)
+WARMUP = 3   # of the tiny log's 5 days: warm-up days 0-2, then train, valid and eval
 
 
-def _train(data_dir, window_days=7):
-    return train_vectors(load_corpus(str(data_dir), eval_days=1, window_days=window_days), TINY_PARAMS)
+def _train(data_dir, window_days=WARMUP):
+    return train_vectors(load_corpus(str(data_dir), window_days, warmup_days=WARMUP), TINY_PARAMS)
 
 
 @pytest.fixture(scope="module")
 def vectors(tiny_data):
-    return load_corpus(str(tiny_data), eval_days=1, window_days=7), _train(tiny_data)
+    return load_corpus(str(tiny_data), WARMUP, warmup_days=WARMUP), _train(tiny_data)
 
 
 def _unit(x):
@@ -67,31 +69,36 @@ def test_artifact_round_trip_and_determinism(vectors, tmp_path, tiny_data):
     np.testing.assert_array_equal(again.item_vectors, wv.item_vectors)
 
 
-def test_window_ends_at_the_train_eval_cutoff(vectors, tiny_data):
+def test_window_ends_where_the_train_split_starts(vectors, tiny_data, tmp_path):
+    from tests import examplegen_helpers as H
+
     corpus, wv = vectors
     events = pd.read_parquet(tiny_data / "events.parquet")
     end = corpus.window_end
-    assert end == eval_cutoff(int(events["ts"].max()), 1) == wv.meta["window_end_ts"]
-    assert corpus.window_start == end - 7 * DAY_S
-    # the example generator's split puts `end` in eval and `end - 1` in train
-    is_eval, _ = split_and_keep(np.array([end - 1, end]), np.zeros(2), np.array(["a", "b"]),
-                                int(events["ts"].max()), BuildConfig(eval_days=1))
-    assert is_eval.tolist() == [False, True]
+    assert end == train_start(int(events["ts"].min()), WARMUP) == wv.meta["window_end_ts"]
+    assert corpus.window_start == end - WARMUP * DAY_S
+    # the example generator's train split starts exactly there: no example precedes the window's end
+    gen = H.run(str(tiny_data), str(tmp_path / "gen"), warmup_days=WARMUP, num_shards=1)
+    assert gen["train_start_ts"] == end
+    first = min(H.to_dict(r)["ts"][0] for r in H.by_impression(gen["output_dir"], ("train",)).values())
+    assert end <= first < end + DAY_S
     clicks = events[events["event"] == "click"]
     assert corpus.counts["clicks_in_window"] == int(((clicks.ts >= corpus.window_start) & (clicks.ts < end)).sum())
-    assert corpus.counts["clicks_after_cutoff"] > 0      # the eval period has clicks, and none was used
-    short = load_corpus(str(tiny_data), eval_days=1, window_days=1)
+    assert corpus.counts["clicks_from_train_start"] > 0   # the example days have clicks, and none was used
+    short = load_corpus(str(tiny_data), 1, warmup_days=WARMUP)
     assert short.window_start == end - DAY_S and short.counts["clicks_in_window"] < corpus.counts["clicks_in_window"]
+    explicit = load_corpus(str(tiny_data), 1, end=end - DAY_S)   # the example generator's train_start_ts
+    assert (explicit.window_start, explicit.window_end) == (end - 2 * DAY_S, end - DAY_S)
 
 
-def test_eval_period_changes_no_vector_and_bad_rows_are_skipped(vectors, tiny_data, tmp_path):
+def test_events_from_the_train_split_on_change_no_vector_and_bad_rows_are_skipped(vectors, tiny_data, tmp_path):
     corpus, wv = vectors
     data = tmp_path / "perturbed"
     shutil.copytree(tiny_data, data)
     events = pd.read_parquet(data / "events.parquet")
     late = events["ts"] >= corpus.window_end
     rng = np.random.default_rng(1)
-    for kind, col in (("click", "item_id"), ("search", "query")):   # scramble what eval users did
+    for kind, col in (("click", "item_id"), ("search", "query")):   # scramble what every example saw
         sel = late & (events["event"] == kind)
         events.loc[sel, col] = rng.permutation(events.loc[sel, col].to_numpy())
     bad = events.iloc[[0]].assign(event_id="bad-row", ts="not a time")   # quarantined by the example gen
@@ -109,10 +116,10 @@ def test_no_click_in_the_window_is_a_clear_error(tiny_data, tmp_path):
     data = tmp_path / "late_clicks_only"
     shutil.copytree(tiny_data, data)
     events = pd.read_parquet(data / "events.parquet")
-    cutoff = eval_cutoff(int(events["ts"].max()), 1)
+    cutoff = train_start(int(events["ts"].min()), WARMUP)
     events[~((events["event"] == "click") & (events["ts"] < cutoff))].to_parquet(data / "events.parquet")
-    with pytest.raises(EmptyCorpusError, match="no clicks in the word2vec window"):
-        load_corpus(str(data), eval_days=1, window_days=7)
+    with pytest.raises(EmptyCorpusError, match="no clicks in the word2vec window.*examples.warmup_days"):
+        load_corpus(str(data), WARMUP, warmup_days=WARMUP)
 
 
 def test_similarity_features_ignore_padding():
@@ -172,10 +179,16 @@ def test_configs():
     with pytest.raises(config_lib.ConfigError, match="trainer.word2vec: unknown"):
         config_lib.load(os.path.join(ROOT, "configs", "din_w2v.yaml"),
                         {"trainer": {"model": "din", "word2vec": {"frozen": True}}})
+    for name in ("din_w2v.yaml", "quality_w2v.yaml"):   # the window lies inside the warm-up days
+        cfg = config_lib.load(os.path.join(ROOT, "configs", name))
+        assert cfg.word2vec.enabled and 1 <= cfg.word2vec.window_days <= cfg.examples.warmup_days
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"word2vec.window_days \(4\) exceeds examples.warmup_days \(2\)"):
+        config_lib.load(os.path.join(ROOT, "configs", "din_w2v.yaml"), {"examples": {"warmup_days": 2}})
 
 
 # --------------------------------------------------------------------------
-# In the pipeline (LocalDagRunner), reusing the session's e2e run
+# In the pipeline (LocalDagRunner), on a copy of the e2e run's store
 # --------------------------------------------------------------------------
 UP_TO_TRAINER = ("BehaviorExampleGen", "Word2VecGen", "StatisticsGen", "ImportSchemaGen",
                  "ExampleValidator", "AnomaliesGate", "Transform", "Trainer")
@@ -184,8 +197,9 @@ UP_TO_TRAINER = ("BehaviorExampleGen", "Word2VecGen", "StatisticsGen", "ImportSc
 @pytest.fixture(scope="module")
 def w2v_run(first_run, tmp_path_factory):
     """The pipeline with word2vec enabled, up to the Trainer, on a COPY of the e2e
-    run's MLMD store: the upstream components come from its cache, only
-    Word2VecGen and the Trainer run, and the e2e run's own store is untouched."""
+    run's MLMD store (which stays untouched).  The vectors need warm-up days,
+    so the example generator and what reads its examples run again; the schema
+    comes from the cache."""
     from tfx import v1 as tfx
 
     import pipeline
@@ -196,9 +210,11 @@ def w2v_run(first_run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("w2v_run")
     metadata = str(tmp / "metadata.sqlite")
     shutil.copy(cfg.metadata_path, metadata)
-    w2v = dataclasses.replace(cfg.word2vec, enabled=True, epochs=TINY_PARAMS.epochs, sample=TINY_PARAMS.sample)
+    w2v = dataclasses.replace(cfg.word2vec, enabled=True, window_days=2, epochs=TINY_PARAMS.epochs,
+                              sample=TINY_PARAMS.sample)
+    examples = dataclasses.replace(cfg.examples, warmup_days=2)   # days 0-1 of 5: history and the corpus
     trainer = dataclasses.replace(cfg.trainer, epochs=1, word2vec=Word2VecUse(init=True, freeze=True, similarity=True))
-    full = pipeline.create_pipeline(dataclasses.replace(cfg, word2vec=w2v, trainer=trainer))
+    full = pipeline.create_pipeline(dataclasses.replace(cfg, word2vec=w2v, examples=examples, trainer=trainer))
     kept = [c for c in full.components if c.id in UP_TO_TRAINER]
     for c in kept:
         for down in [d for d in c.downstream_nodes if d.id not in UP_TO_TRAINER]:
@@ -222,13 +238,15 @@ def test_pipeline_trains_with_frozen_word_vectors(w2v_run):
 
     run = w2v_run
     states = {name: c["state"] for name, c in run.components.items()}
-    assert states["Word2VecGen"] == states["Trainer"] == "COMPLETE", states
-    assert states["Transform"] == states["BehaviorExampleGen"] == "CACHED", states
+    assert states["Word2VecGen"] == states["Trainer"] == states["BehaviorExampleGen"] == "COMPLETE", states
+    assert states["ImportSchemaGen"] == "CACHED", states
     examples = run.artifact("BehaviorExampleGen", "examples")
     wv_art = run.artifact("Word2VecGen", "word_vectors")
-    # the window ends exactly at the example generator's eval split
-    eval_start = __import__("json").loads(examples.get_string_custom_property("summary"))["eval_start_ts"]
-    assert wv_art.get_int_custom_property("window_end_ts") == eval_start
+    # the window ends exactly where the example generator's train split starts
+    summary = json.loads(examples.get_string_custom_property("summary"))
+    assert wv_art.get_int_custom_property("window_end_ts") == summary["train_start_ts"] == \
+        examples.get_int_custom_property("train_start_ts")
+    assert wv_art.get_int_custom_property("window_start_ts") == summary["train_start_ts"] - 2 * 86400
     wv = artifact.load(wv_art.uri)
     vocab = tft.TFTransformOutput(run.artifact("Transform", "transform_graph").uri).vocabulary_by_name(
         vocab_file_name(F.ITEM_VOCAB))
