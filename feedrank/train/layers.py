@@ -24,6 +24,22 @@ def padding_mask(ids: tf.Tensor) -> tf.Tensor:
     return tf.not_equal(ids, F.PAD_ID)
 
 
+def masked_softmax(scores: tf.Tensor, mask: tf.Tensor, axis: int = -1) -> tf.Tensor:
+    """Softmax of ``scores`` over ``axis`` restricted to ``mask`` (broadcast to
+    the scores' shape): exactly 0 on masked steps, and a zero vector where every
+    step is masked.
+
+    Computed in float32 whatever the scores' dtype, then cast back: under the
+    ``mixed_float16`` policy a -1e9 mask value is -inf in float16, and the
+    softmax of a row of -inf (a user with no history) is NaN.
+    """
+    s = tf.cast(scores, tf.float32)
+    m = tf.broadcast_to(tf.cast(mask, tf.bool), tf.shape(s))
+    s = tf.where(m, s, tf.fill(tf.shape(s), tf.constant(-1e9, tf.float32)))
+    w = tf.nn.softmax(s, axis=axis) * tf.cast(m, tf.float32)
+    return tf.cast(w, scores.dtype)
+
+
 @keras.utils.register_keras_serializable(package="feedrank")
 class TrimPadding(keras.layers.Layer):
     """Drops the trailing steps that are padding in EVERY row of the batch.
@@ -115,7 +131,8 @@ class TargetAttention(keras.layers.Layer):
     score_t = MLP([q, k_t, q - k_t, q * k_t]); weights are the raw scores
     (no softmax, as in the paper, so the interest's intensity is kept) with
     padded steps set to exactly zero.  Returns sum_t w_t k_t, shape [B, D].
-    Set ``softmax=True`` for normalised weights (used by DIEN's AUGRU).
+    Set ``softmax=True`` for normalised weights (`masked_softmax`: float32,
+    all zeros for an all-padded history).
     """
 
     def __init__(self, hidden_units: Sequence[int] = (80, 40), activation: str = "sigmoid",
@@ -136,8 +153,7 @@ class TargetAttention(keras.layers.Layer):
         x = tf.concat([q, keys, q - keys, q * keys], axis=-1)
         s = tf.squeeze(self.score_out(self.score_mlp(x)), axis=-1)
         if self.softmax:
-            s = tf.where(mask, s, tf.fill(tf.shape(s), tf.constant(-1e9, s.dtype)))
-            s = tf.nn.softmax(s, axis=-1)
+            return masked_softmax(s, mask)
         return s * tf.cast(mask, s.dtype)
 
     def call(self, query: tf.Tensor, keys: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

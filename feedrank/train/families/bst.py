@@ -76,6 +76,21 @@ class RecencyPositionEmbedding(keras.layers.Layer):
 
 
 @keras.utils.register_keras_serializable(package="feedrank")
+class MaskedMultiHeadAttention(keras.layers.MultiHeadAttention):
+    """Keras's MultiHeadAttention with its masked softmax computed in float32
+    (`layers.masked_softmax`), so under ``mixed_float16`` a query row with no
+    real key gets a zero vector instead of NaN."""
+
+    def _masked_softmax(self, attention_scores, attention_mask=None):
+        if attention_mask is None:
+            return L.masked_softmax(attention_scores, tf.ones_like(attention_scores, tf.bool))
+        # [B, T, S] -> [B, 1, T, S]: the heads axis, as the parent class expands it.
+        for _ in range(len(attention_scores.shape) - len(attention_mask.shape)):
+            attention_mask = tf.expand_dims(attention_mask, axis=-len(self._attention_axes) * 2 - 1)
+        return L.masked_softmax(attention_scores, attention_mask)
+
+
+@keras.utils.register_keras_serializable(package="feedrank")
 class TransformerBlock(keras.layers.Layer):
     """One post-LN Transformer encoder layer as in BST (Vaswani et al., 2017):
     S' = LN(S + Dropout(MHA(S))), F = LN(S' + Dropout(FFN(S'))), FFN with
@@ -90,8 +105,8 @@ class TransformerBlock(keras.layers.Layer):
 
     def build(self, input_shape):
         d = int(input_shape[-1])
-        self.mha = keras.layers.MultiHeadAttention(self.num_heads, max(1, -(-d // self.num_heads)),
-                                                   dropout=self.dropout, name="mha")
+        self.mha = MaskedMultiHeadAttention(self.num_heads, max(1, -(-d // self.num_heads)),
+                                            dropout=self.dropout, name="mha")
         # Build the attention's variables now: created lazily on first call,
         # a nested MultiHeadAttention is not restored by `load_model`.
         shape = tf.TensorShape(input_shape)

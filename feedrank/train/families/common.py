@@ -97,6 +97,9 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> Embedded:
         similarity = W.VectorSimilarity(name="w2v_similarity", dtype="float32")(
             frozen(inputs[F.idx(F.ITEM_ID.name)]), frozen(click_ids), L.padding_mask(click_ids))
         dense = tf.concat([dense, similarity], axis=-1)
+    compute_dtype = keras.mixed_precision.global_policy().compute_dtype
+    if dense.dtype != compute_dtype:  # mixed_float16: the embeddings are float16
+        dense = tf.cast(dense, compute_dtype)
     return Embedded(
         inputs=inputs, candidate=candidate,
         click_seq=click_seq, click_mask=L.padding_mask(inputs[F.idx(F.CLICK_ITEMS.name)]),

@@ -42,14 +42,6 @@ from feedrank.train.families import common
 from feedrank.train.settings import TrainerSettings
 
 # The DIEN layers (registered as feedrank>AUGRUCell etc.; saved models load by that name).
-_NEG_INF = -1e9
-
-
-def masked_softmax(scores: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """Softmax over the last axis restricted to ``mask``; exactly 0 on masked
-    steps and all zeros when every step is masked."""
-    s = tf.where(mask, scores, tf.fill(tf.shape(scores), tf.constant(_NEG_INF, scores.dtype)))
-    return tf.nn.softmax(s, axis=-1) * tf.cast(mask, scores.dtype)
 
 
 @keras.utils.register_keras_serializable(package="feedrank")
@@ -116,7 +108,7 @@ class BilinearAttention(keras.layers.Layer):
 
     def call(self, keys, query, seq_mask):
         s = tf.einsum("bld,bd->bl", keys, self.proj(query))
-        return masked_softmax(s, seq_mask)
+        return L.masked_softmax(s, seq_mask)  # float32; all zeros for an all-padded history
 
 
 @keras.utils.register_keras_serializable(package="feedrank")

@@ -97,5 +97,6 @@ def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Mode
 
     h = L.mlp(config.mlp_units, config.activation, config.dropout, name="deep_mlp")(dnn.deep_input(e))
     deep_logit = keras.layers.Dense(1, name="deep_logit")(h)[:, 0]
-    prob = keras.layers.Activation("sigmoid", name="wide_deep_prob")(wide_logit + deep_logit)
+    # float32 output even under a mixed_float16 policy (a no-op otherwise)
+    prob = keras.layers.Activation("sigmoid", dtype="float32", name="wide_deep_prob")(wide_logit + deep_logit)
     return keras.Model(inputs=e.inputs, outputs=prob, name="wide_deep")
