@@ -41,6 +41,7 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     from components.example_gen.component import BehaviorExampleGen
     from components.gate.component import AnomaliesGate
     from components.mlflow_logger.component import MlflowLogger
+    from components.pusher.component import Pusher
     from components.trainer.component import VectorTrainer
     from components.word2vec.component import Word2VecGen
     from feedrank.evaluate.eval_config import make_eval_config
@@ -104,11 +105,9 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
         example_splits=["eval"],
         eval_config=make_eval_config(cfg.evaluator.auc_floor, cfg.evaluator.max_auc_regression,
                                      cfg.evaluator.slice_features))
-    # Blessed models only, to model_store/<model>/<version>/.
-    pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=target.push_dir)))
+    # Blessed models only, to model_store/<model>/<version>/; an identical model is never pushed twice.
+    pusher = Pusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+                    push_dir=target.push_dir)
     # Every candidate as one MLflow run; blessed + pushed ones become registry versions ('challenger').
     mlflow_logger = MlflowLogger(
         model=trainer.outputs["model"], model_run=trainer.outputs["model_run"],

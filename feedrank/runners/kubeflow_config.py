@@ -131,7 +131,7 @@ def bind_runtime_parameters(pipeline, kf: "KubeflowConfig") -> List[str]:
     * MlflowLogger ``tracking_uri`` -> ``mlflow_tracking_uri`` and its ``custom_config`` -> the
       Trainer's ``trainer_config`` parameter (so the logged hyperparameters are the run's);
       its ``run_nonce`` (a per-build cache breaker) becomes a constant: on Kubeflow the
-      task is never cached instead (`never_cache`).
+      task is never cached instead (`never_cache`); the Pusher's ``run_nonce`` likewise.
 
     Returns the parameter names bound.
     """
@@ -157,6 +157,9 @@ def bind_runtime_parameters(pipeline, kf: "KubeflowConfig") -> List[str]:
     w2v = props("Word2VecGen", "input_base", "input_fingerprint", required=False)
     if w2v is not None:  # word2vec.enabled: the same log and data version as the example gen
         w2v["input_base"], w2v["input_fingerprint"] = gen["input_base"], gen["input_fingerprint"]
+    pusher = props("Pusher", "run_nonce", required=False)
+    if pusher is not None:  # like the logger's: a constant, the task is uncached instead
+        pusher["run_nonce"] = "kubeflow-task-not-cached"
     logger = props("MlflowLogger", "tracking_uri", "custom_config", "run_nonce", required=False)
     if logger is not None:
         logger["tracking_uri"] = RP(name=PARAM_MLFLOW_URI, ptype=str, default=kf.mlflow_tracking_uri)
