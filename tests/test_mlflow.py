@@ -4,7 +4,10 @@ One module-scoped server on a free port in a tmp dir; two pipeline runs on a
 tiny simulated log (the first with AUC floor 0, so it is blessed whatever the
 tiny model learns; the second with an impossible floor, so it is not; the
 upstream components normally come from the cache); then the registry, the
-promote/compare CLIs and concurrent logging.
+promote/compare CLIs and concurrent logging; then push and registration
+dedupe: an identical rerun registers nothing new, and a registry outage after
+the push (a second real server, stopped as soon as the Pusher's version
+appears) followed by a rerun leaves exactly one push and one version.
 """
 import dataclasses
 import os
@@ -48,8 +51,9 @@ def cfg(tmp_path_factory, mlflow_url):
     return dataclasses.replace(
         base, pipeline_name="feedrank-mlflow", input_base=str(data), run_root=str(tmp / "runs"),
         push_root=str(tmp / "model_store"),
-        # Floor 0: the first candidate is blessed whatever the tiny model's AUC (no baseline yet).
-        evaluator=dataclasses.replace(base.evaluator, auc_floor=0.0),
+        # Floor 0 and a wide calibration band: the first candidate is blessed whatever the tiny
+        # model learns (no baseline yet).
+        evaluator=dataclasses.replace(base.evaluator, auc_floor=0.0, calibration_band=[0.01, 100.0]),
         mlflow=dataclasses.replace(base.mlflow, tracking_uri=mlflow_url, experiment=EXPERIMENT,
                                    registered_model=MODEL))
 
@@ -114,7 +118,7 @@ def test_blessed_candidate_is_logged_and_registered_as_challenger(blessed_run, c
     assert m["auc"] == pytest.approx(summary["auc"]["auc"], abs=1e-6)
     slices = [k for k in m if k.startswith("auc.category_id.")]
     assert slices and all(0.0 <= m[k] <= 1.0 for k in slices)
-    for curve in ("train_loss", "eval_loss", "eval_auc"):
+    for curve in ("train_loss", "valid_loss", "valid_auc"):
         hist = client.get_metric_history(run.info.run_id, curve)
         assert [h.step for h in sorted(hist, key=lambda h: h.step)] == \
             [r["epoch"] for r in summary["curves"]], curve
@@ -270,6 +274,117 @@ def test_challenger_ends_on_the_newest_version_under_racing_writers(client):
     client.set_registered_model_alias(name, "challenger", str(versions[0]))
     cand_lib.move_challenger(client, name, versions[0])
     assert int(client.get_model_version_by_alias(name, "challenger").version) == max(versions)
+
+
+
+def _push_versions(push_dir):
+    from feedrank.push import store
+
+    assert not [e for e in os.listdir(push_dir) if e.startswith(store.STAGING_PREFIX)]
+    return store.complete_versions(push_dir)
+
+
+@pytest.mark.e2e
+def test_identical_rerun_pushes_and_registers_nothing_new(unblessed_run, blessed_run, cfg, client):
+    """After a blessed and an unblessed run of the same Trainer output, a third, identical run
+    reuses the pushed version and the registered one; the unblessed run pushed nothing."""
+    first, first_run = blessed_run
+    versions_before = client.search_model_versions(f"name = '{MODEL}'")
+    assert _push_versions(cfg.push_dir) == [first["push"]["path"].rsplit("/", 1)[-1]]  # unblessed: no push
+    summary = pipeline.run(cfg)
+    assert summary["status"] == "succeeded", summary.get("failure")
+    assert summary["blessing"]["blessed"] is True, summary["blessing"]
+    assert summary["push"] == first["push"]
+    assert _push_versions(cfg.push_dir) == [first["push"]["path"].rsplit("/", 1)[-1]]
+    versions = client.search_model_versions(f"name = '{MODEL}'")
+    assert sorted(v.version for v in versions) == sorted(v.version for v in versions_before)
+    rerun = _runs(client)[-1]
+    registered = client.get_model_version(MODEL, first_run.data.tags["registered_version"])
+    fingerprint = registered.tags[cand_lib.FINGERPRINT_TAG]
+    assert fingerprint.startswith("sha256:") and rerun.info.run_id != first_run.info.run_id
+    assert rerun.data.tags[cand_lib.FINGERPRINT_TAG] == fingerprint
+    assert rerun.data.tags["existing_version"] == registered.version
+    assert rerun.data.tags["push_reused"] == "true" and "registered_version" not in rerun.data.tags
+    assert f"already version {registered.version}" in rerun.data.tags["mlflow.note.content"]
+
+
+@pytest.mark.e2e
+def test_registry_outage_after_the_push_then_rerun_gives_one_push_one_version(
+        cfg, blessed_run, tmp_path, monkeypatch):
+    """The registry's server dies right after the Pusher: the run fails in the MlflowLogger with
+    the model pushed.  The rerun registers that push (reused), not a new copy."""
+    from feedrank.push import store
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    root, model = str(tmp_path / "registry"), MODEL + "-outage"
+    outage = dataclasses.replace(cfg, push_root=str(tmp_path / "model_store"), mlflow=dataclasses.replace(
+        cfg.mlflow, tracking_uri=server.ensure_server(root, port=0), registered_model=model))
+    pushed, stop = [], threading.Event()
+
+    def stop_registry_when_pushed():
+        while not stop.is_set():
+            if os.path.isdir(outage.push_dir) and store.complete_versions(outage.push_dir):
+                pushed.extend(store.complete_versions(outage.push_dir))
+                server.stop_server(root)
+                return
+            stop.wait(0.05)
+
+    watcher = threading.Thread(target=stop_registry_when_pushed, daemon=True)
+    watcher.start()
+    try:
+        failed = pipeline.run(outage)
+    finally:
+        stop.set()
+        watcher.join(30)
+    assert pushed, "the Pusher never pushed"
+    assert failed["status"] == "failed" and failed["failure"]["component"] == "MlflowLogger", failed
+    assert failed["push"]["pushed"] and failed["push"]["path"].endswith("/" + pushed[0])
+
+    url = server.ensure_server(root, port=0)  # the registry is back (same store, another port)
+    try:
+        again = pipeline.run(dataclasses.replace(
+            outage, mlflow=dataclasses.replace(outage.mlflow, tracking_uri=url)))
+        assert again["status"] == "succeeded", again.get("failure")
+        assert again["push"] == failed["push"]
+        assert _push_versions(outage.push_dir) == pushed
+        registry_client = cand_lib.client_for(url)
+        versions = registry_client.search_model_versions(f"name = '{model}'")
+        assert len(versions) == 1, [(v.version, v.tags) for v in versions]
+        mv = versions[0]
+        assert mv.tags["pushed_version"] == pushed[0] and mv.tags["push_reused"] == "true"
+        assert mv.tags["pushed_dir"] == failed["push"]["path"]
+        assert registry_client.get_model_version_by_alias(model, "challenger").version == mv.version
+    finally:
+        server.stop_server(root)
+
+
+
+@pytest.mark.e2e
+def test_a_fingerprint_is_registered_once_and_reruns_say_which_version(client, tmp_path):
+    model_dir = tmp_path / "pushed"
+    model_dir.mkdir()
+    (model_dir / "saved_model.pb").write_bytes(b"pb")
+    name = "fingerprint-model"
+
+    def log(i, fingerprint):
+        cand = cand_lib.Candidate(run_name=f"fp-{i}", params={}, metrics={"auc": 0.7}, tags={}, blessed=True,
+                                  pushed=True, pushed_dir=str(model_dir), pushed_version="1",
+                                  model_fingerprint=fingerprint, description=f"candidate {i}")
+        return cand_lib.log_candidate(client, "fingerprints", cand, registered_model=name)
+
+    first, again, other = log(1, "sha256:aa"), log(2, "sha256:aa"), log(3, "sha256:bb")
+    assert first["registered_version"] == "1" and first["existing_version"] is None
+    assert again["registered_version"] is None and again["existing_version"] == "1"
+    assert other["registered_version"] == "2"
+    assert sorted(v.tags[cand_lib.FINGERPRINT_TAG] for v in client.search_model_versions(f"name = '{name}'")) \
+        == ["sha256:aa", "sha256:bb"]
+    tags = client.get_run(again["run_id"]).data.tags
+    assert tags["existing_version"] == "1" and "registered_version" not in tags
+    assert tags["mlflow.note.content"].startswith("candidate 2") and "already version 1" in tags["mlflow.note.content"]
+    assert client.get_run(again["run_id"]).info.status == "FINISHED"
+    assert cand_lib.version_with_fingerprint(client, name, "sha256:bb") == "2"
+    assert cand_lib.version_with_fingerprint(client, "no-such-model", "sha256:aa") is None
 
 
 # Fast checks, no server.

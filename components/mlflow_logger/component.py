@@ -4,10 +4,12 @@ One MLflow run per candidate (blessed or not) in the pipeline's experiment:
 params (model family, the Trainer's custom_config, data span, code version),
 metrics (exact AUC/GAUC/logloss, TFMA metrics, per-slice AUC, per-epoch
 curves), artifacts (ROC and calibration plots, schema, eval config, model
-card, curves) and tags (TFX/KFP run ids, git commit, blessed).  Only a model
-that is blessed for *this* candidate and pushed becomes a version of the
-registered model, with the alias ``challenger``; the logger checks that
-itself (`feedrank.tracking.collect`).  The eval split's exact metrics go to
+card, curves) and tags (TFX/KFP run ids, git commit, blessed, model
+fingerprint).  Only a model that is blessed for *this* candidate and pushed
+becomes a version of the registered model, with the alias ``challenger``; the
+logger checks that itself (`feedrank.tracking.collect`).  A model whose
+content fingerprint a version already carries is not registered again: the
+run is tagged ``existing_version`` instead (`feedrank.tracking.candidate.register`).  The eval split's exact metrics go to
 MLflow and to ``exact_metrics.json`` in the ``mlflow_run`` artifact, where
 the run summary reads them.
 
@@ -38,8 +40,9 @@ from components.mlflow_logger.executor import Executor
 
 class MlflowRun(types.Artifact):
     """The MLflow run of one candidate (custom properties ``run_id``,
-    ``experiment_id``, ``tracking_uri``, ``registered_version``; files
-    ``mlflow_run.json`` and ``exact_metrics.json``)."""
+    ``experiment_id``, ``tracking_uri``, ``registered_version`` (created by this
+    run), ``existing_version`` (the version already holding the same model),
+    ``model_fingerprint``; files ``mlflow_run.json`` and ``exact_metrics.json``)."""
 
     TYPE_NAME = "feedrank.MlflowRun"  # namespace.Name: what the KFP v2 compiler accepts
 

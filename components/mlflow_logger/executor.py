@@ -2,7 +2,8 @@
 
 The logic lives in `feedrank.tracking`: `collect` reads the artifacts and
 checks the blessing, `candidate.log_candidate` writes the run and registers
-a blessed, pushed model (alias ``challenger``).
+a blessed, pushed model (alias ``challenger``) unless a version with the
+same model fingerprint exists already.
 """
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ class Executor(base_executor.BaseExecutor):
         if not cand.blessed or not cand.pushed:
             log.info("MlflowLogger: run %s logged, not registered (blessed=%s pushed=%s: %s)",
                      result["run_id"], cand.blessed, cand.pushed, cand.tags.get("blessing_reason"))
+        elif result["existing_version"]:
+            log.info("MlflowLogger: run %s logged; the model is already %s version %s (same fingerprint), "
+                     "nothing registered", result["run_id"], registered, result["existing_version"])
         else:
             log.info("MlflowLogger: run %s registered as %s version %s (alias challenger)",
                      result["run_id"], registered, result["registered_version"])
@@ -50,8 +54,11 @@ class Executor(base_executor.BaseExecutor):
         out.set_string_custom_property("experiment_id", result["experiment_id"])
         out.set_string_custom_property("tracking_uri", uri)
         out.set_string_custom_property("registered_version", result["registered_version"] or "")
+        out.set_string_custom_property("existing_version", result["existing_version"] or "")
+        out.set_string_custom_property("model_fingerprint", cand.model_fingerprint or "")
         out.set_int_custom_property("blessed", int(cand.blessed))
         with fileio.open(os.path.join(out.uri, "mlflow_run.json"), "w") as f:
             f.write(json.dumps({**result, "tracking_uri": uri, "experiment": exec_properties["experiment_name"],
                                 "registered_model": registered, "blessed": cand.blessed,
-                                "pushed": cand.pushed}, indent=1))
+                                "pushed": cand.pushed, "model_fingerprint": cand.model_fingerprint,
+                                "push_reused": cand.push_reused}, indent=1))

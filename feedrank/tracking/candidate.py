@@ -18,6 +18,8 @@ from typing import Any, Dict, Iterable, List, Optional
 from feedrank.tracking import BLESSED_TAG, CHALLENGER, TrackingError, error_code
 
 PUSHED_MODEL_ARTIFACT = "pushed_model"
+# Content hash of the exported model (`feedrank.push.fingerprint`): on runs and registry versions.
+FINGERPRINT_TAG = "model_fingerprint"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 
 
@@ -50,7 +52,7 @@ class Candidate:
     tags: Dict[str, str]
     blessed: bool
     pushed: bool
-    # [{"epoch": 1, "train_loss": ..., "eval_auc": ...}, ...] logged with step=epoch.
+    # [{"epoch": 1, "train_loss": ..., "valid_auc": ...}, ...] logged with step=epoch.
     curves: List[Dict[str, float]] = dataclasses.field(default_factory=list)
     # local file -> artifact directory inside the run ("" for the root).
     artifacts: Dict[str, str] = dataclasses.field(default_factory=dict)
@@ -59,6 +61,10 @@ class Candidate:
     description: str = ""
     # The eval split's exact metrics (`feedrank.evaluate.scoring.metrics_from_scores`), None if not scored.
     exact_metrics: Optional[Dict[str, Any]] = None
+    # Content hash of the exported model; a registered model never gets a second version with it.
+    model_fingerprint: Optional[str] = None
+    # The Pusher found the same model already pushed and pushed nothing.
+    push_reused: bool = False
 
 
 def client_for(uri: str):
@@ -101,8 +107,34 @@ def _is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def register(client, model_name: str, run_id: str, cand: Candidate) -> str:
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    version: str
+    created: bool  # False: the model was already this version (same fingerprint)
+
+
+def version_with_fingerprint(client, model_name: str, fingerprint: Optional[str]) -> Optional[str]:
+    """The oldest version of ``model_name`` tagged with ``fingerprint``, or None."""
+    if not fingerprint:
+        return None
+    try:
+        found = client.search_model_versions(
+            f"name = '{model_name}' and tags.{FINGERPRINT_TAG} = '{fingerprint}'")
+    except Exception as e:  # noqa: BLE001 - no registered model yet
+        if error_code(e) != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None
+    versions = sorted(int(v.version) for v in found)
+    return str(versions[0]) if versions else None
+
+
+def register(client, model_name: str, run_id: str, cand: Candidate) -> Registration:
     """A new version of ``model_name`` for the pushed model; alias ``challenger`` moves to it.
+
+    A model whose fingerprint a version already carries is not registered
+    again: that version is returned (``created=False``), and ``challenger`` is
+    only re-checked.  Two loggers registering the same model at once both
+    create a version; the newer one then sees the older and deletes its own.
 
     The version's source is the pushed SavedModel: its remote URI as is
     (gs://, s3://), or, for a local push directory, the copy logged under the
@@ -114,6 +146,10 @@ def register(client, model_name: str, run_id: str, cand: Candidate) -> str:
     if not (cand.blessed and cand.pushed and cand.pushed_dir):
         raise TrackingError(f"refusing to register run {run_id}: blessed={cand.blessed} "
                             f"pushed={cand.pushed}; only a blessed, pushed model becomes a version")
+    existing = version_with_fingerprint(client, model_name, cand.model_fingerprint)
+    if existing is not None:
+        move_challenger(client, model_name, int(existing))
+        return Registration(existing, created=False)
     try:
         client.create_registered_model(
             model_name, description="Blessed, pushed feedrank rankers. Aliases: champion (serving), "
@@ -132,6 +168,9 @@ def register(client, model_name: str, run_id: str, cand: Candidate) -> str:
                                                               "git.commit", "code_version")}}
     if "auc" in cand.metrics:
         tags["auc"] = f"{cand.metrics['auc']:.6f}"
+    if cand.model_fingerprint:
+        tags[FINGERPRINT_TAG] = cand.model_fingerprint
+        tags["push_reused"] = str(cand.push_reused).lower()
     mv = client.create_model_version(model_name, source, run_id=run_id, tags=tags,
                                      description=f"Pushed to {cand.pushed_dir}")
     deadline = time.monotonic() + 60
@@ -140,8 +179,13 @@ def register(client, model_name: str, run_id: str, cand: Candidate) -> str:
             break
         time.sleep(0.5)
         mv = client.get_model_version(model_name, mv.version)
+    first = version_with_fingerprint(client, model_name, cand.model_fingerprint)
+    if first is not None and int(first) < int(mv.version):  # lost a race to a logger of the same model
+        client.delete_model_version(model_name, mv.version)
+        move_challenger(client, model_name, int(first))
+        return Registration(first, created=False)
     move_challenger(client, model_name, int(mv.version))
-    return str(mv.version)
+    return Registration(str(mv.version), created=True)
 
 
 # How the registry answers the loser of two concurrent alias writes: the SQL
@@ -194,9 +238,10 @@ def move_challenger(client, model_name: str, version: int, attempts: int = 10) -
 
 def log_candidate(client, experiment: str, cand: Candidate,
                   registered_model: Optional[str] = None) -> Dict[str, Optional[str]]:
-    """Logs ``cand`` as one finished run; registers it iff blessed and pushed.
+    """Logs ``cand`` as one finished run; registers it iff blessed, pushed and not yet registered.
 
-    Returns ``{"run_id", "experiment_id", "registered_version"}``.
+    Returns ``{"run_id", "experiment_id", "registered_version", "existing_version"}``: the
+    version this run created, or the version that already held the same model (by fingerprint).
     """
     from mlflow.entities import Metric, Param, RunTag
 
@@ -223,14 +268,24 @@ def log_candidate(client, experiment: str, cand: Candidate,
                 client.log_artifacts(run_id, local, artifact_path or None)
             elif os.path.exists(local):
                 client.log_artifact(run_id, local, artifact_path or None)
-        version = None
+        version = existing = None
         if registered_model and cand.blessed and cand.pushed:
-            version = register(client, registered_model, run_id, cand)
-            client.log_batch(run_id, tags=[RunTag("registered_model", registered_model),
-                                           RunTag("registered_version", version)])
+            reg = register(client, registered_model, run_id, cand)
+            if reg.created:
+                version = reg.version
+                client.log_batch(run_id, tags=[RunTag("registered_model", registered_model),
+                                               RunTag("registered_version", version)])
+            else:
+                existing = reg.version
+                note = (f"This model (fingerprint {cand.model_fingerprint}) is already version {existing} "
+                        f"of {registered_model}: no new version was registered.")
+                client.log_batch(run_id, tags=[
+                    RunTag("registered_model", registered_model), RunTag("existing_version", existing),
+                    RunTag("mlflow.note.content", f"{cand.description}\n\n{note}".strip())])
         client.set_terminated(run_id, "FINISHED")
     except BaseException:
         with contextlib.suppress(Exception):
             client.set_terminated(run_id, "FAILED")
         raise
-    return {"run_id": run_id, "experiment_id": exp_id, "registered_version": version}
+    return {"run_id": run_id, "experiment_id": exp_id, "registered_version": version,
+            "existing_version": existing}

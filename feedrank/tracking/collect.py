@@ -6,7 +6,9 @@ checked here, not trusted from the wiring: a model version is registered
 only if the Evaluator's blessing says ``blessed=1``, has its ``BLESSED``
 marker file, names *this* candidate's model as ``current_model``, and the
 Pusher reports ``pushed=1`` with a destination.  Otherwise the run is still
-logged, tagged ``blessed=false`` (and/or ``pushed=false``).
+logged, tagged ``blessed=false`` (and/or ``pushed=false``).  Every run is
+tagged with the model's content fingerprint (``model_fingerprint``, the
+Pusher's or hashed here), by which registration is deduplicated.
 
 The eval split's exact metrics (AUC, GAUC, logloss, and the oracle's AUC when
 the log has the simulator's truth) are computed here once per candidate:
@@ -23,10 +25,13 @@ import subprocess
 import types as pytypes
 from typing import Any, Dict, List, Optional, Tuple
 
+import tensorflow as tf
 from tfx import types
 from tfx.dsl.io import fileio
 
 from feedrank.evaluate import scoring
+from feedrank.push.blessing import blessed_for
+from feedrank.push.fingerprint import model_fingerprint
 from feedrank.tracking import candidate as cand_lib
 from feedrank.tracking import report
 
@@ -76,29 +81,30 @@ def _read_json(path: str) -> Any:
         return json.load(f)
 
 
-def _same_uri(a: str, b: str) -> bool:
-    return os.path.normpath(a.rstrip("/")) == os.path.normpath(b.rstrip("/"))
-
-
 def check_blessing(model: types.Artifact, blessing: Optional[types.Artifact],
                    pushed: Optional[types.Artifact]) -> Tuple[bool, bool, str]:
     """(blessed, pushed, reason) for this candidate, from the artifacts themselves."""
     if blessing is None:
         return False, False, "no blessing artifact"
-    prop = blessing.get_int_custom_property("blessed") == 1
-    marker = fileio.exists(os.path.join(blessing.uri, "BLESSED"))
-    target = blessing.get_string_custom_property("current_model")
-    if not (prop and marker):
-        blessed, reason = False, "the Evaluator did not bless it"
-    elif target and not _same_uri(target, model.uri):
-        blessed, reason = False, f"the blessing is for another model ({target})"
-    else:
-        blessed, reason = True, "blessed by the Evaluator"
+    blessed, reason = blessed_for(model, blessing)
     was_pushed = bool(pushed is not None and pushed.get_int_custom_property("pushed") == 1
                       and pushed.get_string_custom_property("pushed_destination"))
     if blessed and not was_pushed:
         reason += ", but not pushed"
     return blessed, was_pushed, reason
+
+
+def candidate_fingerprint(model: types.Artifact, pushed: Optional[types.Artifact]) -> Optional[str]:
+    """The model's content fingerprint: the Pusher's, else hashed here from ``Format-Serving``
+    (None when the model directory cannot be read)."""
+    fp = pushed.get_string_custom_property("model_fingerprint") if pushed is not None else ""
+    if fp:
+        return fp
+    try:
+        return model_fingerprint(os.path.join(model.uri, scoring.SERVING_SUBDIR))
+    except (OSError, tf.errors.OpError) as e:
+        log.warning("no fingerprint for %s: %s", model.uri, e)
+        return None
 
 
 def slice_metrics(slices: Dict[str, Dict[str, float]]) -> Tuple[Dict[str, float], Dict[str, Tuple]]:
@@ -117,14 +123,14 @@ def slice_metrics(slices: Dict[str, Dict[str, float]]) -> Tuple[Dict[str, float]
 
 
 def curve_rows(curves: Optional[List[Dict[str, float]]]) -> List[Dict[str, float]]:
-    """Keras history rows -> ``train_<m>`` / ``eval_<m>`` per epoch."""
+    """Keras history rows -> ``train_<m>`` / ``valid_<m>`` (the validation split) per epoch."""
     rows = []
     for row in curves or []:
         out = {"epoch": int(row["epoch"])}
         for k, v in row.items():
             if k == "epoch" or not isinstance(v, (int, float)):
                 continue
-            out[cand_lib.safe_name(f"eval_{k[4:]}" if k.startswith("val_") else f"train_{k}")] = float(v)
+            out[cand_lib.safe_name(f"valid_{k[4:]}" if k.startswith("val_") else f"train_{k}")] = float(v)
         rows.append(out)
     return rows
 
@@ -156,8 +162,9 @@ def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
         m, slice_aucs = slice_metrics(slices)
         metrics.update(m)
         ev = ctx.get("evaluator") or {}
-        if not blessed and validation is not None and {"auc_floor", "max_auc_regression"} <= set(ev):
-            reason = " ".join(scoring.blessing_reason(False, validation, pytypes.SimpleNamespace(**ev)).split())
+        if validation is not None and {"auc_floor", "max_auc_regression"} <= set(ev):
+            gates = scoring.blessing_reason(blessed, validation, pytypes.SimpleNamespace(**ev), evaluation.uri)
+            reason = f"{reason}: {' '.join(gates.split())}"
     artifacts: Dict[str, str] = {}
     exact: Optional[Dict[str, Any]] = None
     if examples is not None:
@@ -209,6 +216,12 @@ def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
     pushed_version = pushed_art.get_string_custom_property("pushed_version") if pushed else None
     if pushed_dir:
         tags["pushed_dir"] = pushed_dir
+    fingerprint = candidate_fingerprint(model, pushed_art)
+    if fingerprint:
+        tags[cand_lib.FINGERPRINT_TAG] = fingerprint
+    reused = bool(pushed and pushed_art.get_int_custom_property("push_reused") == 1)
+    if pushed:
+        tags["push_reused"] = str(reused).lower()
 
     if model_run is not None:
         curves = _read_json(os.path.join(model_run.uri, "curves.json"))
@@ -241,6 +254,7 @@ def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
         run_name=f"{family}-{run_id}".replace(":", "-"), params=params, metrics=metrics, tags=tags,
         blessed=blessed, pushed=pushed, curves=curve_rows(curves), artifacts=artifacts,
         pushed_dir=pushed_dir, pushed_version=pushed_version, exact_metrics=exact,
+        model_fingerprint=fingerprint, push_reused=reused,
         description=f"{family} candidate of TFX run {run_id}: "
                     f"{'BLESSED' if blessed else 'NOT BLESSED'} ({reason}); "
                     f"AUC {metrics.get('auc', float('nan')):.4f}, GAUC {metrics.get('gauc', float('nan')):.4f}, "
