@@ -9,9 +9,9 @@ fingerprint).  Only a model that is blessed for *this* candidate and pushed
 becomes a version of the registered model, with the alias ``challenger``; the
 logger checks that itself (`feedrank.tracking.collect`).  A model whose
 content fingerprint a version already carries is not registered again: the
-run is tagged ``existing_version`` instead (`feedrank.tracking.candidate.register`).  The eval split's exact metrics go to
-MLflow and to ``exact_metrics.json`` in the ``mlflow_run`` artifact, where
-the run summary reads them.
+run is tagged ``existing_version`` instead (`feedrank.tracking.candidate.register`).
+The eval split's exact metrics go to MLflow and to ``exact_metrics.json`` in
+the ``mlflow_run`` artifact, where the run summary reads them.
 
 Caching: the component is side-effecting (it writes to MLflow), so it must run
 on every pipeline run even when all its inputs are cached.  TFX has no per-node
