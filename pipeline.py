@@ -96,8 +96,9 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
         custom_config=target.wrap_trainer_config(trainer_config))
     trainer = (VectorTrainer(**trainer_args, word_vectors=word2vec.outputs["word_vectors"]).with_id("Trainer")
                if word2vec else tfx.components.Trainer(**trainer_args))
-    # The last blessed, pushed model (no Resolver: Kubeflow's backend cannot run one).
-    baseline = LatestBlessedModel(push_dir=target.push_dir)
+    # The served model: the registry's champion, else the newest blessed push (no Resolver: Kubeflow cannot run one).
+    baseline = LatestBlessedModel(push_dir=target.push_dir, tracking_uri=tracking_uri(cfg, start=False),
+                                  registered_model=registered_model_name(cfg))
     # TFMA on the eval split: AUC floor and no regression versus the baseline.
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],

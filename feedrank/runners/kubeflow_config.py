@@ -131,7 +131,10 @@ def bind_runtime_parameters(pipeline, kf: "KubeflowConfig") -> List[str]:
     * MlflowLogger ``tracking_uri`` -> ``mlflow_tracking_uri`` and its ``custom_config`` -> the
       Trainer's ``trainer_config`` parameter (so the logged hyperparameters are the run's);
       its ``run_nonce`` (a per-build cache breaker) becomes a constant: on Kubeflow the
-      task is never cached instead (`never_cache`); the Pusher's ``run_nonce`` likewise.
+      task is never cached instead (`never_cache`); the Pusher's ``run_nonce`` likewise;
+    * LatestBlessedModel ``tracking_uri`` -> ``mlflow_tracking_uri`` (the champion is looked up in the
+      cluster's registry when the task runs), and its build-time ``champion`` cache key becomes a
+      constant: that task is never cached on Kubeflow either.
 
     Returns the parameter names bound.
     """
@@ -168,6 +171,13 @@ def bind_runtime_parameters(pipeline, kf: "KubeflowConfig") -> List[str]:
         trainer = props("Trainer", "custom_config", required=False)
         if trainer is not None and isinstance(trainer["custom_config"], data_types.RuntimeParameter):
             logger["custom_config"] = trainer["custom_config"]
+    baseline = props("LatestBlessedModel", "tracking_uri", "champion", required=False)
+    if baseline is not None:
+        baseline["tracking_uri"] = (logger["tracking_uri"] if logger is not None
+                                    else RP(name=PARAM_MLFLOW_URI, ptype=str, default=kf.mlflow_tracking_uri))
+        baseline["champion"] = "looked-up-when-the-task-runs"
+        if PARAM_MLFLOW_URI not in bound:
+            bound.append(PARAM_MLFLOW_URI)
     return bound
 
 
