@@ -99,13 +99,13 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     # The served model: the registry's champion, else the newest blessed push (no Resolver: Kubeflow cannot run one).
     baseline = LatestBlessedModel(push_dir=target.push_dir, tracking_uri=tracking_uri(cfg, start=False),
                                   registered_model=registered_model_name(cfg))
-    # TFMA on the eval split: AUC floor and no regression versus the baseline.
+    # TFMA on the eval split: AUC floor, no regression versus the baseline, calibration band.
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
         example_splits=["eval"],
         eval_config=make_eval_config(cfg.evaluator.auc_floor, cfg.evaluator.max_auc_regression,
-                                     cfg.evaluator.slice_features))
+                                     cfg.evaluator.slice_features, cfg.evaluator.calibration_band))
     # Blessed models only, to model_store/<model>/<version>/; an identical model is never pushed twice.
     pusher = Pusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
                     push_dir=target.push_dir)

@@ -219,8 +219,24 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
     for key in ("warmup_days", "min_ts", "max_future_skew_s"):
         if getattr(ex, key) < 0:
             raise ConfigError(f"examples.{key} must be >= 0, got {getattr(ex, key)}")
+    check_evaluator(cfg.evaluator)
     check_word2vec(cfg)
     return cfg
+
+
+def check_evaluator(ev: EvaluatorConfig) -> None:
+    """The `evaluator` section: the AUC floor in [0, 1], a non-negative regression margin, and a
+    calibration band of two numbers around 1 (mean predicted CTR / observed CTR)."""
+    if not 0.0 <= ev.auc_floor <= 1.0:
+        raise ConfigError(f"evaluator.auc_floor must be in [0, 1], got {ev.auc_floor}")
+    if ev.max_auc_regression < 0:
+        raise ConfigError(f"evaluator.max_auc_regression must be >= 0 (the AUC a candidate may lose "
+                          f"against the baseline), got {ev.max_auc_regression}")
+    band = ev.calibration_band
+    numbers = len(band) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in band)
+    if not numbers or not 0 < band[0] < band[1] or not band[0] <= 1.0 <= band[1]:
+        raise ConfigError(f"evaluator.calibration_band must be two numbers [lo, hi] with 0 < lo <= 1 <= hi "
+                          f"and lo < hi (mean predicted CTR / observed CTR; 1 is calibrated), got {band!r}")
 
 
 def check_word2vec(cfg: Config) -> None:

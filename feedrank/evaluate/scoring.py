@@ -107,18 +107,31 @@ def tfma_results(eval_uri: str) -> Tuple[Dict[str, float], Dict[str, Dict[str, f
     return overall, slices, tfma.load_validation_result(eval_uri)
 
 
-def blessing_reason(blessed: bool, validation, evaluator_cfg) -> str:
-    """Why the model was or was not blessed, in one sentence."""
+def blessing_reason(blessed: bool, validation, evaluator_cfg, eval_uri: Optional[str] = None) -> str:
+    """Why the model was or was not blessed: every gate with its value and verdict
+    (`feedrank.evaluate.gates`), read from the evaluation at ``eval_uri``.
+
+    Without ``eval_uri`` only the validation result is at hand: the failures are
+    named, a pass is described by the rule."""
+    from feedrank.evaluate import gates
+
+    if eval_uri:
+        checks = gates.gate_checks(eval_uri, evaluator_cfg, validation)
+        extra = gates.other_failures(validation, checks) if validation is not None else []
+        if not blessed and not extra and all(c.passed is not False for c in checks):
+            extra = ["not blessed by the Evaluator (no validation failure recorded)"]
+        return gates.describe(checks, extra)
     floor, margin = evaluator_cfg.auc_floor, evaluator_cfg.max_auc_regression
+    lo, hi = getattr(evaluator_cfg, "calibration_band", None) or gates.DEFAULT_BAND
     if blessed:
-        return (f"AUC >= floor {floor} and no worse than the last blessed model by more than {margin} "
-                f"(or no blessed model yet)")
+        return (f"AUC >= floor {floor}, no worse than the baseline by more than {margin} "
+                f"(or no baseline yet), calibration in [{lo}, {hi}]")
     msgs = []
     for per_slice in getattr(validation, "metric_validations_per_slice", []):
         for failure in per_slice.failures:
             key = failure.metric_key
             what = "change vs baseline" if key.is_diff else "value"
-            msgs.append(f"{key.name} {what} {failure.metric_value.double_value.value:.4f} failed "
-                        f"{failure.metric_threshold} ".replace("\n", " ").strip()
+            msgs.append(f"{key.name} {what} {failure.metric_value.double_value.value:.4f}: FAIL"
                         + (f" ({failure.message})" if failure.message else ""))
-    return "; ".join(msgs) or f"thresholds not met (AUC floor {floor}, max regression {margin})"
+    return "; ".join(msgs) or (f"thresholds not met (AUC floor {floor}, max regression {margin}, "
+                               f"calibration [{lo}, {hi}])")

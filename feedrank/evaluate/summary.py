@@ -14,7 +14,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from feedrank.config import Config
-from feedrank.evaluate import mlmd_reader, scoring
+from feedrank.evaluate import gates, mlmd_reader, scoring
 
 
 def pipeline_failure(error: BaseException) -> Dict[str, str]:
@@ -56,9 +56,12 @@ def build_summary(cfg: Config, failure: Optional[Dict[str, str]] = None) -> Dict
         overall, slices, validation = scoring.tfma_results(evaluation.uri)
         summary["tfma"] = {"overall": overall, "slices": slices}
         blessed = bool(blessing.get_int_custom_property("blessed"))
+        # The reason names every gate with its value; baseline: the model the change gate compared
+        # against (source champion | latest_push, version, family, registered_model, path), None for none.
         summary["blessing"] = {"blessed": blessed,
-                               "reason": scoring.blessing_reason(blessed, validation, cfg.evaluator),
-                               "baseline": run.baseline_version()}
+                               "reason": scoring.blessing_reason(blessed, validation, cfg.evaluator,
+                                                                 eval_uri=evaluation.uri),
+                               "baseline": gates.baseline_record(evaluation.uri)}
     if run.artifact("Trainer", "model") is not None:
         # None when the MlflowLogger did not complete: printed as n/a.
         summary["auc"] = run.read_json("MlflowLogger", "mlflow_run", scoring.EXACT_METRICS_FILE)
