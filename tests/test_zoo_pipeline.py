@@ -5,7 +5,7 @@ the first family's run executes every component; the others change only
 ``trainer.model``, so the example gen, statistics, schema, gate and
 Transform come from TFX's cache and the Trainer, Evaluator, Pusher and
 MlflowLogger run for the new family.  The Evaluator's thresholds are opened
-(AUC floor 0, any regression allowed), so every family is blessed and pushed
+(AUC floor 0, any regression, any calibration allowed), so every family is blessed and pushed
 and its pushed SavedModel is checked.  DIN runs in `test_pipeline_e2e.py`.
 """
 import dataclasses
@@ -28,7 +28,8 @@ def zoo_base(tmp_path_factory, tiny_data):
     cfg = e2e_config(tmp_path_factory.mktemp("zoo"), tiny_data, name="feedrank-zoo")
     # Bless whatever the tiny models learn: the test is about the pipeline, not the thresholds.
     return dataclasses.replace(cfg, evaluator=dataclasses.replace(cfg.evaluator, auc_floor=0.0,
-                                                                  max_auc_regression=1.0))
+                                                                  max_auc_regression=1.0,
+                                                                  calibration_band=[0.01, 100.0]))
 
 
 @pytest.mark.parametrize("family", sorted(set(FAMILIES) - {"din"}))
