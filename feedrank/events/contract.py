@@ -40,10 +40,12 @@ ITEM_COLUMNS: Dict[str, Tuple[str, bool]] = {
     "region_id": ("string", True),
     "price": ("float64", False),
     "title": ("string", False),
+    "valid_from": ("int64", False),   # unix seconds: the row's attributes hold from then on (snapshots)
 }
 USER_COLUMNS: Dict[str, Tuple[str, bool]] = {
     "user_id": ("string", True),
     "region_id": ("string", True),
+    "valid_from": ("int64", False),   # as for items
 }
 COLUMNS: Dict[str, Dict[str, Tuple[str, bool]]] = {
     EVENTS: EVENT_COLUMNS, ITEMS: ITEM_COLUMNS, USERS: USER_COLUMNS,

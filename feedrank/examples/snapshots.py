@@ -1,0 +1,178 @@
+"""Attribute snapshots of the ``items`` and ``users`` tables (pure, vectorised).
+
+A table may hold several rows per id, each with an optional ``valid_from``
+(int unix seconds): the attribute values as of that time.  At time ``t`` an id
+uses its row with the greatest ``valid_from <= t``; a row without
+``valid_from`` (or NaN) counts as valid from the beginning; when no row is
+valid yet at ``t``, the earliest row is used.  Rows with the same id and
+``valid_from`` keep the first in file order.  A table without ``valid_from``
+therefore has one row per id: the first in file order.
+
+Lookups are ``searchsorted`` on composite keys ``id * (C + 1) + rank``, where
+``rank`` counts the change points (``valid_from`` of every non-first row of an
+id) at or before the time: the "epoch" of ``t``.  Two times of the same epoch
+see the same attributes for every id.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Optional, Tuple, Union
+
+import numpy as np
+import pandas as pd
+
+from feedrank import features as F
+
+log = logging.getLogger(__name__)
+
+VALID_FROM = "valid_from"
+
+
+class Snapshots:
+    """Rows of a table keyed by id, ordered by ``(id, valid_from)``.
+
+    Attributes:
+      index: the distinct ids (first-appearance order); ``index[i]`` is id code i.
+      rows: the kept rows (a frame), ``rows.iloc[k]`` is snapshot row k.
+      start: first snapshot row of each id code.
+      changes: sorted distinct change points (empty: one row per id).
+    """
+
+    def __init__(self, df: pd.DataFrame, id_column: str):
+        ids = df[id_column].to_numpy(dtype=object)
+        self.index = pd.Index(pd.unique(ids))
+        code = self.index.get_indexer(ids).astype(np.int64)
+        vf = (pd.to_numeric(df[VALID_FROM], errors="coerce").to_numpy(dtype=float)
+              if VALID_FROM in df.columns else np.full(len(df), np.nan))
+        vf = np.where(np.isfinite(vf), vf, -np.inf)
+        order = np.lexsort((np.arange(len(df)), vf, code))
+        code, vf = code[order], vf[order]
+        first_of_pair = np.ones(len(order), dtype=bool)
+        first_of_pair[1:] = (code[1:] != code[:-1]) | (vf[1:] != vf[:-1])
+        order, code, vf = order[first_of_pair], code[first_of_pair], vf[first_of_pair]
+        self.rows = df.iloc[order].reset_index(drop=True)
+        self.start = np.searchsorted(code, np.arange(len(self.index)), "left")
+        later = np.ones(len(code), dtype=bool)
+        later[self.start] = False                     # the first row of an id is valid from -inf
+        self.changes = np.unique(vf[later]).astype(np.int64)
+        self._code = code
+        rank = np.zeros(len(code), dtype=np.int64)
+        rank[later] = np.searchsorted(self.changes, vf[later].astype(np.int64), "left") + 1
+        self._keys = code * (len(self.changes) + 1) + rank
+        if len(self.changes):
+            log.info("%s snapshots: %d rows for %d ids, %d change points",
+                     id_column, len(code), len(self.index), len(self.changes))
+
+    @property
+    def multi(self) -> bool:
+        """Whether some id has more than one row (attributes change over time)."""
+        return len(self.changes) > 0
+
+    def epoch(self, ts: np.ndarray) -> np.ndarray:
+        """Epoch of each time: the number of change points ``<= ts``."""
+        if not self.multi:
+            return np.zeros(len(ts), dtype=np.int64)
+        return np.searchsorted(self.changes, np.asarray(ts, dtype=np.int64), "right").astype(np.int64)
+
+    def codes(self, ids: np.ndarray) -> np.ndarray:
+        """Id code of each id (-1 when unknown)."""
+        return self.index.get_indexer(np.asarray(ids, dtype=object)).astype(np.int64)
+
+    def rows_at(self, codes: np.ndarray, epochs: np.ndarray) -> np.ndarray:
+        """Snapshot row of each ``(id code, epoch)`` (-1 for code -1)."""
+        codes = np.asarray(codes, dtype=np.int64)
+        known = codes >= 0
+        if not self.multi:
+            return np.where(known, self.start[np.maximum(codes, 0)], -1)
+        probe = np.maximum(codes, 0) * (len(self.changes) + 1) + np.asarray(epochs, dtype=np.int64)
+        pos = np.searchsorted(self._keys, probe, "right") - 1
+        return np.where(known, pos, -1)
+
+    def rows_of(self, ids: np.ndarray, ts: Optional[np.ndarray] = None) -> np.ndarray:
+        """Snapshot row of each id at ``ts`` (None: the latest row; -1 when unknown)."""
+        codes = self.codes(ids)
+        if ts is None:
+            latest = np.append(self.start[1:], len(self._code)) - 1
+            return np.where(codes >= 0, latest[np.maximum(codes, 0)], -1)
+        return self.rows_at(codes, self.epoch(ts))
+
+
+def _bytes(values: np.ndarray) -> np.ndarray:
+    return np.array([s.encode() for s in values], dtype=object)
+
+
+class ItemTable:
+    """Item attributes per snapshot row (``row_*`` arrays) and per id.
+
+    ``index`` holds the distinct item ids; ``category``/``region``/``price``
+    are the latest attributes of each id (in ``index`` order), what serving
+    loads.  Examples use the snapshot at the impression time (`rows_of`).
+    """
+
+    def __init__(self, items: pd.DataFrame):
+        self.snapshots = Snapshots(items, "item_id")
+        self.index = self.snapshots.index
+        rows = self.snapshots.rows
+        self.row_category = _bytes(rows["category_id"].to_numpy(dtype=object))
+        self.row_region = _bytes(rows["region_id"].to_numpy(dtype=object))
+        self.row_region_str = rows["region_id"].to_numpy(dtype=object)
+        self.row_category_code = pd.factorize(rows["category_id"].to_numpy(dtype=object))[0]
+        price = (rows["price"].to_numpy(dtype=float) if "price" in rows.columns
+                 else np.full(len(rows), np.nan))
+        self.row_price = np.where(np.isfinite(price), price, F.PRICE.default).astype(np.float32)
+        latest = self.snapshots.rows_of(self.index.to_numpy(dtype=object))
+        self.category, self.region = self.row_category[latest], self.row_region[latest]
+        self.price = self.row_price[latest]
+
+    def lookup(self, item_ids: np.ndarray) -> np.ndarray:
+        """Id code of each item id (-1 for unknown)."""
+        return self.snapshots.codes(item_ids)
+
+    def rows_of(self, item_ids: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Snapshot row of each item at ``ts``."""
+        return self.snapshots.rows_of(item_ids, ts)
+
+
+class UserTable:
+    """User regions with snapshots (see the module doc)."""
+
+    def __init__(self, users: pd.DataFrame):
+        self.snapshots = Snapshots(users, "user_id")
+        self.row_region = self.snapshots.rows["region_id"].to_numpy(dtype=object)
+
+    def regions(self, user_ids: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Region of each user at ``ts`` ("" for users missing from the table)."""
+        rows = self.snapshots.rows_of(user_ids, ts)
+        out = np.full(len(rows), "", dtype=object)
+        known = rows >= 0
+        out[known] = self.row_region[rows[known]]
+        return out
+
+
+def user_regions(users: Union[UserTable, Mapping[str, str]], user_ids: np.ndarray,
+                 ts: np.ndarray) -> np.ndarray:
+    """Region per impression from a `UserTable` or a plain ``user_id -> region`` map."""
+    if isinstance(users, UserTable):
+        return users.regions(user_ids, ts)
+    return np.array([users.get(u, "") or "" for u in user_ids], dtype=object)
+
+
+def expand_windows(lo: np.ndarray, hi: np.ndarray, epoch: np.ndarray
+                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gives every distinct ``(lo, hi, epoch)`` window its own copy of its elements.
+
+    Returns ``(new_lo, new_hi, source, element_epoch)``: per impression a window
+    into the expanded element list, and per expanded element its position in the
+    original flat arrays and the epoch whose attributes it shows.
+    """
+    if len(lo) == 0:
+        empty = np.array([], dtype=np.int64)
+        return empty, empty, empty, empty
+    keys = np.stack([lo, hi, epoch], axis=1).astype(np.int64)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    lengths = uniq[:, 1] - uniq[:, 0]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    total = int(offsets[-1])
+    source = np.repeat(uniq[:, 0] - offsets[:-1], lengths) + np.arange(total, dtype=np.int64)
+    return offsets[:-1][inverse], offsets[1:][inverse], source, np.repeat(uniq[:, 2], lengths)
