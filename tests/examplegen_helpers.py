@@ -1,5 +1,6 @@
 """Helpers shared by the example-generation tests: tiny simulated logs,
-running the plain-Python pipeline and reading its examples back."""
+small hand-built logs, running the plain-Python pipeline and reading its
+examples back."""
 from __future__ import annotations
 
 import glob
@@ -27,6 +28,24 @@ def copy_log(src: str, dst: str) -> str:
     for name in ("events", "items", "users"):
         shutil.copy(os.path.join(src, f"{name}.parquet"), os.path.join(dst, f"{name}.parquet"))
     return dst
+
+
+def event(event_id: str, user_id: str, item_id: str, kind: str, ts: int, request_id: str = "",
+          query: str = "", dwell_s: float = float("nan")) -> Dict:
+    """One hand-built event row."""
+    return dict(event_id=event_id, user_id=user_id, item_id=item_id, event=kind, ts=int(ts),
+                request_id=request_id, query=query, dwell_s=dwell_s)
+
+
+def write_log(log_dir: str, events: List[Dict], items: pd.DataFrame, users: pd.DataFrame) -> str:
+    """Writes a hand-built log (events as rows, e.g. from `event`)."""
+    os.makedirs(log_dir, exist_ok=True)
+    cols = ["event_id", "user_id", "item_id", "event", "ts", "request_id", "query", "dwell_s"]
+    ev = pd.DataFrame(events, columns=cols).astype({"ts": "int64", "dwell_s": "float64"})
+    save(ev, log_dir)
+    save(items, log_dir, "items")
+    save(users, log_dir, "users")
+    return log_dir
 
 
 def load(log_dir: str, name: str = "events") -> pd.DataFrame:
@@ -71,7 +90,7 @@ def to_dict(serialized: bytes) -> Dict[str, list]:
     return out
 
 
-def by_impression(output_dir: str, splits=("train", "eval")) -> Dict[str, bytes]:
+def by_impression(output_dir: str, splits=beam_pipeline.SPLITS) -> Dict[str, bytes]:
     """impression_id -> serialized example over the given splits."""
     out = {}
     for split in splits:

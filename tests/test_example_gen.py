@@ -1,5 +1,5 @@
-"""Example-generation semantics on simulated data, the split, sampling and
-the TFX component under LocalDagRunner."""
+"""Example-generation semantics on simulated data, the splits, sampling,
+quarantined duplicates and the TFX component under LocalDagRunner."""
 from __future__ import annotations
 
 import json
@@ -50,6 +50,18 @@ def examples(result):
     return {k: H.to_dict(v) for k, v in H.by_impression(result["output_dir"]).items()}
 
 
+def _target(ev: pd.DataFrame, act) -> str:
+    """The impression (event_id) a click/conversion labels, "" for none: the latest
+    impression of its request, else of its (user, item), at most WINDOW before it."""
+    imps = ev[(ev.event == "impression") & (ev.user_id == act.user_id) & (ev.item_id == act.item_id)]
+    if act.request_id and (imps.request_id == act.request_id).any():
+        imps = imps[imps.request_id == act.request_id]
+    imps = imps[imps.ts <= act.ts].sort_values(["ts", "event_id"])
+    if imps.empty or act.ts - imps.ts.iloc[-1] > WINDOW:
+        return ""
+    return imps.event_id.iloc[-1]
+
+
 def _reference(ev: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, imp) -> dict:
     """Plain pandas recomputation of one impression's features."""
     ev = ev.sort_values(["ts", "event_id"])
@@ -77,8 +89,9 @@ def _reference(ev: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, imp) 
         "view_item_ids": list(views.item_id), "view_category_ids": [cat[i] for i in views.item_id],
         "view_region_ids": [reg[i] for i in views.item_id],
         "search_tokens": tokens,
-        "label": [int((later.event == "click").any())],
-        "conversion": [int((later.event == "conversion").any())],
+        "label": [int(any(_target(ev, c) == imp.event_id for c in later[later.event == "click"].itertuples()))],
+        "conversion": [int(any(_target(ev, c) == imp.event_id
+                               for c in later[later.event == "conversion"].itertuples()))],
         "item_hist_impressions": [np.float32(n_imp)], "item_hist_clicks": [np.float32(n_clk)],
         "item_hist_ctr": [np.float32((n_clk + F.CTR_PRIOR_CLICKS) / (n_imp + F.CTR_PRIOR_IMPRESSIONS))],
         "region_match": [np.float32(user_region != "" and user_region == reg[imp.item_id])],
@@ -87,10 +100,12 @@ def _reference(ev: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, imp) 
     }
 
 
-def test_features_match_pandas_reference(log_dir, examples):
+def test_features_match_pandas_reference(log_dir, result, examples):
     ev, items, users = H.load(log_dir), H.load(log_dir, "items"), H.load(log_dir, "users")
     imps = ev[ev.event == contract.IMPRESSION]
-    assert len(examples) == len(imps)
+    assert result["censored_eval"] > 0 and result["impressions_warmup"] == 0
+    assert len(examples) == len(imps) - result["censored_eval"]
+    imps = imps[imps.event_id.isin(examples)]
     ties = ev[ev.event_id.str.startswith("tie")]
     tie_keys = set(zip(ties.user_id, ties.ts))
     tied = imps[[k in tie_keys for k in zip(imps.user_id, imps.ts)]]
@@ -120,14 +135,14 @@ def test_equal_timestamp_is_label_not_history(log_dir, examples):
     for t in ties.itertuples():
         imps = ev[(ev.event == "impression") & (ev.user_id == t.user_id) & (ev.item_id == t.item_id)
                   & (ev.ts == t.ts)]
-        for imp in imps.itertuples():
+        for imp in imps[imps.event_id.isin(examples)].itertuples():   # not the censored ones
             ex, want = examples[imp.event_id], _reference(ev, items, users, imp)
             assert ex["label"] == [1] and ex["conversion"] == [1]
             for name in ("click_item_ids", "search_tokens", "conv_item_ids"):
                 assert ex[name] == want[name]
             assert ex["item_hist_clicks"] == pytest.approx(want["item_hist_clicks"])
             n += 1
-    assert n >= 40
+    assert n >= 30
 
 
 def test_encoder_is_deterministic_protobuf(result):
@@ -138,25 +153,35 @@ def test_encoder_is_deterministic_protobuf(result):
         assert example_pb2.Example.FromString(rec).SerializeToString(deterministic=True) == rec
 
 
-def test_time_split(result, examples):
-    max_day = result["max_ts"] // 86400
-    train = H.by_impression(result["output_dir"], ("train",))
-    evals = H.by_impression(result["output_dir"], ("eval",))
-    assert train and evals and not set(train) & set(evals)
-    assert all(examples[i]["ts"][0] // 86400 == max_day for i in evals)
-    assert all(examples[i]["ts"][0] // 86400 < max_day for i in train)
-    assert result["examples"] == {"train": len(train), "eval": len(evals)}
-    assert result["eval_start_ts"] == max_day * 86400
+def test_splits_and_bounds(log_dir, result, examples):
+    ev = H.load(log_dir)
+    imp_ts = ev.ts[ev.event == contract.IMPRESSION]
+    end = int(imp_ts.max())
+    assert result["log_end_ts"] == end and result["first_impression_ts"] == int(imp_ts.min())
+    assert result["eval_start_ts"] == end // 86400 * 86400                 # eval_days 1
+    assert result["valid_start_ts"] == result["eval_start_ts"] - 86400     # valid_days 1
+    assert result["train_start_ts"] == int(imp_ts.min()) // 86400 * 86400  # warmup_days 0
+    got = {s: H.by_impression(result["output_dir"], (s,)) for s in ("train", "valid", "eval")}
+    assert result["examples"] == {s: len(v) for s, v in got.items()} and all(got.values())
+    ts = {s: [examples[i]["ts"][0] for i in v] for s, v in got.items()}
+    assert result["train_start_ts"] <= min(ts["train"]) and max(ts["train"]) < result["valid_start_ts"]
+    assert result["valid_start_ts"] <= min(ts["valid"]) and max(ts["valid"]) < result["eval_start_ts"]
+    assert result["eval_start_ts"] <= min(ts["eval"]) and max(ts["eval"]) <= end - WINDOW
+    assert result["positives"] == {s: sum(examples[i]["label"][0] for i in v) for s, v in got.items()}
+    censored = imp_ts[imp_ts > end - WINDOW]
+    assert result["censored_eval"] == len(censored) > 0
+    with open(os.path.join(result["output_dir"], "summary.json")) as f:
+        assert json.load(f)["censored_eval"] == len(censored)
 
 
 def test_negative_sampling(log_dir, result, tmp_path):
-    full = {s: H.by_impression(result["output_dir"], (s,)) for s in ("train", "eval")}
+    full = {s: H.by_impression(result["output_dir"], (s,)) for s in ("train", "valid", "eval")}
     runs = [H.run(log_dir, str(tmp_path / f"r{i}"), negative_sampling_rate=0.3, seed=seed)
             for i, seed in enumerate((5, 5, 6))]
-    got = [{s: H.by_impression(r["output_dir"], (s,)) for s in ("train", "eval")} for r in runs]
+    got = [{s: H.by_impression(r["output_dir"], (s,)) for s in ("train", "valid", "eval")} for r in runs]
     assert got[0] == got[1]                       # deterministic
     assert set(got[0]["train"]) != set(got[2]["train"])   # seed matters
-    assert got[0]["eval"] == full["eval"]         # eval untouched
+    assert got[0]["eval"] == full["eval"] and got[0]["valid"] == full["valid"]   # valid and eval untouched
     pos = {k for k, v in full["train"].items() if H.to_dict(v)["label"] == [1]}
     assert pos <= set(got[0]["train"])            # positives always kept
     n_neg = len(full["train"]) - len(pos)
@@ -201,8 +226,15 @@ def test_component_under_local_dag_runner(log_dir, tmp_path):
         tfx.orchestration.metadata.sqlite_metadata_connection_config(str(tmp_path / "mlmd.sqlite")))
     [examples] = store.get_artifacts_by_type("Examples")
     [quarantine] = store.get_artifacts_by_type("feedrank.Quarantine")
-    assert json.loads(examples.properties["split_names"].string_value) == ["train", "eval"]
+    assert json.loads(examples.properties["split_names"].string_value) == ["train", "valid", "eval"]
     props = examples.custom_properties
+    with open(os.path.join(quarantine.uri, "summary.json")) as f:
+        summary = json.load(f)
+    for key in ("train_start_ts", "valid_start_ts", "eval_start_ts", "log_end_ts", "censored_eval"):
+        assert props[key].int_value == summary[key], key
+    assert props["train_start_ts"].int_value < props["valid_start_ts"].int_value \
+        < props["eval_start_ts"].int_value < props["log_end_ts"].int_value
+    assert props["censored_eval"].int_value > 0
     assert props["file_format"].string_value == "tfrecords_gzip"
     assert props["payload_format"].string_value == "FORMAT_TF_EXAMPLE"
     assert props["input_fingerprint"].string_value == "fp-1"
@@ -213,5 +245,22 @@ def test_component_under_local_dag_runner(log_dir, tmp_path):
     for split in artifact_utils.decode_split_names(examples.properties["split_names"].string_value):
         recs = H.read_records(examples.uri, split)
         assert len(recs) == props[f"examples_{split}"].int_value > 0
+        assert props[f"positives_{split}"].int_value == summary["positives"][split] > 0
         parsed = tf.io.parse_example(recs, F.raw_feature_spec())
         assert parsed[F.LABEL].shape[0] == len(recs)
+
+
+def test_quarantined_duplicate_keeps_every_column(log_dir, tmp_path):
+    log = H.copy_log(log_dir, str(tmp_path / "log"))
+    ev = H.load(log)
+    view = ev[(ev.event == "view") & ev.dwell_s.notna()].iloc[0]
+    imp = ev[(ev.event == "impression") & (ev.request_id != "")].iloc[0]
+    dups = pd.DataFrame([view, imp]).assign(ts=lambda d: d.ts + 5)   # later copies: the quarantined ones
+    dups.loc[dups.event == "view", "dwell_s"] = 12.5
+    H.save(pd.concat([ev, dups], ignore_index=True), log)
+    res = H.run(log, str(tmp_path / "out"))
+    q = H.quarantine(res).set_index("event_id")
+    assert list(q.reason) == [contract.DUPLICATE_ID] * 2
+    assert q.loc[imp.event_id, "request_id"] == imp.request_id != ""
+    assert float(q.loc[view.event_id, "dwell_s"]) == 12.5
+    assert q.loc[view.event_id, "item_id"] == view.item_id

@@ -1,8 +1,9 @@
 """`BehaviorExampleGen`: a Beam-based TFX component for the behaviour log.
 
 Reads the event log at ``input_base`` (see `feedrank.events.contract`),
-quarantines bad rows, and writes ``train``/``eval`` GZIP TFRecords of
-`tf.train.Example` with exactly the raw features of `feedrank.features`.
+quarantines bad rows, and writes ``train``/``valid``/``eval`` GZIP TFRecords
+of `tf.train.Example` with exactly the raw features of `feedrank.features`
+(the rules: docs/examples.md).
 The Beam graph is `feedrank.examples.beam_pipeline`; this module only wires it
 into TFX so that the pipeline's ``beam_pipeline_args`` apply.
 
@@ -25,8 +26,8 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from feedrank.events import contract
-from feedrank.examples import beam_pipeline
-from feedrank.examples.settings import DEFAULTS
+from feedrank.examples import accounting, beam_pipeline
+from feedrank.examples.settings import DEFAULTS, VALID_SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,12 @@ class BehaviorExampleGenSpec(ComponentSpec):
         "max_bad_fraction": ExecutionParameter(type=float),
         "seed": ExecutionParameter(type=int),
         "num_shards": ExecutionParameter(type=int),
+        "valid_split": ExecutionParameter(type=str),
+        "valid_days": ExecutionParameter(type=int),
+        "valid_user_share": ExecutionParameter(type=float),
+        "warmup_days": ExecutionParameter(type=int),
+        "min_ts": ExecutionParameter(type=int),
+        "max_future_skew_s": ExecutionParameter(type=int),
     }
     INPUTS: Dict[str, ChannelParameter] = {}
     OUTPUTS = {
@@ -65,13 +72,16 @@ class BehaviorExampleGenSpec(ComponentSpec):
 
 def _set_counts(artifact: types.Artifact, summary: Dict[str, Any]) -> None:
     """Copies the accounting of ``summary`` into custom properties."""
-    for key in ("events_read", "events_used", "quarantined", "impressions", "negatives_dropped"):
-        artifact.set_int_custom_property(key, int(summary[key]))
+    for key in ("events_read", "events_used", "quarantined", "impressions", "negatives_dropped",
+                "censored_eval", "impressions_warmup") + accounting.BOUNDS:
+        if key in summary:
+            artifact.set_int_custom_property(key, int(summary[key]))
     for reason in contract.REASONS:
         artifact.set_int_custom_property(f"quarantined_{reason}",
                                          int(summary["quarantined_by_reason"][reason]))
     for split, n in summary["examples"].items():
         artifact.set_int_custom_property(f"examples_{split}", int(n))
+        artifact.set_int_custom_property(f"positives_{split}", int(summary["positives"][split]))
     artifact.set_float_custom_property("bad_fraction", float(summary["bad_fraction"]))
     artifact.set_float_custom_property("negative_sampling_rate",
                                        float(summary["negative_sampling_rate"]))
@@ -107,16 +117,22 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         _set_counts(examples, summary)
         _set_counts(quarantine, summary)
         log.info("BehaviorExampleGen done: %s",
-                 {k: summary[k] for k in ("events_read", "quarantined", "examples")})
+                 {k: summary.get(k) for k in ("events_read", "quarantined", "examples", "positives",
+                                              "censored_eval") + accounting.BOUNDS})
 
 
 class BehaviorExampleGen(base_beam_component.BaseBeamComponent):
-    """Validates the behaviour log and writes train/eval tf.Examples.
+    """Validates the behaviour log and writes train/valid/eval tf.Examples.
 
-    Outputs ``examples`` (`standard_artifacts.Examples`, splits train/eval,
-    GZIP TFRecords) and ``quarantine`` (`Quarantine`).  Fails with
-    `feedrank.examples.beam_pipeline.TooManyBadRowsError` when more than
-    ``max_bad_fraction`` of the events are quarantined.
+    Outputs ``examples`` (`standard_artifacts.Examples`, splits train/valid/eval,
+    GZIP TFRecords; custom properties: counts per split, the split bounds
+    ``train_start_ts``/``valid_start_ts``/``eval_start_ts``/``log_end_ts``,
+    ``censored_eval``, ``negative_sampling_rate``) and ``quarantine``
+    (`Quarantine`).  Fails with a one-line `feedrank.events.io.ContractError`
+    (`TooManyBadRowsError`, `NoImpressionsError`, `NoPositiveLabelsError` of
+    `feedrank.examples.accounting`) when more than ``max_bad_fraction`` of the
+    events are quarantined, when the log has no impression, or when a split
+    has no positive label.
     """
 
     SPEC_CLASS = BehaviorExampleGenSpec
@@ -126,19 +142,32 @@ class BehaviorExampleGen(base_beam_component.BaseBeamComponent):
                  label_window_s: int = DEFAULTS.label_window_s, eval_days: int = DEFAULTS.eval_days,
                  negative_sampling_rate: float = DEFAULTS.negative_sampling_rate,
                  max_bad_fraction: float = DEFAULTS.max_bad_fraction,
-                 seed: int = DEFAULTS.seed, num_shards: int = DEFAULTS.num_shards):
+                 seed: int = DEFAULTS.seed, num_shards: int = DEFAULTS.num_shards,
+                 valid_split: str = DEFAULTS.valid_split, valid_days: int = DEFAULTS.valid_days,
+                 valid_user_share: float = DEFAULTS.valid_user_share,
+                 warmup_days: int = DEFAULTS.warmup_days, min_ts: int = DEFAULTS.min_ts,
+                 max_future_skew_s: int = DEFAULTS.max_future_skew_s):
         """Args are `feedrank.examples.settings.ExampleSettings` (defaults declared there);
         ``input_fingerprint`` (a content hash of the log) only serves caching;
         ``num_shards=0`` picks one shard per `settings.EVENTS_PER_SHARD` events."""
         if not 0.0 < negative_sampling_rate <= 1.0:
             raise ValueError(f"negative_sampling_rate must be in (0, 1], got {negative_sampling_rate}")
-        if eval_days < 0 or label_window_s < 0 or num_shards < 0:
-            raise ValueError("eval_days, label_window_s and num_shards must be >= 0")
+        if eval_days < 1 or valid_days < 1:
+            raise ValueError(f"eval_days and valid_days must be >= 1, got {eval_days}, {valid_days}")
+        if min(label_window_s, num_shards, warmup_days, max_future_skew_s) < 0:
+            raise ValueError("label_window_s, num_shards, warmup_days and max_future_skew_s must be >= 0")
+        if valid_split not in VALID_SPLITS:
+            raise ValueError(f"valid_split must be one of {list(VALID_SPLITS)}, got {valid_split!r}")
+        if not 0.0 < valid_user_share < 1.0:
+            raise ValueError(f"valid_user_share must be in (0, 1), got {valid_user_share}")
         spec = BehaviorExampleGenSpec(
             input_base=os.fspath(input_base), input_fingerprint=str(input_fingerprint),
             label_window_s=int(label_window_s), eval_days=int(eval_days),
             negative_sampling_rate=float(negative_sampling_rate),
             max_bad_fraction=float(max_bad_fraction), seed=int(seed), num_shards=int(num_shards),
+            valid_split=str(valid_split), valid_days=int(valid_days),
+            valid_user_share=float(valid_user_share), warmup_days=int(warmup_days),
+            min_ts=int(min_ts), max_future_skew_s=int(max_future_skew_s),
             examples=types.Channel(type=standard_artifacts.Examples),
             quarantine=types.Channel(type=Quarantine))
         super().__init__(spec=spec)

@@ -1,10 +1,12 @@
 """Accounting of one example-generation run: quarantine rows, ``summary.json``
-and the ``max_bad_fraction`` gate.
+and the gates that fail a run.
 
 The Beam graph writes the bad rows (``quarantine.parquet``) and the summed
 stage counters (``_stats.json``); `finalize` turns them into the summary
-(``events_read = events_used + quarantined``, counts per reason, examples per
-split, the sampling rate) and fails the run when too many rows were bad.
+(``events_read = events_used + quarantined``, counts per reason, examples and
+positives per split, the split bounds, censored eval impressions, the sampling
+rate) and fails the run, with a one-line message, when too many rows were bad,
+when the log has no impression, or when a split has no positive label.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from feedrank.events import contract, io, validate
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400
-SPLITS = ("train", "eval")
+SPLITS = ("train", "valid", "eval")
+BOUNDS = ("train_start_ts", "valid_start_ts", "eval_start_ts", "log_end_ts", "first_impression_ts")
 SUMMARY_FILE = "summary.json"
 QUARANTINE_FILE = "quarantine.parquet"
 STATS_FILE = "_stats.json"
@@ -31,6 +34,14 @@ _NOT_IN_SUMMARY = ("batch_rows", "chunk_examples", "gzip_level", "events_per_sha
 
 class TooManyBadRowsError(io.ContractError):
     """The quarantined fraction of the log exceeds ``max_bad_fraction``."""
+
+
+class NoImpressionsError(io.ContractError):
+    """The events table holds no (plausible, valid) impression: nothing to learn from."""
+
+
+class NoPositiveLabelsError(io.ContractError):
+    """A split (train, valid or eval) has no positive label: no model can be fit or judged."""
 
 
 def write_quarantine(frames: List[pd.DataFrame], path: str) -> None:
@@ -65,25 +76,31 @@ def finalize(output_dir: str, quarantine_dir: str, config: Any) -> Dict[str, Any
     by_reason = validate.reason_counts(bad)
     read, used = int(stats.get("events_read", 0)), int(stats.get("events_used", 0))
     quarantined = int(sum(by_reason.values()))
+    bounds = stats.get("bounds") or {}
     summary = {
         "events_read": read, "events_used": used, "quarantined": quarantined,
         "quarantined_by_reason": by_reason,
         "bad_fraction": quarantined / read if read else 0.0,
         "events_by_type": {t: int(stats.get(f"events_{t}", 0)) for t in contract.EVENT_TYPES},
         "impressions": int(stats.get("impressions", 0)),
+        "impressions_warmup": int(stats.get("impressions_warmup", 0)),
+        "censored_eval": int(stats.get("censored_eval", 0)),
         "examples": {s: int(stats.get(f"examples_{s}", 0)) for s in SPLITS},
         "positives": {s: int(stats.get(f"positives_{s}", 0)) for s in SPLITS},
         "negatives_dropped": int(stats.get("negatives_dropped", 0)),
         "max_ts": int(stats.get("max_ts", 0)),
-        "eval_start_ts": (int(stats.get("max_ts", 0)) // DAY_S - cfg.eval_days + 1) * DAY_S,
+        **{k: int(bounds[k]) for k in BOUNDS if k in bounds},
         **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IN_SUMMARY},
     }
     if read != used + quarantined:
         raise AssertionError(f"accounting broken: read {read} != used {used} + quarantined {quarantined}")
     for d in (quarantine_dir, output_dir):
         write_json(summary, os.path.join(d, SUMMARY_FILE))
-    log.info("example gen: %d events read, %d used, %d quarantined %s; examples %s",
-             read, used, quarantined, by_reason, summary["examples"])
+    log.info("example gen: %d events read, %d used, %d quarantined %s; examples %s (positives %s); "
+             "%d eval impressions censored (within label_window_s %d s of the log end %s), "
+             "%d warm-up impressions; bounds %s", read, used, quarantined, by_reason, summary["examples"],
+             summary["positives"], summary["censored_eval"], cfg.label_window_s, bounds.get("log_end_ts"),
+             summary["impressions_warmup"], {k: summary[k] for k in BOUNDS if k in summary})
     if summary["bad_fraction"] > cfg.max_bad_fraction:
         examples = {r: {k: (int(v) if isinstance(v, np.integer) else v) for k, v in
                         bad.loc[bad[validate.REASON] == r].iloc[0].items() if k != validate.ORDER}
@@ -92,4 +109,30 @@ def finalize(output_dir: str, quarantine_dir: str, config: Any) -> Dict[str, Any
             f"event log has too many bad rows: {quarantined} of {read} events quarantined "
             f"(fraction {summary['bad_fraction']:.4f} > max_bad_fraction {cfg.max_bad_fraction}); "
             f"by reason {by_reason}; example row per reason: {examples}")
+    _check_usable(summary, cfg)
     return summary
+
+
+def _check_usable(summary: Dict[str, Any], cfg: Any) -> None:
+    """Fails fast when the examples cannot train or judge a model."""
+    read, types = summary["events_read"], summary["events_by_type"]
+    if not read:
+        raise NoImpressionsError("event log has no events: the events table is empty")
+    if "log_end_ts" not in summary:
+        raise NoImpressionsError(
+            f"event log has no impressions: {read} events read, {summary['events_used']} valid "
+            f"({', '.join(f'{t} {n}' for t, n in types.items() if n) or 'none'}), "
+            f"{summary['quarantined']} quarantined; examples are built from impression events")
+    lacking = [s for s in SPLITS if not summary["positives"][s]]
+    if lacking:
+        bounds = {"train": ("train_start_ts", "valid_start_ts" if "valid_start_ts" in summary else "eval_start_ts"),
+                  "valid": ("valid_start_ts" if "valid_start_ts" in summary else "train_start_ts",
+                            "eval_start_ts"),
+                  "eval": ("eval_start_ts", "log_end_ts")}
+        detail = "; ".join(f"{s}: {summary['examples'][s]} examples in [{summary[bounds[s][0]]}, "
+                           f"{summary[bounds[s][1]]}{']' if s == 'eval' else ')'}" for s in lacking)
+        raise NoPositiveLabelsError(
+            f"no positive label in the {', '.join(lacking)} split{'s' if len(lacking) > 1 else ''} "
+            f"({detail}; {types[contract.CLICK]} clicks in the log): a click labels an impression of the "
+            f"same user_id and item_id at most label_window_s={cfg.label_window_s} s before it; check "
+            f"the log's clicks, or the split settings (eval_days, valid_split, valid_days, warmup_days)")

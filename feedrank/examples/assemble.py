@@ -10,7 +10,7 @@ is exactly protobuf's deterministic serialization (checked by a test).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Mapping, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,7 @@ class Impressions:
     user_id: np.ndarray         # str
     user_region: np.ndarray     # str, "" when unknown
     item_id: np.ndarray         # str
-    item_pos: np.ndarray        # row in the item table
+    item_pos: np.ndarray        # snapshot row in the item table at the impression time
     ts: np.ndarray              # int64
     ints: Dict[str, np.ndarray]     # label name -> 0/1
     floats: Dict[str, np.ndarray]   # per-impression dense feature -> values
@@ -100,8 +100,8 @@ def assemble(imp: Impressions, channels: Sequence[Channel], item_category: np.nd
     }
     users = imp.user_id
     cols[F.USER_ID] = _fan_out(users, lambda i: one[F.USER_ID](imp.user_id[i].encode()))
-    cols[F.USER_REGION_ID.name] = _fan_out(
-        users, lambda i: one[F.USER_REGION_ID.name](imp.user_region[i].encode()))
+    cols[F.USER_REGION_ID.name] = _fan_out(   # by region: a user's region may change over time
+        imp.user_region, lambda i: one[F.USER_REGION_ID.name](imp.user_region[i].encode()))
     for name, values in imp.ints.items():
         variants = np.array([E.int64_entry(name, 0), E.int64_entry(name, 1)], dtype=object)
         cols[name] = variants[np.asarray(values, dtype=np.int64)].tolist()
@@ -121,7 +121,3 @@ def region_match(user_region: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Vectorised `build.crosses` region match (1.0 iff equal and non-empty)."""
     return ((user_region == region) & (user_region != "")).astype(np.float64)
 
-
-def user_regions_of(user_ids: np.ndarray, regions: Mapping[str, str]) -> np.ndarray:
-    """Region per user id ("" for users missing from the users table)."""
-    return np.array([regions.get(u, "") or "" for u in user_ids], dtype=object)

@@ -1,14 +1,17 @@
-"""The Beam graph: validate the event log and write train/eval tf.Examples.
+"""The Beam graph: validate the event log and write train/valid/eval tf.Examples.
 
 Elements are pandas frames (batches), never single events:
 
   files/row groups --read+validate (vectorised, per batch)--> valid frames
-    --GroupByKey(hash(event_id) shard)--> dedupe --+--> item shards (imps+clicks)
-                                                   +--> user shards (all events)
+    (+ an hourly histogram of impression times --> the log's bounds, `splits`)
+    --GroupByKey(hash(event_id) shard)--> future check + dedupe --+--> item shards (imps+clicks)
+                                                                  +--> user shards (all events)
   item shards --item_history--> counts per (item_id, ts) --> user shards
-  user shards (events + counts, CoGroupByKey) --build_examples--> train / eval
+  user shards (events + counts, CoGroupByKey) --build_examples, splits.assign--> train / valid / eval
     --> GZIP TFRecords ``Split-<name>/data_tfrecord-*.gz``
 
+Rows keep every column they came with until the duplicate check, so a
+quarantined duplicate is written whole; later stages get only what they read.
 Bad rows (one reason each) go to ``<quarantine_dir>/quarantine.parquet``;
 accounting goes to ``summary.json`` (both in the quarantine and examples dirs).
 `run` is the plain-Python entry; the TFX executor calls `build` + `finalize`.
@@ -19,7 +22,7 @@ import collections
 import dataclasses
 import logging
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Sequence, Union
 
 import apache_beam as beam
 import numpy as np
@@ -27,19 +30,25 @@ import pandas as pd
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from feedrank.events import contract, io, validate
-from feedrank.examples import accounting, build, tfrecord
-from feedrank.examples.accounting import QUARANTINE_FILE, SUMMARY_FILE, TooManyBadRowsError  # noqa: F401 (API)
+from feedrank.examples import accounting, build, splits, tfrecord
+from feedrank.examples.accounting import (  # noqa: F401 (API)
+    QUARANTINE_FILE,
+    SUMMARY_FILE,
+    NoImpressionsError,
+    NoPositiveLabelsError,
+    TooManyBadRowsError,
+)
 from feedrank.examples.history import JOIN_KEY, empty_history, item_history
 from feedrank.examples.settings import EVENTS_PER_SHARD, ExampleSettings
+from feedrank.examples.sharding import ReadUnit, by_shard, concat, read_units, resolve_shards, shard_of, split
 
 log = logging.getLogger(__name__)
 
 SPLITS = accounting.SPLITS
-TRAIN, EVAL = SPLITS
+TRAIN, VALID, EVAL = SPLITS
 TFRECORD_PREFIX = "data_tfrecord"
 _ITEM_COLUMNS = ["item_id", "event", "ts"]
 _USHARD = "_user_shard"
-_SHUFFLE_COLUMNS = build.EVENT_COLUMNS + [validate.ORDER]
 _USER_EVENTS = (contract.IMPRESSION, contract.SEARCH) + tuple(build.CHANNEL_EVENTS.values())
 
 
@@ -64,47 +73,14 @@ class ExampleGenConfig(ExampleSettings):
         get = config.get if isinstance(config, dict) else (lambda k, d: getattr(config, k, d))
         return cls(**{f.name: get(f.name, f.default) for f in dataclasses.fields(cls)})
 
-    def build_config(self) -> build.BuildConfig:
-        return build.BuildConfig(self.label_window_s, self.eval_days,
-                                 self.negative_sampling_rate, self.seed)
-
-
-def shard_of(values: np.ndarray, num_shards: int) -> np.ndarray:
-    """Stable (process-independent) shard of each string value."""
-    h = pd.util.hash_array(np.asarray(values, dtype=object))
-    return (h % np.uint64(num_shards)).astype(np.int64)
-
-
-def _split(df: pd.DataFrame, shards: np.ndarray) -> Iterable[Tuple[int, pd.DataFrame]]:
-    """``(shard, rows)`` pairs; one stable sort, not a scan per shard."""
-    if df.empty:
-        return
-    order = np.argsort(shards, kind="stable")
-    ordered = shards[order]
-    bounds = np.flatnonzero(np.diff(ordered)) + 1
-    for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(order)]])):
-        yield int(ordered[a]), df.iloc[order[a:b]].reset_index(drop=True)
-
-
-def _by_shard(df: pd.DataFrame, column: str, num_shards: int) -> Iterable[Tuple[int, pd.DataFrame]]:
-    """Splits a frame into ``(shard, sub-frame)`` pairs on ``hash(column)``."""
-    if df.empty:
-        return
-    yield from _split(df, shard_of(df[column].to_numpy(dtype=object), num_shards))
-
-
-def _concat(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
 
 class _ReadValidate(beam.DoFn):
     """Reads one file/row group in batches and applies the row-level checks."""
 
-    def __init__(self, num_shards: int, batch_rows: int):
-        self._shards, self._rows = num_shards, batch_rows
+    def __init__(self, num_shards: int, batch_rows: int, min_ts: int):
+        self._shards, self._rows, self._min_ts = num_shards, batch_rows, min_ts
 
-    def process(self, unit: Tuple[str, str, int, Optional[int]], items: build.ItemTable):
+    def process(self, unit: ReadUnit, items: build.ItemTable):
         path, fmt, index, group = unit
         tf = io.TableFile(contract.EVENTS, path, fmt, index)
         groups = None if group is None else [group]
@@ -113,23 +89,34 @@ class _ReadValidate(beam.DoFn):
             good, bad = validate.split_batch(df, items.index)
             log.info("read %s rows %d..%d: %d valid, %d quarantined",
                      os.path.basename(path), offset, offset + len(df), len(good), len(bad))
-            good = good[_SHUFFLE_COLUMNS]          # drop what no later stage reads
             good["event"] = pd.Categorical(good["event"], categories=contract.EVENT_TYPES)
             yield beam.pvalue.TaggedOutput("stats", {"events_read": len(df)})
             if len(bad):
                 yield beam.pvalue.TaggedOutput("quarantine", bad)
-            yield from _by_shard(good, "event_id", self._shards)
+            hist = splits.histogram(good["ts"].to_numpy()[(good["event"] == contract.IMPRESSION).to_numpy()],
+                                    self._min_ts)
+            if hist:
+                yield beam.pvalue.TaggedOutput("hist", hist)
+            yield from by_shard(good, "event_id", self._shards)   # every column, until dedupe
 
 
 class _Dedupe(beam.DoFn):
-    """Resolves duplicate event ids in one event-id shard; routes onwards."""
+    """Quarantines events after the log's plausible end and duplicate event ids
+    in one event-id shard; routes the rest onwards, slimmed to what is read."""
 
     def __init__(self, num_shards: int):
         self._shards = num_shards
 
-    def process(self, element: Tuple[int, List[pd.DataFrame]]):
+    def process(self, element: tuple, bounds: Dict[str, Any]):
         shard, frames = element
-        kept, dups = validate.dedupe(_concat(frames))
+        events = concat(frames)
+        if bounds and len(events):
+            future = events["ts"].to_numpy() > int(bounds["future_cut_ts"])
+            if future.any():
+                yield beam.pvalue.TaggedOutput("quarantine", validate.quarantine_frame(
+                    events.loc[future], np.full(int(future.sum()), contract.TS_IN_FUTURE, dtype=object)))
+                events = events.loc[~future].reset_index(drop=True)
+        kept, dups = validate.dedupe(events)
         log.info("event-id shard %d: %d events kept, %d duplicates", shard, len(kept), len(dups))
         if len(dups):
             yield beam.pvalue.TaggedOutput("quarantine", dups)
@@ -145,21 +132,21 @@ class _Dedupe(beam.DoFn):
         sel = kind.isin((contract.IMPRESSION, contract.CLICK)).to_numpy()
         user_shard = shard_of(kept["user_id"].to_numpy(dtype=object)[sel], self._shards)
         ic = kept.loc[sel, _ITEM_COLUMNS].assign(**{_USHARD: user_shard.astype(np.int32)})
-        for s, part in _by_shard(ic, "item_id", self._shards):
+        for s, part in by_shard(ic, "item_id", self._shards):
             yield beam.pvalue.TaggedOutput("items", (s, part))
         user = kept.loc[kind.isin(_USER_EVENTS).to_numpy(), build.EVENT_COLUMNS]
-        for s, part in _by_shard(user, "user_id", self._shards):
+        for s, part in by_shard(user, "user_id", self._shards):
             yield (s, part)
 
 
-def _item_history(element: Tuple[int, List[pd.DataFrame]], num_shards: int):
+def _item_history(element: tuple, num_shards: int):
     """Item-shard stage: history counts per impression, keyed by user shard."""
     _, frames = element
-    events = _concat(frames)
+    events = concat(frames)
     if events.empty:
         return
     hist = item_history(events, passthrough=[_USHARD])
-    for s, part in _split(hist, hist.pop(_USHARD).to_numpy()):
+    for s, part in split(hist, hist.pop(_USHARD).to_numpy()):
         yield s, part.drop_duplicates(JOIN_KEY).reset_index(drop=True)
 
 
@@ -169,30 +156,35 @@ class _Build(beam.DoFn):
     def __init__(self, cfg: ExampleGenConfig):
         self._cfg = cfg
 
-    def process(self, element, items: build.ItemTable, users: Dict[str, str], max_ts: int):
+    def process(self, element, items: build.ItemTable, users: build.UserTable, bounds: Dict[str, Any]):
         shard, grouped = element
-        events = _concat(grouped["events"])
+        events = concat(grouped["events"])
         if events.empty:
             return
-        hist = _concat(grouped["hist"])
+        hist = concat(grouped["hist"])
         if hist.empty:
             hist = empty_history()
-        built = build.build_examples(events, hist, items, users, self._cfg.label_window_s)
-        is_eval, keep = build.split_and_keep(built.ts, built.label, built.impression_id,
-                                             max_ts, self._cfg.build_config())
+        cfg = self._cfg
+        built = build.build_examples(events, hist, items, users, cfg.label_window_s)
+        split_of = splits.assign(built.ts, built.user_id, bounds, cfg)
+        keep = build.sample_keep(split_of, built.label, built.impression_id,
+                                 cfg.negative_sampling_rate, cfg.seed)
         stats = collections.Counter()
-        for split, mask in ((TRAIN, keep & ~is_eval), (EVAL, keep & is_eval)):
-            idx = np.flatnonzero(mask)
-            stats[f"examples_{split}"] += len(idx)
-            stats[f"positives_{split}"] += int(built.label[idx].sum())
-            for a in range(0, len(idx), self._cfg.chunk_examples):
-                chunk = idx[a:a + self._cfg.chunk_examples]
-                yield beam.pvalue.TaggedOutput(split, tfrecord.frame(built.serialized[i] for i in chunk))
+        for code, name in splits.SPLIT_NAMES.items():
+            idx = np.flatnonzero(keep & (split_of == code))
+            stats[f"examples_{name}"] += len(idx)
+            stats[f"positives_{name}"] += int(built.label[idx].sum())
+            for a in range(0, len(idx), cfg.chunk_examples):
+                chunk = idx[a:a + cfg.chunk_examples]
+                yield beam.pvalue.TaggedOutput(name, tfrecord.frame(built.serialized[i] for i in chunk))
         stats["impressions"] = len(built.ts)
-        stats["negatives_dropped"] = int((~keep).sum())
-        log.info("user shard %d: %d events, %d impressions -> %d train, %d eval examples",
-                 shard, len(events), len(built.ts), stats[f"examples_{TRAIN}"],
-                 stats[f"examples_{EVAL}"])
+        stats["impressions_warmup"] = int((split_of == splits.WARMUP).sum())
+        stats["censored_eval"] = int((split_of == splits.CENSORED).sum())
+        stats["negatives_dropped"] = int(((split_of == splits.TRAIN) & ~keep).sum())
+        log.info("user shard %d: %d events, %d impressions -> %d train, %d valid, %d eval examples "
+                 "(%d warm-up impressions, %d eval impressions censored)", shard, len(events),
+                 len(built.ts), stats[f"examples_{TRAIN}"], stats[f"examples_{VALID}"],
+                 stats[f"examples_{EVAL}"], stats["impressions_warmup"], stats["censored_eval"])
         yield beam.pvalue.TaggedOutput("stats", dict(stats))
 
 
@@ -203,26 +195,12 @@ def _sum_stats(dicts: Iterable[Dict[str, int]]) -> Dict[str, int]:
     return dict(total)
 
 
-def _read_units(files: Sequence[io.TableFile]) -> List[Tuple[str, str, int, Optional[int]]]:
-    units = []
-    for tf in files:
-        if tf.fmt == io.PARQUET:
-            units += [(tf.path, tf.fmt, tf.index, g) for g in range(io.parquet_row_groups(tf))]
-        else:
-            units.append((tf.path, tf.fmt, tf.index, None))
-    return units
+def _read_users(input_base: str) -> build.UserTable:
+    return build.UserTable(io.read_table(input_base, contract.USERS))
 
 
-def resolve_shards(cfg: ExampleGenConfig, event_files: Sequence[io.TableFile]) -> int:
-    """``cfg.num_shards``, or for 0 one shard per ``events_per_shard`` events
-    (estimated from parquet metadata / CSV size), so shards stay small as the
-    log grows (sorting and hashing stay cache-friendly: linear scaling)."""
-    if cfg.num_shards > 0:
-        return int(cfg.num_shards)
-    rows = sum(io.estimate_rows(tf) for tf in event_files)
-    n = max(1, min(4096, -(-rows // max(1, cfg.events_per_shard))))
-    log.info("auto shards: ~%d events -> %d shards", rows, n)
-    return n
+def _read_items(input_base: str) -> build.ItemTable:
+    return build.ItemTable(io.read_table(input_base, contract.ITEMS))
 
 
 def build_pipeline(p: beam.Pipeline, input_base: str, output_dir: str, quarantine_dir: str,
@@ -234,35 +212,35 @@ def build_pipeline(p: beam.Pipeline, input_base: str, output_dir: str, quarantin
     cfg = ExampleGenConfig.of(config)
     tables = io.check_log(input_base)
     n = resolve_shards(cfg, tables[contract.EVENTS])
-    items = (p | "ItemsPath" >> beam.Create([input_base])
-             | "ReadItems" >> beam.Map(lambda b: build.ItemTable(io.read_table(b, contract.ITEMS))))
-    users = (p | "UsersPath" >> beam.Create([input_base])
-             | "ReadUsers" >> beam.Map(lambda b: dict(zip(*io.read_table(b, contract.USERS)[
-                 ["user_id", "region_id"]].to_numpy(dtype=object).T))))
+    items = p | "ItemsPath" >> beam.Create([input_base]) | "ReadItems" >> beam.Map(_read_items)
+    users = p | "UsersPath" >> beam.Create([input_base]) | "ReadUsers" >> beam.Map(_read_users)
     items_si = beam.pvalue.AsSingleton(items)
-    read = (p | "Files" >> beam.Create(_read_units(tables[contract.EVENTS]))
+    read = (p | "Files" >> beam.Create(read_units(tables[contract.EVENTS]))
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadValidate" >> beam.ParDo(_ReadValidate(n, cfg.batch_rows), items_si)
-            .with_outputs("stats", "quarantine", main="valid"))
+            | "ReadValidate" >> beam.ParDo(_ReadValidate(n, cfg.batch_rows, cfg.min_ts), items_si)
+            .with_outputs("stats", "quarantine", "hist", main="valid"))
+    bounds = (read.hist | "ImpressionTimes" >> beam.CombineGlobally(splits.merge)
+              | "Bounds" >> beam.Map(splits.bounds_of, cfg))
+    bounds_si = beam.pvalue.AsSingleton(bounds)
     deduped = (read.valid | "ByEventId" >> beam.GroupByKey()
-               | "Dedupe" >> beam.ParDo(_Dedupe(n)).with_outputs(
+               | "Dedupe" >> beam.ParDo(_Dedupe(n), bounds_si).with_outputs(
                    "stats", "quarantine", "max_ts", "items", main="user_events"))
     max_ts = deduped.max_ts | "MaxTs" >> beam.CombineGlobally(lambda xs: max(xs, default=0))
     hist = (deduped["items"] | "ByItem" >> beam.GroupByKey()
             | "ItemHistory" >> beam.FlatMap(_item_history, n))
     built = ({"events": deduped.user_events, "hist": hist} | "ByUser" >> beam.CoGroupByKey()
-             | "Build" >> beam.ParDo(_Build(cfg), items_si, beam.pvalue.AsSingleton(users),
-                                     beam.pvalue.AsSingleton(max_ts))
-             .with_outputs("stats", TRAIN, EVAL))
-    for split in SPLITS:
-        _ = built[split] | f"Write[{split}]" >> tfrecord.WriteFramedTFRecords(
-            os.path.join(output_dir, f"Split-{split}", TFRECORD_PREFIX), ".gz", cfg.gzip_level)
+             | "Build" >> beam.ParDo(_Build(cfg), items_si, beam.pvalue.AsSingleton(users), bounds_si)
+             .with_outputs("stats", *SPLITS))
+    for name in SPLITS:
+        _ = built[name] | f"Write[{name}]" >> tfrecord.WriteFramedTFRecords(
+            os.path.join(output_dir, f"Split-{name}", TFRECORD_PREFIX), ".gz", cfg.gzip_level)
     _ = ((read.quarantine, deduped.quarantine) | "AllBad" >> beam.Flatten()
          | "BadToList" >> beam.combiners.ToList()
          | "WriteQuarantine" >> beam.Map(accounting.write_quarantine, os.path.join(quarantine_dir, QUARANTINE_FILE)))
     stats = ((read.stats, deduped.stats, built.stats) | "AllStats" >> beam.Flatten()
              | "SumStats" >> beam.CombineGlobally(_sum_stats))
-    _ = (stats | "AddMaxTs" >> beam.Map(lambda s, m: dict(s, max_ts=m), beam.pvalue.AsSingleton(max_ts))
+    _ = (stats | "AddBounds" >> beam.Map(lambda s, m, b: dict(s, max_ts=m, bounds=b),
+                                         beam.pvalue.AsSingleton(max_ts), bounds_si)
          | "WriteStats" >> beam.Map(accounting.write_json,
                                   os.path.join(quarantine_dir, accounting.STATS_FILE)))
     return dataclasses.replace(cfg, num_shards=n)

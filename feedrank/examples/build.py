@@ -12,16 +12,19 @@ Semantics (all vectorised with composite ``(group, ts)`` keys and
     Channels follow `features.SEQ_FEATURES`: ``click``/``view``/``conversion``
     events give item/category/region sequences (per ``shares_with``), searches
     give whitespace-split query tokens;
-  * ``label``/``conversion`` = the user has a click/conversion on the same item
-    with ``imp_ts <= ts <= imp_ts + label_window_s``;
+  * ``label``/``conversion``: a click/conversion labels at most one impression
+    of the same user and item, shown at most ``label_window_s`` before it: the
+    one of its request, else the latest of the pair (`labels.attribute`);
+  * item and user attributes (of the candidate and of the sequence items) are
+    the snapshot at the impression time (`snapshots`);
   * crosses follow `crosses`, which serving mirrors in TF;
-  * the time split and train-only negative sampling are `split_and_keep`.
+  * the splits are `splits.assign`; train-only negative sampling is `sample_keep`.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -29,27 +32,17 @@ import pandas as pd
 from feedrank import features as F
 from feedrank.events import contract
 from feedrank.examples import assemble as A
-from feedrank.examples import history
+from feedrank.examples import history, labels, snapshots, splits
 from feedrank.examples.history import HIST_CLICKS, HIST_IMPRESSIONS
-from feedrank.examples.settings import DEFAULTS
+from feedrank.examples.snapshots import ItemTable, UserTable  # noqa: F401 (API)
 
 DAY_S = 86_400
-EVENT_COLUMNS = ["event_id", "user_id", "item_id", "event", "ts", "query"]
+EVENT_COLUMNS = ["event_id", "user_id", "item_id", "event", "ts", "request_id", "query"]
 # Behaviour channel of `features.SeqFeature` -> event type (search is special).
 CHANNEL_EVENTS = {"click": contract.CLICK, "view": contract.VIEW, "conversion": contract.CONVERSION}
 
 
 feature_names = A.feature_names
-
-
-@dataclasses.dataclass(frozen=True)
-class BuildConfig:
-    """Knobs of example building and splitting (defaults: `ExampleSettings`)."""
-
-    label_window_s: int = DEFAULTS.label_window_s
-    eval_days: int = DEFAULTS.eval_days
-    negative_sampling_rate: float = DEFAULTS.negative_sampling_rate
-    seed: int = DEFAULTS.seed
 
 
 def crosses(user_region_id: str, region_id: str, click_category_ids: Sequence[str],
@@ -66,24 +59,6 @@ def crosses(user_region_id: str, region_id: str, click_category_ids: Sequence[st
     return region_match, float(share)
 
 
-class ItemTable:
-    """Item attributes indexed by item id (duplicates: first row wins)."""
-
-    def __init__(self, items: pd.DataFrame):
-        items = items.drop_duplicates("item_id", keep="first")
-        self.index = pd.Index(items["item_id"].to_numpy(dtype=object))
-        self.category = np.array([s.encode() for s in items["category_id"]], dtype=object)
-        self.region = np.array([s.encode() for s in items["region_id"]], dtype=object)
-        self.region_str = items["region_id"].to_numpy(dtype=object)
-        self.category_code = pd.factorize(items["category_id"].to_numpy(dtype=object))[0]
-        price = items["price"].to_numpy(dtype=float)
-        self.price = np.where(np.isfinite(price), price, F.PRICE.default).astype(np.float32)
-
-    def lookup(self, item_ids: np.ndarray) -> np.ndarray:
-        """Row positions of ``item_ids`` (-1 for unknown)."""
-        return self.index.get_indexer(item_ids)
-
-
 def sampling_uniform(impression_ids: np.ndarray, seed: int) -> np.ndarray:
     """Deterministic U[0,1) per impression id, from a hash of (seed, id)."""
     salt = hashlib.blake2b(str(seed).encode(), digest_size=16).hexdigest()[:16]
@@ -91,16 +66,17 @@ def sampling_uniform(impression_ids: np.ndarray, seed: int) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def split_and_keep(ts: np.ndarray, labels: np.ndarray, impression_ids: np.ndarray,
-                   max_ts: int, cfg: BuildConfig) -> Tuple[np.ndarray, np.ndarray]:
-    """``(is_eval, keep)``: the time split and train-only negative down-sampling."""
-    max_day = int(max_ts) // DAY_S
-    is_eval = (ts // DAY_S) > (max_day - cfg.eval_days)
-    keep = np.ones(len(ts), dtype=bool)
-    if cfg.negative_sampling_rate < 1.0 and len(ts):
-        u = sampling_uniform(impression_ids, cfg.seed)
-        keep = is_eval | (labels > 0) | (u < cfg.negative_sampling_rate)
-    return is_eval, keep
+def sample_keep(split: np.ndarray, labels_: np.ndarray, impression_ids: np.ndarray,
+                rate: float, seed: int) -> np.ndarray:
+    """Which impressions become examples: every valid and eval one, and the train
+    ones that are positive or drawn with probability ``rate`` (warm-up and
+    censored impressions never)."""
+    keep = np.isin(split, (splits.TRAIN, splits.VALID, splits.EVAL))
+    if rate < 1.0 and len(split):
+        train = split == splits.TRAIN
+        drawn = sampling_uniform(impression_ids, seed) < rate
+        keep &= ~train | (labels_ > 0) | drawn
+    return keep
 
 
 def _before(keys: np.ndarray, probe: np.ndarray, group_start: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -117,10 +93,11 @@ class Built:
     label: np.ndarray
     conversion: np.ndarray
     serialized: list
+    user_id: np.ndarray = dataclasses.field(default_factory=lambda: np.array([], dtype=object))
 
 
 def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
-                   user_regions: Mapping[str, str], label_window_s: int) -> Built:
+                   users: Union[UserTable, Mapping[str, str]], label_window_s: int) -> Built:
     """Builds one serialized example per impression in ``events``.
 
     Args:
@@ -128,8 +105,9 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
         holding *all* events of the users it mentions.
       hist: item history per ``(item_id, ts)`` (see `history.item_history`);
         missing pairs count as 0.
-      items: the item table.
-      user_regions: user_id -> region_id (unknown users get "").
+      items: the item table (with its snapshots).
+      users: the user table, or a plain ``user_id -> region_id`` map (unknown
+        users get "").
       label_window_s: label window in seconds.
     """
     ev = events.sort_values(["user_id", "ts", "event_id"], kind="mergesort")
@@ -140,9 +118,9 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
     n_imp = int(imp.sum())
     if n_imp == 0:
         empty = np.array([], dtype=object)
-        return Built(empty, np.array([], np.int64), np.array([], np.int64), np.array([], np.int64), [])
+        return Built(empty, np.array([], np.int64), np.array([], np.int64), np.array([], np.int64), [], empty)
     tmin = int(ts.min())
-    span = int(ts.max()) - tmin + int(label_window_s) + 2
+    span = int(ts.max()) - tmin + 2
     if (int(ucode.max()) + 2) * span >= (1 << 62):
         raise OverflowError("too many users x time span for composite keys; use more shards")
     key = ucode * span + (ts - tmin)
@@ -151,22 +129,22 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
     imp_ids = ev["event_id"].to_numpy(dtype=object)[imp]
     imp_items = ev["item_id"].to_numpy(dtype=object)[imp]
     imp_users = ev["user_id"].to_numpy(dtype=object)[imp]
+    item_ids = ev["item_id"].to_numpy(dtype=object)
+    item_code = items.lookup(item_ids)
+    imp_epoch = items.snapshots.epoch(imp_ts)
 
-    # --- channels: strictly-before windows -------------------------------
-    item_pos = items.lookup(ev["item_id"].to_numpy(dtype=object))
-    item_bytes = ev["item_id"].to_numpy(dtype=object)
+    # --- channels: strictly-before windows, attributes as of the impression --
     channels: Dict[str, A.Channel] = {}
+    click_rows = np.array([], dtype=np.int64)
     for channel, kind_name in CHANNEL_EVENTS.items():
         feats = [f for f in F.SEQ_FEATURES if f.channel == channel]
         if not feats:
             continue
-        mask = kind == kind_name
-        lo, hi = _before(key[mask], imp_key, imp_user)
-        lo = np.maximum(lo, hi - max(f.max_len for f in feats))
-        pos = item_pos[mask]
-        attrs = {"item_id": lambda: np.array([s.encode() for s in item_bytes[mask]], dtype=object),
-                 "category_id": lambda: items.category[pos], "region_id": lambda: items.region[pos]}
-        channels[channel] = A.Channel(lo, hi, {f.name: attrs[f.shares_with]() for f in feats})
+        ch, rows = _item_channel(kind == kind_name, feats, key, imp_key, imp_user, item_ids,
+                                 item_code, items, imp_epoch)
+        channels[channel] = ch
+        if channel == "click":
+            click_rows = rows
     search = kind == contract.SEARCH
     s_lo, s_hi = _before(key[search], imp_key, imp_user)
     tok_lists = [q.split() for q in ev["query"].to_numpy(dtype=object)[search]]
@@ -176,39 +154,54 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
     channels["search"] = A.Channel(np.maximum(tok_cum[s_lo], t_hi - F.SEARCH_LEN), t_hi,
                                    {F.SEARCH_TOKENS.name: tokens})
     click_win = channels["click"]
-    click, conv = kind == contract.CLICK, kind == contract.CONVERSION
 
-    # --- labels: same (user, item) within [ts, ts + window] ----------------
-    pair = pd.factorize(ucode * (len(items.index) + 1) + (item_pos + 1))[0].astype(np.int64)
-    if (int(pair.max()) + 2) * span >= (1 << 62):
-        raise OverflowError("too many (user, item) pairs x time span for composite keys")
-    pkey = pair * span + (ts - tmin)
-    imp_pkey = pkey[imp]
-    labels = []
-    for mask in (click, conv):
-        keys = np.sort(pkey[mask])   # pair codes are not monotone in the event order
-        hi = np.searchsorted(keys, imp_pkey + int(label_window_s), "right")
-        lo = np.searchsorted(keys, imp_pkey, "left")
-        labels.append((hi > lo).astype(np.int64))
-    label, conversion = labels
+    # --- labels: one impression per click/conversion ----------------------
+    pair = pd.factorize(ucode * (len(items.index) + 1) + (item_code + 1))[0].astype(np.int64)
+    request = (ev["request_id"].to_numpy(dtype=object) if "request_id" in ev.columns
+               else np.full(len(ev), "", dtype=object))
+    label, conversion = (labels.attribute(pair, request, ts, imp, kind == k, label_window_s)
+                         for k in (contract.CLICK, contract.CONVERSION))
 
     # --- item history, crosses and candidate attributes -------------------
     h = history.lookup(hist, imp_items, imp_ts)
     h_imp = h[HIST_IMPRESSIONS].to_numpy(dtype=np.float64)
     h_clk = h[HIST_CLICKS].to_numpy(dtype=np.float64)
     ctr = F.smoothed_ctr(h_clk, h_imp)
-    cand = item_pos[imp]
-    user_region = A.user_regions_of(imp_users, user_regions)
-    share = _category_share(items.category_code[item_pos[click]], click_win.lo, click_win.hi,
-                            items.category_code[cand])
+    cand = items.snapshots.rows_at(item_code[imp], imp_epoch)
+    user_region = snapshots.user_regions(users, imp_users, imp_ts)
+    share = _category_share(items.row_category_code[click_rows], click_win.lo, click_win.hi,
+                            items.row_category_code[cand])
     impressions = A.Impressions(
         impression_id=imp_ids, user_id=imp_users, user_region=user_region, item_id=imp_items,
         item_pos=cand, ts=imp_ts, ints={F.LABEL: label, F.CONVERSION_LABEL: conversion},
         floats={F.ITEM_HIST_IMPRESSIONS.name: h_imp, F.ITEM_HIST_CLICKS.name: h_clk,
                 F.ITEM_HIST_CTR.name: ctr, F.INTEREST_CATEGORY_SHARE.name: share,
-                F.REGION_MATCH.name: A.region_match(user_region, items.region_str[cand])})
-    serialized = A.assemble(impressions, list(channels.values()), items.category, items.region, items.price)
-    return Built(imp_ids, imp_ts, label, conversion, serialized)
+                F.REGION_MATCH.name: A.region_match(user_region, items.row_region_str[cand])})
+    serialized = A.assemble(impressions, list(channels.values()), items.row_category,
+                            items.row_region, items.row_price)
+    return Built(imp_ids, imp_ts, label, conversion, serialized, imp_users)
+
+
+def _item_channel(mask: np.ndarray, feats: Sequence[F.SeqFeature], key: np.ndarray,
+                  imp_key: np.ndarray, imp_user: np.ndarray, item_ids: np.ndarray,
+                  item_code: np.ndarray, items: ItemTable, imp_epoch: np.ndarray
+                  ) -> Tuple[A.Channel, np.ndarray]:
+    """A behaviour channel of item events and the snapshot row of each of its
+    elements.  With attribute snapshots every distinct (window, epoch) gets its
+    own elements, so the sequence shows the attributes as of the impression."""
+    lo, hi = _before(key[mask], imp_key, imp_user)
+    lo = np.maximum(lo, hi - max(f.max_len for f in feats))
+    codes = item_code[mask]
+    encoded = np.array([s.encode() for s in item_ids[mask]], dtype=object)
+    if items.snapshots.multi:
+        lo, hi, source, epoch = snapshots.expand_windows(lo, hi, imp_epoch)
+        codes, encoded = codes[source], encoded[source]
+    else:
+        epoch = np.zeros(len(codes), dtype=np.int64)
+    rows = items.snapshots.rows_at(codes, epoch)
+    attrs = {"item_id": lambda: encoded, "category_id": lambda: items.row_category[rows],
+             "region_id": lambda: items.row_region[rows]}
+    return A.Channel(lo, hi, {f.name: attrs[f.shares_with]() for f in feats}), rows
 
 
 def _category_share(click_codes: np.ndarray, lo: np.ndarray, hi: np.ndarray,
