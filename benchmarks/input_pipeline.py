@@ -25,6 +25,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from typing import Dict, List
 
@@ -37,13 +38,14 @@ def input_rates(pattern: str, spec: Dict, batch: int, cache: str) -> Dict[str, f
     """samples/s of the first and the second full pass over the train split."""
     from feedrank.train import data
 
-    ds = data.dataset([pattern], spec, batch, shuffle=True, seed=0, cache=cache)
     rates = {}
-    for name in ("first_pass", "cached_pass"):
-        n, start = 0, time.perf_counter()
-        for _, y in ds:
-            n += int(y.shape[0])
-        rates[name] = n / (time.perf_counter() - start)
+    with tempfile.TemporaryDirectory(prefix="feedrank-input-cache-") as cache_dir:  # for cache: disk
+        ds = data.dataset([pattern], spec, batch, shuffle=True, seed=0, cache=cache, cache_dir=cache_dir)
+        for name in ("first_pass", "cached_pass"):
+            n, start = 0, time.perf_counter()
+            for _, y in ds:
+                n += int(y.shape[0])
+            rates[name] = n / (time.perf_counter() - start)
     return rates
 
 

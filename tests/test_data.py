@@ -1,8 +1,10 @@
 """The Trainer's tf.data input pipeline (`feedrank.train.data`): every example
-once per epoch, and the record cache (`input_cache`) changes nothing but speed."""
+once per epoch, and the record cache (`input_cache`) changes nothing but speed; the
+on-disk cache lives where it is told, keyed to the files it caches."""
 import os
 
 import numpy as np
+import pytest
 
 from feedrank import features as F
 from feedrank.train import data
@@ -38,16 +40,49 @@ def test_cached_pipeline_yields_the_same_examples_and_order_then_reads_no_file(t
     np.testing.assert_array_equal(x[F.idx(F.CLICK_ITEMS.name)][0].numpy(), batch[F.idx(F.CLICK_ITEMS.name)][i])
 
 
-def test_file_cache_writes_under_the_prefix(tmp_path):
+def test_disk_cache_writes_in_its_directory_keyed_to_the_files(tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     path = str(tmp_path / "eval.gz")
     _write(path)
-    prefix = str(tmp_path / "cache" / "records")
-    os.makedirs(os.path.dirname(prefix))
-    ds = data.dataset([path], transformed_spec(), 100, cache=prefix)
+    cache_dir = str(tmp_path / "run" / "input_cache")
+    ds = data.dataset([path], transformed_spec(), 100, cache="disk", cache_dir=cache_dir)
     assert list(_epoch(ds)) == list(range(N))  # no shuffle: file order
-    assert any(name.startswith("records") for name in os.listdir(os.path.dirname(prefix)))
+    key = data.cache_key([path])
+    assert any(name.startswith(f"records-{key}") for name in os.listdir(cache_dir))
+    assert os.listdir(cwd) == []  # never the working directory
     os.remove(path)
-    assert list(_epoch(ds)) == list(range(N))
+    assert list(_epoch(ds)) == list(range(N))  # later passes read the cache
+
+
+def test_two_runs_over_different_data_never_share_a_disk_cache(tmp_path):
+    """Same setting, same cache directory: each run reads its own records, also when the
+    second run's data sit at the first run's path (rewritten in place)."""
+    cache_dir = str(tmp_path / "input_cache")
+    spec = transformed_spec()
+    a, b = str(tmp_path / "a" / "train.gz"), str(tmp_path / "b" / "train.gz")
+    for path, offset in ((a, 0), (b, 1000)):
+        os.makedirs(os.path.dirname(path))
+        write_transformed(path, random_batch(N, seed=3), np.arange(N) + offset)
+    assert list(_epoch(data.dataset([a], spec, 100, cache="disk", cache_dir=cache_dir))) == list(range(N))
+    assert list(_epoch(data.dataset([b], spec, 100, cache="disk", cache_dir=cache_dir))) == \
+        list(range(1000, 1000 + N))
+    write_transformed(a, random_batch(N, seed=4), np.arange(N) + 5000)   # new data, same file name
+    assert list(_epoch(data.dataset([a], spec, 100, cache="disk", cache_dir=cache_dir))) == \
+        list(range(5000, 5000 + N))
+    assert len({data.cache_key([a]), data.cache_key([b]), data.cache_key([a, b])}) == 3
+
+
+def test_a_cache_mode_other_than_memory_disk_or_off_is_refused(tmp_path):
+    path = str(tmp_path / "train.gz")
+    _write(path)
+    for bad in ("Memory", str(tmp_path / "cache" / "records")):
+        with pytest.raises(ValueError, match=r"input cache must be one of \['memory', 'disk', ''\]"):
+            data.dataset([path], transformed_spec(), 64, cache=bad)
+    with pytest.raises(ValueError, match="'disk' input cache needs a cache_dir"):
+        data.dataset([path], transformed_spec(), 64, cache="disk")
+    assert not os.path.exists(tmp_path / "cache")
 
 
 def test_same_seed_same_batches_in_the_same_order(tmp_path):

@@ -3,11 +3,14 @@
 Files are interleaved in parallel, records are batched before parsing (one
 vectorised `parse_example` per batch) and the result is prefetched.
 
-``cache`` keeps the decompressed serialized records after the first pass
-("memory", or a file prefix for tf.data's on-disk cache), before the shuffle,
-so every later epoch skips the GZIP read (the slowest part: a single-shard
-split decompresses on one core) and still gets a fresh order.  The records
-take about as much memory as the uncompressed split (~3 KB an example here).
+``cache`` keeps the decompressed serialized records after the first pass,
+before the shuffle, so every later epoch skips the GZIP read (the slowest
+part: a single-shard split decompresses on one core) and still gets a fresh
+order.  The records take about as much room as the uncompressed split (~3 KB
+an example here).  `CACHE_MODES`: ``"memory"``; ``"disk"``, tf.data's file
+cache in ``cache_dir`` under a name keyed to the files it caches (their paths,
+sizes and modification times, `cache_key`), so a cache never serves records
+of other data; ``""`` off.
 
 Every stage keeps its order (``deterministic=True``), so with the same seed
 the Trainer sees the same batches in the same order on every run.
@@ -20,13 +23,20 @@ Transform writes in the raw examples' order).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
 from feedrank import features as F
 
+log = logging.getLogger(__name__)
+
 AUTOTUNE = tf.data.AUTOTUNE
+CACHE_MODES = ("memory", "disk", "")
 
 
 def _expand(patterns: Sequence[str]) -> List[str]:
@@ -38,17 +48,37 @@ def _expand(patterns: Sequence[str]) -> List[str]:
     return sorted(files)
 
 
+def cache_key(files: Sequence[str]) -> str:
+    """A digest of the files' paths, sizes and modification times: the on-disk
+    cache's name, so new or rewritten data never reads another's records."""
+    stats = []
+    for path in sorted(files):
+        st = tf.io.gfile.stat(path)
+        stats.append([path, st.length, st.mtime_nsec])
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:20]
+
+
+def cache_path(files: Sequence[str], cache_dir: str) -> str:
+    """The tf.data file-cache prefix for ``files``: ``<cache_dir>/records-<cache_key>``."""
+    return os.path.join(cache_dir, f"records-{cache_key(files)}")
+
+
 def dataset(patterns: Sequence[str], feature_spec: Dict[str, object], batch_size: int,
             shuffle: bool = False, seed: int = 0, label: str = F.LABEL,
             shuffle_buffer: int = 100_000, cache: str = "",
-            transform_layer: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None
-            ) -> tf.data.Dataset:
+            transform_layer: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None,
+            cache_dir: Optional[str] = None) -> tf.data.Dataset:
     """(features, label) batches from transformed TFRecords; one pass per iteration.
 
-    ``cache``: "" (off), "memory", or a file prefix for the serialized records.
+    ``cache``: one of `CACHE_MODES`; ``"disk"`` writes under ``cache_dir``
+    (`cache_path`), which the caller owns and removes.
     ``transform_layer``: the records are raw examples, ``feature_spec`` is their
     spec, and the layer (`TFTransformOutput.transform_features_layer`) transforms them.
     """
+    if cache not in CACHE_MODES:
+        raise ValueError(f"input cache must be one of {list(CACHE_MODES)}, got {cache!r}")
+    if cache == "disk" and not cache_dir:
+        raise ValueError("the 'disk' input cache needs a cache_dir (the run's own directory)")
     files = _expand(patterns)
     wanted = set(F.model_input_names()) | {label}
     if transform_layer is None:
@@ -66,8 +96,13 @@ def dataset(patterns: Sequence[str], feature_spec: Dict[str, object], batch_size
     ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
                        cycle_length=min(4, len(files)), num_parallel_calls=AUTOTUNE,
                        deterministic=True)
-    if cache:
-        ds = ds.cache("" if cache == "memory" else cache)
+    if cache == "memory":
+        ds = ds.cache()
+    elif cache == "disk":
+        tf.io.gfile.makedirs(cache_dir)
+        prefix = cache_path(files, cache_dir)
+        log.info("input cache for %d file(s): %s", len(files), prefix)
+        ds = ds.cache(prefix)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
