@@ -42,7 +42,7 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     from components.gate.component import AnomaliesGate
     from components.mlflow_logger.component import MlflowLogger
     from components.pusher.component import Pusher
-    from components.trainer.component import VectorTrainer
+    from components.trainer.component import Trainer
     from components.word2vec.component import Word2VecGen
     from feedrank.evaluate.eval_config import make_eval_config
     from feedrank.fingerprint import code_fingerprint
@@ -85,19 +85,20 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     transform.add_upstream_node(gate)
     # The model family named in the config, exported with the Transform graph attached;
     # it reads the raw examples and applies the graph itself unless Transform materialises.
-    trainer_config = {**cfg.trainer.to_dict(), "negative_sampling_rate": ex.negative_sampling_rate,
-                      "code_version": code_version, "raw_examples": not cfg.transform.materialize}
-    trainer_args = dict(
+    # Fitted on train, early-stopped on valid; the negative sampling rate comes from the Examples artifact.
+    trainer_config = {**cfg.trainer.to_dict(), "code_version": code_version,
+                      "raw_examples": not cfg.transform.materialize}
+    trainer = Trainer(
         run_fn="feedrank.train.trainer.run_fn",
         examples=(transform.outputs["transformed_examples"] if cfg.transform.materialize
                   else example_gen.outputs["examples"]),
+        source_examples=example_gen.outputs["examples"] if cfg.transform.materialize else None,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config=target.wrap_trainer_config(trainer_config))
-    trainer = (VectorTrainer(**trainer_args, word_vectors=word2vec.outputs["word_vectors"]).with_id("Trainer")
-               if word2vec else tfx.components.Trainer(**trainer_args))
+        eval_args=tfx.proto.EvalArgs(splits=["valid"]),
+        custom_config=target.wrap_trainer_config(trainer_config),
+        word_vectors=word2vec.outputs["word_vectors"] if word2vec else None).with_id("Trainer")
     # The served model: the registry's champion, else the newest blessed push (no Resolver: Kubeflow cannot run one).
     baseline = LatestBlessedModel(push_dir=target.push_dir, tracking_uri=tracking_uri(cfg, start=False),
                                   registered_model=registered_model_name(cfg))

@@ -141,7 +141,7 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
         from feedrank.train import trainer
 
         model_name, extra = VARIANTS.get(family, (family, {}))
-        settings = dataclasses.replace(cfg.trainer, model=model_name, seed=seed, negative_sampling_rate=rate)
+        settings = dataclasses.replace(cfg.trainer, model=model_name, seed=seed)
         tcfg = {**settings.to_dict(), **extra}
         if "word2vec" in extra:
             if "word_vectors" not in ctx["uris"]:

@@ -6,7 +6,7 @@
 #
 # One image, top to bottom: the compare page (both runs' AUC and AUC per category slice),
 # the metric page of auc / gauc / logloss (a chart and a table of both runs' values), and
-# the metric page of the per-epoch train/eval AUC curves.
+# the metric page of the per-epoch train/validation AUC curves.
 #
 # Needs two logged candidates in the experiment (e.g. DIN and DIEN: run the pipeline twice
 # with the same pipeline name and trainer.model changed) and Debian's chromium
@@ -42,8 +42,8 @@ base = uri.rstrip("/") + "/#/"
 print(base + "compare-runs?" + urllib.parse.urlencode({"runs": json.dumps(ids, separators=(",", ":")),
                                                       "experiments": exps}))
 logged = {k for r in runs for k in r.data.metrics}
-# The exact metrics, then the per-epoch curves (train_<m> / eval_<m>, logged with step = epoch).
-for keys in (["auc", "gauc", "logloss"], ["train_auc", "eval_auc"]):
+# The exact metrics, then the per-epoch curves (train_<m> / valid_<m>, logged with step = epoch).
+for keys in (["auc", "gauc", "logloss"], ["train_auc", "valid_auc"]):
     keys = [k for k in keys if k in logged]
     if keys:
         print(base + "metric?" + urllib.parse.urlencode({

@@ -64,14 +64,14 @@ def test_pushed_model_scores_equal_trainers_in_a_fresh_process(first_run):
     from feedrank.evaluate.mlmd_reader import latest_run
 
     run = latest_run(cfg.metadata_path)
-    trainer_scores = run.read_json("Trainer", "model_run", "eval_scores.json")
-    eval_dir = os.path.join(run.artifact("BehaviorExampleGen", "examples").uri, "Split-eval")
+    trainer_scores = run.read_json("Trainer", "model_run", "valid_scores.json")
+    valid_dir = os.path.join(run.artifact("BehaviorExampleGen", "examples").uri, "Split-valid")
     assert len(trainer_scores) > 50
     script = textwrap.dedent(f"""
         import glob, json, sys
         import tensorflow as tf
         model = tf.saved_model.load({summary['push']['path']!r})
-        files = sorted(glob.glob({eval_dir!r} + '/*'))
+        files = sorted(glob.glob({valid_dir!r} + '/*'))
         records = tf.stack(list(tf.data.TFRecordDataset(files, compression_type='GZIP')))
         ids = tf.io.parse_example(records, {{'impression_id': tf.io.FixedLenFeature([], tf.string)}})
         probs = model.signatures['serving_tf_example'](examples=records)['probabilities']

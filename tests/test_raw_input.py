@@ -9,38 +9,13 @@ import tensorflow as tf
 from feedrank import features as F
 from feedrank.train import data, trainer
 from tests import examplegen_helpers as eg
-
-
-def _analyze_and_transform(raw_files, out_dir):
-    """tf.Transform over the raw examples (as the Transform component runs it):
-    returns (transformed examples file, TFTransformOutput)."""
-    import apache_beam as beam
-    import tensorflow_transform as tft
-    import tensorflow_transform.beam as tft_beam
-    from tfx_bsl.public import tfxio
-
-    from feedrank.schema import make_schema
-    from feedrank.transform.preprocessing import preprocessing_fn
-
-    source = tfxio.TFExampleRecord(raw_files, schema=make_schema())
-    transformed_file = os.path.join(out_dir, "transformed.gz")
-    with beam.Pipeline() as p, tft_beam.Context(temp_dir=os.path.join(out_dir, "tmp"), force_tf_compat_v1=False):
-        raw = p | "Read" >> source.BeamSource()
-        (transformed, metadata), transform_fn = (
-            (raw, source.TensorAdapterConfig()) | tft_beam.AnalyzeAndTransformDataset(
-                preprocessing_fn, output_record_batches=False))
-        coder = tft.coders.ExampleProtoCoder(metadata.schema)
-        _ = (transformed | "Encode" >> beam.Map(coder.encode)
-             | "Write" >> beam.io.WriteToTFRecord(transformed_file, shard_name_template="",
-                                                  compression_type=beam.io.filesystem.CompressionTypes.GZIP))
-        _ = transform_fn | tft_beam.WriteTransformFn(os.path.join(out_dir, "transform_graph"))
-    return transformed_file, tft.TFTransformOutput(os.path.join(out_dir, "transform_graph"))
+from tests.transform_helpers import analyze_and_transform
 
 
 def test_raw_examples_through_the_transform_layer_match_the_materialised_ones(tmp_path):
     result = eg.run(eg.make_log(str(tmp_path / "log")), str(tmp_path / "gen"), num_shards=1)
     raw_files = sorted(tf.io.gfile.glob(os.path.join(result["output_dir"], "Split-train", "*")))
-    transformed_file, tft_out = _analyze_and_transform(raw_files, str(tmp_path / "tft"))
+    transformed_file, tft_out = analyze_and_transform(raw_files, str(tmp_path / "tft"))
 
     spec, layer = trainer.input_spec(tft_out, raw_examples=False)
     raw_spec, raw_layer = trainer.input_spec(tft_out, raw_examples=True)

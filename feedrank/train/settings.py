@@ -12,12 +12,14 @@ dict (`TrainerSettings.to_dict`: the shared settings and the groups the chosen
 family reads; on Kubeflow one JSON runtime parameter, also logged to MLflow as
 the run's parameters), and ``run_fn`` parses it back with the same checks
 (`TrainerSettings.from_dict`).  The pipeline adds the `PIPELINE_KEYS`, which a
-config file may not set.
+config file may not set.  The negative sampling rate is none of these: the
+Trainer component reads it from the Examples artifact (`ARTIFACT_KEYS`), so an
+overridden trainer config can never disagree with the data.
 
-``input_cache`` (the decoded train/eval records kept after epoch 1): ``memory``,
-``""`` (off), or a file prefix for tf.data's on-disk cache, which must contain a
-``/`` (``/tmp/feedrank/cache``, ``./cache/run``, ``gs://bucket/cache``), so a
-misspelt ``Memory`` is refused rather than taken as a file name.
+``input_cache`` (the decoded train/validation records kept after epoch 1):
+``memory`` (default), ``disk`` (tf.data's file cache in the Trainer's own run
+directory, named after the files it caches, removed after training) or ``""``
+(off); anything else, a misspelt ``Memory`` or a file prefix, is refused.
 """
 from __future__ import annotations
 
@@ -32,12 +34,19 @@ ACTIVATIONS = ("dice", "prelu", "relu", "elu", "selu", "gelu", "silu", "swish", 
                "softplus", "softsign", "leaky_relu", "linear")
 # Set by the pipeline and its components, never by a config file.
 PIPELINE_KEYS = {
-    "negative_sampling_rate": "examples.negative_sampling_rate",
     "code_version": "the pipeline (the code's version)",
     "word_vectors_uri": "the Trainer component (the Word2VecGen artifact)",
     "item_vectors": "the Trainer (the word vectors mapped onto the item vocabulary)",
     "raw_examples": "transform.materialize (false: the Trainer applies the transform graph)",
 }
+# Read by the Trainer component from its input artifacts, never from the trainer config.
+ARTIFACT_KEYS = {
+    "negative_sampling_rate": "examples.negative_sampling_rate (the Trainer reads it from the Examples artifact)",
+}
+# custom_config key under which the Trainer component hands run_fn the Examples
+# artifact's properties ({"uri": ..., "negative_sampling_rate": ...}).
+EXAMPLES_ARTIFACT_KEY = "examples_artifact"
+INPUT_CACHE_MODES = ("memory", "disk", "")
 
 
 def setting(default: Any, **meta: Any) -> Any:
@@ -129,8 +138,8 @@ class TrainerSettings:
     batch_size: int = setting(1024, min=1)
     learning_rate: float = setting(0.001, above=0.0)
     seed: int = setting(0, min=0)
-    early_stopping_patience: int = setting(1, min=0)   # epochs without a better eval AUC
-    input_cache: str = "memory"                         # see the module docstring
+    early_stopping_patience: int = setting(1, min=0)   # epochs without a better validation AUC
+    input_cache: str = "memory"                         # INPUT_CACHE_MODES; see the module docstring
     mixed_precision: bool = False                       # float16 on GPUs; ignored on CPU
     embedding_dims: EmbeddingDims = dataclasses.field(default_factory=EmbeddingDims)
     embedding_l2: float = setting(0.0, min=0.0)
@@ -146,7 +155,6 @@ class TrainerSettings:
     multi_channel: MultiChannelSettings = dataclasses.field(default_factory=MultiChannelSettings)
     wide_deep: WideDeepSettings = dataclasses.field(default_factory=WideDeepSettings)
     # PIPELINE_KEYS
-    negative_sampling_rate: float = setting(1.0, above=0.0, max=1.0)
     code_version: Optional[str] = None
     word_vectors_uri: Optional[str] = None
     raw_examples: bool = False   # the examples are raw: apply the transform graph in tf.data
@@ -166,8 +174,9 @@ class TrainerSettings:
     @classmethod
     def from_yaml(cls, values: Mapping[str, Any], where: str = "trainer") -> "TrainerSettings":
         """The config file's ``trainer:`` section; the `PIPELINE_KEYS` are refused."""
-        for key in sorted(set(values) & set(PIPELINE_KEYS)):
-            raise ConfigError(f"{where}.{key} is set by {PIPELINE_KEYS[key]}, not in the trainer section")
+        for key in sorted(set(values) & (set(PIPELINE_KEYS) | set(ARTIFACT_KEYS))):
+            source = PIPELINE_KEYS.get(key) or ARTIFACT_KEYS[key]
+            raise ConfigError(f"{where}.{key} is set by {source}, not in the trainer section")
         return cls.from_dict(values, where, allowed=sorted((SHARED_KEYS - set(PIPELINE_KEYS)) | set(KEY_GROUP)))
 
     @classmethod
@@ -176,6 +185,8 @@ class TrainerSettings:
         """Flat settings (YAML keys plus the `PIPELINE_KEYS`) -> TrainerSettings; raises ConfigError."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
+        for key in sorted(set(values) & set(ARTIFACT_KEYS)):
+            raise ConfigError(f"{where}.{key} is not a trainer setting: it is set by {ARTIFACT_KEYS[key]}")
         shared = {k: v for k, v in values.items() if k not in KEY_GROUP}
         unknown = sorted(k for k in shared if k not in SHARED_KEYS)
         if unknown:
@@ -193,10 +204,11 @@ class TrainerSettings:
 
 
 def check_input_cache(where: str, value: str) -> None:
-    """``memory``, ``""`` (off) or a file prefix containing a ``/``."""
-    if value not in ("", "memory") and "/" not in value:
-        raise ConfigError(f"{where} must be 'memory', '' (off) or a file prefix containing a '/' "
-                          f"(e.g. /tmp/feedrank/cache), got {value!r}")
+    """One of `INPUT_CACHE_MODES`."""
+    if value not in INPUT_CACHE_MODES:
+        hint = (" (a path is not accepted: 'disk' caches in the Trainer's run directory, "
+                "keyed to its examples)" if "/" in value else "")
+        raise ConfigError(f"{where} must be 'memory', 'disk' or '' (off), got {value!r}{hint}")
 
 
 def as_settings(config: "TrainerSettings | Mapping[str, Any]", where: str = "custom_config") -> TrainerSettings:

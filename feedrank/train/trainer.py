@@ -3,18 +3,27 @@
 The model family and its hyperparameters come from ``custom_config``, the
 flat form of `feedrank.train.settings.TrainerSettings` (the config's
 ``trainer:`` section), parsed back with the same checks; vocabulary sizes
-come from the Transform output.
-Per-epoch train/eval curves are logged and written to the model run dir as
-``curves.json`` (and ``curves.png``); the Keras model's scores on a sample of
-eval examples go to ``eval_scores.json``, so a test can check the pushed
-SavedModel (with the tf.Transform graph attached) reproduces them.
+come from the Transform output.  The Trainer component (components/trainer)
+adds the Examples artifact's negative sampling rate under `EXAMPLES_ARTIFACT_KEY`.
+
+The model is fitted on the train split and early-stopped on the validation
+split (the Trainer's ``eval_args`` split, ``valid``); the eval split is the
+Evaluator's alone.  Per-epoch train/validation curves are logged and written
+to the model run dir as ``curves.json`` (Keras's keys: ``loss``, ``auc``, ...
+for train, ``val_loss``, ``val_auc``, ... for validation) and ``curves.png``;
+``training.json`` records the sampling rate and the files trained and
+validated on; the Keras model's scores on a sample of validation examples go
+to ``valid_scores.json``, so a test can check the pushed SavedModel (with the
+tf.Transform graph attached) reproduces them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from typing import Any, Dict, Mapping, Tuple, Union
+import tempfile
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -24,7 +33,7 @@ from feedrank import features as F
 from feedrank.train import data, word_vectors
 from feedrank.train import export as export_lib
 from feedrank.train.families import build_model
-from feedrank.train.settings import TrainerSettings, as_settings
+from feedrank.train.settings import EXAMPLES_ARTIFACT_KEY, TrainerSettings, as_settings
 from feedrank.transform.preprocessing import vocab_file_name
 
 log = logging.getLogger(__name__)
@@ -37,7 +46,7 @@ def vocab_sizes(tf_transform_output: tft.TFTransformOutput) -> Dict[str, int]:
 
 
 class CurveLogger(keras.callbacks.Callback):
-    """Logs every epoch's train and eval metrics and keeps them for curves.json."""
+    """Logs every epoch's train and validation metrics and keeps them for curves.json."""
 
     def __init__(self):
         super().__init__()
@@ -70,9 +79,36 @@ def input_spec(tf_transform_output: tft.TFTransformOutput, raw_examples: bool):
             tf_transform_output.transform_features_layer())
 
 
-def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
-          config: Union[TrainerSettings, Mapping[str, Any]]) -> Tuple[keras.Model, list]:
-    """Builds the configured family, fits it, returns (model, per-epoch curves).
+@contextlib.contextmanager
+def input_cache_dir(mode: str, run_dir: Optional[str]) -> Iterator[Optional[str]]:
+    """The directory of the ``disk`` input cache (None for other modes), removed on exit:
+    ``<run_dir>/input_cache`` (one per worker under a multi-worker TF_CONFIG), or a
+    temporary directory without ``run_dir``.  Never the working directory."""
+    if mode != "disk":
+        yield None
+        return
+    temp = None if run_dir else tempfile.mkdtemp(prefix="feedrank-input-cache-")
+    path = os.path.join(run_dir or temp, "input_cache")
+    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task") or {}
+    if task:
+        path = os.path.join(path, f"{task.get('type', 'worker')}-{task.get('index', 0)}")
+    try:
+        yield path
+    finally:
+        for d in (path, temp):
+            if d and tf.io.gfile.exists(d):
+                tf.io.gfile.rmtree(d)
+
+
+def train(train_files, valid_files, tf_transform_output: tft.TFTransformOutput,
+          config: Union[TrainerSettings, Mapping[str, Any]],
+          run_dir: Optional[str] = None) -> Tuple[keras.Model, list]:
+    """Builds the configured family, fits it on ``train_files``, early-stops it on
+    ``valid_files`` (the validation split, never the eval split), returns (model,
+    per-epoch curves).
+
+    ``input_cache: disk`` caches the records under ``run_dir`` (the run's own
+    directory; a temporary one without it) and removes them after training.
 
     ``word_vectors_uri`` (set by components/trainer) with ``word2vec`` options
     initialises the item table from Word2Vec vectors (`word_vectors`).
@@ -84,12 +120,19 @@ def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
     if cfg.mixed_precision and tf.config.list_logical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(cfg.seed)
+    with input_cache_dir(cfg.input_cache, run_dir) as cache_dir:
+        return _fit(train_files, valid_files, tf_transform_output, cfg, cache_dir)
+
+
+def _fit(train_files, valid_files, tf_transform_output: tft.TFTransformOutput, cfg: TrainerSettings,
+         cache_dir: Optional[str]) -> Tuple[keras.Model, list]:
+    """`train` with the input cache's directory decided."""
     spec, layer = input_spec(tf_transform_output, cfg.raw_examples)
     cache = cfg.input_cache
     train_ds = data.dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, cache=cache,
-                            transform_layer=layer)
-    eval_ds = data.dataset(eval_files, spec, cfg.batch_size,
-                           cache=cache if cache in ("", "memory") else cache + ".eval", transform_layer=layer)
+                            transform_layer=layer, cache_dir=cache_dir)
+    valid_ds = data.dataset(valid_files, spec, cfg.batch_size, cache=cache, transform_layer=layer,
+                            cache_dir=cache_dir)
     strategy = distribution_strategy()
     log.info("distribution strategy: %s (%d replica(s))", type(strategy).__name__,
              strategy.num_replicas_in_sync)
@@ -106,13 +149,13 @@ def train(train_files, eval_files, tf_transform_output: tft.TFTransformOutput,
     callbacks = [curves, keras.callbacks.EarlyStopping(
         monitor="val_auc", mode="max", patience=cfg.early_stopping_patience,
         restore_best_weights=True)]
-    log.info("training %s for up to %d epochs", cfg.model, cfg.epochs)
-    model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=2)
+    log.info("training %s for up to %d epochs, early-stopped on the validation split", cfg.model, cfg.epochs)
+    model.fit(train_ds, validation_data=valid_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=2)
     return model, curves.curves
 
 
 def write_curves(curves: list, out_dir: str) -> None:
-    """curves.json plus a PNG of train vs eval loss and AUC per epoch."""
+    """curves.json plus a PNG of train vs validation loss and AUC per epoch."""
     tf.io.gfile.makedirs(out_dir)
     with tf.io.gfile.GFile(os.path.join(out_dir, "curves.json"), "w") as f:
         json.dump(curves, f, indent=1)
@@ -126,7 +169,7 @@ def write_curves(curves: list, out_dir: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, metric in zip(axes, ("loss", "auc")):
         ax.plot(epochs, [c.get(metric) for c in curves], "o-", label="train")
-        ax.plot(epochs, [c.get(f"val_{metric}") for c in curves], "o-", label="eval")
+        ax.plot(epochs, [c.get(f"val_{metric}") for c in curves], "o-", label="validation")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()
@@ -135,12 +178,12 @@ def write_curves(curves: list, out_dir: str) -> None:
     plt.close(fig)
 
 
-def trainer_scores(model, eval_files, tf_transform_output: tft.TFTransformOutput,
+def trainer_scores(model, files, tf_transform_output: tft.TFTransformOutput,
                    sampling_rate: float, n: int = 512, raw_examples: bool = False) -> Dict[str, float]:
-    """The in-memory Keras model's calibrated scores on the first ``n`` eval
-    examples, keyed by impression id: the reference the pushed model must match."""
+    """The in-memory Keras model's calibrated scores on the first ``n`` examples
+    of ``files``, keyed by impression id: the reference the pushed model must match."""
     spec, layer = input_spec(tf_transform_output, raw_examples)
-    records = tf.stack(list(tf.data.TFRecordDataset(data._expand(eval_files), compression_type="GZIP").take(n)))
+    records = tf.stack(list(tf.data.TFRecordDataset(data._expand(files), compression_type="GZIP").take(n)))
     batch = tf.io.parse_example(records, spec)
     if layer is not None:
         ids = tf.io.parse_example(records, {F.IMPRESSION_ID: tf.io.FixedLenFeature([], tf.string)})
@@ -150,15 +193,33 @@ def trainer_scores(model, eval_files, tf_transform_output: tft.TFTransformOutput
     return {i.decode(): float(p) for i, p in zip(batch[F.IMPRESSION_ID].numpy(), probs)}
 
 
+def examples_properties(custom_config: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(the trainer settings' flat dict, the Examples artifact's properties) from ``custom_config``."""
+    settings = dict(custom_config or {})
+    props = settings.pop(EXAMPLES_ARTIFACT_KEY, None)
+    if not isinstance(props, Mapping) or "negative_sampling_rate" not in props:
+        raise ValueError("the Trainer's custom_config lacks the Examples artifact's negative_sampling_rate: "
+                         "run feedrank.train.trainer.run_fn with the Trainer of components/trainer, "
+                         "which reads it from the Examples artifact")
+    return settings, dict(props)
+
+
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point (GenericExecutor); a bad ``custom_config`` is a ConfigError naming the key."""
-    config = TrainerSettings.from_dict(fn_args.custom_config or {}, "Trainer custom_config")
+    """TFX Trainer entry point (components/trainer's executor); a bad ``custom_config``
+    is a ConfigError naming the key."""
+    settings, props = examples_properties(fn_args.custom_config)
+    config = TrainerSettings.from_dict(settings, "Trainer custom_config")
+    rate = float(props["negative_sampling_rate"])
+    log.info("negative sampling rate %.4g (from the Examples artifact %s)", rate, props.get("uri", "?"))
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    model, curves = train(fn_args.train_files, fn_args.eval_files, tft_output, config)
+    model, curves = train(fn_args.train_files, fn_args.eval_files, tft_output, config,
+                          run_dir=fn_args.model_run_dir)
     write_curves(curves, fn_args.model_run_dir)
-    export_lib.export(model, tft_output, fn_args.serving_model_dir, config.negative_sampling_rate)
-    scores = trainer_scores(model, fn_args.eval_files, tft_output, config.negative_sampling_rate,
-                            raw_examples=config.raw_examples)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "eval_scores.json"), "w") as f:
-        json.dump(scores, f)
+    export_lib.export(model, tft_output, fn_args.serving_model_dir, rate)
+    record = {"negative_sampling_rate": rate, "examples_uri": props.get("uri"),
+              "train_files": list(fn_args.train_files), "valid_files": list(fn_args.eval_files)}
+    scores = trainer_scores(model, fn_args.eval_files, tft_output, rate, raw_examples=config.raw_examples)
+    for name, content in (("training.json", record), ("valid_scores.json", scores)):
+        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, name), "w") as f:
+            json.dump(content, f, indent=1 if name == "training.json" else None)
     log.info("exported %s to %s", config.model, fn_args.serving_model_dir)
