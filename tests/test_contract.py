@@ -1,5 +1,6 @@
 """The event-log contract: schema errors, one test per quarantine reason,
-the bad-fraction threshold, CSV / multi-part input and sparse logs."""
+the timestamp floor, the bad-fraction threshold, CSV / multi-part input and
+sparse logs."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feedrank.events import contract, io
+from feedrank.events import contract, io, validate
 from feedrank.examples import beam_pipeline
 from tests import examplegen_helpers as H
 
@@ -116,6 +117,18 @@ def _duplicate(ev):
     return pd.concat([row, ev], ignore_index=True), row.event_id.iloc[0]
 
 
+def _negative_ts(ev):
+    i = _first(ev, "impression")
+    ev.loc[i, "ts"] = -5
+    return ev, ev.event_id[i]
+
+
+def _ts_before_floor(ev):
+    i = _first(ev, "click")
+    ev.loc[i, "ts"] = 946_684_799   # one second before the default floor, 2000-01-01 UTC
+    return ev, ev.event_id[i]
+
+
 def _unknown_item(ev):
     i = _first(ev, "conversion")
     ev.loc[i, "item_id"] = "i_not_a_post"
@@ -131,6 +144,8 @@ CASES = {
     "unparsable_ts_nan": (_bad_ts_nan, contract.BAD_TS),
     "duplicate_event_id": (_duplicate, contract.DUPLICATE_ID),
     "item_not_in_items": (_unknown_item, contract.UNKNOWN_ITEM),
+    "negative_ts": (_negative_ts, contract.TS_BEFORE_FLOOR),
+    "ts_before_floor": (_ts_before_floor, contract.TS_BEFORE_FLOOR),
 }
 
 
@@ -159,6 +174,31 @@ def test_duplicate_with_equal_ts_keeps_first_in_file_order(log, tmp_path):
     q = H.quarantine(res)
     assert list(q.reason) == [contract.DUPLICATE_ID] and q.item_id.iloc[0] == row.item_id.iloc[0]
     assert H.to_dict(H.by_impression(res["output_dir"])[ev.event_id[i]])["item_id"] == [ev.item_id[i]]
+
+
+def test_timestamp_floor_is_the_configured_min_ts_and_the_splits_survive(log, baseline, tmp_path):
+    """Impressions at a negative ts, before the default floor and before a configured
+    ``min_ts`` are quarantined; the log's bounds and every example stay as without them."""
+    ev = H.load(log)
+    first_day = int(ev.ts.min()) // 86_400 * 86_400
+    bogus = ev.iloc[[_first(ev, "impression")] * 3].copy()
+    bogus["event_id"] = ["bogus_negative", "bogus_1999", "bogus_before_min_ts"]
+    bogus["ts"] = [-1, 946_684_799, first_day - 10 * 86_400]
+    ev = pd.concat([ev, bogus], ignore_index=True)
+    H.save(ev, log)
+    res = H.run(log, str(tmp_path / "out"), min_ts=first_day)
+    _accounting_ok(res, len(ev))
+    assert res["quarantined_by_reason"] == {r: 3 * (r == contract.TS_BEFORE_FLOOR) for r in contract.REASONS}
+    assert sorted(H.quarantine(res).event_id) == sorted(bogus.event_id)
+    for key in ("train_start_ts", "valid_start_ts", "eval_start_ts", "log_end_ts"):
+        assert res[key] == baseline[key], key
+    assert H.by_impression(res["output_dir"]) == baseline["examples"]
+    # The default floor (what the Word2Vec corpus reader gets): the first two only.
+    frame = io.read_events(log)
+    items = io.read_table(log, contract.ITEMS)["item_id"]
+    good, bad = validate.split_batch(frame[frame.event_id.isin(bogus.event_id)], items)
+    assert list(bad.event_id) == ["bogus_negative", "bogus_1999"]
+    assert set(bad.reason) == {contract.TS_BEFORE_FLOOR} and list(good.event_id) == ["bogus_before_min_ts"]
 
 
 def test_too_many_bad_rows_fails_with_counts_and_examples(log, tmp_path):

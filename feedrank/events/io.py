@@ -5,24 +5,31 @@ directory ``<dir>/<name>/`` of ``.parquet`` / ``.csv`` parts (read in sorted
 name order, which defines the "file order" used for duplicate resolution).
 
 Schema problems (missing table, missing required column, a column of the
-wrong physical type) raise `ContractError` naming the table and column.
-Per-row problems (an unparsable ``ts`` etc.) are *not* errors here: they are
-left for `feedrank.events.validate` to quarantine.  For that reason CSV files
-are read with every column as text, and numeric columns are parsed later.
+wrong physical type) raise `ContractError` naming the table and column; a file
+that cannot be read (a truncated or corrupt Parquet file, a malformed CSV)
+raises `UnreadableFileError` naming the file and the problem.
+Per-row problems (an unparsable ``ts``, bytes that are not UTF-8 etc.) are *not*
+errors here: they are left for `feedrank.events.validate` to quarantine.  For
+that reason CSV files are read with every column as text, numeric columns are
+parsed later, and text is decoded with ``surrogateescape`` (`feedrank.events.text`).
+Event batches keep the log's columns beyond the contract (after the contract's),
+so a quarantined row keeps every column it came with.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+import re
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feedrank.events import contract
+from feedrank.events import contract, text
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,30 @@ _EXTENSIONS = {".parquet": PARQUET, ".pq": PARQUET, ".csv": CSV}
 
 class ContractError(ValueError):
     """The log violates the contract at the table/column level."""
+
+
+class UnreadableFileError(ContractError):
+    """A file of the log cannot be read at all (truncated, corrupt, malformed)."""
+
+
+# Exceptions of the readers that mean "this file cannot be read" (never a bug of ours).
+_READ_ERRORS = (pa.ArrowException, OSError, pd.errors.ParserError, pd.errors.EmptyDataError,
+                UnicodeDecodeError, EOFError)
+_ARROW_PREFIX = re.compile(r"^Could not open Parquet input source '[^']*': ")
+_NAMES = {PARQUET: "Parquet", CSV: "CSV"}
+
+
+@contextlib.contextmanager
+def reading(tf: "TableFile") -> Iterator[None]:
+    """Turns a reader's error on ``tf`` into an `UnreadableFileError` naming the file."""
+    try:
+        yield
+    except ContractError:
+        raise
+    except _READ_ERRORS as e:
+        problem = " ".join(_ARROW_PREFIX.sub("", str(e)).split()) or type(e).__name__
+        raise UnreadableFileError(
+            f"table '{tf.table}': cannot read {tf.path} as {_NAMES[tf.fmt]}: {problem}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,13 +116,16 @@ def _arrow_kind(t: pa.DataType) -> str:
         return "float"
     if pa.types.is_null(t):
         return "null"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "binary"
     return "other"
 
 
 # Physical kinds accepted for each logical type.  ``ts`` may arrive as float
 # (NaN) or text: such rows are quarantined one by one, not rejected wholesale.
+# Text may arrive as binary (decoded as UTF-8, undecodable rows quarantined).
 _ACCEPTED = {
-    "string": {"string", "null"},
+    "string": {"string", "binary", "null"},
     "int64": {"int", "float", "string", "null"},
     "float64": {"int", "float", "null"},
 }
@@ -99,10 +133,11 @@ _ACCEPTED = {
 
 def file_columns(tf: TableFile) -> Dict[str, str]:
     """Column name -> coarse kind for one file (CSV columns are all text)."""
-    if tf.fmt == PARQUET:
-        schema = pq.read_schema(tf.path)
-        return {f.name: _arrow_kind(f.type) for f in schema}
-    header = pd.read_csv(tf.path, nrows=0, dtype=str)
+    with reading(tf):
+        if tf.fmt == PARQUET:
+            schema = pq.read_schema(tf.path)
+            return {f.name: _arrow_kind(f.type) for f in schema}
+        header = pd.read_csv(tf.path, nrows=0, dtype=str, encoding_errors=text.ERRORS)
     return {c: "string" for c in header.columns}
 
 
@@ -135,11 +170,13 @@ def check_log(input_base: str) -> Dict[str, List[TableFile]]:
     return {t: check_table(input_base, t) for t in contract.TABLES}
 
 
-def _normalise(df: pd.DataFrame, table: str, numeric_ts: bool) -> pd.DataFrame:
+def _normalise(df: pd.DataFrame, table: str, numeric_ts: bool, keep_extra: bool = False) -> pd.DataFrame:
     """Brings a frame to contract column order/types (strings as object).
 
-    String columns get ``""`` for missing values; float columns are parsed
-    (unparsable -> NaN); ``ts`` is left raw unless ``numeric_ts``.
+    String columns get ``""`` for missing values (binary values are decoded);
+    float columns are parsed (unparsable -> NaN); ``ts`` is left raw unless
+    ``numeric_ts``.  With ``keep_extra`` the columns beyond the contract follow,
+    as they are.
     """
     out = {}
     n = len(df)
@@ -150,7 +187,7 @@ def _normalise(df: pd.DataFrame, table: str, numeric_ts: bool) -> pd.DataFrame:
         else:
             col = df[name]
             if logical == "string":
-                col = col.astype(object).where(col.notna(), "")
+                col = text.decode_bytes(col.astype(object).where(col.notna(), ""))
                 if col.map(type).ne(str).any():
                     col = col.astype(str)
             elif logical == "float64":
@@ -158,55 +195,93 @@ def _normalise(df: pd.DataFrame, table: str, numeric_ts: bool) -> pd.DataFrame:
             elif numeric_ts:
                 col = pd.to_numeric(col, errors="coerce")
         out[name] = col
+    if keep_extra:
+        for name in df.columns:
+            if name not in out:
+                out[name] = df[name]
     return pd.DataFrame(out, index=df.index)
 
 
-def iter_batches(tf: TableFile, batch_rows: int = 262_144,
-                 row_groups: Optional[Sequence[int]] = None) -> Iterator[Tuple[int, pd.DataFrame]]:
+def _next(tf: "TableFile", it: Iterator[Any]) -> Any:
+    """The next item of a reader's iterator (None at the end), read errors naming the file."""
+    with reading(tf):
+        return next(it, None)
+
+
+def iter_batches(tf: TableFile, batch_rows: int = 262_144, row_groups: Optional[Sequence[int]] = None,
+                 keep_extra: bool = True) -> Iterator[Tuple[int, pd.DataFrame]]:
     """Yields ``(first_row_offset, frame)`` batches of one file, normalised.
 
     ``ts`` keeps its raw values (ints, floats or strings) for validation.
-    ``row_groups`` restricts a parquet file to some row groups.
+    ``row_groups`` restricts a parquet file to some row groups.  ``keep_extra``
+    keeps the file's columns beyond the contract (after the contract's).
+
+    Raises:
+      UnreadableFileError: naming the file, when it cannot be read.
     """
     wanted = list(contract.COLUMNS[tf.table])
     if tf.fmt == PARQUET:
-        pf = pq.ParquetFile(tf.path)
-        present = [c for c in wanted if c in pf.schema_arrow.names]
-        groups = list(range(pf.num_row_groups)) if row_groups is None else list(row_groups)
-        offsets = [0]
-        for g in range(pf.num_row_groups):
-            offsets.append(offsets[-1] + pf.metadata.row_group(g).num_rows)
+        with reading(tf):
+            pf = pq.ParquetFile(tf.path)
+            names = pf.schema_arrow.names
+            present = [c for c in names if keep_extra or c in wanted]
+            groups = list(range(pf.num_row_groups)) if row_groups is None else list(row_groups)
+            offsets = [0]
+            for g in range(pf.num_row_groups):
+                offsets.append(offsets[-1] + pf.metadata.row_group(g).num_rows)
         for g in groups:
             offset = offsets[g]
-            for rb in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=present):
-                df = rb.to_pandas()
-                yield offset, _normalise(df, tf.table, numeric_ts=False)
+            with reading(tf):
+                batches = pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=present)
+            while (rb := _next(tf, batches)) is not None:
+                df = text.batch_to_pandas(rb)
+                yield offset, _normalise(df, tf.table, numeric_ts=False, keep_extra=keep_extra)
                 offset += len(df)
     else:
         offset = 0
-        for df in pd.read_csv(tf.path, dtype=str, na_filter=False, chunksize=batch_rows):
-            yield offset, _normalise(df, tf.table, numeric_ts=False)
+        with reading(tf):
+            chunks = pd.read_csv(tf.path, dtype=str, na_filter=False, chunksize=batch_rows,
+                                 encoding_errors=text.ERRORS)
+        while (df := _next(tf, chunks)) is not None:
+            yield offset, _normalise(df, tf.table, numeric_ts=False, keep_extra=keep_extra)
             offset += len(df)
 
 
 def estimate_rows(tf: TableFile) -> int:
     """Row count of a parquet file (metadata) or a rough one for CSV (size/80)."""
-    if tf.fmt == PARQUET:
-        return pq.ParquetFile(tf.path).metadata.num_rows
-    return os.path.getsize(tf.path) // 80 + 1
+    with reading(tf):
+        if tf.fmt == PARQUET:
+            return pq.ParquetFile(tf.path).metadata.num_rows
+        return os.path.getsize(tf.path) // 80 + 1
 
 
 def parquet_row_groups(tf: TableFile) -> int:
     """Number of row groups of a parquet file (1 for CSV)."""
-    return pq.ParquetFile(tf.path).num_row_groups if tf.fmt == PARQUET else 1
+    with reading(tf):
+        return pq.ParquetFile(tf.path).num_row_groups if tf.fmt == PARQUET else 1
 
 
 def read_table(input_base: str, table: str) -> pd.DataFrame:
-    """Reads a whole (small) table, e.g. items or users, checked and normalised."""
+    """Reads a whole (small) table, e.g. items or users, checked and normalised
+    (the contract's columns only).
+
+    A row holding bytes that are not UTF-8 in a text column is left out with a
+    warning showing it (an event naming such an item is then quarantined as
+    ``item_not_in_items``).
+    """
     files = check_table(input_base, table)
-    frames = [df for tf in files for _, df in iter_batches(tf)]
+    frames = [df for tf in files for _, df in iter_batches(tf, keep_extra=False)]
     df = pd.concat(frames, ignore_index=True) if frames else _normalise(
         pd.DataFrame(columns=list(contract.COLUMNS[table])), table, False)
+    bad = np.zeros(len(df), dtype=bool)
+    for name, (logical, _) in contract.COLUMNS[table].items():
+        if logical == "string":
+            bad |= text.undecodable(df[name].to_numpy())
+    if bad.any():
+        first = {k: text.escape_text(v) if isinstance(v, str) else v for k, v in df.loc[bad].iloc[0].items()}
+        log.warning("table %s: %d row(s) with bytes that are not UTF-8 left out, e.g. %s",
+                    table, int(bad.sum()), first)
+        df = df.loc[~bad].reset_index(drop=True)
     log.info("read table %s: %d rows from %d file(s)", table, len(df), len(files))
     return df
 

@@ -86,7 +86,7 @@ class _ReadValidate(beam.DoFn):
         groups = None if group is None else [group]
         for offset, df in io.iter_batches(tf, self._rows, groups):
             df[validate.ORDER] = io.order_key(index, offset, len(df))
-            good, bad = validate.split_batch(df, items.index)
+            good, bad = validate.split_batch(df, items.index, min_ts=self._min_ts)
             log.info("read %s rows %d..%d: %d valid, %d quarantined",
                      os.path.basename(path), offset, offset + len(df), len(good), len(bad))
             good["event"] = pd.Categorical(good["event"], categories=contract.EVENT_TYPES)
