@@ -27,7 +27,7 @@ from feedrank.vectors.train import Word2VecParams, train_vectors
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny log's 3 warm-up days hold ~300 clicks: more epochs and no down-sampling than the demo's defaults.
 TINY_PARAMS = Word2VecParams(vector_size=8, token_vector_size=4, epochs=50, sample=0.0, seed=0)
-WARMUP = 3   # of the tiny log's 5 days: warm-up days 0-2, then train, valid and eval
+WARMUP = 3   # of the tiny log's 5 days: warm-up days 0-2, then train (and valid users) and eval
 
 
 def _train(data_dir, window_days=WARMUP):
@@ -75,10 +75,10 @@ def test_window_ends_where_the_train_split_starts(vectors, tiny_data, tmp_path):
     corpus, wv = vectors
     events = pd.read_parquet(tiny_data / "events.parquet")
     end = corpus.window_end
-    assert end == train_start(int(events["ts"].min()), WARMUP) == wv.meta["window_end_ts"]
+    assert end == train_start(events, WARMUP) == wv.meta["window_end_ts"]
     assert corpus.window_start == end - WARMUP * DAY_S
     # the example generator's train split starts exactly there: no example precedes the window's end
-    gen = H.run(str(tiny_data), str(tmp_path / "gen"), warmup_days=WARMUP, num_shards=1)
+    gen = H.run(str(tiny_data), str(tmp_path / "gen"), warmup_days=WARMUP, valid_split="user_hash", num_shards=1)
     assert gen["train_start_ts"] == end
     first = min(H.to_dict(r)["ts"][0] for r in H.by_impression(gen["output_dir"], ("train",)).values())
     assert end <= first < end + DAY_S
@@ -116,7 +116,7 @@ def test_no_click_in_the_window_is_a_clear_error(tiny_data, tmp_path):
     data = tmp_path / "late_clicks_only"
     shutil.copytree(tiny_data, data)
     events = pd.read_parquet(data / "events.parquet")
-    cutoff = train_start(int(events["ts"].min()), WARMUP)
+    cutoff = train_start(events, WARMUP)
     events[~((events["event"] == "click") & (events["ts"] < cutoff))].to_parquet(data / "events.parquet")
     with pytest.raises(EmptyCorpusError, match="no clicks in the word2vec window.*examples.warmup_days"):
         load_corpus(str(data), WARMUP, warmup_days=WARMUP)

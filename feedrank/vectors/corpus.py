@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from feedrank.events import contract, io, validate
+from feedrank.examples import splits
+from feedrank.examples.settings import ExampleSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,18 @@ class Corpus:
     counts: Dict[str, int]
 
 
-def train_start(first_ts: int, warmup_days: int) -> int:
-    """First second of the train split: midnight (UTC) of the log's first day plus
-    ``warmup_days`` days (the example generator's rule for ``train_start_ts``)."""
-    return (int(first_ts) // DAY_S + int(warmup_days)) * DAY_S
+def train_start(events: pd.DataFrame, warmup_days: int) -> int:
+    """First second of the train split, by the example generator's own rule for its
+    ``train_start_ts`` (`feedrank.examples.splits.bounds_of`): midnight (UTC) of the
+    first plausible impression's day plus ``warmup_days`` days."""
+    kind = events["event"].astype(str).to_numpy()
+    ts = events["ts"].to_numpy(dtype=np.int64)[kind == contract.IMPRESSION]
+    settings = ExampleSettings(warmup_days=int(warmup_days))
+    bounds = splits.bounds_of(splits.histogram(ts, settings.min_ts), settings)
+    if not bounds:
+        raise EmptyCorpusError("the event log holds no plausible impression, so the train split has no "
+                               "start: the word2vec window cannot be placed")
+    return int(bounds["train_start_ts"])
 
 
 def read_valid_events(input_base: str) -> Tuple[pd.DataFrame, Dict[str, int]]:
@@ -88,19 +98,14 @@ def build_corpus(events: pd.DataFrame, window_days: int, warmup_days: int = 0,
     """Sentences from valid events (``event``, ``user_id``, ``item_id``, ``query``,
     int ``ts``, ``event_id``) in ``[end - window_days days, end)``.  ``end`` is the
     start of the train split: pass the example generator's ``train_start_ts`` to use
-    exactly its split; without it, `train_start` of the first event and ``warmup_days``."""
+    exactly its split; without it, `train_start` of the events and ``warmup_days``."""
     if window_days < 1:
         raise ValueError(f"window_days must be >= 1, got {window_days}")
     if events.empty:
         raise EmptyCorpusError("the event log holds no valid events")
     ts = events["ts"].to_numpy(dtype=np.int64)
-    first_ts = int(ts.min())
-    end = int(end) if end is not None else train_start(first_ts, warmup_days)
+    end = int(end) if end is not None else train_start(events, warmup_days)
     start = end - int(window_days) * DAY_S
-    if start < first_ts // DAY_S * DAY_S:
-        log.warning("word2vec window [%d, %d) starts before the log's first day (%d): it holds fewer "
-                    "than %d day(s); examples.warmup_days should be >= word2vec.window_days",
-                    start, end, first_ts // DAY_S * DAY_S, window_days)
     in_window = (ts >= start) & (ts < end)
     kind = events["event"].astype(str).to_numpy()
     clicks = events.loc[in_window & (kind == contract.CLICK)].sort_values(["user_id", "ts", "event_id"])
