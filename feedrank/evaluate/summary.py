@@ -5,6 +5,9 @@ ground truth, when the log has one), the blessing verdict and its reason, the
 push path, the event accounting and the wall time of every component.  The
 exact metrics are the ones the MlflowLogger computed (``exact_metrics.json``
 in its output); a run that stopped before the logger shows them as n/a.
+The status is ``succeeded``, ``failed`` (with the failure's cause on one line
+and the component it failed in) or ``interrupted`` (with the signal and the
+component that was running).
 """
 from __future__ import annotations
 
@@ -31,18 +34,44 @@ def pipeline_failure(error: BaseException) -> Dict[str, str]:
         e = e.__cause__ if (e.__cause__ is not None or e.__suppress_context__) else e.__context__
     ours = [x for x in chain if type(x).__module__.startswith(("components.", "feedrank."))]
     chosen = ours[0] if ours else chain[-1]
-    return {"error": type(chosen).__name__, "message": str(chosen)}
+    return {"error": type(chosen).__name__, "message": one_line(str(chosen))}
 
 
-def build_summary(cfg: Config, failure: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-    """Collects the summary of the newest run of ``cfg``'s pipeline."""
+def one_line(message: str) -> str:
+    """A message on one line: its lines joined with '; ', blanks and indentation dropped."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def running_component(run: Optional[mlmd_reader.Run]) -> Optional[str]:
+    """The component of ``run`` that started and never ended (None when there is none)."""
+    if run is None:
+        return None
+    return next((n for n, c in run.components.items() if c["state"] in ("RUNNING", "NEW")), None)
+
+
+def build_summary(cfg: Config, failure: Optional[Dict[str, str]] = None,
+                  interrupted: Optional[Dict[str, Any]] = None,
+                  previous_run_id: Optional[str] = None) -> Dict[str, Any]:
+    """Collects the summary of the newest run of ``cfg``'s pipeline.
+
+    ``interrupted`` (``signal`` and ``component``, when a signal stopped the run)
+    gives the status ``interrupted``; a component it does not name is the one
+    MLMD shows as started and never ended.  ``previous_run_id`` is the newest
+    run before this one: when it is still the newest, this run never started one.
+    """
     run = mlmd_reader.latest_run(cfg.metadata_path)
+    if run is not None and previous_run_id is not None and run.run_id == previous_run_id:
+        run = None
+    status = "failed" if failure or (run and run.failed) else "succeeded"
     summary: Dict[str, Any] = {
         "pipeline": cfg.pipeline_name, "run_id": run.run_id if run else None,
         "model_family": cfg.model_name, "input_base": cfg.input_base,
-        "status": "failed" if failure or (run and run.failed) else "succeeded",
+        "status": "interrupted" if interrupted else status,
         "components": run.components if run else {},
     }
+    if interrupted:
+        summary["interrupted"] = {**interrupted,
+                                  "component": interrupted.get("component") or running_component(run)}
     if failure:
         summary["failure"] = {**failure, "component": run.failed_component if run else None}
     if run is None:
@@ -94,9 +123,12 @@ def print_summary(summary: Dict[str, Any], path: str) -> None:
     p = print
     p("\n" + "=" * 72)
     p(f"feedrank run {summary.get('run_id')}  [{summary['status'].upper()}]  model={summary['model_family']}")
+    if "interrupted" in summary:
+        i = summary["interrupted"]
+        p(f"  INTERRUPTED by {i.get('signal')} while {i.get('component') or 'no component'} was running")
     if "failure" in summary:
         f = summary["failure"]
-        p(f"  FAILED in {f.get('component') or '?'}: {f['error']}\n  {f['message']}")
+        p(f"  FAILED in {f.get('component') or '?'}: {f['error']}: {f['message']}")
     ev = summary.get("events")
     if ev:
         q = ev.get("quarantined", 0)

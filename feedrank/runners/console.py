@@ -7,7 +7,8 @@
   per-component progress lines and errors.
 * `Heartbeat` prints a line with the elapsed time while a component runs
   longer than its interval (30 s), driven by TFX's "Component X is running." /
-  "Component X is finished." log lines.
+  "Component X is finished." log lines; `Heartbeat.current` names the running
+  component (the run summary of an interrupted run shows it).
 """
 from __future__ import annotations
 
@@ -103,6 +104,12 @@ class Heartbeat(logging.Handler):
                 self._running = {match["id"]: [now, now + self.interval]}
             else:
                 self._running.pop(match["id"], None)
+
+    @property
+    def current(self) -> Optional[str]:
+        """The component running now (started and not finished), or None."""
+        with self._lock:
+            return next(iter(self._running), None)
 
     def beat(self) -> None:
         """Logs one line for each component that is due; called by the thread."""
