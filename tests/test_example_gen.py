@@ -264,3 +264,27 @@ def test_quarantined_duplicate_keeps_every_column(log_dir, tmp_path):
     assert q.loc[imp.event_id, "request_id"] == imp.request_id != ""
     assert float(q.loc[view.event_id, "dwell_s"]) == 12.5
     assert q.loc[view.event_id, "item_id"] == view.item_id
+
+
+def test_component_failure_is_one_readable_line(log_dir, tmp_path):
+    """A log without clicks fails in the example generator, not minutes later in the
+    Trainer, and the local runner's summary shows the project's one-line error."""
+    from tfx import v1 as tfx
+
+    from components.example_gen.component import BehaviorExampleGen
+    from feedrank.evaluate.summary import pipeline_failure
+
+    log = H.copy_log(log_dir, str(tmp_path / "log"))
+    ev = H.load(log)
+    H.save(ev[ev.event != contract.CLICK], log)
+    gen = BehaviorExampleGen(input_base=log, num_shards=2)
+    pipeline = tfx.dsl.Pipeline(
+        pipeline_name="examplegen_fail", pipeline_root=str(tmp_path / "root"), components=[gen],
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            str(tmp_path / "mlmd.sqlite")),
+        beam_pipeline_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    with pytest.raises(Exception) as err:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    failure = pipeline_failure(err.value)
+    assert failure["error"] == "NoPositiveLabelsError" and "\n" not in failure["message"]
+    assert failure["message"].startswith("no positive label in the train, valid, eval splits")
