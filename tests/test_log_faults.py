@@ -14,7 +14,6 @@ import pytest
 
 from feedrank.evaluate.summary import pipeline_failure
 from feedrank.events import contract, io
-from feedrank.examples import beam_pipeline
 from tests import examplegen_helpers as H
 
 
