@@ -120,7 +120,7 @@ def test_inheritance_cycles_and_missing_bases_are_errors(tmp_path):
 
 def test_family_configs_inherit_the_demo_and_state_their_model():
     demo = config_lib.load(DEMO)
-    for name in ("bst", "dien", "dnn", "double_channel", "multi_channel", "wide_deep"):
+    for name in ("bst", "deepfm", "dien", "dnn", "double_channel", "multi_channel", "wide_deep"):
         path = os.path.join(CONFIGS, f"{name}.yaml")
         with open(path) as f:
             assert "base: demo.yaml" in f.read()

@@ -16,9 +16,9 @@ from feedrank.train.families import FAMILIES, build_model
 from tests.model_harness import TINY, VOCAB_SIZES, fit_save_reload, random_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ZOO = ("dien", "bst", "double_channel", "multi_channel", "dnn", "wide_deep")
+ZOO = ("dien", "bst", "double_channel", "multi_channel", "dnn", "wide_deep", "deepfm")
 SMALL = {"transformer_heads": 2, "position_dim": 4, "aux_units": [8], "feature_mlp_units": [8],
-         "cluster_dim": 4, "fusion_units": 4, "wide_buckets": 101}
+         "cluster_dim": 4, "fusion_units": 4, "wide_buckets": 101, "fm_dim": 4}
 _rng = np.random.default_rng(7)
 CLUSTERED = {  # the lead's k-means labels and pretrained token vectors, in miniature
     "item_clusters": np.concatenate([[0], _rng.integers(-1, 6, VOCAB_SIZES["item"] - 1)]),
@@ -39,6 +39,7 @@ VARIANTS = {
     "multi_channel_clusters": ("multi_channel", {**SMALL, **CLUSTERED}),
     "dnn": ("dnn", SMALL),
     "wide_deep": ("wide_deep", SMALL),
+    "deepfm": ("deepfm", SMALL),
     # initialised + frozen item table and the in-graph similarity features (frozen copy)
     "din_w2v": ("din", {**SMALL, **W2V}),
 }
@@ -49,7 +50,7 @@ PADDING_ONLY = {  # built and checked for padding, not saved (saving is the slow
                                              "conversion_clusters": 5}),
     # every family with the Word2Vec similarity features in `dense` (trainable init)
     **{f"{family}_w2v": (family, {**SMALL, **W2V, "word2vec": {"similarity": True}})
-       for family in ("dien", "bst", "double_channel", "multi_channel", "dnn", "wide_deep")},
+       for family in ("dien", "bst", "double_channel", "multi_channel", "dnn", "wide_deep", "deepfm")},
 }
 
 

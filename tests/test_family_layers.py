@@ -1,4 +1,4 @@
-"""The family-specific layers (DIEN, BST, multi-channel, Wide & Deep): NumPy
+"""The family-specific layers (DIEN, BST, multi-channel, Wide & Deep, DeepFM): NumPy
 references on hand-set weights, masking, the DIEN auxiliary loss and its
 negatives, serialisation under their registered names."""
 import numpy as np
@@ -6,8 +6,10 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from feedrank import features as F
 from feedrank.train import layers as L
-from feedrank.train.families import bst, dien, multi_channel, wide_deep
+from feedrank.train.families import bst, build_model, deepfm, dien, multi_channel, wide_deep
+from tests.model_harness import TINY, VOCAB_SIZES, random_batch
 
 
 def _sigmoid(x):
@@ -18,8 +20,8 @@ def test_layers_keep_their_registered_names():
     """Saved models find their layers by ``feedrank>ClassName``, not by module path."""
     layers = (dien.AUGRUCell, dien.BilinearAttention, dien.NegativeSampler, dien.AuxiliaryLoss,
               bst.RecencyPositionEmbedding, bst.TransformerBlock, multi_channel.ClusterLookup,
-              multi_channel.GatedFusion, wide_deep.HashedCross, L.TrimPadding, L.MaskedPooling,
-              L.Dice, L.TargetAttention, L.MatchFeatures)
+              multi_channel.GatedFusion, wide_deep.HashedCross, deepfm.FactorizationMachine,
+              L.TrimPadding, L.MaskedPooling, L.Dice, L.TargetAttention, L.MatchFeatures)
     for cls in layers:
         name = f"feedrank>{cls.__name__}"
         assert keras.saving.get_registered_name(cls) == name
@@ -250,8 +252,94 @@ def test_family_layers_round_trip_their_config():
     for layer in (dien.AUGRUCell(5), dien.BilinearAttention(), dien.NegativeSampler(10, 3),
                   dien.AuxiliaryLoss(0.3, [7]), bst.RecencyPositionEmbedding(9, 3, "add"),
                   bst.TransformerBlock(3, 12, 0.1), multi_channel.ClusterLookup(11), multi_channel.GatedFusion(6),
-                  wide_deep.HashedCross(13)):
+                  wide_deep.HashedCross(13), deepfm.FactorizationMachine()):
         config = layer.get_config()
         clone = keras.utils.deserialize_keras_object(keras.utils.serialize_keras_object(layer))
         assert type(clone) is type(layer)
         assert clone.get_config() == config
+
+
+# --------------------------------------------------------------------------
+# DeepFM
+# --------------------------------------------------------------------------
+def _pairwise(v):
+    """sum over field pairs i < j of <v_i, v_j>, pair by pair: v [B, F, k] -> [B]."""
+    out = np.zeros(v.shape[0])
+    for i in range(v.shape[1]):
+        for j in range(i + 1, v.shape[1]):
+            out += (v[:, i] * v[:, j]).sum(-1)
+    return out
+
+
+def test_factorization_machine_matches_the_pairwise_sum():
+    v = np.array([[[1.0, 2.0], [3.0, -1.0], [0.5, 0.0]]], np.float32)   # one row, 3 fields, k = 2
+    fm = deepfm.FactorizationMachine()
+    # <v1,v2> + <v1,v3> + <v2,v3> = (3 - 2) + 0.5 + 1.5
+    np.testing.assert_allclose(fm(v).numpy(), [[3.0]])
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(4, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(fm(v).numpy()[:, 0], _pairwise(v), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fm([v[:, f] for f in range(6)]).numpy()[:, 0], _pairwise(v), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fm(v[:, :1]).numpy(), 0.0)   # one field: no pair
+    with pytest.raises(ValueError, match="field vectors"):
+        fm(v[:, 0])
+
+
+def test_deepfm_fm_terms_match_hand_computation_over_the_shared_tables():
+    """The FM's first- and second-order terms of a built DeepFM, with small weights set by
+    hand (padding rows set large: they must not count), against NumPy over the shared
+    tables; the deep MLP's input is the same field vectors (then the dense features);
+    the score is sigmoid(first + second + deep)."""
+    k = 3
+    keras.utils.set_random_seed(0)
+    model = build_model("deepfm", VOCAB_SIZES, {**TINY, "fm_dim": k})
+    rng = np.random.default_rng(1)
+    tables, projections, weights = {}, {}, {}
+    for v in F.VOCABS:
+        layer = model.get_layer(f"{v.name}_embedding")
+        t = (rng.normal(size=layer.get_weights()[0].shape) * 0.3).astype(np.float32)
+        t[F.PAD_ID] = 100.0
+        layer.set_weights([t])
+        tables[v.name] = t
+    for name in deepfm.field_names():
+        layer = model.get_layer(f"fm_{name}_field")
+        projections[name] = (rng.normal(size=layer.get_weights()[0].shape) * 0.3).astype(np.float32)
+        layer.set_weights([projections[name]])
+        layer = model.get_layer(f"fm_{name}_weight_embedding")
+        weights[name] = (rng.normal(size=layer.get_weights()[0].shape) * 0.1).astype(np.float32)
+        weights[name][F.PAD_ID] = 100.0
+        layer.set_weights([weights[name]])
+    dense_w = np.array([[0.1 * (i % 5) - 0.2] for i in range(model.get_layer("fm_dense").input.shape[-1])],
+                       np.float32)
+    model.get_layer("fm_dense").set_weights([dense_w, np.array([0.05], np.float32)])
+
+    x = random_batch(16, seed=2)
+    for s in F.SEQ_FEATURES:       # row 0: no behaviour at all
+        x[F.idx(s.name)][0] = F.PAD_ID
+    probe = keras.Model(model.inputs, [model.get_layer("fm_first_order").output,
+                                       model.get_layer("fm_second_order").output,
+                                       model.get_layer("deep_logit").output,
+                                       model.get_layer("fm_dense").input, model.output,
+                                       model.get_layer("deep_input").output])
+    first, second, deep, dense, prob, deep_in = (t.numpy() for t in probe(x, training=False))
+
+    vocab = {f.name: f.vocab.name for f in F.ID_FEATURES} | {s.name: s.vocab.name for s in F.SEQ_FEATURES}
+    fields, want_first = [], dense.astype(np.float64) @ dense_w[:, 0] + 0.05
+    for name in deepfm.field_names():
+        ids = x[F.idx(name)]
+        if ids.ndim == 1:
+            row, w = tables[vocab[name]][ids], weights[name][ids, 0]
+        else:
+            real = (ids != F.PAD_ID)[..., None]
+            n = np.maximum(real.sum(1), 1)
+            row = (tables[vocab[name]][ids] * real).sum(1) / n
+            w = (weights[name][ids] * real).sum(1)[:, 0] / n[:, 0]
+        fields.append(row @ projections[name])
+        want_first = want_first + w
+    v = np.stack(fields, axis=1)                                     # [B, F, k]
+    assert v.shape == (16, len(F.ID_FEATURES) + len(F.SEQ_FEATURES), k)
+    np.testing.assert_allclose(second[:, 0], _pairwise(v), rtol=1e-4, atol=1e-5)
+    # the deep part reads the very same field vectors, then the dense features
+    np.testing.assert_allclose(deep_in, np.concatenate([v.reshape(16, -1), dense], -1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(first[:, 0], want_first, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(prob, _sigmoid(first[:, 0] + second[:, 0] + deep[:, 0]), rtol=1e-5, atol=1e-6)

@@ -1,6 +1,7 @@
 """Masked softmaxes under the ``mixed_float16`` policy (Keras runs it on CPU):
 computed in float32, exactly 0 on padding, a zero vector for a row with no
-real step, and never NaN (scores or gradients), for a user with no clicks included."""
+real step, and never NaN (scores or gradients), for a user with no clicks included;
+DeepFM's pairwise term is summed in float32."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,7 +9,7 @@ import tf_keras as keras
 
 from feedrank import features as F
 from feedrank.train import layers as L
-from feedrank.train.families import bst, build_model, dien
+from feedrank.train.families import bst, build_model, deepfm, dien
 from tests.model_harness import TINY, VOCAB_SIZES, random_batch
 
 
@@ -95,7 +96,17 @@ def test_transformer_attention_under_mixed_float16_matches_hand_computation(mixe
     np.testing.assert_array_equal(w[1], 0.0)
 
 
-@pytest.mark.parametrize("family", ["din", "dien", "bst", "multi_channel", "double_channel", "dnn", "wide_deep"])
+def test_factorization_machine_under_mixed_float16_sums_in_float32(mixed_float16):
+    """(150 + 150)^2 overflows float16; the pairwise term 150 * 150 does not."""
+    fm = deepfm.FactorizationMachine()
+    v = tf.constant([[[150.0], [150.0]]], tf.float16)
+    out = fm(v)
+    assert fm.compute_dtype == "float16" and out.dtype == tf.float16
+    np.testing.assert_allclose(out.numpy().astype(np.float64), [[22500.0]], rtol=1e-3)
+
+
+@pytest.mark.parametrize("family", ["din", "dien", "bst", "multi_channel", "double_channel", "dnn", "wide_deep",
+                                    "deepfm"])
 def test_a_user_with_no_history_scores_a_number_under_mixed_float16(mixed_float16, family):
     keras.utils.set_random_seed(0)
     model = build_model(family, VOCAB_SIZES, {**TINY, "gru_units": 8, "transformer_heads": 2})

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from feedrank.typed import ConfigError, build_typed, to_plain
 
-FAMILY_NAMES = ("bst", "dien", "din", "dnn", "double_channel", "multi_channel", "wide_deep")
+FAMILY_NAMES = ("bst", "deepfm", "dien", "din", "dnn", "double_channel", "multi_channel", "wide_deep")
 # Keras activation names `layers.mlp` accepts besides "dice" and "prelu".
 ACTIVATIONS = ("dice", "prelu", "relu", "elu", "selu", "gelu", "silu", "swish", "sigmoid", "tanh",
                "softplus", "softsign", "leaky_relu", "linear")
@@ -123,10 +123,16 @@ class WideDeepSettings:
     wide_l2: float = setting(0.0, min=0.0)
 
 
+@dataclasses.dataclass
+class DeepFMSettings:
+    fm_dim: int = setting(16, min=1)   # the width k of the field vectors the FM and the deep part share
+
+
 GROUPS = {"din": DinSettings, "dien": DienSettings, "bst": BstSettings, "double_channel": DoubleChannelSettings,
-          "multi_channel": MultiChannelSettings, "wide_deep": WideDeepSettings}
+          "multi_channel": MultiChannelSettings, "wide_deep": WideDeepSettings, "deepfm": DeepFMSettings}
 # The groups each family reads.
 FAMILY_GROUPS = {"din": ("din",), "dien": ("dien",), "bst": ("bst",), "dnn": (), "wide_deep": ("wide_deep",),
+                 "deepfm": ("deepfm",),
                  "double_channel": ("double_channel", "bst"), "multi_channel": ("multi_channel", "din", "bst")}
 
 
@@ -154,6 +160,7 @@ class TrainerSettings:
     double_channel: DoubleChannelSettings = dataclasses.field(default_factory=DoubleChannelSettings)
     multi_channel: MultiChannelSettings = dataclasses.field(default_factory=MultiChannelSettings)
     wide_deep: WideDeepSettings = dataclasses.field(default_factory=WideDeepSettings)
+    deepfm: DeepFMSettings = dataclasses.field(default_factory=DeepFMSettings)
     # PIPELINE_KEYS
     code_version: Optional[str] = None
     word_vectors_uri: Optional[str] = None

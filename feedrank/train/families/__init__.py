@@ -5,7 +5,7 @@ from typing import Any, Callable, Dict, Mapping, Union
 
 import tf_keras as keras
 
-from feedrank.train.families import bst, dien, din, dnn, double_channel, multi_channel, wide_deep
+from feedrank.train.families import bst, deepfm, dien, din, dnn, double_channel, multi_channel, wide_deep
 from feedrank.train.settings import FAMILY_NAMES, TrainerSettings, as_settings
 
 Builder = Callable[[Mapping[str, int], TrainerSettings], keras.Model]
@@ -18,6 +18,7 @@ FAMILIES: Dict[str, Builder] = {
     "multi_channel": multi_channel.build,
     "dnn": dnn.build,
     "wide_deep": wide_deep.build,
+    "deepfm": deepfm.build,
 }
 
 
