@@ -44,7 +44,7 @@ from feedrank.evaluate.scoring import metrics_from_scores  # noqa: E402
 from feedrank.train.settings import TrainerSettings  # noqa: E402
 
 log = logging.getLogger("quality")
-FAMILIES = ["gbdt", "dnn", "wide_deep", "din", "dien", "bst", "double_channel", "multi_channel"]
+FAMILIES = ["gbdt", "dnn", "wide_deep", "deepfm", "din", "dien", "bst", "double_channel", "multi_channel"]
 # Variants: a family plus trainer options (run with --families din_w2v; needs `word2vec.enabled`).
 VARIANTS = {"din_w2v": ("din", {"word2vec": {"init": False, "freeze": False, "similarity": True}})}
 METRICS = ("auc", "gauc", "logloss", "oracle_lift_recovered")

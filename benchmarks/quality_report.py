@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 from typing import Dict, List
 
-NAMES = {"gbdt": "GBDT (LightGBM)", "dnn": "DNN", "wide_deep": "Wide&Deep", "din": "DIN", "dien": "DIEN",
-         "bst": "BST (Transformer)", "double_channel": "Double-channel", "multi_channel": "Multi-channel",
-         "din_w2v": "DIN + Word2Vec similarity"}
+NAMES = {"gbdt": "GBDT (LightGBM)", "dnn": "DNN", "wide_deep": "Wide&Deep", "deepfm": "DeepFM", "din": "DIN",
+         "dien": "DIEN", "bst": "BST (Transformer)", "double_channel": "Double-channel",
+         "multi_channel": "Multi-channel", "din_w2v": "DIN + Word2Vec similarity"}
 
 
 def _pm(agg: Dict, key: str, digits: int = 4) -> str:
