@@ -33,6 +33,7 @@ EVENT_COLUMNS: Dict[str, Tuple[str, bool]] = {
     "request_id": ("string", False),  # groups the impressions of one ranking request
     "query": ("string", False),       # search tokens, space separated
     "dwell_s": ("float64", False),    # page-view dwell time in seconds
+    "position": ("int64", False),     # 0-based slot of an impression in its request (empty otherwise)
 }
 ITEM_COLUMNS: Dict[str, Tuple[str, bool]] = {
     "item_id": ("string", True),
