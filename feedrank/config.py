@@ -49,6 +49,8 @@ class SimulateConfig:
     items: int = 50000
     days: int = 14
     seed: int = 0
+    # order-carrying behaviour (docs/simulator.md): "off", "realistic" or a comma-separated list
+    mechanisms: str = "off"
 
 
 @dataclasses.dataclass
@@ -221,7 +223,18 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
             raise ConfigError(f"examples.{key} must be >= 0, got {getattr(ex, key)}")
     check_evaluator(cfg.evaluator)
     check_word2vec(cfg)
+    check_simulate(cfg.simulate)
     return cfg
+
+
+def check_simulate(sim: SimulateConfig) -> None:
+    """The `simulate` section's mechanisms spec names known presets or mechanisms."""
+    from feedrank.events.simulator import mechanisms
+
+    try:
+        mechanisms.parse(sim.mechanisms)
+    except ValueError as e:
+        raise ConfigError(f"simulate.mechanisms: {e}") from None
 
 
 def check_evaluator(ev: EvaluatorConfig) -> None:

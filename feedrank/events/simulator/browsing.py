@@ -6,15 +6,26 @@ interests, popular and random live posts), searches (followed by result page
 views) and browse page views.  Clicks follow impressions with the hidden
 probability ``p_click``; views follow clicks; conversions (call/chat) follow
 some views; purchases follow some conversions.
+
+With order-carrying mechanisms on (:mod:`feedrank.events.simulator.mechanisms`),
+a :class:`~feedrank.events.simulator.context.DayContext` steers recall and
+browsing and adds its terms to the click logit; searches and browsing are then
+simulated before the feed, so that feed impressions can depend on them.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List
+import logging
+from typing import Dict, List, Optional
 
 import numpy as np
 
+from feedrank.events.simulator.context import DayContext, History
+from feedrank.events.simulator.mechanisms import OFF, Mechanisms
+from feedrank.events.simulator.sampling import Pool, group_cumsum, sample_rows
 from feedrank.events.simulator.world import ClickModel, Items, Taxonomy, Users, interest_share
+
+log = logging.getLogger(__name__)
 
 IMP, CLICK, CONV, SEARCH, VIEW, PURCHASE = range(6)  # index into contract.EVENT_TYPES
 # Hourly share of session starts (evening-heavy, like a classifieds app).
@@ -33,54 +44,11 @@ class Knobs:
     recall_popular: float = 0.3     # ... from popular posts (rest: random live posts)
 
 
-class Pool:
-    """Weighted sampling of live posts within groups (e.g. category x region)."""
-
-    def __init__(self, live: np.ndarray, keys: np.ndarray, weights: np.ndarray, n_groups: int):
-        order = np.argsort(keys, kind="stable")
-        self.items = live[order]
-        k = keys[order]
-        cum = np.cumsum(weights[order])
-        self.cum = cum
-        g = np.arange(n_groups)
-        self.start = np.searchsorted(k, g, "left")
-        self.end = np.searchsorted(k, g, "right")
-        cum0 = np.concatenate([[0.0], cum])
-        self.lo, self.hi = cum0[self.start], cum0[self.end]
-
-    def sample(self, rng: np.random.Generator, groups: np.ndarray) -> np.ndarray:
-        """One post per requested group; -1 where the group is empty."""
-        out = np.full(len(groups), -1, dtype=np.int64)
-        if len(self.items) == 0:
-            rng.random(len(groups))
-            return out
-        lo, hi = self.lo[groups], self.hi[groups]
-        t = lo + rng.random(len(groups)) * (hi - lo)
-        pos = np.searchsorted(self.cum, t, "right")
-        pos = np.clip(pos, self.start[groups], np.maximum(self.end[groups] - 1, 0))
-        ok = hi > lo
-        out[ok] = self.items[np.minimum(pos[ok], len(self.items) - 1)]
-        return out
-
-
-def sample_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
-    """One categorical draw per row of a (n, C) probability matrix."""
-    cum = np.cumsum(probs, axis=1)
-    u = rng.random(len(probs)) * cum[:, -1]
-    return np.minimum((cum < u[:, None]).sum(1), probs.shape[1] - 1)
-
-
-def group_cumsum(values: np.ndarray, group_start_flags: np.ndarray) -> np.ndarray:
-    """Cumulative sum restarting where ``group_start_flags`` is true."""
-    c = np.cumsum(values)
-    starts = np.nonzero(group_start_flags)[0]
-    base = np.repeat(c[starts] - values[starts], np.diff(np.append(starts, len(values))))
-    return c - base
-
-
 class DaySimulator:
-    def __init__(self, tax: Taxonomy, items: Items, users: Users, click: ClickModel, knobs: Knobs):
+    def __init__(self, tax: Taxonomy, items: Items, users: Users, click: ClickModel, knobs: Knobs,
+                 mech: Mechanisms = OFF):
         self.tax, self.items, self.users, self.click, self.k = tax, items, users, click, knobs
+        self.mech, self.history = mech, History()
         self.C, self.R = len(tax.categories), len(tax.regions)
 
     # ----------------------------------------------------------------- recall
@@ -108,20 +76,21 @@ class DaySimulator:
             out[bad] = self.glob.sample(rng, np.zeros(bad.sum(), dtype=np.int64))
         return out
 
-    def _user_cats(self, rng, user: np.ndarray, p_interest: float) -> np.ndarray:
-        cat = sample_rows(rng, self.users.interest[user])
+    def _user_cats(self, rng, user: np.ndarray, p_interest: float, ts: Optional[np.ndarray] = None) -> np.ndarray:
+        cat = sample_rows(rng, self.users.rows(user, ts))
         explore = rng.random(len(user)) >= p_interest
         cat[explore] = rng.choice(self.C, explore.sum(), p=self.tax.cat_pop)
         return cat
 
-    def _dwell(self, rng, user: np.ndarray, item: np.ndarray) -> np.ndarray:
-        share = interest_share(self.users, self.tax, user, self.items.cat[item])
+    def _dwell(self, rng, user: np.ndarray, item: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        share = interest_share(self.users, self.tax, user, self.items.cat[item], ts=ts)
         mu = np.log(20.0) + 1.2 * np.sqrt(share) + 0.3 * self.items.quality[item]
         return np.round(np.clip(rng.lognormal(mu, 0.8), 1.0, 3600.0), 1)
 
     # -------------------------------------------------------------------- day
     def run(self, rng: np.random.Generator, day_start: int, req_offset: int) -> Dict[str, np.ndarray]:
         k, users = self.k, self.users
+        users.day_start = day_start
         self._pools(day_start)
         # sessions of active users
         active = np.nonzero(rng.random(len(users.region)) < users.activity)[0]
@@ -150,25 +119,45 @@ class DaySimulator:
         a_user = s_user[a_sess]
 
         ev: List[Dict[str, np.ndarray]] = []
-        impressions = self._feed(rng, a_user[kind == 0], a_ts[kind == 0], req_offset, ev)
-        self._searches(rng, a_user[kind == 1], a_ts[kind == 1], ev)
-        b_user = a_user[kind == 2]
-        b_item = self._interest_items(rng, b_user, self._user_cats(rng, b_user, 0.9), 0.7)
-        ev.append(self._views(rng, b_user, b_item, a_ts[kind == 2], conv_scale=0.12, ev=ev))
+        f, s, b = kind == 0, kind == 1, kind == 2
+        if not self.mech.active:
+            impressions = self._feed(rng, a_user[f], a_ts[f], req_offset, ev)
+            self._searches(rng, a_user[s], a_ts[s], ev)
+            self._browse(rng, a_user[b], a_ts[b], ev)
+        else:
+            ctx = DayContext(self.mech, rng, self.tax, self.items, users, self.live, self.history, s_user, s_start)
+            other: List[Dict[str, np.ndarray]] = []
+            self._searches(rng, a_user[s], a_ts[s], other, ctx, a_sess[s])
+            self._browse(rng, a_user[b], a_ts[b], other, ctx, a_sess[b])
+            ctx.today = other
+            impressions = self._feed(rng, a_user[f], a_ts[f], req_offset, ev, ctx, a_sess[f])
+            ev += other  # impressions stay the first rows of the day
+            self.history.add(ev)
+            self.history.prune(day_start)
         out = {key: np.concatenate([e[key] for e in ev]) for key in ev[0]}
         out["n_requests"] = np.array([int((kind == 0).sum())])
         out["active_users"] = np.array([active.size])
         out.update(impressions)
         return out
 
+    def _browse(self, rng, b_user, b_ts, ev, ctx: Optional[DayContext] = None, sess=None) -> None:
+        b_cat = self._user_cats(rng, b_user, 0.9, b_ts)
+        if ctx is not None:
+            b_cat = ctx.steer_cats(rng, sess, b_cat)
+        b_item = self._interest_items(rng, b_user, b_cat, 0.7)
+        if ctx is not None:
+            b_item = ctx.steer_items(rng, sess, b_cat, b_item)
+        ev.append(self._views(rng, b_user, b_item, b_ts, conv_scale=0.12, ev=ev))
+
     @staticmethod
     def _empty_day() -> Dict[str, np.ndarray]:
         e = np.zeros(0, dtype=np.int64)
         return dict(user=e, item=e, etype=e.astype(np.int8), ts=e, req=e, query=e, dwell=e.astype(float),
                     p=e.astype(float), n_requests=np.array([0]), active_users=np.array([0]),
-                    imp_p=e.astype(float), imp_clicked=e.astype(bool))
+                    imp_p=e.astype(float), imp_clicked=e.astype(bool), imp_pos=e)
 
-    def _feed(self, rng, r_user, r_ts, req_offset, ev) -> Dict[str, np.ndarray]:
+    def _feed(self, rng, r_user, r_ts, req_offset, ev, ctx: Optional[DayContext] = None,
+              r_sess=None) -> Dict[str, np.ndarray]:
         k = self.k
         n_imp = rng.integers(10, 21, r_user.size)  # impressions per request
         # recall 1.5x the slots, dedupe, then keep the first n_imp of each request
@@ -177,7 +166,8 @@ class DaySimulator:
         src = rng.random(slot_req.size)
         item = np.empty(slot_req.size, dtype=np.int64)
         m = src < k.recall_interest
-        item[m] = self._interest_items(rng, user[m], self._user_cats(rng, user[m], 1.0), 0.7)
+        slot_ts = r_ts[slot_req]
+        item[m] = self._interest_items(rng, user[m], self._user_cats(rng, user[m], 1.0, slot_ts[m]), 0.7)
         m = (src >= k.recall_interest) & (src < k.recall_interest + k.recall_popular)
         local = self.by_reg.sample(rng, self.users.region[user[m]])
         glob = self.glob.sample(rng, np.zeros(m.sum(), dtype=np.int64))
@@ -187,6 +177,8 @@ class DaySimulator:
             item[m] = self.live[rng.integers(0, len(self.live), m.sum())]
         else:
             item[m] = -1
+        if ctx is not None:
+            item = ctx.recall(rng, r_sess[slot_req], user, slot_ts, item, src < k.recall_interest, self.by_cat)
         keep = item >= 0
         # one impression per post per request, in slot order
         key = slot_req[keep] * (len(self.items.cat) + 1) + item[keep]
@@ -203,10 +195,12 @@ class DaySimulator:
         fresh[o[rep]] = False
         slot_req, user, item, ts = slot_req[fresh], user[fresh], item[fresh], ts[fresh]
         starts = np.searchsorted(slot_req, np.arange(r_user.size))
-        fit = (np.arange(slot_req.size) - starts[slot_req]) < n_imp[slot_req]
-        slot_req, user, item, ts = slot_req[fit], user[fit], item[fit], ts[fit]
+        pos = np.arange(slot_req.size) - starts[slot_req]  # 0-based position in the request
+        fit = pos < n_imp[slot_req]
+        slot_req, user, item, ts, pos = slot_req[fit], user[fit], item[fit], ts[fit], pos[fit]
         req = slot_req.astype(np.int64) + req_offset
-        p = self.click.p_click(rng, self.tax, self.items, self.users, user, item)
+        extra = None if ctx is None else ctx.logit(user, item, ts, r_sess[slot_req], pos)
+        p = self.click.p_click(rng, self.tax, self.items, self.users, user, item, ts=ts, extra=extra)
         clicked = rng.random(p.size) < p
         n = p.size
         ev.append(dict(user=user, item=item, etype=np.full(n, IMP, np.int8), ts=ts, req=req,
@@ -218,12 +212,15 @@ class DaySimulator:
                        query=np.full(nc, -1, np.int64), dwell=np.full(nc, np.nan), p=np.full(nc, np.nan)))
         v = rng.random(nc) < 0.9
         ev.append(self._views(rng, c_user[v], c_item[v], c_ts[v] + 1, conv_scale=1.0, ev=ev))
-        return dict(imp_p=p, imp_clicked=clicked)
+        return dict(imp_p=p, imp_clicked=clicked, imp_pos=pos.astype(np.int64))
 
-    def _searches(self, rng, s_user, s_ts, ev) -> None:
+    def _searches(self, rng, s_user, s_ts, ev, ctx: Optional[DayContext] = None, sess=None) -> None:
         tax = self.tax
         n = s_user.size
-        cat = self._user_cats(rng, s_user, 0.85)
+        cat = self._user_cats(rng, s_user, 0.85, s_ts)
+        if ctx is not None:
+            cat = ctx.steer_cats(rng, sess, cat)
+            ctx.record_searches(sess, cat, s_ts)
         ntok = np.array([len(t) for t in tax.cat_tokens])
         flat = np.concatenate(tax.cat_tokens)
         off = np.concatenate([[0], np.cumsum(ntok)[:-1]])
@@ -245,6 +242,8 @@ class DaySimulator:
         flags[(np.cumsum(m) - m)[m > 0]] = True
         r_ts = np.repeat(s_ts, m) + group_cumsum(gaps, flags).astype(np.int64)
         r_item = self._interest_items(rng, r_user, r_cat, 0.8)
+        if ctx is not None:
+            r_item = ctx.steer_items(rng, np.repeat(sess, m), r_cat, r_item)
         ev.append(self._views(rng, r_user, r_item, r_ts, conv_scale=0.12, ev=ev))
 
     def _views(self, rng, user, item, ts, conv_scale: float, ev) -> Dict[str, np.ndarray]:
@@ -252,9 +251,9 @@ class DaySimulator:
         ok = item >= 0  # no live post to show
         user, item, ts = user[ok], item[ok], ts[ok]
         n = user.size
-        dwell = self._dwell(rng, user, item)
+        dwell = self._dwell(rng, user, item, ts)
         cat = self.items.cat[item]
-        share = interest_share(self.users, self.tax, user, cat)
+        share = interest_share(self.users, self.tax, user, cat, ts=ts)
         pc = conv_scale * self.tax.conv_base[cat] * np.exp(1.5 * (np.sqrt(share) - 0.4)
                                                            + 0.5 * self.items.quality[item])
         conv = rng.random(n) < np.minimum(pc, 0.9)

@@ -3,10 +3,13 @@
 Writes ``events``/``items``/``users`` parquet tables in the contract of
 :mod:`feedrank.events.contract`, plus the hidden ground truth
 (``truth.parquet``: ``p_click`` of every impression) and ``world.json``
-(parameters and summary).  See :mod:`feedrank.events.simulator.world` for the
+(parameters and summary).  ``mechanisms`` switches on the order-carrying
+behaviour of :mod:`feedrank.events.simulator.mechanisms` (default: none, the
+aggregate world; docs/simulator.md).  See :mod:`feedrank.events.simulator.world` for the
 hidden world and :mod:`feedrank.events.simulator.browsing` for the behaviour model.
 
     python -m feedrank.events.simulator --users 20000 --items 50000 --days 14 --seed 0 --out data/demo
+    python -m feedrank.events.simulator --mechanisms realistic --out data/realistic
 """
 from __future__ import annotations
 
@@ -14,10 +17,11 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import sys
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import numpy as np
 import pyarrow as pa
@@ -25,8 +29,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from feedrank.events import contract
-from feedrank.events.simulator.browsing import PURCHASE, DaySimulator, Knobs
-from feedrank.events.simulator.world import ClickModel, build_taxonomy, drift_interests, make_items, make_users
+from feedrank.events.simulator import mechanisms as mech_lib
+from feedrank.events.simulator.browsing import CONV, PURCHASE, DaySimulator, Knobs
+from feedrank.events.simulator.context import apply_funnel_interest
+from feedrank.events.simulator.world import ClickModel, Users, build_taxonomy, drift_interests, make_items, make_users
+
+log = logging.getLogger(__name__)
 
 DEFAULT_START = "2024-03-01"
 ROW_GROUP = 1_000_000
@@ -63,8 +71,13 @@ def _parse_start(start_date: str) -> int:
 
 def simulate(out_dir: str, users: int = 20000, items: int = 50000, days: int = 14, seed: int = 0,
              start_date: str = DEFAULT_START, activity: float = 0.15, interest_shift: float = 0.08,
-             quality_sd: float = 0.4, n_regions: int = 30, verbose: bool = True, **knobs) -> Dict:
+             quality_sd: float = 0.4, n_regions: int = 30, verbose: bool = True,
+             mechanisms: Union[None, str, Dict, mech_lib.Mechanisms] = None, **knobs) -> Dict:
     """Simulate ``days`` days and write the log into ``out_dir``; returns a summary.
+
+    ``mechanisms``: ``"off"`` (default), ``"realistic"``, a comma-separated list of
+    mechanism names, a dict of :class:`feedrank.events.simulator.mechanisms.Mechanisms`
+    fields, or such an object.
 
     ``knobs`` are fields of :class:`feedrank.events.simulator.browsing.Knobs` (e.g.
     ``sessions_per_day``, ``feeds_per_session``, ``recall_interest``) or of
@@ -75,6 +88,7 @@ def simulate(out_dir: str, users: int = 20000, items: int = 50000, days: int = 1
         raise ValueError("users, items and days must be positive")
     if not 0.0 < activity <= 1.0:
         raise ValueError("activity must be in (0, 1]")
+    mech = mech_lib.parse(mechanisms)
     t0 = time.time()
     start_ts = _parse_start(start_date)
     end_ts = start_ts + days * 86400
@@ -84,28 +98,36 @@ def simulate(out_dir: str, users: int = 20000, items: int = 50000, days: int = 1
     tax = build_taxonomy(rng, n_regions)
     it = make_items(rng, tax, items, start_ts, days, quality_sd)
     us = make_users(rng, tax, users, activity)
-    sim = DaySimulator(tax, it, us, click, sess_knobs)
+    sim = DaySimulator(tax, it, us, click, sess_knobs, mech)
 
-    cols = ("user", "item", "etype", "ts", "req", "query", "dwell", "p")
-    dtypes = (np.int32, np.int32, np.int8, np.int64, np.int32, np.int64, np.float32, np.float32)
+    cols = ("user", "item", "etype", "ts", "req", "query", "dwell", "p") + (("pos",) if mech.log_position else ())
+    dtypes = (np.int32, np.int32, np.int8, np.int64, np.int32, np.int64, np.float32, np.float32, np.int64)
     parts = {c: [] for c in cols}
     imp_p, imp_clicked = [], []
     n_events, n_requests, active_days = 0, 0, 0
     for d in range(days):
-        if d > 0:
+        if mech.continuous_drift:
+            _advance_interests(rng, tax, us, interest_shift, first=d == 0)
+        elif d > 0:
             drift_interests(rng, tax, us, interest_shift)
         day = sim.run(rng, start_ts + d * 86400, n_requests)
+        n_imp = len(day["imp_p"])  # impressions are the first rows of a day
+        if mech.log_position:
+            day["pos"] = np.full(len(day["ts"]), -1, dtype=np.int64)
+            day["pos"][:n_imp] = day["imp_pos"]
         n_requests += int(day["n_requests"][0])
         active_days += int(day["active_users"][0])
         keep = day["ts"] < end_ts
         for c, t in zip(cols, dtypes):
             parts[c].append(day[c][keep].astype(t))
-        n_imp = len(day["imp_p"])  # impressions are the first rows of a day
         imp_p.append(day["imp_p"][keep[:n_imp]])
         imp_clicked.append(day["imp_clicked"][keep[:n_imp]])
         # a purchase satisfies the need: interest in that category collapses
         b = day["etype"] == PURCHASE
-        us.interest[day["user"][b], it.cat[day["item"][b]]] *= 0.2
+        state = us.interest_next if mech.continuous_drift else us.interest
+        state[day["user"][b], it.cat[day["item"][b]]] *= 0.2
+        c = day["etype"] == CONV
+        apply_funnel_interest(mech, tax, it, state, day["user"][c], day["item"][c])
         n_events += int(keep.sum())
         if verbose:
             el = time.time() - t0
@@ -126,10 +148,20 @@ def simulate(out_dir: str, users: int = 20000, items: int = 50000, days: int = 1
     params = dict(users=users, items=items, days=days, seed=seed, start_date=start_date,
                   start_ts=start_ts, end_ts=end_ts, activity=activity, interest_shift=interest_shift,
                   quality_sd=quality_sd, n_regions=n_regions, knobs=dataclasses.asdict(sess_knobs),
-                  click_model=dataclasses.asdict(click), categories=tax.categories, regions=tax.regions)
+                  click_model=dataclasses.asdict(click), mechanisms=dataclasses.asdict(mech),
+                  categories=tax.categories, regions=tax.regions)
     with open(os.path.join(out_dir, "world.json"), "w") as f:
         json.dump(dict(params=params, summary=summary), f, indent=2)
     return summary
+
+
+def _advance_interests(rng: np.random.Generator, tax, us: Users, shift_rate: float, first: bool) -> None:
+    """Continuous drift: today's start state is yesterday's end state; the end state is one day's drift on."""
+    if not first:
+        us.interest = us.interest_next
+    nxt = us.interest.copy()
+    drift_interests(rng, tax, us, shift_rate, a=nxt)
+    us.interest_next = nxt
 
 
 def _write(out_dir: str, tax, it, us, ev: Dict[str, np.ndarray], start_ts: int) -> Dict:
@@ -156,7 +188,8 @@ def _write(out_dir: str, tax, it, us, ev: Dict[str, np.ndarray], start_ts: int) 
     empty_tok = len(tax.tokens)
     schema = pa.schema([("event_id", pa.string()), ("user_id", pa.string()), ("item_id", pa.string()),
                         ("event", pa.string()), ("ts", pa.int64()), ("request_id", pa.string()),
-                        ("query", pa.string()), ("dwell_s", pa.float64())])
+                        ("query", pa.string()), ("dwell_s", pa.float64())]
+                       + ([("position", pa.int64())] if "pos" in ev else []))
     truth_schema = pa.schema([("event_id", pa.string()), ("p_click", pa.float64())])
     with pq.ParquetWriter(os.path.join(out_dir, "events.parquet"), schema) as w, \
             pq.ParquetWriter(os.path.join(out_dir, contract.TRUTH_FILE), truth_schema) as tw:
@@ -177,12 +210,16 @@ def _write(out_dir: str, tax, it, us, ev: Dict[str, np.ndarray], start_ts: int) 
                 *[tokens.take(pa.array(t)) for t in (t1, t2, t3)], " "))
             dwell = np.round(ev["dwell"][sel].astype(np.float64), 1)
             et = ev["etype"][sel]
+            extra = {}
+            if "pos" in ev:
+                pos = ev["pos"][sel]
+                extra["position"] = pa.array(pos, mask=pos < 0)
             w.write_table(pa.table({
                 "event_id": eid, "user_id": user_ids.take(pa.array(ev["user"][sel])),
                 "item_id": item_or_empty.take(pa.array(ev["item"][sel] + 1)),
                 "event": etypes.take(pa.array(et)), "ts": pa.array(ev["ts"][sel]),
                 "request_id": req_s, "query": query,
-                "dwell_s": pa.array(dwell, mask=np.isnan(dwell))}, schema=schema))
+                "dwell_s": pa.array(dwell, mask=np.isnan(dwell)), **extra}, schema=schema))
             imp = np.nonzero(et == 0)[0]
             tw.write_table(pa.table({"event_id": eid.take(pa.array(imp)),
                                      "p_click": pa.array(ev["p"][sel][imp].astype(np.float64))},
@@ -207,6 +244,8 @@ def main(argv: Optional[list] = None) -> int:
                     help="mean home-feed requests per session")
     ap.add_argument("--interest-shift", type=float, default=0.08,
                     help="daily probability a user's interests shift to a new category")
+    ap.add_argument("--mechanisms", default="off",
+                    help="order-carrying behaviour (docs/simulator.md): " + mech_lib.describe())
     ap.add_argument("--quiet", action="store_true", help="no per-day progress on stderr")
     args = ap.parse_args(argv)
     err = None
@@ -221,6 +260,10 @@ def main(argv: Optional[list] = None) -> int:
             _parse_start(args.start_date)
         except ValueError:
             err = f"--start-date must be YYYY-MM-DD, got {args.start_date!r}"
+        try:
+            mech_lib.parse(args.mechanisms)
+        except ValueError as e:
+            err = err or f"--mechanisms: {e}"
     if err is None:
         try:
             os.makedirs(args.out, exist_ok=True)
@@ -234,6 +277,7 @@ def main(argv: Optional[list] = None) -> int:
         ap.error(err)
     summary = simulate(args.out, args.users, args.items, args.days, args.seed, start_date=args.start_date,
                        activity=args.activity, interest_shift=args.interest_shift, verbose=not args.quiet,
-                       sessions_per_day=args.sessions_per_day, feeds_per_session=args.feeds_per_session)
+                       sessions_per_day=args.sessions_per_day, feeds_per_session=args.feeds_per_session,
+                       mechanisms=args.mechanisms)
     print(json.dumps(summary, indent=2))
     return 0

@@ -9,7 +9,7 @@ writes files.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -169,6 +169,17 @@ class Users:
     activity: np.ndarray   # (U,) daily probability of being active
     bias: np.ndarray       # (U,) hidden click propensity (logit offset)
     interest: np.ndarray   # (U, C) unnormalised interest intensities (hidden)
+    # continuous drift: the interests at the end of the day starting at ``day_start``;
+    # in between, a user's interests move linearly from ``interest`` to ``interest_next``
+    interest_next: Optional[np.ndarray] = None
+    day_start: int = 0
+
+    def rows(self, user_idx: np.ndarray, ts: Optional[np.ndarray] = None) -> np.ndarray:
+        """Interest rows of users, at times ``ts`` under continuous drift."""
+        if self.interest_next is None or ts is None:
+            return self.interest[user_idx]
+        w = np.clip((np.asarray(ts, dtype=np.float64) - self.day_start) / 86400.0, 0.0, 1.0)[:, None]
+        return (1.0 - w) * self.interest[user_idx] + w * self.interest_next[user_idx]
 
 
 def make_users(rng, tax: Taxonomy, n: int, activity: float) -> Users:
@@ -186,11 +197,13 @@ def make_users(rng, tax: Taxonomy, n: int, activity: float) -> Users:
     return Users(region, act, bias, interest)
 
 
-def drift_interests(rng, tax: Taxonomy, users: Users, shift_rate: float, walk_sd: float = 0.25) -> None:
+def drift_interests(rng, tax: Taxonomy, users: Users, shift_rate: float, walk_sd: float = 0.25,
+                    a: Optional[np.ndarray] = None) -> None:
     """One day of interest evolution: a log-normal random walk on every active
     interest, decay of old ones, and occasional shifts to a new category
-    (half the time a sibling of the current main interest)."""
-    a = users.interest
+    (half the time a sibling of the current main interest).  Acts in place on
+    ``a`` (default: ``users.interest``)."""
+    a = users.interest if a is None else a
     n, C = a.shape
     a *= np.exp(rng.normal(-0.05, walk_sd, a.shape))
     shift = np.nonzero(rng.random(n) < shift_rate)[0]
@@ -210,16 +223,17 @@ def drift_interests(rng, tax: Taxonomy, users: Users, shift_rate: float, walk_sd
 
 
 def interest_share(users: Users, tax: Taxonomy, user_idx: np.ndarray, cat: np.ndarray,
-                   floor: float = 0.02) -> np.ndarray:
-    """Hidden current interest of users in categories: own share plus a
-    spill-over from sibling categories of the same top category."""
-    a = users.interest
-    C = a.shape[1]
-    own = a[user_idx, cat]
+                   floor: float = 0.02, ts: Optional[np.ndarray] = None) -> np.ndarray:
+    """Hidden current interest of users in categories (at times ``ts`` under
+    continuous drift): own share plus a spill-over from sibling categories of
+    the same top category."""
+    rows = users.rows(user_idx, ts)
+    C = rows.shape[1]
+    own = rows[np.arange(len(user_idx)), cat]
     tops = tax.top_of
     top_mat = np.zeros((C, len(tax.tops)))
     top_mat[np.arange(C), tops] = 1.0
-    top_share = (a[user_idx] @ top_mat)[np.arange(len(user_idx)), tops[cat]]
+    top_share = (rows @ top_mat)[np.arange(len(user_idx)), tops[cat]]
     return own + 0.25 * (top_share - own) + floor
 
 
@@ -231,12 +245,16 @@ class ClickModel:
     price: float = -0.15        # per price sd within the category
     noise_sd: float = 0.2
 
-    def p_click(self, rng, tax: Taxonomy, items: Items, users: Users,
-                user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+    def p_click(self, rng, tax: Taxonomy, items: Items, users: Users, user_idx: np.ndarray,
+                item_idx: np.ndarray, ts: Optional[np.ndarray] = None,
+                extra: Optional[np.ndarray] = None) -> np.ndarray:
+        """True click probabilities; ``extra`` adds the mechanisms' logit terms."""
         cat = items.cat[item_idx]
-        share = interest_share(users, tax, user_idx, cat)
+        share = interest_share(users, tax, user_idx, cat, ts=ts)
         match = items.region[item_idx] == users.region[user_idx]
         logit = (self.base + self.interest * np.sqrt(share) + tax.region_beta[cat] * match
                  + self.quality * items.quality[item_idx] + self.price * items.price_z[item_idx]
                  + users.bias[user_idx] + rng.normal(0.0, self.noise_sd, len(item_idx)))
+        if extra is not None:
+            logit = logit + extra
         return 1.0 / (1.0 + np.exp(-logit))
