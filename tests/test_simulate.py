@@ -1,18 +1,46 @@
 """Tests of the event-log simulator (tiny worlds, a few seconds in all)."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from feedrank import config as config_lib
 from feedrank.events import contract
-from feedrank.events.simulator import auc, main, simulate
+from feedrank.events.simulator import auc, main, mechanisms, simulate
+from feedrank.typed import ConfigError
 
 PANDAS_DTYPE = {"string": "object", "int64": "int64", "float64": "float64"}
+# Content fingerprints (rows, sha256 prefix) of the `tiny` log (users=300, items=800, days=3,
+# seed=7) as the simulator wrote it before the order-carrying mechanisms existed: with every
+# mechanism off it must write exactly this.  Floats are rounded to 1e-6 before hashing.
+TODAYS_WORLD = {"events.parquet": (4201, "a31b6b0298b22638"), "items.parquet": (800, "70fc64264d6a3429"),
+                "users.parquet": (300, "7432816e3390acb8"), contract.TRUTH_FILE: (2368, "e7803ef8e8f43455")}
+
+
+def fingerprint(path: str):
+    """(rows, sha256 prefix) of a parquet table's content, independent of the file's metadata."""
+    t = pq.read_table(path)
+    h = hashlib.sha256()
+    for name in t.column_names:
+        col = t.column(name).combine_chunks()
+        h.update(name.encode() + b"\x00")
+        if pa.types.is_string(col.type):
+            h.update("\x00".join(col.fill_null("\x01").to_pylist()).encode())
+        elif pa.types.is_floating(col.type):
+            x = col.to_numpy(zero_copy_only=False).astype(np.float64)
+            h.update(np.round(x, 6).astype("<f8").tobytes())
+        else:
+            h.update(col.to_numpy(zero_copy_only=False).astype("<i8").tobytes())
+    return t.num_rows, h.hexdigest()[:16]
 
 
 def _read(d: str, name: str) -> pd.DataFrame:
@@ -112,6 +140,19 @@ def test_deterministic_for_equal_seed(tmp_path, tiny):
     assert len(a) != len(b) or not a.equals(b)
 
 
+def test_all_mechanisms_off_is_todays_world(tiny, tmp_path):
+    """The default world, and mechanisms="off" spelled out, write exactly the log of the
+    simulator without mechanisms (fingerprints taken from that code); no position column."""
+    out, _ = tiny
+    again = str(tmp_path / "off")
+    simulate(again, users=300, items=800, days=3, seed=7, verbose=False, mechanisms="off")
+    for d in (out, again):
+        assert {name: fingerprint(os.path.join(d, name)) for name in TODAYS_WORLD} == TODAYS_WORLD
+        assert "position" not in pq.read_schema(os.path.join(d, "events.parquet")).names
+    params = json.load(open(os.path.join(out, "world.json")))["params"]
+    assert params["mechanisms"] == json.loads(json.dumps(dataclasses.asdict(mechanisms.OFF)))
+
+
 def test_oracle_auc_and_ctr_in_band(medium):
     out, summary = medium
     ev = _read(out, "events.parquet")
@@ -174,6 +215,7 @@ def test_auc_helper_matches_sklearn():
     (["--days", "0"], "must be positive"),
     (["--activity", "2"], "--activity"),
     (["--start-date", "yesterday"], "--start-date"),
+    (["--mechanisms", "mission,telepathy"], "unknown mechanism(s) ['telepathy']"),
 ])
 def test_cli_rejects_bad_args(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exc:
@@ -197,3 +239,15 @@ def test_cli_runs(tmp_path, capsys):
                  "--out", str(tmp_path / "cli")]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["events"] > 0 and os.path.exists(tmp_path / "cli" / "events.parquet")
+
+
+def test_config_mechanisms(tmp_path):
+    """simulate.mechanisms defaults to off, takes a preset or a list, and names a bad value."""
+    assert config_lib.SimulateConfig().mechanisms == "off"
+    good = tmp_path / "good.yaml"
+    good.write_text("simulate:\n  mechanisms: mission,position_bias\n")
+    assert config_lib.load(str(good)).simulate.mechanisms == "mission,position_bias"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("simulate:\n  mechanisms: realistik\n")
+    with pytest.raises(ConfigError, match="simulate.mechanisms: unknown mechanism"):
+        config_lib.load(str(bad))
