@@ -19,7 +19,12 @@ ITEMS = pd.DataFrame({"item_id": [f"i{k}" for k in range(5)], "category_id": ["c
                       "title": [""] * 5})
 
 
+T0 = 1_700_000_000  # test times are seconds after T0: the example generator's floor (min_ts) is 2000-01-01
+
+
 def _ev(event_id, event, ts, user="u1", item="i0", query=""):
+    """An event ``ts`` seconds after T0 (a ``ts`` given as text is passed through as is)."""
+    ts = T0 + ts if isinstance(ts, int) else ts
     return {"event_id": event_id, "user_id": user, "item_id": item, "event": event, "ts": ts,
             "request_id": "", "query": query, "dwell_s": None}
 
@@ -36,7 +41,7 @@ def ns(redis_server):  # noqa: F811
 
 def _read(client, keys, user="u1", items=("i0",), ts=None):
     pipe = client.pipeline()
-    online.queue_reads(pipe, keys, user, list(items), ts)
+    online.queue_reads(pipe, keys, user, list(items), None if ts is None else T0 + ts)
     return online.parse_reads(pipe.execute())
 
 
@@ -73,11 +78,12 @@ def test_channels_are_capped_and_in_offline_order(ns):
 def test_bad_rows_are_skipped_by_reason(ns):
     client, keys, w = ns
     bad = [_ev("b1", "click", 10, item="nope"), _ev("", "click", 10), _ev("b3", "click", "soon"),
-           _ev("b4", "teleport", 10)]
+           _ev("b4", "teleport", 10), _ev("b5", "click", "-5")]       # negative: before the floor
     assert w.apply(writer.events_frame(bad + [_ev("g1", "impression", 11)])) == 1
     assert {k: v for k, v in w.stats.items() if k.startswith("rejected_")} == {
         f"rejected_{contract.UNKNOWN_ITEM}": 1, f"rejected_{contract.MISSING_ID}": 1,
-        f"rejected_{contract.BAD_TS}": 1, f"rejected_{contract.UNKNOWN_EVENT}": 1}
+        f"rejected_{contract.BAD_TS}": 1, f"rejected_{contract.UNKNOWN_EVENT}": 1,
+        f"rejected_{contract.TS_BEFORE_FLOOR}": 1}
     assert client.hget(keys.clicks, "nope") is None and client.hget(keys.impressions, "i0") == "1"
 
 
