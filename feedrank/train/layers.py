@@ -34,8 +34,10 @@ def masked_softmax(scores: tf.Tensor, mask: tf.Tensor, axis: int = -1) -> tf.Ten
     softmax of a row of -inf (a user with no history) is NaN.
     """
     s = tf.cast(scores, tf.float32)
-    m = tf.broadcast_to(tf.cast(mask, tf.bool), tf.shape(s))
-    s = tf.where(m, s, tf.fill(tf.shape(s), tf.constant(-1e9, tf.float32)))
+    # Broadcast by an elementwise op, not tf.broadcast_to(tf.shape(s)): the static shape
+    # (a batch of 1 in the user-side-once serving graph) must survive for recurrent layers.
+    m = tf.logical_and(tf.cast(mask, tf.bool), tf.ones_like(s, dtype=tf.bool))
+    s = tf.where(m, s, tf.constant(-1e9, tf.float32))
     w = tf.nn.softmax(s, axis=axis) * tf.cast(m, tf.float32)
     return tf.cast(w, scores.dtype)
 
