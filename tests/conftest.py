@@ -45,3 +45,19 @@ def first_run(tmp_path_factory, tiny_data):
 
     cfg = e2e_config(tmp_path_factory.mktemp("e2e"), tiny_data)
     return cfg, pipeline.run(cfg)
+
+
+@pytest.fixture(scope="session")
+def base_log(tmp_path_factory):
+    """The small simulated log the example-generator tests perturb (copy it before changing it)."""
+    from tests import examplegen_helpers as H
+
+    return H.make_log(str(tmp_path_factory.mktemp("base")))
+
+
+@pytest.fixture(scope="session")
+def base_run(base_log, tmp_path_factory):
+    """The example generator's summary of `base_log` with the default settings (read-only)."""
+    from tests import examplegen_helpers as H
+
+    return H.run(base_log, str(tmp_path_factory.mktemp("baseline")))

@@ -17,13 +17,8 @@ from feedrank.events import contract, io
 from tests import examplegen_helpers as H
 
 
-@pytest.fixture(scope="module")
-def base_log(tmp_path_factory):
-    return H.make_log(str(tmp_path_factory.mktemp("base")))
-
-
 @pytest.fixture
-def log(base_log, tmp_path):
+def log(base_log, tmp_path):   # base_log: tests/conftest.py
     return H.copy_log(base_log, str(tmp_path / "log"))
 
 

@@ -71,13 +71,8 @@ def test_examples_use_the_attributes_of_their_impression_time():
 
 
 @pytest.fixture(scope="module")
-def base_log(tmp_path_factory):
-    return H.make_log(str(tmp_path_factory.mktemp("base")))
-
-
-@pytest.fixture(scope="module")
-def baseline(base_log, tmp_path_factory):
-    res = H.run(base_log, str(tmp_path_factory.mktemp("baseline")))
+def baseline(base_run):
+    res = base_run   # tests/conftest.py: the shared run of the shared base_log
     return dict(res, by_impression=H.by_impression(res["output_dir"]))
 
 

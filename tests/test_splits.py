@@ -21,13 +21,8 @@ YEAR_2100 = 4_102_444_800
 
 
 @pytest.fixture(scope="module")
-def base_log(tmp_path_factory):
-    return H.make_log(str(tmp_path_factory.mktemp("base")))
-
-
-@pytest.fixture(scope="module")
-def baseline(base_log, tmp_path_factory):
-    res = H.run(base_log, str(tmp_path_factory.mktemp("baseline")))
+def baseline(base_run):
+    res = base_run   # tests/conftest.py: the shared run of the shared base_log
     return dict(res, by_split={s: H.by_impression(res["output_dir"], (s,)) for s in beam_pipeline.SPLITS})
 
 
