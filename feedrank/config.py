@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Tuple
 
 import yaml
 
+from feedrank import features as F
 from feedrank.examples.settings import VALID_SPLITS, ExampleSettings
 from feedrank.train.settings import TrainerSettings
 from feedrank.typed import ConfigError
@@ -82,6 +83,23 @@ class Word2VecConfig:
 
 
 @dataclasses.dataclass
+class FeaturesConfig:
+    """Declared extra columns of the ``items`` and ``users`` tables (docs/features.md):
+    each a mapping ``{name, kind, ...options}``; `check_features` validates them and
+    `load` declares them in `feedrank.features`."""
+    items: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    users: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+# Per kind: the options a declared column may carry, with their defaults.
+FEATURE_OPTIONS: Dict[str, Dict[str, Any]] = {
+    "categorical": {"oov_buckets": 2, "frequency_threshold": 1},
+    "numeric": {"default": 0.0, "log1p": False},
+    "tokens": {"max_tokens": 16, "oov_buckets": 10, "frequency_threshold": 1},
+}
+
+
+@dataclasses.dataclass
 class Config:
     pipeline_name: str = "feedrank"
     input_base: str = "data/demo"
@@ -97,7 +115,13 @@ class Config:
     evaluator: EvaluatorConfig = dataclasses.field(default_factory=EvaluatorConfig)
     mlflow: MlflowConfig = dataclasses.field(default_factory=MlflowConfig)
     word2vec: Word2VecConfig = dataclasses.field(default_factory=Word2VecConfig)
+    features: FeaturesConfig = dataclasses.field(default_factory=FeaturesConfig)
     config_dir: str = "."
+
+    @property
+    def declared(self) -> Tuple[F.Declared, ...]:
+        """The ``features`` section as `feedrank.features.Declared` columns."""
+        return F.declared_from_config(self.features)
 
     @property
     def model_name(self) -> str:
@@ -224,7 +248,41 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
     check_evaluator(cfg.evaluator)
     check_word2vec(cfg)
     check_simulate(cfg.simulate)
+    check_features(cfg.features)
+    F.declare(cfg.declared)
     return cfg
+
+
+def check_features(section: FeaturesConfig) -> None:
+    """Each declared column: a mapping with an identifier ``name`` (unique in its table, not
+    a built-in column), a known ``kind`` and only that kind's options, correctly typed."""
+    for table in F.DECLARED_TABLES:
+        seen = set()
+        for i, row in enumerate(getattr(section, table)):
+            where = f"features.{table}[{i}]"
+            if not isinstance(row, dict):
+                raise ConfigError(f"{where} must be a mapping {{name, kind, ...}}, got {row!r}")
+            name, kind = row.get("name"), row.get("kind")
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ConfigError(f"{where}.name must be an identifier (a column of the {table} table), got {name!r}")
+            where = f"features.{table}.{name}"
+            if name in F.BUILTIN_COLUMNS:
+                raise ConfigError(f"{where}: {name!r} is a built-in column (built-ins: {list(F.BUILTIN_COLUMNS)}); "
+                                  f"declare only extra columns")
+            if name in seen:
+                raise ConfigError(f"{where}: declared twice in features.{table}")
+            seen.add(name)
+            if kind not in FEATURE_OPTIONS:
+                raise ConfigError(f"{where}.kind must be one of {list(FEATURE_OPTIONS)}, got {kind!r}")
+            options = FEATURE_OPTIONS[kind]
+            unknown = sorted(set(row) - set(options) - {"name", "kind"})
+            if unknown:
+                raise ConfigError(f"{where}: unknown option(s) {unknown} for kind {kind!r}; allowed: {sorted(options)}")
+            for key, default in options.items():
+                if key in row:
+                    check_type(f"{where}.{key}", row[key], default)
+                    if isinstance(default, int) and not isinstance(default, bool) and row[key] < 1:
+                        raise ConfigError(f"{where}.{key} must be >= 1, got {row[key]}")
 
 
 def check_simulate(sim: SimulateConfig) -> None:

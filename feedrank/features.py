@@ -14,7 +14,8 @@ Naming:
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Tuple
+import json
+from typing import Dict, List, Sequence, Tuple
 
 # --------------------------------------------------------------------------
 # Labels and metadata
@@ -80,6 +81,18 @@ class DenseFeature:
     log1p: bool = False
     min_value: float | None = None
     max_value: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BagFeature:
+    """An unordered bag of string tokens (a declared ``tokens`` column): VarLen
+    strings in the raw example, ``<name>_idx`` [B, max_len] padded with PAD_ID
+    after Transform, like a sequence."""
+
+    name: str
+    vocab: Vocab
+    side: str          # "candidate" or "user"
+    max_len: int
 
 
 # --------------------------------------------------------------------------
@@ -181,6 +194,7 @@ def model_input_names() -> List[str]:
     names = [idx(f.name) for f in ID_FEATURES]
     names += [idx(f.name) for f in SEQ_FEATURES]
     names += [dense(f.name) for f in DENSE_FEATURES]
+    names += [idx(b.name) for b in BAG_FEATURES]
     return names
 
 
@@ -195,6 +209,8 @@ def raw_feature_spec(include_labels: bool = True, include_metadata: bool = True)
         spec[s.name] = tf.io.VarLenFeature(tf.string)
     for d in DENSE_FEATURES:
         spec[d.name] = tf.io.FixedLenFeature([], tf.float32, default_value=d.default)
+    for b in BAG_FEATURES:
+        spec[b.name] = tf.io.VarLenFeature(tf.string)
     if include_labels:
         for label in LABELS:
             spec[label] = tf.io.FixedLenFeature([], tf.int64)
@@ -210,6 +226,117 @@ def features_of_side(side: str) -> List[str]:
     or once per candidate (``candidate``).  Crosses are computed in-graph."""
     names = [f.name for f in ID_FEATURES if f.side == side]
     names += [d.name for d in DENSE_FEATURES if d.side == side]
+    names += [b.name for b in BAG_FEATURES if b.side == side]
     if side == "user":
         names += [s.name for s in SEQ_FEATURES]
     return names
+
+
+# --------------------------------------------------------------------------
+# Declared features: extra columns of the items / users tables named by the
+# run config's ``features:`` section (docs/features.md).  `declare` rebuilds
+# the tuples above from the built-in ones below plus the declaration; every
+# process (config load, example generator, Transform, Trainer, serving)
+# declares the run's columns before it builds anything.
+# --------------------------------------------------------------------------
+BAG_FEATURES: Tuple[BagFeature, ...] = ()
+
+BUILTIN_VOCABS: Tuple[Vocab, ...] = VOCABS
+BUILTIN_ID_FEATURES: Tuple[IdFeature, ...] = ID_FEATURES
+BUILTIN_DENSE_FEATURES: Tuple[DenseFeature, ...] = DENSE_FEATURES
+BUILTIN_BAG_FEATURES: Tuple[BagFeature, ...] = BAG_FEATURES
+
+DECLARED_TABLES: Dict[str, str] = {"items": "item", "users": "user"}   # table -> feature-name prefix
+DECLARED_SIDES: Dict[str, str] = {"items": "candidate", "users": "user"}
+DECLARED_KINDS: Tuple[str, ...] = ("categorical", "numeric", "tokens")
+# Columns the tables already carry (never declarable).
+BUILTIN_COLUMNS: Tuple[str, ...] = ("item_id", "category_id", "region_id", "price", "user_id", "valid_from")
+DECLARED_FILE = "declared_features.json"   # the declaration, next to an exported model
+
+
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """One declared column of the ``items`` or ``users`` table."""
+
+    table: str            # "items" or "users"
+    column: str
+    kind: str             # "categorical", "numeric" or "tokens"
+    default: float = 0.0  # numeric: the value of a missing cell
+    log1p: bool = False   # numeric: log1p before z-scoring
+    max_tokens: int = 16  # tokens: at most this many per row
+    oov_buckets: int = 2  # categorical / tokens: OOV buckets after the vocabulary
+    frequency_threshold: int = 1
+
+    @property
+    def feature_name(self) -> str:
+        """The raw tf.Example feature name: ``item_<column>`` or ``user_<column>``."""
+        return f"{DECLARED_TABLES[self.table]}_{self.column}"
+
+    @property
+    def side(self) -> str:
+        return DECLARED_SIDES[self.table]
+
+    @property
+    def vocab(self) -> Vocab:
+        """The declared column's own vocabulary (categorical and tokens)."""
+        return Vocab(f"attr_{self.feature_name}", self.oov_buckets, self.frequency_threshold)
+
+
+DECLARED: Tuple[Declared, ...] = ()
+
+
+def declare(columns: Sequence[Declared]) -> None:
+    """Rebuilds VOCABS, ID_FEATURES, DENSE_FEATURES, BAG_FEATURES and DECLARED
+    from the built-in features plus ``columns`` (``()`` restores the built-ins)."""
+    global VOCABS, ID_FEATURES, DENSE_FEATURES, BAG_FEATURES, DECLARED
+    columns = tuple(columns)
+    vocabs, ids = list(BUILTIN_VOCABS), list(BUILTIN_ID_FEATURES)
+    denses, bags = list(BUILTIN_DENSE_FEATURES), list(BUILTIN_BAG_FEATURES)
+    for c in columns:
+        if c.kind == "categorical":
+            vocabs.append(c.vocab)
+            ids.append(IdFeature(c.feature_name, c.vocab, c.side))
+        elif c.kind == "numeric":
+            denses.append(DenseFeature(c.feature_name, c.side, default=float(c.default), log1p=bool(c.log1p)))
+        elif c.kind == "tokens":
+            vocabs.append(c.vocab)
+            bags.append(BagFeature(c.feature_name, c.vocab, c.side, int(c.max_tokens)))
+        else:
+            raise ValueError(f"declared column {c.table}.{c.column}: unknown kind {c.kind!r}; "
+                             f"expected one of {list(DECLARED_KINDS)}")
+    VOCABS, ID_FEATURES = tuple(vocabs), tuple(ids)
+    DENSE_FEATURES, BAG_FEATURES, DECLARED = tuple(denses), tuple(bags), columns
+
+
+def declared_from_config(section) -> Tuple[Declared, ...]:
+    """The declaration of a config's ``features`` section (`config.FeaturesConfig`
+    or its mapping ``{"items": [...], "users": [...]}``); the config validated it."""
+    if section is None:
+        return ()
+    out = []
+    for table in DECLARED_TABLES:
+        rows = section.get(table) if isinstance(section, dict) else getattr(section, table, None)
+        for row in rows or ():
+            row = dict(row)
+            kind = row.get("kind")
+            if kind == "tokens":
+                row.setdefault("oov_buckets", 10)
+            out.append(Declared(table=table, column=row.pop("name"), kind=row.pop("kind"), **row))
+    return tuple(out)
+
+
+def to_json(columns: Sequence[Declared]) -> str:
+    """The declaration as a JSON string (exec properties, custom_config, a model asset)."""
+    return json.dumps([dataclasses.asdict(c) for c in columns], sort_keys=True)
+
+
+def from_json(text: str | None) -> Tuple[Declared, ...]:
+    """Inverse of `to_json`; an empty string or None is no declaration."""
+    if not text:
+        return ()
+    return tuple(Declared(**row) for row in json.loads(text))
+
+
+def declared_json() -> str:
+    """The current declaration as JSON."""
+    return to_json(DECLARED)
