@@ -177,6 +177,9 @@ def test_realistic_world_deterministic_oracle_exact_and_readable(tmp_path):
     y = imp.merge(clicked, on=["request_id", "item_id"], how="left").y.fillna(0).to_numpy()
     assert abs(y.mean() - imp.p_click.mean()) < 4 * np.sqrt(imp.p_click.mean() / len(imp))
     assert abs(sa["oracle_auc"] - auc(imp.p_click.to_numpy(), y)) < 1e-9
+    # the aggregates-only oracle drops the order-carrying terms: it ranks worse
+    assert (imp.p_click_aggregate != imp.p_click).mean() > 0.3
+    assert auc(imp.p_click_aggregate.to_numpy(), y) < sa["oracle_auc"] - 0.01
     # the example generator reads the position column as an optional column
     summary = beam_pipeline.run(a, str(tmp_path / "ex"), str(tmp_path / "q"), {"num_shards": 1})
     assert summary["quarantined"] == 0 and summary["events_used"] == summary["events_read"] == len(ev)

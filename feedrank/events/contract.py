@@ -65,5 +65,6 @@ REASONS: Tuple[str, ...] = (UNKNOWN_EVENT, MISSING_ID, BAD_TS, DUPLICATE_ID, UNK
                             TS_BEFORE_FLOOR, TS_IN_FUTURE, UNDECODABLE)
 
 # The ground truth the simulator writes beside the log (never read by training):
-# one row per impression, columns event_id and p_click.
+# one row per impression, columns event_id, p_click and p_click_aggregate (the click
+# probability without the simulator's order-carrying mechanisms).
 TRUTH_FILE = "truth.parquet"

@@ -23,7 +23,7 @@ import numpy as np
 from feedrank.events.simulator.context import DayContext, History
 from feedrank.events.simulator.mechanisms import OFF, Mechanisms
 from feedrank.events.simulator.sampling import Pool, group_cumsum, sample_rows
-from feedrank.events.simulator.world import ClickModel, Items, Taxonomy, Users, interest_share
+from feedrank.events.simulator.world import ClickModel, Items, Taxonomy, Users, interest_share, sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ class DaySimulator:
             ev += other  # impressions stay the first rows of the day
             self.history.add(ev)
             self.history.prune(day_start)
-        out = {key: np.concatenate([e[key] for e in ev]) for key in ev[0]}
+        out = {key: np.concatenate([e[key] for e in ev]) for key in ev[0] if key != "pa"}
+        out["pa"] = np.concatenate([e.get("pa", np.full(len(e["ts"]), np.nan)) for e in ev])
         out["n_requests"] = np.array([int((kind == 0).sum())])
         out["active_users"] = np.array([active.size])
         out.update(impressions)
@@ -153,7 +154,7 @@ class DaySimulator:
     def _empty_day() -> Dict[str, np.ndarray]:
         e = np.zeros(0, dtype=np.int64)
         return dict(user=e, item=e, etype=e.astype(np.int8), ts=e, req=e, query=e, dwell=e.astype(float),
-                    p=e.astype(float), n_requests=np.array([0]), active_users=np.array([0]),
+                    p=e.astype(float), pa=e.astype(float), n_requests=np.array([0]), active_users=np.array([0]),
                     imp_p=e.astype(float), imp_clicked=e.astype(bool), imp_pos=e)
 
     def _feed(self, rng, r_user, r_ts, req_offset, ev, ctx: Optional[DayContext] = None,
@@ -200,11 +201,15 @@ class DaySimulator:
         slot_req, user, item, ts, pos = slot_req[fit], user[fit], item[fit], ts[fit], pos[fit]
         req = slot_req.astype(np.int64) + req_offset
         extra = None if ctx is None else ctx.logit(user, item, ts, r_sess[slot_req], pos)
-        p = self.click.p_click(rng, self.tax, self.items, self.users, user, item, ts=ts, extra=extra)
+        base = self.click.logit(rng, self.tax, self.items, self.users, user, item, ts=ts)
+        p = sigmoid(base if extra is None else base + extra)
+        # the aggregates-only oracle: the same logit without the order-carrying terms
+        # (position is kept: it is not a property of the history)
+        pa = p if extra is None else sigmoid(base + ctx.position_term(pos))
         clicked = rng.random(p.size) < p
         n = p.size
         ev.append(dict(user=user, item=item, etype=np.full(n, IMP, np.int8), ts=ts, req=req,
-                       query=np.full(n, -1, np.int64), dwell=np.full(n, np.nan), p=p))
+                       query=np.full(n, -1, np.int64), dwell=np.full(n, np.nan), p=p, pa=pa))
         c_user, c_item, c_req = user[clicked], item[clicked], req[clicked]
         c_ts = ts[clicked] + np.clip(rng.lognormal(np.log(20.0), 1.0, c_user.size), 2, 1700).astype(np.int64)
         nc = c_user.size

@@ -188,9 +188,13 @@ class DayContext:
             out += m.revisit * np.where(contacted, 0.0, decay(ts, seen, 3600.0 * m.revisit_tau_h))
         if m.funnel:
             out += m.funnel * self._funnel(hist, user, cat, reg, ts)
-        if m.position_bias:
-            out -= m.position_bias * np.log1p(pos)
-        return out
+        return out + self.position_term(pos)
+
+    def position_term(self, pos: np.ndarray) -> np.ndarray:
+        """The position-bias term of the click logit (0 when the mechanism is off)."""
+        if not self.m.position_bias:
+            return np.zeros(len(pos))
+        return -self.m.position_bias * np.log1p(pos)
 
     def _funnel(self, hist: History, user, cat, reg, ts) -> np.ndarray:
         """decay since the latest conversion that opened a funnel to (user, cat[, region])."""

@@ -2,7 +2,9 @@
 
 Writes ``events``/``items``/``users`` parquet tables in the contract of
 :mod:`feedrank.events.contract`, plus the hidden ground truth
-(``truth.parquet``: ``p_click`` of every impression) and ``world.json``
+(``truth.parquet``: ``p_click`` of every impression, and ``p_click_aggregate``,
+the same probability without the order-carrying mechanisms' terms: the
+aggregates-only oracle) and ``world.json``
 (parameters and summary).  ``mechanisms`` switches on the order-carrying
 behaviour of :mod:`feedrank.events.simulator.mechanisms` (default: none, the
 aggregate world; docs/simulator.md).  See :mod:`feedrank.events.simulator.world` for the
@@ -100,8 +102,10 @@ def simulate(out_dir: str, users: int = 20000, items: int = 50000, days: int = 1
     us = make_users(rng, tax, users, activity)
     sim = DaySimulator(tax, it, us, click, sess_knobs, mech)
 
-    cols = ("user", "item", "etype", "ts", "req", "query", "dwell", "p") + (("pos",) if mech.log_position else ())
-    dtypes = (np.int32, np.int32, np.int8, np.int64, np.int32, np.int64, np.float32, np.float32, np.int64)
+    cols = ("user", "item", "etype", "ts", "req", "query", "dwell", "p", "pa") + (
+        ("pos",) if mech.log_position else ())
+    dtypes = (np.int32, np.int32, np.int8, np.int64, np.int32, np.int64, np.float32, np.float32, np.float32,
+              np.int64)
     parts = {c: [] for c in cols}
     imp_p, imp_clicked = [], []
     n_events, n_requests, active_days = 0, 0, 0
@@ -190,7 +194,8 @@ def _write(out_dir: str, tax, it, us, ev: Dict[str, np.ndarray], start_ts: int) 
                         ("event", pa.string()), ("ts", pa.int64()), ("request_id", pa.string()),
                         ("query", pa.string()), ("dwell_s", pa.float64())]
                        + ([("position", pa.int64())] if "pos" in ev else []))
-    truth_schema = pa.schema([("event_id", pa.string()), ("p_click", pa.float64())])
+    truth_schema = pa.schema([("event_id", pa.string()), ("p_click", pa.float64()),
+                              ("p_click_aggregate", pa.float64())])
     with pq.ParquetWriter(os.path.join(out_dir, "events.parquet"), schema) as w, \
             pq.ParquetWriter(os.path.join(out_dir, contract.TRUTH_FILE), truth_schema) as tw:
         for a in range(0, max(n, 1), ROW_GROUP):
@@ -222,7 +227,8 @@ def _write(out_dir: str, tax, it, us, ev: Dict[str, np.ndarray], start_ts: int) 
                 "dwell_s": pa.array(dwell, mask=np.isnan(dwell)), **extra}, schema=schema))
             imp = np.nonzero(et == 0)[0]
             tw.write_table(pa.table({"event_id": eid.take(pa.array(imp)),
-                                     "p_click": pa.array(ev["p"][sel][imp].astype(np.float64))},
+                                     "p_click": pa.array(ev["p"][sel][imp].astype(np.float64)),
+                                     "p_click_aggregate": pa.array(ev["pa"][sel][imp].astype(np.float64))},
                                     schema=truth_schema))
     return dict(first_ts=int(ev["ts"][order[0]]) if n else None,
                 last_ts=int(ev["ts"][order[-1]]) if n else None)

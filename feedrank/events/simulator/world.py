@@ -245,16 +245,27 @@ class ClickModel:
     price: float = -0.15        # per price sd within the category
     noise_sd: float = 0.2
 
+    def logit(self, rng, tax: Taxonomy, items: Items, users: Users, user_idx: np.ndarray,
+              item_idx: np.ndarray, ts: Optional[np.ndarray] = None) -> np.ndarray:
+        """The aggregate part of the true click logit: interest share (as of ``ts``),
+        region match, quality, price, user bias and noise; no order-carrying term."""
+        cat = items.cat[item_idx]
+        share = interest_share(users, tax, user_idx, cat, ts=ts)
+        match = items.region[item_idx] == users.region[user_idx]
+        return (self.base + self.interest * np.sqrt(share) + tax.region_beta[cat] * match
+                + self.quality * items.quality[item_idx] + self.price * items.price_z[item_idx]
+                + users.bias[user_idx] + rng.normal(0.0, self.noise_sd, len(item_idx)))
+
     def p_click(self, rng, tax: Taxonomy, items: Items, users: Users, user_idx: np.ndarray,
                 item_idx: np.ndarray, ts: Optional[np.ndarray] = None,
                 extra: Optional[np.ndarray] = None) -> np.ndarray:
         """True click probabilities; ``extra`` adds the mechanisms' logit terms."""
-        cat = items.cat[item_idx]
-        share = interest_share(users, tax, user_idx, cat, ts=ts)
-        match = items.region[item_idx] == users.region[user_idx]
-        logit = (self.base + self.interest * np.sqrt(share) + tax.region_beta[cat] * match
-                 + self.quality * items.quality[item_idx] + self.price * items.price_z[item_idx]
-                 + users.bias[user_idx] + rng.normal(0.0, self.noise_sd, len(item_idx)))
+        logit = self.logit(rng, tax, items, users, user_idx, item_idx, ts=ts)
         if extra is not None:
             logit = logit + extra
-        return 1.0 / (1.0 + np.exp(-logit))
+        return sigmoid(logit)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x))."""
+    return 1.0 / (1.0 + np.exp(-x))
