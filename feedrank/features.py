@@ -168,10 +168,38 @@ def smoothed_ctr(clicks, impressions):
 REGION_MATCH = DenseFeature("region_match", "cross", min_value=0.0, max_value=1.0)
 INTEREST_CATEGORY_SHARE = DenseFeature("interest_cat_share", "cross", min_value=0.0, max_value=1.0)
 
+# Names of the crosses serving computes in-graph from the raw request; every
+# other "cross" is sent by the online service once per candidate.
+IN_GRAPH_CROSSES: Tuple[str, ...] = (REGION_MATCH.name, INTEREST_CATEGORY_SHARE.name)
+
+# --------------------------------------------------------------------------
+# User counters, user x category counters and session / recency features.
+# Computed by `feedrank.examples.user_counters` offline and from the Redis
+# user state online (`serving.features.user_state`); docs/examples.md has the
+# exact definitions.  All use the user's events strictly before the
+# impression; an event's category is its post's category at the event's time.
+# --------------------------------------------------------------------------
+USER_HIST_IMPRESSIONS = DenseFeature("user_hist_impressions", "user", log1p=True, min_value=0.0)
+USER_HIST_CLICKS = DenseFeature("user_hist_clicks", "user", log1p=True, min_value=0.0)
+USER_HIST_CTR = DenseFeature("user_hist_ctr", "user", min_value=0.0, max_value=1.0)
+USER_CAT_IMPRESSIONS = DenseFeature("user_cat_impressions", "cross", log1p=True, min_value=0.0)
+USER_CAT_CLICKS = DenseFeature("user_cat_clicks", "cross", log1p=True, min_value=0.0)
+USER_CAT_CTR = DenseFeature("user_cat_ctr", "cross", min_value=0.0, max_value=1.0)
+SESSION_GAP_S = 1800            # a gap > this between consecutive user events starts a session
+SESSION_CATEGORY_SHARE = DenseFeature("session_cat_share", "cross", min_value=0.0, max_value=1.0)
+RECENCY_CAP_H = 720.0           # 30 days: the value with no (or an older) event in the category
+CATEGORY_RECENCY_H = DenseFeature("cat_recency_h", "cross", default=RECENCY_CAP_H, log1p=True,
+                                  min_value=0.0, max_value=RECENCY_CAP_H)
+USER_COUNTER_FEATURES: Tuple[DenseFeature, ...] = (
+    USER_HIST_IMPRESSIONS, USER_HIST_CLICKS, USER_HIST_CTR,
+    USER_CAT_IMPRESSIONS, USER_CAT_CLICKS, USER_CAT_CTR,
+    SESSION_CATEGORY_SHARE, CATEGORY_RECENCY_H,
+)
+
 DENSE_FEATURES: Tuple[DenseFeature, ...] = (
     PRICE, ITEM_HIST_IMPRESSIONS, ITEM_HIST_CLICKS, ITEM_HIST_CTR,
     REGION_MATCH, INTEREST_CATEGORY_SHARE,
-)
+) + USER_COUNTER_FEATURES
 
 # --------------------------------------------------------------------------
 # Derived names and specs
@@ -221,11 +249,22 @@ def raw_feature_spec(include_labels: bool = True, include_metadata: bool = True)
     return spec
 
 
+def request_dense(side: str) -> List[DenseFeature]:
+    """Dense features the online service sends once per request (``user``) or
+    once per candidate (``candidate``: the candidate's own and every cross
+    not computed in-graph, see `IN_GRAPH_CROSSES`)."""
+    if side == "candidate":
+        return [d for d in DENSE_FEATURES if d.side == "candidate"
+                or (d.side == "cross" and d.name not in IN_GRAPH_CROSSES)]
+    return [d for d in DENSE_FEATURES if d.side == side]
+
+
 def features_of_side(side: str) -> List[str]:
     """Raw feature names the online service sends once per request (``user``)
-    or once per candidate (``candidate``).  Crosses are computed in-graph."""
+    or once per candidate (``candidate``).  The `IN_GRAPH_CROSSES` are
+    computed in-graph; the other crosses are candidate inputs."""
     names = [f.name for f in ID_FEATURES if f.side == side]
-    names += [d.name for d in DENSE_FEATURES if d.side == side]
+    names += [d.name for d in request_dense(side)]
     names += [b.name for b in BAG_FEATURES if b.side == side]
     if side == "user":
         names += [s.name for s in SEQ_FEATURES]

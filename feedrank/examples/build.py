@@ -18,6 +18,8 @@ Semantics (all vectorised with composite ``(group, ts)`` keys and
   * item and user attributes (of the candidate and of the sequence items) are
     the snapshot at the impression time (`snapshots`);
   * crosses follow `crosses`, which serving mirrors in TF;
+  * user counters, user x category counters, session share and category
+    recency follow `user_counters` (serving mirrors them from Redis);
   * the splits are `splits.assign`; train-only negative sampling is `sample_keep`.
 """
 from __future__ import annotations
@@ -32,7 +34,8 @@ import pandas as pd
 from feedrank import features as F
 from feedrank.events import contract
 from feedrank.examples import assemble as A
-from feedrank.examples import history, labels, snapshots, splits
+from feedrank.examples import declared
+from feedrank.examples import history, labels, snapshots, splits, user_counters
 from feedrank.examples.history import HIST_CLICKS, HIST_IMPRESSIONS
 from feedrank.examples.snapshots import ItemTable, UserTable  # noqa: F401 (API)
 
@@ -171,12 +174,20 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
     user_region = snapshots.user_regions(users, imp_users, imp_ts)
     share = _category_share(items.row_category_code[click_rows], click_win.lo, click_win.hi,
                             items.row_category_code[cand])
+    counters = user_counters.compute(ucode, ts, kind, user_counters.event_categories(item_code, ts, items),
+                                     imp, np.where(cand >= 0, items.row_category_code[cand], -1))
     impressions = A.Impressions(
         impression_id=imp_ids, user_id=imp_users, user_region=user_region, item_id=imp_items,
         item_pos=cand, ts=imp_ts, ints={F.LABEL: label, F.CONVERSION_LABEL: conversion},
         floats={F.ITEM_HIST_IMPRESSIONS.name: h_imp, F.ITEM_HIST_CLICKS.name: h_clk,
                 F.ITEM_HIST_CTR.name: ctr, F.INTEREST_CATEGORY_SHARE.name: share,
-                F.REGION_MATCH.name: A.region_match(user_region, items.row_region_str[cand])})
+                F.REGION_MATCH.name: A.region_match(user_region, items.row_region_str[cand]),
+                **counters})
+    impressions.encoded.update(declared.entries("items", items.row_declared, cand, A.fan_out))
+    user_rows = (users.snapshots.rows_of(imp_users, imp_ts) if isinstance(users, UserTable)
+                 else np.full(len(imp_users), -1, dtype=np.int64))
+    impressions.encoded.update(declared.entries(
+        "users", getattr(users, "row_declared", {}), user_rows, A.fan_out))
     serialized = A.assemble(impressions, list(channels.values()), items.row_category,
                             items.row_region, items.row_price)
     return Built(imp_ids, imp_ts, label, conversion, serialized, imp_users)

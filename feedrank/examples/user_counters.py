@@ -1,0 +1,124 @@
+"""User counters, user x category counters and session / recency features
+(pure, vectorised; the online twin is `serving.features.user_state`).
+
+Per impression at time ``T`` of user ``u`` with candidate category ``c``,
+over ``u``'s valid, de-duplicated events with ``ts < T`` (events of the same
+second are not history):
+
+* ``user_hist_impressions`` / ``user_hist_clicks``: ``u``'s impression / click
+  events (every click event, as the item counters of `history` count them);
+  ``user_hist_ctr`` = `features.smoothed_ctr` of the two;
+* ``user_cat_impressions`` / ``user_cat_clicks`` / ``user_cat_ctr``: the same
+  restricted to events on posts of category ``c``;
+* ``session_cat_share``: ``u``'s events (every type) before ``T`` plus the
+  impression form a chain; the session is the run of events after the last
+  gap of more than `features.SESSION_GAP_S` seconds between consecutive
+  ones (a gap of exactly that much does not split).  The share is the
+  fraction of the session's click and view events that are in ``c`` (0.0
+  when there are none, also when ``T`` itself is more than the gap after
+  the previous event);
+* ``cat_recency_h``: hours from ``u``'s most recent click, view or conversion
+  in ``c`` to ``T``, capped at `features.RECENCY_CAP_H` (the value when there
+  is none).
+
+An event's category is its post's category at the event's own time (the
+attribute snapshot in force then: what a streaming writer sees when the
+event arrives); the candidate's category is the one at ``T``, as for the
+``category_id`` feature.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict
+
+import numpy as np
+
+from feedrank import features as F
+from feedrank.events import contract
+from feedrank.examples.snapshots import ItemTable
+
+log = logging.getLogger(__name__)
+
+RECENCY_EVENTS = (contract.CLICK, contract.VIEW, contract.CONVERSION)
+SESSION_EVENTS = (contract.CLICK, contract.VIEW)
+
+
+def event_categories(item_code: np.ndarray, ts: np.ndarray, items: ItemTable) -> np.ndarray:
+    """Category code of each event's post at the event's time (-1: no post)."""
+    rows = items.snapshots.rows_at(item_code, items.snapshots.epoch(ts))
+    return np.where(rows >= 0, items.row_category_code[np.maximum(rows, 0)], -1).astype(np.int64)
+
+
+def _count_before(keys: np.ndarray, probe: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Entries of sorted ``keys`` in ``[start, probe)``."""
+    return (np.searchsorted(keys, probe, "left") - np.searchsorted(keys, start, "left")).astype(np.float64)
+
+
+def compute(ucode: np.ndarray, ts: np.ndarray, kind: np.ndarray, category: np.ndarray,
+            imp: np.ndarray, cand_category: np.ndarray) -> Dict[str, np.ndarray]:
+    """Every `features.USER_COUNTER_FEATURES` value per impression.
+
+    Args:
+      ucode: user code per event, events sorted by ``(user, ts, event_id)``.
+      ts: int64 event time.
+      kind: event type per event.
+      category: category code per event (`event_categories`; -1: none).
+      imp: which events are the impressions (the rows of the output).
+      cand_category: category code of each impression's candidate (-1: unknown).
+    """
+    n = len(ts)
+    out: Dict[str, np.ndarray] = {}
+    if not imp.any():
+        return {d.name: np.array([], np.float64) for d in F.USER_COUNTER_FEATURES}
+    tmin = int(ts.min())
+    span = int(ts.max()) - tmin + 2
+    ncat = int(max(category.max(initial=-1), cand_category.max(initial=-1))) + 2
+    if (int(ucode.max()) + 2) * ncat * span >= (1 << 62):
+        raise OverflowError("too many users x categories x time span for composite keys; use more shards")
+    rel = ts - tmin
+    key = ucode * span + rel
+    imp_key, imp_start = key[imp], ucode[imp] * span
+    is_imp, is_clk = kind == contract.IMPRESSION, kind == contract.CLICK
+    u_imp = _count_before(key[is_imp], imp_key, imp_start)
+    u_clk = _count_before(key[is_clk], imp_key, imp_start)
+    out[F.USER_HIST_IMPRESSIONS.name], out[F.USER_HIST_CLICKS.name] = u_imp, u_clk
+    out[F.USER_HIST_CTR.name] = F.smoothed_ctr(u_clk, u_imp)
+
+    # --- user x category: keys (user, category + 1, ts) ---------------------
+    group = (ucode * ncat + category + 1) * span
+    cat_key = group + rel
+    cand_start = (ucode[imp] * ncat + cand_category + 1) * span
+    cand_probe = cand_start + rel[imp]
+    known = cand_category >= 0
+    c_imp = np.where(known, _count_before(np.sort(cat_key[is_imp]), cand_probe, cand_start), 0.0)
+    c_clk = np.where(known, _count_before(np.sort(cat_key[is_clk]), cand_probe, cand_start), 0.0)
+    out[F.USER_CAT_IMPRESSIONS.name], out[F.USER_CAT_CLICKS.name] = c_imp, c_clk
+    out[F.USER_CAT_CTR.name] = F.smoothed_ctr(c_clk, c_imp)
+
+    # --- recency: the latest click/view/conversion in the category before T --
+    rec_keys = np.sort(cat_key[np.isin(kind, RECENCY_EVENTS) & (category >= 0)])
+    pos = np.searchsorted(rec_keys, cand_probe, "left") - 1
+    found = known & (pos >= 0) & (pos >= np.searchsorted(rec_keys, cand_start, "left"))
+    last = np.where(found, rec_keys[np.maximum(pos, 0)] - cand_start, 0)
+    hours = (rel[imp] - last).astype(np.float64) / 3600.0
+    out[F.CATEGORY_RECENCY_H.name] = np.where(found, np.minimum(hours, F.RECENCY_CAP_H), F.RECENCY_CAP_H)
+
+    # --- session share --------------------------------------------------------
+    idx = np.arange(n, dtype=np.int64)
+    new = np.ones(n, dtype=bool)
+    new[1:] = (ucode[1:] != ucode[:-1]) | (ts[1:] - ts[:-1] > F.SESSION_GAP_S)
+    sess_start = np.maximum.accumulate(np.where(new, idx, 0))
+    hi = np.searchsorted(key, imp_key, "left")                 # first event at or after T
+    lo_user = np.searchsorted(key, imp_start, "left")
+    prev = np.maximum(hi - 1, 0)
+    live = (hi > lo_user) & (ts[imp] - ts[prev] <= F.SESSION_GAP_S)
+    lo = np.where(live, sess_start[prev], hi)
+    sess = np.isin(kind, SESSION_EVENTS)
+    cum = np.concatenate([[0], np.cumsum(sess, dtype=np.int64)])
+    total = cum[hi] - cum[lo]
+    s_keys = np.sort((category[sess] + 1) * (n + 1) + idx[sess])
+    base = (cand_category + 1) * (n + 1)
+    in_cat = np.where(known, np.searchsorted(s_keys, base + hi, "left")
+                      - np.searchsorted(s_keys, base + lo, "left"), 0)
+    out[F.SESSION_CATEGORY_SHARE.name] = np.where(total > 0, in_cat / np.maximum(total, 1), 0.0)
+    return out

@@ -1,0 +1,94 @@
+"""User counters, user x category counters, session share and category
+recency on a hand-built log with hand-computed values: offline through the
+real example builder, online through the feature writer on a real Redis."""
+from __future__ import annotations
+
+import math
+from typing import Dict, List
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feedrank import features as F
+from feedrank.examples import build
+from feedrank.examples.history import empty_history, item_history
+from tests import examplegen_helpers as H
+
+T0 = 1_700_000_000
+ITEMS = pd.DataFrame(dict(item_id=["a", "b", "x"], category_id=["c1", "c1", "c2"],
+                          region_id=["r1", "r1", "r2"], price=[1.0, 2.0, 3.0]))
+USERS = pd.DataFrame(dict(user_id=["u1", "u2", "u3"], region_id=["r1", "r1", "r2"]))
+NAMES = [d.name for d in F.USER_COUNTER_FEATURES]
+
+
+def _ev(eid: str, user: str, item: str, kind: str, dt: int) -> Dict:
+    return H.event(eid, user, item, kind, T0 + dt)
+
+
+EVENTS: List[Dict] = [
+    _ev("e1", "u1", "a", "impression", 0),
+    _ev("e2", "u1", "a", "click", 10),
+    _ev("e3", "u1", "b", "view", 20),
+    _ev("e4", "u1", "x", "view", 30),
+    _ev("e5", "u1", "x", "impression", 40),      # same second as i1: neither is the other's history
+    _ev("i1", "u1", "b", "impression", 40),
+    _ev("i2", "u1", "a", "impression", 1840),    # exactly SESSION_GAP_S after 40: same session
+    _ev("i3", "u1", "x", "impression", 3641),    # 1801 s after i2: a new session
+    _ev("v1", "u1", "x", "view", 3651),
+    _ev("i4", "u1", "a", "impression", 3661),
+    _ev("i5", "u1", "x", "impression", 3661),
+    _ev("z1", "u1", "a", "click", 3661),          # same second as i4/i5: not history
+    _ev("n1", "u2", "a", "impression", 0),        # no history at all
+    _ev("w1", "u2", "a", "view", 100),
+    _ev("n2", "u2", "b", "impression", 100 + 31 * 86_400),   # last c1 event 31 days ago: cap
+    _ev("k1", "u3", "a", "conversion", 0),
+    _ev("k2", "u3", "b", "impression", 360),      # conversion: recency yes, session no
+]
+
+
+def _row(imp, clk, cimp, cclk, share, rec_s):
+    rec = F.RECENCY_CAP_H if rec_s is None else min(rec_s / 3600.0, F.RECENCY_CAP_H)
+    return dict(zip(NAMES, [imp, clk, (clk + 1) / (imp + 20), cimp, cclk, (cclk + 1) / (cimp + 20), share, rec]))
+
+
+EXPECTED = {
+    "e1": _row(0, 0, 0, 0, 0.0, None),
+    "e5": _row(1, 1, 0, 0, 1 / 3, 10),           # c2: view x at 30
+    "i1": _row(1, 1, 1, 1, 2 / 3, 20),           # c1: click a, view b; view b at 20
+    "i2": _row(3, 1, 2, 1, 2 / 3, 1820),
+    "i3": _row(4, 1, 1, 0, 0.0, 3611),
+    "i4": _row(5, 1, 3, 1, 0.0, 3641),           # session i3, v1 (c2)
+    "i5": _row(5, 1, 2, 0, 1.0, 10),            # c2: e5, i3
+    "n1": _row(0, 0, 0, 0, 0.0, None),
+    "n2": _row(1, 0, 1, 0, 0.0, 31 * 86_400),
+    "k2": _row(0, 0, 0, 0, 0.0, 360),
+}
+
+
+def offline() -> Dict[str, Dict[str, float]]:
+    ev = pd.DataFrame(EVENTS)[build.EVENT_COLUMNS]
+    built = build.build_examples(ev, item_history(ev), build.ItemTable(ITEMS), build.UserTable(USERS), 1800)
+    return {i: {n: H.to_dict(s)[n][0] for n in NAMES} for i, s in zip(built.impression_id, built.serialized)}
+
+
+def test_offline_values_are_the_hand_computed_ones():
+    got = offline()
+    assert set(got) == {e["event_id"] for e in EVENTS if e["event"] == "impression"}
+    for imp_id, want in EXPECTED.items():
+        for name, value in want.items():
+            assert got[imp_id][name] == pytest.approx(np.float32(value), rel=1e-6), (imp_id, name)
+
+
+def test_an_event_uses_its_posts_category_at_its_own_time():
+    items = pd.concat([ITEMS, pd.DataFrame(dict(item_id=["a"], category_id=["c2"], region_id=["r1"],
+                                                price=[1.0], valid_from=[T0 + 15]))], ignore_index=True)
+    ev = pd.DataFrame([_ev("e1", "u1", "a", "impression", 0), _ev("e2", "u1", "a", "click", 20),
+                       _ev("i1", "u1", "x", "impression", 30)])[build.EVENT_COLUMNS]
+    built = build.build_examples(ev, empty_history(), build.ItemTable(items), build.UserTable(USERS), 1800)
+    got = {i: H.to_dict(s) for i, s in zip(built.impression_id, built.serialized)}
+    # e1 was in c1 when shown, the click on a in c2 (a moved at +15): i1 (c2) sees the click only
+    assert got["i1"][F.USER_CAT_IMPRESSIONS.name] == [0.0]
+    assert got["i1"][F.USER_CAT_CLICKS.name] == [1.0]
+    assert got["i1"][F.SESSION_CATEGORY_SHARE.name] == [1.0]
+    assert math.isclose(got["i1"][F.CATEGORY_RECENCY_H.name][0], 10 / 3600, rel_tol=1e-6)
