@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 import time
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from feedrank.events import contract
+from feedrank.events.simulator import attributes as attr_lib
 from feedrank.events.simulator import mechanisms as mech_lib
 from feedrank.events.simulator.browsing import CONV, PURCHASE, DaySimulator, Knobs
 from feedrank.events.simulator.context import apply_funnel_interest
@@ -100,6 +101,9 @@ def simulate(out_dir: str, users: int = 20000, items: int = 50000, days: int = 1
     tax = build_taxonomy(rng, n_regions)
     it = make_items(rng, tax, items, start_ts, days, quality_sd)
     us = make_users(rng, tax, users, activity)
+    # observable attributes: their own generator, drawn before the interests move
+    arng = attr_lib.attribute_rng(seed)
+    attrs = (attr_lib.user_attributes(arng, tax, us), attr_lib.item_attributes(arng, tax, it))
     sim = DaySimulator(tax, it, us, click, sess_knobs, mech)
 
     cols = ("user", "item", "etype", "ts", "req", "query", "dwell", "p", "pa") + (
@@ -139,7 +143,7 @@ def simulate(out_dir: str, users: int = 20000, items: int = 50000, days: int = 1
                   f"{n_events / max(el, 1e-9):,.0f} events/s", file=sys.stderr, flush=True)
     ev = {c: np.concatenate(parts[c]) for c in cols}
     del parts
-    summary = _write(out_dir, tax, it, us, ev, start_ts)
+    summary = _write(out_dir, tax, it, us, ev, start_ts, attrs)
     p_all, y_all = np.concatenate(imp_p), np.concatenate(imp_clicked)
     counts = {name: int((ev["etype"] == i).sum()) for i, name in enumerate(contract.EVENT_TYPES)}
     wall = time.time() - t0
@@ -168,20 +172,24 @@ def _advance_interests(rng: np.random.Generator, tax, us: Users, shift_rate: flo
     us.interest_next = nxt
 
 
-def _write(out_dir: str, tax, it, us, ev: Dict[str, np.ndarray], start_ts: int) -> Dict:
+def _write(out_dir: str, tax, it, us, ev: Dict[str, np.ndarray], start_ts: int,
+           attrs: Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]) -> Dict:
     os.makedirs(out_dir, exist_ok=True)
     n_items, n_users = len(it.cat), len(us.region)
     item_ids = _ids("i", n_items, max(7, len(str(n_items))))
     user_ids = _ids("u", n_users, max(6, len(str(n_users))))
     tokens = pa.array(tax.tokens + [""])
     cats, regions = pa.array(tax.categories), pa.array(tax.regions)
-    title = pc.binary_join_element_wise(*[tokens.take(pa.array(it.title_tokens[:, j]))
-                                          for j in range(it.title_tokens.shape[1])], " ")
+    user_attrs, item_attrs = attrs
+    area = item_attrs["area_m2"]
     pq.write_table(pa.table({"item_id": item_ids, "category_id": cats.take(pa.array(it.cat)),
                              "region_id": regions.take(pa.array(it.region)),
-                             "price": pa.array(it.price.astype(np.float64)), "title": title}),
+                             "price": pa.array(it.price.astype(np.float64)),
+                             "title": attr_lib.title_strings(tax, item_attrs["title_tokens"]),
+                             "area_m2": pa.array(area, mask=np.isnan(area))}),
                    os.path.join(out_dir, "items.parquet"))
-    pq.write_table(pa.table({"user_id": user_ids, "region_id": regions.take(pa.array(us.region))}),
+    pq.write_table(pa.table({"user_id": user_ids, "region_id": regions.take(pa.array(us.region)),
+                             **{k: pa.array(v, pa.string()) for k, v in user_attrs.items()}}),
                    os.path.join(out_dir, "users.parquet"))
 
     n = len(ev["ts"])
