@@ -60,3 +60,12 @@ def test_gbdt_fits_and_scores_unseen_categorical_levels(eval_views):
     unseen[F.CATEGORY_ID.name] = "never-seen-category"
     p = gbdt.predict(booster, x[:half], unseen)
     assert p.shape == (len(y) - half,) and np.all((p > 0) & (p < 1))
+
+
+def test_funnel_pair_is_the_last_conversions_category_with_the_candidates():
+    # row 0: conversions c1 then c2 (most recent last), row 1: none, row 2: one in c3
+    raw = {"n": 3, F.CATEGORY_ID.name: np.array([b"c9", b"c1", b"c3"], dtype=object),
+           F.CONV_CATEGORIES.name: (np.array([0, 0, 2]), np.array([2, 1, 1]),
+                                    np.array([b"c1", b"c2", b"c3"], dtype=object))}
+    assert gbdt.funnel_pairs(raw, 3).tolist() == ["c2|c9", "none|c1", "c3|c3"]
+    assert gbdt.FUNNEL in gbdt.CATEGORICAL

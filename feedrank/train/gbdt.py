@@ -9,6 +9,9 @@ way such a feature pipeline is built in production:
 * static: candidate category / region and the user's region (categorical),
   price, the post's historical impressions, clicks and smoothed CTR;
 * crosses: region match and interest-category share (from the example gen);
+* funnel: the category of the user's last conversion crossed with the
+  candidate's category, one categorical pair code (``none|<category>``
+  without a conversion), so the trees can learn "rented a flat -> furniture";
 * aggregates per channel (click, view, conversion, search): sequence length,
   how often the candidate's category / region / post appears in it, and the
   same shares over the 10 most recent entries.
@@ -30,7 +33,9 @@ from feedrank import features as F
 
 log = logging.getLogger(__name__)
 
-CATEGORICAL = (F.CATEGORY_ID.name, F.REGION_ID.name, F.USER_REGION_ID.name)
+FUNNEL = "last_conv_cat_x_cat"   # last conversion's category | candidate's category
+NO_CONVERSION = "none"
+CATEGORICAL = (F.CATEGORY_ID.name, F.REGION_ID.name, F.USER_REGION_ID.name, FUNNEL)
 RECENT = 10  # as layers.MatchFeatures' default
 DEFAULT_PARAMS: Dict[str, object] = {
     "objective": "binary", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 50,
@@ -94,8 +99,21 @@ def features(raw: Mapping[str, object]) -> pd.DataFrame:
                                                       minlength=n)
     df = pd.DataFrame(frame)
     for c in CATEGORICAL:
-        df[c] = pd.Series(np.asarray(raw[c])).str.decode("utf-8")
+        if c != FUNNEL:
+            df[c] = pd.Series(np.asarray(raw[c])).str.decode("utf-8")
+    df[FUNNEL] = funnel_pairs(raw, n)
     return df
+
+
+def funnel_pairs(raw: Mapping[str, object], n: int) -> pd.Series:
+    """``<last conversion's category>|<candidate's category>`` per row, from the
+    raw ``conv_category_ids`` (most recent last) and ``category_id``."""
+    rows, from_end, values = raw[F.CONV_CATEGORIES.name]
+    last = np.full(n, NO_CONVERSION.encode(), dtype=object)
+    newest = from_end == 1
+    last[rows[newest].astype(np.int64)] = values[newest]
+    cand = np.asarray(raw[F.CATEGORY_ID.name], dtype=object)
+    return pd.Series(last + b"|" + cand).str.decode("utf-8")
 
 
 def _categorical(train: pd.DataFrame, other: pd.DataFrame) -> Tuple[pd.DataFrame, pd.DataFrame]:
