@@ -197,3 +197,45 @@ class MatchFeatures(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "recent": self.recent}
+
+
+@keras.utils.register_keras_serializable(package="feedrank")
+class IdDropout(keras.layers.Layer):
+    """Id dropout: in training, a random share ``rate`` of the vocabulary's ids is
+    mapped to the OOV buckets, so the buckets an unseen id lands in at serving
+    time are trained.
+
+    Inputs are a list of int64 id tensors of one vocabulary (the candidate and
+    every history sequence that shares its table) as `preprocessing` writes
+    them: 0 padding, 1..V entries, V+1..V+num_oov OOV buckets (``vocab_size`` =
+    1 + V + num_oov).  Each training step draws which entries drop, once for
+    all inputs, so an id dropped as the candidate is dropped in the histories
+    too (as an unseen post is at serving); a dropped id ``i`` goes to bucket
+    ``V + 1 + i mod num_oov``.  Padding and OOV ids are left alone; outside
+    training the layer is the identity.
+    """
+
+    def __init__(self, vocab_size: int, num_oov: int, rate: float, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"IdDropout rate must be in [0, 1), got {rate}")
+        if num_oov < 1 or vocab_size < num_oov + 2:
+            raise ValueError(f"IdDropout needs num_oov >= 1 and vocab_size >= num_oov + 2, got "
+                             f"{vocab_size}, {num_oov}")
+        self.vocab_size, self.num_oov, self.rate = int(vocab_size), int(num_oov), float(rate)
+
+    def call(self, ids, training=None):
+        if not training or self.rate == 0.0:
+            return [tf.identity(x) for x in ids]
+        n_vocab = self.vocab_size - 1 - self.num_oov          # V
+        drop = tf.random.uniform([self.vocab_size]) < self.rate
+        out = []
+        for x in ids:
+            entry = (x >= 1) & (x <= n_vocab)
+            hit = tf.gather(drop, x) & entry
+            bucket = n_vocab + 1 + tf.math.floormod(x, self.num_oov)
+            out.append(tf.where(hit, bucket, x))
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "num_oov": self.num_oov, "rate": self.rate}

@@ -38,6 +38,7 @@ PIPELINE_KEYS = {
     "word_vectors_uri": "the Trainer component (the Word2VecGen artifact)",
     "item_vectors": "the Trainer (the word vectors mapped onto the item vocabulary)",
     "raw_examples": "transform.materialize (false: the Trainer applies the transform graph)",
+    "declared_features": "the config's features section (feedrank.features.to_json)",
 }
 # Read by the Trainer component from its input artifacts, never from the trainer config.
 ARTIFACT_KEYS = {
@@ -153,6 +154,9 @@ class TrainerSettings:
     mlp_units: List[int] = setting([200, 80], min=1)
     activation: str = setting("dice", choices=ACTIVATIONS)
     match_features: bool = True                         # the in-graph user x post match features
+    # share of post ids mapped to the OOV buckets per training step (layers.IdDropout), so that
+    # posts unseen in training get trained rows; 0 = off
+    id_dropout: float = setting(0.0, min=0.0, below=1.0)
     word2vec: Optional[Word2VecUse] = None              # None: no word vectors asked for
     din: DinSettings = dataclasses.field(default_factory=DinSettings)
     dien: DienSettings = dataclasses.field(default_factory=DienSettings)
@@ -166,6 +170,7 @@ class TrainerSettings:
     word_vectors_uri: Optional[str] = None
     raw_examples: bool = False   # the examples are raw: apply the transform graph in tf.data
     item_vectors: Any = None   # [item vocab, d] (NaN rows: no vector), an array or a .npy path
+    declared_features: Optional[str] = None  # the declared item/user columns, JSON (feedrank.features.to_json)
 
     def to_dict(self, every_group: bool = False) -> Dict[str, Any]:
         """The flat ``custom_config`` form: the shared settings and the groups ``model``

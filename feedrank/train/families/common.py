@@ -37,6 +37,8 @@ class Embedded:
     search_mask: tf.Tensor
     user: tf.Tensor               # [B, Dr] user region
     dense: tf.Tensor              # [B, n_dense (+ 2 word-vector similarities)]
+    # the id inputs after `item_id_dropout` (the inputs themselves outside training)
+    ids: Dict[str, tf.Tensor] = dataclasses.field(default_factory=dict)
 
 
 def make_inputs() -> Dict[str, keras.Input]:
@@ -51,6 +53,19 @@ def make_inputs() -> Dict[str, keras.Input]:
     return inputs
 
 
+def item_id_dropout(inputs: Dict[str, tf.Tensor], vocab_sizes: Mapping[str, int],
+                    config: TrainerSettings) -> Dict[str, tf.Tensor]:
+    """``inputs`` with the post ids (candidate and histories) passed through
+    `layers.IdDropout` when ``config.id_dropout`` > 0 (a no-op outside training)."""
+    if config.id_dropout <= 0:
+        return dict(inputs)
+    names = [F.idx(f.name) for f in F.ID_FEATURES if f.vocab == F.ITEM_VOCAB]
+    names += [F.idx(s.name) for s in F.SEQ_FEATURES if s.vocab == F.ITEM_VOCAB]
+    layer = L.IdDropout(vocab_sizes[F.ITEM_VOCAB.name], F.ITEM_VOCAB.num_oov_buckets, config.id_dropout,
+                        name="item_id_dropout")
+    return {**inputs, **dict(zip(names, layer([inputs[n] for n in names])))}
+
+
 def item_vectors(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> W.ItemVectors | None:
     """The Word2Vec options of the settings (None without vectors)."""
     return W.from_config(config, vocab_sizes[F.ITEM_VOCAB.name], config.embedding_dims.item)
@@ -60,6 +75,7 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> Embedded:
     """Builds inputs and shared embedding tables; returns the embedded views.
 
     ``config`` is the Trainer's settings: ``embedding_dims``, ``embedding_l2``,
+    ``id_dropout`` (`item_id_dropout`),
     ``match_features`` (default on: the in-graph user x post match features of
     `layers.MatchFeatures` appended to ``dense``) and ``word2vec`` (see
     `item_vectors`): Word2Vec rows for the item table (``init``, ``freeze``)
@@ -79,9 +95,10 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> Embedded:
     if vectors is not None and vectors.init:
         W.initialise(tables[F.ITEM_VOCAB.name], vectors)
     inputs = make_inputs()
+    ids = item_id_dropout(inputs, vocab_sizes, config)
 
     def emb(name: str, vocab: F.Vocab) -> tf.Tensor:
-        return tables[vocab.name](inputs[F.idx(name)])
+        return tables[vocab.name](ids[F.idx(name)])
 
     candidate = tf.concat([emb(f.name, f.vocab) for f in (F.ITEM_ID, F.CATEGORY_ID, F.REGION_ID)], -1)
     click_seq = tf.concat([emb(s.name, s.vocab) for s in F.CLICK_SEQUENCE], -1)
@@ -90,7 +107,7 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> Embedded:
     search_seq = emb(F.SEARCH_TOKENS.name, F.SEARCH_TOKENS.vocab)
     dense = tf.stack([inputs[F.dense(d.name)] for d in F.DENSE_FEATURES], axis=-1)
     if config.match_features:
-        dense = tf.concat([dense, match_features(inputs)], axis=-1)
+        dense = tf.concat([dense, match_features(ids)], axis=-1)
     if vectors is not None and vectors.similarity:
         frozen = W.frozen_table(vectors)
         click_ids = inputs[F.idx(F.CLICK_ITEMS.name)]
@@ -106,7 +123,7 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> Embedded:
         view_seq=view_seq, view_mask=L.padding_mask(inputs[F.idx(F.VIEW_ITEMS.name)]),
         conv_seq=conv_seq, conv_mask=L.padding_mask(inputs[F.idx(F.CONV_ITEMS.name)]),
         search_seq=search_seq, search_mask=L.padding_mask(inputs[F.idx(F.SEARCH_TOKENS.name)]),
-        user=emb(F.USER_REGION_ID.name, F.USER_REGION_ID.vocab), dense=dense)
+        user=emb(F.USER_REGION_ID.name, F.USER_REGION_ID.vocab), dense=dense, ids=ids)
 
 
 def match_features(inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:

@@ -83,7 +83,7 @@ def fields(e: common.Embedded, vocab_sizes: Mapping[str, int],
     vectors, first_order = [], []
     features = [(f.name, f.vocab, False) for f in F.ID_FEATURES] + [(s.name, s.vocab, True) for s in F.SEQ_FEATURES]
     for name, vocab, is_sequence in features:
-        ids = e.inputs[F.idx(name)]
+        ids = e.ids.get(F.idx(name), e.inputs[F.idx(name)])
         rows = tables[vocab.name](ids)                                  # [B, d] or [B, L, d]
         weights = keras.layers.Embedding(vocab_sizes[vocab.name], 1, embeddings_initializer="zeros",
                                          embeddings_regularizer=reg, name=f"fm_{name}_weight_embedding")(ids)

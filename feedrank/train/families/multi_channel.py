@@ -146,7 +146,7 @@ def conversion_clusters(e: common.Embedded, vocab_sizes: Mapping[str, int], conf
         raise ValueError(f"conversion_clusters_from must be 'category' or 'hash', got {source!r}")
     lookup = ClusterLookup(n_items, name="item_cluster_lookup")
     lookup.set_table(table)
-    return (lookup(e.inputs[F.idx(F.ITEM_ID.name)]), lookup(e.inputs[F.idx(F.CONV_ITEMS.name)]), rows)
+    return (lookup(e.ids[F.idx(F.ITEM_ID.name)]), lookup(e.ids[F.idx(F.CONV_ITEMS.name)]), rows)
 
 
 def search_sequence(e: common.Embedded, vocab_sizes: Mapping[str, int], config: TrainerSettings) -> tf.Tensor:
