@@ -197,8 +197,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sim = cfg.simulate
         log.info("simulating %s (users=%d items=%d days=%d seed=%d)", cfg.input_base,
                  sim.users, sim.items, sim.days, sim.seed)
-        simulate(cfg.input_base, users=sim.users, items=sim.items, days=sim.days, seed=sim.seed,
-                 mechanisms=sim.mechanisms)
+        simulate(cfg.input_base, **sim.kwargs())
     if not os.path.isdir(cfg.input_base):
         print(f"error: input directory {cfg.input_base!r} does not exist; create demo data with "
               f"`python -m feedrank.events.simulator --out {cfg.input_base}` or pass --input DIR", file=sys.stderr)

@@ -56,8 +56,7 @@ def main() -> int:
     cfg = config_lib.load(args.config)
     data = args.data or cfg.input_base
     if not os.path.isdir(data):
-        s = cfg.simulate
-        simulate(data, users=s.users, items=s.items, days=s.days, seed=s.seed)
+        simulate(data, **cfg.simulate.kwargs())
     runs = []
     for i in range(args.repeats):
         tmp = tempfile.mkdtemp(prefix="feedrank-bench-")

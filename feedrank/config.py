@@ -52,6 +52,14 @@ class SimulateConfig:
     seed: int = 0
     # order-carrying behaviour (docs/simulator.md): "off", "realistic" or a comma-separated list
     mechanisms: str = "off"
+    # event types written to the log ([] = all), e.g. [impression, click]: a log without
+    # views, conversions and searches (the world is simulated in full either way)
+    event_types: List[str] = dataclasses.field(default_factory=list)
+
+    def kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments of `feedrank.events.simulator.simulate` (all but the output dir)."""
+        return dict(users=self.users, items=self.items, days=self.days, seed=self.seed,
+                    mechanisms=self.mechanisms, event_types=list(self.event_types) or None)
 
 
 @dataclasses.dataclass
@@ -286,13 +294,20 @@ def check_features(section: FeaturesConfig) -> None:
 
 
 def check_simulate(sim: SimulateConfig) -> None:
-    """The `simulate` section's mechanisms spec names known presets or mechanisms."""
+    """The `simulate` section's mechanisms spec names known presets or mechanisms,
+    and its event types are known ones, impressions included."""
     from feedrank.events.simulator import mechanisms
 
     try:
         mechanisms.parse(sim.mechanisms)
     except ValueError as e:
         raise ConfigError(f"simulate.mechanisms: {e}") from None
+    from feedrank.events.simulator.generate import check_event_types
+
+    try:
+        check_event_types(sim.event_types)
+    except ValueError as e:
+        raise ConfigError(f"simulate.event_types: {e}") from None
 
 
 def check_evaluator(ev: EvaluatorConfig) -> None:

@@ -263,3 +263,26 @@ def test_config_mechanisms(tmp_path):
     bad.write_text("simulate:\n  mechanisms: realistik\n")
     with pytest.raises(ConfigError, match="simulate.mechanisms: unknown mechanism"):
         config_lib.load(str(bad))
+
+
+def test_event_types_write_only_those_events_of_the_same_world(tiny, tmp_path):
+    out, _ = tiny
+    d = str(tmp_path / "imp_click")
+    simulate(d, users=300, items=800, days=3, seed=7, verbose=False, event_types=["impression", "click"])
+    full, part = _read(out, "events.parquet"), _read(d, "events.parquet")
+    assert set(part.event) == {contract.IMPRESSION, contract.CLICK}
+    kept = full[full.event.isin([contract.IMPRESSION, contract.CLICK])]
+    assert len(part) == len(kept)
+    assert (part.ts.to_numpy() == kept.ts.to_numpy()).all()  # the same world, fewer event types
+    for bad, message in ((["impression", "like"], "unknown event types"), (["click"], "must hold 'impression'")):
+        with pytest.raises(ValueError, match=message):
+            simulate(str(tmp_path / "bad"), users=10, items=10, days=1, verbose=False, event_types=bad)
+
+
+def test_config_names_a_bad_event_type(tmp_path):
+    from feedrank.config import ConfigError, load
+
+    path = tmp_path / "c.yaml"
+    path.write_text("simulate: {event_types: [impression, like]}\n")
+    with pytest.raises(ConfigError, match="simulate.event_types: unknown event types"):
+        load(str(path))

@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 import time
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -75,12 +75,17 @@ def _parse_start(start_date: str) -> int:
 def simulate(out_dir: str, users: int = 20000, items: int = 50000, days: int = 14, seed: int = 0,
              start_date: str = DEFAULT_START, activity: float = 0.15, interest_shift: float = 0.08,
              quality_sd: float = 0.4, n_regions: int = 30, verbose: bool = True,
-             mechanisms: Union[None, str, Dict, mech_lib.Mechanisms] = None, **knobs) -> Dict:
+             mechanisms: Union[None, str, Dict, mech_lib.Mechanisms] = None,
+             event_types: Optional[Sequence[str]] = None, **knobs) -> Dict:
     """Simulate ``days`` days and write the log into ``out_dir``; returns a summary.
 
     ``mechanisms``: ``"off"`` (default), ``"realistic"``, a comma-separated list of
     mechanism names, a dict of :class:`feedrank.events.simulator.mechanisms.Mechanisms`
     fields, or such an object.
+
+    ``event_types``: the event types written to the log (default: all).  The
+    world is simulated in full either way; e.g. ``("impression", "click")``
+    gives a log with neither views, conversions nor searches.
 
     ``knobs`` are fields of :class:`feedrank.events.simulator.browsing.Knobs` (e.g.
     ``sessions_per_day``, ``feeds_per_session``, ``recall_interest``) or of
@@ -92,6 +97,7 @@ def simulate(out_dir: str, users: int = 20000, items: int = 50000, days: int = 1
     if not 0.0 < activity <= 1.0:
         raise ValueError("activity must be in (0, 1]")
     mech = mech_lib.parse(mechanisms)
+    written = check_event_types(event_types)
     t0 = time.time()
     start_ts = _parse_start(start_date)
     end_ts = start_ts + days * 86400
@@ -142,6 +148,9 @@ def simulate(out_dir: str, users: int = 20000, items: int = 50000, days: int = 1
             print(f"[simulate] day {d + 1}/{days}: {n_events:,} events so far, "
                   f"{n_events / max(el, 1e-9):,.0f} events/s", file=sys.stderr, flush=True)
     ev = {c: np.concatenate(parts[c]) for c in cols}
+    if written is not None:
+        kept = np.isin(ev["etype"], written)
+        ev = {c: v[kept] for c, v in ev.items()}
     del parts
     summary = _write(out_dir, tax, it, us, ev, start_ts, attrs)
     p_all, y_all = np.concatenate(imp_p), np.concatenate(imp_clicked)
@@ -242,6 +251,20 @@ def _write(out_dir: str, tax, it, us, ev: Dict[str, np.ndarray], start_ts: int,
                 last_ts=int(ev["ts"][order[-1]]) if n else None)
 
 
+def check_event_types(event_types: Optional[Sequence[str]]) -> Optional[List[int]]:
+    """Codes of the event types to write (None: all); a clear error for an unknown
+    type or a log without impressions."""
+    if not event_types:
+        return None
+    names = [t.strip() for t in event_types]
+    unknown = [t for t in names if t not in contract.EVENT_TYPES]
+    if unknown:
+        raise ValueError(f"unknown event types {unknown}; known: {list(contract.EVENT_TYPES)}")
+    if contract.IMPRESSION not in names:
+        raise ValueError(f"the log must hold {contract.IMPRESSION!r} events, got {names}")
+    return [contract.EVENT_TYPES.index(t) for t in names]
+
+
 def main(argv: Optional[list] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m feedrank.events.simulator", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -260,6 +283,8 @@ def main(argv: Optional[list] = None) -> int:
                     help="daily probability a user's interests shift to a new category")
     ap.add_argument("--mechanisms", default="off",
                     help="order-carrying behaviour (docs/simulator.md): " + mech_lib.describe())
+    ap.add_argument("--event-types", default="",
+                    help="comma-separated event types to write (default: all), e.g. impression,click")
     ap.add_argument("--quiet", action="store_true", help="no per-day progress on stderr")
     args = ap.parse_args(argv)
     err = None
@@ -278,6 +303,10 @@ def main(argv: Optional[list] = None) -> int:
             mech_lib.parse(args.mechanisms)
         except ValueError as e:
             err = err or f"--mechanisms: {e}"
+        try:
+            check_event_types(args.event_types.split(",") if args.event_types else None)
+        except ValueError as e:
+            err = err or f"--event-types: {e}"
     if err is None:
         try:
             os.makedirs(args.out, exist_ok=True)
@@ -292,6 +321,7 @@ def main(argv: Optional[list] = None) -> int:
     summary = simulate(args.out, args.users, args.items, args.days, args.seed, start_date=args.start_date,
                        activity=args.activity, interest_shift=args.interest_shift, verbose=not args.quiet,
                        sessions_per_day=args.sessions_per_day, feeds_per_session=args.feeds_per_session,
-                       mechanisms=args.mechanisms)
+                       mechanisms=args.mechanisms,
+                       event_types=args.event_types.split(",") if args.event_types else None)
     print(json.dumps(summary, indent=2))
     return 0
