@@ -47,7 +47,10 @@ log = logging.getLogger("quality")
 FAMILIES = ["gbdt", "dnn", "wide_deep", "deepfm", "din", "dien", "bst", "double_channel", "multi_channel"]
 # Variants: a family plus trainer options (run with --families din_w2v; needs `word2vec.enabled`).
 VARIANTS = {"din_w2v": ("din", {"word2vec": {"init": False, "freeze": False, "similarity": True}})}
-METRICS = ("auc", "gauc", "logloss", "oracle_lift_recovered")
+METRICS = ("auc", "gauc", "logloss", "oracle_lift_recovered", "oracle_auc", "oracle_aggregate_auc",
+           "auc_unseen_post", "auc_no_history")
+# Slices of the eval impressions reported apart (see `slice_masks`).
+SLICES = ("unseen_post", "no_history")
 
 
 def is_test_user(users: np.ndarray) -> np.ndarray:
@@ -62,8 +65,7 @@ def prepare(cfg) -> Dict[str, str]:
     if not os.path.exists(os.path.join(cfg.input_base, "events.parquet")):
         from feedrank.events.simulator import simulate
 
-        s = cfg.simulate
-        simulate(cfg.input_base, users=s.users, items=s.items, days=s.days, seed=s.seed)
+        simulate(cfg.input_base, **cfg.simulate.kwargs())
     run = latest_run(cfg.metadata_path)
     if run is None or run.artifact("Transform", "transformed_examples") is None or (
             cfg.word2vec.enabled and run.artifact("Word2VecGen", "word_vectors") is None):
@@ -121,6 +123,35 @@ def with_meta(scored: Dict[str, np.ndarray], meta: Dict[bytes, tuple]) -> Dict[s
     return {**scored, "user": np.array(users), "label": np.array(labels)}
 
 
+def slice_masks(raw_eval: Dict, item_vocab: set) -> Dict[str, np.ndarray]:
+    """Per eval example: ``unseen_post``, the candidate post is not in the train
+    vocabulary (never seen in training, as candidate or in a history); and
+    ``no_history``, the user has no behaviour before the impression (every
+    behaviour sequence empty)."""
+    n = int(raw_eval["n"])
+    has = np.zeros(n, dtype=bool)
+    for seq in F.SEQ_FEATURES:
+        rows = np.asarray(raw_eval[seq.name][0], dtype=np.int64)
+        has[rows] = True
+    unseen = np.array([i not in item_vocab for i in raw_eval[F.ITEM_ID.name]], dtype=bool)
+    return {"unseen_post": unseen, "no_history": ~has}
+
+
+def evaluate(s: Dict[str, np.ndarray], cfg, ctx: Dict) -> Dict:
+    """`metrics_from_scores` plus the exact AUC of every slice (None where one class is missing)."""
+    from sklearn.metrics import roc_auc_score
+
+    scored = with_meta(s, ctx["meta"])
+    out = metrics_from_scores(scored, cfg.input_base)
+    rows = np.array([ctx["row_of"][i] for i in s["id"]], dtype=np.int64)
+    for name in SLICES:
+        m = ctx["slices"][name][rows]
+        y, p = scored["label"][m], scored["score"][m]
+        out[f"n_{name}"] = int(m.sum())
+        out[f"auc_{name}"] = float(roc_auc_score(y, p)) if len(y) and 0 < y.sum() < len(y) else None
+    return out
+
+
 def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
     """Trains one family with one seed; metrics on the validation and test users."""
     rate = cfg.examples.negative_sampling_rate
@@ -136,7 +167,7 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
         for split in ("val", "test"):
             q = gbdt.predict(booster, ctx["gb_train_x"], ctx[f"gb_{split}_x"])
             s = {"id": ctx[f"gb_{split}_ids"], "score": correct_for_sampling(q, rate)}
-            out[split] = metrics_from_scores(with_meta(s, ctx["meta"]), cfg.input_base)
+            out[split] = evaluate(s, cfg, ctx)
     else:
         from feedrank.train import trainer
 
@@ -154,7 +185,7 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
         out = {"epochs": best["epoch"], "params": int(model.count_params())}
         for split in ("val", "test"):
             s = score_keras(model, ctx["paths"][split], ctx["spec"], rate)
-            out[split] = metrics_from_scores(with_meta(s, ctx["meta"]), cfg.input_base)
+            out[split] = evaluate(s, cfg, ctx)
     out.update(family=family, seed=seed, train_s=round(train_s, 1))
     log.info("%s seed %d: val AUC %.4f, test AUC %.4f (lift %.3f), %.0f s", family, seed,
              out["val"].get("auc", float("nan")), out["test"].get("auc", float("nan")),
@@ -175,6 +206,12 @@ def load_context(cfg, uris: Dict[str, str], families: List[str], workdir: str) -
                  "paths": split_eval(uris["transformed"], {i: m[0] for i, m in meta.items()}, workdir)}
     ctx["tft"] = tft.TFTransformOutput(uris["transform_graph"])
     ctx["spec"] = ctx["tft"].transformed_feature_spec()
+    from feedrank.transform.preprocessing import vocab_file_name
+
+    item_vocab = set(ctx["tft"].vocabulary_by_name(vocab_file_name(F.ITEM_VOCAB)))
+    ctx["slices"] = slice_masks(raw_eval, item_vocab)
+    ctx["row_of"] = {i: k for k, i in enumerate(ids)}
+    log.info("eval slices: %s of %d impressions", {k: int(v.sum()) for k, v in ctx["slices"].items()}, len(ids))
     if "gbdt" in families:
         raw_train = gbdt.read_raw(os.path.join(uris["examples"], "Split-train"))
         ctx["gb_train_x"], ctx["gb_train_y"] = gbdt.features(raw_train), raw_train[F.LABEL]
@@ -197,6 +234,8 @@ def aggregate(rows: List[Dict]) -> Dict[str, Dict]:
                 vals = [r[split][m] for r in mine if r[split].get(m) is not None]
                 if vals:
                     agg[f"{split}_{m}"] = [float(np.mean(vals)), float(np.std(vals))]
+            for name in SLICES:
+                agg[f"{split}_n_{name}"] = mine[0][split].get(f"n_{name}")
         out[fam] = agg
     return out
 

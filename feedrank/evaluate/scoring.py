@@ -78,16 +78,24 @@ def metrics_from_scores(s: Dict[str, np.ndarray], input_base: Optional[str]) -> 
         import pandas as pd
 
         try:
-            truth = pd.read_parquet(truth_path, columns=["event_id", "p_click"]).set_index("event_id")["p_click"]
+            truth = pd.read_parquet(truth_path).set_index("event_id")
+            oracle = truth["p_click"].reindex([i.decode() for i in s["id"]]).to_numpy()
         except (OSError, ValueError, KeyError) as e:  # the oracle is optional
             log.warning("oracle AUC skipped: %s is unreadable (%s)", truth_path, e)
             return out
-        oracle = truth.reindex([i.decode() for i in s["id"]]).to_numpy()
         if not np.isnan(oracle).any():
             out["oracle_auc"] = float(roc_auc_score(y, oracle))
             out["oracle_gauc"] = gauc(y, oracle, s["user"])
             out["oracle_lift_recovered"] = (out["auc"] - 0.5) / (out["oracle_auc"] - 0.5)
+        if AGGREGATE_TRUTH in truth.columns:  # the aggregates-only oracle (simulator)
+            agg = truth[AGGREGATE_TRUTH].reindex([i.decode() for i in s["id"]]).to_numpy()
+            if not np.isnan(agg).any():
+                out["oracle_aggregate_auc"] = float(roc_auc_score(y, agg))
     return out
+
+
+# The simulator's click probability without its order-carrying terms.
+AGGREGATE_TRUTH = "p_click_aggregate"
 
 
 def tfma_results(eval_uri: str) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]], Any]:
