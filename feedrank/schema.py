@@ -36,6 +36,8 @@ def make_schema() -> schema_pb2.Schema:
         add(f.name, schema_pb2.BYTES)
     for s in F.SEQ_FEATURES:
         add(s.name, schema_pb2.BYTES, required=False, max_count=s.max_len)
+    for b in F.BAG_FEATURES:   # declared token bags (possibly empty)
+        add(b.name, schema_pb2.BYTES, required=False, max_count=b.max_len)
     for d in F.DENSE_FEATURES:
         feat = add(d.name, schema_pb2.FLOAT)
         if d.min_value is not None:

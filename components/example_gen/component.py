@@ -62,6 +62,8 @@ class BehaviorExampleGenSpec(ComponentSpec):
         "warmup_days": ExecutionParameter(type=int),
         "min_ts": ExecutionParameter(type=int),
         "max_future_skew_s": ExecutionParameter(type=int),
+        # the run's declared item/user columns (`feedrank.features.to_json`)
+        "declared_features": ExecutionParameter(type=str, optional=True),
     }
     INPUTS: Dict[str, ChannelParameter] = {}
     OUTPUTS = {
@@ -100,6 +102,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         quarantine = artifact_utils.get_single_instance(output_dict[QUARANTINE_KEY])
         config = beam_pipeline.ExampleGenConfig.of(
             {k: v for k, v in exec_properties.items() if v is not None})
+        declared_json = exec_properties.get("declared_features") or ""
         input_base = exec_properties["input_base"]
         log.info("BehaviorExampleGen: %s -> %s (config %s)", input_base, examples.uri, config)
         examples.split_names = artifact_utils.encode_split_names(list(beam_pipeline.SPLITS))
@@ -112,7 +115,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                             PAYLOAD_FORMAT)
         with self._make_beam_pipeline() as pipeline:
             effective = beam_pipeline.build_pipeline(pipeline, input_base, examples.uri,
-                                                     quarantine.uri, config)
+                                                     quarantine.uri, config, declared_json)
         summary = beam_pipeline.finalize(examples.uri, quarantine.uri, effective)
         _set_counts(examples, summary)
         _set_counts(quarantine, summary)
@@ -146,10 +149,11 @@ class BehaviorExampleGen(base_beam_component.BaseBeamComponent):
                  valid_split: str = DEFAULTS.valid_split, valid_days: int = DEFAULTS.valid_days,
                  valid_user_share: float = DEFAULTS.valid_user_share,
                  warmup_days: int = DEFAULTS.warmup_days, min_ts: int = DEFAULTS.min_ts,
-                 max_future_skew_s: int = DEFAULTS.max_future_skew_s):
+                 max_future_skew_s: int = DEFAULTS.max_future_skew_s, declared_features: str = ""):
         """Args are `feedrank.examples.settings.ExampleSettings` (defaults declared there);
         ``input_fingerprint`` (a content hash of the log) only serves caching;
-        ``num_shards=0`` picks one shard per `settings.EVENTS_PER_SHARD` events."""
+        ``num_shards=0`` picks one shard per `settings.EVENTS_PER_SHARD` events;
+        ``declared_features``: the run's declared item/user columns (`feedrank.features.to_json`)."""
         if not 0.0 < negative_sampling_rate <= 1.0:
             raise ValueError(f"negative_sampling_rate must be in (0, 1], got {negative_sampling_rate}")
         if eval_days < 1 or valid_days < 1:
@@ -168,6 +172,7 @@ class BehaviorExampleGen(base_beam_component.BaseBeamComponent):
             valid_split=str(valid_split), valid_days=int(valid_days),
             valid_user_share=float(valid_user_share), warmup_days=int(warmup_days),
             min_ts=int(min_ts), max_future_skew_s=int(max_future_skew_s),
+            declared_features=str(declared_features),
             examples=types.Channel(type=standard_artifacts.Examples),
             quarantine=types.Channel(type=Quarantine))
         super().__init__(spec=spec)

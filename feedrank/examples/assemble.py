@@ -22,6 +22,7 @@ from feedrank.examples import encode as E
 def feature_names() -> List[str]:
     """Names of the raw features written (labels and metadata included)."""
     names = [f.name for f in F.ID_FEATURES] + [s.name for s in F.SEQ_FEATURES]
+    names += [b.name for b in F.BAG_FEATURES]
     names += [d.name for d in F.DENSE_FEATURES] + list(F.LABELS) + list(F.METADATA)
     return names
 
@@ -48,6 +49,8 @@ class Impressions:
     ts: np.ndarray              # int64
     ints: Dict[str, np.ndarray]     # label name -> 0/1
     floats: Dict[str, np.ndarray]   # per-impression dense feature -> values
+    # encoded entries per impression of features built elsewhere (the declared columns)
+    encoded: Dict[str, List[bytes]] = dataclasses.field(default_factory=dict)
 
 
 def _fan_out(keys: np.ndarray, make: Callable[[int], bytes]) -> List[bytes]:
@@ -65,6 +68,9 @@ def _float_column(name: str, values: np.ndarray) -> List[bytes]:
     block = E.FloatBlock([name])
     blob, w = block.encode([values]), block.width
     return [blob[i:i + w] for i in range(0, len(values) * w, w)]
+
+
+fan_out = _fan_out  # public: `declared.entries` encodes with it
 
 
 def _channel_columns(ch: Channel) -> Dict[str, List[bytes]]:
@@ -109,6 +115,7 @@ def assemble(imp: Impressions, channels: Sequence[Channel], item_category: np.nd
         cols[name] = _float_column(name, values)
     for ch in channels:
         cols.update(_channel_columns(ch))
+    cols.update(imp.encoded)
     order = sorted(feature_names())
     if sorted(cols) != order:
         raise AssertionError(

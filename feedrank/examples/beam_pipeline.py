@@ -30,7 +30,8 @@ import pandas as pd
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from feedrank.events import contract, io, validate
-from feedrank.examples import accounting, build, splits, tfrecord
+from feedrank import features as F
+from feedrank.examples import accounting, build, declared, splits, tfrecord
 from feedrank.examples.accounting import (  # noqa: F401 (API)
     QUARANTINE_FILE,
     SUMMARY_FILE,
@@ -153,8 +154,12 @@ def _item_history(element: tuple, num_shards: int):
 class _Build(beam.DoFn):
     """User-shard stage: builds, splits and samples the examples."""
 
-    def __init__(self, cfg: ExampleGenConfig):
+    def __init__(self, cfg: ExampleGenConfig, declared_json: str = ""):
         self._cfg = cfg
+        self._declared_json = declared_json
+
+    def setup(self):
+        F.declare(F.from_json(self._declared_json))  # a worker process declares the run's columns
 
     def process(self, element, items: build.ItemTable, users: build.UserTable, bounds: Dict[str, Any]):
         shard, grouped = element
@@ -195,25 +200,33 @@ def _sum_stats(dicts: Iterable[Dict[str, int]]) -> Dict[str, int]:
     return dict(total)
 
 
-def _read_users(input_base: str) -> build.UserTable:
+def _read_users(input_base: str, declared_json: str = "") -> build.UserTable:
+    F.declare(F.from_json(declared_json))
     return build.UserTable(io.read_table(input_base, contract.USERS))
 
 
-def _read_items(input_base: str) -> build.ItemTable:
+def _read_items(input_base: str, declared_json: str = "") -> build.ItemTable:
+    F.declare(F.from_json(declared_json))
     return build.ItemTable(io.read_table(input_base, contract.ITEMS))
 
 
 def build_pipeline(p: beam.Pipeline, input_base: str, output_dir: str, quarantine_dir: str,
-                   config: Any = None) -> ExampleGenConfig:
-    """Adds the example-generation graph to ``p`` (schema checked eagerly).
+                   config: Any = None, declared_json: str | None = None) -> ExampleGenConfig:
+    """Adds the example-generation graph to ``p`` (schema and declared columns checked eagerly).
 
-    Returns the effective config (``num_shards`` resolved) for `finalize`.
+    ``declared_json``: the declared item/user columns (`features.to_json`); None: the ones
+    this process declared.  Returns the effective config (``num_shards`` resolved) for `finalize`.
     """
     cfg = ExampleGenConfig.of(config)
+    if declared_json is None:
+        declared_json = F.declared_json()
+    else:
+        F.declare(F.from_json(declared_json))
     tables = io.check_log(input_base)
+    declared.check_files({t: tables[t] for t in (contract.ITEMS, contract.USERS)})
     n = resolve_shards(cfg, tables[contract.EVENTS])
-    items = p | "ItemsPath" >> beam.Create([input_base]) | "ReadItems" >> beam.Map(_read_items)
-    users = p | "UsersPath" >> beam.Create([input_base]) | "ReadUsers" >> beam.Map(_read_users)
+    items = p | "ItemsPath" >> beam.Create([input_base]) | "ReadItems" >> beam.Map(_read_items, declared_json)
+    users = p | "UsersPath" >> beam.Create([input_base]) | "ReadUsers" >> beam.Map(_read_users, declared_json)
     items_si = beam.pvalue.AsSingleton(items)
     read = (p | "Files" >> beam.Create(read_units(tables[contract.EVENTS]))
             | "SpreadFiles" >> beam.Reshuffle()
@@ -229,7 +242,7 @@ def build_pipeline(p: beam.Pipeline, input_base: str, output_dir: str, quarantin
     hist = (deduped["items"] | "ByItem" >> beam.GroupByKey()
             | "ItemHistory" >> beam.FlatMap(_item_history, n))
     built = ({"events": deduped.user_events, "hist": hist} | "ByUser" >> beam.CoGroupByKey()
-             | "Build" >> beam.ParDo(_Build(cfg), items_si, beam.pvalue.AsSingleton(users), bounds_si)
+             | "Build" >> beam.ParDo(_Build(cfg, declared_json), items_si, beam.pvalue.AsSingleton(users), bounds_si)
              .with_outputs("stats", *SPLITS))
     for name in SPLITS:
         _ = built[name] | f"Write[{name}]" >> tfrecord.WriteFramedTFRecords(
@@ -261,8 +274,10 @@ def default_options(beam_options: Union[None, PipelineOptions, Sequence[str]] = 
 
 
 def run(input_base: str, output_dir: str, quarantine_dir: str, config: Any = None,
-        beam_options: Union[None, PipelineOptions, Sequence[str]] = None) -> Dict[str, Any]:
-    """Validates the log at ``input_base`` and writes examples; returns the summary."""
+        beam_options: Union[None, PipelineOptions, Sequence[str]] = None,
+        declared_json: str | None = None) -> Dict[str, Any]:
+    """Validates the log at ``input_base`` and writes examples; returns the summary
+    (``declared_json``: see `build_pipeline`)."""
     with beam.Pipeline(options=default_options(beam_options)) as p:
-        effective = build_pipeline(p, input_base, output_dir, quarantine_dir, config)
+        effective = build_pipeline(p, input_base, output_dir, quarantine_dir, config, declared_json)
     return finalize(output_dir, quarantine_dir, effective)

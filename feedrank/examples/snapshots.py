@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from feedrank import features as F
+from feedrank.examples import declared
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class ItemTable:
         latest = self.snapshots.rows_of(self.index.to_numpy(dtype=object))
         self.category, self.region = self.row_category[latest], self.row_region[latest]
         self.price = self.row_price[latest]
+        # declared columns (`declared.row_values`): feature name -> value per snapshot row
+        self.row_declared = declared.row_values(rows, "items")
 
     def lookup(self, item_ids: np.ndarray) -> np.ndarray:
         """Id code of each item id (-1 for unknown)."""
@@ -139,6 +142,7 @@ class UserTable:
     def __init__(self, users: pd.DataFrame):
         self.snapshots = Snapshots(users, "user_id")
         self.row_region = self.snapshots.rows["region_id"].to_numpy(dtype=object)
+        self.row_declared = declared.row_values(self.snapshots.rows, "users")
 
     def regions(self, user_ids: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Region of each user at ``ts`` ("" for users missing from the table)."""
