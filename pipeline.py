@@ -191,6 +191,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if os.path.isdir(cfg.input_base) and args.simulate_if_missing:
+        from feedrank.events.simulator.generate import settings_differ
+
+        differ = settings_differ(cfg.input_base, **cfg.simulate.kwargs())
+        if differ:
+            log.warning("%s was simulated with other settings than the config's simulate section (%s); "
+                        "it is used as it is: delete it to simulate it again", cfg.input_base, "; ".join(differ))
     if not os.path.isdir(cfg.input_base) and args.simulate_if_missing:
         from feedrank.events.simulator import simulate
 

@@ -286,3 +286,15 @@ def test_config_names_a_bad_event_type(tmp_path):
     path.write_text("simulate: {event_types: [impression, like]}\n")
     with pytest.raises(ConfigError, match="simulate.event_types: unknown event types"):
         load(str(path))
+
+
+def test_settings_differ_names_what_the_log_on_disk_was_simulated_with(tiny, tmp_path):
+    from feedrank.events.simulator.generate import settings_differ
+
+    out, _ = tiny
+    assert settings_differ(out, users=300, items=800, days=3, seed=7) == []
+    assert settings_differ(out, users=300, items=800, days=3, seed=7, mechanisms="realistic") == [
+        "mechanisms: off -> realistic"]
+    assert settings_differ(out, users=300, items=800, days=4, seed=7, event_types=["impression"]) == [
+        "days: 3 -> 4", "event_types: None -> ['impression']"]
+    assert settings_differ(str(tmp_path), users=1, items=1, days=1, seed=0) == []  # not a simulated log

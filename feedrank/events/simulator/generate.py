@@ -166,7 +166,8 @@ def simulate(out_dir: str, users: int = 20000, items: int = 50000, days: int = 1
                   start_ts=start_ts, end_ts=end_ts, activity=activity, interest_shift=interest_shift,
                   quality_sd=quality_sd, n_regions=n_regions, knobs=dataclasses.asdict(sess_knobs),
                   click_model=dataclasses.asdict(click), mechanisms=dataclasses.asdict(mech),
-                  categories=tax.categories, regions=tax.regions)
+                  categories=tax.categories, regions=tax.regions,
+                  event_types=[t.strip() for t in event_types] if event_types else None)
     with open(os.path.join(out_dir, "world.json"), "w") as f:
         json.dump(dict(params=params, summary=summary), f, indent=2)
     return summary
@@ -249,6 +250,27 @@ def _write(out_dir: str, tax, it, us, ev: Dict[str, np.ndarray], start_ts: int,
                                     schema=truth_schema))
     return dict(first_ts=int(ev["ts"][order[0]]) if n else None,
                 last_ts=int(ev["ts"][order[-1]]) if n else None)
+
+
+def settings_differ(out_dir: str, users: int, items: int, days: int, seed: int,
+                    mechanisms: Union[None, str, Dict, mech_lib.Mechanisms] = None,
+                    event_types: Optional[Sequence[str]] = None) -> List[str]:
+    """The settings of the log in ``out_dir`` (its ``world.json``) that differ from
+    these, as ``"name: on disk -> asked"`` lines; empty when they agree or when the
+    directory holds no simulated log."""
+    try:
+        with open(os.path.join(out_dir, "world.json")) as f:
+            params = json.load(f)["params"]
+    except (OSError, ValueError, KeyError):
+        return []
+    asked = dict(users=users, items=items, days=days, seed=seed,
+                 mechanisms=json.loads(json.dumps(dataclasses.asdict(mech_lib.parse(mechanisms)))),
+                 event_types=[t.strip() for t in event_types] if event_types else None)
+    off = json.loads(json.dumps(dataclasses.asdict(mech_lib.OFF)))
+    found = {k: params.get(k, off if k == "mechanisms" else None) for k in asked}
+    return [f"{k}: {found[k]} -> {asked[k]}" if k != "mechanisms" else
+            f"mechanisms: {mech_lib.name_of(found[k])} -> {mech_lib.name_of(asked[k])}"
+            for k in asked if found[k] != asked[k]]
 
 
 def check_event_types(event_types: Optional[Sequence[str]]) -> Optional[List[int]]:

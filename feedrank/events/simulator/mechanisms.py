@@ -97,6 +97,16 @@ FUNNELS: Dict[str, Tuple[Tuple[str, bool], ...]] = {
 }
 
 
+def name_of(fields: Dict) -> str:
+    """A short name of a mechanisms setting given as a dict of fields: a preset's name,
+    else the non-default fields."""
+    m = Mechanisms(**{k: v for k, v in fields.items() if k in Mechanisms.__dataclass_fields__})
+    for name, preset in (("off", OFF), ("realistic", REALISTIC)):
+        if m == preset:
+            return name
+    return ",".join(f"{k}={v}" for k, v in dataclasses.asdict(m).items() if v != getattr(OFF, k)) or "off"
+
+
 def describe() -> str:
     """The accepted values of a mechanisms spec, for error messages."""
     return f"one of {list(PRESETS)} or a comma-separated list of {list(SWITCHES)}"
