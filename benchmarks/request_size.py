@@ -41,13 +41,13 @@ def _contract(max_candidates: int) -> Contract:
     specs = {}
     for name in F.features_of_side("user"):
         seq = any(s.name == name for s in F.SEQ_FEATURES)
-        specs[name] = tf.TensorSpec([None, None] if seq else [None], tf.string)
+        dense = any(d.name == name for d in F.DENSE_FEATURES)
+        specs[name] = tf.TensorSpec([None, None] if seq else [None], tf.float32 if dense else tf.string)
     for f in F.ID_FEATURES:
         if f.side == "candidate":
             specs[f.name] = tf.TensorSpec([None], tf.string)
-    for d in F.DENSE_FEATURES:
-        if d.side == "candidate":
-            specs[d.name] = tf.TensorSpec([None], tf.float32)
+    for d in F.request_dense("candidate"):
+        specs[d.name] = tf.TensorSpec([None], tf.float32)
     return Contract(specs, max_candidates)
 
 

@@ -101,12 +101,13 @@ def make_request(tft_dir: str, n: int, seed: int = 0):
     vocab = {v.name: out.vocabulary_by_name(vocab_file_name(v)) for v in F.VOCABS}
     req = {s.name: tf.constant([rng.choice(vocab[s.vocab.name], s.max_len)]) for s in F.SEQ_FEATURES}
     req[F.USER_REGION_ID.name] = tf.constant(rng.choice(vocab["region"], 1))
+    for d in F.request_dense("user"):
+        req[d.name] = tf.constant((rng.random(1) * 20).astype(np.float32))
     for f in F.ID_FEATURES:
         if f.side == "candidate":
             req[f.name] = tf.constant(rng.choice(vocab[f.vocab.name], n))
-    for d in F.DENSE_FEATURES:
-        if d.side == "candidate":
-            req[d.name] = tf.constant((rng.random(n) * 20).astype(np.float32))
+    for d in F.request_dense("candidate"):
+        req[d.name] = tf.constant((rng.random(n) * 20).astype(np.float32))
     return req
 
 

@@ -1,6 +1,7 @@
 """Offline/online alignment: a simulated log replayed through the stream and
 the updater gives, at every impression, the same raw features (sequences,
-post counters, crosses, attributes) as the example generator's example."""
+post counters, user counters, session share and recency, crosses,
+attributes) as the example generator's example."""
 from __future__ import annotations
 
 import json
@@ -74,6 +75,12 @@ def test_replay_sees_what_it_compares(offline):
     assert max(clicks) > 3 and sum(c > 0 for c in clicks) > 100 and max(hist) > 0
     assert len({ex[F.INTEREST_CATEGORY_SHARE.name][0] for ex in offline.values()}) > 5
     assert any(ex[F.REGION_MATCH.name][0] == 1.0 for ex in offline.values())
+    for d in F.USER_COUNTER_FEATURES:          # compared too, and not constant
+        assert len({ex[d.name][0] for ex in offline.values()}) >= 3, d.name
+    share = [ex[F.SESSION_CATEGORY_SHARE.name][0] for ex in offline.values()]
+    recency = [ex[F.CATEGORY_RECENCY_H.name][0] for ex in offline.values()]
+    assert 0 < sum(s == 0.0 for s in share) < len(share)
+    assert 0 < sum(r == F.RECENCY_CAP_H for r in recency) < len(recency)
 
 
 def test_same_second_leak_is_detected(redis_server, log_dir, offline):  # noqa: F811

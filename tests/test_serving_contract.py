@@ -56,12 +56,13 @@ def _request(user_ex, candidates):
     for s in F.SEQ_FEATURES:
         req[s.name] = tf.constant([_values(user_ex, s.name) or [""]], tf.string)  # [1, L]
     req[F.USER_REGION_ID.name] = tf.constant(_values(user_ex, F.USER_REGION_ID.name))
+    for d in F.request_dense("user"):
+        req[d.name] = tf.constant(_values(user_ex, d.name), tf.float32)
     for f in F.ID_FEATURES:
         if f.side == "candidate":
             req[f.name] = tf.constant([_values(c, f.name)[0] for c in candidates])
-    for d in F.DENSE_FEATURES:
-        if d.side == "candidate":
-            req[d.name] = tf.constant([_values(c, d.name)[0] for c in candidates], tf.float32)
+    for d in F.request_dense("candidate"):
+        req[d.name] = tf.constant([_values(c, d.name)[0] for c in candidates], tf.float32)
     return req
 
 

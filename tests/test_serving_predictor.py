@@ -68,11 +68,12 @@ def _offline(first_run, user_ex, candidates):
 
 def _request_parts(user_ex, candidates, left_pad=0):
     user = {F.USER_REGION_ID.name: _values(user_ex, F.USER_REGION_ID.name)[0]}
+    user.update({d.name: float(_values(user_ex, d.name)[0]) for d in F.request_dense("user")})
     for s in F.SEQ_FEATURES:
         user[s.name] = [""] * left_pad + _values(user_ex, s.name)
     cands = {f.name: [_values(c, f.name)[0] for c in candidates] for f in F.ID_FEATURES if f.side == "candidate"}
     cands.update({d.name: [float(_values(c, d.name)[0]) for c in candidates]
-                  for d in F.DENSE_FEATURES if d.side == "candidate"})
+                  for d in F.request_dense("candidate")})
     return user, cands
 
 

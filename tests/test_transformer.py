@@ -16,7 +16,7 @@ import pytest
 
 from feedrank import features as F
 from serving.common import procs
-from serving.features import bootstrap, online, schema
+from serving.features import bootstrap, online, schema, user_state
 from tests import examplegen_helpers as H
 from tests.redis_helpers import FeaturePredictor, redis_server  # noqa: F401 (fixture)
 
@@ -93,6 +93,13 @@ def test_ranks_with_redis_features(stack):
     assert sent[F.ITEM_HIST_CTR.name] == [F.smoothed_ctr(c, i) for c, i in zip(clk, imp)]
     assert sent[F.CATEGORY_ID.name][-1] == "" and sent[F.PRICE.name][-1] == F.PRICE.default   # OOV post
     assert all(sent[F.CATEGORY_ID.name][:-1])
+    # user counters once, the per-category ones and session/recency per candidate
+    assert sent[F.USER_HIST_IMPRESSIONS.name] == [float(state.counters["imp"])] and state.counters["imp"]
+    for d in F.request_dense("candidate"):
+        assert len(sent[d.name]) == len(cands), d.name
+    cross = user_state.cross_features(state.counters, state.session, 2_000_000_000, sent[F.CATEGORY_ID.name])
+    assert all(sent[name] == values for name, values in cross.items())
+    assert sent[F.CATEGORY_RECENCY_H.name][-1] == F.RECENCY_CAP_H          # OOV post: no category
     assert metric(url, "feedrank_oov_candidates_total") >= 1
 
 

@@ -92,3 +92,49 @@ def test_an_event_uses_its_posts_category_at_its_own_time():
     assert got["i1"][F.USER_CAT_CLICKS.name] == [1.0]
     assert got["i1"][F.SESSION_CATEGORY_SHARE.name] == [1.0]
     assert math.isclose(got["i1"][F.CATEGORY_RECENCY_H.name][0], 10 / 3600, rel_tol=1e-6)
+
+
+# ------------------------------------------------------------------ online
+from serving.features import online, replay, schema, writer  # noqa: E402
+from tests.redis_helpers import redis_server  # noqa: E402,F401 (fixture)
+
+
+def _online_at(client, keys, imp_id: str, events: List[Dict]) -> Dict[str, float]:
+    """Applies the events strictly before the impression's second (in
+    ``(ts, event_id)`` order, each twice: idempotent) and reads its features."""
+    imp = next(e for e in EVENTS if e["event_id"] == imp_id)
+    writer.flush(client, keys)
+    writer.load_items(client, keys, ITEMS)
+    w = writer.FeatureWriter(client, keys)
+    before = sorted((e for e in events if e["ts"] < imp["ts"]), key=lambda e: (e["ts"], e["event_id"]))
+    if before:
+        frame = writer.events_frame(before)
+        w.apply(frame)
+        w.apply(frame)
+    pipe = client.pipeline()
+    online.queue_reads(pipe, keys, imp["user_id"], [imp["item_id"]], imp["ts"])
+    user, imps, clks = online.parse_reads(pipe.execute())
+    store = online.ItemStore.from_hash(client.hgetall(keys.items))
+    feats = online.raw_inputs(user, [imp["item_id"]], store, imps, clks, imp["ts"])
+    return {n: feats[n][0] for n in NAMES}
+
+
+def test_online_values_are_the_hand_computed_ones(redis_server):  # noqa: F811
+    client, keys = redis_server.client(), schema.Keys("uc")
+    for imp_id, want in EXPECTED.items():
+        got = _online_at(client, keys, imp_id, EVENTS)
+        for name, value in want.items():
+            assert np.float32(got[name]) == np.float32(value), (imp_id, name, got[name], value)
+
+
+def test_unknown_user_gets_the_no_history_values():
+    feats = online.raw_inputs(online.empty_user(), ["a"], online.ItemStore({"a": ("c1", "r1", 1.0)}),
+                              [0.0], [0.0], T0)
+    assert {n: feats[n][0] for n in NAMES} == EXPECTED["n1"]
+
+
+def test_replay_of_the_hand_built_log_has_zero_mismatches(redis_server, tmp_path):  # noqa: F811
+    log_dir = H.write_log(str(tmp_path / "log"), EVENTS, ITEMS, USERS)
+    report = replay.replay(redis_server.client(), log_dir, schema.Keys("ucr"))
+    assert report.impressions == len(EXPECTED)
+    assert report.mismatched == 0, (dict(report.by_feature), report.examples[:2])

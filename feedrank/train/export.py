@@ -6,7 +6,10 @@
   with "" (most recent last); padding may sit on either side, every ""
   is dropped before the lookups.  Crosses are computed in-graph.  With one
   user row, the user's side is transformed and run through the model's
-  user-side layers once per request (`serving_graph`).
+  user-side layers once per request (`serving_graph`).  The user counters
+  and the crosses not in `features.IN_GRAPH_CROSSES` (user x category
+  counters, session share, recency) are request inputs: user-side once,
+  the crosses per candidate.
 * ``serving_tf_example`` takes serialized raw tf.Examples (TFMA, batch scoring).
 
 Both return ``{"probabilities": [N]}``, corrected for negative down-sampling:
@@ -49,13 +52,14 @@ def serving_input_signature() -> Dict[str, tf.TensorSpec]:
     spec: Dict[str, tf.TensorSpec] = {}
     for name in F.features_of_side("user"):
         is_seq = any(s.name == name for s in F.SEQ_FEATURES)
-        spec[name] = tf.TensorSpec([None, None] if is_seq else [None], tf.string, name=name)
+        is_float = any(d.name == name for d in F.DENSE_FEATURES)
+        spec[name] = tf.TensorSpec([None, None] if is_seq else [None],
+                                   tf.float32 if is_float else tf.string, name=name)
     for f in F.ID_FEATURES:
         if f.side == "candidate":
             spec[f.name] = tf.TensorSpec([None], tf.string, name=f.name)
-    for d in F.DENSE_FEATURES:
-        if d.side == "candidate":
-            spec[d.name] = tf.TensorSpec([None], tf.float32, name=d.name)
+    for d in F.request_dense("candidate"):   # the candidate's own and the request-sent crosses
+        spec[d.name] = tf.TensorSpec([None], tf.float32, name=d.name)
     return spec
 
 
@@ -107,9 +111,8 @@ class ServingModule(tf.Module):
         for f in F.ID_FEATURES:
             if f.side == "candidate":
                 raw[f.name] = request[f.name]
-        for d in F.DENSE_FEATURES:
-            if d.side == "candidate":
-                raw[d.name] = request[d.name]
+        for d in F.request_dense("candidate"):
+            raw[d.name] = request[d.name]
         raw.update(cross_features(raw[F.USER_REGION_ID.name], raw[F.REGION_ID.name],
                                   dense_seqs[F.CLICK_CATEGORIES.name], raw[F.CATEGORY_ID.name]))
         return self._score_raw(raw)

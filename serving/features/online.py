@@ -2,7 +2,9 @@
 
 One Redis round trip per request (`queue_reads` on a pipeline, sync or
 asyncio): the user's four channels strictly before the request time, the
-user's region and the candidates' impression/click counters.  `raw_inputs`
+user's region, the candidates' impression/click counters and the user's
+counters and session state (`user_state`: the user-side counters once, the
+per-category ones per candidate by its category).  `raw_inputs`
 turns that, plus the post-attribute store, into the raw features of the
 exported ``serving_default`` (the user's side once, candidates as lists).
 Used by the transformer and by the offline/online alignment replay, so both
@@ -11,10 +13,11 @@ read exactly the same thing.  Needs neither pandas nor TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from feedrank import features as F
-from serving.features import schema
+from serving.features import schema, user_state
 
 ITEM_ATTRIBUTES = {"item_id": None, "category_id": 0, "region_id": 1}
 
@@ -25,6 +28,8 @@ class UserState:
 
     region: Optional[str]                 # None: not in the users table
     channels: Dict[str, List[str]]        # channel -> values, most recent last
+    counters: Dict[str, str] = dataclasses.field(default_factory=dict)   # the user hash
+    session: Dict[str, str] = dataclasses.field(default_factory=dict)    # the session hash
 
     @property
     def cold(self) -> bool:
@@ -82,6 +87,8 @@ def queue_reads(pipe, keys: schema.Keys, user_id: str, candidates: Sequence[str]
     pipe.hget(keys.users, user_id)
     pipe.hmget(keys.impressions, list(candidates))
     pipe.hmget(keys.clicks, list(candidates))
+    pipe.hgetall(keys.user(user_id))
+    pipe.hgetall(keys.session(user_id))
 
 
 def parse_reads(results: Sequence) -> Tuple[UserState, List[float], List[float]]:
@@ -93,7 +100,13 @@ def parse_reads(results: Sequence) -> Tuple[UserState, List[float], List[float]]
         region = region.decode()
     imp = [float(v) if v is not None else 0.0 for v in results[n + 1]]
     clk = [float(v) if v is not None else 0.0 for v in results[n + 2]]
-    return UserState(region, channels), imp, clk
+    counters, session = (_text_hash(h) for h in results[n + 3:n + 5])
+    return UserState(region, channels, counters, session), imp, clk
+
+
+def _text_hash(raw) -> Dict[str, str]:
+    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in (raw or {}).items()}
 
 
 def history_items(user: UserState) -> List[str]:
@@ -110,13 +123,16 @@ def user_side(user: UserState, items: ItemStore) -> Dict[str, List[str]]:
         out[s.name] = list(values) if s.shares_with is None else [
             items.attribute(v, s.shares_with) for v in values]
     out[F.USER_REGION_ID.name] = [user.region or ""]
+    out.update({k: [v] for k, v in user_state.user_features(user.counters).items()})
     return out
 
 
 def candidate_side(candidates: Sequence[str], items: ItemStore, impressions: Sequence[float],
-                   clicks: Sequence[float]) -> Dict[str, list]:
+                   clicks: Sequence[float], user: Optional[UserState] = None,
+                   ts: Optional[int] = None) -> Dict[str, list]:
     """The per-candidate raw features (unknown posts: "" attributes, default
-    price, whatever counters Redis has, usually none)."""
+    price, whatever counters Redis has, usually none), the user x category
+    counters, session share and recency at ``ts`` (None: now)."""
     out: Dict[str, list] = {}
     for f in F.ID_FEATURES:
         if f.side == "candidate":
@@ -125,14 +141,20 @@ def candidate_side(candidates: Sequence[str], items: ItemStore, impressions: Seq
     out[F.ITEM_HIST_IMPRESSIONS.name] = list(impressions)
     out[F.ITEM_HIST_CLICKS.name] = list(clicks)
     out[F.ITEM_HIST_CTR.name] = [F.smoothed_ctr(c, i) for c, i in zip(clicks, impressions)]
+    user = user or empty_user()
+    out.update(user_state.cross_features(user.counters, user.session,
+                                         int(time.time()) if ts is None else int(ts),
+                                         out[F.CATEGORY_ID.name]))
     return out
 
 
 def raw_inputs(user: UserState, candidates: Sequence[str], items: ItemStore,
-               impressions: Sequence[float], clicks: Sequence[float]) -> Dict[str, list]:
-    """Every raw input of ``serving_default``: user side once, candidates as lists."""
+               impressions: Sequence[float], clicks: Sequence[float],
+               ts: Optional[int] = None) -> Dict[str, list]:
+    """Every raw input of ``serving_default`` at request time ``ts`` (None:
+    now): user side once, candidates as lists."""
     out: Dict[str, list] = user_side(user, items)
-    out.update(candidate_side(candidates, items, impressions, clicks))
+    out.update(candidate_side(candidates, items, impressions, clicks, user, ts))
     return out
 
 

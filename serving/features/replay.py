@@ -17,7 +17,9 @@ row checks and idempotency are compared too.
 
 Offline side: the example generator's own functions in-process
 (`validate.split_batch`, `validate.dedupe`, `history.item_history`,
-`build.build_examples`).  Crosses: `build.crosses` on the online sequences.
+`build.build_examples`).  Crosses: `build.crosses` on the online sequences;
+the user counters, session share and recency from the Redis user state
+(`user_state`), read at the impression's ``ts``.
 A mismatch is any differing raw feature (floats compared as float32).
 """
 from __future__ import annotations
@@ -84,9 +86,10 @@ def offline_examples(log_dir: str, label_window_s: int = 1800):
 
 
 def online_features(user: online.UserState, item_id: str, store: online.ItemStore,
-                    imp: float, clk: float) -> Dict[str, list]:
-    """What the transformer sends for one candidate, plus the crosses."""
-    feats = online.raw_inputs(user, [item_id], store, [imp], [clk])
+                    imp: float, clk: float, ts: Optional[int] = None) -> Dict[str, list]:
+    """What the transformer sends for one candidate at ``ts``, plus the
+    in-graph crosses."""
+    feats = online.raw_inputs(user, [item_id], store, [imp], [clk], ts)
     region_match, share = build.crosses(feats[F.USER_REGION_ID.name][0], feats[F.REGION_ID.name][0],
                                         feats[F.CLICK_CATEGORIES.name], feats[F.CATEGORY_ID.name][0])
     feats[F.REGION_MATCH.name] = [region_match]
@@ -156,7 +159,7 @@ def replay(client, log_dir: str, keys: schema.Keys, label_window_s: int = 1800,
             online.queue_reads(pipe, keys, ex[F.USER_ID][0], ex[F.ITEM_ID.name],
                                None if naive else int(ts[i]))
             user, imp, clk = online.parse_reads(pipe.execute())
-            feats = online_features(user, ex[F.ITEM_ID.name][0], store, imp[0], clk[0])
+            feats = online_features(user, ex[F.ITEM_ID.name][0], store, imp[0], clk[0], int(ts[i]))
             bad = compare(feats, ex)
             report.impressions += 1
             if bad:

@@ -12,6 +12,8 @@ Keys (``p`` is the prefix, ``fr`` by default):
   entries, so a read strictly before the request second still finds a full
   window when the user acted again within that second.
 * ``p:imp`` / ``p:clk`` - hashes item_id -> impressions / clicks counted so far.
+* ``p:u:<user_id>`` / ``p:sess:<user_id>`` - hashes, the user's counters,
+  per-category counters, recency and current session (`user_state`).
 * ``p:items`` - hash item_id -> JSON ``[category_id, region_id, price]``
   (the post-attribute store, loaded from the ``items`` table).
 * ``p:users`` - hash user_id -> region_id (from the ``users`` table).
@@ -26,6 +28,7 @@ import json
 from typing import Dict, List, Optional, Tuple
 
 from feedrank import features as F
+from serving.features import user_state
 
 DEFAULT_PREFIX = "fr"
 SEP = "\x00"
@@ -62,6 +65,14 @@ class Keys:
         """Sorted set of one channel of one user."""
         return f"{self.prefix}:seq:{channel}:{user_id}"
 
+    def user(self, user_id: str) -> str:
+        """Counters, per-category counters and session bookkeeping of a user."""
+        return f"{self.prefix}:u:{user_id}"
+
+    def session(self, user_id: str) -> str:
+        """Per-category click/view counts of a user's current session."""
+        return f"{self.prefix}:sess:{user_id}"
+
     def seen(self, event_id: str) -> str:
         """Marker of an applied event."""
         return f"{self.prefix}:seen:{event_id}"
@@ -97,16 +108,19 @@ def decode_item(raw) -> Optional[Tuple[str, str, float]]:
 
 
 # Idempotent application of one event, atomically (a Lua script runs alone).
-# KEYS: seen marker, counter hash, sequence key.  ARGV: ttl seconds, item id
-# (counter field, "" for none), capacity (0: no sequence), score, members...
+# KEYS: seen marker, counter hash, sequence key, user hash, session hash.
+# ARGV: ttl seconds, item id (counter field, "" for none), capacity (0: no
+# sequence), score (the event ts), user-state flags, category, session gap,
+# members...
 APPLY_LUA = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[2], 1) end
 local cap = tonumber(ARGV[3])
-if cap > 0 and #ARGV > 4 then
-  for i = 5, #ARGV do redis.call('ZADD', KEYS[3], ARGV[4], ARGV[i]) end
+if cap > 0 and #ARGV > 7 then
+  for i = 8, #ARGV do redis.call('ZADD', KEYS[3], ARGV[4], ARGV[i]) end
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -cap - 1)
 end
+""" + user_state.LUA + """
 return 1
 """
 

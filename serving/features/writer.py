@@ -8,7 +8,11 @@ An event changes the online state exactly as it enters an offline example
 * the events of `build.CHANNEL_EVENTS` -> the user's channel (item ids);
 * ``search`` -> the user's search channel, one entry per whitespace token
   (`build.build_examples` splits queries with ``str.split``);
-* anything else valid (e.g. ``purchase``) -> only marked as seen.
+* every valid event -> the user's counters, per-category counters,
+  recency and session (`user_state`, with the post's category from the
+  attribute store);
+* anything else valid (e.g. ``purchase``) -> only marked as seen and the
+  user's session clock.
 
 Rows are validated with `feedrank.events.validate.row_reasons`, the example
 generator's own row checks (missing ids, bad ts, unknown type or post); bad
@@ -27,7 +31,8 @@ import pandas as pd
 
 from feedrank.events import contract, validate
 from feedrank.examples import build
-from serving.features import schema
+from feedrank import features as F
+from serving.features import schema, user_state
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,7 @@ class FeatureWriter:
         self.seen_ttl_s = int(seen_ttl_s)
         self._script = client.register_script(schema.APPLY_LUA)
         self._known_items: Set[str] = set()
+        self._category: Dict[str, str] = {}
         self.stats: collections.Counter = collections.Counter()
 
     def _item_index(self, item_ids: np.ndarray) -> pd.Index:
@@ -75,7 +81,10 @@ class FeatureWriter:
         missing = sorted({i for i in item_ids if i and i not in self._known_items})
         if missing:
             found = self.client.hmget(self.keys.items, missing)
-            self._known_items.update(i for i, v in zip(missing, found) if v is not None)
+            for i, v in zip(missing, found):
+                if v is not None:
+                    self._known_items.add(i)
+                    self._category[i] = schema.decode_item(v)[0]
         return pd.Index(sorted(self._known_items))
 
     def valid_rows(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -113,8 +122,11 @@ class FeatureWriter:
                 values = tokens(r.query) if channel == schema.SEARCH else [r.item_id]
                 members = [schema.member(r.event_id, i, v) for i, v in enumerate(values)]
             cap = schema.stored_len(channel) if channel is not None else 0
-            self._script(keys=[self.keys.seen(r.event_id), key2, key3],
-                         args=[ttl, counter, cap, int(r.ts), *members], client=pipe)
+            self._script(keys=[self.keys.seen(r.event_id), key2, key3, self.keys.user(r.user_id),
+                               self.keys.session(r.user_id)],
+                         args=[ttl, counter, cap, int(r.ts), user_state.EVENT_FLAGS.get(r.event, ""),
+                               self._category.get(r.item_id, ""), F.SESSION_GAP_S, *members],
+                         client=pipe)
         applied = pipe.execute()
         new = int(sum(int(a) for a in applied))
         self.stats["applied"] += new

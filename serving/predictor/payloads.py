@@ -38,16 +38,17 @@ def synthetic(n: int, history_len: int = 50, seed: int = 0) -> Tuple[Dict[str, V
     at each sequence's max_len), ids shaped like the simulator's."""
     rng = random.Random(seed)
     user: Dict[str, Value] = {F.USER_REGION_ID.name: _id("region", rng)}
+    for d in F.request_dense("user"):
+        user[d.name] = float(rng.randrange(100))
     for s in F.SEQ_FEATURES:
         user[s.name] = [_id(s.vocab.name, rng) for _ in range(min(history_len, s.max_len))]
     cands: Dict[str, list] = {}
     for f in F.ID_FEATURES:
         if f.side == "candidate":
             cands[f.name] = [_id(f.vocab.name, rng) for _ in range(n)]
-    for d in F.DENSE_FEATURES:
-        if d.side == "candidate":
-            cands[d.name] = [round(rng.random(), 4) if d.max_value == 1.0 else float(rng.randrange(5000))
-                             for _ in range(n)]
+    for d in F.request_dense("candidate"):
+        cands[d.name] = [round(rng.random(), 4) if d.max_value == 1.0 else float(rng.randrange(5000))
+                         for _ in range(n)]
     return user, cands
 
 

@@ -142,7 +142,7 @@ def load(version: str, path: str, warmup_candidates: int, warmup_runs: int = 3) 
     from feedrank import features as F
     for name in F.features_of_side("user"):
         if name in warm and len(specs[name].shape) == 1:
-            warm[name] = tf.constant(["w"])
+            warm[name] = tf.constant(["w"] if specs[name].dtype == tf.string else [0.0])
     for _ in range(max(1, warmup_runs)):
         fn(**warm)
     loaded = Loaded(version, path, fn, specs, time.time(), saved)

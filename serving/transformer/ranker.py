@@ -148,7 +148,7 @@ class Ranker(kserve.Model):
         n_oov = sum(1 for c in req.candidates if c not in self.items)
         if n_oov:
             OOV_POSTS.labels(metrics.server_name()).inc(n_oov)
-        return online.raw_inputs(user, req.candidates, self.items, imp, clk), degraded
+        return online.raw_inputs(user, req.candidates, self.items, imp, clk, req.ts), degraded
 
     # -- predictor ------------------------------------------------------------
     async def score(self, inputs: Dict[str, list]) -> List[float]:
