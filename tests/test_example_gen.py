@@ -97,7 +97,31 @@ def _reference(ev: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, imp) 
         "region_match": [np.float32(user_region != "" and user_region == reg[imp.item_id])],
         "interest_cat_share": [np.float32(np.mean([c == cat[imp.item_id] for c in click_cats])
                                           if click_cats else 0.0)],
+        **_user_counters_reference(mine, cat, cat[imp.item_id], imp.ts),
     }
+
+
+def _user_counters_reference(mine: pd.DataFrame, cat: pd.Series, c: str, t: int) -> dict:
+    """`features.USER_COUNTER_FEATURES` by a plain loop over the user's earlier events."""
+    in_c = mine.item_id.map(lambda i: cat.get(i, None) == c).to_numpy(dtype=bool)
+    kinds = mine.event.to_numpy()
+    n_imp, n_clk = (kinds == "impression").sum(), (kinds == "click").sum()
+    c_imp, c_clk = ((kinds == "impression") & in_c).sum(), ((kinds == "click") & in_c).sum()
+    times = mine.ts.to_numpy()
+    start = len(times)                       # walk back while consecutive gaps are <= 1800 s
+    prev = t
+    while start > 0 and prev - times[start - 1] <= F.SESSION_GAP_S:
+        start -= 1
+        prev = times[start]
+    sess = np.isin(kinds[start:], ["click", "view"])
+    share = (sess & in_c[start:]).sum() / sess.sum() if sess.sum() else 0.0
+    rec = np.isin(kinds, ["click", "view", "conversion"]) & in_c
+    hours = min((t - times[rec].max()) / 3600.0, F.RECENCY_CAP_H) if rec.any() else F.RECENCY_CAP_H
+    ctr = lambda k, i: np.float32((k + F.CTR_PRIOR_CLICKS) / (i + F.CTR_PRIOR_IMPRESSIONS))  # noqa: E731
+    return {"user_hist_impressions": [np.float32(n_imp)], "user_hist_clicks": [np.float32(n_clk)],
+            "user_hist_ctr": [ctr(n_clk, n_imp)], "user_cat_impressions": [np.float32(c_imp)],
+            "user_cat_clicks": [np.float32(c_clk)], "user_cat_ctr": [ctr(c_clk, c_imp)],
+            "session_cat_share": [np.float32(share)], "cat_recency_h": [np.float32(hours)]}
 
 
 def test_features_match_pandas_reference(log_dir, result, examples):
