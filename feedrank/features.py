@@ -379,3 +379,20 @@ def from_json(text: str | None) -> Tuple[Declared, ...]:
 def declared_json() -> str:
     """The current declaration as JSON."""
     return to_json(DECLARED)
+
+
+def read_declared(model_dir: str) -> Tuple[Declared, ...]:
+    """The declaration an exported model was built with (its `DECLARED_FILE`; () when absent)."""
+    path = f"{str(model_dir).rstrip('/')}/{DECLARED_FILE}"
+    if "://" in path:
+        import tensorflow as tf  # remote model dirs only: serving code need not import TF for this
+
+        if not tf.io.gfile.exists(path):
+            return ()
+        with tf.io.gfile.GFile(path) as f:
+            return from_json(f.read())
+    try:
+        with open(path) as f:
+            return from_json(f.read())
+    except FileNotFoundError:
+        return ()

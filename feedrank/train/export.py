@@ -12,6 +12,12 @@
   the crosses per candidate.
 * ``serving_tf_example`` takes serialized raw tf.Examples (TFMA, batch scoring).
 
+Declared item/user columns (docs/features.md) are inputs of both: in
+``serving_default`` a user-side one comes with the user's side, a
+candidate-side one per candidate; a token bag is a string matrix padded with
+"" like a sequence.  The declaration is saved beside the SavedModel as
+``declared_features.json`` (`write_declared`).
+
 Both return ``{"probabilities": [N]}``, corrected for negative down-sampling:
 a model trained on negatives kept with rate r predicts q; the calibrated
 probability is p = q / (q + (1 - q) / r).
@@ -50,16 +56,20 @@ def strip_padding(x: tf.Tensor, max_len: int) -> tf.RaggedTensor:
 def serving_input_signature() -> Dict[str, tf.TensorSpec]:
     """The raw request contract of ``serving_default``."""
     spec: Dict[str, tf.TensorSpec] = {}
+    matrices = {s.name for s in F.SEQ_FEATURES} | {b.name for b in F.BAG_FEATURES}
     for name in F.features_of_side("user"):
-        is_seq = any(s.name == name for s in F.SEQ_FEATURES)
+        is_matrix = name in matrices
         is_float = any(d.name == name for d in F.DENSE_FEATURES)
-        spec[name] = tf.TensorSpec([None, None] if is_seq else [None],
+        spec[name] = tf.TensorSpec([None, None] if is_matrix else [None],
                                    tf.float32 if is_float else tf.string, name=name)
     for f in F.ID_FEATURES:
         if f.side == "candidate":
             spec[f.name] = tf.TensorSpec([None], tf.string, name=f.name)
     for d in F.request_dense("candidate"):   # the candidate's own and the request-sent crosses
         spec[d.name] = tf.TensorSpec([None], tf.float32, name=d.name)
+    for b in F.BAG_FEATURES:   # declared token bags: string matrices padded with ""
+        if b.side == "candidate":
+            spec[b.name] = tf.TensorSpec([None, None], tf.string, name=b.name)
     return spec
 
 
@@ -86,7 +96,7 @@ class ServingModule(tf.Module):
         raw = tf.io.parse_example(examples, self._example_spec)
         return {OUTPUT_KEY: self._score_raw(raw)}
 
-    @tf.function(input_signature=[serving_input_signature()])
+    @tf.function  # traced by `export` with `serving_input_signature()` (the declaration at export time)
     def serve_raw(self, request: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         def shared() -> tf.Tensor:  # the user's side once per request (serving_graph)
             return correct_for_sampling(self.request_scorer(request), self.sampling_rate)
@@ -105,6 +115,11 @@ class ServingModule(tf.Module):
             ragged = strip_padding(x, s.max_len)
             raw[s.name] = ragged.to_sparse()
             dense_seqs[s.name] = ragged.to_tensor(default_value="")
+        for b in F.BAG_FEATURES:
+            x = request[b.name]
+            if b.side == "user":
+                x = tf.broadcast_to(x, tf.stack([n, tf.shape(x)[1]]))
+            raw[b.name] = strip_padding(x, b.max_len).to_sparse()
         for name in F.features_of_side("user"):
             if name not in raw:
                 raw[name] = tf.broadcast_to(request[name], [n])
@@ -123,8 +138,19 @@ def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
     """Saves the serving SavedModel to ``export_dir`` and returns it."""
     module = ServingModule(model, tf_transform_output, sampling_rate)
     signatures = {
-        "serving_default": module.serve_raw.get_concrete_function(),
+        "serving_default": module.serve_raw.get_concrete_function(serving_input_signature()),
         "serving_tf_example": module.serve_tf_examples.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
+    write_declared(export_dir)
     return export_dir
+
+
+def write_declared(export_dir: str) -> str:
+    """Writes the declared item/user columns the model was built with (`features.DECLARED`,
+    ``[]`` for none) to ``<export_dir>/declared_features.json``, which serving declares from
+    (`features.read_declared`) before it builds a request."""
+    path = f"{export_dir.rstrip('/')}/{F.DECLARED_FILE}"
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(F.declared_json())
+    return path

@@ -44,6 +44,7 @@ def user_input_names() -> frozenset:
     names = {F.idx(f.name) for f in F.ID_FEATURES if f.side == "user"}
     names |= {F.idx(s.name) for s in F.SEQ_FEATURES}
     names |= {F.dense(d.name) for d in F.DENSE_FEATURES if d.side == "user"}
+    names |= {F.idx(b.name) for b in F.BAG_FEATURES if b.side == "user"}
     return frozenset(names)
 
 
@@ -62,10 +63,12 @@ def shared_raw_features(request: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor
         raw[s.name] = ragged.to_sparse()
         if s.name == F.CLICK_CATEGORIES.name:
             click_categories = ragged.to_tensor(default_value="")
+    for b in F.BAG_FEATURES:   # declared token bags: ""-padded matrices, user [1, T] or candidates [N, T]
+        raw[b.name] = strip_padding(request[b.name], b.max_len).to_sparse()
     for name in F.features_of_side("user"):
         raw.setdefault(name, request[name])
     for name in F.features_of_side("candidate"):
-        raw[name] = request[name]
+        raw.setdefault(name, request[name])
     raw.update(cross_features(raw[F.USER_REGION_ID.name], raw[F.REGION_ID.name],
                               click_categories, raw[F.CATEGORY_ID.name]))
     return raw

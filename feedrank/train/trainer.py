@@ -117,6 +117,8 @@ def train(train_files, valid_files, tf_transform_output: tft.TFTransformOutput,
     float32); it is ignored on CPU, where it would only slow training down.
     """
     cfg = as_settings(config)
+    if cfg.declared_features is not None:  # the run's declared item/user columns
+        F.declare(F.from_json(cfg.declared_features))
     if cfg.mixed_precision and tf.config.list_logical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(cfg.seed)

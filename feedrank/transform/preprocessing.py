@@ -4,16 +4,22 @@ Every id feature and every sequence that names the same vocabulary in
 `feedrank.features` is looked up in one vocabulary computed over all of them,
 so a post id means the same row of the embedding table whether it is the
 candidate or an entry of the click history.  Ids are shifted by one so that 0
-is padding; OOV ids land in the buckets after the vocabulary.
+is padding; OOV ids land in the buckets after the vocabulary.  Declared
+item/user columns (docs/features.md) follow the same rules: a categorical
+column or a token bag has its own vocabulary, a bag is padded like a sequence,
+a numeric column is z-scored like the other numbers.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from feedrank import features as F
+
+# custom_config key of the declared columns (`features.to_json`), as the pipeline passes it
+DECLARED_KEY = "declared_features"
 
 
 def vocab_file_name(vocab: F.Vocab) -> str:
@@ -53,11 +59,20 @@ def _pad(sparse_ids: tf.SparseTensor, max_len: int) -> tf.Tensor:
 def _vocab_members(vocab: F.Vocab) -> List[str]:
     names = [f.name for f in F.ID_FEATURES if f.vocab == vocab]
     names += [s.name for s in F.SEQ_FEATURES if s.vocab == vocab]
+    names += [b.name for b in F.BAG_FEATURES if b.vocab == vocab]
     return names
 
 
-def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """Raw features (see `features.raw_feature_spec`) -> model inputs."""
+def preprocessing_fn(inputs: Dict[str, tf.Tensor],
+                     custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, tf.Tensor]:
+    """Raw features (see `features.raw_feature_spec`) -> model inputs.
+
+    ``custom_config`` (the Transform component's): ``declared_features``, the run's
+    declared item/user columns (`features.to_json`), declared before anything is
+    built; without it the process's current declaration holds.
+    """
+    if custom_config and DECLARED_KEY in custom_config:
+        F.declare(F.from_json(custom_config[DECLARED_KEY]))
     outputs: Dict[str, tf.Tensor] = {}
     for vocab in F.VOCABS:
         members = [n for n in _vocab_members(vocab) if n in inputs]
@@ -72,6 +87,9 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         for s in F.SEQ_FEATURES:
             if s.vocab == vocab:
                 outputs[F.idx(s.name)] = _pad(_lookup_shifted(inputs[s.name], path, vocab), s.max_len)
+        for b in F.BAG_FEATURES:
+            if b.vocab == vocab:
+                outputs[F.idx(b.name)] = _pad(_lookup_shifted(inputs[b.name], path, vocab), b.max_len)
     for d in F.DENSE_FEATURES:
         x = tf.cast(inputs[d.name], tf.float32)
         if d.log1p:

@@ -20,6 +20,10 @@ from feedrank.train import layers as L
 from feedrank.train import word_vectors as W
 from feedrank.train.settings import TrainerSettings
 
+# Embedding width of a vocabulary ``embedding_dims`` does not name: a declared column's
+# (categorical or tokens, docs/features.md).
+DECLARED_EMBEDDING_DIM = 8
+
 
 @dataclasses.dataclass
 class Embedded:
@@ -35,8 +39,8 @@ class Embedded:
     conv_mask: tf.Tensor
     search_seq: tf.Tensor         # [B, Ls, Dt]
     search_mask: tf.Tensor
-    user: tf.Tensor               # [B, Dr] user region
-    dense: tf.Tensor              # [B, n_dense (+ 2 word-vector similarities)]
+    user: tf.Tensor               # [B, Dr (+ declared user-side embeddings)] user region
+    dense: tf.Tensor              # [B, n_dense (+ 2 word-vector similarities) (+ declared candidate-side embeddings)]
     # the id inputs after `item_id_dropout` (the inputs themselves outside training)
     ids: Dict[str, tf.Tensor] = dataclasses.field(default_factory=dict)
 
@@ -50,7 +54,25 @@ def make_inputs() -> Dict[str, keras.Input]:
         inputs[F.idx(s.name)] = keras.Input(shape=(s.max_len,), dtype=tf.int64, name=F.idx(s.name))
     for d in F.DENSE_FEATURES:
         inputs[F.dense(d.name)] = keras.Input(shape=(), dtype=tf.float32, name=F.dense(d.name))
+    for b in F.BAG_FEATURES:
+        inputs[F.idx(b.name)] = keras.Input(shape=(b.max_len,), dtype=tf.int64, name=F.idx(b.name))
     return inputs
+
+
+def declared_embeddings(inputs: Mapping[str, tf.Tensor], tables: Mapping[str, keras.layers.Embedding]
+                        ) -> Dict[str, list]:
+    """Embeddings of the declared categorical columns and token bags (masked mean of
+    the tokens' rows), by side: ``{"user": [...], "candidate": [...]}``, each [B, d]."""
+    declared = {c.feature_name for c in F.DECLARED}
+    out: Dict[str, list] = {"user": [], "candidate": []}
+    for f in F.ID_FEATURES:
+        if f.name in declared:
+            out[f.side].append(tables[f.vocab.name](inputs[F.idx(f.name)]))
+    for b in F.BAG_FEATURES:
+        ids = inputs[F.idx(b.name)]
+        out[b.side].append(L.MaskedPooling("mean", name=f"{b.name}_mean")(
+            tables[b.vocab.name](ids), L.padding_mask(ids)))
+    return out
 
 
 def item_id_dropout(inputs: Dict[str, tf.Tensor], vocab_sizes: Mapping[str, int],
@@ -89,7 +111,7 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> Embedded:
     if missing:
         raise ValueError(f"vocab_sizes lacks {missing}; got {sorted(vocab_sizes)}")
     reg = keras.regularizers.l2(l2) if l2 > 0 else None
-    tables = {v.name: keras.layers.Embedding(vocab_sizes[v.name], dims[v.name],
+    tables = {v.name: keras.layers.Embedding(vocab_sizes[v.name], dims.get(v.name, DECLARED_EMBEDDING_DIM),
                                              embeddings_regularizer=reg, name=f"{v.name}_embedding")
               for v in F.VOCABS}
     if vectors is not None and vectors.init:
@@ -117,13 +139,19 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> Embedded:
     compute_dtype = keras.mixed_precision.global_policy().compute_dtype
     if dense.dtype != compute_dtype:  # mixed_float16: the embeddings are float16
         dense = tf.cast(dense, compute_dtype)
+    user = emb(F.USER_REGION_ID.name, F.USER_REGION_ID.vocab)
+    declared = declared_embeddings(inputs, tables)   # declared columns: user side -> user, candidates -> dense
+    if declared["user"]:
+        user = tf.concat([user] + declared["user"], axis=-1)
+    if declared["candidate"]:
+        dense = tf.concat([dense] + declared["candidate"], axis=-1)
     return Embedded(
         inputs=inputs, candidate=candidate,
         click_seq=click_seq, click_mask=L.padding_mask(inputs[F.idx(F.CLICK_ITEMS.name)]),
         view_seq=view_seq, view_mask=L.padding_mask(inputs[F.idx(F.VIEW_ITEMS.name)]),
         conv_seq=conv_seq, conv_mask=L.padding_mask(inputs[F.idx(F.CONV_ITEMS.name)]),
         search_seq=search_seq, search_mask=L.padding_mask(inputs[F.idx(F.SEARCH_TOKENS.name)]),
-        user=emb(F.USER_REGION_ID.name, F.USER_REGION_ID.vocab), dense=dense, ids=ids)
+        user=user, dense=dense, ids=ids)
 
 
 def match_features(inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:

@@ -69,19 +69,21 @@ class FactorizationMachine(keras.layers.Layer):
 
 def field_names() -> List[str]:
     """The FM's fields, in the order `fields` returns them."""
-    return [f.name for f in F.ID_FEATURES] + [s.name for s in F.SEQ_FEATURES]
+    return [f.name for f in F.ID_FEATURES] + [s.name for s in F.SEQ_FEATURES] + [b.name for b in F.BAG_FEATURES]
 
 
 def fields(e: common.Embedded, vocab_sizes: Mapping[str, int],
            config: TrainerSettings) -> Tuple[List[tf.Tensor], List[tf.Tensor]]:
     """(the k-d field vectors v_f, the first-order terms [B, 1] of the id fields), one per field."""
     # The shared tables of `common.embed`, looked up by their layer names.
-    probe = keras.Model(e.inputs, [e.candidate, e.user, e.click_seq, e.view_seq, e.conv_seq, e.search_seq])
+    probe = keras.Model(e.inputs, [e.candidate, e.user, e.dense, e.click_seq, e.view_seq, e.conv_seq,
+                                    e.search_seq])
     tables = {v.name: probe.get_layer(f"{v.name}_embedding") for v in F.VOCABS}
     reg = keras.regularizers.l2(config.embedding_l2) if config.embedding_l2 > 0 else None
     k = config.deepfm.fm_dim
     vectors, first_order = [], []
     features = [(f.name, f.vocab, False) for f in F.ID_FEATURES] + [(s.name, s.vocab, True) for s in F.SEQ_FEATURES]
+    features += [(b.name, b.vocab, True) for b in F.BAG_FEATURES]   # declared token bags: pooled like sequences
     for name, vocab, is_sequence in features:
         ids = e.ids.get(F.idx(name), e.inputs[F.idx(name)])
         rows = tables[vocab.name](ids)                                  # [B, d] or [B, L, d]
