@@ -92,6 +92,33 @@ def test_same_second_leak_is_detected(redis_server, log_dir, offline):  # noqa: 
         assert leaky.by_feature[name] >= 60, dict(leaky.by_feature)
 
 
+DECLARED = (F.Declared("items", "title", "tokens", max_tokens=5, oov_buckets=10),
+            F.Declared("items", "area_m2", "numeric", default=-1.0, log1p=True),
+            F.Declared("users", "occupation", "categorical"),
+            F.Declared("users", "gender", "categorical"))
+
+
+def test_replay_of_declared_columns_has_zero_mismatches(redis_server, log_dir):  # noqa: F811
+    """Declared item and user columns (the simulator's attributes, stored by the
+    loader) are served as the example generator writes them, unknown ids included."""
+    F.declare(DECLARED)
+    try:
+        offline = replay.offline_examples(log_dir)
+        rep = replay.replay(redis_server.client(), log_dir, schema.Keys("decl"), offline=offline)
+        examples = list(offline[2].values())
+        for c in DECLARED:
+            assert c.feature_name in examples[0]
+        titles = [ex["item_title"] for ex in examples]
+        assert all(1 <= len(t) <= 5 for t in titles) and len({tuple(t) for t in titles}) > 50
+        area = [ex["item_area_m2"][0] for ex in examples]
+        assert -1.0 in area and max(area) > 5.0            # housing posts have an area, others the default
+        assert {ex["user_occupation"][0] for ex in examples} >= {"student", "relocating"}
+        assert "" in {ex["user_gender"][0] for ex in examples}
+        assert rep.impressions == len(examples) and rep.mismatched == 0, (dict(rep.by_feature), rep.examples[:2])
+    finally:
+        F.declare(())
+
+
 @pytest.fixture(scope="module")
 def ranking_stack(first_run, redis_server, tmp_path_factory):  # noqa: F811
     """Predictor on the tiny pipeline's pushed model + transformer on the Redis:

@@ -3,7 +3,8 @@
     python -m serving.features.bootstrap --redis redis://127.0.0.1:6379/0 --log data/tiny
 
 Reads the three tables with `feedrank.events.io`, writes the post-attribute
-store (``items``) and the user regions (``users``), then applies the events
+store (``items``) and the user regions (``users``), with the columns the model
+of ``--model`` declares (`serving.features.declared`), then applies the events
 in ``(ts, event_id)`` order with the updater's own `FeatureWriter`, after the
 example generator's row checks and duplicate resolution
 (`feedrank.events.validate`).  Events of the last ``--seen-window-s`` seconds
@@ -23,7 +24,7 @@ import numpy as np
 import redis
 
 from feedrank.events import contract, io, validate
-from serving.features import schema, writer
+from serving.features import declared, schema, writer
 
 log = logging.getLogger(__name__)
 BATCH = 5000
@@ -75,14 +76,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--log", required=True, help="event-log directory (events, items, users)")
     p.add_argument("--prefix", default=schema.DEFAULT_PREFIX, help="key namespace")
     p.add_argument("--force", action="store_true", help="replace an already seeded namespace")
+    p.add_argument("--model", default="", help="exported model (or its declaration file): its declared "
+                                               "item/user columns are stored too")
     p.add_argument("--seen-window-s", type=int, default=3600,
                    help="keep idempotency markers for the log's last N seconds (default 3600)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
+        declared.declare_from_model(args.model)
         counts = bootstrap(writer.redis_client(args.redis), args.log, schema.Keys(args.prefix),
                            force=args.force, seen_window_s=args.seen_window_s)
-    except (AlreadySeeded, io.ContractError, ValueError) as e:
+    except (AlreadySeeded, io.ContractError, ValueError, OSError) as e:
         print(f"bootstrap: {e}", file=sys.stderr)
         return 2
     except redis.RedisError as e:

@@ -17,7 +17,7 @@ import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from feedrank import features as F
-from serving.features import schema, user_state
+from serving.features import declared, schema, user_state
 
 ITEM_ATTRIBUTES = {"item_id": None, "category_id": 0, "region_id": 1}
 
@@ -30,6 +30,7 @@ class UserState:
     channels: Dict[str, List[str]]        # channel -> values, most recent last
     counters: Dict[str, str] = dataclasses.field(default_factory=dict)   # the user hash
     session: Dict[str, str] = dataclasses.field(default_factory=dict)    # the session hash
+    attributes: Dict[str, object] = dataclasses.field(default_factory=dict)  # declared user columns
 
     @property
     def cold(self) -> bool:
@@ -47,11 +48,15 @@ class ItemStore:
 
     def __init__(self, items: Optional[Dict[str, Tuple[str, str, float]]] = None):
         self.items: Dict[str, Tuple[str, str, float]] = dict(items or {})
+        self.declared: Dict[str, Dict[str, object]] = {}   # item_id -> declared columns
 
     @classmethod
     def from_hash(cls, raw: Dict[str, str]) -> "ItemStore":
         """From the Redis ``items`` hash contents."""
-        return cls({k: schema.decode_item(v) for k, v in raw.items()})
+        store = cls({k: schema.decode_item(v) for k, v in raw.items()})
+        if declared.of_side("candidate"):
+            store.declared = {k: schema.decode_item_declared(v) for k, v in raw.items()}
+        return store
 
     def missing(self, item_ids: Iterable[str]) -> List[str]:
         """Ids not in memory (to fetch from Redis)."""
@@ -62,6 +67,7 @@ class ItemStore:
         for i, v in zip(item_ids, raw):
             if v is not None:
                 self.items[i] = schema.decode_item(v)
+                self.declared[i] = schema.decode_item_declared(v)
 
     def __contains__(self, item_id: str) -> bool:
         return item_id in self.items
@@ -109,6 +115,15 @@ def _text_hash(raw) -> Dict[str, str]:
             for k, v in (raw or {}).items()}
 
 
+def queue_user_attributes(pipe, keys: schema.Keys, user_id: str) -> bool:
+    """Queues the read of the user's declared columns (after `queue_reads`) when the
+    model declares user columns; returns whether it did."""
+    if not declared.of_side("user"):
+        return False
+    pipe.hget(keys.user_attrs, user_id)
+    return True
+
+
 def history_items(user: UserState) -> List[str]:
     """Post ids in the user's item channels (their attributes are needed)."""
     return [v for ch, vals in user.channels.items() if ch != schema.SEARCH for v in vals]
@@ -124,6 +139,7 @@ def user_side(user: UserState, items: ItemStore) -> Dict[str, List[str]]:
             items.attribute(v, s.shares_with) for v in values]
     out[F.USER_REGION_ID.name] = [user.region or ""]
     out.update({k: [v] for k, v in user_state.user_features(user.counters).items()})
+    out.update(declared.user_features(user.attributes))
     return out
 
 
@@ -141,6 +157,7 @@ def candidate_side(candidates: Sequence[str], items: ItemStore, impressions: Seq
     out[F.ITEM_HIST_IMPRESSIONS.name] = list(impressions)
     out[F.ITEM_HIST_CLICKS.name] = list(clicks)
     out[F.ITEM_HIST_CTR.name] = [F.smoothed_ctr(c, i) for c, i in zip(clicks, impressions)]
+    out.update(declared.candidate_features(candidates, items.declared))
     user = user or empty_user()
     out.update(user_state.cross_features(user.counters, user.session,
                                          int(time.time()) if ts is None else int(ts),
@@ -159,11 +176,15 @@ def raw_inputs(user: UserState, candidates: Sequence[str], items: ItemStore,
 
 
 def v1_request(inputs: Dict[str, list]) -> Dict[str, Dict[str, list]]:
-    """The v1 columnar request: sequences as one row (``[""]`` when empty)."""
+    """The v1 columnar request: sequences and user token bags as one row (``[""]``
+    when empty), candidate token bags as a ""-padded matrix [N, L]."""
     body: Dict[str, list] = {}
+    user_bags = {b.name for b in F.BAG_FEATURES if b.side == "user"}
     for name, values in inputs.items():
-        if any(s.name == name for s in F.SEQ_FEATURES):
+        if any(s.name == name for s in F.SEQ_FEATURES) or name in user_bags:
             body[name] = [values or [""]]
+        elif name in declared.bag_names():
+            body[name] = declared.pad_rows(values)
         else:
             body[name] = values
     return {"inputs": body}

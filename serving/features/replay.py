@@ -38,7 +38,7 @@ from feedrank import features as F
 from feedrank.events import contract, io, validate
 from feedrank.examples import build
 from feedrank.examples.history import item_history
-from serving.features import online, schema, stream, updater, writer
+from serving.features import declared, online, schema, stream, updater, writer
 
 log = logging.getLogger(__name__)
 STREAM = "fr:replay"
@@ -65,13 +65,15 @@ def offline_examples(log_dir: str, label_window_s: int = 1800):
     from tensorflow.core.example import example_pb2
 
     items = build.ItemTable(io.read_table(log_dir, contract.ITEMS))
-    users = dict(zip(*io.read_table(log_dir, contract.USERS)[["user_id", "region_id"]]
-                     .to_numpy(dtype=object).T))
+    users_df = io.read_table(log_dir, contract.USERS)
+    users = dict(zip(*users_df[["user_id", "region_id"]].to_numpy(dtype=object).T))
     raw = io.read_events(log_dir)
     good, _ = validate.split_batch(raw, items.index)
     kept, _ = validate.dedupe(good)
     hist = item_history(kept)
-    built = build.build_examples(kept[build.EVENT_COLUMNS], hist, items, users, label_window_s)
+    # declared user columns need the snapshot table (a plain map gives their missing values)
+    user_table = build.UserTable(users_df) if declared.of_side("user") else users
+    built = build.build_examples(kept[build.EVENT_COLUMNS], hist, items, user_table, label_window_s)
     examples = {}
     serialized = dict(zip(built.impression_id, built.serialized))
     for imp_id, ser in serialized.items():
@@ -93,6 +95,9 @@ def online_features(user: online.UserState, item_id: str, store: online.ItemStor
     region_match, share = build.crosses(feats[F.USER_REGION_ID.name][0], feats[F.REGION_ID.name][0],
                                         feats[F.CLICK_CATEGORIES.name], feats[F.CATEGORY_ID.name][0])
     feats[F.REGION_MATCH.name] = [region_match]
+    for c in declared.of_side("candidate"):   # one candidate's token bag: its list
+        if c.kind == "tokens":
+            feats[c.feature_name] = list(feats[c.feature_name][0])
     feats[F.INTEREST_CATEGORY_SHARE.name] = [share]
     return feats
 
@@ -158,7 +163,11 @@ def replay(client, log_dir: str, keys: schema.Keys, label_window_s: int = 1800,
             pipe = client.pipeline(transaction=False)
             online.queue_reads(pipe, keys, ex[F.USER_ID][0], ex[F.ITEM_ID.name],
                                None if naive else int(ts[i]))
-            user, imp, clk = online.parse_reads(pipe.execute())
+            with_attrs = online.queue_user_attributes(pipe, keys, ex[F.USER_ID][0])
+            results = pipe.execute()
+            attrs = declared.parse_stored(results.pop()) if with_attrs else {}
+            user, imp, clk = online.parse_reads(results)
+            user.attributes = attrs
             feats = online_features(user, ex[F.ITEM_ID.name][0], store, imp[0], clk[0], int(ts[i]))
             bad = compare(feats, ex)
             report.impressions += 1
@@ -186,8 +195,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--log", required=True, help="event-log directory")
     p.add_argument("--prefix", default="replay", help="key namespace (emptied first)")
     p.add_argument("--label-window-s", type=int, default=1800)
+    p.add_argument("--model", default="", help="exported model (or its declaration file) whose declared "
+                                               "item/user columns are compared too")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    declared.declare_from_model(args.model)
     r = replay(writer.redis_client(args.redis), args.log, schema.Keys(args.prefix), args.label_window_s)
     print(json.dumps({"impressions": r.impressions, "mismatched": r.mismatched,
                       "mismatch_rate": r.rate, "by_feature": dict(r.by_feature),

@@ -17,6 +17,9 @@ Keys (``p`` is the prefix, ``fr`` by default):
 * ``p:items`` - hash item_id -> JSON ``[category_id, region_id, price]``
   (the post-attribute store, loaded from the ``items`` table).
 * ``p:users`` - hash user_id -> region_id (from the ``users`` table).
+* ``p:items`` values gain a fourth element, a JSON object feature name ->
+  value, and ``p:uattrs`` - hash user_id -> such an object, when the model
+  declares columns of the ``items`` / ``users`` tables (`serving.features.declared`).
 * ``p:seen:<event_id>`` - the event was applied (idempotency; expires).
 * ``p:meta`` - hash of bookkeeping (bootstrap source, counts).
 
@@ -60,6 +63,7 @@ class Keys:
         self.items = f"{prefix}:items"
         self.users = f"{prefix}:users"
         self.meta = f"{prefix}:meta"
+        self.user_attrs = f"{prefix}:uattrs"
 
     def seq(self, channel: str, user_id: str) -> str:
         """Sorted set of one channel of one user."""
@@ -94,16 +98,24 @@ def member_value(m) -> str:
     return m.rsplit(SEP, 1)[1]
 
 
-def encode_item(category_id: str, region_id: str, price: float) -> str:
-    """Value of one post in the attribute store."""
-    return json.dumps([category_id, region_id, float(price)])
+def encode_item(category_id: str, region_id: str, price: float, declared: Optional[Dict] = None) -> str:
+    """Value of one post in the attribute store (``declared``: its declared columns)."""
+    return json.dumps([category_id, region_id, float(price)] + ([declared] if declared else []))
+
+
+def decode_item_declared(raw) -> Dict:
+    """The declared columns of a stored post ({} if absent or none)."""
+    if raw is None:
+        return {}
+    row = json.loads(raw)
+    return row[3] if len(row) > 3 else {}
 
 
 def decode_item(raw) -> Optional[Tuple[str, str, float]]:
     """``(category_id, region_id, price)`` of a stored post (None if absent)."""
     if raw is None:
         return None
-    category, region, price = json.loads(raw)
+    category, region, price = json.loads(raw)[:3]
     return str(category), str(region), float(price)
 
 

@@ -23,6 +23,7 @@ event counts once and a crash never leaves half an event applied.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 from typing import Dict, Iterable, List, Mapping, Optional, Set
 
@@ -32,7 +33,7 @@ import pandas as pd
 from feedrank.events import contract, validate
 from feedrank.examples import build
 from feedrank import features as F
-from serving.features import schema, user_state
+from serving.features import declared, schema, user_state
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,10 @@ def load_items(client, keys: schema.Keys, items: pd.DataFrame) -> int:
     price is the feature default)."""
     table = build.ItemTable(items)
     ids = table.index.to_numpy(dtype=object)
-    mapping = {i: schema.encode_item(c.decode(), r.decode(), p)
-               for i, c, r, p in zip(ids, table.category, table.region, table.price)}
+    # declared columns (serving.features.declared): the latest row's values
+    extra = declared.stored_values("items", table.row_declared, table.snapshots.rows_of(ids))
+    mapping = {i: schema.encode_item(c.decode(), r.decode(), p, d)
+               for i, c, r, p, d in zip(ids, table.category, table.region, table.price, extra)}
     for start in range(0, len(ids), 10_000):
         chunk = {k: mapping[k] for k in ids[start:start + 10_000]}
         client.hset(keys.items, mapping=chunk)
@@ -155,6 +158,13 @@ def load_users(client, keys: schema.Keys, users: pd.DataFrame) -> int:
     ids = list(mapping)
     for start in range(0, len(ids), 10_000):
         client.hset(keys.users, mapping={k: mapping[k] for k in ids[start:start + 10_000]})
+    if declared.of_side("user"):   # user_id -> JSON of the declared columns (the latest row)
+        table = build.UserTable(users)
+        uids = table.snapshots.index.to_numpy(dtype=object)
+        values = declared.stored_values("users", table.row_declared, table.snapshots.rows_of(uids))
+        attrs = {u: json.dumps(v) for u, v in zip(uids, values)}
+        for start in range(0, len(uids), 10_000):
+            client.hset(keys.user_attrs, mapping={k: attrs[k] for k in uids[start:start + 10_000]})
     return len(mapping)
 
 

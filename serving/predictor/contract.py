@@ -24,6 +24,7 @@ from serving.common.errors import BadRequest
 log = logging.getLogger(__name__)
 
 USER_SEQ, USER_SCALAR, CANDIDATE = "user_sequence", "user_scalar", "candidate"
+CANDIDATE_BAG = "candidate_bag"   # a declared candidate-side token bag: [N, L] padded with ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Input:
 
     @property
     def v2_shape(self) -> List[int]:
-        return {USER_SEQ: [1, -1], USER_SCALAR: [1], CANDIDATE: [-1]}[self.kind]
+        return {USER_SEQ: [1, -1], USER_SCALAR: [1], CANDIDATE: [-1], CANDIDATE_BAG: [-1, -1]}[self.kind]
 
 
 @dataclasses.dataclass
@@ -57,11 +58,14 @@ class Contract:
 
     def __init__(self, signature_specs: Dict[str, Any], max_candidates: int):
         user_side = set(F.features_of_side("user"))
+        candidate_bags = {b.name for b in F.BAG_FEATURES if b.side == "candidate"}
         self.inputs: List[Input] = []
         for name, spec in sorted(signature_specs.items()):
             rank = len(spec.shape)
             is_string = spec.dtype.name == "string"
-            if rank == 2:
+            if rank == 2 and name in candidate_bags:
+                kind = CANDIDATE_BAG
+            elif rank == 2:
                 kind = USER_SEQ
             elif name in user_side:
                 kind = USER_SCALAR
@@ -128,6 +132,14 @@ class Contract:
                                      f"candidate, got shape {list(arr.shape)}")
                 cands[inp.name] = arr
                 sizes[inp.name] = arr.shape[0]
+            elif inp.kind == CANDIDATE_BAG:
+                if arr.ndim != 2:
+                    raise BadRequest(f"candidate token bag {inp.name!r} must be one row of tokens per "
+                                     f"candidate, padded with \"\" (shape [N, L]), got shape {list(arr.shape)}")
+                if arr.shape[1] == 0:
+                    arr = np.full((arr.shape[0], 1), "", dtype=object)
+                cands[inp.name] = arr
+                sizes[inp.name] = arr.shape[0]
             else:
                 user[inp.name] = self._shape_user(inp, arr)
         counts = set(sizes.values())
@@ -154,7 +166,7 @@ class Contract:
         arrays = {}
         for inp in self.inputs:
             value = inputs[inp.name]
-            if inp.kind == CANDIDATE and not isinstance(value, list):
+            if inp.kind in (CANDIDATE, CANDIDATE_BAG) and not isinstance(value, list):
                 raise BadRequest(f"candidate feature {inp.name!r} must be a list, got {type(value).__name__}")
             try:
                 arrays[inp.name] = self._array(inp, value)

@@ -37,7 +37,7 @@ def synthetic(n: int, history_len: int = 50, seed: int = 0) -> Tuple[Dict[str, V
     """A request of ``n`` candidates with ``history_len``-step histories (capped
     at each sequence's max_len), ids shaped like the simulator's."""
     rng = random.Random(seed)
-    user: Dict[str, Value] = {F.USER_REGION_ID.name: _id("region", rng)}
+    user: Dict[str, Value] = {f.name: _id(f.vocab.name, rng) for f in F.ID_FEATURES if f.side == "user"}
     for d in F.request_dense("user"):
         user[d.name] = float(rng.randrange(100))
     for s in F.SEQ_FEATURES:
@@ -49,6 +49,14 @@ def synthetic(n: int, history_len: int = 50, seed: int = 0) -> Tuple[Dict[str, V
     for d in F.request_dense("candidate"):
         cands[d.name] = [round(rng.random(), 4) if d.max_value == 1.0 else float(rng.randrange(5000))
                          for _ in range(n)]
+    for b in F.BAG_FEATURES:   # declared token bags: a row for the user, a ""-padded row per candidate
+        rows = [[_id("token", rng) for _ in range(rng.randrange(1, b.max_len + 1))]
+                for _ in range(n if b.side == "candidate" else 1)]
+        if b.side == "user":
+            user[b.name] = rows[0]
+        else:
+            width = max(len(r) for r in rows)
+            cands[b.name] = [r + [""] * (width - len(r)) for r in rows]
     return user, cands
 
 
@@ -65,9 +73,14 @@ def _tensors(user: Dict[str, Value], candidates: Dict[str, list]):
     for k, v in user.items():
         if isinstance(v, list):
             yield k, [1, len(v)], "BYTES", v
+        elif isinstance(v, (int, float)):   # a user-side number (counters, declared numeric columns)
+            yield k, [1], "FP32", [float(v)]
         else:
             yield k, [1], "BYTES", [v]
     for k, vals in candidates.items():
+        if vals and isinstance(vals[0], list):   # a token bag: [N, L] strings
+            yield k, [len(vals), len(vals[0])], "BYTES", [t for row in vals for t in row]
+            continue
         dtype = "BYTES" if vals and isinstance(vals[0], str) else "FP32"
         yield k, [len(vals)], dtype, vals
 

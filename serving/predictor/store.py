@@ -131,15 +131,20 @@ def load(version: str, path: str, warmup_candidates: int, warmup_runs: int = 3) 
         raise ModelSourceError(f"{path} has no {SIGNATURE!r} signature ({sorted(saved.signatures)})")
     fn = saved.signatures[SIGNATURE]
     specs = dict(fn.structured_input_signature[1])
+    from serving.features import declared
+    declared.declare_from_model(path)   # the model's declared columns (the request contract's bags)
+    from feedrank import features as F
+    candidate_bags = {b.name for b in F.BAG_FEATURES if b.side == "candidate"}
     warm = {}
     for name, spec in specs.items():
-        if len(spec.shape) == 2:
+        if len(spec.shape) == 2 and name in candidate_bags:
+            warm[name] = tf.constant([["w1", ""]] * warmup_candidates)
+        elif len(spec.shape) == 2:
             warm[name] = tf.constant([["w1", "w2", ""]])
         elif spec.dtype == tf.string:
             warm[name] = tf.constant(["w"] * warmup_candidates)
         else:
             warm[name] = tf.constant(np.zeros(warmup_candidates, np.float32))
-    from feedrank import features as F
     for name in F.features_of_side("user"):
         if name in warm and len(specs[name].shape) == 1:
             warm[name] = tf.constant(["w"] if specs[name].dtype == tf.string else [0.0])

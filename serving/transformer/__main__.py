@@ -39,6 +39,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-candidates", type=int, default=d.max_candidates)
     p.add_argument("--max-body-bytes", type=int, default=g.max_body_bytes)
     p.add_argument("--max-in-flight", type=int, default=g.max_in_flight)
+    p.add_argument("--model", default=d.model, help="the exported model (or its declaration file): "
+                                                    "its declared item/user columns are sent")
     return p.parse_args(argv)
 
 
@@ -48,7 +50,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     predictor_url = f"http://{args.predictor_host}" if args.predictor_host else args.predictor_url
     cfg = RankerConfig(predictor_url=predictor_url, redis_url=args.redis, prefix=args.prefix,
                        redis_timeout_s=args.redis_timeout_ms / 1000.0, redis_backoff_s=args.redis_backoff_s,
-                       predictor_timeout_s=args.predictor_timeout_s, max_candidates=args.max_candidates)
+                       predictor_timeout_s=args.predictor_timeout_s, max_candidates=args.max_candidates,
+                       model=args.model)
     ranker = Ranker(args.model_name, cfg)
     ranker.load()
     serve([ranker], ServerOptions(http_port=args.http_port, host=args.host, server_name="transformer",

@@ -30,7 +30,7 @@ from prometheus_client import Counter, Histogram
 
 from serving.common import metrics
 from serving.common.errors import ApiError
-from serving.features import online, schema
+from serving.features import declared, online, schema
 from serving.transformer import request as rq
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class RankerConfig:
     redis_backoff_s: float = 1.0
     predictor_timeout_s: float = 5.0
     max_candidates: int = 500
+    model: str = ""     # the exported model (or its declaration file): its declared columns are sent
 
 
 class Ranker(kserve.Model):
@@ -76,8 +77,10 @@ class Ranker(kserve.Model):
         self.model_version = "unknown"
 
     def load(self) -> bool:
-        """Loads the post-attribute store from Redis (an empty store if Redis
-        is unavailable: posts are then fetched on first use)."""
+        """Declares the model's columns, then loads the post-attribute store from
+        Redis (an empty store if Redis is unavailable: posts are then fetched on first use)."""
+        if self.config.model:   # else: the columns this process declared
+            declared.declare_from_model(self.config.model)
         try:
             sync = redis.Redis.from_url(self.config.redis_url, decode_responses=True,
                                         socket_timeout=10, socket_connect_timeout=5)
@@ -111,13 +114,16 @@ class Ranker(kserve.Model):
         client = self._redis_client()
         pipe = client.pipeline(transaction=False)
         online.queue_reads(pipe, self.keys, req.user_id, req.candidates, req.ts)
+        with_attrs = online.queue_user_attributes(pipe, self.keys, req.user_id)
         missing = self.items.missing(req.candidates)
         if missing:
             pipe.hmget(self.keys.items, missing)
         results = await pipe.execute()
         if missing:
             self.items.add_raw(missing, results.pop())
+        attrs = declared.parse_stored(results.pop()) if with_attrs else {}
         user, imp, clk = online.parse_reads(results)
+        user.attributes = attrs
         unknown_history = self.items.missing(online.history_items(user))
         if unknown_history:
             self.items.add_raw(unknown_history, await client.hmget(self.keys.items, unknown_history))
