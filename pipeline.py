@@ -44,6 +44,7 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     from components.pusher.component import Pusher
     from components.trainer.component import Trainer
     from components.word2vec.component import Word2VecGen
+    from feedrank import features as F
     from feedrank.evaluate.eval_config import make_eval_config
     from feedrank.fingerprint import code_fingerprint
     from feedrank.runners.local import local_target
@@ -53,6 +54,8 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     target = target or local_target(cfg)
     ex = cfg.examples
     code_version = code_fingerprint()
+    # The declared item/user columns (docs/features.md) travel to every component as JSON.
+    declared = {"declared_features": F.to_json(cfg.declared)} if cfg.declared else {}
 
     # Events -> validated, labelled examples with behaviour strictly before each impression.
     example_gen = BehaviorExampleGen(
@@ -61,7 +64,7 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
         negative_sampling_rate=ex.negative_sampling_rate, max_bad_fraction=ex.max_bad_fraction,
         seed=ex.seed, num_shards=ex.num_shards, valid_split=ex.valid_split, valid_days=ex.valid_days,
         valid_user_share=ex.valid_user_share, warmup_days=ex.warmup_days, min_ts=ex.min_ts,
-        max_future_skew_s=ex.max_future_skew_s)
+        max_future_skew_s=ex.max_future_skew_s, **declared)
     # Optional (word2vec.enabled): Word2Vec post/query-token vectors from the warm-up days before the train split.
     word2vec = Word2VecGen(**word2vec_args(cfg), examples=example_gen.outputs["examples"],
                            input_base=example_gen.exec_properties["input_base"],
@@ -81,13 +84,13 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn="feedrank.transform.preprocessing.preprocessing_fn",
         materialize=cfg.transform.materialize, disable_statistics=not cfg.transform.statistics,
-        custom_config={"code_version": code_version})
+        custom_config={"code_version": code_version, **declared})
     transform.add_upstream_node(gate)
     # The model family named in the config, exported with the Transform graph attached;
     # it reads the raw examples and applies the graph itself unless Transform materialises.
     # Fitted on train, early-stopped on valid; the negative sampling rate comes from the Examples artifact.
     trainer_config = {**cfg.trainer.to_dict(), "code_version": code_version,
-                      "raw_examples": not cfg.transform.materialize}
+                      "raw_examples": not cfg.transform.materialize, **declared}
     trainer = Trainer(
         run_fn="feedrank.train.trainer.run_fn",
         examples=(transform.outputs["transformed_examples"] if cfg.transform.materialize

@@ -27,6 +27,16 @@ def e2e_config(tmp, data_dir, name="feedrank-e2e"):
                                run_root=str(tmp / "runs"), push_root=str(tmp / "model_store"), mlflow=mlflow)
 
 
+@pytest.fixture(autouse=True)
+def builtin_features():
+    """Every test ends with exactly the built-in features declared (`features.declare`):
+    loading a config with a ``features`` section declares its columns process-wide."""
+    from feedrank import features as F
+
+    yield
+    F.declare(())
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A tiny simulated log (configs/tiny.yaml's `simulate` section)."""

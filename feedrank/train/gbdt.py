@@ -14,7 +14,10 @@ way such a feature pipeline is built in production:
   without a conversion), so the trees can learn "rented a flat -> furniture";
 * aggregates per channel (click, view, conversion, search): sequence length,
   how often the candidate's category / region / post appears in it, and the
-  same shares over the 10 most recent entries.
+  same shares over the 10 most recent entries;
+* declared item/user columns (docs/features.md): numeric ones as columns,
+  categorical ones as categoricals (`categorical_columns`); token bags are
+  left out.
 
 It is an offline baseline for the quality benchmark (`benchmarks/quality.py`):
 it is not exported behind the serving contract.
@@ -37,6 +40,12 @@ FUNNEL = "last_conv_cat_x_cat"   # last conversion's category | candidate's cate
 NO_CONVERSION = "none"
 CATEGORICAL = (F.CATEGORY_ID.name, F.REGION_ID.name, F.USER_REGION_ID.name, FUNNEL)
 RECENT = 10  # as layers.MatchFeatures' default
+
+
+def categorical_columns() -> Tuple[str, ...]:
+    """`CATEGORICAL` plus the declared categorical columns (`features.DECLARED`)."""
+    declared = {c.feature_name for c in F.DECLARED}
+    return CATEGORICAL + tuple(f.name for f in F.ID_FEATURES if f.name in declared)
 DEFAULT_PARAMS: Dict[str, object] = {
     "objective": "binary", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 50,
     "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
@@ -54,7 +63,7 @@ def read_raw(split_dir: str, batch_size: int = 8192) -> Dict[str, object]:
         raise FileNotFoundError(f"no TFRecord files in {split_dir}")
     spec = F.raw_feature_spec()
     cols: Dict[str, list] = {}
-    seqs: Dict[str, list] = {s.name: [] for s in F.SEQ_FEATURES}
+    seqs: Dict[str, list] = {s.name: [] for s in (*F.SEQ_FEATURES, *F.BAG_FEATURES)}
     offset = 0
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size):
         parsed = tf.io.parse_example(batch, spec)
@@ -98,7 +107,7 @@ def features(raw: Mapping[str, object]) -> pd.DataFrame:
         frame[f"{seq.name}_match_last"] = np.bincount(rows[from_end == 1], weights=hit[from_end == 1],
                                                       minlength=n)
     df = pd.DataFrame(frame)
-    for c in CATEGORICAL:
+    for c in categorical_columns():
         if c != FUNNEL:
             df[c] = pd.Series(np.asarray(raw[c])).str.decode("utf-8")
     df[FUNNEL] = funnel_pairs(raw, n)
@@ -119,7 +128,7 @@ def funnel_pairs(raw: Mapping[str, object], n: int) -> pd.Series:
 def _categorical(train: pd.DataFrame, other: pd.DataFrame) -> Tuple[pd.DataFrame, pd.DataFrame]:
     """Category dtypes with the train split's levels (unseen levels become NaN)."""
     train, other = train.copy(), other.copy()
-    for c in CATEGORICAL:
+    for c in categorical_columns():
         levels = pd.Index(sorted(train[c].unique()))
         train[c] = pd.Categorical(train[c], categories=levels)
         other[c] = pd.Categorical(other[c], categories=levels)
@@ -134,7 +143,7 @@ def fit(x_train: pd.DataFrame, y_train: np.ndarray, x_val: pd.DataFrame, y_val: 
 
     x_train, x_val = _categorical(x_train, x_val)
     p = {**DEFAULT_PARAMS, **(params or {}), "seed": seed}
-    train_set = lgb.Dataset(x_train, y_train, categorical_feature=list(CATEGORICAL))
+    train_set = lgb.Dataset(x_train, y_train, categorical_feature=list(categorical_columns()))
     val_set = lgb.Dataset(x_val, y_val, reference=train_set)
     booster = lgb.train(p, train_set, max_rounds, valid_sets=[val_set], valid_names=["val"],
                         callbacks=[lgb.early_stopping(patience, verbose=False)])

@@ -1,0 +1,274 @@
+"""Declared item/user columns (the config's ``features`` section, docs/features.md):
+the feature contract they extend, the config's checks, the example generator's
+snapshot semantics and errors, and a real Transform + Trainer + export whose
+``serving_default`` takes them."""
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from feedrank import config as config_lib
+from feedrank import features as F
+from feedrank.events.io import ContractError
+from feedrank.examples.build import crosses
+from feedrank.typed import ConfigError
+from tests import examplegen_helpers as H
+
+DECL = (
+    F.Declared("items", "headline", "tokens", max_tokens=3, oov_buckets=10),
+    F.Declared("items", "floor_area", "numeric", default=-1.0, log1p=True),
+    F.Declared("users", "tier", "categorical"),
+)
+CHANGE_TS_OFFSET = 2 * 86_400   # the second attribute rows hold from two days into the log
+
+
+# --- the feature contract ----------------------------------------------------------------------
+
+def test_declare_extends_the_contract_and_empty_restores_the_builtins():
+    builtin = (F.VOCABS, F.ID_FEATURES, F.DENSE_FEATURES, F.BAG_FEATURES)
+    assert builtin == (F.BUILTIN_VOCABS, F.BUILTIN_ID_FEATURES, F.BUILTIN_DENSE_FEATURES, ()) and F.DECLARED == ()
+    F.declare(DECL)
+    F.declare(DECL)   # rebuilt, never accumulated
+    assert [c.feature_name for c in DECL] == ["item_headline", "item_floor_area", "user_tier"]
+    assert [c.side for c in DECL] == ["candidate", "candidate", "user"]
+    assert F.ID_FEATURES == F.BUILTIN_ID_FEATURES + (
+        F.IdFeature("user_tier", F.Vocab("attr_user_tier", 2, 1), "user"),)
+    assert F.DENSE_FEATURES == F.BUILTIN_DENSE_FEATURES + (
+        F.DenseFeature("item_floor_area", "candidate", default=-1.0, log1p=True),)
+    assert F.BAG_FEATURES == (F.BagFeature("item_headline", F.Vocab("attr_item_headline", 10, 1), "candidate", 3),)
+    assert [v.name for v in F.VOCABS[len(F.BUILTIN_VOCABS):]] == ["attr_item_headline", "attr_user_tier"]
+    spec = F.raw_feature_spec()
+    assert isinstance(spec["item_headline"], tf.io.VarLenFeature)
+    assert spec["user_tier"] == tf.io.FixedLenFeature([], tf.string)
+    assert spec["item_floor_area"] == tf.io.FixedLenFeature([], tf.float32, default_value=-1.0)
+    names = F.model_input_names()
+    assert {"item_headline_idx", "item_floor_area_x", "user_tier_idx"} <= set(names) and len(set(names)) == len(names)
+    assert "user_tier" in F.features_of_side("user") and "item_headline" not in F.features_of_side("user")
+    assert {"item_headline", "item_floor_area"} <= set(F.features_of_side("candidate"))
+    assert F.from_json(F.to_json(DECL)) == DECL and F.DECLARED == DECL
+    F.declare(())
+    assert (F.VOCABS, F.ID_FEATURES, F.DENSE_FEATURES, F.BAG_FEATURES) == builtin and F.DECLARED == ()
+    assert F.from_json("") == () and F.read_declared("/nonexistent-model-dir") == ()
+
+
+def test_declared_from_config_applies_the_kind_defaults():
+    got = F.declared_from_config({"items": [{"name": "title", "kind": "tokens"}],
+                                  "users": [{"name": "age_band", "kind": "categorical", "oov_buckets": 3}]})
+    assert got == (F.Declared("items", "title", "tokens", oov_buckets=10),
+                   F.Declared("users", "age_band", "categorical", oov_buckets=3))
+
+
+# --- the config --------------------------------------------------------------------------------
+
+def _config(tmp_path, features: str) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(f"base: {os.path.join(os.path.dirname(__file__), '..', 'configs', 'tiny.yaml')}\n"
+                    f"features:\n{features}")
+    return str(path)
+
+
+def test_a_valid_section_is_declared_on_load(tmp_path):
+    cfg = config_lib.load(_config(tmp_path, "  items:\n    - {name: area_m2, kind: numeric, log1p: true}\n"
+                                            "  users:\n    - {name: gender, kind: categorical}\n"))
+    assert cfg.declared == F.DECLARED == (F.Declared("items", "area_m2", "numeric", log1p=True),
+                                          F.Declared("users", "gender", "categorical"))
+
+
+@pytest.mark.parametrize("section, message", [
+    ("  items:\n    - {name: title, kind: text}\n", r"features.items.title.kind must be one of"),
+    ("  users:\n    - {name: gender, kind: categorical}\n    - {name: gender, kind: numeric}\n",
+     r"features.users.gender: declared twice"),
+    ("  items:\n    - {name: price, kind: numeric}\n", r"features.items.price: 'price' is a built-in column"),
+    ("  users:\n    - {name: user_id, kind: categorical}\n", r"'user_id' is a built-in column"),
+    ("  items:\n    - {name: 2nd-title, kind: tokens}\n", r"features.items\[0\].name must be an identifier"),
+    ("  items:\n    - {name: area, kind: numeric, max_tokens: 4}\n", r"features.items.area: unknown option"),
+    ("  items:\n    - {name: title, kind: tokens, max_tokens: 0}\n", r"features.items.title.max_tokens must be >= 1"),
+    ("  posts:\n    - {name: title, kind: tokens}\n", r"features: unknown key\(s\) \['posts'\]"),
+])
+def test_config_errors_name_the_key(tmp_path, section, message):
+    with pytest.raises(ConfigError, match=message):
+        config_lib.load(_config(tmp_path, section))
+    assert F.DECLARED == ()
+
+
+# --- the example generator ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def declared_log(tmp_path_factory):
+    """A small simulated log whose items/users tables carry three extra columns, with a
+    second row (``valid_from``) for a third of the items and users."""
+    d = H.make_log(str(tmp_path_factory.mktemp("declared_log")))
+    ev, items, users = H.load(d), H.load(d, "items"), H.load(d, "users")
+    change = int(ev.ts.min()) + CHANGE_TS_OFFSET
+    rng = np.random.default_rng(3)
+    items = items.drop(columns=[c for c in ("valid_from",) if c in items.columns])
+    items["headline"] = [None if i % 7 == 0 else " ".join(f"w{rng.integers(30)}" for _ in range(rng.integers(1, 6)))
+                         for i in range(len(items))]
+    items["floor_area"] = np.where(np.arange(len(items)) % 5 == 0, np.nan, rng.uniform(10, 200, len(items)))
+    items["valid_from"] = pd.array([pd.NA] * len(items), dtype="Int64")
+    later = items.iloc[::3].copy()
+    later["headline"] = "changed " + later["item_id"]
+    later["floor_area"] = 1000.0
+    later["valid_from"] = change
+    users = users.drop(columns=[c for c in ("valid_from",) if c in users.columns])
+    users["tier"] = [None if i % 9 == 0 else f"t{i % 3}" for i in range(len(users))]
+    users["valid_from"] = pd.array([pd.NA] * len(users), dtype="Int64")
+    later_users = users.iloc[::3].copy()
+    later_users["tier"] = "promoted"
+    later_users["valid_from"] = change
+    H.save(pd.concat([items, later], ignore_index=True), d, "items")
+    H.save(pd.concat([users, later_users], ignore_index=True), d, "users")
+    return d
+
+
+@pytest.fixture(scope="module")
+def declared_run(declared_log, tmp_path_factory):
+    F.declare(DECL)
+    try:
+        return H.run(declared_log, str(tmp_path_factory.mktemp("declared_run")), num_shards=1)
+    finally:
+        F.declare(())
+
+
+def _as_of(table: pd.DataFrame, key: str, ident: str, ts: int) -> pd.Series:
+    rows = table[table[key] == ident]
+    vf = rows["valid_from"].astype("float64").fillna(-np.inf)
+    valid = rows[vf.to_numpy() <= ts]
+    return valid.iloc[int(np.argmax(vf[vf <= ts].to_numpy()))] if len(valid) else rows.iloc[int(np.argmin(vf))]
+
+
+def test_declared_columns_are_written_as_of_the_impression(declared_log, declared_run):
+    items, users = H.load(declared_log, "items"), H.load(declared_log, "users")
+    examples = [H.to_dict(r) for split in ("train", "valid", "eval")
+                for r in H.read_records(declared_run["output_dir"], split)]
+    change = int(H.load(declared_log).ts.min()) + CHANGE_TS_OFFSET
+    seen_change = seen_missing = 0
+    for ex in examples[::7]:
+        ts = ex["ts"][0]
+        item = _as_of(items, "item_id", ex["item_id"][0], ts)
+        user = _as_of(users, "user_id", ex["user_id"][0], ts)
+        headline = item["headline"].split()[:3] if isinstance(item["headline"], str) else []
+        area = -1.0 if np.isnan(item["floor_area"]) else float(np.float32(item["floor_area"]))
+        assert ex["item_headline"] == headline
+        assert ex["item_floor_area"] == [pytest.approx(area)]
+        assert ex["user_tier"] == [user["tier"] or ""]
+        seen_change += ts >= change and ex["user_tier"] == ["promoted"]
+        seen_missing += ex["item_headline"] == []
+    assert seen_change > 0 and seen_missing > 0
+
+
+def _broken_log(src: str, dst: str, table: str, column: str, values) -> str:
+    H.copy_log(src, dst)
+    df = H.load(dst, table)
+    if values is None:
+        df = df.drop(columns=[column])
+    else:
+        df[column] = values(len(df))
+    H.save(df, dst, table)
+    return dst
+
+
+@pytest.mark.parametrize("table, column, values, message", [
+    ("items", "headline", None, r"table 'items' column 'headline' \(declared in features.items as tokens\) is missing"),
+    ("items", "floor_area", lambda n: ["big"] * n, r"table 'items' column 'floor_area' .* has type 'string', "
+                                                   r"expected numbers"),
+    ("users", "tier", lambda n: np.arange(n), r"table 'users' column 'tier' .* has type 'int', expected text"),
+])
+def test_a_bad_declared_column_is_a_contract_error_naming_it(declared_log, tmp_path, table, column, values,
+                                                            message):
+    log_dir = _broken_log(declared_log, str(tmp_path / "log"), table, column, values)
+    F.declare(DECL)
+    with pytest.raises(ContractError, match=message):
+        H.run(log_dir, str(tmp_path / "out"), num_shards=1)
+
+
+def test_a_csv_numeric_column_with_text_is_a_contract_error(declared_log, tmp_path):
+    log_dir = H.copy_log(declared_log, str(tmp_path / "log"))
+    items = H.load(log_dir, "items")
+    items["floor_area"] = items["floor_area"].astype(object)
+    items.loc[3, "floor_area"] = "about 40"
+    os.remove(os.path.join(log_dir, "items.parquet"))
+    items.to_csv(os.path.join(log_dir, "items.csv"), index=False)
+    F.declare(DECL)
+    with pytest.raises(ContractError, match=r"column 'floor_area' .* not numbers, e.g. 'about 40'"):
+        H.run(log_dir, str(tmp_path / "out"), num_shards=1)
+
+
+# --- Transform, families and export ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def transformed(declared_run, tmp_path_factory):
+    from tests.transform_helpers import analyze_and_transform
+
+    F.declare(DECL)
+    try:
+        raw = sorted(glob.glob(os.path.join(declared_run["output_dir"], "Split-train", "*")))
+        out = tmp_path_factory.mktemp("tft")
+        transformed_file, tft_out = analyze_and_transform(raw, str(out))
+    finally:
+        F.declare(())
+    return transformed_file, tft_out
+
+
+def _request(records):
+    """``serving_default``'s request: the first example's user side once, every example a candidate."""
+    exs = [H.to_dict(r) for r in records]
+    matrices = {s.name for s in F.SEQ_FEATURES} | {b.name for b in F.BAG_FEATURES}
+    floats = {d.name for d in F.DENSE_FEATURES}
+
+    def column(rows, name):
+        if name in matrices:
+            width = max(1, max(len(r) for r in rows))
+            return tf.constant([r + [""] * (width - len(r)) for r in rows])
+        return tf.constant([r[0] for r in rows], tf.float32 if name in floats else tf.string)
+
+    req = {n: column([exs[0][n]], n) for n in F.features_of_side("user")}
+    req.update({n: column([e[n] for e in exs], n) for n in F.features_of_side("candidate")})
+    paired = []
+    for rec, e in zip(records, exs):   # the same pairs as tf.Examples, crosses as the generator writes them
+        ex, user = tf.train.Example.FromString(rec), tf.train.Example.FromString(records[0])
+        for name in F.features_of_side("user"):
+            ex.features.feature[name].CopyFrom(user.features.feature[name])
+        match, share = crosses(exs[0]["user_region_id"][0], e["region_id"][0], exs[0]["click_category_ids"],
+                               e["category_id"][0])
+        ex.features.feature[F.REGION_MATCH.name].float_list.value[:] = [match]
+        ex.features.feature[F.INTEREST_CATEGORY_SHARE.name].float_list.value[:] = [share]
+        paired.append(ex.SerializeToString())
+    return req, paired
+
+
+@pytest.mark.parametrize("family", ["dnn", "din"])
+def test_a_family_trains_on_declared_columns_and_serves_them(family, declared_run, transformed, tmp_path):
+    from feedrank.train import export, trainer
+    from tests.model_harness import TINY
+
+    transformed_file, tft_out = transformed
+    spec = tft_out.transformed_feature_spec()
+    assert list(spec["item_headline_idx"].shape) == [3] and "user_tier_idx" in spec and "item_floor_area_x" in spec
+    assert tft_out.vocabulary_by_name("attr_user_tier_vocab")
+    assert F.DECLARED == ()   # the Trainer declares from its settings, as run_fn does
+    settings = {**TINY, "model": family, "epochs": 1, "batch_size": 128, "declared_features": F.to_json(DECL)}
+    model, _ = trainer.train([transformed_file], [transformed_file], tft_out, settings)
+    assert {"item_headline_idx", "user_tier_idx", "item_floor_area_x"} <= {i.name.split(":")[0] for i in model.inputs}
+    model_dir = export.export(model, tft_out, str(tmp_path / "model"), sampling_rate=0.5)
+    F.declare(())
+    assert F.read_declared(model_dir) == DECL   # serving declares from the model dir
+    F.declare(F.read_declared(model_dir))
+
+    loaded = tf.saved_model.load(model_dir)
+    serving = loaded.signatures["serving_default"]
+    assert {"item_headline", "item_floor_area", "user_tier"} <= set(serving.structured_input_signature[1])
+    records = H.read_records(declared_run["output_dir"], "eval")[:12]
+    req, paired = _request(records)
+    got = serving(**req)["probabilities"].numpy()
+    want = loaded.signatures["serving_tf_example"](examples=tf.constant(paired))["probabilities"].numpy()
+    assert got.shape == (len(records),) and np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # the declared columns move the score: another headline changes a candidate's probability
+    req["item_headline"] = tf.constant([["changed", "i0", "w1"]] * len(records))
+    assert not np.allclose(serving(**req)["probabilities"].numpy(), got)
