@@ -84,6 +84,8 @@ class ServingModule(tf.Module):
         self.sampling_rate = float(sampling_rate)
         spec = F.raw_feature_spec(include_labels=False, include_metadata=False)
         self._example_spec = spec
+        # the raw request contract of the features declared now (`features.declare`)
+        self.serve_raw = tf.function(self._serve_raw, input_signature=[serving_input_signature()])
 
     def _score_raw(self, raw: Dict[str, tf.Tensor]) -> tf.Tensor:
         transformed = self.tft_layer(raw)
@@ -96,8 +98,7 @@ class ServingModule(tf.Module):
         raw = tf.io.parse_example(examples, self._example_spec)
         return {OUTPUT_KEY: self._score_raw(raw)}
 
-    @tf.function  # traced by `export` with `serving_input_signature()` (the declaration at export time)
-    def serve_raw(self, request: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    def _serve_raw(self, request: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         def shared() -> tf.Tensor:  # the user's side once per request (serving_graph)
             return correct_for_sampling(self.request_scorer(request), self.sampling_rate)
 
@@ -138,7 +139,7 @@ def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
     """Saves the serving SavedModel to ``export_dir`` and returns it."""
     module = ServingModule(model, tf_transform_output, sampling_rate)
     signatures = {
-        "serving_default": module.serve_raw.get_concrete_function(serving_input_signature()),
+        "serving_default": module.serve_raw.get_concrete_function(),
         "serving_tf_example": module.serve_tf_examples.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
