@@ -37,9 +37,9 @@ COPY feedrank/ feedrank/
 COPY components/ components/
 COPY configs/ configs/
 COPY pipeline.py .
-# The schema derived from feedrank/features.py, at the content-hashed path
-# that `pipeline.py compile` writes into the Kubeflow package.
-RUN python -c "from feedrank.schema import write_schema; print(write_schema('/pipeline/schema'))"
+# The schemas derived from feedrank/features.py (built-in, and each config's declared
+# columns), at the content-hashed paths that `pipeline.py compile` writes into the Kubeflow package.
+RUN python -c "from feedrank.schema import write_config_schemas; print(write_config_schemas('/pipeline/schema', 'configs'))"
 
 # --- gpu: the lock + CUDA 12.3 / cuDNN 8.9 from PyPI (tensorflow==2.16.2's and-cuda pins) ---
 FROM deps AS gpu

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import List
 
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
@@ -53,6 +54,28 @@ def make_schema() -> schema_pb2.Schema:
     add(F.USER_ID, schema_pb2.BYTES)
     add(F.TS, schema_pb2.INT)
     return schema
+
+
+def write_config_schemas(root: str, config_dir: str) -> List[str]:
+    """Writes the built-in schema and the schema of every run config in ``config_dir``
+    (their declared columns differ, `features.declare`); files that are not run configs
+    (e.g. a Kubeflow settings file) are skipped.  For images: a compiled pipeline names
+    the schema of its config by content hash."""
+    from feedrank import config as config_lib
+    from feedrank.typed import ConfigError
+
+    F.declare(())
+    paths = [write_schema(root)]
+    for name in sorted(os.listdir(config_dir)):
+        if not name.endswith((".yaml", ".yml")):
+            continue
+        try:
+            config_lib.load(os.path.join(config_dir, name))
+        except ConfigError:
+            continue
+        paths.append(write_schema(root))
+    F.declare(())
+    return sorted(set(paths))
 
 
 def write_schema(root: str) -> str:

@@ -110,6 +110,9 @@ def kubeflow_target(cfg: Config, kf: KubeflowConfig) -> PipelineTarget:
     """The Kubeflow build's paths and settings. ``input_base`` and ``input_fingerprint``
     are the defaults of run parameters: `bind_runtime_parameters` turns them into
     RuntimeParameters once the components are built. No MLMD config: the backend has its own."""
+    from feedrank import features as F
+
+    F.declare(cfg.declared)   # the schema named by content hash lists the config's declared columns
     return PipelineTarget(
         pipeline_root=kf.pipeline_root.rstrip("/"),
         push_dir=f"{kf.model_store_root.rstrip('/')}/{cfg.model_name}",

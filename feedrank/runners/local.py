@@ -65,9 +65,11 @@ def local_target(cfg: Config) -> PipelineTarget:
     content hash plus the code's as the data version, and SQLite MLMD."""
     from tfx import v1 as tfx
 
+    from feedrank import features as F
     from feedrank.fingerprint import code_fingerprint, data_fingerprint
     from feedrank.schema import write_schema
 
+    F.declare(cfg.declared)   # the schema lists the run's declared columns
     return PipelineTarget(
         pipeline_root=os.path.abspath(os.path.join(cfg.pipeline_dir, "tfx")),
         push_dir=os.path.abspath(cfg.push_dir),
