@@ -34,7 +34,7 @@ def test_one_draw_per_step_shared_by_every_input():
     cand = tf.constant([1, 2, 3, 4, 5], tf.int64)
     hist = tf.constant([[5, 4, 3, 2, 1, 0]], tf.int64)
     dropped = []
-    for step in range(200):
+    for _ in range(200):
         c, h = layer([cand, hist], training=True)
         c, h = c.numpy(), h.numpy()[0]
         for i in range(1, 6):

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from feedrank.events import contract, io, validate
 from feedrank import features as F
+from feedrank.events import contract, io, validate
 from feedrank.examples import accounting, build, declared, splits, tfrecord
 from feedrank.examples.accounting import (  # noqa: F401 (API)
     QUARANTINE_FILE,

@@ -34,8 +34,7 @@ import pandas as pd
 from feedrank import features as F
 from feedrank.events import contract
 from feedrank.examples import assemble as A
-from feedrank.examples import declared
-from feedrank.examples import history, labels, snapshots, splits, user_counters
+from feedrank.examples import declared, history, labels, snapshots, splits, user_counters
 from feedrank.examples.history import HIST_CLICKS, HIST_IMPRESSIONS
 from feedrank.examples.snapshots import ItemTable, UserTable  # noqa: F401 (API)
 

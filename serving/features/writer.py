@@ -30,9 +30,9 @@ from typing import Dict, Iterable, List, Mapping, Optional, Set
 import numpy as np
 import pandas as pd
 
+from feedrank import features as F
 from feedrank.events import contract, validate
 from feedrank.examples import build
-from feedrank import features as F
 from serving.features import declared, schema, user_state
 
 log = logging.getLogger(__name__)
