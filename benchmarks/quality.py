@@ -240,6 +240,25 @@ def aggregate(rows: List[Dict]) -> Dict[str, Dict]:
     return out
 
 
+def merged(path: str, new: Dict, families: List[str], parser) -> Dict:
+    """``new``'s rows of ``families`` in place of those of the result at ``path``
+    (which must come from the same config and artifacts); the update is recorded."""
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError) as e:
+        parser.error(f"--update needs a readable result file at {path}: {e}")
+    if old.get("config") != new["config"] or old.get("artifacts") != new["artifacts"]:
+        parser.error(f"--update: {path} was measured with another config or other examples")
+    order = list(old["families"]) + [f for f in families if f not in old["families"]]
+    runs = [r for r in old["runs"] if r["family"] not in families] + new["runs"]
+    runs.sort(key=lambda r: (r["seed"], order.index(r["family"])))
+    updates = old.get("updates", []) + [{"families": families, "overrides": new["overrides"],
+                                         "date": time.strftime("%Y-%m-%d"), "wall_s": new["wall_s"]}]
+    fams = aggregate(runs)
+    return {**old, "families": {f: fams[f] for f in order if f in fams}, "runs": runs, "updates": updates}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "quality.yaml"))
@@ -249,6 +268,9 @@ def main() -> None:
                    help="override trainer options for every family, e.g. --set embedding_l2=1e-5")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "quality.json"))
     p.add_argument("--plot", default=os.path.join(ROOT, "docs", "img", "quality.png"))
+    p.add_argument("--update", action="store_true",
+                   help="replace only these families' rows in the existing --out file (same config, "
+                        "same examples) and keep the others")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for name in ("tensorflow", "absl"):
@@ -275,6 +297,8 @@ def main() -> None:
               "artifacts": {k: repo_relative(v) for k, v in uris.items()},
               "machine": machine_info("tensorflow", "lightgbm", "sklearn"),
               "wall_s": round(time.time() - started, 1), "families": aggregate(rows), "runs": rows}
+    if args.update:
+        result = merged(args.out, result, args.families, p)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1, default=str)
