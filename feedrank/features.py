@@ -320,6 +320,13 @@ class Declared:
         """The declared column's own vocabulary (categorical and tokens)."""
         return Vocab(f"attr_{self.feature_name}", self.oov_buckets, self.frequency_threshold)
 
+    @property
+    def missing(self):
+        """The value for an id absent from its table (or a missing cell): "" for a
+        categorical, ``default`` for a number, no tokens for a bag.  The example
+        generator and the online service both encode it from here."""
+        return {"categorical": "", "numeric": float(self.default), "tokens": ()}[self.kind]
+
 
 DECLARED: Tuple[Declared, ...] = ()
 

@@ -115,8 +115,10 @@ def row_values(rows: pd.DataFrame, table: str) -> Dict[str, np.ndarray]:
 
 
 def missing_value(c: F.Declared):
-    """The value of a declared feature for an id absent from its table."""
-    return {"categorical": b"", "numeric": np.float32(c.default), "tokens": ()}[c.kind]
+    """`features.Declared.missing` in the example generator's encoding."""
+    if c.kind == "categorical":
+        return c.missing.encode()
+    return np.float32(c.missing) if c.kind == "numeric" else c.missing
 
 
 def entries(table: str, values: Mapping[str, np.ndarray], rows: np.ndarray,

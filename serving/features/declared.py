@@ -68,8 +68,8 @@ def of_side(side: str) -> Tuple[F.Declared, ...]:
 
 
 def missing_value(c: F.Declared):
-    """The value of a declared feature for an id without a stored value."""
-    return {"categorical": "", "numeric": float(c.default), "tokens": []}[c.kind]
+    """`features.Declared.missing` as the request sends it (a bag as a list)."""
+    return list(c.missing) if c.kind == "tokens" else c.missing
 
 
 def json_value(c: F.Declared, value) -> object:
