@@ -34,6 +34,11 @@ EVENT_COLUMNS: Dict[str, Tuple[str, bool]] = {
     "query": ("string", False),       # search tokens, space separated
     "dwell_s": ("float64", False),    # page-view dwell time in seconds
     "position": ("int64", False),     # 0-based slot of an impression in its request (empty otherwise)
+    # Served impressions (the ranking endpoint's log): which A/B arm and model version
+    # ranked the post, and the score it gave; empty in a log that was not served.
+    "arm": ("string", False),         # "champion" or "challenger"
+    "model_version": ("string", False),
+    "score": ("float64", False),
 }
 ITEM_COLUMNS: Dict[str, Tuple[str, bool]] = {
     "item_id": ("string", True),
