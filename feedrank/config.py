@@ -99,6 +99,21 @@ class FeaturesConfig:
     users: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
+@dataclasses.dataclass
+class AbConfig:
+    """The online A/B test (docs/ab.md): the challenger's share of the users, the assignment
+    salt, and the rule `promote --from-ab` applies: the CTR lift's lower 95% bound above
+    ``min_lift``, the challenger's p99 latency and error rate (status >= 500) within bounds,
+    and no sample-ratio mismatch (chi-square p >= ``srm_alpha``)."""
+    share: float = 0.5             # challenger's share of the users (the transformer's --challenger-share)
+    salt: str = "feedrank-ab"      # the assignment hash's salt (the transformer's --ab-salt)
+    min_lift: float = 0.0          # relative CTR lift the lower bound must exceed (0.01 = +1 %)
+    max_p99_ms: float = 250.0      # challenger's p99 server latency
+    max_error_rate: float = 0.01   # challenger's share of requests answered with status >= 500
+    srm_alpha: float = 0.001       # SRM: the test fails below this chi-square p-value
+    show: int = 10                 # posts shown per request
+
+
 # Per kind: the options a declared column may carry, with their defaults.
 FEATURE_OPTIONS: Dict[str, Dict[str, Any]] = {
     "categorical": {"oov_buckets": 2, "frequency_threshold": 1},
@@ -124,6 +139,7 @@ class Config:
     mlflow: MlflowConfig = dataclasses.field(default_factory=MlflowConfig)
     word2vec: Word2VecConfig = dataclasses.field(default_factory=Word2VecConfig)
     features: FeaturesConfig = dataclasses.field(default_factory=FeaturesConfig)
+    ab: AbConfig = dataclasses.field(default_factory=AbConfig)
     config_dir: str = "."
 
     @property
@@ -250,13 +266,14 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
         raise ConfigError(f"examples.valid_days must be >= 1, got {ex.valid_days}")
     if ex.valid_split == "user_hash" and not 0.0 < ex.valid_user_share < 1.0:
         raise ConfigError(f"examples.valid_user_share must be in (0, 1), got {ex.valid_user_share}")
-    for key in ("warmup_days", "min_ts", "max_future_skew_s"):
+    for key in ("warmup_days", "min_ts", "max_future_skew_s", "feature_delay_s"):
         if getattr(ex, key) < 0:
             raise ConfigError(f"examples.{key} must be >= 0, got {getattr(ex, key)}")
     check_evaluator(cfg.evaluator)
     check_word2vec(cfg)
     check_simulate(cfg.simulate)
     check_features(cfg.features)
+    check_ab(cfg.ab)
     F.declare(cfg.declared)
     return cfg
 
@@ -291,6 +308,26 @@ def check_features(section: FeaturesConfig) -> None:
                     check_type(f"{where}.{key}", row[key], default)
                     if isinstance(default, int) and not isinstance(default, bool) and row[key] < 1:
                         raise ConfigError(f"{where}.{key} must be >= 1, got {row[key]}")
+
+
+def check_ab(ab: AbConfig) -> None:
+    """The `ab` section: a share strictly between 0 and 1, a non-empty salt, non-negative
+    thresholds, an SRM alpha in (0, 1) and at least one post shown."""
+    if not 0.0 < ab.share < 1.0:
+        raise ConfigError(f"ab.share must be in (0, 1) (the challenger's share of the users), got {ab.share}")
+    if not ab.salt:
+        raise ConfigError("ab.salt must be a non-empty string (it keys the user -> arm hash)")
+    if ab.min_lift <= -1.0:
+        raise ConfigError(f"ab.min_lift must be > -1 (a relative lift; 0.01 = +1 %), got {ab.min_lift}")
+    for key in ("max_p99_ms", "max_error_rate"):
+        if getattr(ab, key) < 0:
+            raise ConfigError(f"ab.{key} must be >= 0, got {getattr(ab, key)}")
+    if ab.max_error_rate > 1:
+        raise ConfigError(f"ab.max_error_rate must be a share in [0, 1], got {ab.max_error_rate}")
+    if not 0.0 < ab.srm_alpha < 1.0:
+        raise ConfigError(f"ab.srm_alpha must be in (0, 1), got {ab.srm_alpha}")
+    if ab.show < 1:
+        raise ConfigError(f"ab.show must be >= 1, got {ab.show}")
 
 
 def check_simulate(sim: SimulateConfig) -> None:
