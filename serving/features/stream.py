@@ -54,12 +54,14 @@ class RedisStreamSource:
             if "BUSYGROUP" not in str(e):
                 raise
         self._pending = True   # re-read entries delivered to this consumer but not acked
+        self._pending_from = "0"   # once each, even those the reader keeps unacked for now
 
     def read(self, count: int, block_ms: int) -> List[Tuple[str, Dict[str, str]]]:
         if self._pending:
-            got = self.client.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=count)
+            got = self.client.xreadgroup(self.group, self.consumer, {self.stream: self._pending_from}, count=count)
             entries = got[0][1] if got else []
             if entries:
+                self._pending_from = entries[-1][0]
                 return entries
             self._pending = False
         got = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count,

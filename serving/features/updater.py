@@ -8,15 +8,25 @@ Each batch read from the source is validated and applied by `FeatureWriter`
 the two re-delivers the batch and nothing is counted twice.  The Redis
 Stream is the local source; ``--source kafka`` reads a Kafka topic instead
 (needs the optional kafka-python).
+
+Feature staleness (``--delay-s S``, for studies): an event is applied only
+once the stream's event-time watermark - the newest ``ts`` read so far - has
+passed ``event.ts + S``; until then it is held in memory and not
+acknowledged (a restarted updater re-reads it, and its watermark starts again
+from the entries it reads).  The delay is in event time, not wall time: a
+simulated clock may run much faster than the wall clock.  An entry whose
+``ts`` is not a number is released at once (the writer then rejects it).
+``S = 0`` (the default) applies every batch as it is read.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import redis
 
@@ -27,11 +37,16 @@ log = logging.getLogger(__name__)
 
 
 class Updater:
-    """Reads batches from a source and applies them."""
+    """Reads batches from a source and applies them (``delay_s``: see the module doc)."""
 
     def __init__(self, source: stream.Source, feature_writer: writer.FeatureWriter,
-                 batch: int = 500, block_ms: int = 1000):
+                 batch: int = 500, block_ms: int = 1000, delay_s: float = 0.0):
+        if not delay_s >= 0:
+            raise ValueError(f"delay_s must be >= 0 seconds, got {delay_s!r}")
         self.source, self.writer, self.batch, self.block_ms = source, feature_writer, batch, block_ms
+        self.delay_s = float(delay_s)
+        self.watermark: Optional[float] = None   # newest event ts read (delay mode)
+        self._held: Dict[str, Tuple[float, Dict[str, str]]] = {}   # entry id -> (release ts, fields)
         self._stop = False
 
     def stop(self, *_args) -> None:
@@ -40,12 +55,40 @@ class Updater:
 
     def step(self) -> int:
         """Reads, applies and acknowledges one batch; returns its size."""
+        if self.delay_s > 0:
+            return self._delayed_step()
         entries = self.source.read(self.batch, self.block_ms)
         if not entries:
             return 0
         df = writer.events_frame(fields for _, fields in entries)
         self.writer.apply(df)
         self.source.ack([entry_id for entry_id, _ in entries])
+        return len(entries)
+
+    @property
+    def held(self) -> int:
+        """Events read but not yet applied (delay mode)."""
+        return len(self._held)
+
+    def _delayed_step(self) -> int:
+        """Reads a batch into the held events, then applies and acknowledges, in
+        arrival order, those the watermark has passed; returns how many were read."""
+        entries = self.source.read(self.batch, self.block_ms)
+        for entry_id, fields in entries:
+            ts = _event_ts(fields)
+            if ts is not None:
+                self.watermark = ts if self.watermark is None else max(self.watermark, ts)
+            if entry_id not in self._held:   # a re-delivered held entry is held once
+                self._held[entry_id] = (-math.inf if ts is None else ts + self.delay_s, fields)
+        if self.watermark is None:
+            due = [e for e, (t, _) in self._held.items() if t == -math.inf]
+        else:
+            due = [e for e, (t, _) in self._held.items() if t <= self.watermark]
+        if due:
+            self.writer.apply(writer.events_frame(self._held[e][1] for e in due))
+            self.source.ack(due)
+            for e in due:
+                del self._held[e]
         return len(entries)
 
     def run(self, idle_exit_s: Optional[float] = None) -> None:
@@ -66,6 +109,15 @@ class Updater:
         log.info("updater stopped: %s", dict(self.writer.stats))
 
 
+def _event_ts(fields: Dict[str, str]) -> Optional[float]:
+    """An entry's event time in unix seconds (None when missing or not a number)."""
+    try:
+        ts = float(fields.get("ts", ""))
+    except (TypeError, ValueError):
+        return None
+    return ts if math.isfinite(ts) else None
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m serving.features.updater", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,6 +135,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="how long an event id stays deduplicated")
     p.add_argument("--bootstrap", metavar="LOG_DIR", default="",
                    help="seed the namespace from this event log first (skipped if already seeded)")
+    p.add_argument("--delay-s", type=float, default=0.0,
+                   help="feature staleness in event time: apply an event only once the newest event ts "
+                        "read has passed its ts + this many seconds (0: apply at once)")
     p.add_argument("--idle-exit-s", type=float, default=None,
                    help="exit after this many idle seconds (default: run until stopped)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -91,6 +146,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if not args.delay_s >= 0:
+        print(f"updater: --delay-s must be >= 0 seconds, got {args.delay_s}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     keys = schema.Keys(args.prefix)
@@ -115,11 +173,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except RuntimeError as e:
         print(f"updater: {e}", file=sys.stderr)
         return 2
-    up = Updater(source, writer.FeatureWriter(client, keys, args.seen_ttl_s), args.batch, args.block_ms)
+    up = Updater(source, writer.FeatureWriter(client, keys, args.seen_ttl_s), args.batch, args.block_ms,
+                 delay_s=args.delay_s)
     signal.signal(signal.SIGTERM, up.stop)
     signal.signal(signal.SIGINT, up.stop)
-    log.info("updater consuming %s (%s) into namespace '%s'", args.stream if args.source == "redis"
-             else args.kafka_topic, args.source, args.prefix)
+    log.info("updater consuming %s (%s) into namespace '%s'%s", args.stream if args.source == "redis"
+             else args.kafka_topic, args.source, args.prefix,
+             f", delayed {args.delay_s:g} s in event time" if args.delay_s else "")
     up.run(idle_exit_s=args.idle_exit_s)
     return 0
 
