@@ -27,8 +27,9 @@ CHAMPION_STAGE_FILE = "00-champion.yaml"
 
 
 def write(rendered: Rendered, out_dir: str) -> Dict[str, str]:
-    """``inferenceservice.yaml`` (the target state), a kustomization for it, ``00-champion.yaml``
-    for a Serverless canary's first stage, and ``deploy.json``; returns the paths."""
+    """``inferenceservice.yaml`` (the target state), ``<name>.yaml`` per companion (an A/B
+    test's challenger), a kustomization for them, ``00-champion.yaml`` for a Serverless
+    canary's first stage, and ``deploy.json``; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {"inferenceservice": os.path.join(out_dir, ISVC_FILE),
              "kustomization": os.path.join(out_dir, "kustomization.yaml"),
@@ -42,9 +43,20 @@ def write(rendered: Rendered, out_dir: str) -> Dict[str, str]:
             yaml.safe_dump(without_namespace(rendered.stages[0]), f, sort_keys=False)
     elif os.path.exists(os.path.join(out_dir, CHAMPION_STAGE_FILE)):
         os.remove(os.path.join(out_dir, CHAMPION_STAGE_FILE))
+    companions = []
+    for obj in rendered.companions:  # e.g. an A/B test's challenger: <name>.yaml, listed first
+        rel = f"{obj['metadata']['name']}.yaml"
+        with open(os.path.join(out_dir, rel), "w") as f:
+            yaml.safe_dump(without_namespace(obj), f, sort_keys=False)
+        companions.append(rel)
+        paths[f"companion:{obj['metadata']['name']}"] = os.path.join(out_dir, rel)
+    for name in rendered.remove:  # a stale companion file from an earlier render into this directory
+        stale = os.path.join(out_dir, f"{name}.yaml")
+        if f"{name}.yaml" not in companions and os.path.exists(stale):
+            os.remove(stale)
     with open(paths["kustomization"], "w") as f:
         yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                        "namespace": target["metadata"]["namespace"], "resources": [ISVC_FILE]}, f,
+                        "namespace": target["metadata"]["namespace"], "resources": companions + [ISVC_FILE]}, f,
                        sort_keys=False)
     with open(paths["summary"], "w") as f:
         json.dump(rendered.summary, f, indent=2)
@@ -101,11 +113,29 @@ def wait_ready(api, ns: str, name: str, timeout_s: float, poll_s: float = 5.0) -
     raise DeployError(f"InferenceService {ns}/{name} was not Ready within {timeout_s:.0f} s")
 
 
+def delete_object(api, ns: str, name: str) -> bool:
+    """Deletes an InferenceService; False when there was none."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        api.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise DeployError(f"deleting InferenceService {ns}/{name}: HTTP {e.status} {e.reason}") from None
+    log.info("deleted InferenceService %s/%s", ns, name)
+    return True
+
+
 def apply(rendered: Rendered, kubeconfig: str, wait_s: float = 600.0) -> str:
-    """Applies the stages in order; returns a one-line account."""
+    """Applies the companions (each awaited Ready), the stages in order, then deletes the
+    InferenceServices named in ``remove``; returns a one-line account."""
     api = _api(kubeconfig)
     target = rendered.stages[-1]
     ns, name = target["metadata"]["namespace"], target["metadata"]["name"]
+    for obj in rendered.companions:  # the A/B challenger is Ready before the transformer calls it
+        apply_object(api, obj)
+        wait_ready(api, obj["metadata"]["namespace"], obj["metadata"]["name"], wait_s)
     champion = rendered.summary["champion"]["version"]
     if rendered.summary["mode"] == SERVERLESS and len(rendered.stages) > 1:
         live = _get(api, ns, name)
@@ -115,4 +145,7 @@ def apply(rendered: Rendered, kubeconfig: str, wait_s: float = 600.0) -> str:
             apply_object(api, rendered.stages[0])  # the champion at 100%: KServe's last rolled-out revision
             wait_ready(api, ns, name, wait_s)
     apply_object(api, target)
-    return f"applied InferenceService {ns}/{name} ({rendered.summary['action']})"
+    removed = [other for other in rendered.remove if delete_object(api, ns, other)]
+    return (f"applied InferenceService {ns}/{name} ({rendered.summary['action']})"
+            + "".join(f", applied {o['metadata']['name']}" for o in rendered.companions)
+            + "".join(f", deleted {other}" for other in removed))

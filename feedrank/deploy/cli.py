@@ -51,6 +51,9 @@ def add_commands(sub) -> None:
     _common(p)
     p.add_argument("--canary", type=int, default=10, metavar="PERCENT",
                    help="challenger's share of the traffic, 0..100 (default: %(default)s)")
+    p.add_argument("--ab-share", type=float, default=None, metavar="FRACTION",
+                   help="an A/B test instead of a canary: this fraction of the users (0..1, by a stable hash "
+                        "in the transformer) is served by the challenger's own InferenceService")
     p = sub.add_parser("rollback", help="render (and apply) 100%% to the champion, the challenger out")
     _common(p)
     p.add_argument("--previous", action="store_true",
@@ -73,9 +76,14 @@ def _run(args: argparse.Namespace) -> int:
     store = args.model_store_uri or None
     if args.command == "deploy":
         champion, challenger = versions.canary_pair(client, model, store)
-        plan = render.deploy_plan(args.mode, args.runtime, champion, challenger, args.canary, settings)
-        what = (f"{model}: champion v{champion.version} {100 - args.canary}% + challenger "
-                f"v{challenger.version} {args.canary}% ({args.mode})")
+        if getattr(args, "ab_share", None) is not None:
+            plan = render.ab_plan(args.mode, args.runtime, champion, challenger, args.ab_share, settings)
+            what = (f"{model}: A/B champion v{champion.version} + challenger v{challenger.version} for "
+                    f"{args.ab_share:.0%} of the users, salt {plan.summary['ab_salt']!r} ({args.mode})")
+        else:
+            plan = render.deploy_plan(args.mode, args.runtime, champion, challenger, args.canary, settings)
+            what = (f"{model}: champion v{champion.version} {100 - args.canary}% + challenger "
+                    f"v{challenger.version} {args.canary}% ({args.mode})")
     else:
         target = versions.rollback_target(client, model, previous=args.previous, model_store_uri=store)
         plan = render.rollback_plan(args.mode, args.runtime, target, settings)

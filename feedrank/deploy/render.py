@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from feedrank.deploy import FEEDRANK_RUNTIME, MODES, RUNTIMES, SERVERLESS, STANDARD, TFSERVING_RUNTIME, DeployError
 from feedrank.deploy.versions import ServedVersion
@@ -85,13 +85,13 @@ def _predictor_body(runtime: str, v: ServedVersion, s: Settings) -> Dict[str, An
         "resources": _resources(s.predictor_cpu, s.predictor_memory, s.predictor_memory_limit)}}
 
 
-def _transformer(mode: str, s: Settings) -> Dict[str, Any]:
+def _transformer(mode: str, s: Settings, extra_args: Sequence[str] = ()) -> Dict[str, Any]:
     # KServe appends --model_name/--predictor_host/--http_port unless present: give all three.
     return {**_scaling(mode, s), "containers": [{
         "name": "kserve-container", "image": s.image,
         "command": ["python", "-m", "serving.transformer"],
         "args": ["--model_name", s.model_name, "--predictor_host", f"{s.name}-predictor.{s.namespace}",
-                 "--http_port", "8080", "--host", "0.0.0.0", "--redis", s.redis_url],
+                 "--http_port", "8080", "--host", "0.0.0.0", "--redis", s.redis_url, *extra_args],
         "ports": [{"containerPort": 8080, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": f"/v1/models/{s.model_name}", "port": 8080}},
         "resources": _resources(s.transformer_cpu, s.transformer_memory, s.transformer_memory_limit)}]}
@@ -142,10 +142,16 @@ def inference_service(mode: str, runtime: str, stable: ServedVersion, canary: Op
 
 @dataclasses.dataclass
 class Rendered:
-    """What `deploy`/`rollback` write and apply, in order (``stages[-1]`` is the target state)."""
+    """What `deploy`/`rollback` write and apply, in order (``stages[-1]`` is the target state).
+
+    ``companions`` are applied (and awaited Ready) before the stages: an A/B test's
+    challenger InferenceService. ``remove`` names InferenceServices deleted once the
+    target is applied (a finished A/B test's challenger)."""
 
     stages: List[Dict[str, Any]]
     summary: Dict[str, Any]
+    companions: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    remove: List[str] = dataclasses.field(default_factory=list)
 
 
 def deploy_plan(mode: str, runtime: str, champion: ServedVersion, challenger: ServedVersion, percent: int,
@@ -166,7 +172,68 @@ def rollback_plan(mode: str, runtime: str, target: ServedVersion, s: Settings = 
     isvc = inference_service(mode, runtime, target, None, 0, s)
     return Rendered([isvc], {"action": "rollback", "mode": mode, "runtime": runtime, "name": s.name,
                              "namespace": s.namespace, "model": target.model,
-                             "champion": dataclasses.asdict(target), "challenger": None, "canary_percent": 0})
+                             "champion": dataclasses.asdict(target), "challenger": None, "canary_percent": 0},
+                    remove=[ab_challenger_name(s)])  # an A/B test's challenger, if one runs
+
+
+# ---- A/B test: users split by a stable hash in the transformer ---------------------------------------
+#
+# A canary (above) splits requests at random in KServe's router, so one user sees both
+# models and a lift cannot be measured per user. An A/B test keeps the champion as the
+# InferenceService's predictor and serves the challenger from a second InferenceService
+# ``<name>-challenger`` (a predictor only); the one transformer assigns each user to an arm
+# (serving/transformer/assign.py: sha256 of "<salt>:<user_id>" against the share) and calls
+# that arm's predictor, so a user stays on one model for the whole test.
+
+def ab_challenger_name(s: Settings) -> str:
+    """The challenger's InferenceService during an A/B test."""
+    return f"{s.name}-challenger"
+
+
+def ab_salt(champion: ServedVersion, challenger: ServedVersion) -> str:
+    """The assignment salt of one experiment: the same pair keeps its users on re-render, a new
+    challenger draws a fresh split (no carry-over from the last test's challenger users)."""
+    return f"{champion.model}:v{champion.version}-vs-v{challenger.version}"
+
+
+def ab_plan(mode: str, runtime: str, champion: ServedVersion, challenger: ServedVersion, share: float,
+            s: Settings = Settings(), salt: str = "") -> Rendered:
+    """The champion's InferenceService with the A/B transformer, and the challenger's beside it.
+
+    ``share`` is the challenger's fraction of the users, strictly between 0 and 1.
+    """
+    if mode not in MODES:
+        raise DeployError(f"mode must be one of {MODES}, got {mode!r}")
+    if runtime != FEEDRANK_RUNTIME:
+        raise DeployError("an A/B test needs the transformer, which assigns the users: use --runtime feedrank")
+    if not 0.0 < share < 1.0:
+        raise DeployError(f"--ab-share is the challenger's fraction of the users and must be strictly between "
+                          f"0 and 1, got {share}")
+    salt = salt or ab_salt(champion, challenger)
+    other = ab_challenger_name(s)
+    main = inference_service(mode, runtime, champion, None, 0, s)
+    main["spec"]["transformer"] = _transformer(mode, s, [
+        "--challenger-url", f"http://{other}-predictor.{s.namespace}",
+        "--challenger-share", repr(float(share)), "--ab-salt", salt])
+    main["metadata"]["annotations"].update({
+        f"{ANNOTATION}/challenger-version": challenger.version, f"{ANNOTATION}/challenger-uri": challenger.storage_uri,
+        f"{ANNOTATION}/challenger-service": other, f"{ANNOTATION}/ab-share": repr(float(share)),
+        f"{ANNOTATION}/ab-salt": salt})
+    companion = {"apiVersion": API_VERSION, "kind": KIND,
+                 "metadata": {"name": other, "namespace": s.namespace,
+                              "labels": {"app.kubernetes.io/name": other, "app.kubernetes.io/part-of": "feedrank",
+                                         f"{ANNOTATION}/arm": "challenger"},
+                              "annotations": {"serving.kserve.io/deploymentMode": DEPLOYMENT_MODE[mode],
+                                              f"{ANNOTATION}/registered-model": challenger.model,
+                                              f"{ANNOTATION}/challenger-version": challenger.version,
+                                              f"{ANNOTATION}/challenger-uri": challenger.storage_uri,
+                                              f"{ANNOTATION}/ab-of": s.name}},
+                 "spec": {"predictor": {**_scaling(mode, s), **_predictor_body(runtime, challenger, s)}}}
+    return Rendered([main], {"action": "ab", "mode": mode, "runtime": runtime, "name": s.name,
+                             "namespace": s.namespace, "model": champion.model,
+                             "champion": dataclasses.asdict(champion), "challenger": dataclasses.asdict(challenger),
+                             "canary_percent": 0, "ab_share": float(share), "ab_salt": salt,
+                             "challenger_service": other}, companions=[companion])
 
 
 def without_namespace(obj: Dict[str, Any]) -> Dict[str, Any]:
