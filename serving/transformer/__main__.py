@@ -6,6 +6,12 @@
 Apps POST ``{"user_id": ..., "candidates": [...], "context": {...}}`` to
 ``/v1/models/<model-name>:predict``; the transformer calls the predictor at
 the same path on ``--predictor-url``.
+
+A/B test: ``--challenger-url`` names a second predictor (same model name);
+each user is served by the arm ``serving.transformer.assign.arm_of(user,
+--challenger-share, --ab-salt)`` gives.  Every answered or refused request is
+logged to the ``fr:requests`` stream and the shown posts' impressions to
+``fr:events`` (``--no-log-events`` turns the served log off).
 """
 from __future__ import annotations
 
@@ -16,11 +22,32 @@ from typing import List, Optional
 
 from serving.common.guard import GuardConfig
 from serving.common.server import ServerOptions, serve
+from serving.transformer import served_log
 from serving.transformer.ranker import Ranker, RankerConfig
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    d, g = RankerConfig(), GuardConfig()
+    d, g, lg = RankerConfig(), GuardConfig(), served_log.LogConfig()
     p = argparse.ArgumentParser(prog="python -m serving.transformer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     # KServe starts a transformer with --model_name, --predictor_host and --http_port.
@@ -41,6 +68,22 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-in-flight", type=int, default=g.max_in_flight)
     p.add_argument("--model", default=d.model, help="the exported model (or its declaration file): "
                                                     "its declared item/user columns are sent")
+    ab = p.add_argument_group("A/B test and served log")
+    ab.add_argument("--challenger-url", default="", help="the challenger's predictor (none: no A/B test, "
+                                                         "everybody is served by the champion)")
+    ab.add_argument("--challenger-share", type=_share, default=d.challenger_share,
+                    help="share of users in the challenger arm (default %(default)s)")
+    ab.add_argument("--ab-salt", default=d.ab_salt, help="salt of the user hash (a new salt reshuffles users)")
+    ab.add_argument("--show", type=_non_negative_int, default=d.show,
+                    help="posts shown (logged) when a request has no 'show'; 0 = all (default)")
+    ab.add_argument("--log-events", action=argparse.BooleanOptionalAction, default=lg.enabled,
+                    help="log impressions and request records to Redis Streams (default on)")
+    ab.add_argument("--events-stream", default=lg.events_stream)
+    ab.add_argument("--requests-stream", default=lg.requests_stream)
+    ab.add_argument("--log-timeout-ms", type=float, default=lg.timeout_s * 1000,
+                    help="longest served-log write; beyond it the entries wait in memory for a retry")
+    ab.add_argument("--log-backlog", type=int, default=lg.backlog,
+                    help="served-log entries kept in memory while Redis is unavailable")
     return p.parse_args(argv)
 
 
@@ -51,12 +94,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg = RankerConfig(predictor_url=predictor_url, redis_url=args.redis, prefix=args.prefix,
                        redis_timeout_s=args.redis_timeout_ms / 1000.0, redis_backoff_s=args.redis_backoff_s,
                        predictor_timeout_s=args.predictor_timeout_s, max_candidates=args.max_candidates,
-                       model=args.model)
+                       model=args.model, challenger_url=args.challenger_url,
+                       challenger_share=args.challenger_share, ab_salt=args.ab_salt, show=args.show,
+                       log=served_log.LogConfig(enabled=args.log_events, events_stream=args.events_stream,
+                                                requests_stream=args.requests_stream,
+                                                timeout_s=args.log_timeout_ms / 1000.0,
+                                                backoff_s=args.redis_backoff_s, backlog=args.log_backlog))
     ranker = Ranker(args.model_name, cfg)
     ranker.load()
+    if args.challenger_url:
+        logging.getLogger(__name__).info("A/B test: %.1f%% of users on the challenger %s (salt %r)",
+                                         100 * args.challenger_share, args.challenger_url, args.ab_salt)
+
+    def configure(app) -> None:   # outermost: sees overload and size refusals too
+        app.add_middleware(served_log.RequestLogMiddleware, log=ranker.served_log)
+
     serve([ranker], ServerOptions(http_port=args.http_port, host=args.host, server_name="transformer",
                                   guard=GuardConfig(max_body_bytes=args.max_body_bytes,
-                                                    max_in_flight=args.max_in_flight)))
+                                                    max_in_flight=args.max_in_flight),
+                                  configure_app=configure))
     return 0
 
 

@@ -3,8 +3,15 @@
 Per request: validate (`request.parse`), read the user's channels, region
 and the candidates' live counters from Redis in one round trip
 (`serving.features.online`), add the post attributes from the in-memory
-store, call the predictor (v1 columnar, the user's side once) and return the
-candidates sorted by score with the model's name and version.
+store, call the predictor of the user's A/B arm (v1 columnar, the user's side
+once) and return the candidates sorted by score with the arm, the model's name
+and version, the request id and how many of the top posts are shown.
+
+* A/B arms: with a challenger predictor (``challenger_url``) each user is in
+  the arm `assign.arm_of` gives (stable per user); without one everybody is
+  champion.  ``debug.arm`` forces an arm for counterfactual evaluation.
+* The served log (`served_log`): the shown posts' impressions and one record
+  per request are written to Redis Streams after the ranking is computed.
 
 * Unknown user (no region, no behaviour): cold-start defaults (empty
   sequences, region from the context or ""), counted.
@@ -29,14 +36,16 @@ import redis.asyncio as aredis
 from prometheus_client import Counter, Histogram
 
 from serving.common import metrics
-from serving.common.errors import ApiError
+from serving.common.errors import ApiError, BadRequest
 from serving.features import declared, online, schema
+from serving.transformer import assign, served_log
 from serving.transformer import request as rq
 
 log = logging.getLogger(__name__)
 
 DEGRADED_HEADER = "X-Feedrank-Degraded"
 VERSION_HEADER = "x-feedrank-model-version"
+ARM_HEADER = "x-feedrank-arm"
 
 DEGRADED = Counter("feedrank_degraded_total", "Requests served without Redis features.",
                    ["server", "reason"])
@@ -61,6 +70,21 @@ class RankerConfig:
     predictor_timeout_s: float = 5.0
     max_candidates: int = 500
     model: str = ""     # the exported model (or its declaration file): its declared columns are sent
+    challenger_url: str = ""          # a second predictor: A/B test; "" = everybody champion
+    challenger_share: float = 0.5
+    ab_salt: str = assign.DEFAULT_SALT
+    show: int = 0                     # posts shown when the request has no "show"; 0 = all
+    log: served_log.LogConfig = dataclasses.field(default_factory=served_log.LogConfig)
+
+
+@dataclasses.dataclass
+class Arm:
+    """One arm's predictor and the version it served last."""
+
+    name: str
+    url: str
+    model_version: str = "unknown"
+    client: Optional[httpx.AsyncClient] = None
 
 
 class Ranker(kserve.Model):
@@ -72,9 +96,29 @@ class Ranker(kserve.Model):
         self.keys = schema.Keys(config.prefix)
         self.items = online.ItemStore()
         self._redis: Optional[aredis.Redis] = None
-        self._http: Optional[httpx.AsyncClient] = None
         self._skip_redis_until = 0.0
-        self.model_version = "unknown"
+        if not 0.0 <= config.challenger_share <= 1.0:
+            raise ValueError(f"challenger share must be in [0, 1], got {config.challenger_share}")
+        self.arms: Dict[str, Arm] = {assign.CHAMPION: Arm(assign.CHAMPION, config.predictor_url)}
+        if config.challenger_url:
+            self.arms[assign.CHALLENGER] = Arm(assign.CHALLENGER, config.challenger_url)
+        self.served_log = served_log.ServedLog(config.redis_url, config.log)
+
+    @property
+    def model_version(self) -> str:
+        """The champion's version served last."""
+        return self.arms[assign.CHAMPION].model_version
+
+    def arm_for(self, req: rq.RankRequest) -> str:
+        """The request's arm: forced by ``debug.arm``, else the user's stable arm."""
+        if req.forced_arm is not None:
+            if req.forced_arm not in self.arms:
+                raise BadRequest(f"'debug.arm' is {req.forced_arm!r} but this server has no "
+                                 f"challenger predictor (start it with --challenger-url)")
+            return req.forced_arm
+        if assign.CHALLENGER not in self.arms:
+            return assign.CHAMPION
+        return assign.arm_of(req.user_id, self.config.challenger_share, self.config.ab_salt)
 
     def load(self) -> bool:
         """Declares the model's columns, then loads the post-attribute store from
@@ -102,12 +146,11 @@ class Ranker(kserve.Model):
                                                 max_connections=64)
         return self._redis
 
-    def _http_client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(base_url=self.config.predictor_url,
-                                           timeout=self.config.predictor_timeout_s,
+    def _http_client(self, arm: Arm) -> httpx.AsyncClient:
+        if arm.client is None:
+            arm.client = httpx.AsyncClient(base_url=arm.url, timeout=self.config.predictor_timeout_s,
                                            limits=httpx.Limits(max_keepalive_connections=32))
-        return self._http
+        return arm.client
 
     # -- features -----------------------------------------------------------
     async def _read_redis(self, req: rq.RankRequest) -> Tuple[online.UserState, List[float], List[float]]:
@@ -157,11 +200,12 @@ class Ranker(kserve.Model):
         return online.raw_inputs(user, req.candidates, self.items, imp, clk, req.ts), degraded
 
     # -- predictor ------------------------------------------------------------
-    async def score(self, inputs: Dict[str, list]) -> List[float]:
-        """Calls the predictor (v1 columnar); returns one probability per candidate."""
+    async def score(self, inputs: Dict[str, list], arm_name: str = assign.CHAMPION) -> Tuple[List[float], str]:
+        """Calls the arm's predictor (v1 columnar): one probability per candidate, and the version."""
+        arm = self.arms[arm_name]
         try:
-            r = await self._http_client().post(f"/v1/models/{self.name}:predict",
-                                               json=online.v1_request(inputs))
+            r = await self._http_client(arm).post(f"/v1/models/{self.name}:predict",
+                                                  json=online.v1_request(inputs))
         except httpx.HTTPError as e:
             raise ApiError(f"predictor unavailable: {type(e).__name__}", 503,
                            {"Retry-After": "1"}) from None
@@ -173,23 +217,36 @@ class Ranker(kserve.Model):
         body = r.json()
         version = r.headers.get(VERSION_HEADER) or body.get("model_version")
         if version:
-            self.model_version = str(version)
-        return _probabilities(body)
+            arm.model_version = str(version)
+        return _probabilities(body), arm.model_version
 
     async def predict(self, payload: Any, headers: Optional[Dict[str, str]] = None,
                       response_headers: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+        record = served_log.current()   # this request's log record (the middleware's), or None
+        user_id, request_id, log_it = rq.peek(payload)
+        record.update(user_id=user_id, request_id=request_id, log=log_it)
         req = rq.parse(payload, self.config.max_candidates)
+        record.update(user_id=req.user_id, request_id=req.request_id, log=req.log, ts=req.ts,
+                      n_candidates=len(req.candidates))
+        arm = self.arm_for(req)
+        record.update(arm=arm, model_version=self.arms[arm].model_version)
         CANDIDATES.labels(metrics.server_name()).observe(len(req.candidates))
         inputs, degraded = await self.features(req)
-        scores = await self.score(inputs)
+        scores, version = await self.score(inputs, arm)
+        record["model_version"] = version
         if len(scores) != len(req.candidates):
             raise ApiError(f"predictor returned {len(scores)} scores for {len(req.candidates)} candidates", 502)
-        if degraded and response_headers is not None:
-            response_headers[DEGRADED_HEADER] = degraded
+        if response_headers is not None:
+            response_headers[ARM_HEADER] = arm
+            if degraded:
+                response_headers[DEGRADED_HEADER] = degraded
         order = sorted(range(len(scores)), key=lambda i: -scores[i])   # stable: ties keep request order
-        return {"model_name": self.name, "model_version": self.model_version,
-                "user_id": req.user_id, "degraded": degraded is not None,
-                "ranking": [{"post_id": req.candidates[i], "score": scores[i]} for i in order]}
+        ranking = [{"post_id": req.candidates[i], "score": scores[i]} for i in order]
+        shown = min(req.show or self.config.show or len(ranking), len(ranking))
+        record.update(n_shown=shown, impressions=served_log.impressions(req, arm, version, ranking[:shown]))
+        return {"model_name": self.name, "model_version": version, "arm": arm,
+                "request_id": req.request_id, "shown": shown,
+                "user_id": req.user_id, "degraded": degraded is not None, "ranking": ranking}
 
 
 def _probabilities(body: Dict[str, Any]) -> List[float]:

@@ -1,0 +1,34 @@
+"""A/B arm assignment: a user's arm is a pure function of the user id.
+
+    arm_of("u00042", share=0.5, salt="feedrank-ab") -> "champion" | "challenger"
+
+The user is in the challenger arm iff the first 15 hex digits of
+``sha256(f"{salt}:{user_id}")``, read as a fraction of ``16**15``, are below
+``share``.  Nothing is stored, so the arm is the same in every transformer
+replica, across restarts and in offline analysis; a user never switches arm
+while ``share`` and ``salt`` stay fixed.  Raising ``share`` only moves users
+from champion to challenger (the fraction of a user does not depend on it);
+a new ``salt`` reshuffles everybody (a fresh experiment).
+"""
+from __future__ import annotations
+
+import hashlib
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+ARMS = (CHAMPION, CHALLENGER)
+DEFAULT_SALT = "feedrank-ab"
+_SCALE = float(16 ** 15)
+
+
+def user_fraction(user_id: str, salt: str = DEFAULT_SALT) -> float:
+    """The user's stable position in [0, 1)."""
+    digest = hashlib.sha256(f"{salt}:{user_id}".encode("utf-8")).hexdigest()
+    return int(digest[:15], 16) / _SCALE
+
+
+def arm_of(user_id: str, share: float, salt: str = DEFAULT_SALT) -> str:
+    """``"challenger"`` for the ``share`` of users below the cut, else ``"champion"``."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"challenger share must be in [0, 1], got {share}")
+    return CHALLENGER if user_fraction(user_id, salt) < share else CHAMPION
