@@ -20,8 +20,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from feedrank.deploy import DeployError, examples, render
 from feedrank.events import append, contract, io
 from tests import examplegen_helpers as H
+from tests.test_serving_manifests import (  # noqa: F401 - fixtures: a real MLflow server and registry
+    _aliases,
+    _load,
+    _run,
+    _uri,
+    assert_valid_isvcs,
+    config_file,
+    mlflow_url,
+    registry,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -119,3 +130,90 @@ def test_append_refuses_a_clashing_or_incomplete_part(served_log, tmp_path, caps
     assert append.main(["--log", log_dir, "--served", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing required column(s) ['user_id']" in err[0]
+
+
+# ---- A/B go-live: two InferenceServices, one transformer ---------------------------------------
+
+def _transformer_args(isvc):
+    return isvc["spec"]["transformer"]["containers"][0]["args"]
+
+
+def _flag(args, name):
+    return args[args.index(name) + 1]
+
+
+@pytest.mark.parametrize("mode", ["serverless", "standard"])
+def test_ab_plan_renders_valid_inference_services(mode):
+    plan = render.ab_plan(mode, "feedrank", examples.CHAMPION, examples.CHALLENGER, 0.2)
+    (main,), (other,) = plan.stages, plan.companions
+    assert_valid_isvcs([main, other])
+    assert main["metadata"]["name"] == "feedrank-ranker" and other["metadata"]["name"] == "feedrank-ranker-challenger"
+    assert _uri(main["spec"]["predictor"]) == examples.CHAMPION.storage_uri
+    assert _uri(other["spec"]["predictor"]) == examples.CHALLENGER.storage_uri
+    assert "transformer" not in other["spec"]          # one transformer, in front of both predictors
+    assert "canaryTrafficPercent" not in main["spec"]["predictor"] and "canary" not in main["spec"]
+    args = _transformer_args(main)
+    assert _flag(args, "--predictor_host") == "feedrank-ranker-predictor.feedrank"
+    assert _flag(args, "--challenger-url") == "http://feedrank-ranker-challenger-predictor.feedrank"
+    assert float(_flag(args, "--challenger-share")) == 0.2
+    assert _flag(args, "--ab-salt") == plan.summary["ab_salt"] == "feedrank-demo-din:v3-vs-v4"
+    assert main["metadata"]["annotations"]["feedrank.io/ab-share"] == "0.2"
+
+
+def test_the_transformer_accepts_the_rendered_arguments():
+    """The rendered transformer arguments parse with the transformer's own parser (serving venv)."""
+    import json
+    import subprocess
+
+    from tests.test_serving_manifests import SERVING_PY
+
+    args = _transformer_args(render.ab_plan("standard", "feedrank", examples.CHAMPION, examples.CHALLENGER,
+                                            0.25).stages[0])
+    code = ("import json, sys; from serving.transformer.__main__ import parse_args; "
+            "a = parse_args(json.loads(sys.argv[1])); "
+            "print(json.dumps([a.challenger_url, a.challenger_share, a.ab_salt, a.predictor_host]))")
+    proc = subprocess.run([SERVING_PY, "-c", code, json.dumps(args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == ["http://feedrank-ranker-challenger-predictor.feedrank", 0.25,
+                                       "feedrank-demo-din:v3-vs-v4", "feedrank-ranker-predictor.feedrank"]
+
+
+@pytest.mark.parametrize("share,runtime,match", [(0.0, "feedrank", "strictly between 0 and 1"),
+                                                 (1.0, "feedrank", "strictly between 0 and 1"),
+                                                 (0.5, "tfserving", "needs the transformer")])
+def test_ab_plan_refuses_what_cannot_be_an_ab_test(share, runtime, match):
+    with pytest.raises(DeployError, match=match):
+        render.ab_plan("serverless", runtime, examples.CHAMPION, examples.CHALLENGER, share)
+
+
+def test_deploy_ab_share_renders_both_and_rollback_removes_the_challenger(registry, config_file, tmp_path,  # noqa: F811
+                                                                         capsys):
+    _aliases(registry, 1, 2)
+    out = tmp_path / "ab"
+    rc, text, errors = _run(capsys, "deploy", "--config", config_file, "--ab-share", "0.1", "--out", str(out))
+    assert rc == 0 and not errors, errors
+    assert "A/B champion v1 + challenger v2 for 10% of the users" in text
+    main, other = _load(out / "inferenceservice.yaml"), _load(out / "feedrank-ranker-challenger.yaml")
+    assert _load(out / "kustomization.yaml")["resources"] == ["feedrank-ranker-challenger.yaml",
+                                                              "inferenceservice.yaml"]
+    assert not (out / "00-champion.yaml").exists()   # no KServe canary stage: the split is per user
+    assert _uri(main["spec"]["predictor"]) == "gs://feedrank-ml/model_store/din/100"
+    assert _uri(other["spec"]["predictor"]) == "gs://feedrank-ml/model_store/din/200"
+    assert float(_flag(_transformer_args(main), "--challenger-share")) == 0.1
+    for d in (main, other):
+        d["metadata"]["namespace"] = "feedrank"
+    assert_valid_isvcs([main, other])
+
+    _aliases(registry, 3, 2)     # an unblessed champion: refused, nothing rendered
+    rc, _, errors = _run(capsys, "deploy", "--config", config_file, "--ab-share", "0.1", "--out",
+                         str(tmp_path / "refused"))
+    assert rc == 2 and len(errors) == 1 and "not blessed" in errors[0] and not (tmp_path / "refused").exists()
+
+    _aliases(registry, 1, 2)
+    rc, _, errors = _run(capsys, "rollback", "--config", config_file, "--out", str(out))
+    assert rc == 0 and not errors
+    assert not (out / "feedrank-ranker-challenger.yaml").exists()
+    assert _load(out / "kustomization.yaml")["resources"] == ["inferenceservice.yaml"]
+    args = _transformer_args(_load(out / "inferenceservice.yaml"))
+    assert "--challenger-url" not in args
