@@ -132,6 +132,23 @@ def test_append_refuses_a_clashing_or_incomplete_part(served_log, tmp_path, caps
     assert len(err) == 1 and "missing required column(s) ['user_id']" in err[0]
 
 
+def test_a_sink_writing_into_the_log_before_the_conversion(tmp_path):
+    """The sink pointed at <log>/events while the base log is still one file: the conversion
+    moves the file in beside the served parts (before it, both forms are an ambiguous table)."""
+    ev = pd.DataFrame([dict(event_id="b1", user_id="u1", item_id="i1", event="impression", ts=100, request_id="r0",
+                            query="", dwell_s=np.nan, position=0, arm="", model_version="", score=np.nan)])
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    ev[["event_id", "user_id", "item_id", "event", "ts"]].to_parquet(log_dir / "events.parquet", index=False)
+    write_part(ev.assign(event_id="s1", ts=200, arm="champion", model_version="3", score=0.4),
+               str(log_dir / "events" / "part-1732600000000-0-1732600000000-0.parquet"))
+    with pytest.raises(io.ContractError, match="ambiguous"):
+        io.check_table(str(log_dir), contract.EVENTS)
+    assert append.main(["--log", str(log_dir)]) == 0
+    got = io.read_events(str(log_dir))
+    assert list(got.event_id) == ["b1", "s1"] and list(got.arm) == ["", "champion"]
+
+
 # ---- A/B go-live: two InferenceServices, one transformer ---------------------------------------
 
 def _transformer_args(isvc):

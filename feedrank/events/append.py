@@ -1,6 +1,7 @@
 """Adding served impressions to an event log: the log's ``events`` table as a directory of parts.
 
-  python -m feedrank.events.append --log data/daily --served ab_run/events
+  python -m feedrank.events.append --log data/daily                          # events/ as parts
+  python -m feedrank.events.append --log data/daily --served ab_run/events   # and copy parts in
 
 The serving log sink writes ``part-<first-entry-id>-<last-entry-id>.parquet``
 files (the contract's columns, including ``arm``, ``model_version`` and
@@ -11,7 +12,8 @@ log for that and copies parts written elsewhere:
 
 * `as_part_directory` turns a single-file ``events.parquet`` / ``events.csv``
   into ``events/part-0-base.<ext>`` (a rename on the same filesystem; the name
-  sorts before the sink's parts, whose entry ids begin with a millisecond time);
+  sorts before the sink's parts, whose entry ids begin with a millisecond time),
+  also when the sink has created ``events/`` already;
 * `append_parts` copies every ``.parquet`` part of a served directory that the
   log does not hold yet (by name; a part already there with other content is
   an error), each checked against the contract first and written atomically
@@ -46,19 +48,24 @@ def events_dir(log_dir: str) -> str:
 def as_part_directory(log_dir: str) -> str:
     """Makes the log's events table a directory of parts; returns that directory.
 
-    A log already in that form is left as it is; a log without an events table
-    is a `ContractError`.
+    A single-file table moves into the directory, also when the sink has already
+    created it; a log already in that form is left as it is; a log without an
+    events table is a `ContractError`.
     """
     if not os.path.isdir(log_dir):
         raise io.ContractError(f"log directory {log_dir} does not exist")
-    files = io.table_files(log_dir, contract.EVENTS)
     target = events_dir(log_dir)
-    if os.path.isdir(target):
+    singles = [p for p in (target + ".parquet", target + ".csv") if os.path.isfile(p)]
+    if len(singles) > 1:
+        raise io.ContractError(f"table 'events' is ambiguous under {log_dir}: {singles}")
+    if not singles:
+        io.table_files(log_dir, contract.EVENTS)  # the part directory, or a ContractError naming what is missing
         return target
-    (single,) = files
-    os.makedirs(target)
-    dest = os.path.join(target, BASE_PART + os.path.splitext(single.path)[1].lower())
-    os.rename(single.path, dest)
+    os.makedirs(target, exist_ok=True)
+    dest = os.path.join(target, BASE_PART + os.path.splitext(singles[0])[1].lower())
+    if os.path.exists(dest):
+        raise io.ContractError(f"cannot move {singles[0]} to {dest}: that part exists already")
+    os.rename(singles[0], dest)
     log.info("events table of %s is now the part directory %s (%s)", log_dir, target, os.path.basename(dest))
     return target
 
@@ -110,11 +117,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m feedrank.events.append", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log", required=True, help="the event log directory (events, items, users)")
-    p.add_argument("--served", required=True, help="a directory of served event parts (the sink's events dir)")
+    p.add_argument("--served", default="", help="a directory of served event parts to copy in (the sink's "
+                                                "events dir); without it the log is only made a part directory")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        added = append_parts(args.log, args.served)
+        added = append_parts(args.log, args.served) if args.served else []
+        as_part_directory(args.log)
     except (io.ContractError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
