@@ -7,7 +7,8 @@ Runs LocalDagRunner with Beam's DirectRunner and a SQLite MLMD store, then
 prints the run summary and writes ``<run_root>/<run-id>/summary.json``.
 ``compile``/``submit``/``schedule`` build and run it on Kubeflow Pipelines;
 ``promote``/``compare``/``mlflow`` work with the MLflow registry; ``deploy``/``rollback``
-render (and apply) the KServe InferenceService from its aliases.
+render (and apply) the KServe InferenceService from its aliases; ``ab-report`` measures
+an A/B test (docs/ab.md).
 """
 from __future__ import annotations
 
@@ -174,12 +175,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     from feedrank.deploy import cli as deploy_cli
 
     deploy_cli.add_commands(sub)  # deploy, rollback (KServe)
+    from feedrank.ab import cli as ab_cli
+
+    ab_cli.add_commands(sub)  # ab-report (the A/B test)
     args = parser.parse_args(argv)
     quiet_native_logs(getattr(args, "verbose", False))  # before anything imports TensorFlow
     if args.command in tracking_cli.COMMANDS:
         return tracking_cli.main(args)
     if args.command in deploy_cli.COMMANDS:
         return deploy_cli.main(args)
+    if args.command in ab_cli.COMMANDS:
+        return ab_cli.main(args)
     configure_logging(getattr(args, "verbose", False))
     if args.command in kubeflow_cli.COMMANDS:
         return kubeflow_cli.run(args, create_pipeline)

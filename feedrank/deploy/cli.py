@@ -3,9 +3,12 @@
   python pipeline.py deploy --canary 10 [--mode standard] [--kubeconfig FILE]
   python pipeline.py rollback [--previous] [--kubeconfig FILE]
 
-Both render into ``--out`` and apply only with ``--kubeconfig``. An unblessed
-version, a missing alias or an unusable storage path is one ``error: ...``
-line and exit code 2.
+``rollback`` serves the champion alone; ``rollback --previous`` also moves the
+registry's ``champion`` alias back to the version the champion replaced (its
+``previous_champion`` tag, set by `promote`) and serves that one; without such a
+tag it refuses. Both render into ``--out`` and apply only with ``--kubeconfig``.
+An unblessed version, a missing alias or an unusable storage path is one
+``error: ...`` line and exit code 2.
 """
 from __future__ import annotations
 
@@ -57,7 +60,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("rollback", help="render (and apply) 100%% to the champion, the challenger out")
     _common(p)
     p.add_argument("--previous", action="store_true",
-                   help="roll back to the version the current champion replaced (its previous_champion tag)")
+                   help="roll back to the version the current champion replaced (its previous_champion tag): "
+                        "the registry's champion alias moves back to it and it gets 100%%")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -91,6 +95,9 @@ def _run(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(cfg.run_root, "deploy", args.command)
     paths = apply_lib.write(plan, out)
     print(f"{what}; rendered {paths['inferenceservice']}")
+    if args.command == "rollback" and args.previous:  # the registry follows what is served
+        restored, replaced = versions.restore_previous(client, model, store)
+        print(f"{model}: alias 'champion' moved back from version {replaced} to version {restored.version}")
     if args.kubeconfig:
         print(apply_lib.apply(plan, args.kubeconfig, args.wait_s))
     return 0

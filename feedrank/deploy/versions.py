@@ -10,9 +10,10 @@ the push root is synced to (``--model-store-uri``), or refused.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 from feedrank.deploy import DeployError
 from feedrank.tracking import CHALLENGER, CHAMPION
@@ -88,13 +89,40 @@ def canary_pair(client, model: str, model_store_uri: Optional[str] = None):
 
 def rollback_target(client, model: str, previous: bool = False,
                     model_store_uri: Optional[str] = None) -> ServedVersion:
-    """The version that gets 100%: the champion, or with ``previous`` the version it replaced."""
+    """The version that gets 100%: the champion, or with ``previous`` the version it replaced
+    (DeployError when the champion has no ``previous_champion`` tag)."""
     if not previous:
         return served(client, model, alias=CHAMPION, model_store_uri=model_store_uri)
-    current = served(client, model, alias=CHAMPION, model_store_uri=model_store_uri)
-    mv = client.get_model_version(model, current.version)
+    from feedrank.tracking import TrackingError
+
+    try:  # the champion itself need not be servable to be rolled back from
+        mv = resolve_version(client, model, alias=CHAMPION)
+    except TrackingError as e:
+        raise DeployError(str(e)) from None
+    current = mv
     before = (mv.tags or {}).get(PREVIOUS_CHAMPION_TAG)
+    if before == str(current.version):
+        before = None
     if not before:
         raise DeployError(f"{model!r} champion version {current.version} has no {PREVIOUS_CHAMPION_TAG} "
                           f"tag: there is no previous champion to roll back to")
     return served(client, model, version=int(before), model_store_uri=model_store_uri)
+
+
+def restore_previous(client, model: str, model_store_uri: Optional[str] = None) -> Tuple[ServedVersion, str]:
+    """Moves ``champion`` back to the version the current champion replaced; returns (it, the replaced one).
+
+    The target must be servable (blessed, pushed) before the alias moves, so a
+    refused rollback changes nothing. The restored version keeps its own
+    ``previous_champion`` tag, so a second rollback goes one further step back;
+    the demoted version is tagged ``rolled_back_at`` and ``rolled_back_to``.
+    """
+    target = rollback_target(client, model, previous=True, model_store_uri=model_store_uri)
+    current = client.get_model_version_by_alias(model, CHAMPION).version
+    client.set_registered_model_alias(model, CHAMPION, target.version)
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    client.set_model_version_tag(model, str(current), "rolled_back_at", stamp)
+    client.set_model_version_tag(model, str(current), "rolled_back_to", target.version)
+    client.set_model_version_tag(model, target.version, "restored_as_champion_at", stamp)
+    log.info("%s: alias %r moved back from version %s to %s", model, CHAMPION, current, target.version)
+    return dataclasses.replace(target, alias=CHAMPION), str(current)

@@ -1,5 +1,8 @@
 """`pipeline.py promote | compare | mlflow`: the MLflow commands of the CLI.
 
+``promote --from-ab DIR`` promotes the challenger only when the A/B test in
+DIR says so (`feedrank.ab.cli.gate`, docs/ab.md).
+
 Every failure the user can act on (config, unreachable server, unknown or
 unblessed version) is one ``error: ...`` line on stderr and exit code 2.
 """
@@ -25,6 +28,9 @@ def add_commands(sub) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--version", type=int, help="registered model version number")
     which.add_argument("--alias", help="a registry alias, e.g. challenger")
+    which.add_argument("--from-ab", metavar="DIR",
+                       help="the challenger, if the A/B test in DIR (an A/B run directory) promotes it: CTR "
+                            "lift's lower bound > ab.min_lift, guardrails and sample ratio hold (docs/ab.md)")
     p = sub.add_parser("compare", help="candidates of the experiment side by side, deltas vs champion")
     config_arg(p)
     p.add_argument("--output", default="compare.png", help="PNG to write (default: %(default)s)")
@@ -62,6 +68,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "promote":
         from feedrank.tracking.registry import promote
 
+        if getattr(args, "from_ab", None):
+            from feedrank.ab.cli import gate
+
+            version = gate(cfg, client, model, args.from_ab)  # TrackingError with the reasons
+            print(promote(client, model, version=int(version)))
+            return 0
         print(promote(client, model, version=args.version, alias=args.alias))
         return 0
     from feedrank.tracking import compare
