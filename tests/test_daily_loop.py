@@ -12,6 +12,7 @@ and the A/B deployment's InferenceServices validate.
   against a real MLflow server; the InferenceServices round-trip through the kserve
   SDK (tests/kserve_roundtrip.py) and follow KServe's rules.
 """
+import dataclasses
 import os
 
 import numpy as np
@@ -19,10 +20,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from feedrank.deploy import DeployError, examples, render
 from feedrank.events import append, contract, io
 from tests import examplegen_helpers as H
+from tests.test_kubeflow import _posted, fake_kfp  # noqa: F401 - a loopback stand-in of the KFP API
 from tests.test_serving_manifests import (  # noqa: F401 - fixtures: a real MLflow server and registry
     _aliases,
     _load,
@@ -147,6 +150,135 @@ def test_a_sink_writing_into_the_log_before_the_conversion(tmp_path):
     assert append.main(["--log", str(log_dir)]) == 0
     got = io.read_events(str(log_dir))
     assert list(got.event_id) == ["b1", "s1"] and list(got.arm) == ["", "champion"]
+
+
+# ---- the daily package and its schedule -------------------------------------------------------
+
+DEMO = os.path.join(ROOT, "configs", "demo.yaml")
+KF = os.path.join(ROOT, "configs", "kubeflow.yaml")
+KF_DAILY = os.path.join(ROOT, "configs", "kubeflow_daily.yaml")
+DAILY_KEYS = {"input_base", "data_version", "never_cache", "log_volume"}
+
+
+@pytest.fixture(scope="module")
+def daily_package(tmp_path_factory):
+    from feedrank.config import load
+    from feedrank.runners.kubeflow import compile_pipeline
+    from feedrank.runners.kubeflow_config import load_kubeflow_config
+    from pipeline import create_pipeline
+
+    out = str(tmp_path_factory.mktemp("kfp") / "daily.yaml")
+    assert compile_pipeline(create_pipeline, load(DEMO), load_kubeflow_config(KF_DAILY), out) == out
+    with open(out) as f:
+        return out, [d for d in yaml.safe_load_all(f) if d]
+
+
+def _executor(spec, task):
+    return spec["components"][spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]]["executorLabel"]
+
+
+def test_daily_config_differs_from_the_cluster_config_only_in_the_daily_keys():
+    from feedrank.runners.kubeflow_config import load_kubeflow_config
+
+    base, daily = (dataclasses.asdict(load_kubeflow_config(p)) for p in (KF, KF_DAILY))
+    assert {k for k in base if base[k] != daily[k]} == DAILY_KEYS
+    assert daily["input_base"].startswith(daily["log_volume"]["mount_path"])
+
+
+def test_daily_package_loads_with_kfp_and_reads_the_log_volume_uncached(daily_package):
+    from google.protobuf import json_format
+    from kfp import components
+    from kfp.client.client import _extract_pipeline_yaml
+    from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb2
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    path, (spec_doc, platform_doc) = daily_package
+    spec = json_format.ParseDict(spec_doc, pipeline_spec_pb2.PipelineSpec())   # strict: no unknown fields
+    platform = json_format.ParseDict(platform_doc, pipeline_spec_pb2.PlatformSpec())
+    executors = platform_doc["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in executors.values():
+        json_format.ParseDict(executor, k8s_pb2.KubernetesExecutorConfig())
+    doc = _extract_pipeline_yaml(path)   # what kfp.Client uploads
+    assert doc.pipeline_spec == spec and doc.platform_spec == platform
+    assert set(components.load_component_from_file(path).component_spec.inputs) == {
+        "input_base", "data_version", "trainer_config", "mlflow_tracking_uri"}
+    params = spec_doc["root"]["inputDefinitions"]["parameters"]
+    assert params["input_base"]["defaultValue"] == "/data/log"
+    tasks = spec_doc["root"]["dag"]["tasks"]
+    mounted = {t for t in tasks if "pvcMount" in executors.get(_executor(spec_doc, t), {})}
+    assert mounted == {"BehaviorExampleGen"}   # demo.yaml has no Word2VecGen
+    assert executors[_executor(spec_doc, "BehaviorExampleGen")]["pvcMount"] == [{
+        "constant": "feedrank-event-log", "mountPath": "/data/log",
+        "pvcNameParameter": {"runtimeValue": {"constant": "feedrank-event-log"}}}]
+    for task in ("BehaviorExampleGen", "LatestBlessedModel", "Pusher", "MlflowLogger"):
+        assert tasks[task]["cachingOptions"] == {}, task   # re-read the log; side effects
+    assert tasks["Trainer"]["cachingOptions"] == {"enableCache": True}
+    # the run registers a blessed, pushed model as `challenger`: the logger sees the blessing and the push
+    logger = tasks["MlflowLogger"]["inputs"]["artifacts"]
+    assert {"blessing", "pushed_model"} <= set(logger)
+
+
+def test_log_volume_has_kfp_kubernetes_form(tmp_path):
+    """Our pvcMount entry equals what kfp-kubernetes' mount_pvc writes."""
+    from kfp import compiler, dsl, kubernetes
+
+    from feedrank.runners.kubeflow import postprocess
+    from feedrank.runners.kubeflow_config import KubeflowConfig
+
+    @dsl.component(base_image="python:3.11")
+    def read_log() -> int:
+        return 1
+
+    @dsl.pipeline(name="tiny")
+    def tiny():
+        kubernetes.mount_pvc(read_log(), pvc_name="feedrank-event-log", mount_path="/data/log")
+
+    path = str(tmp_path / "tiny.yaml")
+    compiler.Compiler().compile(tiny, path)
+    with open(path) as f:
+        _, kplat = list(yaml.safe_load_all(f))
+    spec = {"components": {"c": {"executorLabel": "exec-read-log"}},
+            "deploymentSpec": {"executors": {"exec-read-log": {"container": {"image": "x"}}}},
+            "root": {"dag": {"tasks": {"BehaviorExampleGen": {"componentRef": {"name": "c"}}}}}}
+    kf = KubeflowConfig(input_base="/data/log", log_volume={"pvc_name": "feedrank-event-log",
+                                                            "mount_path": "/data/log"})
+    _, platform = postprocess(spec, kf)
+    assert platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-read-log"] == \
+        kplat["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-read-log"]
+
+
+@pytest.mark.parametrize("extra,match", [
+    ("log_volume: {pvc_name: log}\n", "needs exactly"),
+    ("log_volume: {pvc_name: log, mount_path: data}\ninput_base: data\n", "absolute path"),
+    ("log_volume: {pvc_name: log, mount_path: /data/log}\ninput_base: /data/other\n", "must lie under"),
+])
+def test_log_volume_errors(tmp_path, extra, match):
+    from feedrank.config import ConfigError
+    from feedrank.runners.kubeflow_config import load_kubeflow_config
+
+    bad = tmp_path / "kf.yaml"
+    bad.write_text(extra)
+    with pytest.raises(ConfigError, match=match):
+        load_kubeflow_config(str(bad))
+
+
+def test_schedule_the_daily_package(daily_package, fake_kfp, capsys):  # noqa: F811
+    import pipeline
+
+    host, requests = fake_kfp
+    path, _ = daily_package
+    rc = pipeline.main(["schedule", "--package", path, "--host", host, "--cron", "0 0 3 * * *",
+                        "--name", "feedrank-daily", "--service-account", "feedrank-pipeline"])
+    assert rc == 0 and "recurring run rr-7 created (0 0 3 * * *)" in capsys.readouterr().out
+    job = _posted(requests, "/apis/v2beta1/recurringruns")
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *" and job["no_catchup"] is True
+    assert job["display_name"] == "feedrank-daily" and job["service_account"] == "feedrank-pipeline"
+    assert job["max_concurrency"] in ("1", 1)   # one day's run at a time
+    sent = job["pipeline_spec"]
+    assert sent["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]["input_base"]["defaultValue"] == \
+        "/data/log"
+    executors = sent["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert any("pvcMount" in e for e in executors.values())
 
 
 # ---- A/B go-live: two InferenceServices, one transformer ---------------------------------------

@@ -12,7 +12,8 @@ Kubernetes cluster:
   ``set_cpu_*`` / ``set_memory_*``;
 * a second YAML document ``platforms.kubernetes.deploymentSpec.executors``
   (kfp-kubernetes' format) carries the Trainer's nodeSelector and
-  tolerations, object-store credentials from a Secret and image pull secrets;
+  tolerations, object-store credentials from a Secret, image pull secrets and
+  the event log's volume for the components that read the log (``log_volume``);
 * caching is per task: the config's default, and never for side-effecting
   or mutable-state components (``never_cache``);
 * anything the open-source backend cannot run (resolver nodes, driver hooks
@@ -27,7 +28,13 @@ from typing import Any, Dict, List, Tuple
 import yaml
 
 from feedrank.config import Config, ConfigError
-from feedrank.runners.kubeflow_config import KubeflowConfig, bind_runtime_parameters, default_images, kubeflow_target
+from feedrank.runners.kubeflow_config import (
+    LOG_READERS,
+    KubeflowConfig,
+    bind_runtime_parameters,
+    default_images,
+    kubeflow_target,
+)
 from feedrank.runners.target import PipelineBuilder
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -105,6 +112,10 @@ def _platform_executor(kf: KubeflowConfig, component_id: str) -> Dict[str, Any]:
     if kf.image_pull_secrets:
         ex["imagePullSecret"] = [{"secretName": s, "secretNameParameter": {"runtimeValue": {"constant": s}}}
                                  for s in kf.image_pull_secrets]
+    if kf.log_volume and component_id in LOG_READERS:  # kfp-kubernetes' mount_pvc form
+        pvc = kf.log_volume["pvc_name"]
+        ex["pvcMount"] = [{"constant": pvc, "mountPath": kf.log_volume["mount_path"],
+                           "pvcNameParameter": {"runtimeValue": {"constant": pvc}}}]
     return ex
 
 

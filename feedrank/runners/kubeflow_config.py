@@ -24,6 +24,9 @@ PARAM_INPUT_BASE = "input_base"
 PARAM_DATA_VERSION = "data_version"
 PARAM_TRAINER_CONFIG = "trainer_config"
 PARAM_MLFLOW_URI = "mlflow_tracking_uri"
+# The components that read the event log at ``input_base`` (they get ``log_volume``).
+LOG_READERS = ("BehaviorExampleGen", "Word2VecGen")
+LOG_VOLUME_KEYS = ("pvc_name", "mount_path")
 
 
 @dataclasses.dataclass
@@ -55,6 +58,9 @@ class KubeflowConfig:
     secret_env: Dict[str, Any] = dataclasses.field(default_factory=dict)
     env: Dict[str, str] = dataclasses.field(default_factory=dict)
     image_pull_secrets: List[str] = dataclasses.field(default_factory=list)
+    # A PersistentVolumeClaim holding the event log (the serving log sink writes its parts
+    # there too), mounted at mount_path in LOG_READERS; input_base is then a path under it.
+    log_volume: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def resources_for(self, component_id: str) -> Dict[str, str]:
         merged = dict(self.resources.get("default", {}))
@@ -80,7 +86,23 @@ def load_kubeflow_config(path: str) -> KubeflowConfig:
     if kf.secret_env:
         if set(kf.secret_env) != {"secret_name", "keys"} or not isinstance(kf.secret_env["keys"], dict):
             raise ConfigError(f"{where}.secret_env needs exactly `secret_name` and `keys` (ENV_VAR: secret-key)")
+    if kf.log_volume:
+        check_log_volume(kf, where)
     return kf
+
+
+def check_log_volume(kf: KubeflowConfig, where: str) -> None:
+    """``log_volume`` names a claim and an absolute mount path, and ``input_base`` lies under it."""
+    lv = kf.log_volume
+    if not isinstance(lv, dict) or set(lv) != set(LOG_VOLUME_KEYS) or not all(
+            isinstance(lv[k], str) and lv[k] for k in LOG_VOLUME_KEYS):
+        raise ConfigError(f"{where}.log_volume needs exactly {list(LOG_VOLUME_KEYS)} (non-empty strings), got {lv!r}")
+    mount = lv["mount_path"].rstrip("/")
+    if not mount.startswith("/"):
+        raise ConfigError(f"{where}.log_volume.mount_path must be an absolute path, got {lv['mount_path']!r}")
+    if not (kf.input_base == mount or kf.input_base.startswith(mount + "/")):
+        raise ConfigError(f"{where}.input_base {kf.input_base!r} must lie under log_volume.mount_path {mount!r}: "
+                          f"the example generator reads the log from the mounted volume")
 
 
 def image_schema_path(schema_dir_in_image: str) -> str:
