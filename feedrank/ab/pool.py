@@ -108,3 +108,31 @@ def true_lift(pool: pd.DataFrame) -> dict:
         out[arm] = {"ctr": float(rows["p_click"].mean()), "cvr": float(rows["p_convert"].mean())}
     return {**out, "lift_ctr": out[CHALLENGER_ARM]["ctr"] / out[CHAMPION_ARM]["ctr"] - 1.0,
             "lift_cvr": out[CHALLENGER_ARM]["cvr"] / out[CHAMPION_ARM]["cvr"] - 1.0}
+
+
+def synthetic(users: int = 1000, lift: float = 0.05, show: int = 5, seed: int = 0, user_sd: float = 0.8,
+              requests_mean: float = 3.0, start_ts: int = 1_700_000_000) -> pd.DataFrame:
+    """A small pool with heterogeneous users (the case a per-impression variance gets wrong).
+
+    User u's requests (1 + Poisson(requests_mean)) show ``show`` slots per arm with
+    ``p_click = sigmoid(a_u + e_slot - 0.3 ln(1 + position))``, a_u ~ N(-2.5, user_sd);
+    the challenger's slots are the champion's times ``1 + lift`` (capped at 0.99);
+    p_convert = 0.3 p_click.
+    """
+    rng = np.random.default_rng(seed)
+    n_req = 1 + rng.poisson(requests_mean, users)
+    user = np.repeat(np.arange(users), n_req)
+    req = np.arange(len(user))
+    slot_user = np.repeat(user, show)
+    slot_req = np.repeat(req, show)
+    pos = np.tile(np.arange(show), len(req))
+    a = rng.normal(-2.5, user_sd, users)
+    p = _sigmoid(a[slot_user] + rng.normal(0.0, 0.5, len(slot_user)) - 0.3 * np.log1p(pos))
+    frames = []
+    for arm, probs in ((CHAMPION_ARM, p), (CHALLENGER_ARM, np.minimum(p * (1.0 + lift), 0.99))):
+        frames.append(pd.DataFrame({
+            "request_id": [f"r{r:07d}" for r in slot_req], "user_id": [f"u{u:06d}" for u in slot_user],
+            "ts": start_ts + 60 * slot_req, "assigned_arm": "", "arm": arm, "position": pos,
+            "item_id": [f"i{(r * show + k) % 997:04d}" for r, k in zip(slot_req, pos)],
+            "p_click": probs, "p_convert": 0.3 * probs}))
+    return pd.concat(frames, ignore_index=True)
