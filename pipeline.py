@@ -65,7 +65,7 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
         negative_sampling_rate=ex.negative_sampling_rate, max_bad_fraction=ex.max_bad_fraction,
         seed=ex.seed, num_shards=ex.num_shards, valid_split=ex.valid_split, valid_days=ex.valid_days,
         valid_user_share=ex.valid_user_share, warmup_days=ex.warmup_days, min_ts=ex.min_ts,
-        max_future_skew_s=ex.max_future_skew_s, **declared)
+        max_future_skew_s=ex.max_future_skew_s, feature_delay_s=ex.feature_delay_s, **declared)
     # Optional (word2vec.enabled): Word2Vec post/query-token vectors from the warm-up days before the train split.
     word2vec = Word2VecGen(**word2vec_args(cfg), examples=example_gen.outputs["examples"],
                            input_base=example_gen.exec_properties["input_base"],

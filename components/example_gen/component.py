@@ -62,6 +62,8 @@ class BehaviorExampleGenSpec(ComponentSpec):
         "warmup_days": ExecutionParameter(type=int),
         "min_ts": ExecutionParameter(type=int),
         "max_future_skew_s": ExecutionParameter(type=int),
+        # set only when > 0 (feature staleness; absent: 0, so default runs keep their spec)
+        "feature_delay_s": ExecutionParameter(type=int, optional=True),
         # the run's declared item/user columns (`feedrank.features.to_json`)
         "declared_features": ExecutionParameter(type=str, optional=True),
     }
@@ -149,7 +151,8 @@ class BehaviorExampleGen(base_beam_component.BaseBeamComponent):
                  valid_split: str = DEFAULTS.valid_split, valid_days: int = DEFAULTS.valid_days,
                  valid_user_share: float = DEFAULTS.valid_user_share,
                  warmup_days: int = DEFAULTS.warmup_days, min_ts: int = DEFAULTS.min_ts,
-                 max_future_skew_s: int = DEFAULTS.max_future_skew_s, declared_features: str = ""):
+                 max_future_skew_s: int = DEFAULTS.max_future_skew_s, declared_features: str = "",
+                 feature_delay_s: int = DEFAULTS.feature_delay_s):
         """Args are `feedrank.examples.settings.ExampleSettings` (defaults declared there);
         ``input_fingerprint`` (a content hash of the log) only serves caching;
         ``num_shards=0`` picks one shard per `settings.EVENTS_PER_SHARD` events;
@@ -158,8 +161,9 @@ class BehaviorExampleGen(base_beam_component.BaseBeamComponent):
             raise ValueError(f"negative_sampling_rate must be in (0, 1], got {negative_sampling_rate}")
         if eval_days < 1 or valid_days < 1:
             raise ValueError(f"eval_days and valid_days must be >= 1, got {eval_days}, {valid_days}")
-        if min(label_window_s, num_shards, warmup_days, max_future_skew_s) < 0:
-            raise ValueError("label_window_s, num_shards, warmup_days and max_future_skew_s must be >= 0")
+        if min(label_window_s, num_shards, warmup_days, max_future_skew_s, feature_delay_s) < 0:
+            raise ValueError("label_window_s, num_shards, warmup_days, max_future_skew_s and "
+                             "feature_delay_s must be >= 0")
         if valid_split not in VALID_SPLITS:
             raise ValueError(f"valid_split must be one of {list(VALID_SPLITS)}, got {valid_split!r}")
         if not 0.0 < valid_user_share < 1.0:
@@ -173,6 +177,7 @@ class BehaviorExampleGen(base_beam_component.BaseBeamComponent):
             valid_user_share=float(valid_user_share), warmup_days=int(warmup_days),
             min_ts=int(min_ts), max_future_skew_s=int(max_future_skew_s),
             declared_features=str(declared_features),
+            **({"feature_delay_s": int(feature_delay_s)} if feature_delay_s else {}),
             examples=types.Channel(type=standard_artifacts.Examples),
             quarantine=types.Channel(type=Quarantine))
         super().__init__(spec=spec)

@@ -170,7 +170,7 @@ class _Build(beam.DoFn):
         if hist.empty:
             hist = empty_history()
         cfg = self._cfg
-        built = build.build_examples(events, hist, items, users, cfg.label_window_s)
+        built = build.build_examples(events, hist, items, users, cfg.label_window_s, cfg.feature_delay_s)
         split_of = splits.assign(built.ts, built.user_id, bounds, cfg)
         keep = build.sample_keep(split_of, built.label, built.impression_id,
                                  cfg.negative_sampling_rate, cfg.seed)

@@ -7,7 +7,10 @@ exactly the raw features of `feedrank.features.raw_feature_spec()`.
 
 Semantics (all vectorised with composite ``(group, ts)`` keys and
 ``searchsorted``):
-  * history = the user's events with ``ts`` strictly before the impression;
+  * history = the user's events with ``ts`` strictly before the impression
+    (strictly before ``ts - feature_delay_s`` with a feature delay: the cutoff
+    is `user_counters.history_probe`, shared by the sequences and the user
+    counters; labels, splits and the item counters ignore the delay);
     within equal ``ts`` events are ordered by ``event_id``; most recent last.
     Channels follow `features.SEQ_FEATURES`: ``click``/``view``/``conversion``
     events give item/category/region sequences (per ``shares_with``), searches
@@ -99,7 +102,8 @@ class Built:
 
 
 def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
-                   users: Union[UserTable, Mapping[str, str]], label_window_s: int) -> Built:
+                   users: Union[UserTable, Mapping[str, str]], label_window_s: int,
+                   feature_delay_s: int = 0) -> Built:
     """Builds one serialized example per impression in ``events``.
 
     Args:
@@ -111,7 +115,11 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
       users: the user table, or a plain ``user_id -> region_id`` map (unknown
         users get "").
       label_window_s: label window in seconds.
+      feature_delay_s: the behaviour features (sequences, user counters, session
+        share, category recency) see only events with ``ts`` < impression ts minus
+        this; 0: every event strictly before the impression.
     """
+    feature_delay_s = user_counters.check_delay(feature_delay_s)
     ev = events.sort_values(["user_id", "ts", "event_id"], kind="mergesort")
     ucode = pd.factorize(ev["user_id"].to_numpy(), sort=True)[0].astype(np.int64)
     ts = ev["ts"].to_numpy(np.int64)
@@ -126,7 +134,8 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
     if (int(ucode.max()) + 2) * span >= (1 << 62):
         raise OverflowError("too many users x time span for composite keys; use more shards")
     key = ucode * span + (ts - tmin)
-    imp_key, imp_user = key[imp], ucode[imp] * span
+    imp_user = ucode[imp] * span
+    imp_key = user_counters.history_probe(imp_user, ts[imp] - tmin, feature_delay_s)
     imp_ts = ts[imp]
     imp_ids = ev["event_id"].to_numpy(dtype=object)[imp]
     imp_items = ev["item_id"].to_numpy(dtype=object)[imp]
@@ -135,7 +144,7 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
     item_code = items.lookup(item_ids)
     imp_epoch = items.snapshots.epoch(imp_ts)
 
-    # --- channels: strictly-before windows, attributes as of the impression --
+    # --- channels: windows before the cutoff, attributes as of the impression --
     channels: Dict[str, A.Channel] = {}
     click_rows = np.array([], dtype=np.int64)
     for channel, kind_name in CHANNEL_EVENTS.items():
@@ -174,7 +183,8 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
     share = _category_share(items.row_category_code[click_rows], click_win.lo, click_win.hi,
                             items.row_category_code[cand])
     counters = user_counters.compute(ucode, ts, kind, user_counters.event_categories(item_code, ts, items),
-                                     imp, np.where(cand >= 0, items.row_category_code[cand], -1))
+                                     imp, np.where(cand >= 0, items.row_category_code[cand], -1),
+                                     feature_delay_s)
     impressions = A.Impressions(
         impression_id=imp_ids, user_id=imp_users, user_region=user_region, item_id=imp_items,
         item_pos=cand, ts=imp_ts, ints={F.LABEL: label, F.CONVERSION_LABEL: conversion},

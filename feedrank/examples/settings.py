@@ -33,6 +33,10 @@ class ExampleSettings:
     # Implausible timestamps are quarantined with a reason.
     min_ts: int = 946_684_800             # floor (2000-01-01 UTC); negative ts are always implausible
     max_future_skew_s: int = 86_400       # later than the newest plausible impression + this
+    # Feature staleness: the behaviour features (sequences, user counters, session share,
+    # category recency) see only events with ts < impression ts - feature_delay_s, as if the
+    # online feature updater lagged this many seconds.  0: every event strictly before.
+    feature_delay_s: int = 0
 
 
 VALID_SPLITS = ("last_days", "user_hash")

@@ -3,7 +3,8 @@
 
 Per impression at time ``T`` of user ``u`` with candidate category ``c``,
 over ``u``'s valid, de-duplicated events with ``ts < T`` (events of the same
-second are not history):
+second are not history; with a feature delay ``S`` the events with
+``ts < T - S``, `history_probe`, while ages are still measured to ``T``):
 
 * ``user_hist_impressions`` / ``user_hist_clicks``: ``u``'s impression / click
   events (every click event, as the item counters of `history` count them);
@@ -49,13 +50,35 @@ def event_categories(item_code: np.ndarray, ts: np.ndarray, items: ItemTable) ->
     return np.where(rows >= 0, items.row_category_code[np.maximum(rows, 0)], -1).astype(np.int64)
 
 
+def check_delay(delay_s: int) -> int:
+    """``delay_s`` as a non-negative int (a clear ValueError otherwise)."""
+    if isinstance(delay_s, bool) or not isinstance(delay_s, (int, np.integer)) or delay_s < 0:
+        raise ValueError(f"feature_delay_s must be an integer number of seconds >= 0, got {delay_s!r}")
+    return int(delay_s)
+
+
+def history_probe(group_start: np.ndarray, rel_ts: np.ndarray, delay_s: int = 0) -> np.ndarray:
+    """The one history cutoff of the example generator: the composite key below
+    which a group's events are behaviour an impression may see.
+
+    ``group_start + rel_ts`` is the impression's own key (``rel_ts``: its time
+    relative to the frame's first event), so ``searchsorted(keys, probe, "left")``
+    keeps the events strictly before ``T - delay_s``; a cutoff before the frame's
+    first event keeps none (clipped to the group's start, never into the previous
+    group).  ``delay_s`` > 0 models a feature updater that lags that many seconds.
+    """
+    delay_s = check_delay(delay_s)
+    rel = np.asarray(rel_ts, dtype=np.int64)
+    return group_start + (np.maximum(rel - delay_s, 0) if delay_s else rel)
+
+
 def _count_before(keys: np.ndarray, probe: np.ndarray, start: np.ndarray) -> np.ndarray:
     """Entries of sorted ``keys`` in ``[start, probe)``."""
     return (np.searchsorted(keys, probe, "left") - np.searchsorted(keys, start, "left")).astype(np.float64)
 
 
 def compute(ucode: np.ndarray, ts: np.ndarray, kind: np.ndarray, category: np.ndarray,
-            imp: np.ndarray, cand_category: np.ndarray) -> Dict[str, np.ndarray]:
+            imp: np.ndarray, cand_category: np.ndarray, delay_s: int = 0) -> Dict[str, np.ndarray]:
     """Every `features.USER_COUNTER_FEATURES` value per impression.
 
     Args:
@@ -65,6 +88,7 @@ def compute(ucode: np.ndarray, ts: np.ndarray, kind: np.ndarray, category: np.nd
       category: category code per event (`event_categories`; -1: none).
       imp: which events are the impressions (the rows of the output).
       cand_category: category code of each impression's candidate (-1: unknown).
+      delay_s: feature delay: only events with ``ts < T - delay_s`` count (`history_probe`).
     """
     n = len(ts)
     out: Dict[str, np.ndarray] = {}
@@ -77,7 +101,8 @@ def compute(ucode: np.ndarray, ts: np.ndarray, kind: np.ndarray, category: np.nd
         raise OverflowError("too many users x categories x time span for composite keys; use more shards")
     rel = ts - tmin
     key = ucode * span + rel
-    imp_key, imp_start = key[imp], ucode[imp] * span
+    imp_start = ucode[imp] * span
+    imp_key = history_probe(imp_start, rel[imp], delay_s)
     is_imp, is_clk = kind == contract.IMPRESSION, kind == contract.CLICK
     u_imp = _count_before(key[is_imp], imp_key, imp_start)
     u_clk = _count_before(key[is_clk], imp_key, imp_start)
@@ -88,7 +113,7 @@ def compute(ucode: np.ndarray, ts: np.ndarray, kind: np.ndarray, category: np.nd
     group = (ucode * ncat + category + 1) * span
     cat_key = group + rel
     cand_start = (ucode[imp] * ncat + cand_category + 1) * span
-    cand_probe = cand_start + rel[imp]
+    cand_probe = history_probe(cand_start, rel[imp], delay_s)
     known = cand_category >= 0
     c_imp = np.where(known, _count_before(np.sort(cat_key[is_imp]), cand_probe, cand_start), 0.0)
     c_clk = np.where(known, _count_before(np.sort(cat_key[is_clk]), cand_probe, cand_start), 0.0)
@@ -108,7 +133,7 @@ def compute(ucode: np.ndarray, ts: np.ndarray, kind: np.ndarray, category: np.nd
     new = np.ones(n, dtype=bool)
     new[1:] = (ucode[1:] != ucode[:-1]) | (ts[1:] - ts[:-1] > F.SESSION_GAP_S)
     sess_start = np.maximum.accumulate(np.where(new, idx, 0))
-    hi = np.searchsorted(key, imp_key, "left")                 # first event at or after T
+    hi = np.searchsorted(key, imp_key, "left")                 # first event at or after the cutoff
     lo_user = np.searchsorted(key, imp_start, "left")
     prev = np.maximum(hi - 1, 0)
     live = (hi > lo_user) & (ts[imp] - ts[prev] <= F.SESSION_GAP_S)
