@@ -1,0 +1,163 @@
+"""The simulator's online mode: the rebuilt world, the traffic plan, the true
+outcome of both arms' rankings (position bias exact), the events sent to a
+real Redis stream, reproducibility by seed, the command's errors - and the
+closed loop against the real serving stack (redis, updater, two predictors,
+the transformer, the log sink) on the tiny pipeline's model."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from feedrank.events.simulator import generate, online, online_io, online_truth, online_world
+from feedrank.events.simulator import world as world_lib
+from feedrank.events.simulator.online_schedule import plan
+from serving.transformer.assign import arm_of
+from tests.redis_helpers import redis_server  # noqa: F401 (fixture)
+
+SETTINGS = dict(seed=3, users=40, requests=240, days=1, show=6, candidates=40, share=0.5, salt="feedrank-ab",
+                staleness_s=0.0, concurrency=3, run_id="t", endpoint="", model_name="", redis="", stream="")
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory):
+    """A small log of the realistic world (every mechanism on, position bias included)."""
+    out = str(tmp_path_factory.mktemp("online") / "log")
+    generate.simulate(out, users=400, items=800, days=3, seed=5, mechanisms="realistic", verbose=False)
+    return out
+
+
+class OracleRanker:
+    """An in-process stand-in of the endpoint: the champion shows the candidates in recall
+    order, the challenger by the hidden world's interest, region and quality terms of the
+    true click logit (a better ranking by construction)."""
+
+    def __init__(self, world: online_world.World, share: float = 0.5, salt: str = "feedrank-ab"):
+        self.world, self.share, self.salt = world, share, salt
+        self.item = {i: k for k, i in enumerate(world.item_ids)}
+        self.user = {u: k for k, u in enumerate(world.user_ids)}
+
+    async def check(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def score(self, user_id, candidates):
+        sim = self.world.sim
+        items = np.array([self.item[i] for i in candidates])
+        users = np.full(len(items), self.user[user_id])
+        share = world_lib.interest_share(sim.users, sim.tax, users, sim.items.cat[items])
+        match = sim.items.region[items] == sim.users.region[users]
+        return 2.8 * np.sqrt(share) + sim.tax.region_beta[sim.items.cat[items]] * match + sim.items.quality[items]
+
+    async def rank(self, body):
+        forced = (body.get("debug") or {}).get("arm")
+        arm = forced or arm_of(body["user_id"], self.share, self.salt)
+        ranking = list(body["candidates"])
+        if arm == "challenger":
+            order = np.argsort(-self.score(body["user_id"], ranking), kind="stable")
+            ranking = [ranking[k] for k in order]
+        return online_io.Ranked(200, arm, ranking[:body["show"]], arm)
+
+
+def _run(log_dir, redis_url, stream, **over):
+    world = online_world.rebuild(log_dir)
+    s = {**SETTINGS, **over, "redis": redis_url, "stream": stream}
+    events = online_io.EventStream(redis_url, stream)
+    return asyncio.run(online.run_online(world, s, OracleRanker(world), events)), world
+
+
+def test_rebuild_reproduces_the_log_and_refuses_others(log_dir, tmp_path):
+    world = online_world.rebuild(log_dir)          # checks the feed requests against world.json
+    assert world.end_ts == world.params["start_ts"] + 3 * 86400 and world.sim.mech.position_bias == 0.3
+    with pytest.raises(online_world.OnlineError, match="has no world.json"):
+        online_world.rebuild(str(tmp_path))
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    meta = json.load(open(os.path.join(log_dir, "world.json")))
+    meta["params"]["seed"] = 6                    # another world than the one that wrote the log
+    (wrong / "world.json").write_text(json.dumps(meta))
+    with pytest.raises(online_world.OnlineError, match="does not reproduce the log"):
+        online_world.rebuild(str(wrong))
+
+
+def test_plan_spreads_requests_over_sessions_of_active_users(log_dir):
+    world = online_world.rebuild(log_dir)
+    days = plan(world, 40, 240, 2, seed=1)
+    reqs = [r for d in days for s in d for r in s.requests]
+    assert sorted(r.index for r in reqs) == list(range(240))
+    users = {r.user for r in reqs}
+    assert len(users) == 40
+    starts = [s.start for d in days for s in d]
+    assert min(starts) >= world.end_ts and max(starts) < world.end_ts + 2 * 86400
+    act = world.sim.users.activity
+    assert act[list(users)].mean() > act.mean()   # drawn by activity
+    with pytest.raises(ValueError, match="at least users"):
+        plan(world, 40, 10, 1, seed=1)
+
+
+def test_truth_of_both_arms_and_events_in_the_stream(log_dir, redis_server):  # noqa: F811
+    client = redis_server.client()
+    client.delete("o:events")
+    run, world = _run(log_dir, redis_server.url, "o:events")
+    t = run.truth.table().to_pandas()
+    assert run.stats["requests_ok"] == 240 and run.stats["counterfactual_failed"] == 0
+    assert len(t) == 240 * 2 * 6 and set(t.arm) == {"champion", "challenger"}
+    assert all(p == list(range(6)) for p in t.groupby(["request_id", "arm"]).position.apply(list))
+    assigned = t.groupby("user_id").assigned_arm.first()
+    assert all(arm_of(u, 0.5, "feedrank-ab") == a for u, a in assigned.items())
+    assert ((t.p_click > 0) & (t.p_click < 1) & (t.p_convert > 0) & (t.p_convert < t.p_click)).all()
+    # the same post in both arms' slots: its true logit differs by the position term alone
+    both = t.merge(t, on=["request_id", "item_id"])
+    both = both[(both.arm_x == "champion") & (both.arm_y == "challenger") & (both.position_x != both.position_y)]
+    assert len(both) > 50
+    logit = np.log(both.p_click_x / (1 - both.p_click_x)) - np.log(both.p_click_y / (1 - both.p_click_y))
+    np.testing.assert_allclose(logit, -0.3 * (np.log1p(both.position_x) - np.log1p(both.position_y)), atol=1e-9)
+    # the true lift is the ratio of the arms' mean true CTR over all requests' shown slots
+    lift = online_truth.true_lift(run.truth.table())
+    ctr = t.groupby("arm").p_click.mean()
+    assert lift["lift_ctr"] == pytest.approx(ctr["challenger"] / ctr["champion"] - 1)
+    assert lift["lift_ctr"] > 0.1 and lift["lift_cvr"] > 0.1   # the oracle ranks better
+    # every click, view, conversion and purchase reached the stream with its request id
+    entries = [f for _, f in client.xrange("o:events")]
+    assert len(entries) == len(run.published) > 0
+    clicks = [e for e in entries if e["event"] == "click"]
+    assert len(clicks) == run.stats["clicks"] > 10
+    assert {e["request_id"] for e in entries} <= set(t.request_id)
+    shown = set(zip(t.request_id[t.arm == t.assigned_arm], t.item_id[t.arm == t.assigned_arm]))
+    assert all((e["request_id"], e["item_id"]) in shown for e in entries)   # only shown posts are clicked
+    assert {e["event"] for e in entries} >= {"click", "view", "conversion"}
+    ts = {r: v for r, v in zip(t.request_id, t.ts)}
+    assert all(int(e["ts"]) > ts[e["request_id"]] for e in entries)
+
+
+def test_a_run_is_reproducible_by_seed_given_the_same_rankings(log_dir, redis_server):  # noqa: F811
+    client = redis_server.client()
+    runs = []
+    for stream, seed in (("r1:events", 3), ("r2:events", 3), ("r3:events", 4)):
+        client.delete(stream)
+        run, _ = _run(log_dir, redis_server.url, stream, seed=seed, concurrency=1 if stream == "r2:events" else 4)
+        events = sorted((f for _, f in client.xrange(stream)), key=lambda f: f["event_id"])
+        runs.append((run.truth.table(), events))
+    # 4 requests in flight or 1: the same truth and events (the stream's interleaving of users aside)
+    assert runs[0][0].equals(runs[1][0]) and runs[0][1] == runs[1][1] and len(runs[0][1]) > 10
+    assert not runs[0][0].equals(runs[2][0])                               # another seed, other traffic
+
+
+def test_command_help_and_errors(tmp_path, log_dir, redis_server):  # noqa: F811
+    cmd = [sys.executable, "-m", "feedrank.events.simulator.online"]
+    helptext = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=60)
+    assert helptext.returncode == 0 and "--endpoint" in helptext.stdout and "--staleness-s" in helptext.stdout
+    cases = [(["--log", str(tmp_path)], "has no world.json"),
+             (["--log", log_dir, "--endpoint", "http://127.0.0.1:1"], "is unreachable"),
+             (["--log", log_dir, "--users", "50", "--requests", "10"], "--requests >= --users")]
+    for args, msg in cases:
+        r = subprocess.run(cmd + args + ["--out", str(tmp_path / "out"), "--redis", redis_server.url],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
