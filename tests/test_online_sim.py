@@ -161,3 +161,32 @@ def test_command_help_and_errors(tmp_path, log_dir, redis_server):  # noqa: F811
         r = subprocess.run(cmd + args + ["--out", str(tmp_path / "out"), "--redis", redis_server.url],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_an_endpoint_failing_every_request_ends_the_run(log_dir, redis_server):  # noqa: F811
+    class Failing(OracleRanker):
+        async def rank(self, body):
+            return online_io.Ranked(502, error="predictor failed with HTTP 400")
+
+    world = online_world.rebuild(log_dir)
+    s = {**SETTINGS, "redis": redis_server.url, "stream": "f:events"}
+    with pytest.raises(online_world.OnlineError, match="failed 20 requests in a row .*HTTP 502 predictor failed"):
+        asyncio.run(online.run_online(world, s, Failing(world), online_io.EventStream(redis_server.url, "f:events")))
+
+
+def test_without_a_challenger_the_run_goes_on_with_the_champion_only(log_dir, redis_server):  # noqa: F811
+    class ChampionOnly(OracleRanker):
+        async def rank(self, body):
+            if "debug" in body:
+                return online_io.Ranked(400, error="'debug.arm' is 'challenger' but this server has no challenger")
+            return online_io.Ranked(200, "champion", body["candidates"][:body["show"]], "1")
+
+    world = online_world.rebuild(log_dir)
+    s = {**SETTINGS, "redis": redis_server.url, "stream": "c:events"}
+    run = asyncio.run(online.run_online(world, s, ChampionOnly(world), online_io.EventStream(redis_server.url,
+                                                                                             "c:events")))
+    t = run.truth.table().to_pandas()
+    assert run.stats["requests_ok"] == 240 and run.stats["counterfactual_failed"] == 1   # asked once, then not
+    assert set(t.arm) == {"champion"} and len(t) == 240 * 6
+    lift = online_truth.true_lift(run.truth.table())
+    assert lift["challenger"] is None and lift["lift_ctr"] is None and lift["champion"]["ctr"] > 0

@@ -38,6 +38,7 @@ from feedrank.events.simulator.online_world import OnlineDay, OnlineError, World
 log = logging.getLogger(__name__)
 
 AB_RUN_FILE = "ab_run.json"
+MAX_FAILING = 20   # failed requests in a row that end the run
 ARMS = (online_truth.CHAMPION, online_truth.CHALLENGER)
 CLICK, CONV, VIEW, PURCHASE = 1, 2, 4, 5   # batch event codes (browsing.IMP, CLICK, CONV, SEARCH, VIEW, PURCHASE)
 
@@ -65,6 +66,7 @@ class OnlineRun:
                           clicks=0, conversions=0, arm_mismatch=0)
         self._sem = asyncio.Semaphore(int(settings["concurrency"]))
         self._done = 0
+        self._failing = 0   # failed requests in a row
         self._t0 = time.monotonic()
 
     # ------------------------------------------------------------------ run
@@ -125,8 +127,13 @@ class OnlineRun:
         self._progress()
         if real.status != 200:
             self.stats["requests_failed"] += 1
+            self._failing += 1
             log.warning("request %s failed: HTTP %s %s", rid, real.status, real.error)
+            if self._failing >= MAX_FAILING:
+                raise OnlineError(f"the ranking endpoint failed {self._failing} requests in a row (last: HTTP "
+                                  f"{real.status} {real.error}); see the transformer's log")
             return ts
+        self._failing = 0
         self.stats["requests_ok"] += 1
         real.arm = real.arm or online_truth.CHAMPION   # an endpoint without A/B serves the champion
         for arm, ranked in [(real.arm, real)] + [(a, r) for a, r in cf.items() if a != real.arm]:
