@@ -10,13 +10,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from feedrank.events.simulator import generate, online, online_io, online_truth, online_world
 from feedrank.events.simulator import world as world_lib
 from feedrank.events.simulator.online_schedule import plan
+from serving.features import online as online_features
+from serving.features import schema, writer
 from serving.transformer.assign import arm_of
 from tests.redis_helpers import redis_server  # noqa: F401 (fixture)
 
@@ -190,3 +194,43 @@ def test_without_a_challenger_the_run_goes_on_with_the_champion_only(log_dir, re
     assert set(t.arm) == {"champion"} and len(t) == 240 * 6
     lift = online_truth.true_lift(run.truth.table())
     assert lift["challenger"] is None and lift["lift_ctr"] is None and lift["champion"]["ctr"] > 0
+
+
+def test_a_users_events_are_applied_before_their_next_request(log_dir, redis_server, tmp_path):  # noqa: F811
+    """With a real feature updater on the stream, the run waits until it has applied a request's
+    clicks: right after the wait, the user's click channel holds them."""
+    client = redis_server.client()
+    keys = schema.Keys("w")
+    writer.flush(client, keys)
+    writer.load_items(client, keys, pd.read_parquet(os.path.join(log_dir, "items.parquet")))
+    client.delete("w:events")
+    up = subprocess.Popen([sys.executable, "-m", "serving.features.updater", "--redis", redis_server.url,
+                           "--prefix", "w", "--stream", "w:events", "--block-ms", "50"],
+                          stdout=open(tmp_path / "updater.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):   # the updater creates its consumer group on start
+            if client.exists("w:events") and client.xinfo_groups("w:events"):
+                break
+            time.sleep(0.1)
+        checked = []
+
+        class Checking(online_io.EventStream):
+            async def wait_consumed(self, entry_id):
+                await super().wait_consumed(entry_id)
+                if entry_id is not None:
+                    last = client.xrange("w:events", entry_id, entry_id)[0][1]
+                    pipe = client.pipeline()
+                    online_features.queue_reads(pipe, keys, last["user_id"], [last["item_id"]], None)
+                    user, _, _ = online_features.parse_reads(pipe.execute())
+                    checked.append(last["item_id"] in user.channels.get(last["event"], [last["item_id"]]))
+
+        world = online_world.rebuild(log_dir)
+        events = Checking(redis_server.url, "w:events")
+        s = {**SETTINGS, "users": 10, "requests": 60, "redis": redis_server.url, "stream": "w:events"}
+        run = asyncio.run(online.run_online(world, s, OracleRanker(world), events))
+        assert events.waiting and len(checked) > 3 and all(checked), checked
+        assert client.xpending("w:events", "feedrank-updater")["pending"] == 0
+        assert len(run.published) == client.xlen("w:events")
+    finally:
+        up.terminate()
+        up.wait(30)
