@@ -13,7 +13,10 @@ and the A/B deployment's InferenceServices validate.
   SDK (tests/kserve_roundtrip.py) and follow KServe's rules.
 """
 import dataclasses
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
@@ -311,7 +314,6 @@ def test_ab_plan_renders_valid_inference_services(mode):
 
 def test_the_transformer_accepts_the_rendered_arguments():
     """The rendered transformer arguments parse with the transformer's own parser (serving venv)."""
-    import json
     import subprocess
 
     from tests.test_serving_manifests import SERVING_PY
@@ -366,3 +368,109 @@ def test_deploy_ab_share_renders_both_and_rollback_removes_the_challenger(regist
     assert _load(out / "kustomization.yaml")["resources"] == ["inferenceservice.yaml"]
     args = _transformer_args(_load(out / "inferenceservice.yaml"))
     assert "--challenger-url" not in args
+
+
+# ---- applying: the kubernetes client against a loopback stand-in of the API server ------------
+
+class _FakeKube(BaseHTTPRequestHandler):
+    """InferenceServices in memory; every object is Ready as soon as it is written.
+    Records (method, name) per request: a contract test of what `apply` sends, in order."""
+
+    objects: dict = {}
+    requests: list = []
+    PREFIX = "/apis/serving.kserve.io/v1beta1/namespaces/feedrank/inferenceservices"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _send(self, body, status=200):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _name(self):
+        path = self.path.split("?")[0]
+        assert path.startswith(self.PREFIX), path
+        return path[len(self.PREFIX):].strip("/")
+
+    def _body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(n)) if n else None
+
+    def _store(self, obj):
+        obj = dict(obj, status={"conditions": [{"type": "Ready", "status": "True"}]})
+        obj["metadata"] = dict(obj["metadata"], resourceVersion=str(len(self.requests)))
+        self.objects[obj["metadata"]["name"]] = obj
+        return obj
+
+    def do_GET(self):
+        name = self._name()
+        self.requests.append(("GET", name))
+        if name in self.objects:
+            return self._send(self.objects[name])
+        self._send({"kind": "Status", "code": 404, "reason": "NotFound"}, 404)
+
+    def do_POST(self):
+        obj = self._body()
+        self.requests.append(("POST", obj["metadata"]["name"]))
+        self._send(self._store(obj), 201)
+
+    def do_PUT(self):
+        name, obj = self._name(), self._body()
+        self.requests.append(("PUT", name))
+        self._send(self._store(obj))
+
+    def do_DELETE(self):
+        name = self._name()
+        self.requests.append(("DELETE", name))
+        if self.objects.pop(name, None) is None:
+            return self._send({"kind": "Status", "code": 404, "reason": "NotFound"}, 404)
+        self._send({"kind": "Status", "status": "Success"})
+
+
+@pytest.fixture()
+def fake_kube(tmp_path):
+    _FakeKube.objects, _FakeKube.requests = {}, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKube)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "loopback",
+        "clusters": [{"name": "loopback", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
+        "users": [{"name": "nobody", "user": {}}],
+        "contexts": [{"name": "loopback", "context": {"cluster": "loopback", "user": "nobody"}}]}))
+    yield str(kubeconfig), _FakeKube
+    server.shutdown()
+    server.server_close()
+
+
+def test_apply_starts_the_challenger_first_and_rollback_deletes_it(fake_kube):
+    from feedrank.deploy import apply as apply_lib
+
+    kubeconfig, kube = fake_kube
+    ab = render.ab_plan("standard", "feedrank", examples.CHAMPION, examples.CHALLENGER, 0.1)
+    account = apply_lib.apply(ab, kubeconfig, wait_s=5)
+    assert account == ("applied InferenceService feedrank/feedrank-ranker (ab), "
+                       "applied feedrank-ranker-challenger")
+    writes = [r for r in kube.requests if r[0] != "GET"]
+    assert writes == [("POST", "feedrank-ranker-challenger"), ("POST", "feedrank-ranker")]
+    # the challenger was Ready (read back) before the transformer that calls it was written
+    first_main = kube.requests.index(("POST", "feedrank-ranker"))
+    assert ("GET", "feedrank-ranker-challenger") in kube.requests[1:first_main]
+    main = kube.objects["feedrank-ranker"]
+    assert "--challenger-url" in main["spec"]["transformer"]["containers"][0]["args"]
+
+    kube.requests.clear()
+    back = render.rollback_plan("standard", "feedrank", examples.CHAMPION)
+    assert apply_lib.apply(back, kubeconfig, wait_s=5) == (
+        "applied InferenceService feedrank/feedrank-ranker (rollback), deleted feedrank-ranker-challenger")
+    assert [r for r in kube.requests if r[0] != "GET"] == [("PUT", "feedrank-ranker"),
+                                                          ("DELETE", "feedrank-ranker-challenger")]
+    assert set(kube.objects) == {"feedrank-ranker"}
+    assert "--challenger-url" not in kube.objects["feedrank-ranker"]["spec"]["transformer"]["containers"][0]["args"]
+    kube.requests.clear()   # a second rollback: nothing left to delete, and that is no error
+    assert apply_lib.apply(back, kubeconfig, wait_s=5).endswith("(rollback)")
