@@ -54,9 +54,10 @@ def add_commands(sub) -> None:
     _common(p)
     p.add_argument("--canary", type=int, default=10, metavar="PERCENT",
                    help="challenger's share of the traffic, 0..100 (default: %(default)s)")
-    p.add_argument("--ab-share", type=float, default=None, metavar="FRACTION",
-                   help="an A/B test instead of a canary: this fraction of the users (0..1, by a stable hash "
-                        "in the transformer) is served by the challenger's own InferenceService")
+    p.add_argument("--ab-share", type=float, nargs="?", default=None, const=-1.0, metavar="FRACTION",
+                   help="an A/B test instead of a canary: the config's ab.share of the users (by a stable hash "
+                        "of ab.salt and the user id, in the transformer) is served by the challenger's own "
+                        "InferenceService; a FRACTION given must equal ab.share (ab-report tests against it)")
     p = sub.add_parser("rollback", help="render (and apply) 100%% to the champion, the challenger out")
     _common(p)
     p.add_argument("--previous", action="store_true",
@@ -81,9 +82,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "deploy":
         champion, challenger = versions.canary_pair(client, model, store)
         if getattr(args, "ab_share", None) is not None:
-            plan = render.ab_plan(args.mode, args.runtime, champion, challenger, args.ab_share, settings)
+            share, salt = render.ab_settings(args.ab_share, cfg.ab, args.config)
+            plan = render.ab_plan(args.mode, args.runtime, champion, challenger, share, settings, salt)
             what = (f"{model}: A/B champion v{champion.version} + challenger v{challenger.version} for "
-                    f"{args.ab_share:.0%} of the users, salt {plan.summary['ab_salt']!r} ({args.mode})")
+                    f"{share:.0%} of the users, salt {salt!r} ({args.mode})")
         else:
             plan = render.deploy_plan(args.mode, args.runtime, champion, challenger, args.canary, settings)
             what = (f"{model}: champion v{champion.version} {100 - args.canary}% + challenger "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from feedrank.deploy import FEEDRANK_RUNTIME, MODES, RUNTIMES, SERVERLESS, STANDARD, TFSERVING_RUNTIME, DeployError
 from feedrank.deploy.versions import ServedVersion
@@ -191,9 +191,19 @@ def ab_challenger_name(s: Settings) -> str:
 
 
 def ab_salt(champion: ServedVersion, challenger: ServedVersion) -> str:
-    """The assignment salt of one experiment: the same pair keeps its users on re-render, a new
-    challenger draws a fresh split (no carry-over from the last test's challenger users)."""
+    """A salt for one experiment when none is configured: the same pair keeps its users on
+    re-render, a new challenger draws a fresh split (no carry-over from the last test's users)."""
     return f"{champion.model}:v{champion.version}-vs-v{challenger.version}"
+
+
+def ab_settings(requested: float, ab: Any, config_path: str = "the config") -> Tuple[float, str]:
+    """(share, salt) of the A/B test: the config's ``ab`` section, which `ab-report` tests the
+    sample ratio against. ``requested`` < 0 means "the config's share"; another share is an error."""
+    if requested >= 0 and abs(requested - ab.share) > 1e-9:
+        raise DeployError(f"--ab-share {requested} differs from ab.share {ab.share} in {config_path}, the share "
+                          f"ab-report tests the sample ratio against: set ab.share there (and a fresh ab.salt "
+                          f"per experiment), or give --ab-share without a value")
+    return float(ab.share), str(ab.salt)
 
 
 def ab_plan(mode: str, runtime: str, champion: ServedVersion, challenger: ServedVersion, share: float,
