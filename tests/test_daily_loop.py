@@ -338,13 +338,27 @@ def test_ab_plan_refuses_what_cannot_be_an_ab_test(share, runtime, match):
         render.ab_plan("serverless", runtime, examples.CHAMPION, examples.CHALLENGER, share)
 
 
-def test_deploy_ab_share_renders_both_and_rollback_removes_the_challenger(registry, config_file, tmp_path,  # noqa: F811
+@pytest.fixture()
+def ab_config(config_file, tmp_path):  # noqa: F811
+    """The deploy test's config with an ab section: 10 % of the users, this experiment's salt."""
+    with open(config_file) as f:
+        raw = yaml.safe_load(f)
+    raw["ab"] = {"share": 0.1, "salt": "exp-2024-06-v2"}
+    path = tmp_path / "ab.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_deploy_ab_share_renders_both_and_rollback_removes_the_challenger(registry, ab_config, tmp_path,  # noqa: F811
                                                                          capsys):
     _aliases(registry, 1, 2)
+    rc, _, errors = _run(capsys, "deploy", "--config", ab_config, "--ab-share", "0.3", "--out",
+                         str(tmp_path / "other-share"))
+    assert rc == 2 and len(errors) == 1 and "differs from ab.share 0.1" in errors[0]
     out = tmp_path / "ab"
-    rc, text, errors = _run(capsys, "deploy", "--config", config_file, "--ab-share", "0.1", "--out", str(out))
+    rc, text, errors = _run(capsys, "deploy", "--config", ab_config, "--ab-share", "--out", str(out))
     assert rc == 0 and not errors, errors
-    assert "A/B champion v1 + challenger v2 for 10% of the users" in text
+    assert "A/B champion v1 + challenger v2 for 10% of the users, salt 'exp-2024-06-v2'" in text
     main, other = _load(out / "inferenceservice.yaml"), _load(out / "feedrank-ranker-challenger.yaml")
     assert _load(out / "kustomization.yaml")["resources"] == ["feedrank-ranker-challenger.yaml",
                                                               "inferenceservice.yaml"]
@@ -352,17 +366,18 @@ def test_deploy_ab_share_renders_both_and_rollback_removes_the_challenger(regist
     assert _uri(main["spec"]["predictor"]) == "gs://feedrank-ml/model_store/din/100"
     assert _uri(other["spec"]["predictor"]) == "gs://feedrank-ml/model_store/din/200"
     assert float(_flag(_transformer_args(main), "--challenger-share")) == 0.1
+    assert _flag(_transformer_args(main), "--ab-salt") == "exp-2024-06-v2"
     for d in (main, other):
         d["metadata"]["namespace"] = "feedrank"
     assert_valid_isvcs([main, other])
 
     _aliases(registry, 3, 2)     # an unblessed champion: refused, nothing rendered
-    rc, _, errors = _run(capsys, "deploy", "--config", config_file, "--ab-share", "0.1", "--out",
+    rc, _, errors = _run(capsys, "deploy", "--config", ab_config, "--ab-share", "0.1", "--out",
                          str(tmp_path / "refused"))
     assert rc == 2 and len(errors) == 1 and "not blessed" in errors[0] and not (tmp_path / "refused").exists()
 
     _aliases(registry, 1, 2)
-    rc, _, errors = _run(capsys, "rollback", "--config", config_file, "--out", str(out))
+    rc, _, errors = _run(capsys, "rollback", "--config", ab_config, "--out", str(out))
     assert rc == 0 and not errors
     assert not (out / "feedrank-ranker-challenger.yaml").exists()
     assert _load(out / "kustomization.yaml")["resources"] == ["inferenceservice.yaml"]
