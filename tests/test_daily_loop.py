@@ -85,11 +85,13 @@ def served_log(tmp_path_factory):
     """(log dir with the served part appended, the served frame)."""
     log_dir = H.make_log(str(tmp_path_factory.mktemp("log")))
     served = served_part(H.load(log_dir))
-    ab_dir = tmp_path_factory.mktemp("ab")
-    write_part(served, str(ab_dir / "events" / "part-1732600000000-0-1732600000100-0.parquet"))
-    added = append.append_parts(log_dir, str(ab_dir / "events"))
+    ab_root = tmp_path_factory.mktemp("ab")   # one directory per A/B test, as the sink writes it
+    write_part(served, str(ab_root / "exp-1" / "events" / "part-1732600000000-0-1732600000100-0.parquet"))
+    added = append.append_parts(log_dir, str(ab_root / "exp-1" / "events"))
     assert [os.path.basename(p) for p in added] == ["part-1732600000000-0-1732600000100-0.parquet"]
-    assert append.append_parts(log_dir, str(ab_dir / "events")) == []   # idempotent
+    assert append.main(["--log", log_dir, "--served", str(ab_root / "*" / "events")]) == 0   # idempotent
+    assert sorted(os.listdir(os.path.join(log_dir, "events"))) == [
+        "part-0-base.parquet", "part-1732600000000-0-1732600000100-0.parquet"]
     return log_dir, served
 
 

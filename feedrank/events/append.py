@@ -1,7 +1,7 @@
 """Adding served impressions to an event log: the log's ``events`` table as a directory of parts.
 
   python -m feedrank.events.append --log data/daily                          # events/ as parts
-  python -m feedrank.events.append --log data/daily --served ab_run/events   # and copy parts in
+  python -m feedrank.events.append --log data/daily --served 'runs/ab/*/events'   # and copy parts in
 
 The serving log sink writes ``part-<first-entry-id>-<last-entry-id>.parquet``
 files (the contract's columns, including ``arm``, ``model_version`` and
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import glob
 import logging
 import os
 import shutil
@@ -117,12 +118,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m feedrank.events.append", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log", required=True, help="the event log directory (events, items, users)")
-    p.add_argument("--served", default="", help="a directory of served event parts to copy in (the sink's "
-                                                "events dir); without it the log is only made a part directory")
+    p.add_argument("--served", action="append", default=[], metavar="DIR",
+                   help="a directory of served event parts to copy in (a sink's events dir; repeatable; a glob "
+                        "pattern such as 'ab/*/events' names every match); without it the log is only made a "
+                        "part directory")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        added = append_parts(args.log, args.served) if args.served else []
+        added = []
+        for pattern in args.served:
+            dirs = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+            if not dirs:
+                log.warning("--served %s matches no directory", pattern)
+            for served in dirs:
+                added += append_parts(args.log, served)
         as_part_directory(args.log)
     except (io.ContractError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
