@@ -491,3 +491,33 @@ def test_apply_starts_the_challenger_first_and_rollback_deletes_it(fake_kube):
     assert "--challenger-url" not in kube.objects["feedrank-ranker"]["spec"]["transformer"]["containers"][0]["args"]
     kube.requests.clear()   # a second rollback: nothing left to delete, and that is no error
     assert apply_lib.apply(back, kubeconfig, wait_s=5).endswith("(rollback)")
+
+
+def test_the_documented_volume_and_append_job_validate_and_agree_with_the_daily_config():
+    import re
+    import textwrap
+
+    import kubernetes_validate
+
+    from feedrank.runners.kubeflow_config import load_kubeflow_config
+    from tests.test_manifests import K8S_VERSION
+
+    with open(os.path.join(ROOT, "docs", "kubeflow.md")) as f:
+        blocks = [textwrap.dedent(b) for b in re.findall(r"```yaml\n(.*?)```", f.read(), flags=re.S)]
+    (block,) = [b for b in blocks if "kind: CronJob" in b]
+    objs = {o["kind"]: o for o in yaml.safe_load_all(block)}
+    assert set(objs) == {"PersistentVolumeClaim", "CronJob"}
+    for obj in objs.values():
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    kf = load_kubeflow_config(KF_DAILY)
+    pvc, job = objs["PersistentVolumeClaim"], objs["CronJob"]
+    assert pvc["metadata"]["name"] == kf.log_volume["pvc_name"] and "ReadWriteMany" in pvc["spec"]["accessModes"]
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (volume,) = pod["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == kf.log_volume["pvc_name"]
+    assert container["volumeMounts"] == [{"name": volume["name"], "mountPath": kf.log_volume["mount_path"]}]
+    cmd = container["command"]
+    assert cmd[:3] == ["python", "-m", "feedrank.events.append"] and _flag(cmd, "--log") == kf.input_base
+    assert _flag(cmd, "--served").startswith(kf.input_base + "/")
+    assert container["image"] == kf.image
