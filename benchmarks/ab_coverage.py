@@ -101,6 +101,17 @@ def summarise_aa(rows: List[Dict]) -> Dict:
     return out
 
 
+def rounded(x, digits: int = 6):
+    """``x`` with every float rounded (the stored repetitions)."""
+    if isinstance(x, float):
+        return round(x, digits)
+    if isinstance(x, dict):
+        return {k: rounded(v, digits) for k, v in x.items()}
+    if isinstance(x, list):
+        return [rounded(v, digits) for v in x]
+    return x
+
+
 def plot(result: Dict, path: str) -> None:
     import matplotlib
 
@@ -222,7 +233,7 @@ def main(argv=None) -> int:
     result["command"] = "python benchmarks/ab_coverage.py " + " ".join(argv if argv is not None else sys.argv[1:])
     plot(result, args.plot)
     for r in result["ab"]:  # keep the JSON small: the intervals of the first 100 repetitions only
-        r["rows"] = r["rows"][:100]
+        r["rows"] = rounded(r["rows"][:100])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
