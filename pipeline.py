@@ -47,6 +47,7 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     from components.word2vec.component import Word2VecGen
     from feedrank import features as F
     from feedrank.evaluate.eval_config import make_eval_config
+    from feedrank.evaluate.models import MODULE_PATH as EVALUATOR_MODULE
     from feedrank.fingerprint import code_fingerprint
     from feedrank.runners.local import local_target
     from feedrank.tracking import experiment_name, registered_model_name
@@ -107,12 +108,14 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     baseline = LatestBlessedModel(push_dir=target.push_dir, tracking_uri=tracking_uri(cfg, start=False),
                                   registered_model=registered_model_name(cfg))
     # TFMA on the eval split: AUC floor, no regression versus the baseline, calibration band.
+    # Its models load through feedrank.evaluate.models (TF-DF's ops for a gbdt candidate or baseline).
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
         example_splits=["eval"],
         eval_config=make_eval_config(cfg.evaluator.auc_floor, cfg.evaluator.max_auc_regression,
-                                     cfg.evaluator.slice_features, cfg.evaluator.calibration_band))
+                                     cfg.evaluator.slice_features, cfg.evaluator.calibration_band),
+        module_path=EVALUATOR_MODULE)
     # Blessed models only, to model_store/<model>/<version>/; an identical model is never pushed twice.
     pusher = Pusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
                     push_dir=target.push_dir)

@@ -46,6 +46,9 @@ def score_split(model_dir: str, examples_uri: str, split: str = "eval",
     import tensorflow as tf
 
     files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+    from feedrank.train import tfdf_ops
+
+    tfdf_ops.ensure_for(model_dir)   # a gbdt model's trees need TF-DF's inference ops
     loaded = tf.saved_model.load(model_dir)
     fn = loaded.signatures["serving_tf_example"]
     meta_spec = {F.IMPRESSION_ID: tf.io.FixedLenFeature([], tf.string),

@@ -123,8 +123,12 @@ def load(version: str, path: str, warmup_candidates: int, warmup_runs: int = 3) 
     """Loads ``path``'s ``serving_default`` and runs it on a synthetic request
     until the first-call tracing is done (so the first real request is fast)."""
     t0 = time.perf_counter()
+    from feedrank.train import tfdf_ops
     try:
+        tfdf_ops.ensure_for(path)   # a gbdt model's trees need TF-DF's inference ops registered first
         saved = tf.saved_model.load(path)
+    except tfdf_ops.MissingDecisionForests as e:
+        raise ModelSourceError(f"cannot load {path}: {e}") from None
     except (OSError, ValueError) as e:
         raise ModelSourceError(f"cannot load a SavedModel from {path}: {e}") from None
     if SIGNATURE not in saved.signatures:
