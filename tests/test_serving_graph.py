@@ -38,7 +38,8 @@ def _split(batch, user_row, n):
     return {k: (v[user_row:user_row + 1] if k in user else v[:n]) for k, v in batch.items()}
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+# gbdt is trained by TF-DF, not Keras's fit: tests/test_gbdt_family.py serves it through this graph
+@pytest.mark.parametrize("family", sorted(set(FAMILIES) - {"gbdt"}))
 def test_shared_user_graph_equals_the_model_on_broadcast_inputs(family):
     model = _fitted(family, VOCAB_SIZES)
     batch = random_batch(max(CANDIDATES), seed=2, min_len=1)

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from feedrank.typed import ConfigError, build_typed, to_plain
 
-FAMILY_NAMES = ("bst", "deepfm", "dien", "din", "dnn", "double_channel", "multi_channel", "wide_deep")
+FAMILY_NAMES = ("bst", "deepfm", "dien", "din", "dnn", "double_channel", "gbdt", "multi_channel", "wide_deep")
 # Keras activation names `layers.mlp` accepts besides "dice" and "prelu".
 ACTIVATIONS = ("dice", "prelu", "relu", "elu", "selu", "gelu", "silu", "swish", "sigmoid", "tanh",
                "softplus", "softsign", "leaky_relu", "linear")
@@ -129,11 +129,34 @@ class DeepFMSettings:
     fm_dim: int = setting(16, min=1)   # the width k of the field vectors the FM and the deep part share
 
 
+@dataclasses.dataclass
+class GbdtSettings:
+    """TF-DF's gradient boosted trees (the ``gbdt`` family, docs/gbdt.md); the names are TF-DF's.
+
+    Trained in one pass over the train split (``epochs``, ``batch_size``'s meaning for
+    training, ``learning_rate`` and ``early_stopping_patience`` are Keras settings it
+    ignores); the validation split stops the boosting once its loss has not improved
+    for ``early_stopping_num_trees_look_ahead`` trees (0: all ``num_trees``), and the
+    model keeps the trees up to its best validation loss."""
+    num_trees: int = setting(500, min=1)
+    max_depth: int = setting(6, min=1, max=30)
+    shrinkage: float = setting(0.1, above=0.0, max=1.0)
+    min_examples: int = setting(50, min=1)                            # per leaf
+    subsample: float = setting(0.8, above=0.0, max=1.0)               # rows per tree
+    num_candidate_attributes_ratio: float = setting(0.8, above=0.0, max=1.0)   # columns per split
+    l2_regularization: float = setting(1.0, min=0.0)
+    early_stopping_num_trees_look_ahead: int = setting(30, min=0)
+    growing_strategy: str = setting("LOCAL", choices=("LOCAL", "BEST_FIRST_GLOBAL"))
+    max_num_nodes: Optional[int] = setting(None, min=3)   # BEST_FIRST_GLOBAL's tree size; None: TF-DF's
+    categorical_algorithm: str = setting("CART", choices=("CART", "RANDOM"))
+
+
 GROUPS = {"din": DinSettings, "dien": DienSettings, "bst": BstSettings, "double_channel": DoubleChannelSettings,
-          "multi_channel": MultiChannelSettings, "wide_deep": WideDeepSettings, "deepfm": DeepFMSettings}
+          "multi_channel": MultiChannelSettings, "wide_deep": WideDeepSettings, "deepfm": DeepFMSettings,
+          "gbdt": GbdtSettings}
 # The groups each family reads.
 FAMILY_GROUPS = {"din": ("din",), "dien": ("dien",), "bst": ("bst",), "dnn": (), "wide_deep": ("wide_deep",),
-                 "deepfm": ("deepfm",),
+                 "deepfm": ("deepfm",), "gbdt": ("gbdt",),
                  "double_channel": ("double_channel", "bst"), "multi_channel": ("multi_channel", "din", "bst")}
 
 
@@ -165,6 +188,7 @@ class TrainerSettings:
     multi_channel: MultiChannelSettings = dataclasses.field(default_factory=MultiChannelSettings)
     wide_deep: WideDeepSettings = dataclasses.field(default_factory=WideDeepSettings)
     deepfm: DeepFMSettings = dataclasses.field(default_factory=DeepFMSettings)
+    gbdt: GbdtSettings = dataclasses.field(default_factory=GbdtSettings)
     # PIPELINE_KEYS
     code_version: Optional[str] = None
     word_vectors_uri: Optional[str] = None
@@ -212,6 +236,9 @@ class TrainerSettings:
         for group, group_values in nested.items():
             setattr(settings, group, build_typed(GROUPS[group], group_values, where))
         check_input_cache(f"{where}.input_cache", settings.input_cache)
+        if settings.gbdt.max_num_nodes is not None and settings.gbdt.growing_strategy != "BEST_FIRST_GLOBAL":
+            raise ConfigError(f"{where}.max_num_nodes limits trees grown with growing_strategy "
+                              f"BEST_FIRST_GLOBAL, not {settings.gbdt.growing_strategy!r}: set both or neither")
         return settings
 
 

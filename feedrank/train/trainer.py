@@ -8,7 +8,9 @@ adds the Examples artifact's negative sampling rate under `EXAMPLES_ARTIFACT_KEY
 
 The model is fitted on the train split and early-stopped on the validation
 split (the Trainer's ``eval_args`` split, ``valid``); the eval split is the
-Evaluator's alone.  Per-epoch train/validation curves are logged and written
+Evaluator's alone.  The ``gbdt`` family's trees are grown by TF-DF in one
+pass over each split instead of Keras epochs (`families.gbdt.fit`); its
+curves are the validation loss and accuracy per logged tree count.  Per-epoch train/validation curves are logged and written
 to the model run dir as ``curves.json`` (Keras's keys: ``loss``, ``auc``, ...
 for train, ``val_loss``, ``val_auc``, ... for validation) and ``curves.png``;
 ``training.json`` records the sampling rate and the files trained and
@@ -32,7 +34,7 @@ import tf_keras as keras
 from feedrank import features as F
 from feedrank.train import data, word_vectors
 from feedrank.train import export as export_lib
-from feedrank.train.families import build_model
+from feedrank.train.families import build_model, gbdt
 from feedrank.train.settings import EXAMPLES_ARTIFACT_KEY, TrainerSettings, as_settings
 from feedrank.transform.preprocessing import vocab_file_name
 
@@ -130,6 +132,10 @@ def _fit(train_files, valid_files, tf_transform_output: tft.TFTransformOutput, c
          cache_dir: Optional[str]) -> Tuple[keras.Model, list]:
     """`train` with the input cache's directory decided."""
     spec, layer = input_spec(tf_transform_output, cfg.raw_examples)
+    if cfg.model == "gbdt":   # trees: one pass over each split, no epochs, optimiser or callbacks
+        one_pass = [data.dataset(files, spec, cfg.batch_size, transform_layer=layer)
+                    for files in (train_files, valid_files)]
+        return gbdt.fit(*one_pass, vocab_sizes(tf_transform_output), cfg)
     cache = cfg.input_cache
     train_ds = data.dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, cache=cache,
                             transform_layer=layer, cache_dir=cache_dir)

@@ -1,11 +1,15 @@
-"""Model families, chosen by name through the Trainer's ``model`` setting (`feedrank.train.settings`)."""
+"""Model families, chosen by name through the Trainer's ``model`` setting (`feedrank.train.settings`).
+
+Every builder returns a Keras model trained by the Trainer's ``fit``, except
+``gbdt`` (TF-DF's trees, trained by `gbdt.fit` in one pass; TF-DF is imported
+only when it is built)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Mapping, Union
 
 import tf_keras as keras
 
-from feedrank.train.families import bst, deepfm, dien, din, dnn, double_channel, multi_channel, wide_deep
+from feedrank.train.families import bst, deepfm, dien, din, dnn, double_channel, gbdt, multi_channel, wide_deep
 from feedrank.train.settings import FAMILY_NAMES, TrainerSettings, as_settings
 
 Builder = Callable[[Mapping[str, int], TrainerSettings], keras.Model]
@@ -19,6 +23,7 @@ FAMILIES: Dict[str, Builder] = {
     "dnn": dnn.build,
     "wide_deep": wide_deep.build,
     "deepfm": deepfm.build,
+    "gbdt": gbdt.build,
 }
 
 

@@ -1,0 +1,117 @@
+"""The GBDT family's input features, computed in the TF graph from the transformed features.
+
+Trees split on columns, not on id sequences, so the ``gbdt`` family
+(`feedrank.train.families.gbdt`) reads hand-built aggregates, the kind a
+production feature pipeline computes for a GBDT ranker and the kind the
+offline LightGBM baseline (`feedrank.train.gbdt`) builds from the raw
+examples.  Here they are a Keras layer (`TreeFeatures`) over the SAME
+transformed features every deep family reads, used as TF-DF's
+``preprocessing`` model: it runs in training and inside the exported
+SavedModel, so serving sends the deep families' request and nothing is
+computed outside the graph.
+
+Per example (``B`` rows):
+
+* static: every dense feature (`features.DENSE_FEATURES`: price, the post's
+  historical impressions / clicks / CTR, region match, interest-category
+  share, the user counters, the declared numbers), z-scored by Transform (a
+  monotone map, so the same splits);
+* categoricals, as strings of their vocabulary ids (TF-DF builds their
+  dictionaries from the training data; rare and unseen values are
+  out-of-dictionary): the candidate's category and region, the user's
+  region, the declared categorical columns, and the funnel pair
+  ``<category of the last conversion>|<candidate's category>`` (``0|c``
+  without a conversion);
+* per channel (click, view, conversion, search): the history's length;
+* per matched history (`features.MATCHED`: each sequence against the
+  candidate feature it shares a vocabulary with): the share of its entries
+  equal to the candidate, the same share over the `RECENT` most recent
+  entries and 1.0 when the most recent one matches (`layers.MatchFeatures`).
+
+Ids are compared after the vocabulary lookup, so two different unseen values
+that hash to the same OOV bucket count as a match (the LightGBM baseline
+compares the raw strings).  Padding (`features.PAD_ID`) is never counted and
+may sit on either side.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Tuple
+
+import tensorflow as tf
+import tf_keras as keras
+
+from feedrank import features as F
+from feedrank.train import layers as L
+
+log = logging.getLogger(__name__)
+
+RECENT = 10   # as the LightGBM baseline and layers.MatchFeatures
+FUNNEL = "funnel_last_conv_category_x_category"
+CHANNEL_SEQUENCES = (F.CLICK_ITEMS, F.VIEW_ITEMS, F.CONV_ITEMS, F.SEARCH_TOKENS)   # one per channel
+
+
+def categorical_ids() -> List[F.IdFeature]:
+    """The id features that become categorical columns: the candidate's category and
+    region, the user's region and the declared categorical columns (`features.DECLARED`)."""
+    declared = {c.feature_name for c in F.DECLARED}
+    fixed = (F.CATEGORY_ID.name, F.REGION_ID.name, F.USER_REGION_ID.name)
+    return [f for f in F.ID_FEATURES if f.name in fixed or f.name in declared]
+
+
+def column_names() -> Tuple[List[str], List[str]]:
+    """(numerical columns, categorical columns) of `TreeFeatures`, in its output order."""
+    numerical = [F.dense(d.name) for d in F.DENSE_FEATURES]
+    numerical += [f"n_{s.channel}" for s in CHANNEL_SEQUENCES]
+    for seq, _ in F.MATCHED:
+        numerical += [f"{seq.name}_match_share", f"{seq.name}_match_recent_share", f"{seq.name}_match_last"]
+    categorical = [F.idx(f.name) for f in categorical_ids()] + [FUNNEL]
+    return numerical, categorical
+
+
+def last_entry(ids: tf.Tensor) -> tf.Tensor:
+    """[B, L] ids -> [B]: the most recent real entry of each row (`features.PAD_ID` if none)."""
+    mask = tf.cast(L.padding_mask(ids), tf.int64)
+    from_end = tf.cumsum(mask, axis=1, reverse=True) * mask   # 1 = most recent real entry
+    return tf.reduce_sum(ids * tf.cast(tf.equal(from_end, 1), ids.dtype), axis=1)
+
+
+@keras.utils.register_keras_serializable(package="feedrank")
+class TreeFeatures(keras.layers.Layer):
+    """Transformed features (a dict, `features.model_input_names`) -> the GBDT's columns
+    (a dict of [B] tensors: float32 numericals, string categoricals; `column_names`)."""
+
+    def __init__(self, recent: int = RECENT, **kwargs):
+        super().__init__(**kwargs)
+        self.recent = int(recent)
+        self.match = L.MatchFeatures(recent=self.recent, name="match")
+
+    def call(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        out: Dict[str, tf.Tensor] = {}
+        for d in F.DENSE_FEATURES:
+            out[F.dense(d.name)] = tf.cast(inputs[F.dense(d.name)], tf.float32)
+        for s in CHANNEL_SEQUENCES:
+            mask = tf.cast(L.padding_mask(inputs[F.idx(s.name)]), tf.float32)
+            out[f"n_{s.channel}"] = tf.reduce_sum(mask, axis=1)
+        for seq, cand in F.MATCHED:
+            m = self.match(inputs[F.idx(cand.name)], inputs[F.idx(seq.name)])
+            for i, suffix in enumerate(("match_share", "match_recent_share", "match_last")):
+                out[f"{seq.name}_{suffix}"] = m[:, i]
+        for f in categorical_ids():
+            out[F.idx(f.name)] = tf.strings.as_string(inputs[F.idx(f.name)])
+        last_conv = last_entry(inputs[F.idx(F.CONV_CATEGORIES.name)])
+        out[FUNNEL] = tf.strings.join([tf.strings.as_string(last_conv),
+                                       tf.strings.as_string(inputs[F.idx(F.CATEGORY_ID.name)])], "|")
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "recent": self.recent}
+
+
+def preprocessing_model() -> keras.Model:
+    """The functional model TF-DF runs before its trees: one Input per transformed
+    feature (`common.make_inputs`, the deep families' inputs) -> `TreeFeatures`."""
+    from feedrank.train.families.common import make_inputs
+
+    inputs = make_inputs()
+    return keras.Model(inputs, TreeFeatures(name="tree_features")(inputs), name="gbdt_features")
