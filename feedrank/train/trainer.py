@@ -10,7 +10,8 @@ The model is fitted on the train split and early-stopped on the validation
 split (the Trainer's ``eval_args`` split, ``valid``); the eval split is the
 Evaluator's alone.  The ``gbdt`` family's trees are grown by TF-DF in one
 pass over each split instead of Keras epochs (`families.gbdt.fit`); its
-curves are the validation loss and accuracy per logged tree count.  Per-epoch train/validation curves are logged and written
+curves are the validation loss and accuracy per logged tree count.
+Per-epoch train/validation curves are logged and written
 to the model run dir as ``curves.json`` (Keras's keys: ``loss``, ``auc``, ...
 for train, ``val_loss``, ``val_auc``, ... for validation) and ``curves.png``;
 ``training.json`` records the sampling rate and the files trained and
