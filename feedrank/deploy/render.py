@@ -164,7 +164,8 @@ def deploy_plan(mode: str, runtime: str, champion: ServedVersion, challenger: Se
     return Rendered(stages, {"action": "deploy", "mode": mode, "runtime": runtime, "name": s.name,
                              "namespace": s.namespace, "model": champion.model,
                              "champion": dataclasses.asdict(champion),
-                             "challenger": dataclasses.asdict(challenger), "canary_percent": percent})
+                             "challenger": dataclasses.asdict(challenger), "canary_percent": percent},
+                    remove=[ab_challenger_name(s)])  # an A/B test's challenger, if one runs
 
 
 def rollback_plan(mode: str, runtime: str, target: ServedVersion, s: Settings = Settings()) -> Rendered:
