@@ -491,6 +491,11 @@ def test_apply_starts_the_challenger_first_and_rollback_deletes_it(fake_kube):
     assert "--challenger-url" not in kube.objects["feedrank-ranker"]["spec"]["transformer"]["containers"][0]["args"]
     kube.requests.clear()   # a second rollback: nothing left to delete, and that is no error
     assert apply_lib.apply(back, kubeconfig, wait_s=5).endswith("(rollback)")
+    # an A/B test followed by a canary: the canary's apply deletes the A/B challenger too
+    apply_lib.apply(ab, kubeconfig, wait_s=5)
+    canary = render.deploy_plan("standard", "feedrank", examples.CHAMPION, examples.CHALLENGER, 10)
+    assert apply_lib.apply(canary, kubeconfig, wait_s=5).endswith("deleted feedrank-ranker-challenger")
+    assert set(kube.objects) == {"feedrank-ranker"} and kube.objects["feedrank-ranker"]["spec"]["canary"]
 
 
 def test_the_documented_volume_and_append_job_validate_and_agree_with_the_daily_config():
