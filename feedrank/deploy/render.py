@@ -8,6 +8,10 @@ Standard mode (kserve >= 0.20) names both at once: ``spec.predictor`` is the
 champion and ``spec.canary[]`` the challenger with ``trafficPercent``; canary
 predictors have fixed replicas (no maxReplicas/scaleMetric/scaleTarget).
 
+An A/B test (`ab_plan`) is no KServe split: the champion's InferenceService
+keeps the endpoint and its transformer assigns users by a stable hash, calling
+the challenger's own InferenceService ``<name>-challenger`` for its share.
+
 Model storage is a gs:// or s3:// ``storageUri`` read with the
 ServiceAccount's identity (``serviceAccountName``); no credentials inline.
 """

@@ -5,6 +5,9 @@
   python pipeline.py submit --host http://localhost:8080 --param input_base=gs://b/data/2024-06-01
   python pipeline.py schedule --cron "0 0 3 * * *" --host http://localhost:8080
 
+The daily loop compiles with ``--kubeflow-config configs/kubeflow_daily.yaml`` (the
+event log with the served impressions on a mounted volume; docs/kubeflow.md).
+
 Errors the user can fix print one line and exit with status 2.
 """
 from __future__ import annotations
