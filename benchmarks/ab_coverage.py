@@ -30,7 +30,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from feedrank.ab import CHALLENGER_ARM, CHAMPION_ARM, pool as pool_lib, stats  # noqa: E402
+from feedrank.ab import CHALLENGER_ARM, CHAMPION_ARM, stats  # noqa: E402
+from feedrank.ab import pool as pool_lib  # noqa: E402
 from feedrank.ab.simulate import Sampler  # noqa: E402
 
 log = logging.getLogger("ab_coverage")
@@ -227,8 +228,9 @@ def main(argv=None) -> int:
     n = args.users[-1] or n_pool
     aa_rows = [one(aa_sampler, n, 10_000 + seed, args.share, args.level, 0) for seed in range(args.aa_reps)]
     result["aa"] = {"users": n, "summary": summarise_aa(aa_rows)}
-    log.info("A/A %d users: no winner (log CI) %.3f, promote rate %.3f", n, result["aa"]["summary"]["ctr_log_no_winner"],
-             result["aa"]["summary"]["ctr_log_promote_rate"])
+    aa = result["aa"]["summary"]
+    log.info("A/A %d users: no winner (log CI) %.3f, promote rate %.3f", n, aa["ctr_log_no_winner"],
+             aa["ctr_log_promote_rate"])
     result["seconds"] = round(time.time() - t0, 1)
     result["command"] = "python benchmarks/ab_coverage.py " + " ".join(argv if argv is not None else sys.argv[1:])
     plot(result, args.plot)

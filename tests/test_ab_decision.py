@@ -85,8 +85,9 @@ def test_ab_report_logs_to_the_challengers_run(registry, config_file, ab_pool, t
     assert {"ab/ab_report.json", "ab/ab_lift.png", "ab/ab_report.txt"} <= arts, arts
     run = client.get_run(runs[2])
     assert run.data.tags["ab.decision"] == "promote"
-    assert 0.0 < run.data.metrics["ab.lift_ctr_lo"] < run.data.metrics["ab.lift_ctr"] < run.data.metrics["ab.lift_ctr_hi"]
-    assert "ab.challenger.p99_latency_ms" in run.data.metrics and not client.list_artifacts(runs[1], "ab")
+    m = run.data.metrics
+    assert 0.0 < m["ab.lift_ctr_lo"] < m["ab.lift_ctr"] < m["ab.lift_ctr_hi"]
+    assert "ab.challenger.p99_latency_ms" in m and not client.list_artifacts(runs[1], "ab")
 
 
 def test_promote_from_ab_refuses_with_the_reason(registry, config_file, ab_pool, tmp_path, capsys):

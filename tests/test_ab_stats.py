@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import pipeline
-from feedrank.ab import ABError, CHALLENGER_ARM, CHAMPION_ARM, load, pool, report, simulate, stats
+from feedrank.ab import CHALLENGER_ARM, CHAMPION_ARM, ABError, load, pool, report, simulate, stats
 from feedrank.ab.decision import decide
 from feedrank.config import AbConfig
 
@@ -112,7 +112,8 @@ def test_report_counts_match_the_log_and_show_the_true_lift(tmp_path, ab_pool):
     text = report.format_text(rep)
     assert f"true {100 * true['lift_ctr']:+.2f}%" in text and "decision: PROMOTE" in text
     paths = report.write(rep, ab_dir)
-    assert json.load(open(paths["json"]))["arms"]["challenger"]["impressions"] == rep["arms"]["challenger"]["impressions"]
+    stored = json.load(open(paths["json"]))
+    assert stored["arms"]["challenger"]["impressions"] == rep["arms"]["challenger"]["impressions"]
     assert open(paths["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
@@ -164,7 +165,8 @@ def test_bad_input_is_one_clear_error(tmp_path, ab_pool, capsys):
 
 
 def test_the_ab_config_section_is_validated(tmp_path):
-    from feedrank.config import ConfigError, load as load_config
+    from feedrank.config import ConfigError
+    from feedrank.config import load as load_config
 
     path = tmp_path / "c.yaml"
     for body, message in (("ab: {share: 1.5}", "ab.share must be in (0, 1)"),

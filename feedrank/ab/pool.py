@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from feedrank.ab import ABError, CHALLENGER_ARM, CHAMPION_ARM
+from feedrank.ab import CHALLENGER_ARM, CHAMPION_ARM, ABError
 
 log = logging.getLogger(__name__)
 
