@@ -8,17 +8,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from feedrank.events.simulator import generate, online, online_io, online_truth, online_world
 from feedrank.events.simulator import world as world_lib
 from feedrank.events.simulator.online_schedule import plan
+from serving.common import procs
 from serving.features import online as online_features
 from serving.features import schema, writer
 from serving.transformer.assign import arm_of
@@ -234,3 +237,111 @@ def test_a_users_events_are_applied_before_their_next_request(log_dir, redis_ser
     finally:
         up.terminate()
         up.wait(30)
+
+
+# ------------------------------------------------------------------ the closed loop against the real stack
+N_USERS, N_REQUESTS, SHOW = 30, 150, 5
+
+
+@pytest.fixture(scope="module")
+def stack(first_run, tmp_path_factory):
+    """The local serving stack (serving.features.local) on the tiny pipeline's pushed model as both
+    champion and challenger, with the log sink writing into the A/B run directory."""
+    if not os.path.exists(procs.SERVING_PYTHON):
+        pytest.fail("the serving environment is missing: run `make serving-install`")
+    cfg, summary = first_run
+    work = tmp_path_factory.mktemp("stack")
+    ports = [procs.free_port() for _ in range(4)]
+    url = f"http://127.0.0.1:{ports[2]}"
+    out = open(work / "local.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serving.features.local", "--log", str(cfg.input_base), "--workdir", str(work),
+         "--model", summary["push"]["path"], "--challenger-model", summary["push"]["path"],
+         "--sink-dir", str(work / "ab"), "--redis-port", str(ports[0]), "--predictor-port", str(ports[1]),
+         "--transformer-port", str(ports[2]), "--challenger-port", str(ports[3])],
+        stdout=out, stderr=subprocess.STDOUT, cwd=procs.REPO_ROOT)
+    try:
+        procs.wait_ready(f"{url}/v1/models/feedrank", 900, proc, str(work / "local.log"))
+        yield dict(log=str(cfg.input_base), url=url, redis=f"redis://127.0.0.1:{ports[0]}/0", ab=work / "ab")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _parts(path, want_rows, timeout_s=60.0):
+    """The sink's part files of ``path`` once they hold ``want_rows`` rows."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        files = sorted(path.glob("part-*.parquet")) if path.exists() else []
+        df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+        if len(df) >= want_rows or time.monotonic() > deadline:
+            return df
+        time.sleep(0.5)
+
+
+@pytest.mark.e2e
+def test_closed_loop_against_the_serving_stack(stack):
+    world = online_world.rebuild(stack["log"])
+    s = {**SETTINGS, "users": N_USERS, "requests": N_REQUESTS, "show": SHOW, "candidates": 60, "concurrency": 2,
+         "run_id": "e2e", "endpoint": stack["url"], "model_name": "feedrank", "redis": stack["redis"],
+         "stream": "fr:events"}
+    recorded = {}
+
+    class Recording(online_io.HttpRanker):
+        async def rank(self, body):
+            r = await super().rank(body)
+            recorded[(body["context"]["request_id"], (body.get("debug") or {}).get("arm"))] = r
+            return r
+
+    run = asyncio.run(online.run_online(world, s, Recording(stack["url"], "feedrank")))
+    summary = run.write(str(stack["ab"]))
+    assert run.stats["requests_ok"] == N_REQUESTS and run.stats["counterfactual_failed"] == 0
+    truth = pq.read_table(stack["ab"] / online_truth.TRUTH_AB_FILE).to_pandas()
+    assert len(truth) == N_REQUESTS * 2 * SHOW and truth.request_id.nunique() == N_REQUESTS
+    assert (truth.groupby("request_id").arm.nunique() == 2).all()
+    assert set(truth.assigned_arm) == {"champion", "challenger"}
+    # the true lift of ab_run.json is the ratio of the arms' mean p_click in the truth file
+    ab = json.load(open(stack["ab"] / online.AB_RUN_FILE))
+    ctr = truth.groupby("arm").p_click.mean()
+    assert ab["true"]["lift_ctr"] == pytest.approx(ctr["challenger"] / ctr["champion"] - 1)
+    assert ab["true"] == json.loads(json.dumps(summary["true"])) and ab["settings"]["seed"] == s["seed"]
+    # the served log: the transformer's impressions are the assigned arm's truth rows (the
+    # counterfactual requests logged nothing); the simulator's clicks carry their request ids
+    events = _parts(stack["ab"] / "events", N_REQUESTS * SHOW + len(run.published))
+    imps = events[events.event == "impression"].astype({"position": int})
+    assert len(imps) == N_REQUESTS * SHOW
+    served = truth[truth.arm == truth.assigned_arm]
+    key = ["request_id", "item_id", "position", "arm"]
+    assert sorted(map(tuple, imps[key].astype(str).values)) == sorted(map(tuple, served[key].astype(str).values))
+    clicks = events[events.event == "click"]
+    assert len(clicks) == run.stats["clicks"] > 0 and set(clicks.request_id) <= set(served.request_id)
+    requests = _parts(stack["ab"] / "requests", N_REQUESTS)
+    assert len(requests) == N_REQUESTS and set(requests.request_id) == set(truth.request_id)
+    # the features saw the clicks: a clicking user's click channel holds their clicked posts
+    c = clicks.iloc[-1]
+    client = writer.redis_client(stack["redis"])
+    pipe = client.pipeline()
+    online_features.queue_reads(pipe, schema.Keys(), c.user_id, [c.item_id], None)
+    user, _, clk = online_features.parse_reads(pipe.execute())
+    assert c.item_id in user.channels["click"] and clk[0] >= 1
+    # reproducible by seed given the same rankings: the recorded answers replayed give the same run
+
+    class Replay(OracleRanker):
+        async def rank(self, body):
+            return recorded[(body["context"]["request_id"], (body.get("debug") or {}).get("arm"))]
+
+    again = asyncio.run(online.run_online(online_world.rebuild(stack["log"]), {**s, "stream": "replay:events"},
+                                          Replay(world), online_io.EventStream(stack["redis"], "replay:events")))
+    assert again.truth.table().equals(run.truth.table())
+    assert sorted(again.published, key=str) == sorted(run.published, key=str)
+    # the command against the same stack
+    out = stack["ab"].parent / "cli"
+    r = subprocess.run([sys.executable, "-m", "feedrank.events.simulator.online", "--log", stack["log"],
+                        "--endpoint", stack["url"], "--redis", stack["redis"], "--users", "3", "--requests", "6",
+                        "--show", "3", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    cli = json.load(open(out / online.AB_RUN_FILE))
+    assert cli["stats"]["requests_ok"] == 6 and cli["truth_rows"] == 6 * 2 * 3

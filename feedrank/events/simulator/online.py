@@ -63,7 +63,7 @@ class OnlineRun:
         self.truth = online_truth.TruthLog()
         self.published: List[Dict] = []     # every event sent, for the record
         self.stats = dict(requests_ok=0, requests_failed=0, no_candidates=0, counterfactual_failed=0,
-                          clicks=0, conversions=0, arm_mismatch=0)
+                          clicks=0, conversions=0, arm_mismatch=0, degraded=0, counterfactual_degraded=0)
         self._sem = asyncio.Semaphore(int(settings["concurrency"]))
         self._done = 0
         self._failing = 0   # failed requests in a row
@@ -135,6 +135,8 @@ class OnlineRun:
             return ts
         self._failing = 0
         self.stats["requests_ok"] += 1
+        self.stats["degraded"] += int(real.degraded)
+        self.stats["counterfactual_degraded"] += sum(int(r.degraded) for r in cf.values() if r is not None)
         real.arm = real.arm or online_truth.CHAMPION   # an endpoint without A/B serves the champion
         for arm, ranked in [(real.arm, real)] + [(a, r) for a, r in cf.items() if a != real.arm]:
             if ranked is None or ranked.status != 200:

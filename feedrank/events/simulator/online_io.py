@@ -40,6 +40,7 @@ class Ranked:
     items: List[str] = dataclasses.field(default_factory=list)   # the shown posts, top first
     model_version: str = ""
     error: str = ""
+    degraded: bool = False   # served without the Redis features (the transformer's degraded mode)
 
 
 class HttpRanker:
@@ -102,7 +103,8 @@ def _ranked(r: httpx.Response) -> Ranked:
     ranking = [str(x["post_id"]) for x in body.get("ranking", [])]
     shown = body.get("shown", len(ranking))
     arm = body.get("arm") or r.headers.get(ARM_HEADER) or ""
-    return Ranked(200, str(arm), ranking[:int(shown)], str(body.get("model_version", "")))
+    return Ranked(200, str(arm), ranking[:int(shown)], str(body.get("model_version", "")),
+                  degraded=bool(body.get("degraded", False)))
 
 
 def _id_key(entry_id: str) -> tuple:
