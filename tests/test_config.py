@@ -17,7 +17,8 @@ from feedrank.train.settings import FAMILY_NAMES, TrainerSettings
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 DEMO = os.path.join(CONFIGS, "demo.yaml")
-RUN_CONFIGS = sorted(p for p in glob.glob(os.path.join(CONFIGS, "*.yaml")) if not os.path.basename(p).startswith("kubeflow"))
+RUN_CONFIGS = sorted(p for p in glob.glob(os.path.join(CONFIGS, "*.yaml"))
+                     if not os.path.basename(p).startswith("kubeflow"))   # Kubeflow settings, not run configs
 
 
 def on_demo(tmp_path, text: str, name: str = "run.yaml") -> str:
