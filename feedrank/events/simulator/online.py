@@ -31,7 +31,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from feedrank.events.simulator import online_io, online_truth, online_world
+from feedrank.events.simulator import online_io, online_outcome, online_truth, online_world
+from feedrank.events.simulator.online_outcome import CLICK, CONV, PURCHASE
 from feedrank.events.simulator.online_schedule import Planned, plan
 from feedrank.events.simulator.online_world import OnlineDay, OnlineError, World
 
@@ -39,8 +40,8 @@ log = logging.getLogger(__name__)
 
 AB_RUN_FILE = "ab_run.json"
 MAX_FAILING = 20   # failed requests in a row that end the run
+DEGRADED_WARN = 0.05   # share of degraded responses worth a warning
 ARMS = (online_truth.CHAMPION, online_truth.CHALLENGER)
-CLICK, CONV, VIEW, PURCHASE = 1, 2, 4, 5   # batch event codes (browsing.IMP, CLICK, CONV, SEARCH, VIEW, PURCHASE)
 
 
 def other(arm: str) -> str:
@@ -108,7 +109,7 @@ class OnlineRun:
             return ts
         logit = day.logits(rng, req.user, sess, ts, cands)
         p_conv_view = day.p_convert_given_click(req.user, ts, cands)
-        draws = _draws(rng, len(cands), w, req.user, ts, cands)
+        draws = online_outcome.draws(rng, len(cands), w, req.user, ts, cands)
         ids = [str(x) for x in w.item_ids[cands]]
         where = {c: j for j, c in enumerate(ids)}
         body = {"user_id": user_id, "candidates": ids, "show": s["show"],
@@ -146,7 +147,7 @@ class OnlineRun:
             self.truth.add(rid, user_id, ts, real.arm, arm, ranked.items, pc, pc * p_conv_view[j])
         j = np.array([where[i] for i in real.items], dtype=np.int64)
         pc = day.p_click(logit[j], np.arange(len(j)))
-        events, outcome = _outcome(w, req.user, user_id, rid, ts, j, cands[j], pc, p_conv_view[j], draws)
+        events, outcome = online_outcome.outcome(w, req.user, user_id, rid, ts, j, cands[j], pc, p_conv_view[j], draws)
         day.record(req.user, cands[j], ts, outcome)
         self.stats["clicks"] += int((outcome["etype"] == CLICK).sum())
         self.stats["conversions"] += int((outcome["etype"] == CONV).sum())
@@ -190,51 +191,6 @@ class OnlineRun:
         with open(os.path.join(out_dir, AB_RUN_FILE), "w") as f:
             json.dump(summary, f, indent=2)
         return summary
-
-
-def _draws(rng: np.random.Generator, n: int, w: World, user: int, ts: int, cands: np.ndarray) -> Dict:
-    """Per candidate, every random number of its possible outcome (the same whichever slot shows it)."""
-    it = w.sim.items
-    share = online_world.world_lib.interest_share(w.sim.users, w.sim.tax, np.full(n, user), it.cat[cands],
-                                        ts=np.full(n, ts))
-    mu = np.log(20.0) + 1.2 * np.sqrt(share) + 0.3 * it.quality[cands]
-    return dict(u=rng.random((n, 4)),
-                click_delay=np.clip(rng.lognormal(np.log(20.0), 1.0, n), 2, 1700).astype(np.int64),
-                dwell=np.round(np.clip(rng.lognormal(mu, 0.8), 1.0, 3600.0), 1),
-                conv_frac=rng.uniform(0.3, 1.0, n), buy_delay=rng.exponential(3600.0, n).astype(np.int64))
-
-
-def _outcome(w: World, user: int, user_id: str, rid: str, ts: int, j: np.ndarray, items: np.ndarray,
-             p_click: np.ndarray, p_conv_view: np.ndarray, d: Dict):
-    """Clicks, views, conversions and purchases of the shown posts ``items`` (candidate
-    indices ``j``, slot order): (contract events for the stream, batch-layout arrays)."""
-    u = d["u"][j]
-    click = u[:, 0] < p_click
-    view = click & (u[:, 1] < online_world.VIEW_AFTER_CLICK)
-    conv = view & (u[:, 2] * online_world.VIEW_AFTER_CLICK < p_conv_view)
-    buy = conv & (u[:, 3] < w.sim.tax.buy_rate[w.sim.items.cat[items]])
-    rows = []   # (etype, ts, slot, dwell)
-    for slot in np.nonzero(click)[0]:
-        c = j[slot]
-        t_click = ts + int(d["click_delay"][c])
-        rows.append((CLICK, t_click, slot, None))
-        if view[slot]:
-            rows.append((VIEW, t_click + 1, slot, float(d["dwell"][c])))
-        if conv[slot]:
-            t_conv = t_click + 1 + int(d["dwell"][c] * d["conv_frac"][c]) + 3
-            rows.append((CONV, t_conv, slot, None))
-            if buy[slot]:
-                rows.append((PURCHASE, t_conv + 60 + int(d["buy_delay"][c]), slot, None))
-    names = {CLICK: "click", VIEW: "view", CONV: "conversion", PURCHASE: "purchase"}
-    events = [{"event_id": f"{rid}-{slot:03d}-{names[e]}", "user_id": user_id,
-               "item_id": str(w.item_ids[items[slot]]), "event": names[e], "ts": int(t), "request_id": rid,
-               "query": "", "dwell_s": dwell} for e, t, slot, dwell in rows]
-    n = len(rows)
-    outcome = dict(user=np.full(n, user, dtype=np.int64),
-                   item=np.array([items[r[2]] for r in rows], dtype=np.int64),
-                   etype=np.array([r[0] for r in rows], dtype=np.int8),
-                   ts=np.array([r[1] for r in rows], dtype=np.int64))
-    return events, outcome
 
 
 async def run_online(world: World, settings: Dict, ranker=None, events=None) -> OnlineRun:
@@ -323,6 +279,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"online: cannot write to {args.out}: {e.strerror or e}", file=sys.stderr)
         return 2
     summary = run.write(args.out)
+    st = summary["stats"]
+    if st["requests_ok"] and st["degraded"] > DEGRADED_WARN * st["requests_ok"]:
+        log.warning("%d of %d responses were served degraded (without the Redis features): the transformer's "
+                    "Redis timeout (--redis-timeout-ms) is too tight for this machine's load", st["degraded"],
+                    st["requests_ok"])
     t = summary["true"]
     log.info("true CTR champion %s, challenger %s, lift %s; wrote %s", *(
         None if t[a] is None else round(t[a]["ctr"], 5) for a in ARMS), t["lift_ctr"], args.out)
