@@ -149,12 +149,15 @@ def test_a_run_is_reproducible_by_seed_given_the_same_rankings(log_dir, redis_se
     runs = []
     for stream, seed in (("r1:events", 3), ("r2:events", 3), ("r3:events", 4)):
         client.delete(stream)
-        run, _ = _run(log_dir, redis_server.url, stream, seed=seed, concurrency=1 if stream == "r2:events" else 4)
+        run, world = _run(log_dir, redis_server.url, stream, seed=seed, days=2,
+                          concurrency=1 if stream == "r2:events" else 4)
         events = sorted((f for _, f in client.xrange(stream)), key=lambda f: f["event_id"])
         runs.append((run.truth.table(), events))
     # 4 requests in flight or 1: the same truth and events (the stream's interleaving of users aside)
     assert runs[0][0].equals(runs[1][0]) and runs[0][1] == runs[1][1] and len(runs[0][1]) > 10
     assert not runs[0][0].equals(runs[2][0])                               # another seed, other traffic
+    day = (np.array(runs[0][0].column("ts").to_pylist()) - world.end_ts) // 86400
+    assert set(day) == {0, 1}                                              # two online days
 
 
 def test_command_help_and_errors(tmp_path, log_dir, redis_server):  # noqa: F811

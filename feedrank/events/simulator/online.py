@@ -74,11 +74,12 @@ class OnlineRun:
     async def run(self) -> None:
         days = plan(self.world, self.s["users"], self.s["requests"], self.s["days"], self.s["seed"])
         first_day = int(self.world.params["days"])
+        everyone = np.unique([s.user for sessions in days for s in sessions])
         for d, sessions in enumerate(days):
             rng = np.random.Generator(np.random.PCG64([self.s["seed"], 3, d]))
             s_user = np.array([s.user for s in sessions], dtype=np.int64)
             s_start = np.array([s.start for s in sessions], dtype=np.int64)
-            day = OnlineDay(self.world, first_day + d, rng, s_user, s_start, np.unique(s_user))
+            day = OnlineDay(self.world, first_day + d, rng, s_user, s_start, everyone)
             by_user: Dict[int, List[int]] = {}
             for i, s in enumerate(sessions):
                 by_user.setdefault(s.user, []).append(i)

@@ -156,7 +156,7 @@ class OnlineDay:
         sim.users.day_start = self.day_start
         sim._pools(self.day_start)
         sim.history.prune(self.day_start)
-        sim.history = _only_users(sim.history, users)   # the truth of a user reads only their own past
+        sim.history = _only_users(sim.history, users)   # the run's users: a user's truth reads only their past
         self.ctx: Optional[DayContext] = None
         if mech.active:
             self.ctx = DayContext(mech, rng, sim.tax, sim.items, sim.users, sim.live, sim.history,
