@@ -1,11 +1,24 @@
 """``make serve``'s launcher (serving.features.local): which pushed model it
-serves, and the one-line errors when there is no model or no redis-server."""
+serves, the one-line errors when there is no model or no redis-server, the
+A/B flags it passes on, and ``--sink-dir`` logging what a real stack serves."""
 from __future__ import annotations
 
+import glob
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
 
 from serving.common import procs
 from serving.features import local
+from tests import examplegen_helpers as H
+from tests.redis_helpers import FeaturePredictor
 
 
 def _version(store, model: str, version: str, complete: bool = True) -> str:
@@ -50,3 +63,62 @@ def test_missing_redis_server_prints_the_install_hint(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert err == f"error: {local.INSTALL_HINT}"
+
+
+def test_transformer_args_without_ab_flags_are_unchanged_and_with_a_challenger_name_it():
+    args = local.argparse.Namespace(model_name="feedrank", predictor_url="http://127.0.0.1:8080",
+                                    transformer_port=8081, challenger_share=0.3, ab_salt="")
+    base = ["--model-name", "feedrank", "--predictor-url", "http://127.0.0.1:8080",
+            "--redis", "redis://127.0.0.1:6379/0", "--http-port", "8081"]
+    assert local.transformer_args(args, "redis://127.0.0.1:6379/0", "") == base
+    args.ab_salt = "exp2"
+    assert local.transformer_args(args, "redis://127.0.0.1:6379/0", "http://127.0.0.1:8082") == base + [
+        "--challenger-url", "http://127.0.0.1:8082", "--challenger-share", "0.3", "--ab-salt", "exp2"]
+    assert local.sink_command("redis://h:1/0", "runs/ab")[1:] == [
+        "-m", "serving.features.sink", "--redis", "redis://h:1/0", "--events-dir", os.path.join("runs/ab", "events"),
+        "--requests-dir", os.path.join("runs/ab", "requests")]
+
+
+def test_missing_challenger_model_and_bad_share_are_one_line_errors(tmp_path, capsys):
+    rc = local.main(["--log", str(tmp_path), "--predictor-url", "http://127.0.0.1:1", "--challenger-model",
+                     str(tmp_path / "nope"), "--workdir", str(tmp_path / "w"), "--redis-port", str(procs.free_port())])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == f"error: model directory {tmp_path / 'nope'} does not exist"
+    for bad in (["--challenger-share", "1.5"], ["--challenger-model", "newest"]):
+        with pytest.raises(SystemExit) as e:
+            local.main(["--log", str(tmp_path), *bad])
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--challenger-share: must be in [0, 1], got 1.5" in err and "--challenger-model needs a champion" in err
+
+
+@pytest.mark.skipif(not os.path.exists(procs.SERVING_PYTHON), reason="the serving environment is missing")
+def test_sink_dir_logs_what_the_stack_serves(tmp_path):
+    log_dir = H.make_log(str(tmp_path / "log"))
+    predictor = FeaturePredictor("feedrank", version="5")
+    port, w = procs.free_port(), tmp_path / "w"
+    proc = subprocess.Popen([sys.executable, "-m", "serving.features.local", "--log", log_dir,
+                             "--predictor-url", predictor.url, "--redis-port", str(procs.free_port()),
+                             "--transformer-port", str(port), "--workdir", str(w), "--sink-dir", str(tmp_path / "ab")],
+                            cwd=procs.REPO_ROOT, env=procs.serving_env(), stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "local.log", "wb"))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        procs.wait_ready(f"{url}/v1/models/feedrank", 180, proc, str(tmp_path / "local.log"))
+        body = json.dumps({"user_id": "u1", "candidates": ["a", "b", "c"], "show": 2}).encode()
+        req = urllib.request.Request(f"{url}/v1/models/feedrank:predict", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            out = json.loads(r.read())
+        assert out["arm"] == "champion" and out["shown"] == 2
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not glob.glob(str(tmp_path / "ab" / "requests" / "part-*.parquet")):
+            time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGINT)           # Ctrl-C: the launcher stops what it started
+        proc.wait(60)
+        predictor.stop()
+    events = pd.concat(pd.read_parquet(p) for p in glob.glob(str(tmp_path / "ab" / "events" / "part-*.parquet")))
+    assert sorted(events.event_id) == [f"{out['request_id']}:0", f"{out['request_id']}:1"]
+    assert list(events.arm) == ["champion"] * 2 and list(events.model_version) == ["5"] * 2
+    assert proc.returncode == 0

@@ -5,6 +5,8 @@ the predictor (``--model``) and the transformer (``make serve``).
     python -m serving.features.local --log data/demo --model models:/feedrank-demo-din@champion
     python -m serving.features.local --log data/demo \
         [--predictor-url http://127.0.0.1:8080 --model-name feedrank --transformer-port 8081]
+    python -m serving.features.local --log data/demo --model models:/feedrank-demo@champion \
+        --challenger-model models:/feedrank-demo@challenger --challenger-share 0.5 --sink-dir runs/ab
 
 Starts ``redis-server`` on loopback (no persistence) unless one already
 answers on ``--redis-port``, seeds it from ``--log`` (skipped when already
@@ -14,6 +16,12 @@ pushed version; a model or version directory; or ``models:/<name>@<alias>``)
 and the transformer against it, or with ``--predictor-url`` the transformer
 against that predictor (both in the serving environment).  Prints the URLs
 and a ready-to-paste ``curl``; Ctrl-C stops what it started.
+
+A/B test: ``--challenger-model`` (same forms as ``--model``) starts a second
+predictor on ``--challenger-port``; the transformer sends each user to one
+arm by the stable user hash (``--challenger-share``, ``--ab-salt``).
+``--sink-dir DIR`` starts the log sink (``serving.features.sink``), which
+writes the served log to ``DIR/events`` and ``DIR/requests``.
 """
 from __future__ import annotations
 
@@ -92,6 +100,34 @@ def predictor_source(spec: str, store: str, tracking_uri: str) -> List[str]:
     return ["--model-dir", model_dir, "--poll-s", "10"]
 
 
+def share(text: str) -> float:
+    """An argparse type: a share in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def transformer_args(args: argparse.Namespace, redis_url: str, challenger_url: str) -> List[str]:
+    """The transformer's command line."""
+    out = ["--model-name", args.model_name, "--predictor-url", args.predictor_url, "--redis", redis_url,
+           "--http-port", str(args.transformer_port)]
+    if challenger_url:
+        out += ["--challenger-url", challenger_url, "--challenger-share", str(args.challenger_share)]
+    if args.ab_salt:
+        out += ["--ab-salt", args.ab_salt]
+    return out
+
+
+def sink_command(redis_url: str, sink_dir: str) -> List[str]:
+    """The log sink's command line (pipeline environment: pyarrow)."""
+    return [sys.executable, "-m", "serving.features.sink", "--redis", redis_url,
+            "--events-dir", os.path.join(sink_dir, "events"), "--requests-dir", os.path.join(sink_dir, "requests")]
+
+
 def example_request(log_dir: str, n: int = 5) -> dict:
     """A request for the log's most active user and ``n`` posts."""
     ev = io.read_events(log_dir)
@@ -115,7 +151,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--predictor-url", default="", help="start the transformer against this predictor")
     p.add_argument("--model-name", default="feedrank")
     p.add_argument("--transformer-port", type=int, default=8081)
+    ab = p.add_argument_group("A/B test and served log")
+    ab.add_argument("--challenger-model", default="", help="a second predictor (the challenger arm), "
+                    "same forms as --model")
+    ab.add_argument("--challenger-port", type=int, default=8082)
+    ab.add_argument("--challenger-share", type=share, default=0.5, help="share of users on the challenger")
+    ab.add_argument("--ab-salt", default="", help="salt of the user hash (default: the transformer's, feedrank-ab)")
+    ab.add_argument("--sink-dir", default="", help="start the log sink: the served log to DIR/events, DIR/requests")
     args = p.parse_args(argv)
+    if args.challenger_model and not (args.model or args.predictor_url):
+        p.error("--challenger-model needs a champion: --model or --predictor-url")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or kill stops the stack, even when started in the background
         signal.signal(sig, signal.default_int_handler)
@@ -124,6 +169,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     started: List[subprocess.Popen] = []
     try:
         source = predictor_source(args.model, args.model_store, args.tracking_uri) if args.model else []
+        challenger = (predictor_source(args.challenger_model, args.model_store, args.tracking_uri)
+                      if args.challenger_model else [])
         r = start_redis(args.redis_port, os.path.abspath(args.workdir))
     except (FileNotFoundError, RuntimeError) as e:  # no model / no redis-server / no MLflow
         print(f"error: {e}", file=sys.stderr)
@@ -138,6 +185,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 *source, "--model-name", args.model_name, "--http-port", str(args.predictor_port)], p_log)
             started.append(predictor)
             args.predictor_url = f"http://127.0.0.1:{args.predictor_port}"
+        c_log, challenger_url = os.path.join(args.workdir, "challenger.log"), ""
+        if challenger:
+            log.info("starting the challenger predictor on %s", challenger[1])
+            c_proc = procs.start_server("serving.predictor", [
+                *challenger, "--model-name", args.model_name, "--http-port", str(args.challenger_port)], c_log)
+            started.append(c_proc)
+            challenger_url = f"http://127.0.0.1:{args.challenger_port}"
         client = writer.redis_client(url)
         try:
             bootstrap.bootstrap(client, args.log, schema.Keys())
@@ -149,15 +203,23 @@ def main(argv: Optional[List[str]] = None) -> int:
             stdout=open(updater_log, "wb"), stderr=subprocess.STDOUT, cwd=procs.REPO_ROOT,
             env=procs.serving_env()))
         print(f"redis:   {url}  (events: XADD {stream.DEFAULT_STREAM}; updater log {updater_log})")
+        if args.sink_dir:
+            sink_log = os.path.join(args.workdir, "sink.log")
+            started.append(subprocess.Popen(sink_command(url, args.sink_dir), stdout=open(sink_log, "wb"),
+                                            stderr=subprocess.STDOUT, cwd=procs.REPO_ROOT, env=procs.serving_env()))
+            print(f"sink:    served log -> {args.sink_dir}/events, {args.sink_dir}/requests  (log {sink_log})")
         if source:
             procs.wait_ready(f"{args.predictor_url}/v2/models/{args.model_name}/ready", 600, predictor, p_log)
             print(f"predictor: {args.predictor_url}/v1/models/{args.model_name}:predict  (v2: "
                   f"/v2/models/{args.model_name}/infer; log {p_log})")
+        if challenger:
+            procs.wait_ready(f"{challenger_url}/v2/models/{args.model_name}/ready", 600, c_proc, c_log)
+            print(f"challenger: {challenger_url}/v1/models/{args.model_name}:predict  "
+                  f"({100 * args.challenger_share:g}% of users; log {c_log})")
         if args.predictor_url:
             t_log = os.path.join(args.workdir, "transformer.log")
-            started.append(procs.start_server("serving.transformer", [
-                "--model-name", args.model_name, "--predictor-url", args.predictor_url, "--redis", url,
-                "--http-port", str(args.transformer_port)], t_log))
+            started.append(procs.start_server("serving.transformer",
+                                              transformer_args(args, url, challenger_url), t_log))
             t_url = f"http://127.0.0.1:{args.transformer_port}"
             procs.wait_ready(f"{t_url}/v1/models/{args.model_name}", 120, started[-1], t_log)
             body = json.dumps(example_request(args.log))
