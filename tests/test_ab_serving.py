@@ -210,7 +210,7 @@ def test_refused_requests_are_recorded(stack):
 def test_without_a_challenger_everybody_is_champion_and_a_dead_predictor_is_recorded(stack):
     url, champion, _, rs, tmp = stack
     dead = f"http://127.0.0.1:{procs.free_port()}"
-    proc, url1 = start_transformer(tmp, rs.url, champion.url, "", "--show", "2")
+    proc, url1 = start_transformer(tmp, rs.url, champion.url, "", "--show", "2", "--max-body-bytes", "3000")
     try:
         arms = {post(url1, {"user_id": f"solo{i}", "candidates": CANDS})[2]["arm"] for i in range(10)}
         assert arms == {"champion"}
@@ -218,6 +218,10 @@ def test_without_a_challenger_everybody_is_champion_and_a_dead_predictor_is_reco
         assert body["shown"] == 2 and len(entries(rs, "fr:events", "req-solo")) == 2   # --show default
         status, _, body = post(url1, {"user_id": "u1", "candidates": CANDS, "debug": {"arm": "challenger"}})
         assert status == 400 and "no challenger predictor" in body["error"]
+        status, _, _ = post(url1, {"user_id": "u1", "candidates": CANDS, "pad": "x" * 4000})
+        assert status == 413                                       # refused by the size guard: recorded too
+        last = rs.client().xrevrange("fr:requests", count=1)[0][1]
+        assert last["status"] == "413" and last["user_id"] == "" and float(last["latency_ms"]) > 0
     finally:
         procs.stop(proc)
     proc, url2 = start_transformer(tmp, rs.url, champion.url, dead)
