@@ -20,9 +20,10 @@ or a malformed body) and the latency are known, and a client that got its
 ranking can rely on the impressions being in the stream before its clicks.
 
 Redis down or slow: the request is still answered; the entries go to an
-in-memory backlog (bounded by ``backlog`` entries) that is written with the
-next write once Redis answers again (after ``backoff_s``, also from a 1 s
-background flush), and failures are counted in Prometheus.  Guarantees:
+in-memory backlog (bounded by ``backlog`` entries) that a background task
+writes in chunks once Redis answers again (after ``backoff_s``; the request
+path only ever writes its own entries), and failures are counted in
+Prometheus.  Guarantees:
 while the process lives and the backlog has room, no entry is lost; entries
 in the backlog die with the process, and beyond the bound new entries are
 dropped (counted).  A write that timed out may still have reached Redis, and
@@ -54,6 +55,8 @@ REQUESTS_STREAM = "fr:requests"
 REQUEST_FIELDS = ("request_id", "user_id", "arm", "model_version", "ts", "latency_ms", "status",
                   "n_candidates", "n_shown")
 Entry = Tuple[str, Dict[str, str]]   # (stream, fields)
+FLUSH_EVERY_S = 0.5      # the backlog's background flush
+FLUSH_CHUNK = 1000       # backlog entries per pipeline
 
 ENTRIES = Counter("feedrank_served_log_entries_total", "Served-log stream entries by outcome "
                   "(written, backlog: kept for a retry, dropped: backlog full).", ["server", "outcome"])
@@ -133,15 +136,19 @@ class ServedLog:
         return out
 
     async def write(self, entries: List[Entry]) -> bool:
-        """Writes the backlog and ``entries`` in one pipeline; False if they went to the backlog."""
-        if not self.config.enabled or not (entries or self._backlog):
+        """Writes ``entries`` in one pipeline; False if they went to the backlog."""
+        if not self.config.enabled or not entries:
             return True
         self._ensure_flusher()
         if time.monotonic() < self._skip_until:
             self._keep(entries)
             return False
-        batch = list(self._backlog) + list(entries)
-        self._backlog.clear()
+        if await self._try(entries):
+            return True
+        self._keep(entries)
+        return False
+
+    async def _try(self, batch: List[Entry]) -> bool:
         t0 = time.perf_counter()
         try:
             await asyncio.wait_for(self._xadd(batch), self.config.timeout_s)
@@ -150,11 +157,9 @@ class ServedLog:
             log.warning("served log not written (%s: %s): %d entries kept for a retry",
                         type(e).__name__, e, len(batch))
             self._skip_until = time.monotonic() + self.config.backoff_s
-            self._keep(batch)
             return False
         WRITE_LATENCY.labels(metrics.server_name()).observe(time.perf_counter() - t0)
         ENTRIES.labels(metrics.server_name(), "written").inc(len(batch))
-        BACKLOG.labels(metrics.server_name()).set(0)
         return True
 
     async def _xadd(self, batch: List[Entry]) -> None:
@@ -176,11 +181,19 @@ class ServedLog:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
+    async def flush_backlog(self, chunk: int = FLUSH_CHUNK) -> None:
+        """Writes the backlog in pipelines of ``chunk`` entries until it is empty or a write fails."""
+        while self._backlog and time.monotonic() >= self._skip_until:
+            batch = [self._backlog.popleft() for _ in range(min(chunk, len(self._backlog)))]
+            if not await self._try(batch):
+                self._backlog.extendleft(reversed(batch))   # back in front, in order
+                break
+        BACKLOG.labels(metrics.server_name()).set(len(self._backlog))
+
     async def _flush_loop(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
-            if self._backlog and time.monotonic() >= self._skip_until:
-                await self.write([])
+            await asyncio.sleep(FLUSH_EVERY_S)
+            await self.flush_backlog()
 
 
 Scope = MutableMapping[str, Any]
