@@ -10,6 +10,7 @@ help:
 	@echo "make demo    create $(VENV) if missing, install, simulate demo data, run the pipeline"
 	@echo "make test    run the test suite (installs first if needed)"
 	@echo "make serve   Redis, feature updater, predictor and transformer on the newest pushed model"
+	@echo "make ab-demo GBDT champion vs DIN challenger: train, serve both, simulated A/B test, report, decision"
 	@echo "make lint    check the code with ruff (rules in pyproject.toml)"
 	@echo "make clean   remove runs/, model_store/ and data/ (keeps $(VENV))"
 
@@ -81,3 +82,11 @@ TRANSFORMER_PORT ?= 8081
 serve: install serving-install
 	$(PY) -m serving.features.local --log $(SERVE_LOG) --model $(MODEL) --redis-port $(REDIS_PORT) \
 	    --predictor-port $(PREDICTOR_PORT) --transformer-port $(TRANSFORMER_PORT)
+
+# The closed loop on one machine (docs/ab.md): a GBDT champion and a DIN challenger trained by the
+# pipeline, both served behind one transformer, a simulated online A/B test, the report with the
+# true lift beside it, and `promote --from-ab` (promotes or refuses by the rule).
+AB_OUT ?= runs/ab/demo-$(shell date +%Y%m%d-%H%M%S)
+.PHONY: ab-demo
+ab-demo: install serving-install
+	$(PY) -m feedrank.ab.demo --out $(AB_OUT)

@@ -1,0 +1,192 @@
+"""`make ab-demo`: the whole loop on one machine, from the event log to the decision.
+
+    python -m feedrank.ab.demo [--champion-config configs/gbdt.yaml] \\
+        [--challenger-config configs/demo.yaml] [--users 400] [--requests 4000] [--out runs/ab/demo]
+
+1. trains the GBDT (``--champion-config``) with the pipeline and makes its
+   blessed version ``champion`` (skipped when the registry's champion is
+   already a blessed version of that family);
+2. trains the DIN challenger (``--challenger-config``): a blessed run moves
+   the registry's ``challenger`` alias to it;
+3. serves both behind one transformer (`serving.features.local`: Redis, the
+   feature updater, two predictors, the log sink), users split by hash;
+4. runs the simulator's online mode against it: simulated users ask for
+   rankings, click and convert by the hidden truth; the true lift is computed
+   from both arms' rankings of every request;
+5. waits until the sink has written every served event, stops the stack;
+6. prints `pipeline.py ab-report` (lift with its user-clustered interval,
+   next to the true lift) and applies `pipeline.py promote --from-ab`, which
+   promotes the challenger or refuses with the reason.
+
+Each step is the documented command, run as a subprocess; its output is
+streamed.  A failing step stops the demo with its exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import List, Optional
+
+log = logging.getLogger(__name__)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _step(title: str) -> None:
+    print(f"\n=== {title}", flush=True)
+
+
+def _run(cmd: List[str], ok_codes=(0,)) -> int:
+    print("$ " + " ".join(cmd), flush=True)
+    rc = subprocess.call(cmd, cwd=REPO)
+    if rc not in ok_codes:
+        raise SystemExit(rc)
+    return rc
+
+
+def _py(*args: str) -> List[str]:
+    return [sys.executable, *args]
+
+
+def champion_family(cfg) -> str:
+    """The trainer family of the registry's champion ("" if there is none or it cannot tell)."""
+    from feedrank.tracking import registered_model_name
+    from feedrank.tracking.candidate import client_for
+    from feedrank.tracking.server import tracking_uri
+
+    client = client_for(tracking_uri(cfg))
+    try:
+        mv = client.get_model_version_by_alias(registered_model_name(cfg), "champion")
+    except Exception:  # noqa: BLE001 - no registered model or no champion yet
+        return ""
+    try:
+        tags = client.get_run(mv.run_id).data.tags if mv.run_id else {}
+    except Exception:  # noqa: BLE001 - the run was deleted
+        return ""
+    return tags.get("model_family", "")
+
+
+def wait_drained(redis_url: str, streams: List[str], timeout_s: float = 120.0) -> None:
+    """Waits until the log sink's group has read and acknowledged every entry of ``streams``."""
+    import redis
+
+    from serving.features import sink
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = 0
+        for s in streams:
+            try:
+                groups = {g["name"]: g for g in client.xinfo_groups(s)}
+            except redis.ResponseError:   # no such stream: nothing was served
+                continue
+            g = groups.get(sink.GROUP)
+            left += (g.get("lag") or 0) + g["pending"] if g else client.xlen(s)
+        if left == 0:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"error: the log sink still has {left} entries to write after {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m feedrank.ab.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--champion-config", default="configs/gbdt.yaml", help="the champion's run config (GBDT)")
+    p.add_argument("--challenger-config", default="configs/demo.yaml", help="the challenger's run config (DIN)")
+    p.add_argument("--out", default="runs/ab/demo", help="the A/B run directory (must not exist yet)")
+    p.add_argument("--users", type=int, default=400, help="simulated users in the test")
+    p.add_argument("--requests", type=int, default=4000, help="feed requests in all")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated traffic")
+    p.add_argument("--skip-training", action="store_true",
+                   help="use the registry's champion and challenger as they are")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from feedrank.config import ConfigError, load
+    from feedrank.tracking import registered_model_name
+    from feedrank.tracking.server import tracking_uri
+    from serving.common.procs import free_port
+
+    try:
+        champ_cfg, chall_cfg = load(args.champion_config), load(args.challenger_config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    model = registered_model_name(chall_cfg)
+    if registered_model_name(champ_cfg) != model:
+        print(f"error: the two configs register different models ({registered_model_name(champ_cfg)!r}, "
+              f"{model!r}); set mlflow.registered_model alike", file=sys.stderr)
+        return 2
+    out = os.path.abspath(args.out)
+    if os.path.exists(out):
+        print(f"error: {args.out} exists; an A/B run directory holds one test: pass a new --out", file=sys.stderr)
+        return 2
+    if not args.skip_training:
+        if champion_family(champ_cfg) != champ_cfg.trainer.model:
+            _step(f"1. champion: train {champ_cfg.trainer.model} ({args.champion_config}) and promote it")
+            _run(_py("pipeline.py", "run", "--config", args.champion_config, "--simulate-if-missing"))
+            _run(_py("pipeline.py", "promote", "--config", args.champion_config, "--alias", "challenger"))
+        else:
+            _step(f"1. champion: the registry's champion is already a {champ_cfg.trainer.model}")
+        _step(f"2. challenger: train {chall_cfg.trainer.model} ({args.challenger_config})")
+        _run(_py("pipeline.py", "run", "--config", args.challenger_config, "--simulate-if-missing"))
+    uri = tracking_uri(chall_cfg)
+    ports = {k: free_port() for k in ("redis", "predictor", "challenger", "transformer")}
+    redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
+    _step("3. serve champion and challenger behind one transformer (users split by hash)")
+    os.makedirs(out)
+    stack_cmd = _py("-m", "serving.features.local", "--log", chall_cfg.input_base, "--workdir",
+                    os.path.join(out, "serve"), "--tracking-uri", uri,
+                    "--model", f"models:/{model}@champion", "--challenger-model", f"models:/{model}@challenger",
+                    "--challenger-share", str(chall_cfg.ab.share), "--ab-salt", chall_cfg.ab.salt,
+                    "--sink-dir", out, "--redis-port", str(ports["redis"]),
+                    "--predictor-port", str(ports["predictor"]), "--challenger-port", str(ports["challenger"]),
+                    "--transformer-port", str(ports["transformer"]))
+    print("$ " + " ".join(stack_cmd), flush=True)
+    stack = subprocess.Popen(stack_cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    endpoint = f"http://127.0.0.1:{ports['transformer']}"
+    try:
+        for line in stack.stdout:            # the stack prints its URLs, then "Ctrl-C stops the stack."
+            print("  " + line.rstrip(), flush=True)
+            if "Ctrl-C stops the stack" in line:
+                break
+        if stack.poll() is not None:
+            print("error: the serving stack did not start (logs under "
+                  f"{os.path.join(args.out, 'serve')})", file=sys.stderr)
+            return 1
+        _step(f"4. the online A/B test: {args.users} simulated users, {args.requests} requests")
+        _run(_py("-m", "feedrank.events.simulator.online", "--log", chall_cfg.input_base, "--out", out,
+                 "--endpoint", endpoint, "--redis", redis_url, "--users", str(args.users),
+                 "--requests", str(args.requests), "--share", str(chall_cfg.ab.share), "--salt", chall_cfg.ab.salt,
+                 "--show", str(chall_cfg.ab.show), "--seed", str(args.seed)))
+        _step("5. wait for the log sink, stop the stack")
+        from serving.features import sink, stream
+
+        wait_drained(redis_url, [stream.DEFAULT_STREAM, sink.REQUESTS_STREAM])
+    finally:
+        if stack.poll() is None:
+            stack.send_signal(signal.SIGINT)
+            try:
+                stack.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                stack.kill()
+    _step("6. the A/B report and the decision")
+    _run(_py("pipeline.py", "ab-report", "--config", args.challenger_config, "--ab-dir", out))
+    rc = _run(_py("pipeline.py", "promote", "--config", args.challenger_config, "--from-ab", out), ok_codes=(0, 2))
+    print("\ndecision: " + ("the challenger is the new champion" if rc == 0 else
+                            "refused: the champion stays (the reason is above)"))
+    print(f"A/B run directory: {args.out}  (report: ab_report.txt, ab_lift.png)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
