@@ -103,6 +103,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=400, help="simulated users in the test")
     p.add_argument("--requests", type=int, default=4000, help="feed requests in all")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated traffic")
+    p.add_argument("--redis-timeout-ms", type=float, default=200.0,
+                   help="the transformer's Redis timeout; the production 20 ms is too tight for a 2-core machine "
+                        "that also runs the simulator, and degraded responses rank without the user's behaviour "
+                        "(default %(default)s)")
+    p.add_argument("--updater-delay-s", type=float, default=0.0,
+                   help="stale features: the updater applies an event this long after its ts (event time)")
     p.add_argument("--skip-training", action="store_true",
                    help="use the registry's champion and challenger as they are")
     return p.parse_args(argv)
@@ -150,7 +156,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "--challenger-share", str(chall_cfg.ab.share), "--ab-salt", chall_cfg.ab.salt,
                     "--sink-dir", out, "--redis-port", str(ports["redis"]),
                     "--predictor-port", str(ports["predictor"]), "--challenger-port", str(ports["challenger"]),
-                    "--transformer-port", str(ports["transformer"]))
+                    "--transformer-port", str(ports["transformer"]),
+                    "--redis-timeout-ms", str(args.redis_timeout_ms), "--updater-delay-s", str(args.updater_delay_s))
     print("$ " + " ".join(stack_cmd), flush=True)
     stack = subprocess.Popen(stack_cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     endpoint = f"http://127.0.0.1:{ports['transformer']}"
@@ -167,7 +174,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         _run(_py("-m", "feedrank.events.simulator.online", "--log", chall_cfg.input_base, "--out", out,
                  "--endpoint", endpoint, "--redis", redis_url, "--users", str(args.users),
                  "--requests", str(args.requests), "--share", str(chall_cfg.ab.share), "--salt", chall_cfg.ab.salt,
-                 "--show", str(chall_cfg.ab.show), "--seed", str(args.seed)))
+                 "--show", str(chall_cfg.ab.show), "--seed", str(args.seed),
+                 "--staleness-s", str(args.updater_delay_s)))
         _step("5. wait for the log sink, stop the stack")
         from serving.features import sink, stream
 

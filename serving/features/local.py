@@ -119,6 +119,8 @@ def transformer_args(args: argparse.Namespace, redis_url: str, challenger_url: s
         out += ["--challenger-url", challenger_url, "--challenger-share", str(args.challenger_share)]
     if args.ab_salt:
         out += ["--ab-salt", args.ab_salt]
+    if args.redis_timeout_ms is not None:
+        out += ["--redis-timeout-ms", str(args.redis_timeout_ms)]
     return out
 
 
@@ -158,6 +160,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ab.add_argument("--challenger-share", type=share, default=0.5, help="share of users on the challenger")
     ab.add_argument("--ab-salt", default="", help="salt of the user hash (default: the transformer's, feedrank-ab)")
     ab.add_argument("--sink-dir", default="", help="start the log sink: the served log to DIR/events, DIR/requests")
+    p.add_argument("--redis-timeout-ms", type=float, default=None,
+                   help="the transformer's Redis read timeout (default: the transformer's); beyond it a "
+                        "request is ranked without the online features")
+    p.add_argument("--updater-delay-s", type=float, default=0.0,
+                   help="apply an event to the features only once the stream's event time has passed its "
+                        "ts + this (stale features, for the staleness study; default %(default)s)")
     args = p.parse_args(argv)
     if args.challenger_model and not (args.model or args.predictor_url):
         p.error("--challenger-model needs a champion: --model or --predictor-url")
@@ -199,7 +207,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             log.info("%s", e)
         updater_log = os.path.join(args.workdir, "updater.log")
         started.append(subprocess.Popen(
-            [sys.executable, "-m", "serving.features.updater", "--redis", url, "--stream", stream.DEFAULT_STREAM],
+            [sys.executable, "-m", "serving.features.updater", "--redis", url, "--stream", stream.DEFAULT_STREAM,
+             *(["--delay-s", str(args.updater_delay_s)] if args.updater_delay_s else [])],
             stdout=open(updater_log, "wb"), stderr=subprocess.STDOUT, cwd=procs.REPO_ROOT,
             env=procs.serving_env()))
         print(f"redis:   {url}  (events: XADD {stream.DEFAULT_STREAM}; updater log {updater_log})")
