@@ -1,7 +1,7 @@
 """`make ab-demo`: the whole loop on one machine, from the event log to the decision.
 
     python -m feedrank.ab.demo [--champion-config configs/gbdt.yaml] \\
-        [--challenger-config configs/demo.yaml] [--users 400] [--requests 4000] [--out runs/ab/demo]
+        [--challenger-config configs/ab_challenger.yaml] [--users 400] [--requests 4000] [--out runs/ab/demo]
 
 1. trains the GBDT (``--champion-config``) with the pipeline and makes its
    blessed version ``champion`` (skipped when the registry's champion is
@@ -98,7 +98,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m feedrank.ab.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--champion-config", default="configs/gbdt.yaml", help="the champion's run config (GBDT)")
-    p.add_argument("--challenger-config", default="configs/demo.yaml", help="the challenger's run config (DIN)")
+    X
     p.add_argument("--out", default="runs/ab/demo", help="the A/B run directory (must not exist yet)")
     p.add_argument("--users", type=int, default=400, help="simulated users in the test")
     p.add_argument("--requests", type=int, default=4000, help="feed requests in all")
