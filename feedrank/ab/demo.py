@@ -98,7 +98,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m feedrank.ab.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--champion-config", default="configs/gbdt.yaml", help="the champion's run config (GBDT)")
-    X
+    p.add_argument("--challenger-config", default="configs/ab_challenger.yaml",
+                   help="the challenger's run config (DIN; default %(default)s)")
     p.add_argument("--out", default="runs/ab/demo", help="the A/B run directory (must not exist yet)")
     p.add_argument("--users", type=int, default=400, help="simulated users in the test")
     p.add_argument("--requests", type=int, default=4000, help="feed requests in all")
