@@ -39,6 +39,9 @@ EVENT_COLUMNS: Dict[str, Tuple[str, bool]] = {
     "arm": ("string", False),         # "champion" or "challenger"
     "model_version": ("string", False),
     "score": ("float64", False),
+    # The shop's page-view sessions (the simulator's e-commerce mode): events of one
+    # session share it; empty where the log has no session ids (docs/sessions.md).
+    "session_id": ("string", False),
 }
 ITEM_COLUMNS: Dict[str, Tuple[str, bool]] = {
     "item_id": ("string", True),

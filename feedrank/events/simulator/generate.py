@@ -288,6 +288,10 @@ def check_event_types(event_types: Optional[Sequence[str]]) -> Optional[List[int
 
 
 def main(argv: Optional[list] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--mode=ecommerce" in argv or any(a == "--mode" and b == "ecommerce" for a, b in zip(argv, argv[1:])):
+        from feedrank.events.simulator.ecommerce_io import main as ecommerce_main  # docs/sessions.md
+        return ecommerce_main(argv)
     ap = argparse.ArgumentParser(prog="python -m feedrank.events.simulator", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--users", type=int, default=20000, help="number of users")
@@ -308,6 +312,8 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--event-types", default="",
                     help="comma-separated event types to write (default: all), e.g. impression,click")
     ap.add_argument("--quiet", action="store_true", help="no per-day progress on stderr")
+    ap.add_argument("--mode", choices=["feed", "ecommerce"], default="feed",
+                    help="feed: the classifieds home feed; ecommerce: shop sessions (its own options, docs/sessions.md)")
     args = ap.parse_args(argv)
     err = None
     if args.users < 1 or args.items < 1 or args.days < 1:
