@@ -90,7 +90,8 @@ def test_deterministic_by_seed(tmp_path):
     EIO.simulate_ecommerce(c, **dict(kw, seed=4))
     for name in ("events.parquet", "items.parquet", EIO.TRUTH_FILE):
         pd.testing.assert_frame_equal(pd.read_parquet(os.path.join(a, name)), pd.read_parquet(os.path.join(b, name)))
-    assert not pd.read_parquet(os.path.join(a, "events.parquet")).equals(pd.read_parquet(os.path.join(c, "events.parquet")))
+    other = pd.read_parquet(os.path.join(c, "events.parquet"))
+    assert not pd.read_parquet(os.path.join(a, "events.parquet")).equals(other)
 
 
 def test_pages_before_an_add_to_cart_near_twelve(tmp_path):

@@ -313,7 +313,7 @@ def main(argv: Optional[list] = None) -> int:
                     help="comma-separated event types to write (default: all), e.g. impression,click")
     ap.add_argument("--quiet", action="store_true", help="no per-day progress on stderr")
     ap.add_argument("--mode", choices=["feed", "ecommerce"], default="feed",
-                    help="feed: the classifieds home feed; ecommerce: shop sessions (its own options, docs/sessions.md)")
+                    help="feed: the classifieds home feed; ecommerce: shop sessions (own options, docs/sessions.md)")
     args = ap.parse_args(argv)
     err = None
     if args.users < 1 or args.items < 1 or args.days < 1:

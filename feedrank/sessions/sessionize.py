@@ -1,0 +1,145 @@
+"""Sessionization of the shop's page views and add-to-carts, in Beam.
+
+A user's events (``view`` and ``purchase``; other event types are not part of a
+session) form one session until
+
+- a pause of ``gap_s`` seconds or more between two consecutive events (default 1800 s:
+  a gap of exactly 30 minutes ends the session, 30 minutes less a second does not), or
+- a new session id: two consecutive events with different non-empty ``session_id``.
+
+`Sessionize` keys the events by user, stamps them with their ``ts`` and puts them in
+Beam session windows (``window.Sessions(gap_s)``: an event's window is
+``[ts, ts + gap_s)`` and windows merge only when they overlap, which is the rule
+above); the grouped window is sorted and cut where the session id changes.  The order
+in which events arrive does not matter.  Within a second, a view comes before an
+add-to-cart, then the event id decides.  `split_sessions` is the same rule in plain
+Python (one user's events), the reference the tests compare with.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.transforms import window
+
+from feedrank.events import contract
+from feedrank.sessions.features import page_type
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GAP_S = 1800
+SESSION_EVENTS: Tuple[str, ...] = (contract.VIEW, contract.PURCHASE)
+_KIND_ORDER = {contract.VIEW: 0, contract.PURCHASE: 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One session event of the log."""
+
+    event_id: str
+    user_id: str
+    item_id: str       # the page id of a view, the item of an add-to-cart
+    event: str         # view or purchase
+    ts: int
+    dwell_s: float = float("nan")
+    session_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    page_id: str
+    page_type: str
+    ts: int
+    dwell_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Purchase:
+    item_id: str
+    ts: int
+    pages_before: int   # the session's page views before this add-to-cart
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    user_id: str
+    session_id: str     # the log's session id, else "<user_id>:<start_ts>"
+    start_ts: int
+    end_ts: int
+    pages: Tuple[Page, ...]
+    purchases: Tuple[Purchase, ...]
+
+
+def event_order(e: Event) -> Tuple[int, int, str]:
+    """The order of a user's events: ts, then a view before an add-to-cart, then the id."""
+    return (e.ts, _KIND_ORDER.get(e.event, 2), e.event_id)
+
+
+def check_gap(gap_s: int) -> int:
+    if not isinstance(gap_s, int) or isinstance(gap_s, bool) or gap_s < 1:
+        raise ValueError(f"the session gap must be a positive number of seconds, got {gap_s!r}")
+    return gap_s
+
+
+def _cut(ordered: Sequence[Event], gap_s: Optional[int]) -> List[List[Event]]:
+    """Cuts sorted events where the session id changes (and where the gap is >= gap_s if given)."""
+    out: List[List[Event]] = []
+    for e in ordered:
+        if out:
+            prev = out[-1][-1]
+            new_id = bool(e.session_id and prev.session_id and e.session_id != prev.session_id)
+            if not new_id and (gap_s is None or e.ts - prev.ts < gap_s):
+                out[-1].append(e)
+                continue
+        out.append([e])
+    return out
+
+
+def split_sessions(events: Iterable[Event], gap_s: int = DEFAULT_GAP_S) -> List[List[Event]]:
+    """One user's events cut into sessions (plain Python), each sorted by `event_order`."""
+    check_gap(gap_s)
+    return _cut(sorted((e for e in events if e.event in SESSION_EVENTS), key=event_order), gap_s)
+
+
+def build_session(events: Sequence[Event]) -> Session:
+    """A `Session` from one session's sorted events."""
+    pages: List[Page] = []
+    purchases: List[Purchase] = []
+    for e in events:
+        if e.event == contract.VIEW:
+            dwell = e.dwell_s if e.dwell_s is not None and math.isfinite(e.dwell_s) else 0.0
+            pages.append(Page(e.item_id, page_type(e.item_id), e.ts, float(dwell)))
+        else:
+            purchases.append(Purchase(e.item_id, e.ts, len(pages)))
+    first = events[0]
+    sid = next((e.session_id for e in events if e.session_id), "") or f"{first.user_id}:{first.ts}"
+    return Session(first.user_id, sid, first.ts, events[-1].ts, tuple(pages), tuple(purchases))
+
+
+class _SplitWindow(beam.DoFn):
+    """A user's session window, sorted and cut where the session id changes."""
+
+    def process(self, element: Tuple[str, Iterable[Event]]):
+        _, events = element
+        for part in _cut(sorted(events, key=event_order), None):
+            yield build_session(part)
+
+
+class Sessionize(beam.PTransform):
+    """``PCollection[Event]`` -> ``PCollection[Session]`` (global window), by `gap_s`."""
+
+    def __init__(self, gap_s: int = DEFAULT_GAP_S):
+        super().__init__()
+        self.gap_s = check_gap(gap_s)
+
+    def expand(self, events):
+        return (events
+                | "SessionEvents" >> beam.Filter(lambda e: e.event in SESSION_EVENTS)
+                | "StampByTs" >> beam.Map(lambda e: window.TimestampedValue((e.user_id, e), e.ts))
+                | "SessionWindows" >> beam.WindowInto(window.Sessions(self.gap_s))
+                | "ByUserAndWindow" >> beam.GroupByKey()
+                | "CutOnSessionId" >> beam.ParDo(_SplitWindow())
+                | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows()))
