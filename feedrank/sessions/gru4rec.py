@@ -1,0 +1,60 @@
+"""A GRU4Rec-style baseline: one GRU over the session's pages -> softmax over items.
+
+Hidasi, B., Karatzoglou, A., Baltrunas, L. and Tikk, D. "Session-based
+Recommendations with Recurrent Neural Networks." ICLR 2016.
+https://arxiv.org/abs/1511.06939
+
+It reads every page of the session (no width limit, no history state, no
+dwell times, no purchase history): the page embeddings run through one GRU
+layer and its final state feeds the item softmax.  Trained, like the DRNN,
+on (session prefix -> purchased item) samples with the softmax
+cross-entropy (full or sampled), not GRU4Rec's session-parallel mini-batches
+with a pairwise loss, so the comparison isolates the architecture.  Inputs
+are `drnn.INPUTS` (only ``pages`` is used).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Mapping
+
+import tensorflow as tf
+import tf_keras as keras
+
+from feedrank.sessions import drnn
+from feedrank.sessions import layers as SL
+from feedrank.train import layers as TL
+from feedrank.train.settings import setting
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Gru4recSettings(drnn._Checked):
+    """The single-GRU baseline's settings."""
+    SECTION = "gru4rec"
+    num_pages: int = setting(1000, min=2)
+    num_items: int = setting(1000, min=2)
+    units: int = setting(100, min=1)
+    page_dim: int = setting(32, min=1)
+    dropout: float = setting(0.0, min=0.0, below=1.0)
+    softmax: str = setting("auto", choices=drnn.SOFTMAX_MODES)
+    num_sampled: int = setting(256, min=1)
+    sampled_above: int = setting(10000, min=1)
+    learning_rate: float = setting(1e-3, above=0.0)
+
+
+def build(settings: Gru4recSettings | Mapping[str, Any]) -> drnn.SessionModel:
+    """The single-GRU model for ``settings`` (a `Gru4recSettings` or its mapping), compiled."""
+    s = settings if isinstance(settings, Gru4recSettings) else Gru4recSettings.from_mapping(settings)
+    pages = keras.Input([None], dtype=tf.int64, name=drnn.PAGES)
+    emb = keras.layers.Embedding(s.num_pages, s.page_dim, name="page_embedding")(pages)
+    state = keras.layers.GRU(s.units, name="gru")(emb, mask=TL.padding_mask(pages))
+    if s.dropout > 0:
+        state = keras.layers.Dropout(s.dropout, name="gru_dropout")(state)
+    encoder = keras.Model(inputs=[pages], outputs=[state], name="gru4rec_encoder")
+    model = drnn.SessionModel(encoder, SL.FusedSoftmax(s.num_items, name="items"),
+                              s.num_sampled if s.sampled else 0, name="gru4rec")
+    log.info("GRU4Rec baseline: %d units, softmax=%s over %d items", s.units,
+             "sampled" if s.sampled else "full", s.num_items)
+    return drnn.compile_model(model, s.learning_rate)
