@@ -1,0 +1,1 @@
+"""`SessionSampleGen`: the session recommender's training samples from the shop's event log."""
