@@ -71,6 +71,13 @@ def test_truth_beside_the_log(shop_log):
     assert (carts.loc[tr.event_id, "item_id"].to_numpy() == tr["item_id"].to_numpy()).all()
     assert tr["p_item"].between(0, 1).all() and (tr["p_top1"] >= tr["p_item"] - 1e-12).all()
     assert (tr["p_top10"] >= tr["p_top1"]).all()
+    assert list(tr.columns) == EIO.TRUTH_COLUMNS
+    for sig in ("dwell", "recency", "history"):
+        assert tr[f"p_item_no_{sig}"].between(0, 1).all()
+    first = ~tr["returning"]                 # no history: taking it out changes nothing
+    assert np.allclose(tr.loc[first, "p_item_no_history"], tr.loc[first, "p_item"])
+    assert not np.allclose(tr.loc[~first, "p_item_no_history"], tr.loc[~first, "p_item"])
+    assert summary["nats_from_dwell"] > 0 and summary["nats_from_recency"] > 0 and summary["nats_from_history"] > 0
     assert ((tr["rank"] == 1) == np.isclose(tr["p_item"], tr["p_top1"])).mean() > 0.99
     views = ev[ev.event == contract.VIEW]
     for r in tr.head(30).itertuples():   # pages_before = the session's views up to the cart

@@ -195,18 +195,34 @@ def _next_page(rng: np.random.Generator, shop: Shop, user: int, intent: int, pty
     return INDEX, 0
 
 
+def ablated_p(shop: Shop, user: int, types: np.ndarray, targets: np.ndarray, dwell: np.ndarray,
+              bought: np.ndarray, item: int, eff: Effects = EFFECTS, brw: Browsing = BROWSING) -> Dict[str, float]:
+    """The probability of ``item`` under the true logit with one signal taken out: ``no_dwell``
+    (every page at its type's reference dwell), ``no_recency`` (recency 1: order does not
+    matter) and ``no_history`` (no repeat or complement terms).  How much each signal carries."""
+    ref = np.asarray(brw.ref_dwell_s)[types]
+    return {
+        "no_dwell": float(softmax(purchase_logits(shop, user, types, targets, ref, bought, eff, brw))[item]),
+        "no_recency": float(softmax(purchase_logits(shop, user, types, targets, dwell, bought,
+                                                    dataclasses.replace(eff, recency=1.0), brw))[item]),
+        "no_history": float(softmax(purchase_logits(shop, user, types, targets, dwell, bought[:0], eff, brw))[item]),
+    }
+
+
 def simulate_session(rng: np.random.Generator, shop: Shop, user: int, start_ts: int, bought: np.ndarray,
                      eff: Effects = EFFECTS, brw: Browsing = BROWSING) -> Dict[str, list]:
     """One session: its pages and carts, with the truth of every cart.
 
-    Returns lists: ``pages`` of (type, target, ts, dwell_s) and ``carts`` of
-    (item, ts, pages_before, p_item, p_top1, p_top10, rank).
+    Returns lists: ``pages`` of (type, target, ts, dwell_s) and ``carts`` of dicts (item, ts,
+    pages_before: the page views before it, p_item: its true probability, p_top1 and p_top10:
+    the truth's top-1 and top-10 mass, rank: its rank under the truth, and `ablated_p`).
     """
     intent = _intent(rng, shop, user, bought, brw)
     types: List[int] = [INDEX]
     targets: List[int] = [0]
     dwells: List[float] = []
-    pages, carts = [], []
+    pages: List[tuple] = []
+    carts: List[Dict] = []
     ts = start_ts
     while True:
         ptype, target = types[-1], targets[-1]
@@ -218,13 +234,15 @@ def simulate_session(rng: np.random.Generator, shop: Shop, user: int, start_ts: 
         pages.append((ptype, target, ts, dwell))
         end_ts = ts + int(np.floor(dwell))
         if ptype == ITEM and rng.random() < brw.cart_hazard:
-            u = purchase_logits(shop, user, np.asarray(types), np.asarray(targets), np.asarray(dwells),
-                                bought, eff, brw)
-            p = softmax(u)
+            seen = (np.asarray(types), np.asarray(targets), np.asarray(dwells))
+            p = softmax(purchase_logits(shop, user, *seen, bought, eff, brw))
             item = int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), "right").clip(0, len(p) - 1))
             top = np.sort(p)[::-1]
-            carts.append((item, end_ts, len(pages), float(p[item]), float(top[0]), float(top[:10].sum()),
-                          int((p > p[item]).sum()) + 1))
+            carts.append(dict(item=item, ts=end_ts, pages_before=len(pages), p_item=float(p[item]),
+                              p_top1=float(top[0]), p_top10=float(top[:10].sum()),
+                              rank=int((p > p[item]).sum()) + 1,
+                              **{f"p_item_{k}": v for k, v in ablated_p(shop, user, *seen, bought, item,
+                                                                         eff, brw).items()}))
             if rng.random() >= brw.continue_after_cart:
                 break
         elif rng.random() < brw.exit_hazard or len(pages) >= brw.max_pages:

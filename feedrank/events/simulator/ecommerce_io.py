@@ -34,6 +34,12 @@ from feedrank.events.simulator import ecommerce as E
 log = logging.getLogger(__name__)
 
 TRUTH_FILE = "purchase_truth.parquet"
+# One row per add-to-cart: its event, session, user, item, ts, the page views before it, its true
+# probability, the truth's top-1 and top-10 mass and its rank, its probability with one signal
+# taken out of the truth (`ecommerce.ablated_p`), a returning buyer?, a repeat purchase?
+TRUTH_COLUMNS = ["event_id", "session_id", "user_id", "item_id", "ts", "pages_before", "p_item", "p_top1",
+                 "p_top10", "rank", "p_item_no_dwell", "p_item_no_recency", "p_item_no_history",
+                 "returning", "repeat"]
 INDEX_PAGE = "x0"
 PREFIXES = {"x": E.PAGE_TYPES[E.INDEX], "c": E.PAGE_TYPES[E.CATEGORY], "i": E.PAGE_TYPES[E.ITEM]}
 DAY = 86400
@@ -95,11 +101,13 @@ def simulate_ecommerce(out_dir: str, users: int = 2000, items: int = 3000, categ
                 n_sess += 1
                 for k, (pt, tg, ts, dwell) in enumerate(s["pages"]):
                     rows.append((ts, 2 * k, u, ids.page(pt, tg), contract.VIEW, dwell, sid))
-                for item, ts, n_before, p, p1, p10, rank in s["carts"]:
-                    rows.append((ts, 2 * n_before - 1, u, ids.item(item), contract.PURCHASE, np.nan, sid))
-                    truth.append((sid, ids.user(u), ids.item(item), ts, n_before, p, p1, p10, rank,
-                                  len(hist) > 0, bool(np.isin(item, hist))))
-                bought[u].extend(c[0] for c in s["carts"])
+                for c in s["carts"]:
+                    rows.append((c["ts"], 2 * c["pages_before"] - 1, u, ids.item(c["item"]), contract.PURCHASE,
+                                 np.nan, sid))
+                    truth.append(dict({k: v for k, v in c.items() if k != "item"}, session_id=sid,
+                                      user_id=ids.user(u), item_id=ids.item(c["item"]),
+                                      returning=len(hist) > 0, repeat=bool(np.isin(c["item"], hist))))
+                bought[u].extend(c["item"] for c in s["carts"])
                 last = s["pages"][-1][2] + int(s["pages"][-1][3])   # the session's last event
                 t = last + 1800 + 60 + int(rng.exponential(7200))
     summary = _write(out_dir, shop, ids, rows, truth)
@@ -137,8 +145,7 @@ def _write(out_dir: str, shop: E.Shop, ids: _Ids, rows: List[tuple], truth: List
     pd.DataFrame({"user_id": [ids.user(u) for u in range(n_users)],
                   "region_id": [f"r{u % 5}" for u in range(n_users)]}).to_parquet(
         os.path.join(out_dir, "users.parquet"), index=False)
-    tr = pd.DataFrame(truth, columns=["session_id", "user_id", "item_id", "ts", "pages_before", "p_item",
-                                      "p_top1", "p_top10", "rank", "returning", "repeat"])
+    tr = pd.DataFrame(truth, columns=TRUTH_COLUMNS[1:])
     carts = ev[ev["event"] == contract.PURCHASE]
     key = carts.set_index(["session_id", "ts", "item_id"])["event_id"]
     tr.insert(0, "event_id", key.reindex(pd.MultiIndex.from_frame(tr[["session_id", "ts", "item_id"]])).to_numpy())
@@ -164,7 +171,19 @@ def summarise(ev: pd.DataFrame, tr: pd.DataFrame) -> Dict:
         truth_mean_p_item=round(float(tr["p_item"].mean()), 4) if len(tr) else None,
         truth_top1_mass=round(float(tr["p_top1"].mean()), 4) if len(tr) else None,
         truth_top10_mass=round(float(tr["p_top10"].mean()), 4) if len(tr) else None,
+        **_signal_nats(tr),
         first_ts=int(ev["ts"].min()) if len(ev) else None, last_ts=int(ev["ts"].max()) if len(ev) else None)
+
+
+def _signal_nats(tr: pd.DataFrame) -> Dict[str, Optional[float]]:
+    """Mean log-likelihood (nats per add-to-cart) the truth loses without each signal; the
+    history's over returning buyers' add-to-carts only."""
+    out: Dict[str, Optional[float]] = {}
+    for sig in ("dwell", "recency", "history"):
+        rows = tr[tr["returning"]] if sig == "history" else tr
+        gap = np.log(rows["p_item"]) - np.log(rows[f"p_item_no_{sig}"]) if len(rows) else pd.Series(dtype=float)
+        out[f"nats_from_{sig}"] = round(float(gap.mean()), 4) if len(gap) else None
+    return out
 
 
 def main(argv: Optional[list] = None) -> int:
