@@ -76,7 +76,8 @@ def write_part(df: pd.DataFrame, path: str) -> None:
     types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
     schema = pa.schema([(c, types[t]) for c, (t, _) in contract.EVENT_COLUMNS.items()])
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(df[list(contract.EVENT_COLUMNS)], schema=schema, preserve_index=False),
+    pq.write_table(pa.Table.from_pandas(df.reindex(columns=list(contract.EVENT_COLUMNS)), schema=schema,
+                                        preserve_index=False),
                    path)
 
 
