@@ -80,7 +80,7 @@ def test_parts_have_the_contract_columns_and_types(redis_server, tmp_path):  # n
                                               for k, _ in contract.EVENT_COLUMNS.values()]
     assert rows[0] == {"event_id": "r0:0", "user_id": "u0", "item_id": "p0", "event": "impression",
                        "ts": 1_800_000_000, "request_id": "r0", "query": "", "dwell_s": None, "position": 0,
-                       "arm": "champion", "model_version": "7", "score": 0.5}
+                       "arm": "champion", "model_version": "7", "score": 0.5, "session_id": ""}
     assert rows[1]["position"] is None and rows[1]["arm"] == "" and rows[2]["ts"] is None   # kept, quarantined later
     io.check_table(str(tmp_path), contract.EVENTS)                # a log directory's events table
     first, last = c.xrange(stream.DEFAULT_STREAM)[0][0], c.xrange(stream.DEFAULT_STREAM)[-1][0]
