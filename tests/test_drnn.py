@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from feedrank.events.simulator import ecommerce as E
-from feedrank.sessions import drnn, export, gru4rec
+from feedrank.sessions import drnn, export, gru4rec, samples
 from feedrank.sessions import layers as SL
 from feedrank.typed import ConfigError
 
@@ -32,7 +32,7 @@ def shop_sessions(seed=0, users=80, rounds=6):
         for u in range(users):
             s = E.simulate_session(rng, shop, u, 0, np.asarray(bought[u], np.int64))
             if s["carts"]:
-                item, _, n_before = s["carts"][0][:3]
+                item, n_before = s["carts"][0]["item"], s["carts"][0]["pages_before"]
                 seen = s["pages"][:n_before][-MAX_PAGES:]
                 ids = [1 if t == E.INDEX else 2 + g if t == E.CATEGORY else 7 + g for t, g, _, _ in seen]
                 pad = MAX_PAGES - len(ids)
@@ -42,7 +42,7 @@ def shop_sessions(seed=0, users=80, rounds=6):
                 purchases.append(hist + [0] * (MAX_PURCHASES - len(hist)))
                 users_.append(f"u{u}".encode())
                 labels.append(item + 1)
-            bought[u].extend(c[0] for c in s["carts"])
+            bought[u].extend(c["item"] for c in s["carts"])
     x = {drnn.PAGES: np.asarray(pages, np.int64), drnn.DWELL: np.asarray(dwell, np.float32),
          drnn.PURCHASES: np.asarray(purchases, np.int64), drnn.USER_ID: np.asarray(users_)}
     return x, np.asarray(labels, np.int64)
@@ -91,6 +91,13 @@ def test_history_state_ageing_weights_match_hand_computation():
     np.testing.assert_allclose(history(x, dwell, mask, older).numpy(), [[2 / 5, 1.0]], rtol=1e-6)
     none = tf.zeros_like(older)
     np.testing.assert_allclose(session(x, dwell, mask, none).numpy(), [[0.0, 0.0]])
+
+
+def test_history_ageing_agrees_with_the_session_samples():
+    d = np.random.default_rng(1).uniform(1, 60, size=7).astype(np.float32)
+    older = tf.constant([[True] * 5 + [False] * 2])
+    got = SL.HistoryState("history").ageing_weights(tf.constant([d]), tf.ones_like(older), older).numpy()[0]
+    np.testing.assert_allclose(got[:5], samples.ageing_weights(d[:5]), rtol=1e-5)
 
 
 def test_deep_recurrence_matches_numpy_with_height_shortcut():
@@ -216,3 +223,25 @@ def test_export_round_trip_in_a_fresh_process(sessions, tmp_path):
     assert (np.diff(got["scores"], axis=1) <= 0).all()
     with pytest.raises(ValueError, match=r"top-k must be in \[1, 40\]"):
         export.export(m, str(tmp_path / "bad"), k=41)
+
+
+def test_from_samples_follows_the_session_feature_contract():
+    base = {"user_id": "u1", "session_id": "s1", "session_start_ts": 0, "ts": 9, "recent_page_types": [],
+            "history_page_types": [], "purchase_history_ts": [], "prefix_len": 0,
+            "n_pages_before_purchase": 0, "full_path": 1}
+    samples = [
+        {**base, "history_pages": ["x0", "c1"], "history_dwell_s": [1.0, 2.0], "recent_pages": ["i7", "zz"],
+         "recent_dwell_s": [3.0, 4.0], "purchase_history": ["i5", "i9"], "label_items": ["i7", "i5"]},
+        {**base, "user_id": "u2", "history_pages": [], "history_dwell_s": [], "recent_pages": ["i7"],
+         "recent_dwell_s": [5.0], "purchase_history": [], "label_items": ["i404"]},
+    ]
+    pages = drnn.vocabulary(["x0", "c1", "i7"])
+    items = drnn.vocabulary(["i5", "i7", "i9"])
+    assert pages == {"c1": 1, "i7": 2, "x0": 3} and items == {"i5": 1, "i7": 2, "i9": 3}
+    x, y, rows = drnn.from_samples(samples, pages, items, max_pages=3, max_purchases=1)
+    np.testing.assert_array_equal(rows, [0, 0])                  # two label items; sample 2's is unknown
+    np.testing.assert_array_equal(y, [2, 1])
+    np.testing.assert_array_equal(x["pages"], [[3, 1, 2]] * 2)    # "zz" is not in the vocabulary
+    np.testing.assert_array_equal(x["dwell"], [[1.0, 2.0, 3.0]] * 2)
+    np.testing.assert_array_equal(x["purchases"], [[3]] * 2)      # the last purchase kept
+    assert list(x["user_id"]) == [b"u1", b"u1"]

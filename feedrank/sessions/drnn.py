@@ -22,17 +22,22 @@ most recent last).  The model predicts the item the shopper will buy:
   (`tf.nn.sampled_softmax_loss`) when the catalogue is large.
 
 The model's inputs are `INPUTS` (`input_spec`); item 0 and page 0 are padding.
+`from_samples` builds them from the session samples' feature contract
+(`feedrank.sessions.features`) with page and item vocabularies (`vocabulary`).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import typing
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+
+import numpy as np
 
 import tensorflow as tf
 import tf_keras as keras
 
+from feedrank.sessions import features as SF
 from feedrank.sessions import layers as SL
 from feedrank.train import layers as TL
 from feedrank.train.settings import setting
@@ -98,7 +103,7 @@ class DrnnSettings(_Checked):
     page_dim: int = setting(32, min=1)
     dwell_input: bool = True                   # log(1 + dwell) joins each state's input
     use_history: bool = True                   # False: the DRNN without the history state
-    history_ageing: str = setting("session", choices=SL.AGEING_SCOPES)
+    history_ageing: str = setting("history", choices=SL.AGEING_SCOPES)
     use_fnn: bool = True                       # False: the DRNN without the FNN
     fnn_input: str = setting("embedding", choices=("embedding", "bitmap"))
     fnn_dim: int = setting(32, min=1)          # purchased-item embedding width (fnn_input=embedding)
@@ -218,3 +223,50 @@ def build(settings: DrnnSettings | Mapping[str, Any]) -> SessionModel:
              s.width, s.length, s.height, s.units, s.cell, s.use_history, s.use_fnn,
              "sampled" if s.sampled else "full", s.num_items)
     return compile_model(model, s.learning_rate)
+
+
+def vocabulary(ids: Iterable[str]) -> Dict[str, int]:
+    """Sorted distinct ids -> 1..n (0 stays the padding id)."""
+    return {v: i + 1 for i, v in enumerate(sorted(set(ids)))}
+
+
+def from_samples(samples: Sequence[Mapping[str, Any]], pages: Mapping[str, int], items: Mapping[str, int],
+                 max_pages: int = 50, max_purchases: int = 50) -> Tuple[Dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Session samples in the contract of `feedrank.sessions.features` -> ``(inputs, labels, rows)``.
+
+    A sample's pages are its history pages then its recent pages (oldest first);
+    the last ``max_pages`` are kept, left-padded with 0, with their dwell
+    times; the purchase history keeps its last ``max_purchases`` items.  A
+    page or purchased item missing from the vocabulary is dropped.  A sample
+    becomes one row per label item in ``items`` (``rows`` gives each row's
+    sample index; a sample whose label items are all unknown has no row).
+    """
+    if max_pages < 1 or max_purchases < 1:
+        raise ValueError(f"max_pages and max_purchases must be >= 1, got {max_pages}, {max_purchases}")
+    n = len(samples)
+    page_ids = np.zeros((n, max_pages), np.int64)
+    dwell = np.zeros((n, max_pages), np.float32)
+    bought = np.zeros((n, max_purchases), np.int64)
+    users, labels, rows = [], [], []
+    for i, s in enumerate(samples):
+        seq = [(pages[p], d) for p, d in zip(list(s[SF.HISTORY_PAGES]) + list(s[SF.RECENT_PAGES]),
+                                              list(s[SF.HISTORY_DWELL]) + list(s[SF.RECENT_DWELL])) if p in pages]
+        seq = seq[-max_pages:]
+        if seq:
+            page_ids[i, max_pages - len(seq):] = [p for p, _ in seq]
+            dwell[i, max_pages - len(seq):] = [d for _, d in seq]
+        hist = [items[v] for v in s[SF.PURCHASE_HISTORY] if v in items][-max_purchases:]
+        bought[i, :len(hist)] = hist
+        user = s[SF.USER_ID]
+        users.append(user.encode() if isinstance(user, str) else bytes(user))
+        for item in s[SF.LABEL_ITEMS]:
+            if item in items:
+                labels.append(items[item])
+                rows.append(i)
+    dropped = n - len(set(rows))
+    if dropped:
+        log.warning("%d of %d samples have no label item in the item vocabulary and give no row", dropped, n)
+    rows_a = np.asarray(rows, np.int64)
+    inputs = {PAGES: page_ids[rows_a], DWELL: dwell[rows_a], PURCHASES: bought[rows_a],
+              USER_ID: np.asarray(users, dtype=object)[rows_a].astype(bytes) if rows else np.zeros(0, "S1")}
+    return inputs, np.asarray(labels, np.int64), rows_a

@@ -75,14 +75,16 @@ class HistoryState(keras.layers.Layer):
 
     ``h = sum_i eps_i x_i`` over the older pages i, with the ageing factor
     ``eps_i = theta(p_i) / sum_{j >= i} theta(p_j)`` (theta = dwell time, clipped
-    at 0; j runs over the later real pages of the whole session so far with
-    ``ageing="session"``, or over the older pages only with ``"history"``).
+    at 0; j runs over the older pages only with ``ageing="history"``, so the
+    newest older page gets 1, as `feedrank.sessions.samples.ageing_weights`
+    computes them; or over every later real page of the session so far with
+    ``"session"``, so the history fades as time goes to the recent pages).
     Padding has weight 0 and a zero denominator gives 0.  Since a page's input
     is its embedding (a linear map of its one-hot vector), ``h`` is the
     embedding of the paper's weighted page vector ``sum_i eps_i p_i``.
     """
 
-    def __init__(self, ageing: str = "session", **kwargs):
+    def __init__(self, ageing: str = "history", **kwargs):
         super().__init__(**kwargs)
         if ageing not in AGEING_SCOPES:
             raise ValueError(f"HistoryState ageing must be one of {list(AGEING_SCOPES)}, got {ageing!r}")
