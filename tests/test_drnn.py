@@ -238,6 +238,7 @@ def test_from_samples_follows_the_session_feature_contract():
     pages = drnn.vocabulary(["x0", "c1", "i7"])
     items = drnn.vocabulary(["i5", "i7", "i9"])
     assert pages == {"c1": 1, "i7": 2, "x0": 3} and items == {"i5": 1, "i7": 2, "i9": 3}
+    assert drnn.vocabulary(["b", "a", "b", "c", "c", "c"]) == {"c": 1, "b": 2, "a": 3}   # most frequent first
     x, y, rows = drnn.from_samples(samples, pages, items, max_pages=3, max_purchases=1)
     np.testing.assert_array_equal(rows, [0, 0])                  # two label items; sample 2's is unknown
     np.testing.assert_array_equal(y, [2, 1])

@@ -27,6 +27,7 @@ The model's inputs are `INPUTS` (`input_spec`); item 0 and page 0 are padding.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import typing
@@ -226,8 +227,11 @@ def build(settings: DrnnSettings | Mapping[str, Any]) -> SessionModel:
 
 
 def vocabulary(ids: Iterable[str]) -> Dict[str, int]:
-    """Sorted distinct ids -> 1..n (0 stays the padding id)."""
-    return {v: i + 1 for i, v in enumerate(sorted(set(ids)))}
+    """Distinct ids -> 1..n, the most frequent first (ties by id); 0 stays the padding id.
+
+    Frequency order makes the sampled softmax's log-uniform sampler a fair proposal."""
+    counts = collections.Counter(ids)
+    return {v: i + 1 for i, v in enumerate(sorted(counts, key=lambda v: (-counts[v], v)))}
 
 
 def from_samples(samples: Sequence[Mapping[str, Any]], pages: Mapping[str, int], items: Mapping[str, int],
