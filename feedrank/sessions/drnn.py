@@ -34,7 +34,6 @@ import typing
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
-
 import tensorflow as tf
 import tf_keras as keras
 
