@@ -208,3 +208,16 @@ def test_no_samples_is_a_clear_error(tmp_path):
     pd.DataFrame(_event_rows([B_])).to_parquet(log_dir / "events.parquet", index=False)
     with pytest.raises(B.NoSamplesError, match="no session sample in the train split"):
         B.run(str(log_dir), str(tmp_path / "out"))
+
+
+def test_command_line(shop_log, tmp_path, capsys):
+    assert B.main(["--log", shop_log, "--out", str(tmp_path / "out"), "--no-shortened"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    expect = _expected_counts(shop_log)
+    assert summary["samples_train"] == summary["full_samples_train"] == expect["full_samples_train"]
+    assert summary["shortened_samples_train"] == 0 and summary["settings"]["shortened"] is False
+    for argv, msg in ((["--log", str(tmp_path / "none")], "table 'events' is missing"),
+                      (["--log", shop_log, "--k", "0"], "k and eval_days must be >= 1")):
+        with pytest.raises(SystemExit):
+            B.main(argv + ["--out", str(tmp_path / "o2")])
+        assert msg in capsys.readouterr().err

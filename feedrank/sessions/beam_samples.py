@@ -9,9 +9,12 @@ sessions, purchase points, full and shortened samples per split), the split boun
 and the mean pages before an add-to-cart.  Only ``view`` and ``purchase`` events are
 session events; such a row without an event id, user, item or parsable ``ts`` is
 dropped and counted (``events_bad``).  Duplicate event ids are not removed.
+
+    python -m feedrank.sessions.beam_samples --log data/shop --out runs/shop_samples --gap-s 1800 --k 5
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -173,3 +176,29 @@ def run(input_base: str, output_dir: str, settings: Optional[SampleSettings] = N
     with beam.Pipeline(options=opts) as p:
         build_pipeline(p, input_base, output_dir, settings)
     return finalize(output_dir)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: writes the samples of ``--log`` into ``--out`` and prints the summary."""
+    d = SampleSettings()
+    ap = argparse.ArgumentParser(prog="python -m feedrank.sessions.beam_samples", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--log", required=True, help="event-log directory")
+    ap.add_argument("--out", required=True, help="output directory (Split-train/, Split-eval/, summary.json)")
+    ap.add_argument("--gap-s", type=int, default=d.gap_s, help="a pause this long or longer ends a session")
+    ap.add_argument("--k", type=int, default=d.k, help="recent page states per sample")
+    ap.add_argument("--eval-days", type=int, default=d.eval_days, help="the log's last UTC days are eval")
+    ap.add_argument("--eval-start-ts", type=int, default=d.eval_start_ts, help="> 0: this split bound instead")
+    ap.add_argument("--no-shortened", action="store_true", help="only the full-path samples")
+    args = ap.parse_args(argv)
+    try:
+        settings = SampleSettings(gap_s=args.gap_s, k=args.k, eval_days=args.eval_days,
+                                  eval_start_ts=args.eval_start_ts, shortened=not args.no_shortened)
+        summary = run(args.log, args.out, settings)
+    except (ValueError, io.ContractError) as e:   # NoSamplesError and ContractError are ValueErrors
+        ap.error(str(e))
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
