@@ -246,3 +246,24 @@ def test_from_samples_follows_the_session_feature_contract():
     np.testing.assert_array_equal(x["dwell"], [[1.0, 2.0, 3.0]] * 2)
     np.testing.assert_array_equal(x["purchases"], [[3]] * 2)      # the last purchase kept
     assert list(x["user_id"]) == [b"u1", b"u1"]
+
+
+def test_session_layers_round_trip_their_config():
+    for layer in (SL.RecentPages(4), SL.HistoryState("session"), SL.DeepRecurrence(6, 3, "lstm", 2, 0.1),
+                  SL.FusedSoftmax(9), SL.MultiHot(9), SL.HashBucket(5)):
+        clone = type(layer).from_config(layer.get_config())
+        assert clone.get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="0 <= height < length"):
+        SL.DeepRecurrence(4, length=2, height=2)
+    bitmap = SL.MultiHot(5)(tf.constant([[3, 3, 0, 1]])).numpy()
+    np.testing.assert_array_equal(bitmap, [[0, 1, 0, 1, 0]])     # padding 0 is not a purchase
+
+
+def test_cells_and_fnn_inputs_build_and_score(sessions):
+    x, _ = sessions
+    x = {k: v[-4:] for k, v in x.items()}
+    for extra in ({"cell": "lstm", "fnn_input": "bitmap"}, {"cell": "gru", "user_buckets": 11, "height": 1}):
+        m = drnn.build({**TINY, **extra})
+        out = m(x).numpy()
+        assert out.shape == (4, TINY["num_items"]) and np.isfinite(out).all() and (out[:, 0] < -1e8).all()
+    assert drnn.USER_ID in m.input_names_used
