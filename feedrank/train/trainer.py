@@ -5,6 +5,10 @@ flat form of `feedrank.train.settings.TrainerSettings` (the config's
 ``trainer:`` section), parsed back with the same checks; vocabulary sizes
 come from the Transform output.  The Trainer component (components/trainer)
 adds the Examples artifact's negative sampling rate under `EXAMPLES_ARTIFACT_KEY`.
+When the Trainer is given the TFX Tuner's best hyperparameters
+(``fn_args.hyperparameters``), they replace the matching settings
+(`feedrank.tune.genes.trainer_overrides`: learning rate, batch size, dropout,
+the MLP's units) before the settings are checked.
 
 The model is fitted on the train split and early-stopped on the validation
 split (the Trainer's ``eval_args`` split, ``valid``); the eval split is the
@@ -26,7 +30,7 @@ import json
 import logging
 import os
 import tempfile
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -37,6 +41,7 @@ from feedrank.train import data, word_vectors
 from feedrank.train import export as export_lib
 from feedrank.train.families import build_model, gbdt
 from feedrank.train.settings import EXAMPLES_ARTIFACT_KEY, TrainerSettings, as_settings
+from feedrank.tune.genes import apply_trainer_hyperparameters
 from feedrank.transform.preprocessing import vocab_file_name
 
 log = logging.getLogger(__name__)
@@ -105,7 +110,8 @@ def input_cache_dir(mode: str, run_dir: Optional[str]) -> Iterator[Optional[str]
 
 def train(train_files, valid_files, tf_transform_output: tft.TFTransformOutput,
           config: Union[TrainerSettings, Mapping[str, Any]],
-          run_dir: Optional[str] = None) -> Tuple[keras.Model, list]:
+          run_dir: Optional[str] = None, callbacks: Sequence[keras.callbacks.Callback] = ()
+          ) -> Tuple[keras.Model, list]:
     """Builds the configured family, fits it on ``train_files``, early-stops it on
     ``valid_files`` (the validation split, never the eval split), returns (model,
     per-epoch curves).
@@ -118,6 +124,8 @@ def train(train_files, valid_files, tf_transform_output: tft.TFTransformOutput,
 
     ``mixed_precision: true`` trains in float16 on GPUs (the output stays
     float32); it is ignored on CPU, where it would only slow training down.
+
+    ``callbacks`` join the Keras fit's (the Tuner's fitness and early termination).
     """
     cfg = as_settings(config)
     if cfg.declared_features is not None:  # the run's declared item/user columns
@@ -126,11 +134,12 @@ def train(train_files, valid_files, tf_transform_output: tft.TFTransformOutput,
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(cfg.seed)
     with input_cache_dir(cfg.input_cache, run_dir) as cache_dir:
-        return _fit(train_files, valid_files, tf_transform_output, cfg, cache_dir)
+        return _fit(train_files, valid_files, tf_transform_output, cfg, cache_dir, callbacks)
 
 
 def _fit(train_files, valid_files, tf_transform_output: tft.TFTransformOutput, cfg: TrainerSettings,
-         cache_dir: Optional[str]) -> Tuple[keras.Model, list]:
+         cache_dir: Optional[str], extra_callbacks: Sequence[keras.callbacks.Callback] = ()
+         ) -> Tuple[keras.Model, list]:
     """`train` with the input cache's directory decided."""
     spec, layer = input_spec(tf_transform_output, cfg.raw_examples)
     if cfg.model == "gbdt":   # trees: one pass over each split, no epochs, optimiser or callbacks
@@ -157,7 +166,7 @@ def _fit(train_files, valid_files, tf_transform_output: tft.TFTransformOutput, c
     curves = CurveLogger()
     callbacks = [curves, keras.callbacks.EarlyStopping(
         monitor="val_auc", mode="max", patience=cfg.early_stopping_patience,
-        restore_best_weights=True)]
+        restore_best_weights=True), *extra_callbacks]
     log.info("training %s for up to %d epochs, early-stopped on the validation split", cfg.model, cfg.epochs)
     model.fit(train_ds, validation_data=valid_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=2)
     return model, curves.curves
@@ -217,6 +226,8 @@ def run_fn(fn_args) -> None:
     """TFX Trainer entry point (components/trainer's executor); a bad ``custom_config``
     is a ConfigError naming the key."""
     settings, props = examples_properties(fn_args.custom_config)
+    # the Tuner's best hyperparameters (TFX passes them when the Trainer gets the Tuner's output)
+    settings = apply_trainer_hyperparameters(settings, getattr(fn_args, "hyperparameters", None))
     config = TrainerSettings.from_dict(settings, "Trainer custom_config")
     rate = float(props["negative_sampling_rate"])
     log.info("negative sampling rate %.4g (from the Examples artifact %s)", rate, props.get("uri", "?"))

@@ -1,0 +1,77 @@
+"""The session tuner's data: session samples -> fit and validation arrays for the DRNN.
+
+The Tuner tunes on the train split alone; the eval split stays the
+Evaluator's.  The train split's samples are ordered by their session's start,
+and the sessions that start last (``valid_fraction`` of the samples, whole
+sessions) are the tuning validation set, a split by time as the pipeline's.
+The page and item vocabularies (`drnn.vocabulary`, descending frequency) come
+from the fit part only.  ``max_samples`` (> 0) keeps the latest samples, to
+bound a tuning run's cost.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from feedrank.sessions import drnn
+from feedrank.sessions import features as SF
+
+log = logging.getLogger(__name__)
+
+Arrays = Tuple[Dict[str, np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass
+class SessionData:
+    """Fit and validation arrays (`drnn.from_samples`) with the vocabulary sizes (padding included)."""
+    train: Arrays
+    valid: Arrays
+    num_pages: int
+    num_items: int
+
+
+def read_samples(file_patterns: Sequence[str]) -> List[Dict[str, Any]]:
+    """Session samples (dicts of the feature contract) from GZIP TFRecord files or patterns."""
+    files = sorted({f for p in file_patterns for f in tf.io.gfile.glob(p)})
+    if not files:
+        raise ValueError(f"no session-sample files match {list(file_patterns)}")
+    out = [SF.from_example(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    log.info("read %d session samples from %d file(s)", len(out), len(files))
+    return out
+
+
+def split_by_time(samples: Sequence[Mapping[str, Any]], valid_fraction: float,
+                  max_samples: int = 0) -> Tuple[List[Mapping[str, Any]], List[Mapping[str, Any]]]:
+    """(fit, valid): the last-starting sessions' samples (about ``valid_fraction``) are valid."""
+    if not 0.0 < valid_fraction < 1.0:
+        raise ValueError(f"tuner valid_fraction must be in (0, 1), got {valid_fraction}")
+    ordered = sorted(samples, key=lambda s: (s[SF.SESSION_START_TS], s[SF.SESSION_ID], s[SF.PREFIX_LEN]))
+    if max_samples > 0:
+        ordered = ordered[-max_samples:]
+    cut = int(round(len(ordered) * (1.0 - valid_fraction)))
+    while 0 < cut < len(ordered) and ordered[cut][SF.SESSION_ID] == ordered[cut - 1][SF.SESSION_ID]:
+        cut += 1   # whole sessions on each side
+    fit, valid = ordered[:cut], ordered[cut:]
+    if not fit or not valid:
+        raise ValueError(f"{len(ordered)} session samples cannot be split into fit and validation sets "
+                         f"(valid_fraction={valid_fraction}): the Tuner needs more sessions")
+    return fit, valid
+
+
+def session_data(samples: Sequence[Mapping[str, Any]], valid_fraction: float = 0.2, max_samples: int = 0,
+                 max_pages: int = 50, max_purchases: int = 50) -> SessionData:
+    """`SessionData` from session samples (module doc)."""
+    fit, valid = split_by_time(samples, valid_fraction, max_samples)
+    pages = drnn.vocabulary(p for s in fit for p in list(s[SF.HISTORY_PAGES]) + list(s[SF.RECENT_PAGES]))
+    items = drnn.vocabulary(v for s in fit for v in list(s[SF.LABEL_ITEMS]) + list(s[SF.PURCHASE_HISTORY]))
+    train_x, train_y, _ = drnn.from_samples(fit, pages, items, max_pages, max_purchases)
+    valid_x, valid_y, _ = drnn.from_samples(valid, pages, items, max_pages, max_purchases)
+    if len(train_y) == 0 or len(valid_y) == 0:
+        raise ValueError("the tuning fit or validation set has no labelled row")
+    log.info("tuning data: %d fit rows, %d validation rows, %d pages, %d items", len(train_y), len(valid_y),
+             len(pages) + 1, len(items) + 1)
+    return SessionData((train_x, train_y), (valid_x, valid_y), len(pages) + 1, len(items) + 1)
