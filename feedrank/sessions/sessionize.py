@@ -22,11 +22,13 @@ import logging
 import math
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-import apache_beam as beam
-from apache_beam.transforms import window
+try:
+    import apache_beam as beam
+    from apache_beam.transforms import window
+except ImportError:  # the serving environment has no Beam: the plain-Python rule still imports
+    beam = window = None
 
 from feedrank.events import contract
-from feedrank.sessions.features import page_type
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,8 @@ def split_sessions(events: Iterable[Event], gap_s: int = DEFAULT_GAP_S) -> List[
 
 def build_session(events: Sequence[Event]) -> Session:
     """A `Session` from one session's sorted events."""
+    from feedrank.sessions.features import page_type  # the simulator's page-id scheme (pandas, pyarrow)
+
     pages: List[Page] = []
     purchases: List[Purchase] = []
     for e in events:
@@ -119,7 +123,7 @@ def build_session(events: Sequence[Event]) -> Session:
     return Session(first.user_id, sid, first.ts, events[-1].ts, tuple(pages), tuple(purchases))
 
 
-class _SplitWindow(beam.DoFn):
+class _SplitWindow(beam.DoFn if beam else object):
     """A user's session window, sorted and cut where the session id changes."""
 
     def process(self, element: Tuple[str, Iterable[Event]]):
@@ -128,7 +132,7 @@ class _SplitWindow(beam.DoFn):
             yield build_session(part)
 
 
-class Sessionize(beam.PTransform):
+class Sessionize(beam.PTransform if beam else object):
     """``PCollection[Event]`` -> ``PCollection[Session]`` (global window), by `gap_s`."""
 
     def __init__(self, gap_s: int = DEFAULT_GAP_S):
