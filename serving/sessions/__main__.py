@@ -1,0 +1,92 @@
+"""Starts the session endpoint (the shop's real-time recommendations).
+
+    python -m serving.sessions --model-dir model_store/session --redis redis://127.0.0.1:6379/0 \
+        --http-port 8083
+
+Apps POST ``{"user_id": ..., "event": {"page_id": ..., "ts": ..., "dwell_s": ...}}`` to
+``/v1/models/<model-name>:predict`` after every page view (or ``{"type": "purchase",
+"item_id": ...}`` for an add-to-cart) and get the refreshed top-k items.  One process
+reads and writes Redis and calls the SavedModel in-process.  Run
+``python -m serving.sessions.updater`` beside it so that page views and add-to-carts
+arriving on the event stream from other channels update the same state.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from serving.common.guard import GuardConfig
+from serving.common.server import ServerOptions, serve
+from serving.predictor.store import ModelSourceError
+from serving.sessions.model import SessionConfig, SessionRecommender
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    d, g = SessionConfig(), GuardConfig()
+    p = argparse.ArgumentParser(prog="python -m serving.sessions", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", required=True,
+                   help="a pushed session model: its directory (newest numeric version) or one version")
+    p.add_argument("--model-name", "--model_name", default="session", help="the route's model name")
+    p.add_argument("--redis", default=d.redis_url, help="Redis URL of the session state")
+    p.add_argument("--prefix", default=d.prefix, help="key namespace")
+    p.add_argument("--http-port", "--http_port", type=int, default=8083)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--gap-s", type=_positive(int), default=None,
+                   help="pause that ends a session (default: the model's session_model.json, else 1800)")
+    p.add_argument("--max-pages", type=_positive(int), default=d.max_pages, help="page views kept per session")
+    p.add_argument("--max-purchases", type=_positive(int), default=d.max_purchases,
+                   help="purchase-history items kept per user")
+    p.add_argument("--state-ttl-s", type=_positive(int), default=d.ttl_s,
+                   help="a user's state expires after this long without events")
+    p.add_argument("--seen-ttl-s", type=_positive(int), default=d.seen_ttl_s,
+                   help="how long an event id stays deduplicated")
+    p.add_argument("--redis-timeout-ms", type=_positive(float), default=d.redis_timeout_s * 1000,
+                   help="beyond this, answer from the request alone (default %(default)s)")
+    p.add_argument("--redis-backoff-s", type=float, default=d.redis_backoff_s,
+                   help="after a Redis failure, skip Redis for this long")
+    p.add_argument("--log-events", action=argparse.BooleanOptionalAction, default=d.log_events,
+                   help="append each applied event to the event stream (default on)")
+    p.add_argument("--events-stream", default=d.events_stream)
+    p.add_argument("--threads", type=_positive(int), default=d.threads, help="model threads")
+    p.add_argument("--max-body-bytes", type=_positive(int), default=64 * 1024)
+    p.add_argument("--max-in-flight", type=_positive(int), default=g.max_in_flight)
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = SessionConfig(model_dir=args.model_dir, redis_url=args.redis, prefix=args.prefix,
+                        redis_timeout_s=args.redis_timeout_ms / 1000.0, redis_backoff_s=args.redis_backoff_s,
+                        log_events=args.log_events, events_stream=args.events_stream, gap_s=args.gap_s,
+                        max_pages=args.max_pages, max_purchases=args.max_purchases, ttl_s=args.state_ttl_s,
+                        seen_ttl_s=args.seen_ttl_s, threads=args.threads)
+    model = SessionRecommender(args.model_name, cfg)
+    try:
+        model.load()
+    except ModelSourceError as e:
+        print(f"sessions: {e}", file=sys.stderr)
+        return 2
+    serve([model], ServerOptions(http_port=args.http_port, host=args.host, server_name="sessions",
+                                 guard=GuardConfig(max_body_bytes=args.max_body_bytes,
+                                                   max_in_flight=args.max_in_flight)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""A shopper's session state in Redis, and the one rule that changes it.
+
+Per user one key, ``<prefix>:ss:<user_id>``, a JSON object (expires after
+``ttl_s`` without events):
+
+* ``events``: the current session's page views and add-to-carts, as
+  ``[event_id, event, item_id, ts, dwell_s, session_id]`` rows in the
+  sessionizer's order (`sessionize.event_order`); at most ``max_pages`` page
+  views (the oldest go first) and ``max_purchases`` add-to-carts;
+* ``start``: the session's first ``ts``; ``sid``: its id (the log's session
+  id, else ``<user_id>:<start>``, as `sessionize.build_session` names it);
+* ``hist``: ``[item_id, ts]`` of the add-to-carts of the user's EARLIER
+  sessions, the last ``max_purchases`` (the current session's carts join it
+  when the next session starts, as the training samples build the purchase
+  history: `feedrank.sessions.samples.user_samples`).
+
+`apply` is the rule, decided by the sessionizer itself
+(`sessionize.split_sessions` over the current session plus the new event):
+the event joins the session when they form one session; it starts a new one
+when it is the latest event and the sessionizer cuts right before it (a
+pause of ``gap_s`` or more, or a new session id); otherwise it is a late
+event of a closed session and is left out (counted as ``late``).
+
+Idempotence: ``<prefix>:ss:seen:<event_id>`` marks an applied event (expires
+after ``seen_ttl_s``).  `Transaction` reads the state and the marker under
+``WATCH``, decides in Python, and writes the new state, the marker (and,
+for the endpoint, the event's entry on the event stream) in one
+``MULTI``/``EXEC``; a concurrent writer makes ``EXEC`` fail and the event is
+decided again on the fresh state.  So an event id is applied once, whichever
+path (endpoint or stream updater) sees it first.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from feedrank.events import contract
+from feedrank.sessions import sessionize
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PAGES = 50          # drnn.from_samples' max_pages: the offline inputs' page window
+DEFAULT_MAX_PURCHASES = 50      # features.DEFAULT_MAX_PURCHASE_HISTORY (that module needs pyarrow; a test ties them)
+DEFAULT_TTL_S = 90 * 86_400     # the purchase history spans days
+DEFAULT_SEEN_TTL_S = 7 * 86_400
+MAX_RETRIES = 20
+
+APPLIED, NEW_SESSION, LATE, DUPLICATE = "applied", "new_session", "late", "duplicate"
+OUTCOMES = (APPLIED, NEW_SESSION, LATE, DUPLICATE)
+EVENT_TYPES = sessionize.SESSION_EVENTS   # view, purchase
+
+
+@dataclasses.dataclass(frozen=True)
+class StateConfig:
+    """Bounds and timeouts of the state (the endpoint's and the updater's flags)."""
+
+    gap_s: int = sessionize.DEFAULT_GAP_S
+    max_pages: int = DEFAULT_MAX_PAGES
+    max_purchases: int = DEFAULT_MAX_PURCHASES
+    ttl_s: int = DEFAULT_TTL_S
+    seen_ttl_s: int = DEFAULT_SEEN_TTL_S
+
+    def __post_init__(self) -> None:
+        sessionize.check_gap(self.gap_s)
+        for name in ("max_pages", "max_purchases", "ttl_s", "seen_ttl_s"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+class Keys:
+    """Key names of the session state in one namespace."""
+
+    def __init__(self, prefix: str = "fr"):
+        if not prefix or ":" in prefix:
+            raise ValueError(f"bad key prefix {prefix!r}: non-empty, without ':'")
+        self.prefix = prefix
+
+    def state(self, user_id: str) -> str:
+        return f"{self.prefix}:ss:{user_id}"
+
+    def seen(self, event_id: str) -> str:
+        return f"{self.prefix}:ss:seen:{event_id}"
+
+
+def empty() -> Dict[str, Any]:
+    return {"events": [], "start": None, "sid": "", "hist": []}
+
+
+def decode(raw: Optional[str]) -> Dict[str, Any]:
+    """The stored JSON (None: a user without state)."""
+    if raw is None:
+        return empty()
+    state = json.loads(raw)
+    return state if isinstance(state, dict) and "events" in state else empty()
+
+
+def encode(state: Mapping[str, Any]) -> str:
+    return json.dumps(state, separators=(",", ":"))
+
+
+def _row(e: sessionize.Event) -> List[Any]:
+    dwell = e.dwell_s if e.dwell_s is not None and math.isfinite(e.dwell_s) else 0.0
+    return [e.event_id, e.event, e.item_id, int(e.ts), float(dwell), e.session_id]
+
+
+def _events(user_id: str, rows: List[List[Any]]) -> List[sessionize.Event]:
+    return [sessionize.Event(r[0], user_id, r[2], r[1], int(r[3]), float(r[4]), r[5]) for r in rows]
+
+
+def _bounded(events: List[sessionize.Event], cfg: StateConfig) -> List[sessionize.Event]:
+    """The newest ``max_pages`` views and ``max_purchases`` carts, in order."""
+    keep, views, carts = [], 0, 0
+    for e in reversed(events):
+        if e.event == contract.VIEW:
+            views += 1
+            if views > cfg.max_pages:
+                continue
+        else:
+            carts += 1
+            if carts > cfg.max_purchases:
+                continue
+        keep.append(e)
+    return keep[::-1]
+
+
+def _session(user_id: str, events: List[sessionize.Event], start: int, hist: List, cfg: StateConfig) -> Dict:
+    sid = next((e.session_id for e in events if e.session_id), "") or f"{user_id}:{start}"
+    return {"events": [_row(e) for e in _bounded(events, cfg)], "start": int(start), "sid": sid,
+            "hist": hist[-cfg.max_purchases:]}
+
+
+def apply(state: Mapping[str, Any], event: sessionize.Event, cfg: StateConfig) -> Tuple[Dict[str, Any], str]:
+    """``(new state, outcome)`` of one event (`APPLIED`, `NEW_SESSION` or `LATE`; the module doc)."""
+    if event.event not in EVENT_TYPES:
+        raise ValueError(f"event type {event.event!r} is not a session event {EVENT_TYPES}")
+    current = _events(event.user_id, state["events"])
+    hist = [list(h) for h in state["hist"]]
+    if not current:
+        return _session(event.user_id, [event], event.ts, hist, cfg), NEW_SESSION
+    parts = sessionize.split_sessions(current + [event], cfg.gap_s)
+    if len(parts) == 1:
+        return _session(event.user_id, parts[0], min(int(state["start"]), event.ts), hist, cfg), APPLIED
+    if len(parts) == 2 and parts[1] == [event]:
+        hist += [[e.item_id, e.ts] for e in current if e.event == contract.PURCHASE]
+        return _session(event.user_id, [event], event.ts, hist, cfg), NEW_SESSION
+    return dict(state), LATE
+
+
+def model_inputs(state: Mapping[str, Any], cfg: StateConfig) -> Tuple[List[str], List[float], List[str]]:
+    """``(pages, dwell, purchases)`` for the model: the session's page views oldest first with
+    their dwell times, and the purchase history of the earlier sessions (item ids, oldest first)."""
+    views = [r for r in state["events"] if r[1] == contract.VIEW][-cfg.max_pages:]
+    return [r[2] for r in views], [float(r[4]) for r in views], [h[0] for h in state["hist"]][-cfg.max_purchases:]
+
+
+@dataclasses.dataclass
+class Applied:
+    """What a transaction did: the state after it and the outcome (`OUTCOMES`)."""
+
+    state: Dict[str, Any]
+    outcome: str
+
+
+class Transaction:
+    """The WATCH/MULTI steps of applying one event, shared by the sync and async clients."""
+
+    def __init__(self, keys: Keys, cfg: StateConfig, event: sessionize.Event,
+                 stream: Optional[str] = None, fields: Optional[Dict[str, str]] = None):
+        self.keys, self.cfg, self.event = keys, cfg, event
+        self.skey, self.seen = keys.state(event.user_id), keys.seen(event.event_id)
+        self.stream, self.fields = stream, fields
+
+    def decide(self, raw: Optional[str], marked: Optional[str]) -> Applied:
+        state = decode(raw)
+        if marked is not None:
+            return Applied(state, DUPLICATE)
+        new, outcome = apply(state, self.event, self.cfg)
+        return Applied(new, outcome)
+
+    def queue(self, pipe, done: Applied) -> None:
+        """Queues the writes (after ``pipe.multi()``)."""
+        if done.outcome != LATE:
+            pipe.set(self.skey, encode(done.state), ex=self.cfg.ttl_s)
+        pipe.set(self.seen, "1", ex=self.cfg.seen_ttl_s)
+        if self.stream and self.fields:
+            pipe.xadd(self.stream, self.fields)
+
+
+def apply_sync(client, tx: Transaction) -> Applied:
+    """Applies ``tx`` with a synchronous redis client (the stream updater)."""
+    import redis
+
+    for _ in range(MAX_RETRIES):
+        with client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(tx.skey, tx.seen)
+                raw, marked = pipe.mget(tx.skey, tx.seen)
+                done = tx.decide(raw, marked)
+                if done.outcome == DUPLICATE:
+                    return done
+                pipe.multi()
+                tx.queue(pipe, done)
+                pipe.execute()
+                return done
+            except redis.WatchError:
+                continue
+    raise RuntimeError(f"event {tx.event.event_id}: the state of {tx.event.user_id} kept changing "
+                       f"({MAX_RETRIES} tries)")
+
+
+async def apply_async(client, tx: Transaction) -> Applied:
+    """Applies ``tx`` with a ``redis.asyncio`` client (the endpoint)."""
+    import redis
+
+    for _ in range(MAX_RETRIES):
+        async with client.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(tx.skey, tx.seen)
+                raw, marked = await pipe.mget(tx.skey, tx.seen)
+                done = tx.decide(raw, marked)
+                if done.outcome == DUPLICATE:
+                    return done
+                pipe.multi()
+                tx.queue(pipe, done)
+                await pipe.execute()
+                return done
+            except redis.WatchError:
+                continue
+    raise RuntimeError(f"event {tx.event.event_id}: the state of {tx.event.user_id} kept changing "
+                       f"({MAX_RETRIES} tries)")

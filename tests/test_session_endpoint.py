@@ -1,0 +1,319 @@
+"""The session endpoint as a real server (``python -m serving.sessions`` in the
+serving environment) on a real redis-server: a session replayed page by page gives
+the offline model's top-k on the same prefixes, the 30-minute timeout and new
+session ids, the purchase history across sessions, bad input (4xx with an error),
+the stream updater sharing the state without counting twice, and Redis down."""
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import pytest
+
+from feedrank.events import contract
+from feedrank.sessions import sessionize
+from serving.common import procs
+from tests.redis_helpers import redis_server  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.skipif(not os.path.exists(procs.SERVING_PYTHON),
+                                reason="the serving environment is missing: make serving-install")
+K = 5
+NAME = "session"
+T0 = 1_750_000_000
+PAGES = ["x0"] + [f"c{i}" for i in range(6)] + [f"i{i:03d}" for i in range(30)]
+ITEMS = [f"i{i:03d}" for i in range(30)]
+TINY_DRNN = {"width": 3, "length": 2, "units": 16, "page_dim": 8, "fnn_dim": 8, "fnn_units": [16],
+             "softmax": "full", "height": 1}
+
+
+# --------------------------------------------------------------------------- the model
+def build_raw_model(path: str, k: int = K, seed: int = 7, pages: Sequence[str] = PAGES,
+                    items: Sequence[str] = ITEMS, gap_s: int = sessionize.DEFAULT_GAP_S):
+    """A DRNN (random weights) exported with the contract's raw signature: string page and
+    item ids in (looked up in the graph; unknown and "" -> the padding id 0), top-k item ids
+    out.  Returns ``(keras model, page vocabulary, item vocabulary)``."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from feedrank.sessions import drnn, export
+
+    keras.utils.set_random_seed(seed)
+    page_vocab = {p: i + 1 for i, p in enumerate(pages)}
+    item_vocab = {v: i + 1 for i, v in enumerate(items)}
+    model = drnn.build({**TINY_DRNN, "num_pages": len(pages) + 1, "num_items": len(items) + 1})
+
+    def table(vocab: Dict[str, int]):
+        init = tf.lookup.KeyValueTensorInitializer(tf.constant(list(vocab)), tf.constant(list(vocab.values()),
+                                                                                         tf.int64))
+        return tf.lookup.StaticHashTable(init, default_value=0)
+
+    class Raw(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.pages, self.items = model, table(page_vocab), table(item_vocab)
+            self.names = tf.constant([""] + list(items))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, "pages"),
+                                      tf.TensorSpec([None, None], tf.float32, "dwell"),
+                                      tf.TensorSpec([None, None], tf.string, "purchases"),
+                                      tf.TensorSpec([None], tf.string, "user_id")])
+        def serve(self, pages, dwell, purchases, user_id):
+            out = export.top_k(self.model, {drnn.PAGES: self.pages.lookup(pages), drnn.DWELL: dwell,
+                                            drnn.PURCHASES: self.items.lookup(purchases),
+                                            drnn.USER_ID: user_id}, k)
+            return {"items": tf.gather(self.names, out["items"]), "scores": out["scores"]}
+
+    raw = Raw()
+    tf.saved_model.save(raw, path, signatures={"serving_default": raw.serve.get_concrete_function()})
+    with open(os.path.join(path, "session_model.json"), "w") as f:
+        json.dump({"model": "drnn", "k": k, "num_items": len(items) + 1, "gap_s": gap_s,
+                   "k_pages": TINY_DRNN["width"], "inputs": ["dwell", "pages", "purchases", "user_id"],
+                   "outputs": ["items", "scores"]}, f)
+    return model, page_vocab, item_vocab
+
+
+def offline_top_k(model, page_vocab, item_vocab, events: List[sessionize.Event], k: int = K):
+    """The offline answer after every page view of a user's events: the sessions
+    (`sessionize.split_sessions`), the purchase history of the earlier sessions
+    (`samples.user_samples`' rule), the model inputs of `drnn.from_samples` and every
+    prefix (`metrics.prefixes`), the top k of `export.top_k`.  -> [(items, scores)]."""
+    from feedrank.sessions import drnn, export, metrics
+    from feedrank.sessions import features as SF
+
+    rows, history = [], []
+    for part in sessionize.split_sessions(events):
+        s = sessionize.build_session(part)
+        rows.append({SF.USER_ID: s.user_id, SF.HISTORY_PAGES: [], SF.HISTORY_DWELL: [],
+                     SF.RECENT_PAGES: [p.page_id for p in s.pages], SF.RECENT_DWELL: [p.dwell_s for p in s.pages],
+                     SF.PURCHASE_HISTORY: list(history[-SF.DEFAULT_MAX_PURCHASE_HISTORY:]),
+                     SF.LABEL_ITEMS: [ITEMS[0]]})
+        history += [c.item_id for c in s.purchases]
+    x, _, _ = drnn.from_samples(rows, page_vocab, item_vocab)
+    pages, dwell, session, _ = metrics.prefixes(x[drnn.PAGES], x[drnn.DWELL])
+    batch = {drnn.PAGES: pages, drnn.DWELL: dwell, drnn.PURCHASES: x[drnn.PURCHASES][session],
+             drnn.USER_ID: x[drnn.USER_ID][session]}
+    out = export.top_k(model, batch, k)
+    names = np.asarray([""] + ITEMS)
+    return [(list(names[r]), list(s)) for r, s in zip(out["items"].numpy(), out["scores"].numpy())]
+
+
+# --------------------------------------------------------------------------- the server
+@pytest.fixture(scope="module")
+def endpoint(redis_server, tmp_path_factory):  # noqa: F811
+    tmp = tmp_path_factory.mktemp("sessions")
+    model_dir = tmp / "model_store" / "session"
+    model, pv, iv = build_raw_model(str(model_dir / "3"))
+    port = procs.free_port()
+    log_path = str(tmp / "sessions.log")
+    proc = procs.start_server("serving.sessions", [
+        "--model-dir", str(model_dir), "--redis", redis_server.url, "--prefix", "st",
+        "--http-port", str(port), "--redis-timeout-ms", "200", "--redis-backoff-s", "0.3",
+        "--max-body-bytes", "20000"], log_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        procs.wait_ready(f"{url}/v1/models/{NAME}", 180, proc, log_path)
+        yield url, (model, pv, iv), redis_server
+    finally:
+        procs.stop(proc)
+
+
+def post(url: str, body=None, raw: bytes = None) -> Tuple[int, Dict, Dict]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{url}/v1/models/{NAME}:predict", data=data, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, json.loads(e.read())
+
+
+def view(user: str, page: str, ts: int, dwell: float = 5.0, **extra) -> Dict:
+    return {"user_id": user, "event": {"page_id": page, "ts": ts, "dwell_s": dwell, **extra}}
+
+
+def cart(user: str, item: str, ts: int, **extra) -> Dict:
+    return {"user_id": user, "event": {"type": "purchase", "item_id": item, "ts": ts, **extra}}
+
+
+def as_event(body: Dict) -> sessionize.Event:
+    e = body["event"]
+    kind = e.get("type", contract.VIEW)
+    return sessionize.Event(e["event_id"], body["user_id"], e.get("page_id") or e["item_id"], kind, e["ts"],
+                            e.get("dwell_s", float("nan")), e.get("session_id", ""))
+
+
+# --------------------------------------------------------------------------- tests
+def test_replayed_sessions_match_the_offline_model(endpoint):
+    """Three sessions (a 29-minute pause inside the first, a 31-minute pause, then another
+    session id 2 minutes later), add-to-carts in the first two: after every page view the
+    endpoint's top-k is the offline model's on the same prefix, purchase history included."""
+    url, (model, pv, iv), _ = endpoint
+    rng = np.random.default_rng(3)
+    user, ts, bodies = "replay-user", T0, []
+    plan = [(None, 8, [5]), (31 * 60, 6, [2, 4]), (2 * 60, 7, [])]   # (pause before, pages, carts after page #)
+    sid = [{}, {"session_id": "app-s2"}, {"session_id": "app-s3"}]
+    for s, (pause, n_pages, carts) in enumerate(plan):
+        ts += pause or 0
+        for p in range(n_pages):
+            if p:
+                ts += 29 * 60 if (s == 0 and p == 3) else int(rng.integers(5, 90))
+            page = PAGES[int(rng.integers(0, len(PAGES)))]
+            bodies.append(view(user, page, ts, round(float(rng.uniform(0, 120)), 2),
+                               event_id=f"r{s}-{p}", **sid[s]))
+            if p in carts:
+                bodies.append(cart(user, ITEMS[int(rng.integers(0, len(ITEMS)))], ts, event_id=f"r{s}-{p}-c",
+                                   **sid[s]))
+    served = []
+    for b in bodies:
+        status, headers, body = post(url, b)
+        assert status == 200, body
+        assert body["degraded"] is False and headers["x-model-version"] == "3" == body["model_version"]
+        if b["event"].get("type", "view") == "view":
+            served.append(body)
+    expected = offline_top_k(model, pv, iv, [as_event(b) for b in bodies])
+    assert len(served) == len(expected) == 21
+    for i, (body, (items, scores)) in enumerate(zip(served, expected)):
+        assert [r["item_id"] for r in body["items"]] == items, i
+        np.testing.assert_allclose([r["score"] for r in body["items"]], scores, rtol=1e-4, atol=1e-6)
+    assert len({tuple(r["item_id"] for r in b["items"]) for b in served}) > 3   # the top k moves
+    outcomes = [b["event"] for b in served]
+    assert outcomes.count("new_session") == 3 and outcomes[0] == "new_session"
+    assert served[3]["event"] == "applied" and served[3]["pages"] == 4          # 29 min: same session
+    assert served[8]["event"] == "new_session" and served[8]["pages"] == 1      # 31 min: new session
+    assert served[14]["event"] == "new_session" and served[14]["session_id"] == "app-s3"   # new id
+    assert served[0]["session_id"] == f"{user}:{T0}" and served[8]["session_id"] == "app-s2"
+
+
+def test_timeout_and_session_id_rules(endpoint):
+    url = endpoint[0]
+    u = "timeout-user"
+    assert post(url, view(u, "x0", T0))[2]["event"] == "new_session"
+    assert post(url, view(u, "c1", T0 + 29 * 60))[2]["event"] == "applied"
+    _, _, b = post(url, view(u, "c2", T0 + 29 * 60 + 31 * 60))
+    assert b["event"] == "new_session" and b["pages"] == 1 and b["session_id"] == f"{u}:{T0 + 60 * 60}"
+    # exactly the gap ends a session, a second less does not (sessionize's rule)
+    assert post(url, view(u, "c3", T0 + 60 * 60 + 1799))[2]["pages"] == 2
+    assert post(url, view(u, "c4", T0 + 60 * 60 + 1799 + 1800))[2]["event"] == "new_session"
+    # a new session id starts a session at once; the same id continues it
+    t = T0 + 10_000
+    assert post(url, view(u, "c1", t, session_id="a"))[2]["event"] == "new_session"
+    assert post(url, view(u, "c2", t + 5, session_id="a"))[2]["pages"] == 2
+    _, _, b = post(url, view(u, "c3", t + 10, session_id="b"))
+    assert b["event"] == "new_session" and b["session_id"] == "b" and b["pages"] == 1
+    # a late event of the closed session is left out; a retried event counts once
+    assert post(url, view(u, "c5", t + 1, session_id="a"))[2]["event"] == "late"
+    again = view(u, "i001", t + 20, session_id="b", event_id="dup-1")
+    assert post(url, again)[2]["pages"] == 2
+    _, _, b = post(url, again)
+    assert b["event"] == "duplicate" and b["pages"] == 2
+    # k below the model's
+    _, _, b = post(url, {**view(u, "i002", t + 30, session_id="b"), "k": 2})
+    assert len(b["items"]) == 2 and b["pages"] == 3
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"{not json", 400, "Unrecognized request format"),
+    (b"[1]", 400, "must be a JSON object"),
+    ({"event": {"page_id": "x0", "ts": T0}}, 400, "missing field 'user_id'"),
+    ({"user_id": "u"}, 400, "missing field 'event'"),
+    ({"user_id": 7, "event": {"page_id": "x0"}}, 400, "'user_id' must be a string"),
+    ({"user_id": "", "event": {"page_id": "x0"}}, 400, "'user_id' must be 1..256"),
+    ({"user_id": "u", "event": {"page_id": "x0", "ts": "yesterday"}}, 400, "'event.ts' (unix seconds) must be"),
+    ({"user_id": "u", "event": {"page_id": "x0", "ts": -5}}, 400, "non-negative unix seconds"),
+    ({"user_id": "u", "event": {"type": "click", "page_id": "x0"}}, 400, "'event.type' must be one of"),
+    ({"user_id": "u", "event": {"page_id": "x0", "dwell_s": "long"}}, 400, "'event.dwell_s' (seconds) must be"),
+    ({"user_id": "u", "event": {"page_id": "x0", "dwell_s": -1}}, 400, "must be >= 0"),
+    ({"user_id": "u", "event": {"ts": T0}}, 400, "'event.page_id' must be a string"),
+    ({"user_id": "u", "event": {"type": "purchase", "page_id": "x0"}}, 400, "'event.item_id'"),
+    ({"user_id": "u", "event": {"page_id": "x0", "dwell": 3}}, 400, "unknown field(s) ['dwell']"),
+    ({"user_id": "u", "event": "x0"}, 400, "'event' must be an object"),
+    ({"user_id": "u", "event": {"page_id": "x0"}, "k": 99}, 400, f"'k' must be an integer in [1, {K}]"),
+    ({"user_id": "u", "event": {"page_id": "x0", "pad": "y" * 30000}}, 413, "limit"),
+])
+def test_bad_input_gets_4xx_with_error(endpoint, body, status, words):
+    got, _, answer = post(endpoint[0], raw=body if isinstance(body, bytes) else json.dumps(body).encode())
+    assert got == status, answer
+    assert words in answer["error"] and "Traceback" not in answer["error"]
+
+
+def test_stream_updater_shares_the_state_without_counting_twice(endpoint):
+    """The endpoint writes each event to fr:events; the updater skips those (seen by id)
+    and applies what other channels sent (an add-to-cart from the app's backend)."""
+    import redis
+
+    from serving.features import stream
+    from serving.sessions import state as st
+    from serving.sessions.updater import SessionUpdater
+
+    url, _, rs = endpoint
+    client = redis.Redis.from_url(rs.url, decode_responses=True)
+    source = stream.RedisStreamSource(client, "fr:events", "test-sessions", "t1", start_id="$")
+    u = "stream-user"
+    for i, page in enumerate(["x0", "c1", "i003"]):
+        assert post(url, view(u, page, T0 + 10 * i, event_id=f"s-{i}"))[0] == 200
+    logged = [f for _, f in client.xrange("fr:events") if f["user_id"] == u]
+    assert [f["item_id"] for f in logged] == ["x0", "c1", "i003"] and logged[0]["event"] == "view"
+    stream.publish(client, [{"event_id": "backend-1", "user_id": u, "item_id": "i003", "event": "purchase",
+                             "ts": T0 + 25, "session_id": ""},
+                            {"event_id": "imp-1", "user_id": u, "item_id": "i003", "event": "impression",
+                             "ts": T0 + 26}])
+    up = SessionUpdater(source, client, st.Keys("st"), st.StateConfig(), block_ms=10)
+    while up.step():
+        pass
+    assert up.stats["duplicate"] == 3 and up.stats["applied"] == 1 and up.stats["other_types"] >= 1
+    state = st.decode(client.get(st.Keys("st").state(u)))
+    assert [r[2] for r in state["events"]] == ["x0", "c1", "i003", "i003"] and state["hist"] == []
+    # the next session carries the cart as purchase history
+    _, _, b = post(url, view(u, "x0", T0 + 4000, event_id="s-9"))
+    assert b["event"] == "new_session"
+    assert st.decode(client.get(st.Keys("st").state(u)))["hist"] == [["i003", T0 + 25]]
+
+
+def test_state_bounds_and_constants():
+    from feedrank.sessions import features as SF
+    from serving.sessions import state as st
+
+    assert st.DEFAULT_MAX_PURCHASES == SF.DEFAULT_MAX_PURCHASE_HISTORY
+    cfg = st.StateConfig(max_pages=3, max_purchases=2)
+    s = st.empty()
+    for i in range(6):
+        s, _ = st.apply(s, sessionize.Event(f"v{i}", "u", f"c{i}", "view", T0 + i, 1.0), cfg)
+        s, _ = st.apply(s, sessionize.Event(f"p{i}", "u", f"i00{i}", "purchase", T0 + i), cfg)
+    pages, dwell, hist = st.model_inputs(s, cfg)
+    assert pages == ["c3", "c4", "c5"] and dwell == [1.0] * 3 and hist == []
+    s, outcome = st.apply(s, sessionize.Event("n", "u", "x0", "view", T0 + 5000), cfg)
+    assert outcome == st.NEW_SESSION and st.model_inputs(s, cfg)[2] == ["i004", "i005"]
+
+
+def test_redis_down_answers_from_the_request_alone(endpoint):
+    url, (model, pv, iv), rs = endpoint
+    rs.stop()
+    try:
+        status, headers, body = post(url, view("down-user", "c2", T0, dwell=7.0))
+        assert status == 200 and headers.get("x-feedrank-degraded") == "redis" and body["degraded"] is True
+        assert body["event"] == "not_recorded" and body["pages"] == 1
+        expected = offline_top_k(model, pv, iv, [as_event(view("down-user", "c2", T0, 7.0, event_id="d"))])
+        assert [r["item_id"] for r in body["items"]] == expected[0][0]
+    finally:
+        rs.restart()
+    import time
+    time.sleep(0.4)   # past the back-off
+    status, headers, body = post(url, view("down-user", "c2", T0 + 5))
+    assert status == 200 and "x-feedrank-degraded" not in headers and body["event"] == "new_session"
+
+
+def test_command_line_help_and_missing_model(tmp_path):
+    import subprocess
+
+    env = procs.serving_env()
+    out = subprocess.run([procs.SERVING_PYTHON, "-m", "serving.sessions", "--help"], capture_output=True,
+                         text=True, env=env, cwd=procs.REPO_ROOT, timeout=120)
+    assert out.returncode == 0 and "--model-dir" in out.stdout and "--gap-s" in out.stdout
+    out = subprocess.run([procs.SERVING_PYTHON, "-m", "serving.sessions", "--model-dir", str(tmp_path)],
+                         capture_output=True, text=True, env=env, cwd=procs.REPO_ROOT, timeout=120)
+    assert out.returncode == 2 and "no version directory" in out.stderr and "Traceback" not in out.stderr
