@@ -27,11 +27,18 @@ Arrays = Tuple[Dict[str, np.ndarray], np.ndarray]
 
 @dataclasses.dataclass
 class SessionData:
-    """Fit and validation arrays (`drnn.from_samples`) with the vocabulary sizes (padding included)."""
+    """Fit and validation arrays (`drnn.from_samples`), the vocabulary sizes (padding included)
+    and the vocabularies (`arrays` maps other samples, e.g. an eval split, with them)."""
     train: Arrays
     valid: Arrays
     num_pages: int
     num_items: int
+    pages: Dict[str, int] = dataclasses.field(default_factory=dict)
+    items: Dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def arrays(self, samples: Sequence[Mapping[str, Any]], max_pages: int = 50, max_purchases: int = 50) -> Arrays:
+        x, y, _ = drnn.from_samples(samples, self.pages, self.items, max_pages, max_purchases)
+        return x, y
 
 
 def read_samples(file_patterns: Sequence[str]) -> List[Dict[str, Any]]:
@@ -74,4 +81,4 @@ def session_data(samples: Sequence[Mapping[str, Any]], valid_fraction: float = 0
         raise ValueError("the tuning fit or validation set has no labelled row")
     log.info("tuning data: %d fit rows, %d validation rows, %d pages, %d items", len(train_y), len(valid_y),
              len(pages) + 1, len(items) + 1)
-    return SessionData((train_x, train_y), (valid_x, valid_y), len(pages) + 1, len(items) + 1)
+    return SessionData((train_x, train_y), (valid_x, valid_y), len(pages) + 1, len(items) + 1, pages, items)

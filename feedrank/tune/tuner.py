@@ -9,7 +9,8 @@ hyperparameters, which the Trainer reads as ``fn_args.hyperparameters``.
 * ``tuner``: `feedrank.tune.settings.TunerSettings` (algorithm, trial budget,
   R epochs, GA rates, early termination, ...);
 * session mode: ``drnn``, the base `DrnnSettings` mapping (the tuned genes
-  replace its keys; the vocabulary sizes come from the data).  The examples
+  replace its keys; the vocabulary sizes come from the data), and optionally
+  ``sessions`` with ``max_pages``/``max_purchases`` (default 50).  The examples
   are the session samples (SessionSampleGen), the train split only
   (`feedrank.tune.data`);
 * CTR mode: the ranking Trainer's flat ``custom_config`` keys
@@ -83,13 +84,32 @@ class FitnessTuner(kt.Tuner):
         return {FIT.FITNESS: best}
 
 
+class RepairedRandomSearchOracle(kt.oracles.RandomSearchOracle):
+    """KerasTuner's random search whose chromosomes pass through ``repair`` (a value the
+    Trainer would refuse, such as the DRNN's height >= length, is never proposed)."""
+
+    def __init__(self, repair: Callable[[Dict[str, Any]], Dict[str, Any]], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.repair = repair
+
+    def populate_space(self, trial_id: str) -> Dict[str, Any]:
+        for _ in range(self._max_collisions):
+            values = self._random_values()
+            if values is None:
+                break
+            values = self.repair(values)
+            if not self._duplicate(values):
+                return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": values}
+        return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
+
+
 def make_oracle(settings: TunerSettings, mode: str) -> kt.Oracle:
     """The configured oracle over ``mode``'s genes, maximising fitness."""
     objective = kt.Objective(FIT.FITNESS, "max")
     space = genes.space(mode)
     if settings.algorithm == "random":
-        return kt.oracles.RandomSearchOracle(objective=objective, max_trials=settings.max_trials,
-                                             hyperparameters=space, seed=settings.seed + 1)
+        return RepairedRandomSearchOracle(repair=genes.repair, objective=objective, max_trials=settings.max_trials,
+                                          hyperparameters=space, seed=settings.seed + 1)
     return GeneticOracle(objective=objective, max_trials=settings.max_trials, hyperparameters=space,
                          population_size=settings.population_size, crossover_rate=settings.crossover_rate,
                          mutation_rate=settings.mutation_rate, mutation_scale=settings.mutation_scale,
@@ -147,14 +167,16 @@ def tuner_fn(fn_args) -> TunerFnResult:
         base = custom.get("drnn") or {}
         if not isinstance(base, Mapping):
             raise ConfigError(f"Tuner custom_config.drnn must be a mapping, got {type(base).__name__}")
+        shapes = custom.get("sessions") or {}   # the model's input widths, as the Transform pads them
         samples = tune_data.read_samples(fn_args.train_files)
-        data = tune_data.session_data(samples, settings.valid_fraction, settings.max_samples)
+        data = tune_data.session_data(samples, settings.valid_fraction, settings.max_samples,
+                                      int(shapes.get("max_pages", 50)), int(shapes.get("max_purchases", 50)))
         trial_fit = session_trial_fit(data, base, settings)
 
         def fitness_fn(logs):
             return FIT.session_fitness_from_logs(logs, settings.fitness_accuracy)
     else:
-        base = {k: v for k, v in custom.items() if k != "drnn"}
+        base = {k: v for k, v in custom.items() if k not in ("drnn", "sessions")}
         if base.get("model") == "gbdt":
             raise ConfigError("the Tuner tunes the Keras ranking families; gbdt grows trees in one pass "
                               "without epochs: tune it with its own settings (docs/gbdt.md)")
