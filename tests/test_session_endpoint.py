@@ -9,7 +9,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -32,8 +32,10 @@ TINY_DRNN = {"width": 3, "length": 2, "units": 16, "page_dim": 8, "fnn_dim": 8, 
 
 # --------------------------------------------------------------------------- the model
 def build_raw_model(path: str, k: int = K, seed: int = 7, pages: Sequence[str] = PAGES,
-                    items: Sequence[str] = ITEMS, gap_s: int = sessionize.DEFAULT_GAP_S):
-    """A DRNN (random weights) exported with the contract's raw signature: string page and
+                    items: Sequence[str] = ITEMS, gap_s: int = sessionize.DEFAULT_GAP_S,
+                    settings: Optional[Dict] = None):
+    """A DRNN (random weights; ``settings`` as `drnn.DrnnSettings`, default `TINY_DRNN`) exported
+    with the contract's raw signature: string page and
     item ids in (looked up in the graph; unknown and "" -> the padding id 0), top-k item ids
     out.  Returns ``(keras model, page vocabulary, item vocabulary)``."""
     import tensorflow as tf
@@ -44,7 +46,8 @@ def build_raw_model(path: str, k: int = K, seed: int = 7, pages: Sequence[str] =
     keras.utils.set_random_seed(seed)
     page_vocab = {p: i + 1 for i, p in enumerate(pages)}
     item_vocab = {v: i + 1 for i, v in enumerate(items)}
-    model = drnn.build({**TINY_DRNN, "num_pages": len(pages) + 1, "num_items": len(items) + 1})
+    settings = dict(TINY_DRNN if settings is None else settings)
+    model = drnn.build({**settings, "num_pages": len(pages) + 1, "num_items": len(items) + 1})
 
     def table(vocab: Dict[str, int]):
         init = tf.lookup.KeyValueTensorInitializer(tf.constant(list(vocab)), tf.constant(list(vocab.values()),
@@ -71,7 +74,8 @@ def build_raw_model(path: str, k: int = K, seed: int = 7, pages: Sequence[str] =
     tf.saved_model.save(raw, path, signatures={"serving_default": raw.serve.get_concrete_function()})
     with open(os.path.join(path, "session_model.json"), "w") as f:
         json.dump({"model": "drnn", "k": k, "num_items": len(items) + 1, "gap_s": gap_s,
-                   "k_pages": TINY_DRNN["width"], "inputs": ["dwell", "pages", "purchases", "user_id"],
+                   "k_pages": settings.get("width", 5), "max_pages": 50,
+                   "inputs": ["dwell", "pages", "purchases", "user_id"],
                    "outputs": ["items", "scores"]}, f)
     return model, page_vocab, item_vocab
 
@@ -272,6 +276,31 @@ def test_stream_updater_shares_the_state_without_counting_twice(endpoint):
     _, _, b = post(url, view(u, "x0", T0 + 4000, event_id="s-9"))
     assert b["event"] == "new_session"
     assert st.decode(client.get(st.Keys("st").state(u)))["hist"] == [["i003", T0 + 25]]
+
+
+def test_concurrent_writers_lose_nothing(redis_server):  # noqa: F811
+    """Four threads apply one user's 40 page views at once (the compare-and-set retries)."""
+    import threading
+
+    from serving.sessions import state as st
+
+    client, keys, cfg = redis_server.client(), st.Keys("cc"), st.StateConfig()
+    events = [sessionize.Event(f"cc-{i}", "cc-user", f"c{i}", "view", T0 + i, 1.0) for i in range(40)]
+    outcomes = []
+
+    def worker(part):
+        for e in part:
+            outcomes.append(st.apply_sync(redis_server.client(), st.Transaction(keys, cfg, e)).outcome)
+
+    threads = [threading.Thread(target=worker, args=(events[j::4],)) for j in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    state = st.decode(client.get(keys.state("cc-user")))
+    assert [r[2] for r in state["events"]] == [f"c{i}" for i in range(40)]
+    assert sorted(outcomes) == sorted([st.NEW_SESSION] + [st.APPLIED] * 39)
+    assert st.apply_sync(client, st.Transaction(keys, cfg, events[7])).outcome == st.DUPLICATE
 
 
 def test_state_bounds_and_constants():

@@ -48,9 +48,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--gap-s", type=_positive(int), default=None,
                    help="pause that ends a session (default: the model's session_model.json, else 1800)")
-    p.add_argument("--max-pages", type=_positive(int), default=d.max_pages, help="page views kept per session")
-    p.add_argument("--max-purchases", type=_positive(int), default=d.max_purchases,
-                   help="purchase-history items kept per user")
+    p.add_argument("--max-pages", type=_positive(int), default=None,
+                   help="page views kept per session (default: the model's session_model.json, else 50)")
+    p.add_argument("--max-purchases", type=_positive(int), default=None,
+                   help="purchase-history items kept per user (default: the model's session_model.json, else 50)")
     p.add_argument("--state-ttl-s", type=_positive(int), default=d.ttl_s,
                    help="a user's state expires after this long without events")
     p.add_argument("--seen-ttl-s", type=_positive(int), default=d.seen_ttl_s,

@@ -2,8 +2,8 @@
 Redis and answers with the refreshed top-k items of the pushed session model.
 
 Per request (one process, no second hop): validate (`request.parse`), apply
-the event to the user's state in one Redis transaction (`state`; the event
-also goes to the event stream, ``fr:events``, in the same transaction), call
+the event to the user's state (`state`: a read, then an atomic Lua
+compare-and-set that also appends the event to the stream ``fr:events``), call
 the SavedModel's ``serving_default`` in a thread (raw ids in, top-k ids out:
 the session contract) on the session's pages, dwell times and the purchase
 history, and return the items with their scores and the model version.
@@ -68,8 +68,8 @@ class SessionConfig:
     log_events: bool = True
     events_stream: str = stream.DEFAULT_STREAM
     gap_s: Optional[int] = None        # None: the model's session_model.json, else 30 min
-    max_pages: int = st.DEFAULT_MAX_PAGES
-    max_purchases: int = st.DEFAULT_MAX_PURCHASES
+    max_pages: Optional[int] = None      # None: the model's session_model.json, else 50
+    max_purchases: Optional[int] = None  # None: the model's session_model.json, else 50
     ttl_s: int = st.DEFAULT_TTL_S
     seen_ttl_s: int = st.DEFAULT_SEEN_TTL_S
     threads: int = 2
@@ -110,6 +110,7 @@ class SessionRecommender(kserve.Model):
         self._fn = None
         self._saved = None
         self._redis: Optional[aredis.Redis] = None
+        self._cas = None   # the registered compare-and-set script
         self._skip_redis_until = 0.0
         self.pool = concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="tf")
 
@@ -129,8 +130,9 @@ class SessionRecommender(kserve.Model):
         gap = self.config.gap_s or int(self.info.get("gap_s", st.sessionize.DEFAULT_GAP_S))
         if self.config.gap_s and "gap_s" in self.info and int(self.info["gap_s"]) != self.config.gap_s:
             log.warning("session gap %d s differs from the model's training gap %s s", gap, self.info["gap_s"])
-        self.state_cfg = st.StateConfig(gap, self.config.max_pages, self.config.max_purchases,
-                                        self.config.ttl_s, self.config.seen_ttl_s)
+        max_pages = self.config.max_pages or int(self.info.get("max_pages", st.DEFAULT_MAX_PAGES))
+        max_purchases = self.config.max_purchases or int(self.info.get("max_purchases", st.DEFAULT_MAX_PURCHASES))
+        self.state_cfg = st.StateConfig(gap, max_pages, max_purchases, self.config.ttl_s, self.config.seen_ttl_s)
         for _ in range(3):   # trace and warm up
             out = self._run(["x0", "c1"], [1.0, 2.0], [""], "warm-up")
         self.k = len(out[0])
@@ -168,7 +170,10 @@ class SessionRecommender(kserve.Model):
         tx = st.Transaction(self.keys, self.state_cfg, event, self.config.events_stream, fields)
         t0 = time.perf_counter()
         try:
-            return await asyncio.wait_for(st.apply_async(self._client(), tx), self.config.redis_timeout_s)
+            client = self._client()
+            if self._cas is None:
+                self._cas = client.register_script(st.CAS_LUA)
+            return await asyncio.wait_for(st.apply_async(client, tx, self._cas), self.config.redis_timeout_s)
         except (asyncio.TimeoutError, redis.RedisError, OSError) as e:
             log.warning("Redis unavailable (%s: %s): answering from the request alone", type(e).__name__, e)
             self._skip_redis_until = time.monotonic() + self.config.redis_backoff_s

@@ -22,12 +22,13 @@ pause of ``gap_s`` or more, or a new session id); otherwise it is a late
 event of a closed session and is left out (counted as ``late``).
 
 Idempotence: ``<prefix>:ss:seen:<event_id>`` marks an applied event (expires
-after ``seen_ttl_s``).  `Transaction` reads the state and the marker under
-``WATCH``, decides in Python, and writes the new state, the marker (and,
-for the endpoint, the event's entry on the event stream) in one
-``MULTI``/``EXEC``; a concurrent writer makes ``EXEC`` fail and the event is
-decided again on the fresh state.  So an event id is applied once, whichever
-path (endpoint or stream updater) sees it first.
+after ``seen_ttl_s``).  `Transaction` reads the state and the marker, decides
+in Python, and writes the new state, the marker (and, for the endpoint, the
+event's entry on the event stream) with one Lua compare-and-set (`CAS_LUA`),
+which runs atomically and refuses when the state changed since the read; the
+event is then decided again on the fresh state.  So an event id is applied
+once, whichever path (endpoint or stream updater) sees it first, and the
+state never mixes two writers' updates.
 """
 from __future__ import annotations
 
@@ -164,14 +165,37 @@ class Applied:
     outcome: str
 
 
+# Compare-and-set of one decided event, atomically (a Lua script runs alone).
+# KEYS: state, seen marker, event stream ("" for none).  ARGV: the state as read
+# ("" when absent), the new state ("" to keep it: a late event), state ttl, seen ttl,
+# then the stream entry's field/value pairs.  Returns 1 written, 0 the state changed
+# since it was read (decide again), -1 the event id was applied meanwhile.
+CAS_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local cur = redis.call('GET', KEYS[1])
+if (cur or '') ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[4])
+if KEYS[3] ~= '' and #ARGV > 4 then
+  local fields = {}
+  for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('XADD', KEYS[3], '*', unpack(fields))
+end
+return 1
+"""
+
+
 class Transaction:
-    """The WATCH/MULTI steps of applying one event, shared by the sync and async clients."""
+    """Applying one event: read the state and the marker (``MGET``), decide in Python
+    (`apply`), then write with `CAS_LUA`, which refuses if the state changed since the
+    read (the event is then decided again on the fresh state).  Two round trips; shared
+    by the sync and async clients."""
 
     def __init__(self, keys: Keys, cfg: StateConfig, event: sessionize.Event,
                  stream: Optional[str] = None, fields: Optional[Dict[str, str]] = None):
         self.keys, self.cfg, self.event = keys, cfg, event
         self.skey, self.seen = keys.state(event.user_id), keys.seen(event.event_id)
-        self.stream, self.fields = stream, fields
+        self.stream, self.fields = stream or "", fields or {}
 
     def decide(self, raw: Optional[str], marked: Optional[str]) -> Applied:
         state = decode(raw)
@@ -180,54 +204,48 @@ class Transaction:
         new, outcome = apply(state, self.event, self.cfg)
         return Applied(new, outcome)
 
-    def queue(self, pipe, done: Applied) -> None:
-        """Queues the writes (after ``pipe.multi()``)."""
-        if done.outcome != LATE:
-            pipe.set(self.skey, encode(done.state), ex=self.cfg.ttl_s)
-        pipe.set(self.seen, "1", ex=self.cfg.seen_ttl_s)
-        if self.stream and self.fields:
-            pipe.xadd(self.stream, self.fields)
+    def cas_args(self, raw: Optional[str], done: Applied) -> Tuple[List[str], List[Any]]:
+        """``(keys, args)`` of `CAS_LUA` for the decided event."""
+        new = "" if done.outcome == LATE else encode(done.state)
+        pairs = [v for kv in self.fields.items() for v in kv] if self.stream else []
+        return [self.skey, self.seen, self.stream], [raw or "", new, self.cfg.ttl_s, self.cfg.seen_ttl_s, *pairs]
+
+
+def _gave_up(tx: Transaction) -> RuntimeError:
+    return RuntimeError(f"event {tx.event.event_id}: the state of {tx.event.user_id} kept changing "
+                        f"({MAX_RETRIES} tries)")
 
 
 def apply_sync(client, tx: Transaction) -> Applied:
     """Applies ``tx`` with a synchronous redis client (the stream updater)."""
-    import redis
-
+    script = client.register_script(CAS_LUA)
     for _ in range(MAX_RETRIES):
-        with client.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(tx.skey, tx.seen)
-                raw, marked = pipe.mget(tx.skey, tx.seen)
-                done = tx.decide(raw, marked)
-                if done.outcome == DUPLICATE:
-                    return done
-                pipe.multi()
-                tx.queue(pipe, done)
-                pipe.execute()
-                return done
-            except redis.WatchError:
-                continue
-    raise RuntimeError(f"event {tx.event.event_id}: the state of {tx.event.user_id} kept changing "
-                       f"({MAX_RETRIES} tries)")
+        raw, marked = client.mget(tx.skey, tx.seen)
+        done = tx.decide(raw, marked)
+        if done.outcome == DUPLICATE:
+            return done
+        keys, args = tx.cas_args(raw, done)
+        written = int(script(keys=keys, args=args))
+        if written == 1:
+            return done
+        if written == -1:
+            return Applied(decode(client.get(tx.skey)), DUPLICATE)
+    raise _gave_up(tx)
 
 
-async def apply_async(client, tx: Transaction) -> Applied:
-    """Applies ``tx`` with a ``redis.asyncio`` client (the endpoint)."""
-    import redis
-
+async def apply_async(client, tx: Transaction, script=None) -> Applied:
+    """Applies ``tx`` with a ``redis.asyncio`` client (the endpoint; ``script``: the
+    client's registered `CAS_LUA`, registered here when None)."""
+    script = script or client.register_script(CAS_LUA)
     for _ in range(MAX_RETRIES):
-        async with client.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(tx.skey, tx.seen)
-                raw, marked = await pipe.mget(tx.skey, tx.seen)
-                done = tx.decide(raw, marked)
-                if done.outcome == DUPLICATE:
-                    return done
-                pipe.multi()
-                tx.queue(pipe, done)
-                await pipe.execute()
-                return done
-            except redis.WatchError:
-                continue
-    raise RuntimeError(f"event {tx.event.event_id}: the state of {tx.event.user_id} kept changing "
-                       f"({MAX_RETRIES} tries)")
+        raw, marked = await client.mget(tx.skey, tx.seen)
+        done = tx.decide(raw, marked)
+        if done.outcome == DUPLICATE:
+            return done
+        keys, args = tx.cas_args(raw, done)
+        written = int(await script(keys=keys, args=args))
+        if written == 1:
+            return done
+        if written == -1:
+            return Applied(decode(await client.get(tx.skey)), DUPLICATE)
+    raise _gave_up(tx)
