@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import aiohttp
 
@@ -71,8 +71,8 @@ def naive_body(user: Dict, cands: Dict) -> dict:
     return {"instances": [{**user, **{k: v[i] for k, v in cands.items()}} for i in range(n)]}
 
 
-async def open_loop(url: str, body: bytes, rate: float, duration_s: float, timeout_s: float,
-                    during: Optional[Callable[[], Dict]] = None, at_s: float = 0.0,
+async def open_loop(url: str, body: Union[bytes, Sequence[bytes]], rate: float, duration_s: float,
+                    timeout_s: float, during: Optional[Callable[[], Dict]] = None, at_s: float = 0.0,
                     versions: bool = False) -> Dict:
     """Fires ``rate * duration_s`` requests on schedule; latencies from the scheduled start.
 
@@ -80,7 +80,8 @@ async def open_loop(url: str, body: bytes, rate: float, duration_s: float, timeo
     the load then goes on until ``SETTLE_S`` after it finished (at most
     ``MAX_EXTRA_S`` beyond ``duration_s``).  Its answer and the schedule
     offsets of degraded answers come back in the result.  ``versions`` counts
-    the ``model_version`` of the answers."""
+    the ``model_version`` of the answers.  ``body`` is one body for every request, or a
+    sequence of bodies, request i sending ``body[i % len(body)]``."""
     latencies: List[float] = []
     errors: Dict[str, int] = {}
     degraded: List[float] = []
@@ -98,7 +99,8 @@ async def open_loop(url: str, body: bytes, rate: float, duration_s: float, timeo
             scheduled = t0 + i / rate
             await asyncio.sleep(max(0.0, scheduled - loop.time()))
             try:
-                async with session.post(url, data=body, headers=headers) as r:
+                data = body if isinstance(body, bytes) else body[i % len(body)]
+                async with session.post(url, data=data, headers=headers) as r:
                     data = await r.read()
                     if r.status != 200:
                         errors[str(r.status)] = errors.get(str(r.status), 0) + 1
