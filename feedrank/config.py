@@ -19,6 +19,7 @@ import yaml
 
 from feedrank import features as F
 from feedrank.examples.settings import VALID_SPLITS, ExampleSettings
+from feedrank.sessions.settings import SessionsConfig, SessionTrainerSettings
 from feedrank.train.settings import TrainerSettings
 from feedrank.typed import ConfigError
 
@@ -33,6 +34,9 @@ class EvaluatorConfig:
     # Calibration gate: mean predicted CTR / observed CTR on the eval split must lie in this band.
     calibration_band: List[float] = dataclasses.field(default_factory=lambda: [0.9, 1.1])
     slice_features: List[str] = dataclasses.field(default_factory=lambda: ["category_id"])
+    # mode: session (feedrank/sessions/evaluate.py): top-10 accuracy on the eval split's full-path samples
+    top10_floor: float = 0.05
+    max_top10_regression: float = 0.01  # the top-10 accuracy a candidate may lose against the last blessed model
 
 
 @dataclasses.dataclass
@@ -55,6 +59,15 @@ class SimulateConfig:
     # event types written to the log ([] = all), e.g. [impression, click]: a log without
     # views, conversions and searches (the world is simulated in full either way)
     event_types: List[str] = dataclasses.field(default_factory=list)
+    # "feed" (the classifieds feed) or "ecommerce" (shop sessions, docs/sessions.md)
+    mode: str = "feed"
+    categories: int = 40           # ecommerce only
+    activity: float = 0.25         # ecommerce only: mean daily probability a user shops
+
+    def ecommerce_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments of `feedrank.events.simulator.ecommerce_io.simulate_ecommerce`."""
+        return dict(users=self.users, items=self.items, categories=self.categories, days=self.days,
+                    seed=self.seed, activity=self.activity)
 
     def kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of `feedrank.events.simulator.simulate` (all but the output dir)."""
@@ -122,9 +135,14 @@ FEATURE_OPTIONS: Dict[str, Dict[str, Any]] = {
 }
 
 
+MODES = ("ranking", "session")
+
+
 @dataclasses.dataclass
 class Config:
     pipeline_name: str = "feedrank"
+    # "ranking" (the feed's CTR rankers) or "session" (the session recommender, docs/session_pipeline.md)
+    mode: str = "ranking"
     input_base: str = "data/demo"
     run_root: str = "runs"
     push_root: str = "model_store"
@@ -140,6 +158,8 @@ class Config:
     word2vec: Word2VecConfig = dataclasses.field(default_factory=Word2VecConfig)
     features: FeaturesConfig = dataclasses.field(default_factory=FeaturesConfig)
     ab: AbConfig = dataclasses.field(default_factory=AbConfig)
+    # mode: session only (feedrank.sessions.settings.SessionsConfig)
+    sessions: SessionsConfig = dataclasses.field(default_factory=SessionsConfig)
     config_dir: str = "."
 
     @property
@@ -250,8 +270,14 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
     trainer = raw.pop("trainer", {})
     if not isinstance(trainer, dict):
         raise ConfigError(f"{os.path.basename(path)}: trainer must be a mapping, got {type(trainer).__name__}")
+    sessions = raw.pop("sessions", None)
     cfg = build_dataclass(Config, raw, os.path.basename(path))
-    cfg.trainer = TrainerSettings.from_yaml(trainer, "trainer")
+    check_mode(cfg, sessions)
+    if cfg.mode == "session":
+        cfg.sessions = SessionsConfig.from_mapping(sessions or {}, "sessions")
+        cfg.trainer = SessionTrainerSettings.from_yaml(trainer, "trainer")
+    else:
+        cfg.trainer = TrainerSettings.from_yaml(trainer, "trainer")
     cfg.config_dir = os.path.dirname(os.path.abspath(path))
     ex = cfg.examples
     if not 0.0 < ex.negative_sampling_rate <= 1.0:
@@ -276,6 +302,27 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
     check_ab(cfg.ab)
     F.declare(cfg.declared)
     return cfg
+
+
+def check_mode(cfg: Config, sessions: Any) -> None:
+    """``mode`` is a known one; the ``sessions`` section only in ``mode: session``; the simulator's mode."""
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode must be one of {list(MODES)}, got {cfg.mode!r}")
+    if sessions is not None and cfg.mode != "session":
+        raise ConfigError(f"the sessions section applies only to mode: session (this config's mode is {cfg.mode!r})")
+    if cfg.simulate.mode not in ("feed", "ecommerce"):
+        raise ConfigError(f"simulate.mode must be 'feed' or 'ecommerce', got {cfg.simulate.mode!r}")
+    if cfg.simulate.categories < 2 or not 0.0 < cfg.simulate.activity <= 1.0:
+        raise ConfigError(f"simulate.categories must be >= 2 and simulate.activity in (0, 1], got "
+                          f"{cfg.simulate.categories} and {cfg.simulate.activity}")
+    if cfg.mode == "session" and cfg.simulate.mode != "ecommerce":
+        raise ConfigError("mode: session reads a shop's sessions: set simulate.mode: ecommerce "
+                          "(what --simulate-if-missing writes)")
+    ev = cfg.evaluator
+    if not 0.0 <= ev.top10_floor <= 1.0:
+        raise ConfigError(f"evaluator.top10_floor must be in [0, 1] (a top-10 accuracy), got {ev.top10_floor}")
+    if ev.max_top10_regression < 0:
+        raise ConfigError(f"evaluator.max_top10_regression must be >= 0, got {ev.max_top10_regression}")
 
 
 def check_features(section: FeaturesConfig) -> None:
@@ -380,7 +427,7 @@ def check_word2vec(cfg: Config) -> None:
             f"({cfg.examples.warmup_days}): the vectors train on the days before the train split, which "
             f"must be warm-up days without examples, or train examples would get vectors that saw their "
             f"own clicks; set examples.warmup_days >= word2vec.window_days")
-    use = cfg.trainer.word2vec
+    use = getattr(cfg.trainer, "word2vec", None)   # none in mode: session
     if use is not None and (use.init or use.similarity) and not w2v.enabled:
         raise ConfigError("trainer.word2vec uses word vectors, but the word2vec section is not enabled "
                           "(set word2vec.enabled: true)")

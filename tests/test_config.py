@@ -133,7 +133,14 @@ def test_family_configs_inherit_the_demo_and_state_their_model():
 # --- custom_config round trip ------------------------------------------------------------------
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=os.path.basename)
 def test_settings_survive_the_custom_config_round_trip(path):
-    settings = config_lib.load(path).trainer
+    cfg = config_lib.load(path)
+    settings = cfg.trainer
+    if cfg.mode == "session":   # the session Trainer's settings (feedrank/sessions/settings.py)
+        from feedrank.sessions.settings import SessionTrainerSettings
+
+        as_json = json.loads(json.dumps(settings.to_dict(), sort_keys=True))
+        assert SessionTrainerSettings.from_yaml(as_json, "custom_config") == settings
+        return
     as_json = json.loads(json.dumps(settings.to_dict(), sort_keys=True))   # as TFX / Kubeflow carry it
     assert TrainerSettings.from_dict(as_json) == settings
     added = {**as_json, "code_version": "abc", "word_vectors_uri": "/v"}

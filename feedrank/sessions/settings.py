@@ -1,0 +1,87 @@
+"""The session pipeline's typed settings: the config's ``sessions:`` section and, in
+``mode: session``, its ``trainer:`` section (docs/session_pipeline.md).
+
+Both are dataclasses built by `feedrank.typed.build_typed`, so an unknown key or a
+value out of range is a `ConfigError` naming the key.  The model families' own
+settings (``trainer.drnn``, ``trainer.gru4rec``) are checked against
+`feedrank.sessions.drnn.DrnnSettings` / `feedrank.sessions.gru4rec.Gru4recSettings`
+at load; ``num_pages`` and ``num_items`` come from the Transform's vocabularies.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Dict, Mapping
+
+from feedrank.train.settings import setting
+from feedrank.typed import ConfigError, build_typed, to_plain
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("drnn", "gru4rec")
+FROM_VOCABULARIES = ("num_pages", "num_items")   # set by the Trainer from the Transform's vocabularies
+METRIC_K = 20                                     # recall@20 and MRR@20 read the served top k
+
+
+@dataclasses.dataclass
+class SessionsConfig:
+    """The ``sessions:`` section: sessionization, samples, the served top k."""
+    gap_s: int = setting(1800, min=1)               # a pause this long ends a session (30 minutes)
+    k: int = setting(5, min=1)                      # recent page states per sample (the DRNN's width)
+    shortened: bool = True                          # also the shortened-path samples p0 -> I, p0,p1 -> I, ...
+    eval_days: int = setting(2, min=1)              # the log's last UTC days are the eval split
+    eval_start_ts: int = setting(0, min=0)          # > 0: this split bound instead of eval_days
+    max_purchase_history: int = setting(50, min=0)  # earlier add-to-carts kept per sample
+    num_shards: int = setting(1, min=0)             # files per split (0: the runner decides)
+    max_pages: int = setting(50, min=1)             # the model's page input: the last max_pages pages
+    max_purchases: int = setting(50, min=1)         # the model's purchase input: the last max_purchases items
+    max_labels: int = setting(4, min=1)             # label items per sample kept (one training row each)
+    top_k: int = setting(20, min=METRIC_K)          # items the served signature returns (>= 20: recall@20)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], where: str = "sessions") -> "SessionsConfig":
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
+        return build_typed(cls, values, where)
+
+
+@dataclasses.dataclass
+class SessionTrainerSettings:
+    """The ``trainer:`` section in ``mode: session``: the family, the training loop, the family's settings."""
+    model: str = setting("drnn", choices=FAMILIES)
+    epochs: int = setting(3, min=1)
+    batch_size: int = setting(256, min=1)
+    shuffle_buffer: int = setting(10000, min=0)
+    seed: int = 0
+    drnn: Dict[str, Any] = setting({})       # feedrank.sessions.drnn.DrnnSettings but num_pages/num_items
+    gru4rec: Dict[str, Any] = setting({})    # feedrank.sessions.gru4rec.Gru4recSettings likewise
+
+    def __post_init__(self) -> None:
+        for family in FAMILIES:
+            self.family_settings(family, num_pages=10 ** 6, num_items=10 ** 6)   # checks the keys and values
+
+    @classmethod
+    def from_yaml(cls, values: Mapping[str, Any], where: str = "trainer") -> "SessionTrainerSettings":
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
+        return build_typed(cls, values, where)
+
+    def family_settings(self, family: str | None = None, *, num_pages: int, num_items: int):
+        """The family's settings object with the vocabulary sizes; a ConfigError names a bad key."""
+        from feedrank.sessions import drnn, gru4rec
+
+        family = family or self.model
+        values = dict(getattr(self, family))
+        fixed = sorted(set(values) & set(FROM_VOCABULARIES))
+        if fixed:
+            raise ConfigError(f"trainer.{family}.{fixed[0]} is set by the Transform's vocabularies, "
+                              f"not in the config")
+        cls = drnn.DrnnSettings if family == "drnn" else gru4rec.Gru4recSettings
+        values.update(num_pages=int(num_pages), num_items=int(num_items))
+        try:
+            return cls.from_mapping(values)
+        except ConfigError as e:
+            raise ConfigError(f"trainer.{e}") from None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return to_plain(self)
