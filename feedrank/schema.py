@@ -70,8 +70,13 @@ def write_config_schemas(root: str, config_dir: str) -> List[str]:
         if not name.endswith((".yaml", ".yml")):
             continue
         try:
-            config_lib.load(os.path.join(config_dir, name))
+            cfg = config_lib.load(os.path.join(config_dir, name))
         except ConfigError:
+            continue
+        if cfg.mode == "session":   # the session samples' schema (feedrank/sessions/schema.py)
+            from feedrank.sessions.schema import write_schema as write_session_schema
+
+            paths.append(write_session_schema(root))
             continue
         paths.append(write_schema(root))
     F.declare(())
