@@ -17,13 +17,25 @@ model's integer ids; the vocabulary lookup of raw page/item ids is not part
 of this graph.  Every model takes the whole request and uses the inputs it
 needs (the DRNN without the FNN ignores ``purchases``; ``user_id`` is used
 only with ``user_buckets > 0``).
+
+`export_raw` writes the pipeline's served form (docs/session_pipeline.md): the same
+``serving_default`` over RAW ids, with the tf.Transform layer attached
+(`feedrank.sessions.transform`), as the rankers' exports have it:
+
+* ``pages`` string [B, T]: the session's page ids so far, oldest first, "" padding;
+* ``dwell`` float32 [B, T]: their dwell times;
+* ``purchases`` string [B, P]: the user's earlier add-to-cart item ids, "" padding;
+* ``user_id`` string [B];
+
+returning ``items`` string [B, k] (the item ids, best first) and ``scores`` float32 [B, k].
+A page or item id outside the Transform's vocabularies counts as padding.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-from typing import Dict
+from typing import Any, Dict, List, Mapping, Optional
 
 import tensorflow as tf
 import tf_keras as keras
@@ -76,4 +88,54 @@ def export(model: keras.Model, path: str, k: int = 10) -> str:
         json.dump({"model": model.name, "k": int(k), "num_items": num_items,
                    "inputs": sorted(serving_spec()), "outputs": [ITEMS, SCORES]}, f, indent=2)
     log.info("exported %s (top-%d of %d items) to %s", model.name, k, num_items - 1, path)
+    return path
+
+
+def raw_serving_spec() -> Dict[str, tf.TensorSpec]:
+    """The request tensors of the raw ``serving_default`` (`export_raw`)."""
+    return {drnn.PAGES: tf.TensorSpec([None, None], tf.string, drnn.PAGES),
+            drnn.DWELL: tf.TensorSpec([None, None], tf.float32, drnn.DWELL),
+            drnn.PURCHASES: tf.TensorSpec([None, None], tf.string, drnn.PURCHASES),
+            drnn.USER_ID: tf.TensorSpec([None], tf.string, drnn.USER_ID)}
+
+
+class _RawServing(tf.Module):
+    def __init__(self, model: keras.Model, tft_layer: Any, items: List[str], k: int):
+        super().__init__()
+        self.model, self.tft_layer, self.k = model, tft_layer, k
+        self.item_ids = tf.constant([""] + list(items), tf.string)   # model id -> raw item id (0: padding)
+
+    @tf.function(input_signature=[raw_serving_spec()[name] for name in drnn.INPUTS])
+    def serve(self, pages, dwell, purchases, user_id):
+        from feedrank.sessions import transform
+
+        tf.debugging.assert_equal(tf.shape(pages), tf.shape(dwell),
+                                  message="dwell must have the shape of pages (one dwell time per page)")
+        features = self.tft_layer(transform.request_features(pages, dwell, purchases, user_id))
+        out = top_k(self.model, {name: features[name] for name in drnn.INPUTS}, self.k)
+        return {ITEMS: tf.gather(self.item_ids, out[ITEMS]), SCORES: out[SCORES]}
+
+
+def export_raw(model: keras.Model, tf_transform_output: Any, path: str, k: int = 20,
+               info: Optional[Mapping[str, Any]] = None) -> str:
+    """Saves ``model`` with the raw-id top-``k`` ``serving_default`` (module docstring) and the
+    Transform layer to ``path``; writes ``session_model.json`` (model, k, num_items, inputs,
+    outputs and ``info``, e.g. gap_s and k_pages).  Returns ``path``."""
+    from feedrank.sessions.transform import ITEM_VOCAB
+
+    items = [v.decode() if isinstance(v, bytes) else str(v)
+             for v in tf_transform_output.vocabulary_by_name(ITEM_VOCAB)]
+    num_items = int(model.head.num_items)
+    if num_items != len(items) + 1:
+        raise ValueError(f"the model scores {num_items - 1} items but the item vocabulary has {len(items)}")
+    if not 1 <= k < num_items:
+        raise ValueError(f"top-k must be in [1, {num_items - 1}] (the model has {num_items - 1} items), got {k}")
+    module = _RawServing(model, tf_transform_output.transform_features_layer(), items, int(k))
+    fn = module.serve.get_concrete_function()
+    tf.saved_model.save(module, path, signatures={"serving_default": fn})
+    with open(os.path.join(path, INFO_FILE), "w") as f:
+        json.dump({"model": model.name, "k": int(k), "num_items": num_items, "raw": True,
+                   "inputs": sorted(raw_serving_spec()), "outputs": [ITEMS, SCORES], **dict(info or {})},
+                  f, indent=2, sort_keys=True)
+    log.info("exported %s (raw ids, top-%d of %d items) to %s", model.name, k, num_items - 1, path)
     return path
