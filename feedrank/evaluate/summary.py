@@ -91,7 +91,13 @@ def build_summary(cfg: Config, failure: Optional[Dict[str, str]] = None,
                                "reason": scoring.blessing_reason(blessed, validation, cfg.evaluator,
                                                                  eval_uri=evaluation.uri),
                                "baseline": gates.baseline_record(evaluation.uri)}
-    if run.artifact("Trainer", "model") is not None:
+    session_eval = run.artifact("SessionEvaluator", "evaluation")   # mode: session (components/session_evaluator)
+    if session_eval is not None:
+        result = run.read_json("SessionEvaluator", "evaluation", "session_metrics.json") or {}
+        summary["session_metrics"] = {"candidate": result.get("candidate"), "baseline": result.get("baseline")}
+        summary["blessing"] = {"blessed": bool(result.get("blessed")), "reason": result.get("reason"),
+                               "baseline": result.get("baseline_name")}
+    if run.artifact("Trainer", "model") is not None and session_eval is None:
         # None when the MlflowLogger did not complete: printed as n/a.
         summary["auc"] = run.read_json("MlflowLogger", "mlflow_run", scoring.EXACT_METRICS_FILE)
         summary["curves"] = run.read_json("Trainer", "model_run", "curves.json")
@@ -136,7 +142,12 @@ def print_summary(summary: Dict[str, Any], path: str) -> None:
           f"  {ev.get('quarantined_by_reason') or ''}")
         p(f"  examples: {ev.get('examples') or ev.get('examples_by_split')}")
     auc = summary.get("auc")
-    if not auc:
+    sm = (summary.get("session_metrics") or {}).get("candidate")
+    if sm:
+        p("  eval (sessions)  " + "   ".join(f"{k} {_fmt(sm.get(k))}" for k in
+                                          ("top1", "top10", "recall@20", "mrr@20", "path_compression"))
+          + f"   ({int(sm.get('sessions', 0))} sessions, {int(sm.get('prefixes', 0))} prefixes)")
+    elif not auc:
         p("  eval AUC  n/a (no exact metrics: the run stopped before the MlflowLogger scored the eval split)")
     else:
         lift = auc.get("oracle_lift_recovered")

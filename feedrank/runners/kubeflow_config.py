@@ -178,7 +178,8 @@ def bind_runtime_parameters(pipeline, kf: "KubeflowConfig") -> List[str]:
         return component.exec_properties
 
     bound = []
-    gen = props("BehaviorExampleGen", "input_base", "input_fingerprint")
+    gen = (props("BehaviorExampleGen", "input_base", "input_fingerprint", required=False)
+           or props("SessionSampleGen", "input_base", "input_fingerprint"))   # mode: session
     gen["input_base"] = RP(name=PARAM_INPUT_BASE, ptype=str, default=str(gen["input_base"]))
     gen["input_fingerprint"] = RP(name=PARAM_DATA_VERSION, ptype=str, default=str(gen["input_fingerprint"]))
     bound += [PARAM_INPUT_BASE, PARAM_DATA_VERSION]

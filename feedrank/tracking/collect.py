@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The exact metrics of the eval split logged as MLflow metrics (feedrank.evaluate.scoring).
 EXACT_METRICS = ("auc", "logloss", "gauc", "oracle_auc")
+SESSION_METRICS_FILE = "session_metrics.json"   # feedrank.sessions.evaluate.METRICS_FILE
 
 
 def git_commit(root: str = _ROOT) -> Tuple[str, Optional[bool]]:
@@ -156,7 +157,11 @@ def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
     blessed, pushed, reason = check_blessing(model, blessing, pushed_art)
     metrics: Dict[str, float] = {}
     slice_aucs: Dict[str, Tuple] = {}
-    if evaluation is not None:
+    session_result = _read_json(os.path.join(evaluation.uri, SESSION_METRICS_FILE)) if evaluation else None
+    if session_result is not None:   # the session Evaluator (components/session_evaluator): no TFMA
+        metrics.update({cand_lib.safe_name(k): float(v) for k, v in session_result["candidate"].items()})
+        reason = f"{reason}: {session_result['reason']}"
+    elif evaluation is not None:
         overall, slices, validation = scoring.tfma_results(evaluation.uri)
         metrics.update({cand_lib.safe_name(f"tfma_{k}"): v for k, v in overall.items()})
         m, slice_aucs = slice_metrics(slices)
@@ -167,7 +172,7 @@ def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
             reason = f"{reason}: {' '.join(gates.split())}"
     artifacts: Dict[str, str] = {}
     exact: Optional[Dict[str, Any]] = None
-    if examples is not None:
+    if examples is not None and session_result is None:   # session samples have no CTR labels to score
         s = scoring.score_split(os.path.join(model.uri, scoring.SERVING_SUBDIR), examples.uri, "eval")
         y, p = s["label"].astype(float), s["score"].astype(float)
         exact = scoring.metrics_from_scores(s, ctx.get("input_base"))
