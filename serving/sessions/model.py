@@ -126,7 +126,10 @@ class SessionRecommender(kserve.Model):
         self._fn = self._saved.signatures[store.SIGNATURE]
         check_signature(self._fn, self.path)
         info_path = os.path.join(self.path, INFO_FILE)
-        self.info = json.load(open(info_path)) if os.path.exists(info_path) else {}
+        self.info = {}
+        if os.path.exists(info_path):
+            with open(info_path) as f:
+                self.info = json.load(f)
         gap = self.config.gap_s or int(self.info.get("gap_s", st.sessionize.DEFAULT_GAP_S))
         if self.config.gap_s and "gap_s" in self.info and int(self.info["gap_s"]) != self.config.gap_s:
             log.warning("session gap %d s differs from the model's training gap %s s", gap, self.info["gap_s"])
