@@ -152,3 +152,74 @@ def test_raw_export_in_a_fresh_process_gives_the_in_memory_top_k(first_run, tmp_
     assert np.asarray(served["items"]).shape == (len(known), cfg.sessions.top_k)
     np.testing.assert_array_equal(np.asarray(served["items"]), want_items)
     np.testing.assert_allclose(np.asarray(served["scores"]), want_scores, rtol=1e-4, atol=1e-6)
+
+
+def test_session_pipeline_compiles_for_kubeflow_and_loads_with_kfp(tmp_path):
+    import yaml
+    from google.protobuf import json_format
+    from kfp import components
+    from kfp.client.client import _extract_pipeline_yaml
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from feedrank.runners.kubeflow import compile_pipeline
+    from feedrank.runners.kubeflow_config import load_kubeflow_config
+    from feedrank.schema import write_config_schemas
+    from feedrank.sessions.schema import schema_path
+
+    kf = load_kubeflow_config(os.path.join(ROOT, "configs", "kubeflow.yaml"))
+    out = str(tmp_path / "session_pipeline.yaml")
+    cfg = config_lib.load(os.path.join(ROOT, "configs", "session.yaml"))
+    assert compile_pipeline(pipeline.create_pipeline, cfg, kf, out) == out
+    with open(out) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())   # strict: no unknown fields
+    assert spec.schema_version == "2.1.0"
+    tasks = set(docs[0]["root"]["dag"]["tasks"])
+    assert {"SessionSampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
+            "Transform", "Trainer", "LatestBlessedModel", "SessionEvaluator", "Pusher", "MlflowLogger"} <= tasks
+    assert _extract_pipeline_yaml(out).pipeline_spec == spec          # what kfp.Client uploads
+    comp = components.load_component_from_file(out)                   # as a reusable graph component
+    assert set(comp.component_spec.inputs) == {"input_base", "data_version", "trainer_config", "mlflow_tracking_uri"}
+    params = docs[0]["root"]["inputDefinitions"]["parameters"]
+    assert json.loads(params["trainer_config"]["defaultValue"])["model"] == "drnn"
+    # The schema the package names is the one the image's write_config_schemas writes.
+    assert schema_path(kf.schema_dir_in_image) in json.dumps(docs[0])
+    local = write_config_schemas(str(tmp_path / "schema"), os.path.join(ROOT, "configs"))
+    assert schema_path(str(tmp_path / "schema")) in local
+
+
+@pytest.mark.parametrize("text, message", [
+    ("mode: sessions\n", r"mode must be one of \['ranking', 'session'\], got 'sessions'"),
+    ("sessions: {gap_s: 60}\n", "the sessions section applies only to mode: session"),
+    ("mode: session\nsimulate: {mode: ecommerce}\nsessions: {gap: 60}\n", r"sessions: unknown key\(s\) \['gap'\]"),
+    ("mode: session\nsimulate: {mode: ecommerce}\nsessions: {top_k: 10}\n", "sessions.top_k must be an integer >= 20"),
+    ("mode: session\nsimulate: {mode: ecommerce}\nsessions: {eval_days: 0}\n", "sessions.eval_days must be"),
+    ("mode: session\n", "set simulate.mode: ecommerce"),
+    ("mode: session\nsimulate: {mode: ecommerce}\ntrainer: {model: din}\n", "trainer.model must be one of"),
+    ("mode: session\nsimulate: {mode: ecommerce}\ntrainer: {drnn: {widht: 3}}\n", r"trainer.drnn: unknown key\(s\)"),
+    ("mode: session\nsimulate: {mode: ecommerce}\ntrainer: {drnn: {num_items: 9}}\n",
+     "trainer.drnn.num_items is set by the Transform's vocabularies"),
+    ("mode: session\nsimulate: {mode: ecommerce}\nevaluator: {top10_floor: 2}\n", "evaluator.top10_floor must be in"),
+])
+def test_session_config_errors_name_the_key(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.load(str(path))
+
+
+def test_the_tuner_hook_puts_a_tuner_between_transform_and_the_trainer(tmp_path):
+    pytest.importorskip("feedrank.tune.tuner")
+    from feedrank.tune.settings import TunerSettings
+
+    cfg = session_config(tmp_path, tmp_path / "shop")
+    ids = [c.id for c in pipeline.create_pipeline(cfg).components]
+    assert "Tuner" not in ids   # off by default
+    cfg.tuner = TunerSettings(enabled=True, max_trials=2)
+    components = {c.id: c for c in pipeline.create_pipeline(cfg).components}
+    order = list(components)
+    assert order.index("Transform") < order.index("Tuner") < order.index("Trainer")
+    tuner, trainer = components["Tuner"], components["Trainer"]
+    assert tuner.exec_properties["tuner_fn"] == "feedrank.tune.tuner.tuner_fn"
+    assert trainer.inputs["hyperparameters"].producer_component_id == "Tuner"
+    assert json.loads(tuner.exec_properties["custom_config"])["drnn"] == cfg.trainer.drnn
