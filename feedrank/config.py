@@ -19,7 +19,7 @@ import yaml
 
 from feedrank import features as F
 from feedrank.examples.settings import VALID_SPLITS, ExampleSettings
-from feedrank.sessions.settings import SessionsConfig, SessionTrainerSettings
+from feedrank.sessions.settings import SessionEvaluatorConfig, SessionsConfig, SessionTrainerSettings
 from feedrank.train.settings import TrainerSettings
 from feedrank.typed import ConfigError
 
@@ -34,9 +34,6 @@ class EvaluatorConfig:
     # Calibration gate: mean predicted CTR / observed CTR on the eval split must lie in this band.
     calibration_band: List[float] = dataclasses.field(default_factory=lambda: [0.9, 1.1])
     slice_features: List[str] = dataclasses.field(default_factory=lambda: ["category_id"])
-    # mode: session (feedrank/sessions/evaluate.py): top-10 accuracy on the eval split's full-path samples
-    top10_floor: float = 0.05
-    max_top10_regression: float = 0.01  # the top-10 accuracy a candidate may lose against the last blessed model
 
 
 @dataclasses.dataclass
@@ -271,11 +268,13 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
     if not isinstance(trainer, dict):
         raise ConfigError(f"{os.path.basename(path)}: trainer must be a mapping, got {type(trainer).__name__}")
     sessions = raw.pop("sessions", None)
+    session_evaluator = raw.pop("evaluator", {}) if raw.get("mode") == "session" else None
     cfg = build_dataclass(Config, raw, os.path.basename(path))
     check_mode(cfg, sessions)
-    if cfg.mode == "session":
+    if cfg.mode == "session":   # the sessions, trainer and evaluator sections of feedrank/sessions/settings.py
         cfg.sessions = SessionsConfig.from_mapping(sessions or {}, "sessions")
         cfg.trainer = SessionTrainerSettings.from_yaml(trainer, "trainer")
+        cfg.evaluator = SessionEvaluatorConfig.from_mapping(session_evaluator, "evaluator")
     else:
         cfg.trainer = TrainerSettings.from_yaml(trainer, "trainer")
     cfg.config_dir = os.path.dirname(os.path.abspath(path))
@@ -295,7 +294,8 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
     for key in ("warmup_days", "min_ts", "max_future_skew_s", "feature_delay_s"):
         if getattr(ex, key) < 0:
             raise ConfigError(f"examples.{key} must be >= 0, got {getattr(ex, key)}")
-    check_evaluator(cfg.evaluator)
+    if cfg.mode == "ranking":
+        check_evaluator(cfg.evaluator)
     check_word2vec(cfg)
     check_simulate(cfg.simulate)
     check_features(cfg.features)
@@ -318,11 +318,6 @@ def check_mode(cfg: Config, sessions: Any) -> None:
     if cfg.mode == "session" and cfg.simulate.mode != "ecommerce":
         raise ConfigError("mode: session reads a shop's sessions: set simulate.mode: ecommerce "
                           "(what --simulate-if-missing writes)")
-    ev = cfg.evaluator
-    if not 0.0 <= ev.top10_floor <= 1.0:
-        raise ConfigError(f"evaluator.top10_floor must be in [0, 1] (a top-10 accuracy), got {ev.top10_floor}")
-    if ev.max_top10_regression < 0:
-        raise ConfigError(f"evaluator.max_top10_regression must be >= 0, got {ev.max_top10_regression}")
 
 
 def check_features(section: FeaturesConfig) -> None:

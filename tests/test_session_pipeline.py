@@ -199,7 +199,9 @@ def test_session_pipeline_compiles_for_kubeflow_and_loads_with_kfp(tmp_path):
     ("mode: session\nsimulate: {mode: ecommerce}\ntrainer: {drnn: {widht: 3}}\n", r"trainer.drnn: unknown key\(s\)"),
     ("mode: session\nsimulate: {mode: ecommerce}\ntrainer: {drnn: {num_items: 9}}\n",
      "trainer.drnn.num_items is set by the Transform's vocabularies"),
-    ("mode: session\nsimulate: {mode: ecommerce}\nevaluator: {top10_floor: 2}\n", "evaluator.top10_floor must be in"),
+    ("mode: session\nsimulate: {mode: ecommerce}\nevaluator: {top10_floor: 2}\n",
+     "evaluator.top10_floor must be a number >= 0.0 and <= 1.0"),
+    ("mode: session\nsimulate: {mode: ecommerce}\nevaluator: {auc_floor: 0.6}\n", r"evaluator: unknown key\(s\) \['auc_floor'\]"),
 ])
 def test_session_config_errors_name_the_key(tmp_path, text, message):
     path = tmp_path / "bad.yaml"

@@ -1,5 +1,5 @@
 """The session pipeline's typed settings: the config's ``sessions:`` section and, in
-``mode: session``, its ``trainer:`` section (docs/session_pipeline.md).
+``mode: session``, its ``trainer:`` and ``evaluator:`` sections (docs/session_pipeline.md).
 
 Both are dataclasses built by `feedrank.typed.build_typed`, so an unknown key or a
 value out of range is a `ConfigError` naming the key.  The model families' own
@@ -40,6 +40,21 @@ class SessionsConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], where: str = "sessions") -> "SessionsConfig":
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
+        return build_typed(cls, values, where)
+
+
+@dataclasses.dataclass
+class SessionEvaluatorConfig:
+    """The ``evaluator:`` section in ``mode: session`` (components/session_evaluator): top-10 accuracy on
+    the eval split's sessions must reach the floor and lose at most ``max_top10_regression`` against
+    the last blessed session model."""
+    top10_floor: float = setting(0.05, min=0.0, max=1.0)
+    max_top10_regression: float = setting(0.01, min=0.0)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], where: str = "evaluator") -> "SessionEvaluatorConfig":
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
         return build_typed(cls, values, where)
