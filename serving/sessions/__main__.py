@@ -13,6 +13,7 @@ arriving on the event stream from other channels update the same state.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from typing import List, Optional
@@ -63,7 +64,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--log-events", action=argparse.BooleanOptionalAction, default=d.log_events,
                    help="append each applied event to the event stream (default on)")
     p.add_argument("--events-stream", default=d.events_stream)
-    p.add_argument("--threads", type=_positive(int), default=d.threads, help="model threads")
+    p.add_argument("--threads", type=_positive(int), default=d.threads, help="threads calling the model")
+    p.add_argument("--tf-threads", type=int, default=1,
+                   help="TensorFlow's intra- and inter-op threads (default 1: one session's call is small and "
+                        "spreading it costs more CPU than it saves; 0 = TensorFlow's default)")
+    p.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the server on uvloop when it is installed (default on)")
     p.add_argument("--max-body-bytes", type=_positive(int), default=64 * 1024)
     p.add_argument("--max-in-flight", type=_positive(int), default=g.max_in_flight)
     return p.parse_args(argv)
@@ -77,6 +83,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                         log_events=args.log_events, events_stream=args.events_stream, gap_s=args.gap_s,
                         max_pages=args.max_pages, max_purchases=args.max_purchases, ttl_s=args.state_ttl_s,
                         seen_ttl_s=args.seen_ttl_s, threads=args.threads)
+    if args.tf_threads > 0:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads)
+    if args.uvloop:
+        try:
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            logging.getLogger(__name__).info("uvloop is not installed: the standard asyncio loop serves")
     model = SessionRecommender(args.model_name, cfg)
     try:
         model.load()
