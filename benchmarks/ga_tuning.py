@@ -137,6 +137,10 @@ def plot(result: Dict[str, Any], path: str) -> None:
         ax.plot(x, mean, style, label=f"{label}: {mean[-1]:.4f}", markersize=4)
         if m != "default":
             ax.fill_between(x, s[m]["best_so_far_min"], s[m]["best_so_far_max"], alpha=0.15)
+    pop = result["settings"]["population"]
+    ax.axvline(pop + 0.5, color="grey", lw=0.8, ls=":")
+    ax.text(pop + 0.6, ax.get_ylim()[1], " GA children from here\n (before: the same random trials)",
+            fontsize=7, va="top", color="grey")
     ax.set_xlabel("trials")
     ax.set_ylabel("best fitness so far (top-10 acc + 1/(1+loss))")
     ax.set_title(f"DRNN tuning, R = {result['settings']['epochs']} epochs, "

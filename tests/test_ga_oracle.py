@@ -189,3 +189,36 @@ def test_ranking_trainer_applies_tuned_hyperparameters():
     assert apply_trainer_hyperparameters(config, None) == config
     with pytest.raises(ValueError, match=r"not ranking genes \["):
         apply_trainer_hyperparameters(config, {"values": {"width": 3}})
+
+
+def test_ctr_mode_tunes_a_ranking_family_on_auc(tmp_path):
+    """CTR mode: tuner_fn on real generated ranking examples and their transform graph; the fitness
+    is the validation AUC and the ranking Trainer's settings take the best values."""
+    import glob
+    import shutil
+
+    from feedrank.train.settings import TrainerSettings
+    from feedrank.tune import tuner as T
+    from tests import examplegen_helpers as eg
+    from tests.transform_helpers import analyze_and_transform
+
+    out = eg.run(eg.make_log(str(tmp_path / "log")), str(tmp_path / "gen"), num_shards=1)["output_dir"]
+    if not os.path.isdir(os.path.join(out, "Split-valid")):
+        shutil.copytree(os.path.join(out, "Split-train"), os.path.join(out, "Split-valid"))
+    analyze_and_transform(sorted(glob.glob(os.path.join(out, "Split-train", "*"))), str(tmp_path / "tft"))
+    base = {"model": "dnn", "epochs": 5, "batch_size": 128, "mlp_units": [8], "activation": "relu",
+            "embedding_dims": {"item": 4, "category": 2, "region": 2, "token": 2}, "raw_examples": True}
+    fn_args = types.SimpleNamespace(
+        train_files=[os.path.join(out, "Split-train", "*")], eval_files=[os.path.join(out, "Split-valid", "*")],
+        transform_graph_path=str(tmp_path / "tft" / "transform_graph"), working_dir=str(tmp_path / "work"),
+        custom_config={**base, "tuner": {"max_trials": 3, "epochs": 1, "population_size": 2}})
+    result = T.tuner_fn(fn_args)
+    result.tuner.search(**result.fit_kwargs)
+    log = result.tuner.trials_log
+    assert len(log) == 3 and all(len(t["curve"]) == 1 and 0.0 < t["fitness"] <= 1.0 for t in log)
+    best = result.tuner.get_best_hyperparameters()[0].values
+    assert set(best) == set(genes.CTR_GENES)
+    s = TrainerSettings.from_dict(genes.apply_trainer_hyperparameters(base, best))
+    assert s.mlp_units == [best["mlp_width"]] * best["mlp_depth"] and s.batch_size == best["batch_size"]
+    with pytest.raises(Exception, match="gbdt grows trees in one pass"):
+        T.tuner_fn(types.SimpleNamespace(**{**vars(fn_args), "custom_config": {"model": "gbdt"}}))
