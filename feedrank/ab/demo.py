@@ -26,11 +26,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from typing import List, Optional
+
+from feedrank.ab.stack import StackError, serving_stack
 
 log = logging.getLogger(__name__)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,28 +70,17 @@ def champion_family(cfg) -> str:
     return tags.get("model_family", "")
 
 
-def wait_drained(redis_url: str, streams: List[str], timeout_s: float = 120.0) -> None:
-    """Waits until the log sink's group has read and acknowledged every entry of ``streams``."""
-    import redis
+def aliases(uri: str, model: str) -> dict:
+    """``{"champion": version, "challenger": version}`` of the registered model (missing ones left out)."""
+    from feedrank.tracking.candidate import client_for
 
-    from serving.features import sink
-
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = 0
-        for s in streams:
-            try:
-                groups = {g["name"]: g for g in client.xinfo_groups(s)}
-            except redis.ResponseError:   # no such stream: nothing was served
-                continue
-            g = groups.get(sink.GROUP)
-            left += (g.get("lag") or 0) + g["pending"] if g else client.xlen(s)
-        if left == 0:
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"error: the log sink still has {left} entries to write after {timeout_s:.0f} s")
-        time.sleep(0.5)
+    client, out = client_for(uri), {}
+    for alias in ("champion", "challenger"):
+        try:
+            out[alias] = str(client.get_model_version_by_alias(model, alias).version)
+        except Exception:  # noqa: BLE001 - no such alias or model
+            continue
+    return out
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -121,7 +110,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     from feedrank.config import ConfigError, load
     from feedrank.tracking import registered_model_name
     from feedrank.tracking.server import tracking_uri
-    from serving.common.procs import free_port
 
     try:
         champ_cfg, chall_cfg = load(args.champion_config), load(args.challenger_config)
@@ -147,47 +135,30 @@ def main(argv: Optional[List[str]] = None) -> int:
         _step(f"2. challenger: train {chall_cfg.trainer.model} ({args.challenger_config})")
         _run(_py("pipeline.py", "run", "--config", args.challenger_config, "--simulate-if-missing"))
     uri = tracking_uri(chall_cfg)
-    ports = {k: free_port() for k in ("redis", "predictor", "challenger", "transformer")}
-    redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
+    pair = aliases(uri, model)
+    if not pair.get("challenger") or pair.get("challenger") == pair.get("champion"):
+        print(f"error: {model!r} has no challenger apart from its champion (aliases {pair}): the challenger run "
+              "was not blessed (see its blessing line above), so there is nothing to test", file=sys.stderr)
+        return 2
     _step("3. serve champion and challenger behind one transformer (users split by hash)")
     os.makedirs(out)
-    stack_cmd = _py("-m", "serving.features.local", "--log", chall_cfg.input_base, "--workdir",
-                    os.path.join(out, "serve"), "--tracking-uri", uri,
-                    "--model", f"models:/{model}@champion", "--challenger-model", f"models:/{model}@challenger",
-                    "--challenger-share", str(chall_cfg.ab.share), "--ab-salt", chall_cfg.ab.salt,
-                    "--sink-dir", out, "--redis-port", str(ports["redis"]),
-                    "--predictor-port", str(ports["predictor"]), "--challenger-port", str(ports["challenger"]),
-                    "--transformer-port", str(ports["transformer"]),
-                    "--redis-timeout-ms", str(args.redis_timeout_ms), "--updater-delay-s", str(args.updater_delay_s))
-    print("$ " + " ".join(stack_cmd), flush=True)
-    stack = subprocess.Popen(stack_cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    endpoint = f"http://127.0.0.1:{ports['transformer']}"
+    extra = ["--tracking-uri", uri, "--model", f"models:/{model}@champion",
+             "--challenger-model", f"models:/{model}@challenger", "--challenger-share", str(chall_cfg.ab.share),
+             "--ab-salt", chall_cfg.ab.salt, "--redis-timeout-ms", str(args.redis_timeout_ms),
+             "--updater-delay-s", str(args.updater_delay_s)]
     try:
-        for line in stack.stdout:            # the stack prints its URLs, then "Ctrl-C stops the stack."
-            print("  " + line.rstrip(), flush=True)
-            if "Ctrl-C stops the stack" in line:
-                break
-        if stack.poll() is not None:
-            print("error: the serving stack did not start (logs under "
-                  f"{os.path.join(args.out, 'serve')})", file=sys.stderr)
-            return 1
-        _step(f"4. the online A/B test: {args.users} simulated users, {args.requests} requests")
-        _run(_py("-m", "feedrank.events.simulator.online", "--log", chall_cfg.input_base, "--out", out,
-                 "--endpoint", endpoint, "--redis", redis_url, "--users", str(args.users),
-                 "--requests", str(args.requests), "--share", str(chall_cfg.ab.share), "--salt", chall_cfg.ab.salt,
-                 "--show", str(chall_cfg.ab.show), "--seed", str(args.seed),
-                 "--staleness-s", str(args.updater_delay_s)))
-        _step("5. wait for the log sink, stop the stack")
-        from serving.features import sink, stream
-
-        wait_drained(redis_url, [stream.DEFAULT_STREAM, sink.REQUESTS_STREAM])
-    finally:
-        if stack.poll() is None:
-            stack.send_signal(signal.SIGINT)
-            try:
-                stack.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                stack.kill()
+        with serving_stack(chall_cfg.input_base, os.path.join(out, "serve"), extra, sink_dir=out) as (
+                endpoint, redis_url):
+            _step(f"4. the online A/B test: {args.users} simulated users, {args.requests} requests")
+            _run(_py("-m", "feedrank.events.simulator.online", "--log", chall_cfg.input_base, "--out", out,
+                     "--endpoint", endpoint, "--redis", redis_url, "--users", str(args.users),
+                     "--requests", str(args.requests), "--share", str(chall_cfg.ab.share),
+                     "--salt", chall_cfg.ab.salt, "--show", str(chall_cfg.ab.show), "--seed", str(args.seed),
+                     "--staleness-s", str(args.updater_delay_s)))
+            _step("5. wait for the log sink to write every served event, stop the stack")
+    except StackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     _step("6. the A/B report and the decision")
     _run(_py("pipeline.py", "ab-report", "--config", args.challenger_config, "--ab-dir", out))
     rc = _run(_py("pipeline.py", "promote", "--config", args.challenger_config, "--from-ab", out), ok_codes=(0, 2))
