@@ -201,7 +201,8 @@ def test_session_pipeline_compiles_for_kubeflow_and_loads_with_kfp(tmp_path):
      "trainer.drnn.num_items is set by the Transform's vocabularies"),
     ("mode: session\nsimulate: {mode: ecommerce}\nevaluator: {top10_floor: 2}\n",
      "evaluator.top10_floor must be a number >= 0.0 and <= 1.0"),
-    ("mode: session\nsimulate: {mode: ecommerce}\nevaluator: {auc_floor: 0.6}\n", r"evaluator: unknown key\(s\) \['auc_floor'\]"),
+    ("mode: session\nsimulate: {mode: ecommerce}\nevaluator: {auc_floor: 0.6}\n",
+     r"evaluator: unknown key\(s\) \['auc_floor'\]"),
 ])
 def test_session_config_errors_name_the_key(tmp_path, text, message):
     path = tmp_path / "bad.yaml"

@@ -101,7 +101,8 @@ def served_ranks(items: np.ndarray, targets: Sequence[str]) -> np.ndarray:
     return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, items.shape[1] + 1)
 
 
-def session_metrics(predict: Predict, rows: Sequence[Row], targets: Sequence[str], path_k: int = 10) -> Dict[str, float]:
+def session_metrics(predict: Predict, rows: Sequence[Row], targets: Sequence[str],
+                    path_k: int = 10) -> Dict[str, float]:
     """Top-1/top-10 accuracy on the full sessions; recall@20, MRR@20 and the path compression
     over every prefix (a prediction after each page view)."""
     full = served_ranks(predict(rows), targets)
