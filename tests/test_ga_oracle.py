@@ -115,32 +115,35 @@ def _fn_args(samples_dir, work, custom):
 
 
 def test_oracle_runs_a_real_search_end_to_end(session_samples, tmp_path, monkeypatch):
-    """8 trials of tiny DRNNs (R = 2 epochs): the first 4 random, then children of the population."""
+    """6 trials of tiny DRNNs (R = 2 epochs): the first 3 random, then children of the population."""
     from feedrank.tune import tuner as T
 
     monkeypatch.setattr(genes, "SESSION_GENES", TINY_GENES)
     monkeypatch.setitem(genes.GENES, genes.SESSION, TINY_GENES)
-    custom = {"tuner": {"max_trials": 8, "epochs": 2, "population_size": 4, "seed": 1,
+    custom = {"tuner": {"max_trials": 6, "epochs": 2, "population_size": 3, "seed": 1,
                         "termination_fraction": 0.95}, "drnn": TINY_DRNN}
     result = T.tuner_fn(_fn_args(session_samples, tmp_path, custom))
     tuner = result.tuner
     assert isinstance(tuner.oracle, GeneticOracle)
     tuner.search(**result.fit_kwargs)
     log = tuner.trials_log
-    assert len(log) == 8
+    assert len(log) == 6
     for t in log:
         assert 1 <= len(t["curve"]) <= 2 and t["fitness"] == max(t["curve"])
         assert 0.0 < t["fitness"] < 2.0
         assert t["values"]["height"] < t["values"]["length"]
         for hp in tuner.oracle.hyperparameters.space:
             assert in_range(hp, t["values"][hp.name])
-    assert any(t["terminated_after"] for t in log) or all(len(t["curve"]) == 2 for t in log)
+    for i, t in enumerate(log):   # cut after epoch 1 exactly when the rule says so
+        earlier = [u["curve"][0] for u in log[:i]]
+        cut = bool(earlier) and t["curve"][0] < 0.95 * max(earlier)
+        assert (t["terminated_after"] == 1) == cut and len(t["curve"]) == (1 if cut else 2)
     best = tuner.get_best_hyperparameters()[0].values
     assert tuner.oracle.get_best_trials()[0].score == pytest.approx(max(t["fitness"] for t in log))
     drnn_keys, batch = genes.drnn_overrides(best)
     assert batch in (32, 64) and drnn_keys["height"] < drnn_keys["length"]
     hashes = {json.dumps(t["values"], sort_keys=True) for t in log}
-    assert len(hashes) == 8                       # no trial spent twice
+    assert len(hashes) == 6                       # no trial spent twice
 
 
 def test_tuner_executor_writes_best_hyperparameters_the_trainer_reads(session_samples, tmp_path, monkeypatch):
