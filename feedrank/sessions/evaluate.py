@@ -14,7 +14,6 @@ and, when there is a baseline, at most ``max_regression`` below the baseline's.
 """
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ def read_split(examples_uri: str, split: str = "eval") -> List[Dict[str, Any]]:
     """The samples of one split of a SessionSampleGen Examples artifact, decoded."""
     import tensorflow as tf
 
-    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+    files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")))   # gs:// on Kubeflow
     if not files:
         raise ValueError(f"the Examples artifact {examples_uri} has no {split!r} split files")
     return [SF.from_example(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
