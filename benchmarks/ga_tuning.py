@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     ap.add_argument("--population", type=int, default=4)
     ap.add_argument("--termination", type=float, default=0.9, help="early-termination fraction (0: off)")
     ap.add_argument("--final-epochs", type=int, default=3)
-    ap.add_argument("--users", type=int, default=300)
+    ap.add_argument("--users", type=int, default=400)
     ap.add_argument("--items", type=int, default=200)
     ap.add_argument("--categories", type=int, default=10)
     ap.add_argument("--days", type=int, default=6)
