@@ -318,6 +318,36 @@ def markdown(summary) -> str:
     return "\n".join(lines)
 
 
+def plot(result: Mapping[str, Any], path: str) -> None:
+    """Top-10 accuracy and path compression per model, mean ± std over the seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = result["summary"]
+    names = [n for n in summary if "path_compression" in summary[n]["all"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, title in ((axes[0], "top10", "top-10 accuracy (higher is better)"),
+                           (axes[1], "path_compression", "path compression L2/L1 (lower is better)")):
+        mean = [summary[n]["all"][key]["mean"] for n in names]
+        std = [summary[n]["all"][key]["std"] for n in names]
+        ax.barh(names[::-1], mean[::-1], xerr=std[::-1], color="#4c72b0", capsize=3)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    oracle = summary.get("Oracle (simulator truth)", {}).get("all", {}).get("top10")
+    if oracle:
+        axes[0].axvline(oracle["mean"], color="#c44e52", ls="--", label="oracle (simulator truth)")
+        axes[0].legend(fontsize=8, loc="lower right")
+    axes[1].axvline(0.8, color="#c44e52", ls="--", label="target < 0.8")
+    axes[1].legend(fontsize=8, loc="lower right")
+    axes[1].set_yticklabels([])
+    fig.suptitle(f"Session recommenders on simulated shop sessions, {len(result['per_seed'])} seeds", fontsize=11)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    log.info("plot: %s", path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -335,15 +365,23 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="runs/session_table2")
     ap.add_argument("--reuse", action="store_true", help="reuse the log and samples already in --work")
     ap.add_argument("--out", default="benchmarks/results/session_table2.json")
+    ap.add_argument("--plot", default="docs/img/session_table2.png", help="'' for no plot")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plot from --out, compute nothing")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for name in ("feedrank", "absl", "apache_beam"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if args.plot_only:
+        with open(os.path.join(ROOT, args.out)) as f:
+            result = json.load(f)
+        plot(result, os.path.join(ROOT, args.plot))
+        print(markdown(result["summary"]))
+        return 0
     t0 = time.perf_counter()
     info = machine_info("tensorflow", "tf_keras", "implicit", "numpy")
     per_seed = {seed: run_seed(seed, args) for seed in args.seeds}
     summary = summarise(per_seed)
-    result = {"config": {k: v for k, v in vars(args).items() if k not in ("out",)},
+    result = {"config": {k: v for k, v in vars(args).items() if k not in ("out", "plot", "plot_only", "reuse")},
               "models": {"drnn": drnn.DrnnSettings().__dict__, "gru4rec": gru4rec.Gru4recSettings().__dict__,
                          "als_grid": ALS_GRID},
               "machine": info, "summary": summary, "targets": targets(per_seed, summary),
@@ -353,6 +391,8 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.join(ROOT, args.out)), exist_ok=True)
     with open(os.path.join(ROOT, args.out), "w") as f:
         json.dump(result, f, indent=1, default=float)
+    if args.plot:
+        plot(result, os.path.join(ROOT, args.plot))
     print(markdown(summary))
     print(json.dumps({"targets": result["targets"], "throughput": result["throughput"],
                       "wall_s": result["wall_s"]}, indent=1, default=float))
