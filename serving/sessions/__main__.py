@@ -68,6 +68,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--tf-threads", type=int, default=1,
                    help="TensorFlow's intra- and inter-op threads (default 1: one session's call is small and "
                         "spreading it costs more CPU than it saves; 0 = TensorFlow's default)")
+    p.add_argument("--request-log", action=argparse.BooleanOptionalAction, default=False,
+                   help="log every request (kserve's timing and uvicorn's access lines; default off: "
+                        "the Prometheus metrics count them)")
     p.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=True,
                    help="run the server on uvloop when it is installed (default on)")
     p.add_argument("--max-body-bytes", type=_positive(int), default=64 * 1024)
@@ -101,9 +104,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ModelSourceError as e:
         print(f"sessions: {e}", file=sys.stderr)
         return 2
+    def configure(_app) -> None:   # after kserve configured its logging
+        if not args.request_log:
+            for name in ("kserve.trace", "uvicorn.access"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+
     serve([model], ServerOptions(http_port=args.http_port, host=args.host, server_name="sessions",
                                  guard=GuardConfig(max_body_bytes=args.max_body_bytes,
-                                                   max_in_flight=args.max_in_flight)))
+                                                   max_in_flight=args.max_in_flight),
+                                 configure_app=configure))
     return 0
 
 
