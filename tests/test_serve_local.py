@@ -65,6 +65,18 @@ def test_missing_redis_server_prints_the_install_hint(tmp_path, capsys, monkeypa
     assert err == f"error: {local.INSTALL_HINT}"
 
 
+def test_the_transformer_reads_the_declared_columns_of_the_served_version(tmp_path):
+    _version(tmp_path, "din", "1700000000")
+    newest = _version(tmp_path, "din", "1700000500")
+    model_dir = os.path.join(str(tmp_path), "din")
+    assert local.declaration_for("newest", ["--model-dir", model_dir, "--poll-s", "10"], str(tmp_path)) == newest
+    assert local.declaration_for(newest, ["--model-dir", newest, "--poll-s", "10"], str(tmp_path)) == newest
+    args = local.argparse.Namespace(model_name="feedrank", predictor_url="http://127.0.0.1:8080",
+                                    transformer_port=8081, challenger_share=0.5, ab_salt="", declaration=newest,
+                                    redis_timeout_ms=200.0)
+    assert local.transformer_args(args, "redis://h:1/0", "")[-4:] == ["--model", newest, "--redis-timeout-ms", "200.0"]
+
+
 def test_transformer_args_without_ab_flags_are_unchanged_and_with_a_challenger_name_it():
     args = local.argparse.Namespace(model_name="feedrank", predictor_url="http://127.0.0.1:8080",
                                     transformer_port=8081, challenger_share=0.3, ab_salt="")

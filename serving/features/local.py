@@ -100,6 +100,40 @@ def predictor_source(spec: str, store: str, tracking_uri: str) -> List[str]:
     return ["--model-dir", model_dir, "--poll-s", "10"]
 
 
+def declaration_for(spec: str, source: List[str], workdir: str) -> str:
+    """Where the transformer reads the served model's declared columns (`serving.features.declared`):
+    the pushed version directory, or for a ``models:/`` URI the version's push (its ``pushed_dir``
+    tag) or its declaration file downloaded from the registry; "" when there is none."""
+    if source and source[0] == "--model-dir":
+        model_dir = source[1]
+        if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+            return model_dir
+        versions = [v for v in os.listdir(model_dir) if v.isdigit()]
+        return os.path.join(model_dir, max(versions, key=int)) if versions else model_dir
+    from mlflow import MlflowClient, artifacts
+
+    from feedrank import features as F
+
+    name, _, ref = spec[len("models:/"):].partition("@")
+    client = MlflowClient(tracking_uri=source[source.index("--tracking-uri") + 1])
+    if ref:
+        mv = client.get_model_version_by_alias(name, ref)
+    else:
+        name, _, version = name.partition("/")
+        mv = client.get_model_version(name, version)
+    pushed = (mv.tags or {}).get("pushed_dir", "")
+    if pushed and os.path.isdir(pushed):
+        return pushed
+    try:
+        return artifacts.download_artifacts(artifact_uri=f"{mv.source.rstrip('/')}/{F.DECLARED_FILE}",
+                                            dst_path=os.path.join(workdir, f"declared-{name}-{mv.version}"),
+                                            tracking_uri=client.tracking_uri)
+    except Exception as e:  # noqa: BLE001 - no declaration logged: built-in features only
+        log.warning("%s has no %s (%s): the transformer sends the built-in features only", spec,
+                    F.DECLARED_FILE, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return ""
+
+
 def share(text: str) -> float:
     """An argparse type: a share in [0, 1]."""
     try:
@@ -119,7 +153,9 @@ def transformer_args(args: argparse.Namespace, redis_url: str, challenger_url: s
         out += ["--challenger-url", challenger_url, "--challenger-share", str(args.challenger_share)]
     if args.ab_salt:
         out += ["--ab-salt", args.ab_salt]
-    if args.redis_timeout_ms is not None:
+    if getattr(args, "declaration", ""):
+        out += ["--model", args.declaration]
+    if getattr(args, "redis_timeout_ms", None) is not None:
         out += ["--redis-timeout-ms", str(args.redis_timeout_ms)]
     return out
 
@@ -182,6 +218,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         r = start_redis(args.redis_port, os.path.abspath(args.workdir))
     except (FileNotFoundError, RuntimeError) as e:  # no model / no redis-server / no MLflow
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        args.declaration = declaration_for(args.model, source, args.workdir) if source else ""
+    except Exception as e:  # noqa: BLE001 - MLflow: no such model, alias or server
+        print(f"error: cannot resolve {args.model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+              file=sys.stderr)
+        if r is not None:
+            procs.stop(r)
         return 2
     if r is not None:
         started.append(r)
