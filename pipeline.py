@@ -251,7 +251,8 @@ def session_tuner(cfg: Config, samples, transform):
         tuner_fn="feedrank.tune.tuner.tuner_fn", examples=samples.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={"tuner": tuner_config, "drnn": dict(cfg.trainer.drnn)})
+        custom_config={"tuner": tuner_config, "drnn": dict(cfg.trainer.drnn),
+                       "sessions": {"max_pages": cfg.sessions.max_pages, "max_purchases": cfg.sessions.max_purchases}})
 
 
 def word2vec_args(cfg: Config) -> dict:

@@ -21,6 +21,7 @@ from feedrank import features as F
 from feedrank.examples.settings import VALID_SPLITS, ExampleSettings
 from feedrank.sessions.settings import SessionEvaluatorConfig, SessionsConfig, SessionTrainerSettings
 from feedrank.train.settings import TrainerSettings
+from feedrank.tune.settings import TunerSettings
 from feedrank.typed import ConfigError
 
 # The ``examples:`` section: fields and defaults declared once, in feedrank/examples/settings.py.
@@ -157,6 +158,8 @@ class Config:
     ab: AbConfig = dataclasses.field(default_factory=AbConfig)
     # mode: session only (feedrank.sessions.settings.SessionsConfig)
     sessions: SessionsConfig = dataclasses.field(default_factory=SessionsConfig)
+    # the genetic-algorithm Tuner (feedrank.tune.settings.TunerSettings, docs/tuning.md); mode: session
+    tuner: TunerSettings = dataclasses.field(default_factory=TunerSettings)
     config_dir: str = "."
 
     @property
@@ -268,6 +271,7 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
     if not isinstance(trainer, dict):
         raise ConfigError(f"{os.path.basename(path)}: trainer must be a mapping, got {type(trainer).__name__}")
     sessions = raw.pop("sessions", None)
+    tuner = raw.pop("tuner", None)
     session_evaluator = raw.pop("evaluator", {}) if raw.get("mode") == "session" else None
     cfg = build_dataclass(Config, raw, os.path.basename(path))
     check_mode(cfg, sessions)
@@ -277,6 +281,10 @@ def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
         cfg.evaluator = SessionEvaluatorConfig.from_mapping(session_evaluator, "evaluator")
     else:
         cfg.trainer = TrainerSettings.from_yaml(trainer, "trainer")
+    cfg.tuner = TunerSettings.from_mapping(tuner, "tuner")
+    if cfg.tuner.enabled and (cfg.mode != "session" or cfg.trainer.model != "drnn"):
+        raise ConfigError("tuner.enabled: the pipeline tunes the session DRNN (mode: session, trainer.model: drnn); "
+                          f"this config has mode {cfg.mode!r}, model {cfg.trainer.model!r} (docs/tuning.md)")
     cfg.config_dir = os.path.dirname(os.path.abspath(path))
     ex = cfg.examples
     if not 0.0 < ex.negative_sampling_rate <= 1.0:

@@ -203,3 +203,12 @@ def test_every_allowed_activation_is_one_the_mlp_can_build():
     assert ACTIVATIONS[:2] == ("dice", "prelu")   # the MLP's own layers
     for name in ACTIVATIONS[2:]:
         assert callable(keras.activations.get(name)), name
+
+
+def test_the_tuner_section_is_typed_and_only_for_the_session_drnn():
+    cfg = config_lib.load(os.path.join(CONFIGS, "session_tiny.yaml"), {"tuner": {"enabled": True, "max_trials": 3}})
+    assert cfg.tuner.enabled and cfg.tuner.max_trials == 3 and cfg.tuner.algorithm == "genetic"
+    with pytest.raises(ConfigError, match="tunes the session DRNN"):
+        config_lib.load(DEMO, {"tuner": {"enabled": True}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        config_lib.load(DEMO, {"tuner": {"enabeld": True}})
