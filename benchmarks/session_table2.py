@@ -358,7 +358,7 @@ def main(argv=None) -> int:
     ap.add_argument("--val-days", type=int, default=1)
     ap.add_argument("--k", type=int, default=5, help="the samples' and the DRNN's width")
     ap.add_argument("--epochs", type=int, default=6, help="most epochs (the best on validation top-10 kept)")
-    ap.add_argument("--patience", type=int, default=2, help="epochs without a validation gain before stopping")
+    ap.add_argument("--patience", type=int, default=6, help="epochs without a validation gain before stopping")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--max-pages", type=int, default=50, help="pages kept per training row")
     ap.add_argument("--throughput-rows", type=int, default=16384, help="0: no throughput measurement")
