@@ -41,8 +41,8 @@ from feedrank.train import data, word_vectors
 from feedrank.train import export as export_lib
 from feedrank.train.families import build_model, gbdt
 from feedrank.train.settings import EXAMPLES_ARTIFACT_KEY, TrainerSettings, as_settings
-from feedrank.tune.genes import apply_trainer_hyperparameters
 from feedrank.transform.preprocessing import vocab_file_name
+from feedrank.tune.genes import apply_trainer_hyperparameters
 
 log = logging.getLogger(__name__)
 
