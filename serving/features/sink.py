@@ -230,25 +230,16 @@ class Sink:
 
     def run(self, idle_exit_s: Optional[float] = None) -> None:
         """Loops until stopped (or idle for ``idle_exit_s``), then writes what it holds."""
-        idle_since = time.monotonic()
-        while not self._stop:
-            try:
-                n = self.step()
-            except redis.ConnectionError as e:
-                log.warning("Redis unavailable (%s); retrying in 1 s", e)
-                time.sleep(1.0)
-                continue
-            except redis.ResponseError as e:
-                if "NOGROUP" not in str(e):
-                    raise
-                log.warning("consumer group gone (stream recreated?): creating it again")
-                for s in self.sinks:
-                    s.start()
-                continue
-            if n or any(s.buffer for s in self.sinks):
-                idle_since = time.monotonic()
-            elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
-                break
+        def recover(e: Exception) -> bool:
+            if "NOGROUP" not in str(e):
+                return False
+            log.warning("consumer group gone (stream recreated?): creating it again")
+            for s in self.sinks:
+                s.start()
+            return True
+
+        stream.run_until_stopped(self.step, lambda: self._stop, idle_exit_s, recover=recover,
+                                 active=lambda: any(s.buffer for s in self.sinks))
         for s in self.sinks:
             s.flush()
         log.info("sink stopped: %s", {s.stream: {"written": s.written, "skipped": s.skipped} for s in self.sinks})

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Dict, List, Mapping, Optional, Protocol, Tuple
+import time
+from typing import Callable, Dict, List, Mapping, Optional, Protocol, Tuple
 
 from feedrank.events import contract
 
@@ -105,3 +106,29 @@ def publish(client, events: List[Mapping[str, object]], stream: str = DEFAULT_ST
     for e in events:
         pipe.xadd(stream, entry_fields(e), maxlen=maxlen, approximate=maxlen is not None)
     return len(pipe.execute())
+
+
+def run_until_stopped(step: Callable[[], int], stopped: Callable[[], bool], idle_exit_s: Optional[float] = None,
+                      recover: Optional[Callable[[Exception], bool]] = None,
+                      active: Optional[Callable[[], bool]] = None) -> None:
+    """The consumers' loop: calls ``step`` (entries handled) until ``stopped()``, or until
+    ``idle_exit_s`` passes with no entry (and ``active()`` false).  Redis connection errors
+    are retried after 1 s; another Redis error is re-raised unless ``recover(e)`` handles it."""
+    import redis
+
+    idle_since = time.monotonic()
+    while not stopped():
+        try:
+            n = step()
+        except redis.ConnectionError as e:
+            log.warning("Redis unavailable (%s); retrying in 1 s", e)
+            time.sleep(1.0)
+            continue
+        except redis.ResponseError as e:
+            if recover is None or not recover(e):
+                raise
+            continue
+        if n or (active is not None and active()):
+            idle_since = time.monotonic()
+        elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
+            break

@@ -25,7 +25,6 @@ import logging
 import math
 import signal
 import sys
-import time
 from typing import Dict, List, Optional, Tuple
 
 import redis
@@ -93,19 +92,13 @@ class Updater:
 
     def run(self, idle_exit_s: Optional[float] = None) -> None:
         """Loops until stopped (or idle for ``idle_exit_s`` seconds)."""
-        idle_since = time.monotonic()
-        while not self._stop:
-            try:
-                n = self.step()
-            except redis.ConnectionError as e:
-                log.warning("Redis unavailable (%s); retrying in 1 s", e)
-                time.sleep(1.0)
-                continue
+        def step() -> int:
+            n = self.step()
             if n:
-                idle_since = time.monotonic()
                 log.debug("applied a batch of %d (%s)", n, dict(self.writer.stats))
-            elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
-                break
+            return n
+
+        stream.run_until_stopped(step, lambda: self._stop, idle_exit_s)
         log.info("updater stopped: %s", dict(self.writer.stats))
 
 

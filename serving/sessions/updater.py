@@ -20,7 +20,6 @@ import logging
 import math
 import signal
 import sys
-import time
 from typing import Dict, List, Optional
 
 import redis
@@ -87,18 +86,7 @@ class SessionUpdater:
         return len(entries)
 
     def run(self, idle_exit_s: Optional[float] = None) -> None:
-        idle_since = time.monotonic()
-        while not self._stop:
-            try:
-                n = self.step()
-            except redis.ConnectionError as e:
-                log.warning("Redis unavailable (%s); retrying in 1 s", e)
-                time.sleep(1.0)
-                continue
-            if n:
-                idle_since = time.monotonic()
-            elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
-                break
+        stream.run_until_stopped(self.step, lambda: self._stop, idle_exit_s)
         log.info("session updater stopped: %s", dict(self.stats))
 
 
