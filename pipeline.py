@@ -44,8 +44,6 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     from components.baseline.component import LatestBlessedModel
     from components.example_gen.component import BehaviorExampleGen
     from components.gate.component import AnomaliesGate
-    from components.mlflow_logger.component import MlflowLogger
-    from components.pusher.component import Pusher
     from components.trainer.component import Trainer
     from components.word2vec.component import Word2VecGen
     from feedrank import features as F
@@ -53,7 +51,7 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     from feedrank.evaluate.models import MODULE_PATH as EVALUATOR_MODULE
     from feedrank.fingerprint import code_fingerprint
     from feedrank.runners.local import local_target
-    from feedrank.tracking import experiment_name, registered_model_name
+    from feedrank.tracking import registered_model_name
     from feedrank.tracking.server import tracking_uri
 
     target = target or local_target(cfg)
@@ -119,19 +117,11 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
         eval_config=make_eval_config(cfg.evaluator.auc_floor, cfg.evaluator.max_auc_regression,
                                      cfg.evaluator.slice_features, cfg.evaluator.calibration_band),
         module_path=EVALUATOR_MODULE)
-    # Blessed models only, to model_store/<model>/<version>/; an identical model is never pushed twice.
-    pusher = Pusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-                    push_dir=target.push_dir)
-    # Every candidate as one MLflow run; blessed + pushed ones become registry versions ('challenger').
-    mlflow_logger = MlflowLogger(
-        model=trainer.outputs["model"], model_run=trainer.outputs["model_run"],
-        evaluation=evaluator.outputs["evaluation"], blessing=evaluator.outputs["blessing"],
-        pushed_model=pusher.outputs["pushed_model"], schema=schema_gen.outputs["schema"],
-        examples=example_gen.outputs["examples"], custom_config=trainer_config,
-        tracking_uri=tracking_uri(cfg, start=False), experiment_name=experiment_name(cfg),
-        registered_model_name=registered_model_name(cfg),
-        run_context={"pipeline_name": cfg.pipeline_name, "input_base": example_gen.exec_properties["input_base"],
-                     "evaluator": vars(cfg.evaluator)})
+    # Pusher (blessed only), then MlflowLogger (every candidate; blessed + pushed -> 'challenger').
+    pusher, mlflow_logger = push_and_track(
+        cfg, target, trainer, evaluator, schema_gen, example_gen, trainer_config,
+        {"pipeline_name": cfg.pipeline_name, "input_base": example_gen.exec_properties["input_base"],
+         "evaluator": vars(cfg.evaluator)})
 
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name, pipeline_root=target.pipeline_root,
@@ -151,13 +141,11 @@ def create_session_pipeline(cfg: Config, target: Optional[PipelineTarget] = None
 
     from components.baseline.component import LatestBlessedModel
     from components.gate.component import AnomaliesGate
-    from components.mlflow_logger.component import MlflowLogger
-    from components.pusher.component import Pusher
     from components.session_evaluator.component import SessionEvaluator
     from components.session_samples.component import SessionSampleGen
     from feedrank.fingerprint import code_fingerprint
     from feedrank.runners.local import local_target
-    from feedrank.tracking import experiment_name, registered_model_name
+    from feedrank.tracking import registered_model_name
     from feedrank.tracking.server import tracking_uri
 
     target = target or local_target(cfg)
@@ -203,18 +191,10 @@ def create_session_pipeline(cfg: Config, target: Optional[PipelineTarget] = None
         examples=samples.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"], top10_floor=cfg.evaluator.top10_floor,
         max_top10_regression=cfg.evaluator.max_top10_regression).with_id("SessionEvaluator")
-    # Blessed models only, to model_store/<model>/<version>/; an identical model is never pushed twice.
-    pusher = Pusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-                    push_dir=target.push_dir)
-    # Every candidate as one MLflow run; blessed + pushed ones become registry versions ('challenger').
-    mlflow_logger = MlflowLogger(
-        model=trainer.outputs["model"], model_run=trainer.outputs["model_run"],
-        evaluation=evaluator.outputs["evaluation"], blessing=evaluator.outputs["blessing"],
-        pushed_model=pusher.outputs["pushed_model"], schema=schema_gen.outputs["schema"],
-        examples=samples.outputs["examples"], custom_config=trainer_config,
-        tracking_uri=tracking_uri(cfg, start=False), experiment_name=experiment_name(cfg),
-        registered_model_name=registered_model_name(cfg),
-        run_context={"pipeline_name": cfg.pipeline_name, "mode": cfg.mode,
+    # Pusher (blessed only), then MlflowLogger (every candidate; blessed + pushed -> 'challenger').
+    pusher, mlflow_logger = push_and_track(
+        cfg, target, trainer, evaluator, schema_gen, samples, trainer_config,
+        {"pipeline_name": cfg.pipeline_name, "mode": cfg.mode,
                      "input_base": samples.exec_properties["input_base"],
                      "evaluator": {"top10_floor": cfg.evaluator.top10_floor,
                                    "max_top10_regression": cfg.evaluator.max_top10_regression}})
@@ -226,6 +206,28 @@ def create_session_pipeline(cfg: Config, target: Optional[PipelineTarget] = None
         enable_cache=target.enable_cache,
         metadata_connection_config=target.metadata_connection_config,
         beam_pipeline_args=list(target.beam_pipeline_args))
+
+
+def push_and_track(cfg: Config, target: PipelineTarget, trainer, evaluator, schema_gen, examples_gen,
+                   trainer_config, run_context: dict):
+    """The Pusher and the MlflowLogger, the same in both modes: blessed models only go to
+    model_store/<model>/<version>/ (an identical model is never pushed twice), and every candidate
+    becomes one MLflow run (blessed + pushed ones registry versions, alias 'challenger')."""
+    from components.mlflow_logger.component import MlflowLogger
+    from components.pusher.component import Pusher
+    from feedrank.tracking import experiment_name, registered_model_name
+    from feedrank.tracking.server import tracking_uri
+
+    pusher = Pusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+                    push_dir=target.push_dir)
+    mlflow_logger = MlflowLogger(
+        model=trainer.outputs["model"], model_run=trainer.outputs["model_run"],
+        evaluation=evaluator.outputs["evaluation"], blessing=evaluator.outputs["blessing"],
+        pushed_model=pusher.outputs["pushed_model"], schema=schema_gen.outputs["schema"],
+        examples=examples_gen.outputs["examples"], custom_config=trainer_config,
+        tracking_uri=tracking_uri(cfg, start=False), experiment_name=experiment_name(cfg),
+        registered_model_name=registered_model_name(cfg), run_context=run_context)
+    return pusher, mlflow_logger
 
 
 def session_schema_file(target: PipelineTarget) -> str:
