@@ -3,7 +3,14 @@
 Every stage imports this module: the example generator writes these features,
 `preprocessing_fn` transforms them, every model family reads the transformed
 names, the export signatures accept the raw serving features and the serving
-code (later) sends them.  When a feature is added, exactly this file says so.
+code sends them.  When a feature is added, exactly this file says so.
+
+The built-in features are module constants.  A run's user-declared columns of
+the ``items`` / ``users`` tables (docs/features.md) make a `FeatureSpec`: an
+immutable value built once from the config (`FeatureSpec.from_config`) and
+passed by value, as JSON where it crosses a process boundary (component
+properties, Transform's custom_config, the Trainer's settings, the file beside
+an exported model).  Nothing in this module changes after import.
 
 Naming:
   * raw features are what the example generator writes into tf.Examples;
@@ -15,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 # --------------------------------------------------------------------------
 # Labels and metadata
@@ -44,7 +51,7 @@ ITEM_VOCAB = Vocab("item", num_oov_buckets=20)
 CATEGORY_VOCAB = Vocab("category", num_oov_buckets=2)
 REGION_VOCAB = Vocab("region", num_oov_buckets=2)
 TOKEN_VOCAB = Vocab("token", num_oov_buckets=10)
-VOCABS: Tuple[Vocab, ...] = (ITEM_VOCAB, CATEGORY_VOCAB, REGION_VOCAB, TOKEN_VOCAB)
+BUILTIN_VOCABS: Tuple[Vocab, ...] = (ITEM_VOCAB, CATEGORY_VOCAB, REGION_VOCAB, TOKEN_VOCAB)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +114,7 @@ REGION_ID = IdFeature("region_id", REGION_VOCAB, "candidate")
 # --------------------------------------------------------------------------
 USER_REGION_ID = IdFeature("user_region_id", REGION_VOCAB, "user")
 
-ID_FEATURES: Tuple[IdFeature, ...] = (ITEM_ID, CATEGORY_ID, REGION_ID, USER_REGION_ID)
+BUILTIN_ID_FEATURES: Tuple[IdFeature, ...] = (ITEM_ID, CATEGORY_ID, REGION_ID, USER_REGION_ID)
 
 # --------------------------------------------------------------------------
 # Behaviour sequences, strictly before the impression time
@@ -137,9 +144,9 @@ SEQ_FEATURES: Tuple[SeqFeature, ...] = (
 )
 # (history, candidate feature) pairs: every sequence that shares a candidate's
 # vocabulary, compared entry by entry with it by the match features
-# (`train.layers.MatchFeatures` in-graph, `train.gbdt` for the GBDT baseline).
+# (`train.layers.MatchFeatures` in-graph, `train.lightgbm_baseline` for the LightGBM baseline).
 MATCHED: Tuple[Tuple[SeqFeature, IdFeature], ...] = tuple(
-    (s, next(f for f in ID_FEATURES if f.name == s.shares_with)) for s in SEQ_FEATURES if s.shares_with)
+    (s, next(f for f in BUILTIN_ID_FEATURES if f.name == s.shares_with)) for s in SEQ_FEATURES if s.shares_with)
 # The click channel's aligned sequences, in the order DIN concatenates them.
 CLICK_SEQUENCE: Tuple[SeqFeature, ...] = (CLICK_ITEMS, CLICK_CATEGORIES, CLICK_REGIONS)
 VIEW_SEQUENCE: Tuple[SeqFeature, ...] = (VIEW_ITEMS, VIEW_CATEGORIES, VIEW_REGIONS)
@@ -196,7 +203,7 @@ USER_COUNTER_FEATURES: Tuple[DenseFeature, ...] = (
     SESSION_CATEGORY_SHARE, CATEGORY_RECENCY_H,
 )
 
-DENSE_FEATURES: Tuple[DenseFeature, ...] = (
+BUILTIN_DENSE_FEATURES: Tuple[DenseFeature, ...] = (
     PRICE, ITEM_HIST_IMPRESSIONS, ITEM_HIST_CLICKS, ITEM_HIST_CTR,
     REGION_MATCH, INTEREST_CATEGORY_SHARE,
 ) + USER_COUNTER_FEATURES
@@ -217,74 +224,10 @@ def dense(name: str) -> str:
     return f"{name}_x"
 
 
-def model_input_names() -> List[str]:
-    """Names of every transformed feature a model may read (labels excluded)."""
-    names = [idx(f.name) for f in ID_FEATURES]
-    names += [idx(f.name) for f in SEQ_FEATURES]
-    names += [dense(f.name) for f in DENSE_FEATURES]
-    names += [idx(b.name) for b in BAG_FEATURES]
-    return names
-
-
-def raw_feature_spec(include_labels: bool = True, include_metadata: bool = True) -> Dict[str, object]:
-    """tf.io feature spec of the raw tf.Examples the example generator writes."""
-    import tensorflow as tf  # local import: the simulator must not need TF
-
-    spec: Dict[str, object] = {}
-    for f in ID_FEATURES:
-        spec[f.name] = tf.io.FixedLenFeature([], tf.string)
-    for s in SEQ_FEATURES:
-        spec[s.name] = tf.io.VarLenFeature(tf.string)
-    for d in DENSE_FEATURES:
-        spec[d.name] = tf.io.FixedLenFeature([], tf.float32, default_value=d.default)
-    for b in BAG_FEATURES:
-        spec[b.name] = tf.io.VarLenFeature(tf.string)
-    if include_labels:
-        for label in LABELS:
-            spec[label] = tf.io.FixedLenFeature([], tf.int64)
-    if include_metadata:
-        spec[IMPRESSION_ID] = tf.io.FixedLenFeature([], tf.string)
-        spec[USER_ID] = tf.io.FixedLenFeature([], tf.string)
-        spec[TS] = tf.io.FixedLenFeature([], tf.int64)
-    return spec
-
-
-def request_dense(side: str) -> List[DenseFeature]:
-    """Dense features the online service sends once per request (``user``) or
-    once per candidate (``candidate``: the candidate's own and every cross
-    not computed in-graph, see `IN_GRAPH_CROSSES`)."""
-    if side == "candidate":
-        return [d for d in DENSE_FEATURES if d.side == "candidate"
-                or (d.side == "cross" and d.name not in IN_GRAPH_CROSSES)]
-    return [d for d in DENSE_FEATURES if d.side == side]
-
-
-def features_of_side(side: str) -> List[str]:
-    """Raw feature names the online service sends once per request (``user``)
-    or once per candidate (``candidate``).  The `IN_GRAPH_CROSSES` are
-    computed in-graph; the other crosses are candidate inputs."""
-    names = [f.name for f in ID_FEATURES if f.side == side]
-    names += [d.name for d in request_dense(side)]
-    names += [b.name for b in BAG_FEATURES if b.side == side]
-    if side == "user":
-        names += [s.name for s in SEQ_FEATURES]
-    return names
-
-
 # --------------------------------------------------------------------------
 # Declared features: extra columns of the items / users tables named by the
-# run config's ``features:`` section (docs/features.md).  `declare` rebuilds
-# the tuples above from the built-in ones below plus the declaration; every
-# process (config load, example generator, Transform, Trainer, serving)
-# declares the run's columns before it builds anything.
+# run config's ``features:`` section (docs/features.md).
 # --------------------------------------------------------------------------
-BAG_FEATURES: Tuple[BagFeature, ...] = ()
-
-BUILTIN_VOCABS: Tuple[Vocab, ...] = VOCABS
-BUILTIN_ID_FEATURES: Tuple[IdFeature, ...] = ID_FEATURES
-BUILTIN_DENSE_FEATURES: Tuple[DenseFeature, ...] = DENSE_FEATURES
-BUILTIN_BAG_FEATURES: Tuple[BagFeature, ...] = BAG_FEATURES
-
 DECLARED_TABLES: Dict[str, str] = {"items": "item", "users": "user"}   # table -> feature-name prefix
 DECLARED_SIDES: Dict[str, str] = {"items": "candidate", "users": "user"}
 DECLARED_KINDS: Tuple[str, ...] = ("categorical", "numeric", "tokens")
@@ -328,78 +271,193 @@ class Declared:
         return {"categorical": "", "numeric": float(self.default), "tokens": ()}[self.kind]
 
 
-DECLARED: Tuple[Declared, ...] = ()
 
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """The whole feature contract of one run or one model: the built-in features
+    plus the declared columns.  Immutable; built once (`from_config`), passed by
+    value, serialised with `to_json` and restored with `from_json` / `read`.
 
-def declare(columns: Sequence[Declared]) -> None:
-    """Rebuilds VOCABS, ID_FEATURES, DENSE_FEATURES, BAG_FEATURES and DECLARED
-    from the built-in features plus ``columns`` (``()`` restores the built-ins)."""
-    global VOCABS, ID_FEATURES, DENSE_FEATURES, BAG_FEATURES, DECLARED
-    columns = tuple(columns)
-    vocabs, ids = list(BUILTIN_VOCABS), list(BUILTIN_ID_FEATURES)
-    denses, bags = list(BUILTIN_DENSE_FEATURES), list(BUILTIN_BAG_FEATURES)
-    for c in columns:
-        if c.kind == "categorical":
-            vocabs.append(c.vocab)
-            ids.append(IdFeature(c.feature_name, c.vocab, c.side))
-        elif c.kind == "numeric":
-            denses.append(DenseFeature(c.feature_name, c.side, default=float(c.default), log1p=bool(c.log1p)))
-        elif c.kind == "tokens":
-            vocabs.append(c.vocab)
-            bags.append(BagFeature(c.feature_name, c.vocab, c.side, int(c.max_tokens)))
+    Invariants (tests/unit/test_feature_spec.py): built-ins come first, in their
+    fixed order; every declared column adds exactly one feature of its kind on
+    its side; feature names are unique; a JSON round trip is the identity.
+    """
+
+    declared: Tuple[Declared, ...] = ()
+    vocabs: Tuple[Vocab, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    id_features: Tuple[IdFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    dense_features: Tuple[DenseFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    bag_features: Tuple[BagFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        columns = tuple(self.declared)
+        vocabs, ids = list(BUILTIN_VOCABS), list(BUILTIN_ID_FEATURES)
+        denses, bags = list(BUILTIN_DENSE_FEATURES), []
+        for c in columns:
+            if not isinstance(c, Declared):
+                raise TypeError(f"FeatureSpec.declared holds Declared columns, got {type(c).__name__}")
+            if c.table not in DECLARED_TABLES:
+                raise ValueError(f"declared column {c.table}.{c.column}: unknown table {c.table!r}; "
+                                 f"expected one of {list(DECLARED_TABLES)}")
+            if c.kind == "categorical":
+                vocabs.append(c.vocab)
+                ids.append(IdFeature(c.feature_name, c.vocab, c.side))
+            elif c.kind == "numeric":
+                denses.append(DenseFeature(c.feature_name, c.side, default=float(c.default), log1p=bool(c.log1p)))
+            elif c.kind == "tokens":
+                vocabs.append(c.vocab)
+                bags.append(BagFeature(c.feature_name, c.vocab, c.side, int(c.max_tokens)))
+            else:
+                raise ValueError(f"declared column {c.table}.{c.column}: unknown kind {c.kind!r}; "
+                                 f"expected one of {list(DECLARED_KINDS)}")
+        names = [f.name for f in ids] + [s.name for s in SEQ_FEATURES] + [d.name for d in denses]
+        names += [b.name for b in bags]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"declared columns clash with other features: {dupes}")
+        object.__setattr__(self, "declared", columns)
+        object.__setattr__(self, "vocabs", tuple(vocabs))
+        object.__setattr__(self, "id_features", tuple(ids))
+        object.__setattr__(self, "dense_features", tuple(denses))
+        object.__setattr__(self, "bag_features", tuple(bags))
+
+    # -- construction and serialisation ------------------------------------
+    @classmethod
+    def from_config(cls, section) -> "FeatureSpec":
+        """The spec of a config's ``features`` section (`config.FeaturesConfig`
+        or its mapping ``{"items": [...], "users": [...]}``); the config validated it."""
+        if section is None:
+            return cls()
+        out = []
+        for table in DECLARED_TABLES:
+            rows = section.get(table) if isinstance(section, dict) else getattr(section, table, None)
+            for row in rows or ():
+                row = dict(row)
+                if row.get("kind") == "tokens":
+                    row.setdefault("oov_buckets", 10)
+                out.append(Declared(table=table, column=row.pop("name"), kind=row.pop("kind"), **row))
+        return cls(tuple(out))
+
+    def to_json(self) -> str:
+        """The declaration as a JSON string (exec properties, custom_config, a model asset)."""
+        return json.dumps([dataclasses.asdict(c) for c in self.declared], sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "FeatureSpec":
+        """Inverse of `to_json`; an empty string or None is the built-in spec."""
+        if not text:
+            return cls()
+        return cls(tuple(Declared(**row) for row in json.loads(text)))
+
+    @classmethod
+    def read(cls, model_dir: str) -> "FeatureSpec":
+        """The spec an exported model was built with (its `DECLARED_FILE`; built-ins when absent)."""
+        path = f"{str(model_dir).rstrip('/')}/{DECLARED_FILE}"
+        if "://" in path:
+            import tensorflow as tf  # remote model dirs only: serving code need not import TF for this
+
+            if not tf.io.gfile.exists(path):
+                return cls()
+            with tf.io.gfile.GFile(path) as f:
+                return cls.from_json(f.read())
+        try:
+            with open(path) as f:
+                return cls.from_json(f.read())
+        except FileNotFoundError:
+            return cls()
+
+    def write(self, model_dir: str) -> str:
+        """Writes `DECLARED_FILE` into ``model_dir`` (local or remote); returns its path."""
+        path = f"{str(model_dir).rstrip('/')}/{DECLARED_FILE}"
+        if "://" in path:
+            import tensorflow as tf
+
+            with tf.io.gfile.GFile(path, "w") as f:
+                f.write(self.to_json())
         else:
-            raise ValueError(f"declared column {c.table}.{c.column}: unknown kind {c.kind!r}; "
-                             f"expected one of {list(DECLARED_KINDS)}")
-    VOCABS, ID_FEATURES = tuple(vocabs), tuple(ids)
-    DENSE_FEATURES, BAG_FEATURES, DECLARED = tuple(denses), tuple(bags), columns
+            with open(path, "w") as f:
+                f.write(self.to_json())
+        return path
+
+    # -- views ---------------------------------------------------------------
+    @property
+    def seq_features(self) -> Tuple[SeqFeature, ...]:
+        """The behaviour sequences (never declared)."""
+        return SEQ_FEATURES
+
+    @property
+    def matched(self) -> Tuple[Tuple[SeqFeature, IdFeature], ...]:
+        """(history, candidate feature) pairs compared by the match features."""
+        return MATCHED
+
+    def declared_of(self, table: str) -> Tuple[Declared, ...]:
+        """The declared columns of ``table`` ("items" or "users")."""
+        return tuple(c for c in self.declared if c.table == table)
+
+    def declared_on_side(self, side: str) -> Tuple[Declared, ...]:
+        """The declared columns of ``side`` ("candidate" or "user")."""
+        return tuple(c for c in self.declared if c.side == side)
+
+    def model_input_names(self) -> List[str]:
+        """Names of every transformed feature a model may read (labels excluded)."""
+        names = [idx(f.name) for f in self.id_features]
+        names += [idx(f.name) for f in SEQ_FEATURES]
+        names += [dense(f.name) for f in self.dense_features]
+        names += [idx(b.name) for b in self.bag_features]
+        return names
+
+    def raw_feature_spec(self, include_labels: bool = True, include_metadata: bool = True) -> Dict[str, object]:
+        """tf.io feature spec of the raw tf.Examples the example generator writes."""
+        import tensorflow as tf  # local import: the simulator must not need TF
+
+        spec: Dict[str, object] = {}
+        for f in self.id_features:
+            spec[f.name] = tf.io.FixedLenFeature([], tf.string)
+        for s in SEQ_FEATURES:
+            spec[s.name] = tf.io.VarLenFeature(tf.string)
+        for d in self.dense_features:
+            spec[d.name] = tf.io.FixedLenFeature([], tf.float32, default_value=d.default)
+        for b in self.bag_features:
+            spec[b.name] = tf.io.VarLenFeature(tf.string)
+        if include_labels:
+            for label in LABELS:
+                spec[label] = tf.io.FixedLenFeature([], tf.int64)
+        if include_metadata:
+            spec[IMPRESSION_ID] = tf.io.FixedLenFeature([], tf.string)
+            spec[USER_ID] = tf.io.FixedLenFeature([], tf.string)
+            spec[TS] = tf.io.FixedLenFeature([], tf.int64)
+        return spec
+
+    def raw_names(self) -> List[str]:
+        """Every raw example column: features, labels and metadata, in the writer's order."""
+        names = [f.name for f in self.id_features] + [s.name for s in SEQ_FEATURES]
+        names += [b.name for b in self.bag_features]
+        names += [d.name for d in self.dense_features] + list(LABELS) + list(METADATA)
+        return names
+
+    def request_dense(self, side: str) -> List[DenseFeature]:
+        """Dense features the online service sends once per request (``user``) or
+        once per candidate (``candidate``: the candidate's own and every cross
+        not computed in-graph, see `IN_GRAPH_CROSSES`)."""
+        if side == "candidate":
+            return [d for d in self.dense_features if d.side == "candidate"
+                    or (d.side == "cross" and d.name not in IN_GRAPH_CROSSES)]
+        return [d for d in self.dense_features if d.side == side]
+
+    def features_of_side(self, side: str) -> List[str]:
+        """Raw feature names the online service sends once per request (``user``)
+        or once per candidate (``candidate``).  The `IN_GRAPH_CROSSES` are
+        computed in-graph; the other crosses are candidate inputs."""
+        names = [f.name for f in self.id_features if f.side == side]
+        names += [d.name for d in self.request_dense(side)]
+        names += [b.name for b in self.bag_features if b.side == side]
+        if side == "user":
+            names += [s.name for s in SEQ_FEATURES]
+        return names
+
+    def is_dense(self, name: str) -> bool:
+        """Whether raw feature ``name`` is a float feature."""
+        return any(d.name == name for d in self.dense_features)
 
 
-def declared_from_config(section) -> Tuple[Declared, ...]:
-    """The declaration of a config's ``features`` section (`config.FeaturesConfig`
-    or its mapping ``{"items": [...], "users": [...]}``); the config validated it."""
-    if section is None:
-        return ()
-    out = []
-    for table in DECLARED_TABLES:
-        rows = section.get(table) if isinstance(section, dict) else getattr(section, table, None)
-        for row in rows or ():
-            row = dict(row)
-            kind = row.get("kind")
-            if kind == "tokens":
-                row.setdefault("oov_buckets", 10)
-            out.append(Declared(table=table, column=row.pop("name"), kind=row.pop("kind"), **row))
-    return tuple(out)
-
-
-def to_json(columns: Sequence[Declared]) -> str:
-    """The declaration as a JSON string (exec properties, custom_config, a model asset)."""
-    return json.dumps([dataclasses.asdict(c) for c in columns], sort_keys=True)
-
-
-def from_json(text: str | None) -> Tuple[Declared, ...]:
-    """Inverse of `to_json`; an empty string or None is no declaration."""
-    if not text:
-        return ()
-    return tuple(Declared(**row) for row in json.loads(text))
-
-
-def declared_json() -> str:
-    """The current declaration as JSON."""
-    return to_json(DECLARED)
-
-
-def read_declared(model_dir: str) -> Tuple[Declared, ...]:
-    """The declaration an exported model was built with (its `DECLARED_FILE`; () when absent)."""
-    path = f"{str(model_dir).rstrip('/')}/{DECLARED_FILE}"
-    if "://" in path:
-        import tensorflow as tf  # remote model dirs only: serving code need not import TF for this
-
-        if not tf.io.gfile.exists(path):
-            return ()
-        with tf.io.gfile.GFile(path) as f:
-            return from_json(f.read())
-    try:
-        with open(path) as f:
-            return from_json(f.read())
-    except FileNotFoundError:
-        return ()
+BUILTIN = FeatureSpec()   # the contract of a run that declares no columns

@@ -25,9 +25,10 @@ from tfx.dsl.components.base import base_beam_component, base_beam_executor, exe
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from feedrank import features as F
 from feedrank.events import contract
 from feedrank.examples import accounting, beam_pipeline
-from feedrank.examples.settings import DEFAULTS, VALID_SPLITS
+from feedrank.examples.settings import DEFAULTS, ExampleSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class BehaviorExampleGenSpec(ComponentSpec):
         "max_future_skew_s": ExecutionParameter(type=int),
         # set only when > 0 (feature staleness; absent: 0, so default runs keep their spec)
         "feature_delay_s": ExecutionParameter(type=int, optional=True),
-        # the run's declared item/user columns (`feedrank.features.to_json`)
+        # the run's feature contract (`feedrank.features.FeatureSpec.to_json`)
         "declared_features": ExecutionParameter(type=str, optional=True),
     }
     INPUTS: Dict[str, ChannelParameter] = {}
@@ -104,7 +105,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         quarantine = artifact_utils.get_single_instance(output_dict[QUARANTINE_KEY])
         config = beam_pipeline.ExampleGenConfig.of(
             {k: v for k, v in exec_properties.items() if v is not None})
-        declared_json = exec_properties.get("declared_features") or ""
+        spec = F.FeatureSpec.from_json(exec_properties.get("declared_features") or "")
         input_base = exec_properties["input_base"]
         log.info("BehaviorExampleGen: %s -> %s (config %s)", input_base, examples.uri, config)
         examples.split_names = artifact_utils.encode_split_names(list(beam_pipeline.SPLITS))
@@ -117,7 +118,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                             PAYLOAD_FORMAT)
         with self._make_beam_pipeline() as pipeline:
             effective = beam_pipeline.build_pipeline(pipeline, input_base, examples.uri,
-                                                     quarantine.uri, config, declared_json)
+                                                     quarantine.uri, config, spec=spec)
         summary = beam_pipeline.finalize(examples.uri, quarantine.uri, effective)
         _set_counts(examples, summary)
         _set_counts(quarantine, summary)
@@ -156,18 +157,14 @@ class BehaviorExampleGen(base_beam_component.BaseBeamComponent):
         """Args are `feedrank.examples.settings.ExampleSettings` (defaults declared there);
         ``input_fingerprint`` (a content hash of the log) only serves caching;
         ``num_shards=0`` picks one shard per `settings.EVENTS_PER_SHARD` events;
-        ``declared_features``: the run's declared item/user columns (`feedrank.features.to_json`)."""
-        if not 0.0 < negative_sampling_rate <= 1.0:
-            raise ValueError(f"negative_sampling_rate must be in (0, 1], got {negative_sampling_rate}")
-        if eval_days < 1 or valid_days < 1:
-            raise ValueError(f"eval_days and valid_days must be >= 1, got {eval_days}, {valid_days}")
-        if min(label_window_s, num_shards, warmup_days, max_future_skew_s, feature_delay_s) < 0:
-            raise ValueError("label_window_s, num_shards, warmup_days, max_future_skew_s and "
-                             "feature_delay_s must be >= 0")
-        if valid_split not in VALID_SPLITS:
-            raise ValueError(f"valid_split must be one of {list(VALID_SPLITS)}, got {valid_split!r}")
-        if not 0.0 < valid_user_share < 1.0:
-            raise ValueError(f"valid_user_share must be in (0, 1), got {valid_user_share}")
+        ``declared_features``: the run's feature contract (`feedrank.features.FeatureSpec.to_json`;
+        "" for the built-in features)."""
+        ExampleSettings.from_mapping(   # the config's checks, for a component built in Python (ConfigError)
+            dict(label_window_s=label_window_s, eval_days=eval_days, negative_sampling_rate=negative_sampling_rate,
+                 max_bad_fraction=max_bad_fraction, seed=seed, num_shards=num_shards, valid_split=valid_split,
+                 valid_days=valid_days, valid_user_share=valid_user_share, warmup_days=warmup_days,
+                 min_ts=min_ts, max_future_skew_s=max_future_skew_s, feature_delay_s=feature_delay_s),
+            "BehaviorExampleGen")
         spec = BehaviorExampleGenSpec(
             input_base=os.fspath(input_base), input_fingerprint=str(input_fingerprint),
             label_window_s=int(label_window_s), eval_days=int(eval_days),

@@ -261,19 +261,18 @@ def parquet_row_groups(tf: TableFile) -> int:
         return pq.ParquetFile(tf.path).num_row_groups if tf.fmt == PARQUET else 1
 
 
-def read_table(input_base: str, table: str, extra: Optional[Sequence[str]] = None) -> pd.DataFrame:
+def read_table(input_base: str, table: str, extra: Sequence[str] = ()) -> pd.DataFrame:
     """Reads a whole (small) table, e.g. items or users, checked and normalised
-    (the contract's columns, then the ``extra`` ones, as they are; None: the
-    table's columns declared in `feedrank.features.DECLARED`).
+    (the contract's columns, then the ``extra`` ones, as they are: e.g. the
+    table's columns declared in a feature contract,
+    `feedrank.examples.declared.column_names`).
 
     A row holding bytes that are not UTF-8 in a text column is left out with a
     warning showing it (an event naming such an item is then quarantined as
     ``item_not_in_items``).
     """
     files = check_table(input_base, table)
-    if extra is None:
-        from feedrank import features as F  # the feature contract (no TF import)
-        extra = [c.column for c in F.DECLARED if c.table == table]
+    extra = list(extra)
     keep = list(contract.COLUMNS[table]) + [c for c in extra if c not in contract.COLUMNS[table]]
     frames = [df[[c for c in keep if c in df.columns]]
               for tf in files for _, df in iter_batches(tf, keep_extra=bool(extra))]

@@ -19,12 +19,9 @@ from feedrank import features as F
 from feedrank.examples import encode as E
 
 
-def feature_names() -> List[str]:
-    """Names of the raw features written (labels and metadata included)."""
-    names = [f.name for f in F.ID_FEATURES] + [s.name for s in F.SEQ_FEATURES]
-    names += [b.name for b in F.BAG_FEATURES]
-    names += [d.name for d in F.DENSE_FEATURES] + list(F.LABELS) + list(F.METADATA)
-    return names
+def feature_names(spec: F.FeatureSpec) -> List[str]:
+    """Names of the raw features written for ``spec`` (labels and metadata included)."""
+    return spec.raw_names()
 
 
 @dataclasses.dataclass
@@ -86,9 +83,9 @@ def _channel_columns(ch: Channel) -> Dict[str, List[bytes]]:
     return cols
 
 
-def assemble(imp: Impressions, channels: Sequence[Channel], item_category: np.ndarray,
+def assemble(spec: F.FeatureSpec, imp: Impressions, channels: Sequence[Channel], item_category: np.ndarray,
              item_region: np.ndarray, item_price: np.ndarray) -> List[bytes]:
-    """Serialized examples, one per impression."""
+    """Serialized examples, one per impression, with exactly the raw features of ``spec``."""
     n = len(imp.ts)
     if n == 0:
         return []
@@ -116,7 +113,7 @@ def assemble(imp: Impressions, channels: Sequence[Channel], item_category: np.nd
     for ch in channels:
         cols.update(_channel_columns(ch))
     cols.update(imp.encoded)
-    order = sorted(feature_names())
+    order = sorted(feature_names(spec))
     if sorted(cols) != order:
         raise AssertionError(
             f"example columns {sorted(cols)} != raw features {order}: update "

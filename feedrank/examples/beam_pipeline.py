@@ -15,6 +15,10 @@ quarantined duplicate is written whole; later stages get only what they read.
 Bad rows (one reason each) go to ``<quarantine_dir>/quarantine.parquet``;
 accounting goes to ``summary.json`` (both in the quarantine and examples dirs).
 `run` is the plain-Python entry; the TFX executor calls `build` + `finalize`.
+
+The run's feature contract (`feedrank.features.FeatureSpec`) crosses into the
+Beam workers as its JSON: each stage that needs it rebuilds it once (a DoFn
+in ``setup``) and passes it down.
 """
 from __future__ import annotations
 
@@ -152,14 +156,16 @@ def _item_history(element: tuple, num_shards: int):
 
 
 class _Build(beam.DoFn):
-    """User-shard stage: builds, splits and samples the examples."""
+    """User-shard stage: builds, splits and samples the examples with the
+    feature contract of ``spec_json`` (`FeatureSpec.to_json`)."""
 
-    def __init__(self, cfg: ExampleGenConfig, declared_json: str = ""):
+    def __init__(self, cfg: ExampleGenConfig, spec_json: str):
         self._cfg = cfg
-        self._declared_json = declared_json
+        self._spec_json = spec_json
+        self._spec: F.FeatureSpec | None = None
 
     def setup(self):
-        F.declare(F.from_json(self._declared_json))  # a worker process declares the run's columns
+        self._spec = F.FeatureSpec.from_json(self._spec_json)
 
     def process(self, element, items: build.ItemTable, users: build.UserTable, bounds: Dict[str, Any]):
         shard, grouped = element
@@ -170,7 +176,8 @@ class _Build(beam.DoFn):
         if hist.empty:
             hist = empty_history()
         cfg = self._cfg
-        built = build.build_examples(events, hist, items, users, cfg.label_window_s, cfg.feature_delay_s)
+        built = build.build_examples(events, hist, items, users, cfg.label_window_s, cfg.feature_delay_s,
+                                     spec=self._spec)
         split_of = splits.assign(built.ts, built.user_id, bounds, cfg)
         keep = build.sample_keep(split_of, built.label, built.impression_id,
                                  cfg.negative_sampling_rate, cfg.seed)
@@ -200,33 +207,33 @@ def _sum_stats(dicts: Iterable[Dict[str, int]]) -> Dict[str, int]:
     return dict(total)
 
 
-def _read_users(input_base: str, declared_json: str = "") -> build.UserTable:
-    F.declare(F.from_json(declared_json))
-    return build.UserTable(io.read_table(input_base, contract.USERS))
+def _read_users(input_base: str, spec_json: str) -> build.UserTable:
+    spec = F.FeatureSpec.from_json(spec_json)
+    users = io.read_table(input_base, contract.USERS, extra=declared.column_names(spec, contract.USERS))
+    return build.UserTable(users, spec)
 
 
-def _read_items(input_base: str, declared_json: str = "") -> build.ItemTable:
-    F.declare(F.from_json(declared_json))
-    return build.ItemTable(io.read_table(input_base, contract.ITEMS))
+def _read_items(input_base: str, spec_json: str) -> build.ItemTable:
+    spec = F.FeatureSpec.from_json(spec_json)
+    items = io.read_table(input_base, contract.ITEMS, extra=declared.column_names(spec, contract.ITEMS))
+    return build.ItemTable(items, spec)
 
 
 def build_pipeline(p: beam.Pipeline, input_base: str, output_dir: str, quarantine_dir: str,
-                   config: Any = None, declared_json: str | None = None) -> ExampleGenConfig:
+                   config: Any = None, *, spec: F.FeatureSpec) -> ExampleGenConfig:
     """Adds the example-generation graph to ``p`` (schema and declared columns checked eagerly).
 
-    ``declared_json``: the declared item/user columns (`features.to_json`); None: the ones
-    this process declared.  Returns the effective config (``num_shards`` resolved) for `finalize`.
+    ``spec``: the run's feature contract (its declared item/user columns are read from
+    the tables and written into the examples).  Returns the effective config
+    (``num_shards`` resolved) for `finalize`.
     """
     cfg = ExampleGenConfig.of(config)
-    if declared_json is None:
-        declared_json = F.declared_json()
-    else:
-        F.declare(F.from_json(declared_json))
+    spec_json = spec.to_json()
     tables = io.check_log(input_base)
-    declared.check_files({t: tables[t] for t in (contract.ITEMS, contract.USERS)})
+    declared.check_files(spec, {t: tables[t] for t in (contract.ITEMS, contract.USERS)})
     n = resolve_shards(cfg, tables[contract.EVENTS])
-    items = p | "ItemsPath" >> beam.Create([input_base]) | "ReadItems" >> beam.Map(_read_items, declared_json)
-    users = p | "UsersPath" >> beam.Create([input_base]) | "ReadUsers" >> beam.Map(_read_users, declared_json)
+    items = p | "ItemsPath" >> beam.Create([input_base]) | "ReadItems" >> beam.Map(_read_items, spec_json)
+    users = p | "UsersPath" >> beam.Create([input_base]) | "ReadUsers" >> beam.Map(_read_users, spec_json)
     items_si = beam.pvalue.AsSingleton(items)
     read = (p | "Files" >> beam.Create(read_units(tables[contract.EVENTS]))
             | "SpreadFiles" >> beam.Reshuffle()
@@ -242,7 +249,7 @@ def build_pipeline(p: beam.Pipeline, input_base: str, output_dir: str, quarantin
     hist = (deduped["items"] | "ByItem" >> beam.GroupByKey()
             | "ItemHistory" >> beam.FlatMap(_item_history, n))
     built = ({"events": deduped.user_events, "hist": hist} | "ByUser" >> beam.CoGroupByKey()
-             | "Build" >> beam.ParDo(_Build(cfg, declared_json), items_si, beam.pvalue.AsSingleton(users), bounds_si)
+             | "Build" >> beam.ParDo(_Build(cfg, spec_json), items_si, beam.pvalue.AsSingleton(users), bounds_si)
              .with_outputs("stats", *SPLITS))
     for name in SPLITS:
         _ = built[name] | f"Write[{name}]" >> tfrecord.WriteFramedTFRecords(
@@ -274,10 +281,10 @@ def default_options(beam_options: Union[None, PipelineOptions, Sequence[str]] = 
 
 
 def run(input_base: str, output_dir: str, quarantine_dir: str, config: Any = None,
-        beam_options: Union[None, PipelineOptions, Sequence[str]] = None,
-        declared_json: str | None = None) -> Dict[str, Any]:
-    """Validates the log at ``input_base`` and writes examples; returns the summary
-    (``declared_json``: see `build_pipeline`)."""
+        beam_options: Union[None, PipelineOptions, Sequence[str]] = None, *,
+        spec: F.FeatureSpec) -> Dict[str, Any]:
+    """Validates the log at ``input_base`` and writes the examples of the feature
+    contract ``spec``; returns the summary."""
     with beam.Pipeline(options=default_options(beam_options)) as p:
-        effective = build_pipeline(p, input_base, output_dir, quarantine_dir, config, declared_json)
+        effective = build_pipeline(p, input_base, output_dir, quarantine_dir, config, spec=spec)
     return finalize(output_dir, quarantine_dir, effective)

@@ -3,7 +3,8 @@
 Given the valid, de-duplicated events of some users (all of each user's
 events), the per-impression item-history counts and the item/user tables,
 `build_examples` returns one serialized `tf.train.Example` per impression with
-exactly the raw features of `feedrank.features.raw_feature_spec()`.
+exactly the raw features of its `feedrank.features.FeatureSpec`
+(`FeatureSpec.raw_feature_spec`).
 
 Semantics (all vectorised with composite ``(group, ts)`` keys and
 ``searchsorted``):
@@ -103,7 +104,7 @@ class Built:
 
 def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
                    users: Union[UserTable, Mapping[str, str]], label_window_s: int,
-                   feature_delay_s: int = 0) -> Built:
+                   feature_delay_s: int = 0, *, spec: F.FeatureSpec) -> Built:
     """Builds one serialized example per impression in ``events``.
 
     Args:
@@ -111,14 +112,16 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
         holding *all* events of the users it mentions.
       hist: item history per ``(item_id, ts)`` (see `history.item_history`);
         missing pairs count as 0.
-      items: the item table (with its snapshots).
-      users: the user table, or a plain ``user_id -> region_id`` map (unknown
-        users get "").
+      items: the item table (with its snapshots), built with ``spec``.
+      users: the user table, built with ``spec``, or a plain ``user_id ->
+        region_id`` map (unknown users get ""; only without declared user columns).
       label_window_s: label window in seconds.
       feature_delay_s: the behaviour features (sequences, user counters, session
         share, category recency) see only events with ``ts`` < impression ts minus
         this; 0: every event strictly before the impression.
+      spec: the feature contract: the examples hold exactly its raw features.
     """
+    _check_tables(spec, items, users)
     feature_delay_s = user_counters.check_delay(feature_delay_s)
     ev = events.sort_values(["user_id", "ts", "event_id"], kind="mergesort")
     ucode = pd.factorize(ev["user_id"].to_numpy(), sort=True)[0].astype(np.int64)
@@ -192,14 +195,24 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
                 F.ITEM_HIST_CTR.name: ctr, F.INTEREST_CATEGORY_SHARE.name: share,
                 F.REGION_MATCH.name: A.region_match(user_region, items.row_region_str[cand]),
                 **counters})
-    impressions.encoded.update(declared.entries("items", items.row_declared, cand, A.fan_out))
+    impressions.encoded.update(declared.entries(spec, "items", items.row_declared, cand, A.fan_out))
     user_rows = (users.snapshots.rows_of(imp_users, imp_ts) if isinstance(users, UserTable)
                  else np.full(len(imp_users), -1, dtype=np.int64))
     impressions.encoded.update(declared.entries(
-        "users", getattr(users, "row_declared", {}), user_rows, A.fan_out))
-    serialized = A.assemble(impressions, list(channels.values()), items.row_category,
+        spec, "users", getattr(users, "row_declared", {}), user_rows, A.fan_out))
+    serialized = A.assemble(spec, impressions, list(channels.values()), items.row_category,
                             items.row_region, items.row_price)
     return Built(imp_ids, imp_ts, label, conversion, serialized, imp_users)
+
+
+def _check_tables(spec: F.FeatureSpec, items: ItemTable, users: Union[UserTable, Mapping[str, str]]) -> None:
+    """The item and user tables were read with ``spec``'s declared columns."""
+    for name, table in (("item", items), ("user", users)):
+        built_with = getattr(table, "spec", spec)
+        if built_with != spec:
+            raise ValueError(f"the {name} table was built with the declared columns "
+                             f"{[c.feature_name for c in built_with.declared]}, the examples with "
+                             f"{[c.feature_name for c in spec.declared]}: build both with the same FeatureSpec")
 
 
 def _item_channel(mask: np.ndarray, feats: Sequence[F.SeqFeature], key: np.ndarray,

@@ -1,7 +1,8 @@
 """Declared columns of the ``items`` and ``users`` tables in the example generator.
 
-The run config's ``features:`` section (`feedrank.features.Declared`) names
-extra columns of the two attribute tables.  Here they are checked against the
+The run config's ``features:`` section names extra columns of the two
+attribute tables (the ``declared`` columns of a `feedrank.features.FeatureSpec`,
+which every function here takes).  Here they are checked against the
 files (before any Beam work), converted per snapshot row of their table, and
 encoded as the raw tf.Example features ``item_<column>`` / ``user_<column>``:
 
@@ -36,20 +37,25 @@ _ACCEPTED = {
 }
 
 
-def columns_of(table: str) -> Tuple[F.Declared, ...]:
-    """The declared columns of ``table`` ("items" or "users")."""
-    return tuple(c for c in F.DECLARED if c.table == table)
+def columns_of(spec: F.FeatureSpec, table: str) -> Tuple[F.Declared, ...]:
+    """The columns of ``table`` ("items" or "users") declared in ``spec``."""
+    return spec.declared_of(table)
+
+
+def column_names(spec: F.FeatureSpec, table: str) -> List[str]:
+    """Names of the columns of ``table`` declared in ``spec`` (`io.read_table`'s ``extra``)."""
+    return [c.column for c in columns_of(spec, table)]
 
 
 def _where(c: F.Declared) -> str:
     return f"table '{c.table}' column '{c.column}' (declared in features.{c.table} as {c.kind})"
 
 
-def check_files(files: Mapping[str, Sequence[io.TableFile]]) -> None:
-    """Every declared column is present in every file of its table with a usable type;
+def check_files(spec: F.FeatureSpec, files: Mapping[str, Sequence[io.TableFile]]) -> None:
+    """Every column declared in ``spec`` is present in every file of its table with a usable type;
     CSV numeric columns are parsed here.  Raises `io.ContractError` naming the column."""
     for table, tfs in files.items():
-        for c in columns_of(table):
+        for c in columns_of(spec, table):
             for tf in tfs:
                 kinds = io.file_columns(tf)
                 if c.column not in kinds:
@@ -93,11 +99,11 @@ def _strings(c: F.Declared, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def row_values(rows: pd.DataFrame, table: str) -> Dict[str, np.ndarray]:
-    """Feature name -> per-row values of every declared column of ``table``: bytes
+def row_values(spec: F.FeatureSpec, rows: pd.DataFrame, table: str) -> Dict[str, np.ndarray]:
+    """Feature name -> per-row values of every column of ``table`` declared in ``spec``: bytes
     (categorical), float32 (numeric) or tuples of bytes (tokens)."""
     out: Dict[str, np.ndarray] = {}
-    for c in columns_of(table):
+    for c in columns_of(spec, table):
         if c.column not in rows.columns:
             raise io.ContractError(f"{_where(c)} is missing (columns: {sorted(rows.columns)})")
         raw = rows[c.column].to_numpy(dtype=object)
@@ -121,16 +127,21 @@ def missing_value(c: F.Declared):
     return np.float32(c.missing) if c.kind == "numeric" else c.missing
 
 
-def entries(table: str, values: Mapping[str, np.ndarray], rows: np.ndarray,
+def entries(spec: F.FeatureSpec, table: str, values: Mapping[str, np.ndarray], rows: np.ndarray,
             fan_out) -> Dict[str, List[bytes]]:
-    """Encoded tf.Example entries of ``table``'s declared features, one per impression.
+    """Encoded tf.Example entries of the features of ``table`` declared in ``spec``, one
+    per impression.
 
+    ``values``: `row_values` of the table (built with the same ``spec``);
     ``rows``: the snapshot row of each impression (-1: the id is not in the table);
     ``fan_out(keys, make)`` encodes once per distinct key (`assemble.fan_out`).
     """
     rows = np.asarray(rows, dtype=np.int64)
     cols: Dict[str, List[bytes]] = {}
-    for c in columns_of(table):
+    for c in columns_of(spec, table):
+        if c.feature_name not in values:
+            raise ValueError(f"{_where(c)}: the {table} table was read without this declared column "
+                             f"(it holds {sorted(values)}); build the table with the same FeatureSpec")
         name, per_row = c.feature_name, values[c.feature_name]
         missing = missing_value(c)
 

@@ -110,7 +110,8 @@ class ItemTable:
     loads.  Examples use the snapshot at the impression time (`rows_of`).
     """
 
-    def __init__(self, items: pd.DataFrame):
+    def __init__(self, items: pd.DataFrame, spec: F.FeatureSpec):
+        self.spec = spec
         self.snapshots = Snapshots(items, "item_id")
         self.index = self.snapshots.index
         rows = self.snapshots.rows
@@ -124,8 +125,8 @@ class ItemTable:
         latest = self.snapshots.rows_of(self.index.to_numpy(dtype=object))
         self.category, self.region = self.row_category[latest], self.row_region[latest]
         self.price = self.row_price[latest]
-        # declared columns (`declared.row_values`): feature name -> value per snapshot row
-        self.row_declared = declared.row_values(rows, "items")
+        # the columns declared in ``spec`` (`declared.row_values`): feature name -> value per snapshot row
+        self.row_declared = declared.row_values(spec, rows, "items")
 
     def lookup(self, item_ids: np.ndarray) -> np.ndarray:
         """Id code of each item id (-1 for unknown)."""
@@ -137,12 +138,13 @@ class ItemTable:
 
 
 class UserTable:
-    """User regions with snapshots (see the module doc)."""
+    """User regions with snapshots (see the module doc) and the columns declared in ``spec``."""
 
-    def __init__(self, users: pd.DataFrame):
+    def __init__(self, users: pd.DataFrame, spec: F.FeatureSpec):
+        self.spec = spec
         self.snapshots = Snapshots(users, "user_id")
         self.row_region = self.snapshots.rows["region_id"].to_numpy(dtype=object)
-        self.row_declared = declared.row_values(self.snapshots.rows, "users")
+        self.row_declared = declared.row_values(spec, self.snapshots.rows, "users")
 
     def regions(self, user_ids: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Region of each user at ``ts`` ("" for users missing from the table)."""

@@ -9,13 +9,14 @@ DirectRunner defaults.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from typing import Any, Dict, List
 
-from feedrank.config import Config, ConfigError, build_dataclass, read_yaml_mapping
+from feedrank import features as F
+from feedrank.config import Config, ConfigError, read_yaml_mapping
 from feedrank.runners.target import PipelineTarget
+from feedrank.typed import build_typed
 
 RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 OBJECT_STORE_SCHEMES = ("gs://", "s3://")
@@ -72,7 +73,7 @@ def load_kubeflow_config(path: str) -> KubeflowConfig:
     """Reads and validates ``configs/kubeflow.yaml``; raises ConfigError naming the key."""
     raw = read_yaml_mapping(path, "kubeflow config")
     where = os.path.basename(path)
-    kf = build_dataclass(KubeflowConfig, raw, where)
+    kf = build_typed(KubeflowConfig, raw, where)
     for key in ("pipeline_root", "model_store_root"):
         if not getattr(kf, key).startswith(OBJECT_STORE_SCHEMES):
             raise ConfigError(f"{where}.{key} must be object storage ({' or '.join(OBJECT_STORE_SCHEMES)}),"
@@ -105,18 +106,16 @@ def check_log_volume(kf: KubeflowConfig, where: str) -> None:
                           f"the example generator reads the log from the mounted volume")
 
 
-def image_schema_path(schema_dir_in_image: str) -> str:
-    """The schema file's path inside the image: ``<dir>/<content hash>/schema.pbtxt``.
+def image_schema_path(schema_dir_in_image: str, spec: F.FeatureSpec) -> str:
+    """The path inside the image of the schema file of the feature contract ``spec``:
+    ``<dir>/<content hash>/schema.pbtxt``.
 
-    Same hash as `feedrank.schema.write_schema`, so the Dockerfile's
-    ``write_schema('/pipeline/schema')`` produces exactly this file.
+    Same hash as `feedrank.examples.tfdv_schema.write_schema`, so the Dockerfile's
+    ``write_config_schemas('/pipeline/schema', 'configs')`` produces exactly this file.
     """
-    from google.protobuf import text_format
+    from feedrank.examples.tfdv_schema import schema_digest
 
-    from feedrank.schema import make_schema
-
-    digest = hashlib.sha256(text_format.MessageToString(make_schema()).encode()).hexdigest()[:12]
-    return f"{schema_dir_in_image.rstrip('/')}/{digest}/schema.pbtxt"
+    return f"{schema_dir_in_image.rstrip('/')}/{schema_digest(spec)}/schema.pbtxt"
 
 
 def trainer_config_parameter(config: Dict[str, Any]):
@@ -132,13 +131,11 @@ def kubeflow_target(cfg: Config, kf: KubeflowConfig) -> PipelineTarget:
     """The Kubeflow build's paths and settings. ``input_base`` and ``input_fingerprint``
     are the defaults of run parameters: `bind_runtime_parameters` turns them into
     RuntimeParameters once the components are built. No MLMD config: the backend has its own."""
-    from feedrank import features as F
-
-    F.declare(cfg.declared)   # the schema named by content hash lists the config's declared columns
     return PipelineTarget(
         pipeline_root=kf.pipeline_root.rstrip("/"),
         push_dir=f"{kf.model_store_root.rstrip('/')}/{cfg.model_name}",
-        schema_file=image_schema_path(kf.schema_dir_in_image),
+        # the schema named by content hash lists the config's declared columns
+        schema_file=image_schema_path(kf.schema_dir_in_image, cfg.features_spec),
         input_base=kf.input_base,
         input_fingerprint=kf.data_version,
         beam_pipeline_args=list(kf.beam_pipeline_args),

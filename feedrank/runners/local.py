@@ -65,15 +65,14 @@ def local_target(cfg: Config) -> PipelineTarget:
     content hash plus the code's as the data version, and SQLite MLMD."""
     from tfx import v1 as tfx
 
-    from feedrank import features as F
+    from feedrank.examples.tfdv_schema import write_schema
     from feedrank.fingerprint import code_fingerprint, data_fingerprint
-    from feedrank.schema import write_schema
 
-    F.declare(cfg.declared)   # the schema lists the run's declared columns
     return PipelineTarget(
         pipeline_root=os.path.abspath(os.path.join(cfg.pipeline_dir, "tfx")),
         push_dir=os.path.abspath(cfg.push_dir),
-        schema_file=os.path.abspath(write_schema(os.path.join(cfg.pipeline_dir, "schema"))),
+        # the schema lists the run's declared columns
+        schema_file=os.path.abspath(write_schema(os.path.join(cfg.pipeline_dir, "schema"), cfg.features_spec)),
         input_base=os.path.abspath(cfg.input_base),
         input_fingerprint=f"{data_fingerprint(cfg.input_base)}-{code_fingerprint()}",
         beam_pipeline_args=list(cfg.beam_pipeline_args),

@@ -67,8 +67,11 @@ def dataset(patterns: Sequence[str], feature_spec: Dict[str, object], batch_size
             shuffle: bool = False, seed: int = 0, label: str = F.LABEL,
             shuffle_buffer: int = 100_000, cache: str = "",
             transform_layer: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None,
-            cache_dir: Optional[str] = None) -> tf.data.Dataset:
+            cache_dir: Optional[str] = None, *, spec: F.FeatureSpec) -> tf.data.Dataset:
     """(features, label) batches from transformed TFRecords; one pass per iteration.
+
+    The features are the model inputs of the feature contract ``spec``
+    (`features.FeatureSpec.model_input_names`).
 
     ``cache``: one of `CACHE_MODES`; ``"disk"`` writes under ``cache_dir``
     (`cache_path`), which the caller owns and removes.
@@ -80,12 +83,12 @@ def dataset(patterns: Sequence[str], feature_spec: Dict[str, object], batch_size
     if cache == "disk" and not cache_dir:
         raise ValueError("the 'disk' input cache needs a cache_dir (the run's own directory)")
     files = _expand(patterns)
-    wanted = set(F.model_input_names()) | {label}
+    wanted = set(spec.model_input_names()) | {label}
     if transform_layer is None:
-        spec = {k: v for k, v in feature_spec.items() if k in wanted}
+        parse_spec = {k: v for k, v in feature_spec.items() if k in wanted}
 
         def parse(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
-            return tf.io.parse_example(serialized, spec)
+            return tf.io.parse_example(serialized, parse_spec)
     else:
         def parse(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
             transformed = transform_layer(tf.io.parse_example(serialized, feature_spec))

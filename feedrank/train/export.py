@@ -15,8 +15,9 @@
 Declared item/user columns (docs/features.md) are inputs of both: in
 ``serving_default`` a user-side one comes with the user's side, a
 candidate-side one per candidate; a token bag is a string matrix padded with
-"" like a sequence.  The declaration is saved beside the SavedModel as
-``declared_features.json`` (`write_declared`).
+"" like a sequence.  The model's feature contract (`features.FeatureSpec`) is
+saved beside the SavedModel as ``declared_features.json``
+(`features.FeatureSpec.write`; `features.FeatureSpec.read` restores it).
 
 Both return ``{"probabilities": [N]}``, corrected for negative down-sampling:
 a model trained on negatives kept with rate r predicts q; the calibrated
@@ -31,6 +32,7 @@ import tensorflow_transform as tft
 
 from feedrank import features as F
 from feedrank.train import serving_graph
+from feedrank.train.serving_graph import strip_padding  # noqa: F401 (API: shared with serving_graph)
 from feedrank.transform.crosses import cross_features
 
 OUTPUT_KEY = "probabilities"
@@ -43,53 +45,43 @@ def correct_for_sampling(q: tf.Tensor, rate: float) -> tf.Tensor:
     return q / (q + (1.0 - q) / rate)
 
 
-def strip_padding(x: tf.Tensor, max_len: int) -> tf.RaggedTensor:
-    """Rows of a ``""``-padded string matrix as ragged rows without padding.
-
-    Empty strings are dropped wherever they sit (left, right or in between),
-    the remaining values keep their order (most recent last) and only the
-    last ``max_len`` of each row are kept.
-    """
-    return tf.ragged.boolean_mask(x, tf.not_equal(x, ""))[:, -max_len:]
-
-
-def serving_input_signature() -> Dict[str, tf.TensorSpec]:
-    """The raw request contract of ``serving_default``."""
-    spec: Dict[str, tf.TensorSpec] = {}
-    matrices = {s.name for s in F.SEQ_FEATURES} | {b.name for b in F.BAG_FEATURES}
-    for name in F.features_of_side("user"):
+def serving_input_signature(spec: F.FeatureSpec) -> Dict[str, tf.TensorSpec]:
+    """The raw request contract of ``serving_default`` for the feature contract ``spec``."""
+    signature: Dict[str, tf.TensorSpec] = {}
+    matrices = {s.name for s in spec.seq_features} | {b.name for b in spec.bag_features}
+    for name in spec.features_of_side("user"):
         is_matrix = name in matrices
-        is_float = any(d.name == name for d in F.DENSE_FEATURES)
-        spec[name] = tf.TensorSpec([None, None] if is_matrix else [None],
-                                   tf.float32 if is_float else tf.string, name=name)
-    for f in F.ID_FEATURES:
+        signature[name] = tf.TensorSpec([None, None] if is_matrix else [None],
+                                        tf.float32 if spec.is_dense(name) else tf.string, name=name)
+    for f in spec.id_features:
         if f.side == "candidate":
-            spec[f.name] = tf.TensorSpec([None], tf.string, name=f.name)
-    for d in F.request_dense("candidate"):   # the candidate's own and the request-sent crosses
-        spec[d.name] = tf.TensorSpec([None], tf.float32, name=d.name)
-    for b in F.BAG_FEATURES:   # declared token bags: string matrices padded with ""
+            signature[f.name] = tf.TensorSpec([None], tf.string, name=f.name)
+    for d in spec.request_dense("candidate"):   # the candidate's own and the request-sent crosses
+        signature[d.name] = tf.TensorSpec([None], tf.float32, name=d.name)
+    for b in spec.bag_features:   # declared token bags: string matrices padded with ""
         if b.side == "candidate":
-            spec[b.name] = tf.TensorSpec([None, None], tf.string, name=b.name)
-    return spec
+            signature[b.name] = tf.TensorSpec([None, None], tf.string, name=b.name)
+    return signature
 
 
 class ServingModule(tf.Module):
-    """Holds the Keras model and the tf.Transform layer; defines the signatures."""
+    """Holds the Keras model and the tf.Transform layer; defines the signatures of the
+    feature contract ``spec`` the model was built with."""
 
-    def __init__(self, model, tf_transform_output: tft.TFTransformOutput, sampling_rate: float):
+    def __init__(self, model, tf_transform_output: tft.TFTransformOutput, sampling_rate: float, *,
+                 spec: F.FeatureSpec):
         super().__init__()
         self.model = model
+        self._spec = spec
         self.tft_layer = tf_transform_output.transform_features_layer()
-        self.request_scorer = serving_graph.RequestScorer(model, self.tft_layer)
+        self.request_scorer = serving_graph.RequestScorer(model, self.tft_layer, spec=spec)
         self.sampling_rate = float(sampling_rate)
-        spec = F.raw_feature_spec(include_labels=False, include_metadata=False)
-        self._example_spec = spec
-        # the raw request contract of the features declared now (`features.declare`)
-        self.serve_raw = tf.function(self._serve_raw, input_signature=[serving_input_signature()])
+        self._example_spec = spec.raw_feature_spec(include_labels=False, include_metadata=False)
+        self.serve_raw = tf.function(self._serve_raw, input_signature=[serving_input_signature(spec)])
 
     def _score_raw(self, raw: Dict[str, tf.Tensor]) -> tf.Tensor:
         transformed = self.tft_layer(raw)
-        inputs = {k: transformed[k] for k in F.model_input_names()}
+        inputs = {k: transformed[k] for k in self._spec.model_input_names()}
         q = self.model(inputs, training=False)
         return correct_for_sampling(q, self.sampling_rate)
 
@@ -102,32 +94,33 @@ class ServingModule(tf.Module):
         def shared() -> tf.Tensor:  # the user's side once per request (serving_graph)
             return correct_for_sampling(self.request_scorer(request), self.sampling_rate)
 
-        return {OUTPUT_KEY: tf.cond(serving_graph.user_rows(request), shared,
+        return {OUTPUT_KEY: tf.cond(serving_graph.user_rows(request, spec=self._spec), shared,
                                     lambda: self.broadcast_scores(request))}
 
     def broadcast_scores(self, request: Dict[str, tf.Tensor]) -> tf.Tensor:
         """Scores with the user's side copied to every candidate row (user side with N rows)."""
+        spec = self._spec
         n = tf.shape(request[F.ITEM_ID.name])[0]
         raw: Dict[str, tf.Tensor] = {}
         dense_seqs: Dict[str, tf.Tensor] = {}
-        for s in F.SEQ_FEATURES:
+        for s in spec.seq_features:
             x = request[s.name]
             x = tf.broadcast_to(x, tf.stack([n, tf.shape(x)[1]]))
             ragged = strip_padding(x, s.max_len)
             raw[s.name] = ragged.to_sparse()
             dense_seqs[s.name] = ragged.to_tensor(default_value="")
-        for b in F.BAG_FEATURES:
+        for b in spec.bag_features:
             x = request[b.name]
             if b.side == "user":
                 x = tf.broadcast_to(x, tf.stack([n, tf.shape(x)[1]]))
             raw[b.name] = strip_padding(x, b.max_len).to_sparse()
-        for name in F.features_of_side("user"):
+        for name in spec.features_of_side("user"):
             if name not in raw:
                 raw[name] = tf.broadcast_to(request[name], [n])
-        for f in F.ID_FEATURES:
+        for f in spec.id_features:
             if f.side == "candidate":
                 raw[f.name] = request[f.name]
-        for d in F.request_dense("candidate"):
+        for d in spec.request_dense("candidate"):
             raw[d.name] = request[d.name]
         raw.update(cross_features(raw[F.USER_REGION_ID.name], raw[F.REGION_ID.name],
                                   dense_seqs[F.CLICK_CATEGORIES.name], raw[F.CATEGORY_ID.name]))
@@ -135,23 +128,15 @@ class ServingModule(tf.Module):
 
 
 def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
-           sampling_rate: float = 1.0) -> str:
-    """Saves the serving SavedModel to ``export_dir`` and returns it."""
-    module = ServingModule(model, tf_transform_output, sampling_rate)
+           sampling_rate: float = 1.0, *, spec: F.FeatureSpec) -> str:
+    """Saves the serving SavedModel of the feature contract ``spec`` to ``export_dir``,
+    writes ``spec`` beside it (`features.FeatureSpec.write`, ``[]`` for the built-in
+    features; serving reads it with `features.FeatureSpec.read`) and returns the dir."""
+    module = ServingModule(model, tf_transform_output, sampling_rate, spec=spec)
     signatures = {
         "serving_default": module.serve_raw.get_concrete_function(),
         "serving_tf_example": module.serve_tf_examples.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
-    write_declared(export_dir)
+    spec.write(export_dir)
     return export_dir
-
-
-def write_declared(export_dir: str) -> str:
-    """Writes the declared item/user columns the model was built with (`features.DECLARED`,
-    ``[]`` for none) to ``<export_dir>/declared_features.json``, which serving declares from
-    (`features.read_declared`) before it builds a request."""
-    path = f"{export_dir.rstrip('/')}/{F.DECLARED_FILE}"
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(F.declared_json())
-    return path

@@ -175,7 +175,7 @@ class MatchFeatures(keras.layers.Layer):
     the most recent real entry last) returns [B, 3]: the share of the history
     equal to the candidate, the same share over the ``recent`` most recent
     entries, and 1.0 when the most recent entry matches.  These are the
-    aggregates a production GBDT is built on (`feedrank.train.gbdt` computes
+    aggregates a production GBDT is built on (`feedrank.train.lightgbm_baseline` computes
     them from the raw examples); inside the model they travel with the
     SavedModel, so serving needs no extra feature code.  Where the padding
     sits (left or right) does not matter: recency counts real entries only.

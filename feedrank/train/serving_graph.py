@@ -39,44 +39,52 @@ from feedrank.transform.crosses import cross_features
 log = logging.getLogger(__name__)
 
 
-def user_input_names() -> frozenset:
-    """Transformed model inputs that depend on the user's side only."""
-    names = {F.idx(f.name) for f in F.ID_FEATURES if f.side == "user"}
-    names |= {F.idx(s.name) for s in F.SEQ_FEATURES}
-    names |= {F.dense(d.name) for d in F.DENSE_FEATURES if d.side == "user"}
-    names |= {F.idx(b.name) for b in F.BAG_FEATURES if b.side == "user"}
+def strip_padding(x: tf.Tensor, max_len: int) -> tf.RaggedTensor:
+    """Rows of a ``""``-padded string matrix as ragged rows without padding.
+
+    Empty strings are dropped wherever they sit (left, right or in between),
+    the remaining values keep their order (most recent last) and only the
+    last ``max_len`` of each row are kept.
+    """
+    return tf.ragged.boolean_mask(x, tf.not_equal(x, ""))[:, -max_len:]
+
+
+def user_input_names(spec: F.FeatureSpec) -> frozenset:
+    """Transformed model inputs of ``spec`` that depend on the user's side only."""
+    names = {F.idx(f.name) for f in spec.id_features if f.side == "user"}
+    names |= {F.idx(s.name) for s in spec.seq_features}
+    names |= {F.dense(d.name) for d in spec.dense_features if d.side == "user"}
+    names |= {F.idx(b.name) for b in spec.bag_features if b.side == "user"}
     return frozenset(names)
 
 
-def shared_raw_features(request: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """The raw features of a request whose user side has exactly one row.
+def shared_raw_features(request: Mapping[str, tf.Tensor], *, spec: F.FeatureSpec) -> Dict[str, tf.Tensor]:
+    """The raw features of ``spec`` in a request whose user side has exactly one row.
 
     User features keep batch 1 (sequences as sparse [1, <=max_len]); the
     candidate features and the two crosses have batch N.
     """
-    from feedrank.train.export import strip_padding  # export imports this module
-
     raw: Dict[str, tf.Tensor] = {}
     click_categories = None
-    for s in F.SEQ_FEATURES:
+    for s in spec.seq_features:
         ragged = strip_padding(request[s.name], s.max_len)
         raw[s.name] = ragged.to_sparse()
         if s.name == F.CLICK_CATEGORIES.name:
             click_categories = ragged.to_tensor(default_value="")
-    for b in F.BAG_FEATURES:   # declared token bags: ""-padded matrices, user [1, T] or candidates [N, T]
+    for b in spec.bag_features:   # declared token bags: ""-padded matrices, user [1, T] or candidates [N, T]
         raw[b.name] = strip_padding(request[b.name], b.max_len).to_sparse()
-    for name in F.features_of_side("user"):
+    for name in spec.features_of_side("user"):
         raw.setdefault(name, request[name])
-    for name in F.features_of_side("candidate"):
+    for name in spec.features_of_side("candidate"):
         raw.setdefault(name, request[name])
     raw.update(cross_features(raw[F.USER_REGION_ID.name], raw[F.REGION_ID.name],
                               click_categories, raw[F.CATEGORY_ID.name]))
     return raw
 
 
-def user_rows(request: Mapping[str, tf.Tensor]) -> tf.Tensor:
-    """Scalar bool: True when every user-side feature of ``request`` has one row."""
-    rows = [tf.shape(request[name])[0] for name in F.features_of_side("user")]
+def user_rows(request: Mapping[str, tf.Tensor], *, spec: F.FeatureSpec) -> tf.Tensor:
+    """Scalar bool: True when every user-side feature of ``spec`` in ``request`` has one row."""
+    rows = [tf.shape(request[name])[0] for name in spec.features_of_side("user")]
     return tf.reduce_all(tf.equal(tf.stack(rows), 1))
 
 
@@ -125,18 +133,19 @@ class SharedUserGraph:
     """Runs a functional Keras model with its user-side inputs at batch 1.
 
     Call with the transformed inputs (user-side at batch 1, the rest at batch
-    N) and ``n``; returns the model's output at batch N.  ``fold`` enables
-    `folded_target_attention` for target-attention nodes whose keys are
-    user-side and whose query is not.
+    N) and ``n``; returns the model's output at batch N.  ``spec`` is the
+    feature contract the model was built with (which inputs are user-side,
+    `user_input_names`).  ``fold`` enables `folded_target_attention` for
+    target-attention nodes whose keys are user-side and whose query is not.
     """
 
-    def __init__(self, model, fold: bool = True):
+    def __init__(self, model, fold: bool = True, *, spec: F.FeatureSpec):
         if not hasattr(model, "_nodes_by_depth"):
             raise TypeError(f"SharedUserGraph needs a functional Keras model, got {type(model).__name__}")
         self.model = model
         self.fold = fold
         self.inputs = {t._keras_history.layer.name: t for t in model.inputs}
-        user = user_input_names()
+        user = user_input_names(spec)
         self.user_inputs = {name for name in self.inputs if name in user}
         self._plan: List = []   # (node, mode) in execution order
         self._plan_graph()
@@ -200,12 +209,15 @@ class SharedUserGraph:
 class RequestScorer:
     """Raw request (user side at batch 1, N candidates) -> model output [N].
 
-    ``tft_layer`` is ``TFTransformOutput.transform_features_layer()``;
+    ``tft_layer`` is ``TFTransformOutput.transform_features_layer()``; ``spec``
+    is the feature contract of the model and the request;
     ``jit_compile`` compiles the model part (not the string lookups) with XLA.
     """
 
-    def __init__(self, model, tft_layer, fold: bool = True, jit_compile: bool = False):
-        self.graph = SharedUserGraph(model, fold=fold)
+    def __init__(self, model, tft_layer, fold: bool = True, jit_compile: bool = False, *,
+                 spec: F.FeatureSpec):
+        self.graph = SharedUserGraph(model, fold=fold, spec=spec)
+        self.spec = spec
         self.tft_layer = tft_layer
         self._model_fn: Callable = self.graph
         if jit_compile:
@@ -213,6 +225,6 @@ class RequestScorer:
 
     def __call__(self, request: Mapping[str, tf.Tensor]) -> tf.Tensor:
         n = tf.shape(request[F.ITEM_ID.name])[0]
-        transformed = self.tft_layer(shared_raw_features(request))
+        transformed = self.tft_layer(shared_raw_features(request, spec=self.spec))
         inputs = {k: transformed[k] for k in self.graph.inputs}
         return self._model_fn(inputs, n)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Mapping, Optional
 
-from feedrank.typed import ConfigError, build_typed, to_plain
+from feedrank.typed import ConfigError, Section, build_typed, setting, to_plain
 
 FAMILY_NAMES = ("bst", "deepfm", "dien", "din", "dnn", "double_channel", "gbdt", "multi_channel", "wide_deep")
 # Keras activation names `layers.mlp` accepts besides "dice" and "prelu".
@@ -38,7 +38,7 @@ PIPELINE_KEYS = {
     "word_vectors_uri": "the Trainer component (the Word2VecGen artifact)",
     "item_vectors": "the Trainer (the word vectors mapped onto the item vocabulary)",
     "raw_examples": "transform.materialize (false: the Trainer applies the transform graph)",
-    "declared_features": "the config's features section (feedrank.features.to_json)",
+    "declared_features": "the config's features section (`FeatureSpec.to_json`)",
 }
 # Read by the Trainer component from its input artifacts, never from the trainer config.
 ARTIFACT_KEYS = {
@@ -50,16 +50,9 @@ EXAMPLES_ARTIFACT_KEY = "examples_artifact"
 INPUT_CACHE_MODES = ("memory", "disk", "")
 
 
-def setting(default: Any, **meta: Any) -> Any:
-    """A field with ``default`` and the checks of `feedrank.typed` (choices, min, max, above, below)."""
-    if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
-
-
 @dataclasses.dataclass
 class EmbeddingDims:
-    """Embedding width per vocabulary (`feedrank.features.VOCABS`)."""
+    """Embedding width per vocabulary (the `vocabs` of the run's `FeatureSpec`)."""
     item: int = setting(32, min=1)
     category: int = setting(16, min=1)
     region: int = setting(8, min=1)
@@ -161,7 +154,7 @@ FAMILY_GROUPS = {"din": ("din",), "dien": ("dien",), "bst": ("bst",), "dnn": (),
 
 
 @dataclasses.dataclass
-class TrainerSettings:
+class TrainerSettings(Section):
     """Every setting the Trainer reads; the family groups are filled from the flat keys."""
     model: str = setting("din", choices=FAMILY_NAMES)
     epochs: int = setting(3, min=1)
@@ -194,7 +187,7 @@ class TrainerSettings:
     word_vectors_uri: Optional[str] = None
     raw_examples: bool = False   # the examples are raw: apply the transform graph in tf.data
     item_vectors: Any = None   # [item vocab, d] (NaN rows: no vector), an array or a .npy path
-    declared_features: Optional[str] = None  # the declared item/user columns, JSON (feedrank.features.to_json)
+    declared_features: Optional[str] = None  # the declared item/user columns, JSON (`FeatureSpec.to_json`)
 
     def to_dict(self, every_group: bool = False) -> Dict[str, Any]:
         """The flat ``custom_config`` form: the shared settings and the groups ``model``
@@ -208,8 +201,15 @@ class TrainerSettings:
         return flat
 
     @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "trainer") -> "TrainerSettings":
+        """The config file's flat ``trainer:`` section (`from_yaml`; None: the defaults)."""
+        return cls.from_yaml({} if values is None else values, where or "trainer")
+
+    @classmethod
     def from_yaml(cls, values: Mapping[str, Any], where: str = "trainer") -> "TrainerSettings":
         """The config file's ``trainer:`` section; the `PIPELINE_KEYS` are refused."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
         for key in sorted(set(values) & (set(PIPELINE_KEYS) | set(ARTIFACT_KEYS))):
             source = PIPELINE_KEYS.get(key) or ARTIFACT_KEYS[key]
             raise ConfigError(f"{where}.{key} is set by {source}, not in the trainer section")

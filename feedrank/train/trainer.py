@@ -47,10 +47,16 @@ from feedrank.tune.genes import apply_trainer_hyperparameters
 log = logging.getLogger(__name__)
 
 
-def vocab_sizes(tf_transform_output: tft.TFTransformOutput) -> Dict[str, int]:
-    """Embedding table sizes: padding row + vocabulary + OOV buckets."""
+def feature_spec(config: Union[TrainerSettings, Mapping[str, Any]]) -> F.FeatureSpec:
+    """The feature contract the settings carry (``declared_features``, the JSON of
+    `features.FeatureSpec.to_json`; a run that declares no columns passes none)."""
+    return F.FeatureSpec.from_json(as_settings(config).declared_features)
+
+
+def vocab_sizes(tf_transform_output: tft.TFTransformOutput, *, spec: F.FeatureSpec) -> Dict[str, int]:
+    """Embedding table sizes of ``spec``'s vocabularies: padding row + vocabulary + OOV buckets."""
     return {v.name: 1 + tf_transform_output.vocabulary_size_by_name(vocab_file_name(v))
-            + v.num_oov_buckets for v in F.VOCABS}
+            + v.num_oov_buckets for v in spec.vocabs}
 
 
 class CurveLogger(keras.callbacks.Callback):
@@ -76,14 +82,14 @@ def distribution_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def input_spec(tf_transform_output: tft.TFTransformOutput, raw_examples: bool):
+def input_spec(tf_transform_output: tft.TFTransformOutput, raw_examples: bool, *, spec: F.FeatureSpec):
     """(feature spec of the Trainer's records, tf.Transform layer or None).
 
-    Raw examples are parsed with the raw spec (labels included, metadata not)
-    and need the layer; transformed examples need neither."""
+    Raw examples are parsed with ``spec``'s raw feature spec (labels included,
+    metadata not) and need the layer; transformed examples need neither."""
     if not raw_examples:
         return tf_transform_output.transformed_feature_spec(), None
-    return (F.raw_feature_spec(include_labels=True, include_metadata=False),
+    return (spec.raw_feature_spec(include_labels=True, include_metadata=False),
             tf_transform_output.transform_features_layer())
 
 
@@ -110,8 +116,8 @@ def input_cache_dir(mode: str, run_dir: Optional[str]) -> Iterator[Optional[str]
 
 def train(train_files, valid_files, tf_transform_output: tft.TFTransformOutput,
           config: Union[TrainerSettings, Mapping[str, Any]],
-          run_dir: Optional[str] = None, callbacks: Sequence[keras.callbacks.Callback] = ()
-          ) -> Tuple[keras.Model, list]:
+          run_dir: Optional[str] = None, callbacks: Sequence[keras.callbacks.Callback] = (),
+          spec: Optional[F.FeatureSpec] = None) -> Tuple[keras.Model, list]:
     """Builds the configured family, fits it on ``train_files``, early-stops it on
     ``valid_files`` (the validation split, never the eval split), returns (model,
     per-epoch curves).
@@ -126,38 +132,41 @@ def train(train_files, valid_files, tf_transform_output: tft.TFTransformOutput,
     float32); it is ignored on CPU, where it would only slow training down.
 
     ``callbacks`` join the Keras fit's (the Tuner's fitness and early termination).
+
+    ``spec``: the feature contract the data, the model and the export share; None:
+    the one the settings carry (`feature_spec`).
     """
     cfg = as_settings(config)
-    if cfg.declared_features is not None:  # the run's declared item/user columns
-        F.declare(F.from_json(cfg.declared_features))
+    if spec is None:
+        spec = feature_spec(cfg)
     if cfg.mixed_precision and tf.config.list_logical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(cfg.seed)
     with input_cache_dir(cfg.input_cache, run_dir) as cache_dir:
-        return _fit(train_files, valid_files, tf_transform_output, cfg, cache_dir, callbacks)
+        return _fit(train_files, valid_files, tf_transform_output, cfg, cache_dir, callbacks, spec)
 
 
 def _fit(train_files, valid_files, tf_transform_output: tft.TFTransformOutput, cfg: TrainerSettings,
-         cache_dir: Optional[str], extra_callbacks: Sequence[keras.callbacks.Callback] = ()
-         ) -> Tuple[keras.Model, list]:
+         cache_dir: Optional[str], extra_callbacks: Sequence[keras.callbacks.Callback],
+         spec: F.FeatureSpec) -> Tuple[keras.Model, list]:
     """`train` with the input cache's directory decided."""
-    spec, layer = input_spec(tf_transform_output, cfg.raw_examples)
+    records, layer = input_spec(tf_transform_output, cfg.raw_examples, spec=spec)
     if cfg.model == "gbdt":   # trees: one pass over each split, no epochs, optimiser or callbacks
-        one_pass = [data.dataset(files, spec, cfg.batch_size, transform_layer=layer)
+        one_pass = [data.dataset(files, records, cfg.batch_size, transform_layer=layer, spec=spec)
                     for files in (train_files, valid_files)]
-        return gbdt.fit(*one_pass, vocab_sizes(tf_transform_output), cfg)
+        return gbdt.fit(*one_pass, vocab_sizes(tf_transform_output, spec=spec), cfg, spec=spec)
     cache = cfg.input_cache
-    train_ds = data.dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, cache=cache,
-                            transform_layer=layer, cache_dir=cache_dir)
-    valid_ds = data.dataset(valid_files, spec, cfg.batch_size, cache=cache, transform_layer=layer,
-                            cache_dir=cache_dir)
+    train_ds = data.dataset(train_files, records, cfg.batch_size, shuffle=True, seed=cfg.seed, cache=cache,
+                            transform_layer=layer, cache_dir=cache_dir, spec=spec)
+    valid_ds = data.dataset(valid_files, records, cfg.batch_size, cache=cache, transform_layer=layer,
+                            cache_dir=cache_dir, spec=spec)
     strategy = distribution_strategy()
     log.info("distribution strategy: %s (%d replica(s))", type(strategy).__name__,
              strategy.num_replicas_in_sync)
-    sizes = vocab_sizes(tf_transform_output)
+    sizes = vocab_sizes(tf_transform_output, spec=spec)
     cfg = word_vectors.attach(cfg, tf_transform_output, sizes[F.ITEM_VOCAB.name])  # Word2Vec rows, if given
     with strategy.scope():
-        model = build_model(cfg.model, sizes, cfg)
+        model = build_model(cfg.model, sizes, cfg, spec=spec)
         model.compile(
             optimizer=keras.optimizers.Adam(cfg.learning_rate),
             loss=keras.losses.BinaryCrossentropy(),
@@ -197,16 +206,17 @@ def write_curves(curves: list, out_dir: str) -> None:
 
 
 def trainer_scores(model, files, tf_transform_output: tft.TFTransformOutput,
-                   sampling_rate: float, n: int = 512, raw_examples: bool = False) -> Dict[str, float]:
+                   sampling_rate: float, n: int = 512, raw_examples: bool = False, *,
+                   spec: F.FeatureSpec) -> Dict[str, float]:
     """The in-memory Keras model's calibrated scores on the first ``n`` examples
     of ``files``, keyed by impression id: the reference the pushed model must match."""
-    spec, layer = input_spec(tf_transform_output, raw_examples)
+    parse_spec, layer = input_spec(tf_transform_output, raw_examples, spec=spec)
     records = tf.stack(list(tf.data.TFRecordDataset(data._expand(files), compression_type="GZIP").take(n)))
-    batch = tf.io.parse_example(records, spec)
+    batch = tf.io.parse_example(records, parse_spec)
     if layer is not None:
         ids = tf.io.parse_example(records, {F.IMPRESSION_ID: tf.io.FixedLenFeature([], tf.string)})
         batch = {**layer(batch), **ids}
-    q = model({k: batch[k] for k in F.model_input_names()}, training=False)
+    q = model({k: batch[k] for k in spec.model_input_names()}, training=False)
     probs = export_lib.correct_for_sampling(q, sampling_rate).numpy()
     return {i.decode(): float(p) for i, p in zip(batch[F.IMPRESSION_ID].numpy(), probs)}
 
@@ -229,16 +239,18 @@ def run_fn(fn_args) -> None:
     # the Tuner's best hyperparameters (TFX passes them when the Trainer gets the Tuner's output)
     settings = apply_trainer_hyperparameters(settings, getattr(fn_args, "hyperparameters", None))
     config = TrainerSettings.from_dict(settings, "Trainer custom_config")
+    spec = feature_spec(config)   # the run's feature contract: data, model and export share it
     rate = float(props["negative_sampling_rate"])
     log.info("negative sampling rate %.4g (from the Examples artifact %s)", rate, props.get("uri", "?"))
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     model, curves = train(fn_args.train_files, fn_args.eval_files, tft_output, config,
-                          run_dir=fn_args.model_run_dir)
+                          run_dir=fn_args.model_run_dir, spec=spec)
     write_curves(curves, fn_args.model_run_dir)
-    export_lib.export(model, tft_output, fn_args.serving_model_dir, rate)
+    export_lib.export(model, tft_output, fn_args.serving_model_dir, rate, spec=spec)
     record = {"negative_sampling_rate": rate, "examples_uri": props.get("uri"),
               "train_files": list(fn_args.train_files), "valid_files": list(fn_args.eval_files)}
-    scores = trainer_scores(model, fn_args.eval_files, tft_output, rate, raw_examples=config.raw_examples)
+    scores = trainer_scores(model, fn_args.eval_files, tft_output, rate, raw_examples=config.raw_examples,
+                            spec=spec)
     for name, content in (("training.json", record), ("valid_scores.json", scores)):
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, name), "w") as f:
             json.dump(content, f, indent=1 if name == "training.json" else None)

@@ -2,7 +2,7 @@
 
 The example generator computes the same two features in Python
 (`feedrank.examples.build.crosses`);
-`tests/test_serving_contract.py::test_example_generator_crosses_equal_the_in_graph_crosses`
+`tests/e2e/test_serving_contract.py::test_example_generator_crosses_equal_the_in_graph_crosses`
 checks both agree on simulated data, so serving cannot drift from training.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ import tensorflow_transform as tft
 
 from feedrank import features as F
 
-# custom_config key of the declared columns (`features.to_json`), as the pipeline passes it
+# custom_config key of the feature contract (`features.FeatureSpec.to_json`), as the pipeline passes it
 DECLARED_KEY = "declared_features"
 
 
@@ -56,41 +56,50 @@ def _pad(sparse_ids: tf.SparseTensor, max_len: int) -> tf.Tensor:
     return tf.reshape(dense, [-1, max_len])
 
 
-def _vocab_members(vocab: F.Vocab) -> List[str]:
-    names = [f.name for f in F.ID_FEATURES if f.vocab == vocab]
-    names += [s.name for s in F.SEQ_FEATURES if s.vocab == vocab]
-    names += [b.name for b in F.BAG_FEATURES if b.vocab == vocab]
+def _vocab_members(spec: F.FeatureSpec, vocab: F.Vocab) -> List[str]:
+    names = [f.name for f in spec.id_features if f.vocab == vocab]
+    names += [s.name for s in spec.seq_features if s.vocab == vocab]
+    names += [b.name for b in spec.bag_features if b.vocab == vocab]
     return names
+
+
+def spec_of(custom_config: Optional[Dict[str, Any]]) -> F.FeatureSpec:
+    """The feature contract in the Transform component's ``custom_config``: its
+    `DECLARED_KEY` (`features.FeatureSpec.to_json`); a run that declares no columns
+    passes none, which is the built-in contract."""
+    return F.FeatureSpec.from_json((custom_config or {}).get(DECLARED_KEY))
 
 
 def preprocessing_fn(inputs: Dict[str, tf.Tensor],
                      custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, tf.Tensor]:
-    """Raw features (see `features.raw_feature_spec`) -> model inputs.
+    """Raw features (see `features.FeatureSpec.raw_feature_spec`) -> model inputs.
 
     ``custom_config`` (the Transform component's): ``declared_features``, the run's
-    declared item/user columns (`features.to_json`), declared before anything is
-    built; without it the process's current declaration holds.
+    feature contract (`spec_of`).
     """
-    if custom_config and DECLARED_KEY in custom_config:
-        F.declare(F.from_json(custom_config[DECLARED_KEY]))
+    return transform_features(inputs, spec_of(custom_config))
+
+
+def transform_features(inputs: Dict[str, tf.Tensor], spec: F.FeatureSpec) -> Dict[str, tf.Tensor]:
+    """`preprocessing_fn` for the feature contract ``spec``."""
     outputs: Dict[str, tf.Tensor] = {}
-    for vocab in F.VOCABS:
-        members = [n for n in _vocab_members(vocab) if n in inputs]
+    for vocab in spec.vocabs:
+        members = [n for n in _vocab_members(spec, vocab) if n in inputs]
         all_values = tf.concat([_values(inputs[n]) for n in members], axis=0)
         all_values = tf.boolean_mask(all_values, tf.strings.length(all_values) > 0)
         path = tft.vocabulary(
             all_values, vocab_filename=vocab_file_name(vocab),
             frequency_threshold=vocab.frequency_threshold)
-        for f in F.ID_FEATURES:
+        for f in spec.id_features:
             if f.vocab == vocab:
                 outputs[F.idx(f.name)] = _lookup_shifted(inputs[f.name], path, vocab)
-        for s in F.SEQ_FEATURES:
+        for s in spec.seq_features:
             if s.vocab == vocab:
                 outputs[F.idx(s.name)] = _pad(_lookup_shifted(inputs[s.name], path, vocab), s.max_len)
-        for b in F.BAG_FEATURES:
+        for b in spec.bag_features:
             if b.vocab == vocab:
                 outputs[F.idx(b.name)] = _pad(_lookup_shifted(inputs[b.name], path, vocab), b.max_len)
-    for d in F.DENSE_FEATURES:
+    for d in spec.dense_features:
         x = tf.cast(inputs[d.name], tf.float32)
         if d.log1p:
             x = tf.math.log1p(tf.maximum(x, 0.0))

@@ -159,9 +159,9 @@ def encode(e: common.Embedded, config: TrainerSettings, name: str = "bst") -> tf
     raise ValueError(f"bst_pooling must be 'candidate' or 'mean', got {pooling!r}")
 
 
-def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
-    """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config)
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.FeatureSpec) -> keras.Model:
+    """Returns a Keras model: the transformed features of ``spec`` (a dict) -> click probability [B]."""
+    e = common.embed(vocab_sizes, config, spec=spec)
     interest = encode(e, config)
     x = tf.concat([e.candidate, interest, *common.pooled_history(e), e.user, e.dense], axis=-1)
     prob = common.head(x, config)

@@ -1,8 +1,9 @@
 """The Embedding part of Embedding&MLP, shared by every model family.
 
-`EmbeddingBlock` creates one Keras `Input` per transformed feature named in
-`feedrank.features` and one embedding table per vocabulary, so a history
-sequence always shares the table of the candidate feature it mirrors.
+`embed` creates one Keras `Input` per transformed feature of the run's feature
+contract (a `feedrank.features.FeatureSpec`, passed to every builder) and one
+embedding table per vocabulary, so a history sequence always shares the table
+of the candidate feature it mirrors.
 Table sizes come from the Transform output (`vocab_sizes`), never constants.
 Optional Word2Vec post vectors (`feedrank.train.word_vectors`) initialise (and
 may freeze) the item table and add similarity features to ``dense``.
@@ -29,6 +30,7 @@ DECLARED_EMBEDDING_DIM = 8
 class Embedded:
     """Embedded views of one batch that model families combine."""
 
+    spec: F.FeatureSpec           # the feature contract the inputs follow
     inputs: Dict[str, keras.Input]
     candidate: tf.Tensor          # [B, Dc]   item ++ category ++ region
     click_seq: tf.Tensor          # [B, L, Dc] aligned with `candidate`
@@ -45,44 +47,44 @@ class Embedded:
     ids: Dict[str, tf.Tensor] = dataclasses.field(default_factory=dict)
 
 
-def make_inputs() -> Dict[str, keras.Input]:
-    """One Keras Input per transformed model feature."""
+def make_inputs(spec: F.FeatureSpec) -> Dict[str, keras.Input]:
+    """One Keras Input per transformed model feature of ``spec``."""
     inputs: Dict[str, keras.Input] = {}
-    for f in F.ID_FEATURES:
+    for f in spec.id_features:
         inputs[F.idx(f.name)] = keras.Input(shape=(), dtype=tf.int64, name=F.idx(f.name))
-    for s in F.SEQ_FEATURES:
+    for s in spec.seq_features:
         inputs[F.idx(s.name)] = keras.Input(shape=(s.max_len,), dtype=tf.int64, name=F.idx(s.name))
-    for d in F.DENSE_FEATURES:
+    for d in spec.dense_features:
         inputs[F.dense(d.name)] = keras.Input(shape=(), dtype=tf.float32, name=F.dense(d.name))
-    for b in F.BAG_FEATURES:
+    for b in spec.bag_features:
         inputs[F.idx(b.name)] = keras.Input(shape=(b.max_len,), dtype=tf.int64, name=F.idx(b.name))
     return inputs
 
 
-def declared_embeddings(inputs: Mapping[str, tf.Tensor], tables: Mapping[str, keras.layers.Embedding]
-                        ) -> Dict[str, list]:
-    """Embeddings of the declared categorical columns and token bags (masked mean of
+def declared_embeddings(spec: F.FeatureSpec, inputs: Mapping[str, tf.Tensor],
+                        tables: Mapping[str, keras.layers.Embedding]) -> Dict[str, list]:
+    """Embeddings of ``spec``'s declared categorical columns and token bags (masked mean of
     the tokens' rows), by side: ``{"user": [...], "candidate": [...]}``, each [B, d]."""
-    declared = {c.feature_name for c in F.DECLARED}
+    declared = {c.feature_name for c in spec.declared}
     out: Dict[str, list] = {"user": [], "candidate": []}
-    for f in F.ID_FEATURES:
+    for f in spec.id_features:
         if f.name in declared:
             out[f.side].append(tables[f.vocab.name](inputs[F.idx(f.name)]))
-    for b in F.BAG_FEATURES:
+    for b in spec.bag_features:
         ids = inputs[F.idx(b.name)]
         out[b.side].append(L.MaskedPooling("mean", name=f"{b.name}_mean")(
             tables[b.vocab.name](ids), L.padding_mask(ids)))
     return out
 
 
-def item_id_dropout(inputs: Dict[str, tf.Tensor], vocab_sizes: Mapping[str, int],
+def item_id_dropout(spec: F.FeatureSpec, inputs: Dict[str, tf.Tensor], vocab_sizes: Mapping[str, int],
                     config: TrainerSettings) -> Dict[str, tf.Tensor]:
     """``inputs`` with the post ids (candidate and histories) passed through
     `layers.IdDropout` when ``config.id_dropout`` > 0 (a no-op outside training)."""
     if config.id_dropout <= 0:
         return dict(inputs)
-    names = [F.idx(f.name) for f in F.ID_FEATURES if f.vocab == F.ITEM_VOCAB]
-    names += [F.idx(s.name) for s in F.SEQ_FEATURES if s.vocab == F.ITEM_VOCAB]
+    names = [F.idx(f.name) for f in spec.id_features if f.vocab == F.ITEM_VOCAB]
+    names += [F.idx(s.name) for s in spec.seq_features if s.vocab == F.ITEM_VOCAB]
     layer = L.IdDropout(vocab_sizes[F.ITEM_VOCAB.name], F.ITEM_VOCAB.num_oov_buckets, config.id_dropout,
                         name="item_id_dropout")
     return {**inputs, **dict(zip(names, layer([inputs[n] for n in names])))}
@@ -93,8 +95,8 @@ def item_vectors(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> W.I
     return W.from_config(config, vocab_sizes[F.ITEM_VOCAB.name], config.embedding_dims.item)
 
 
-def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> Embedded:
-    """Builds inputs and shared embedding tables; returns the embedded views.
+def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.FeatureSpec) -> Embedded:
+    """Builds the inputs of ``spec`` and the shared embedding tables; returns the embedded views.
 
     ``config`` is the Trainer's settings: ``embedding_dims``, ``embedding_l2``,
     ``id_dropout`` (`item_id_dropout`),
@@ -107,17 +109,17 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> Embedded:
     dims = dataclasses.asdict(config.embedding_dims)
     l2 = config.embedding_l2
     vectors = item_vectors(vocab_sizes, config)
-    missing = [v.name for v in F.VOCABS if v.name not in vocab_sizes]
+    missing = [v.name for v in spec.vocabs if v.name not in vocab_sizes]
     if missing:
         raise ValueError(f"vocab_sizes lacks {missing}; got {sorted(vocab_sizes)}")
     reg = keras.regularizers.l2(l2) if l2 > 0 else None
     tables = {v.name: keras.layers.Embedding(vocab_sizes[v.name], dims.get(v.name, DECLARED_EMBEDDING_DIM),
                                              embeddings_regularizer=reg, name=f"{v.name}_embedding")
-              for v in F.VOCABS}
+              for v in spec.vocabs}
     if vectors is not None and vectors.init:
         W.initialise(tables[F.ITEM_VOCAB.name], vectors)
-    inputs = make_inputs()
-    ids = item_id_dropout(inputs, vocab_sizes, config)
+    inputs = make_inputs(spec)
+    ids = item_id_dropout(spec, inputs, vocab_sizes, config)
 
     def emb(name: str, vocab: F.Vocab) -> tf.Tensor:
         return tables[vocab.name](ids[F.idx(name)])
@@ -127,9 +129,9 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> Embedded:
     view_seq = tf.concat([emb(s.name, s.vocab) for s in F.VIEW_SEQUENCE], -1)
     conv_seq = tf.concat([emb(s.name, s.vocab) for s in F.CONVERSION_SEQUENCE], -1)
     search_seq = emb(F.SEARCH_TOKENS.name, F.SEARCH_TOKENS.vocab)
-    dense = tf.stack([inputs[F.dense(d.name)] for d in F.DENSE_FEATURES], axis=-1)
+    dense = tf.stack([inputs[F.dense(d.name)] for d in spec.dense_features], axis=-1)
     if config.match_features:
-        dense = tf.concat([dense, match_features(ids)], axis=-1)
+        dense = tf.concat([dense, match_features(spec, ids)], axis=-1)
     if vectors is not None and vectors.similarity:
         frozen = W.frozen_table(vectors)
         click_ids = inputs[F.idx(F.CLICK_ITEMS.name)]
@@ -140,13 +142,13 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> Embedded:
     if dense.dtype != compute_dtype:  # mixed_float16: the embeddings are float16
         dense = tf.cast(dense, compute_dtype)
     user = emb(F.USER_REGION_ID.name, F.USER_REGION_ID.vocab)
-    declared = declared_embeddings(inputs, tables)   # declared columns: user side -> user, candidates -> dense
+    declared = declared_embeddings(spec, inputs, tables)   # declared columns: user side -> user, candidates -> dense
     if declared["user"]:
         user = tf.concat([user] + declared["user"], axis=-1)
     if declared["candidate"]:
         dense = tf.concat([dense] + declared["candidate"], axis=-1)
     return Embedded(
-        inputs=inputs, candidate=candidate,
+        spec=spec, inputs=inputs, candidate=candidate,
         click_seq=click_seq, click_mask=L.padding_mask(inputs[F.idx(F.CLICK_ITEMS.name)]),
         view_seq=view_seq, view_mask=L.padding_mask(inputs[F.idx(F.VIEW_ITEMS.name)]),
         conv_seq=conv_seq, conv_mask=L.padding_mask(inputs[F.idx(F.CONV_ITEMS.name)]),
@@ -154,11 +156,11 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> Embedded:
         user=user, dense=dense, ids=ids)
 
 
-def match_features(inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
-    """[B, 3 * len(F.MATCHED) + 4]: `layers.MatchFeatures` of every matched pair and
+def match_features(spec: F.FeatureSpec, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+    """[B, 3 * len(spec.matched) + 4]: `layers.MatchFeatures` of every matched pair and
     log(1 + length) of the click, view, conversion and search histories."""
     match = L.MatchFeatures(name="match_features")
-    parts = [match(inputs[F.idx(c.name)], inputs[F.idx(s.name)]) for s, c in F.MATCHED]
+    parts = [match(inputs[F.idx(c.name)], inputs[F.idx(s.name)]) for s, c in spec.matched]
     for s in (F.CLICK_ITEMS, F.VIEW_ITEMS, F.CONV_ITEMS, F.SEARCH_TOKENS):
         n = tf.reduce_sum(tf.cast(L.padding_mask(inputs[F.idx(s.name)]), tf.float32), axis=1)
         parts.append(tf.math.log1p(n)[:, None])

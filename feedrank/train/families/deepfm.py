@@ -67,23 +67,27 @@ class FactorizationMachine(keras.layers.Layer):
         return tf.cast(pairwise, self.compute_dtype)
 
 
-def field_names() -> List[str]:
-    """The FM's fields, in the order `fields` returns them."""
-    return [f.name for f in F.ID_FEATURES] + [s.name for s in F.SEQ_FEATURES] + [b.name for b in F.BAG_FEATURES]
+def field_names(spec: F.FeatureSpec) -> List[str]:
+    """The FM's fields for the feature contract ``spec``, in the order `fields` returns them."""
+    return ([f.name for f in spec.id_features] + [s.name for s in spec.seq_features]
+            + [b.name for b in spec.bag_features])
 
 
 def fields(e: common.Embedded, vocab_sizes: Mapping[str, int],
            config: TrainerSettings) -> Tuple[List[tf.Tensor], List[tf.Tensor]]:
-    """(the k-d field vectors v_f, the first-order terms [B, 1] of the id fields), one per field."""
+    """(the k-d field vectors v_f, the first-order terms [B, 1] of the id fields), one per
+    field of ``e.spec`` (`field_names`)."""
+    spec = e.spec
     # The shared tables of `common.embed`, looked up by their layer names.
     probe = keras.Model(e.inputs, [e.candidate, e.user, e.dense, e.click_seq, e.view_seq, e.conv_seq,
                                     e.search_seq])
-    tables = {v.name: probe.get_layer(f"{v.name}_embedding") for v in F.VOCABS}
+    tables = {v.name: probe.get_layer(f"{v.name}_embedding") for v in spec.vocabs}
     reg = keras.regularizers.l2(config.embedding_l2) if config.embedding_l2 > 0 else None
     k = config.deepfm.fm_dim
     vectors, first_order = [], []
-    features = [(f.name, f.vocab, False) for f in F.ID_FEATURES] + [(s.name, s.vocab, True) for s in F.SEQ_FEATURES]
-    features += [(b.name, b.vocab, True) for b in F.BAG_FEATURES]   # declared token bags: pooled like sequences
+    features = [(f.name, f.vocab, False) for f in spec.id_features]
+    features += [(s.name, s.vocab, True) for s in spec.seq_features]
+    features += [(b.name, b.vocab, True) for b in spec.bag_features]   # declared token bags: pooled like sequences
     for name, vocab, is_sequence in features:
         ids = e.ids.get(F.idx(name), e.inputs[F.idx(name)])
         rows = tables[vocab.name](ids)                                  # [B, d] or [B, L, d]
@@ -98,9 +102,9 @@ def fields(e: common.Embedded, vocab_sizes: Mapping[str, int],
     return vectors, first_order
 
 
-def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
-    """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config)
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.FeatureSpec) -> keras.Model:
+    """Returns a Keras model: the transformed features of ``spec`` (a dict) -> click probability [B]."""
+    e = common.embed(vocab_sizes, config, spec=spec)
     v, weights = fields(e, vocab_sizes, config)
     log.info("DeepFM: %d fields of width %d", len(v), config.deepfm.fm_dim)
     first = keras.layers.Add(name="fm_first_order")(weights + [keras.layers.Dense(1, name="fm_dense")(e.dense)])

@@ -219,9 +219,9 @@ def embedding_table(e: common.Embedded, vocab: F.Vocab) -> keras.layers.Embeddin
     return keras.Model(e.inputs, e.candidate).get_layer(f"{vocab.name}_embedding")
 
 
-def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
-    """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config)
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.FeatureSpec) -> keras.Model:
+    """Returns a Keras model: the transformed features of ``spec`` (a dict) -> click probability [B]."""
+    e = common.embed(vocab_sizes, config, spec=spec)
     units = config.dien.gru_units or int(e.candidate.shape[-1])
     aux_weight = config.dien.aux_loss_weight
     # Both GRUs (and the auxiliary loss) run only up to the batch's longest click history.

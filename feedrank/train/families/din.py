@@ -17,14 +17,15 @@ from typing import Mapping
 import tensorflow as tf
 import tf_keras as keras
 
+from feedrank import features as F
 from feedrank.train import layers as L
 from feedrank.train.families import common
 from feedrank.train.settings import TrainerSettings
 
 
-def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
-    """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config)
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.FeatureSpec) -> keras.Model:
+    """Returns a Keras model: the transformed features of ``spec`` (a dict) -> click probability [B]."""
+    e = common.embed(vocab_sizes, config, spec=spec)
     units = config.din.attention_units
     interest = L.TargetAttention(units, name="din_attention")(e.candidate, e.click_seq, e.click_mask)
     view_interest = L.TargetAttention(units, name="din_view_attention")(e.candidate, e.view_seq, e.view_mask)

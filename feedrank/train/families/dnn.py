@@ -17,6 +17,7 @@ from typing import Mapping
 import tensorflow as tf
 import tf_keras as keras
 
+from feedrank import features as F
 from feedrank.train import layers as L
 from feedrank.train.families import common
 from feedrank.train.settings import TrainerSettings
@@ -31,8 +32,8 @@ def deep_input(e: common.Embedded) -> tf.Tensor:
     return tf.concat([e.candidate, click, view, conv, search, e.user, e.dense], axis=-1)
 
 
-def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
-    """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config)
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.FeatureSpec) -> keras.Model:
+    """Returns a Keras model: the transformed features of ``spec`` (a dict) -> click probability [B]."""
+    e = common.embed(vocab_sizes, config, spec=spec)
     prob = common.head(deep_input(e), config)
     return keras.Model(inputs=e.inputs, outputs=prob, name="dnn")

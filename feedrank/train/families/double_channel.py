@@ -24,14 +24,15 @@ from typing import Mapping
 import tensorflow as tf
 import tf_keras as keras
 
+from feedrank import features as F
 from feedrank.train import layers as L
 from feedrank.train.families import bst, common
 from feedrank.train.settings import TrainerSettings
 
 
-def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
-    """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config)
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.FeatureSpec) -> keras.Model:
+    """Returns a Keras model: the transformed features of ``spec`` (a dict) -> click probability [B]."""
+    e = common.embed(vocab_sizes, config, spec=spec)
     static = tf.concat([e.candidate, e.user, e.dense], axis=-1)
     feature_channel = L.mlp(config.double_channel.feature_mlp_units, config.activation, config.dropout,
                             name="feature_channel")(static)

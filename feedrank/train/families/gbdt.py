@@ -35,6 +35,7 @@ from typing import Dict, List, Mapping, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
+from feedrank import features as F
 from feedrank.train.families import common, gbdt_features
 from feedrank.train.settings import TrainerSettings
 
@@ -51,8 +52,9 @@ def _tfdf():
     return tfdf
 
 
-def build(vocab_sizes: Mapping[str, int], config: TrainerSettings):
-    """An untrained TF-DF gradient boosted trees model with `gbdt_features`'s preprocessing.
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.FeatureSpec):
+    """An untrained TF-DF gradient boosted trees model with `gbdt_features`'s preprocessing
+    of the transformed features of ``spec``.
 
     ``vocab_sizes`` is unused: the ids become categorical strings, whose
     dictionaries TF-DF builds from the training data."""
@@ -62,7 +64,7 @@ def build(vocab_sizes: Mapping[str, int], config: TrainerSettings):
     look_ahead = g.early_stopping_num_trees_look_ahead
     return tfdf.keras.GradientBoostedTreesModel(
         task=tfdf.keras.Task.CLASSIFICATION,
-        preprocessing=gbdt_features.preprocessing_model(),
+        preprocessing=gbdt_features.preprocessing_model(spec),
         num_trees=g.num_trees, max_depth=g.max_depth, shrinkage=g.shrinkage, min_examples=g.min_examples,
         subsample=g.subsample, num_candidate_attributes_ratio=g.num_candidate_attributes_ratio,
         l2_regularization=g.l2_regularization, growing_strategy=g.growing_strategy,
@@ -78,11 +80,11 @@ def _int_labels(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def fit(train_ds: tf.data.Dataset, valid_ds: tf.data.Dataset, vocab_sizes: Mapping[str, int],
-        config: TrainerSettings) -> Tuple[keras.Model, List[Dict[str, float]]]:
+        config: TrainerSettings, *, spec: F.FeatureSpec) -> Tuple[keras.Model, List[Dict[str, float]]]:
     """Builds and trains the forest in one pass over ``train_ds`` (finite, (features,
     label) batches), stopping early on ``valid_ds``; returns (`servable` model, curves:
     one row per logged tree count with the validation loss and accuracy)."""
-    forest = build(vocab_sizes, config)
+    forest = build(vocab_sizes, config, spec=spec)
     g = config.gbdt
     log.info("training gbdt: up to %d trees of depth %d, shrinkage %g, early-stopped on the validation split",
              g.num_trees, g.max_depth, g.shrinkage)
@@ -93,12 +95,12 @@ def fit(train_ds: tf.data.Dataset, valid_ds: tf.data.Dataset, vocab_sizes: Mappi
     trees = forest.make_inspector().num_trees()
     log.info("gbdt: %d trees kept (%d logged); final validation loss %s", trees, len(curves),
              f"{curves[-1]['val_loss']:.4f}" if curves else "n/a")
-    return servable(forest), curves
+    return servable(forest, spec), curves
 
 
-def servable(forest: keras.Model) -> keras.Model:
-    """The trained forest as a functional Keras model: the deep families' inputs
-    (`common.make_inputs`) -> P(click) [B], what the export and the Trainer expect."""
-    inputs = common.make_inputs()
+def servable(forest: keras.Model, spec: F.FeatureSpec) -> keras.Model:
+    """The trained forest as a functional Keras model: the deep families' inputs of
+    ``spec`` (`common.make_inputs`) -> P(click) [B], what the export and the Trainer expect."""
+    inputs = common.make_inputs(spec)
     prob = forest(inputs)[:, 0]   # binary classification: P(label = 1), [B, 1] -> [B]
     return keras.Model(inputs, prob, name="gbdt")

@@ -3,7 +3,7 @@
 Trees split on columns, not on id sequences, so the ``gbdt`` family
 (`feedrank.train.families.gbdt`) reads hand-built aggregates, the kind a
 production feature pipeline computes for a GBDT ranker and the kind the
-offline LightGBM baseline (`feedrank.train.gbdt`) builds from the raw
+offline LightGBM baseline (`feedrank.train.lightgbm_baseline`) builds from the raw
 examples.  Here they are a Keras layer (`TreeFeatures`) over the SAME
 transformed features every deep family reads, used as TF-DF's
 ``preprocessing`` model: it runs in training and inside the exported
@@ -12,7 +12,7 @@ computed outside the graph.
 
 Per example (``B`` rows):
 
-* static: every dense feature (`features.DENSE_FEATURES`: price, the post's
+* static: every dense feature of the run's `features.FeatureSpec` (price, the post's
   historical impressions / clicks / CTR, region match, interest-category
   share, the user counters, the declared numbers), z-scored by Transform (a
   monotone map, so the same splits);
@@ -51,21 +51,21 @@ FUNNEL = "funnel_last_conv_category_x_category"
 CHANNEL_SEQUENCES = (F.CLICK_ITEMS, F.VIEW_ITEMS, F.CONV_ITEMS, F.SEARCH_TOKENS)   # one per channel
 
 
-def categorical_ids() -> List[F.IdFeature]:
-    """The id features that become categorical columns: the candidate's category and
-    region, the user's region and the declared categorical columns (`features.DECLARED`)."""
-    declared = {c.feature_name for c in F.DECLARED}
+def categorical_ids(spec: F.FeatureSpec) -> List[F.IdFeature]:
+    """The id features of ``spec`` that become categorical columns: the candidate's category
+    and region, the user's region and the declared categorical columns."""
+    declared = {c.feature_name for c in spec.declared}
     fixed = (F.CATEGORY_ID.name, F.REGION_ID.name, F.USER_REGION_ID.name)
-    return [f for f in F.ID_FEATURES if f.name in fixed or f.name in declared]
+    return [f for f in spec.id_features if f.name in fixed or f.name in declared]
 
 
-def column_names() -> Tuple[List[str], List[str]]:
-    """(numerical columns, categorical columns) of `TreeFeatures`, in its output order."""
-    numerical = [F.dense(d.name) for d in F.DENSE_FEATURES]
+def column_names(spec: F.FeatureSpec) -> Tuple[List[str], List[str]]:
+    """(numerical columns, categorical columns) of `TreeFeatures` for ``spec``, in its output order."""
+    numerical = [F.dense(d.name) for d in spec.dense_features]
     numerical += [f"n_{s.channel}" for s in CHANNEL_SEQUENCES]
-    for seq, _ in F.MATCHED:
+    for seq, _ in spec.matched:
         numerical += [f"{seq.name}_match_share", f"{seq.name}_match_recent_share", f"{seq.name}_match_last"]
-    categorical = [F.idx(f.name) for f in categorical_ids()] + [FUNNEL]
+    categorical = [F.idx(f.name) for f in categorical_ids(spec)] + [FUNNEL]
     return numerical, categorical
 
 
@@ -78,26 +78,32 @@ def last_entry(ids: tf.Tensor) -> tf.Tensor:
 
 @keras.utils.register_keras_serializable(package="feedrank")
 class TreeFeatures(keras.layers.Layer):
-    """Transformed features (a dict, `features.model_input_names`) -> the GBDT's columns
-    (a dict of [B] tensors: float32 numericals, string categoricals; `column_names`)."""
+    """Transformed features (a dict, `features.FeatureSpec.model_input_names`) -> the GBDT's
+    columns (a dict of [B] tensors: float32 numericals, string categoricals; `column_names`).
 
-    def __init__(self, recent: int = RECENT, **kwargs):
+    ``declared_features``: the feature contract's JSON (`features.FeatureSpec.to_json`),
+    kept in the layer's config so a restored layer reads the same columns."""
+
+    def __init__(self, declared_features: str, recent: int = RECENT, **kwargs):
         super().__init__(**kwargs)
+        self.declared_features = str(declared_features)
+        self._spec = F.FeatureSpec.from_json(self.declared_features)
         self.recent = int(recent)
         self.match = L.MatchFeatures(recent=self.recent, name="match")
 
     def call(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        spec = self._spec
         out: Dict[str, tf.Tensor] = {}
-        for d in F.DENSE_FEATURES:
+        for d in spec.dense_features:
             out[F.dense(d.name)] = tf.cast(inputs[F.dense(d.name)], tf.float32)
         for s in CHANNEL_SEQUENCES:
             mask = tf.cast(L.padding_mask(inputs[F.idx(s.name)]), tf.float32)
             out[f"n_{s.channel}"] = tf.reduce_sum(mask, axis=1)
-        for seq, cand in F.MATCHED:
+        for seq, cand in spec.matched:
             m = self.match(inputs[F.idx(cand.name)], inputs[F.idx(seq.name)])
             for i, suffix in enumerate(("match_share", "match_recent_share", "match_last")):
                 out[f"{seq.name}_{suffix}"] = m[:, i]
-        for f in categorical_ids():
+        for f in categorical_ids(spec):
             out[F.idx(f.name)] = tf.strings.as_string(inputs[F.idx(f.name)])
         last_conv = last_entry(inputs[F.idx(F.CONV_CATEGORIES.name)])
         out[FUNNEL] = tf.strings.join([tf.strings.as_string(last_conv),
@@ -105,13 +111,13 @@ class TreeFeatures(keras.layers.Layer):
         return out
 
     def get_config(self):
-        return {**super().get_config(), "recent": self.recent}
+        return {**super().get_config(), "declared_features": self.declared_features, "recent": self.recent}
 
 
-def preprocessing_model() -> keras.Model:
+def preprocessing_model(spec: F.FeatureSpec) -> keras.Model:
     """The functional model TF-DF runs before its trees: one Input per transformed
-    feature (`common.make_inputs`, the deep families' inputs) -> `TreeFeatures`."""
+    feature of ``spec`` (`common.make_inputs`, the deep families' inputs) -> `TreeFeatures`."""
     from feedrank.train.families.common import make_inputs
 
-    inputs = make_inputs()
-    return keras.Model(inputs, TreeFeatures(name="tree_features")(inputs), name="gbdt_features")
+    inputs = make_inputs(spec)
+    return keras.Model(inputs, TreeFeatures(spec.to_json(), name="tree_features")(inputs), name="gbdt_features")

@@ -165,9 +165,9 @@ def search_sequence(e: common.Embedded, vocab_sizes: Mapping[str, int], config: 
     return table(e.inputs[F.idx(F.SEARCH_TOKENS.name)])
 
 
-def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
-    """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config)
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.FeatureSpec) -> keras.Model:
+    """Returns a Keras model: the transformed features of ``spec`` (a dict) -> click probability [B]."""
+    e = common.embed(vocab_sizes, config, spec=spec)
     attention_units = config.din.attention_units
 
     encoder = config.multi_channel.click_encoder

@@ -64,9 +64,9 @@ def first_occurrence_mask(ids: tf.Tensor, seq_mask: tf.Tensor) -> tf.Tensor:
     return tf.logical_and(seq_mask, tf.logical_not(dup))
 
 
-def build(vocab_sizes: Mapping[str, int], config: TrainerSettings) -> keras.Model:
-    """Returns a Keras model: transformed features dict -> click probability [B]."""
-    e = common.embed(vocab_sizes, config)
+def build(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.FeatureSpec) -> keras.Model:
+    """Returns a Keras model: the transformed features of ``spec`` (a dict) -> click probability [B]."""
+    e = common.embed(vocab_sizes, config, spec=spec)
     buckets = config.wide_deep.wide_buckets
     l2 = config.wide_deep.wide_l2
     reg = keras.regularizers.l2(l2) if l2 > 0 else None

@@ -1,4 +1,4 @@
-"""The GBDT baseline: LightGBM on static and aggregated features.
+"""The LightGBM baseline: a GBDT on static and aggregated features.
 
 58.com's production ranker before its deep models (58.com reports GBDT
 AUC 0.634 < DIN 0.643 < DIEN 0.651).  It reads the *raw* examples the
@@ -20,7 +20,9 @@ way such a feature pipeline is built in production:
   left out.
 
 It is an offline baseline for the quality benchmark (`benchmarks/quality.py`):
-it is not exported behind the serving contract.
+it is not exported behind the serving contract (the servable TF-DF trees are
+the ``gbdt`` family, `feedrank.train.families.gbdt`).  Every function takes
+the feature contract of the examples (``spec``, a `features.FeatureSpec`).
 """
 from __future__ import annotations
 
@@ -42,10 +44,12 @@ CATEGORICAL = (F.CATEGORY_ID.name, F.REGION_ID.name, F.USER_REGION_ID.name, FUNN
 RECENT = 10  # as layers.MatchFeatures' default
 
 
-def categorical_columns() -> Tuple[str, ...]:
-    """`CATEGORICAL` plus the declared categorical columns (`features.DECLARED`)."""
-    declared = {c.feature_name for c in F.DECLARED}
-    return CATEGORICAL + tuple(f.name for f in F.ID_FEATURES if f.name in declared)
+def categorical_columns(spec: F.FeatureSpec) -> Tuple[str, ...]:
+    """`CATEGORICAL` plus ``spec``'s declared categorical columns."""
+    declared = {c.feature_name for c in spec.declared}
+    return CATEGORICAL + tuple(f.name for f in spec.id_features if f.name in declared)
+
+
 DEFAULT_PARAMS: Dict[str, object] = {
     "objective": "binary", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 50,
     "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
@@ -57,20 +61,21 @@ DEFAULT_PARAMS: Dict[str, object] = {
 }
 
 
-def read_raw(split_dir: str, batch_size: int = 8192) -> Dict[str, object]:
-    """Every raw example of one split (a ``Split-<name>`` dir of GZIP TFRecords):
-    dense columns as arrays, sequences as (row ids, positions from the end, values)."""
+def read_raw(split_dir: str, batch_size: int = 8192, *, spec: F.FeatureSpec) -> Dict[str, object]:
+    """Every raw example of one split (a ``Split-<name>`` dir of GZIP TFRecords) with the
+    raw features of ``spec``: dense columns as arrays, sequences and token bags as (row
+    ids, positions from the end, values)."""
     import tensorflow as tf
 
     files = sorted(glob.glob(os.path.join(split_dir, "*")))
     if not files:
         raise FileNotFoundError(f"no TFRecord files in {split_dir}")
-    spec = F.raw_feature_spec()
+    parse_spec = spec.raw_feature_spec()
     cols: Dict[str, list] = {}
-    seqs: Dict[str, list] = {s.name: [] for s in (*F.SEQ_FEATURES, *F.BAG_FEATURES)}
+    seqs: Dict[str, list] = {s.name: [] for s in (*spec.seq_features, *spec.bag_features)}
     offset = 0
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size):
-        parsed = tf.io.parse_example(batch, spec)
+        parsed = tf.io.parse_example(batch, parse_spec)
         n = int(batch.shape[0])
         for name, t in parsed.items():
             if isinstance(t, tf.SparseTensor):
@@ -93,14 +98,14 @@ def _share(rows: np.ndarray, hit: np.ndarray, n: int, lengths: np.ndarray) -> np
     return np.divide(counts, lengths, out=np.zeros(n), where=lengths > 0)
 
 
-def features(raw: Mapping[str, object]) -> pd.DataFrame:
-    """The GBDT's feature frame from `read_raw`'s output."""
+def features(raw: Mapping[str, object], *, spec: F.FeatureSpec) -> pd.DataFrame:
+    """The GBDT's feature frame from `read_raw`'s output (read with the same ``spec``)."""
     n = int(raw["n"])
-    frame: Dict[str, np.ndarray] = {d.name: np.asarray(raw[d.name], np.float64) for d in F.DENSE_FEATURES}
+    frame: Dict[str, np.ndarray] = {d.name: np.asarray(raw[d.name], np.float64) for d in spec.dense_features}
     for s in (F.CLICK_ITEMS, F.VIEW_ITEMS, F.CONV_ITEMS, F.SEARCH_TOKENS):  # one per channel
         rows, _, _ = raw[s.name]
         frame[f"n_{s.channel}"] = np.bincount(rows, minlength=n).astype(np.float64)
-    for seq, cand in F.MATCHED:
+    for seq, cand in spec.matched:
         rows, from_end, values = raw[seq.name]
         hit = values == np.asarray(raw[cand.name])[rows]
         lengths = np.bincount(rows, minlength=n).astype(np.float64)
@@ -111,7 +116,7 @@ def features(raw: Mapping[str, object]) -> pd.DataFrame:
         frame[f"{seq.name}_match_last"] = np.bincount(rows[from_end == 1], weights=hit[from_end == 1],
                                                       minlength=n)
     df = pd.DataFrame(frame)
-    for c in categorical_columns():
+    for c in categorical_columns(spec):
         if c != FUNNEL:
             df[c] = pd.Series(np.asarray(raw[c])).str.decode("utf-8")
     df[FUNNEL] = funnel_pairs(raw, n)
@@ -129,10 +134,11 @@ def funnel_pairs(raw: Mapping[str, object], n: int) -> pd.Series:
     return pd.Series(last + b"|" + cand).str.decode("utf-8")
 
 
-def _categorical(train: pd.DataFrame, other: pd.DataFrame) -> Tuple[pd.DataFrame, pd.DataFrame]:
+def _categorical(train: pd.DataFrame, other: pd.DataFrame, spec: F.FeatureSpec
+                 ) -> Tuple[pd.DataFrame, pd.DataFrame]:
     """Category dtypes with the train split's levels (unseen levels become NaN)."""
     train, other = train.copy(), other.copy()
-    for c in categorical_columns():
+    for c in categorical_columns(spec):
         levels = pd.Index(sorted(train[c].unique()))
         train[c] = pd.Categorical(train[c], categories=levels)
         other[c] = pd.Categorical(other[c], categories=levels)
@@ -141,13 +147,14 @@ def _categorical(train: pd.DataFrame, other: pd.DataFrame) -> Tuple[pd.DataFrame
 
 def fit(x_train: pd.DataFrame, y_train: np.ndarray, x_val: pd.DataFrame, y_val: np.ndarray,
         seed: int = 0, params: Optional[Mapping[str, object]] = None, max_rounds: int = 2000,
-        patience: int = 50):
-    """LightGBM with early stopping on the validation split (never the test split)."""
+        patience: int = 50, *, spec: F.FeatureSpec):
+    """LightGBM with early stopping on the validation split (never the test split);
+    the frames are `features` of ``spec``."""
     import lightgbm as lgb
 
-    x_train, x_val = _categorical(x_train, x_val)
+    x_train, x_val = _categorical(x_train, x_val, spec)
     p = {**DEFAULT_PARAMS, **(params or {}), "seed": seed}
-    train_set = lgb.Dataset(x_train, y_train, categorical_feature=list(categorical_columns()))
+    train_set = lgb.Dataset(x_train, y_train, categorical_feature=list(categorical_columns(spec)))
     val_set = lgb.Dataset(x_val, y_val, reference=train_set)
     booster = lgb.train(p, train_set, max_rounds, valid_sets=[val_set], valid_names=["val"],
                         callbacks=[lgb.early_stopping(patience, verbose=False)])
@@ -155,7 +162,7 @@ def fit(x_train: pd.DataFrame, y_train: np.ndarray, x_val: pd.DataFrame, y_val: 
     return booster
 
 
-def predict(booster, x_train: pd.DataFrame, x: pd.DataFrame) -> np.ndarray:
+def predict(booster, x_train: pd.DataFrame, x: pd.DataFrame, *, spec: F.FeatureSpec) -> np.ndarray:
     """Scores of ``x`` with the categorical levels the booster was trained on."""
-    _, x = _categorical(x_train, x)
+    _, x = _categorical(x_train, x, spec)
     return booster.predict(x, num_iteration=booster.best_iteration)

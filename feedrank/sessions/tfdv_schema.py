@@ -1,6 +1,6 @@
 """The session samples' schema, derived from `feedrank.sessions.features` (ImportSchemaGen reads it).
 
-As for the rankers (`feedrank.schema`), the schema is derived from the feature contract, not
+As for the rankers (`feedrank.examples.tfdv_schema`), the schema is derived from the feature contract, not
 inferred from each run's statistics, so ExampleValidator (and the AnomaliesGate after it)
 flags samples that break the contract: a missing feature, a scalar with several values, a
 sample without label items, an unknown page type.  It is written under a content hash
