@@ -30,7 +30,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import typing
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
@@ -40,8 +39,7 @@ import tf_keras as keras
 from feedrank.sessions import features as SF
 from feedrank.sessions import layers as SL
 from feedrank.train import layers as TL
-from feedrank.train.settings import setting
-from feedrank.typed import ConfigError, build_typed, check_value
+from feedrank.typed import Checked, ConfigError, setting
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +57,13 @@ def input_spec() -> Dict[str, tf.TensorSpec]:
             USER_ID: tf.TensorSpec([None], tf.string, USER_ID)}
 
 
-class _Checked:
-    """Dataclass mixin: every field checked by `feedrank.typed` on construction."""
+class _Checked(Checked):
+    """A session model family's settings (checked on construction, `feedrank.typed.Checked`):
+    the softmax rules the families share."""
 
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, check_value(f"{self.SECTION}.{f.name}", getattr(self, f.name),
-                                              hints[f.name], f.metadata))
-        self.check()
-
-    def check(self) -> None:
+    def check(self, where: str) -> None:
         if self.softmax == "sampled" and not 0 < self.num_sampled < self.num_items:
-            raise ConfigError(f"{self.SECTION}.num_sampled must be in [1, num_items) for the sampled "
+            raise ConfigError(f"{where}.num_sampled must be in [1, num_items) for the sampled "
                               f"softmax, got {self.num_sampled} with num_items={self.num_items}")
 
     @property
@@ -80,13 +72,6 @@ class _Checked:
         if self.softmax == "auto":
             return self.num_items > self.sampled_above and self.num_sampled < self.num_items
         return self.softmax == "sampled"
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]):
-        """Settings from a YAML/JSON mapping; an unknown key or a bad value is a ConfigError."""
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{cls.SECTION} must be a mapping, got {type(values).__name__}")
-        return build_typed(cls, values, cls.SECTION)
 
 
 @dataclasses.dataclass
@@ -115,13 +100,14 @@ class DrnnSettings(_Checked):
     sampled_above: int = setting(10000, min=1)  # auto: sampled when num_items > this
     learning_rate: float = setting(1e-3, above=0.0)
 
-    def check(self) -> None:
-        super().check()
+    def check(self, where: str) -> None:
+        super().check(where)
         if self.height >= self.length:
-            raise ConfigError(f"drnn.height must be < drnn.length (shortcuts come from the {self.length - 1} "
-                              f"layer(s) below the top), got height={self.height}, length={self.length}")
+            raise ConfigError(f"{where}.height must be < {where}.length (shortcuts come from the "
+                              f"{self.length - 1} layer(s) below the top), got height={self.height}, "
+                              f"length={self.length}")
         if not self.fnn_units:
-            raise ConfigError("drnn.fnn_units must list at least one layer width, got []")
+            raise ConfigError(f"{where}.fnn_units must list at least one layer width, got []")
 
 
 class SessionModel(keras.Model):

@@ -24,7 +24,7 @@ import tf_keras as keras
 from feedrank.sessions import drnn
 from feedrank.sessions import layers as SL
 from feedrank.train import layers as TL
-from feedrank.train.settings import setting
+from feedrank.typed import setting
 
 log = logging.getLogger(__name__)
 

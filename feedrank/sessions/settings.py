@@ -1,8 +1,8 @@
 """The session pipeline's typed settings: the config's ``sessions:`` section and, in
 ``mode: session``, its ``trainer:`` and ``evaluator:`` sections (docs/session_pipeline.md).
 
-Both are dataclasses built by `feedrank.typed.build_typed`, so an unknown key or a
-value out of range is a `ConfigError` naming the key.  The model families' own
+Each is a `feedrank.typed.Section`, so an unknown key or a value out of range is a
+`ConfigError` naming the key.  The model families' own
 settings (``trainer.drnn``, ``trainer.gru4rec``) are checked against
 `feedrank.sessions.drnn.DrnnSettings` / `feedrank.sessions.gru4rec.Gru4recSettings`
 at load; ``num_pages`` and ``num_items`` come from the Transform's vocabularies.
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Dict, Mapping
+from typing import Any, Dict
 
-from feedrank.train.settings import setting
-from feedrank.typed import ConfigError, build_typed, to_plain
+from feedrank.typed import Checked, ConfigError, Section, setting, to_plain
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +23,9 @@ METRIC_K = 20                                     # recall@20 and MRR@20 read th
 
 
 @dataclasses.dataclass
-class SessionsConfig:
+class SessionsConfig(Section):
     """The ``sessions:`` section: sessionization, samples, the served top k."""
+    SECTION = "sessions"
     gap_s: int = setting(1800, min=1)               # a pause this long ends a session (30 minutes)
     k: int = setting(5, min=1)                      # recent page states per sample (the DRNN's width)
     shortened: bool = True                          # also the shortened-path samples p0 -> I, p0,p1 -> I, ...
@@ -38,31 +38,22 @@ class SessionsConfig:
     max_labels: int = setting(4, min=1)             # label items per sample kept (one training row each)
     top_k: int = setting(20, min=METRIC_K)          # items the served signature returns (>= 20: recall@20)
 
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], where: str = "sessions") -> "SessionsConfig":
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
-        return build_typed(cls, values, where)
-
 
 @dataclasses.dataclass
-class SessionEvaluatorConfig:
+class SessionEvaluatorConfig(Section):
     """The ``evaluator:`` section in ``mode: session`` (components/session_evaluator): top-10 accuracy on
     the eval split's sessions must reach the floor and lose at most ``max_top10_regression`` against
     the last blessed session model."""
-    top10_floor: float = setting(0.05, min=0.0, max=1.0)
+    SECTION = "evaluator"
+    top10_floor: float = setting(0.05, min=0, max=1)
     max_top10_regression: float = setting(0.01, min=0.0)
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], where: str = "evaluator") -> "SessionEvaluatorConfig":
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
-        return build_typed(cls, values, where)
 
 
 @dataclasses.dataclass
-class SessionTrainerSettings:
-    """The ``trainer:`` section in ``mode: session``: the family, the training loop, the family's settings."""
+class SessionTrainerSettings(Checked):
+    """The ``trainer:`` section in ``mode: session``: the family, the training loop, the family's settings
+    (checked on construction too)."""
+    SECTION = "trainer"
     model: str = setting("drnn", choices=FAMILIES)
     epochs: int = setting(3, min=1)
     batch_size: int = setting(256, min=1)
@@ -71,15 +62,10 @@ class SessionTrainerSettings:
     drnn: Dict[str, Any] = setting({})       # feedrank.sessions.drnn.DrnnSettings but num_pages/num_items
     gru4rec: Dict[str, Any] = setting({})    # feedrank.sessions.gru4rec.Gru4recSettings likewise
 
-    def __post_init__(self) -> None:
+    def check(self, where: str) -> None:
+        """Each family's settings are valid ones (the vocabulary sizes aside)."""
         for family in FAMILIES:
-            self.family_settings(family, num_pages=10 ** 6, num_items=10 ** 6)   # checks the keys and values
-
-    @classmethod
-    def from_yaml(cls, values: Mapping[str, Any], where: str = "trainer") -> "SessionTrainerSettings":
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
-        return build_typed(cls, values, where)
+            self.family_settings(family, num_pages=10 ** 6, num_items=10 ** 6)
 
     def family_settings(self, family: str | None = None, *, num_pages: int, num_items: int):
         """The family's settings object with the vocabulary sizes; a ConfigError names a bad key."""

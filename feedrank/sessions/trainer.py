@@ -63,7 +63,7 @@ def tuned(settings: SessionTrainerSettings, hyperparameters: Optional[Mapping[st
     values = dict(hyperparameters.get("values", hyperparameters))
     top = {k: values.pop(k) for k in TRAINER_LEVEL if k in values}
     family = {**getattr(settings, settings.model), **values}
-    out = SessionTrainerSettings.from_yaml({**settings.to_dict(), **top, settings.model: family})
+    out = SessionTrainerSettings.from_mapping({**settings.to_dict(), **top, settings.model: family})
     log.info("Trainer: the Tuner's hyperparameters %s", {**top, **values})
     return out
 
@@ -107,7 +107,7 @@ def run_fn(fn_args: Any) -> None:
 
     config = dict(fn_args.custom_config or {})
     pipeline = {k: config.pop(k) for k in PIPELINE_KEYS if k in config}
-    settings = tuned(SessionTrainerSettings.from_yaml(config, "custom_config"), fn_args.hyperparameters)
+    settings = tuned(SessionTrainerSettings.from_mapping(config, "custom_config"), fn_args.hyperparameters)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     model, curves = train(settings, fn_args.train_files, tft_output, log_dir=fn_args.model_run_dir)
     info = {"gap_s": int(pipeline.get("gap_s", 1800)), "k_pages": int(pipeline.get("k_pages", 5)),

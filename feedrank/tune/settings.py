@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Mapping
 
-from feedrank.train.settings import setting
-from feedrank.typed import ConfigError, build_typed
+from feedrank.typed import Section, setting
 
 log = logging.getLogger(__name__)
 
@@ -14,8 +12,10 @@ ALGORITHMS = ("genetic", "random")
 
 
 @dataclasses.dataclass
-class TunerSettings:
-    """How the Tuner searches; ``enabled`` is the pipeline's switch (the Tuner itself ignores it)."""
+class TunerSettings(Section):
+    """How the Tuner searches; ``enabled`` is the pipeline's switch (the Tuner itself ignores it).
+    `Section.from_mapping` builds it from a mapping (None: the defaults)."""
+    SECTION = "tuner"
     enabled: bool = False
     mode: str = setting("auto", choices=("auto", "session", "ctr"))   # auto: from the config's model
     algorithm: str = setting("genetic", choices=ALGORITHMS)
@@ -32,12 +32,3 @@ class TunerSettings:
     max_samples: int = setting(0, min=0)                 # session: > 0 keeps the latest samples
     batch_size: int = setting(128, min=1)                # session: the batch size when it is not tuned
     seed: int = setting(0, min=0)
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "tuner") -> "TunerSettings":
-        """The settings from a mapping (None: the defaults); a bad key or value is a ConfigError."""
-        if values is None:
-            return cls()
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
-        return build_typed(cls, values, where)
