@@ -4,7 +4,7 @@
 #   docker build --target gpu -t $REGISTRY/pipeline-gpu:$VERSION .   the Trainer on the GPU pool
 #
 # (README, "Run on Kubeflow"; the names are those of configs/kubeflow.yaml, and
-# tests/test_images.py checks that every image of the compiled package has a target here.)
+# tests/unit/test_images.py checks that every image of the compiled package has a target here.)
 # Both targets install the same lock (requirements.txt); the GPU target adds the CUDA
 # libraries TensorFlow 2.16.2 was built against (requirements-gpu.txt). Python 3.11 to
 # match the lock. A plain `docker build .` builds the last stage, `cpu`.
@@ -15,8 +15,7 @@ FROM python:3.11.7-slim-bookworm AS deps
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     TF_USE_LEGACY_KERAS=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PYTHONPATH=/pipeline
+    PIP_NO_CACHE_DIR=1
 
 WORKDIR /pipeline
 
@@ -32,14 +31,19 @@ ENTRYPOINT ["python", "pipeline.py"]
 CMD ["--help"]
 
 # --- code: the project and its schema, copied into both targets --------------------------
+# Each target installs the project from /pipeline, editable (`pip install -e`, as `make install`
+# does): importable from any directory, while the code stays under /pipeline, where paths derived
+# from the package's location expect it (the code fingerprint hashes feedrank/ and components/
+# side by side). The lock provides setuptools and wheel for the build without isolation.
 FROM deps AS code
+COPY pyproject.toml README.md ./
 COPY feedrank/ feedrank/
 COPY components/ components/
 COPY configs/ configs/
 COPY pipeline.py .
 # The schemas derived from feedrank/features.py (built-in, and each config's declared
 # columns), at the content-hashed paths that `pipeline.py compile` writes into the Kubeflow package.
-RUN python -c "from feedrank.schema import write_config_schemas; print(write_config_schemas('/pipeline/schema', 'configs'))"
+RUN python -c "from feedrank.examples.tfdv_schema import write_config_schemas; print(write_config_schemas('/pipeline/schema', 'configs'))"
 
 # --- gpu: the lock + CUDA 12.3 / cuDNN 8.9 from PyPI (tensorflow==2.16.2's and-cuda pins) ---
 FROM deps AS gpu
@@ -57,7 +61,9 @@ print('\n'.join(sorted(d for p in nvidia.__path__ for d in glob.glob(os.path.joi
 'libcusparse.so.12', 'libnccl.so.2', 'libnvJitLink.so.12', 'libcupti.so.12')]" \
  && ptxas --version
 COPY --from=code /pipeline /pipeline
+RUN pip install --no-deps --no-build-isolation -e .
 
 # --- cpu: the lock alone (every component but the Trainer); the default target ------------
 FROM deps AS cpu
 COPY --from=code /pipeline /pipeline
+RUN pip install --no-deps --no-build-isolation -e .

@@ -1,15 +1,16 @@
 """Local serving stack: Redis, the bulk load and the feature updater, plus
 the predictor (``--model``) and the transformer (``make serve``).
 
-    python -m serving.features.local --log data/demo --model newest     # make serve
-    python -m serving.features.local --log data/demo --model models:/feedrank-demo-din@champion
-    python -m serving.features.local --log data/demo \
+    python -m serving.stack --log data/demo --model newest     # make serve
+    python -m serving.stack --log data/demo --model models:/feedrank-demo-din@champion
+    python -m serving.stack --log data/demo \
         [--predictor-url http://127.0.0.1:8080 --model-name feedrank --transformer-port 8081]
-    python -m serving.features.local --log data/demo --model models:/feedrank-demo@champion \
+    python -m serving.stack --log data/demo --model models:/feedrank-demo@champion \
         --challenger-model models:/feedrank-demo@challenger --challenger-share 0.5 --sink-dir runs/ab
 
 Starts ``redis-server`` on loopback (no persistence) unless one already
-answers on ``--redis-port``, seeds it from ``--log`` (skipped when already
+answers on ``--redis-port``, seeds it from ``--log`` with the item / user
+columns the served model's feature contract declares (skipped when already
 seeded), starts the updater on the ``fr:events`` stream; with ``--model``
 the predictor (``newest``: the model under ``--model-store`` with the newest
 pushed version; a model or version directory; or ``models:/<name>@<alias>``)
@@ -38,9 +39,10 @@ from typing import List, Optional
 
 import redis
 
-from feedrank.events import contract, io
+from feedrank import features as F
+from feedrank.events import contract, io, stream
 from serving.common import procs
-from serving.features import bootstrap, schema, stream, writer
+from serving.features import bootstrap, declared, redis_layout, writer
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "redis-server is missing: install it with `sudo apt-get install -y redis-server` (Debian/Ubuntu)"
@@ -48,7 +50,7 @@ INSTALL_HINT = "redis-server is missing: install it with `sudo apt-get install -
 
 def start_redis(port: int, workdir: str) -> Optional[subprocess.Popen]:
     """A loopback redis-server on ``port`` (None if one already answers)."""
-    url = f"redis://127.0.0.1:{port}/0"
+    url = stream.local_redis_url(port)
     try:
         writer.redis_client(url, 1.0).ping()
         log.info("using the Redis already on port %d", port)
@@ -112,8 +114,6 @@ def declaration_for(spec: str, source: List[str], workdir: str) -> str:
         return os.path.join(model_dir, max(versions, key=int)) if versions else model_dir
     from mlflow import MlflowClient, artifacts
 
-    from feedrank import features as F
-
     name, _, ref = spec[len("models:/"):].partition("@")
     client = MlflowClient(tracking_uri=source[source.index("--tracking-uri") + 1])
     if ref:
@@ -175,7 +175,7 @@ def example_request(log_dir: str, n: int = 5) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serving.features.local", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m serving.stack", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log", required=True, help="event log to seed Redis from")
     p.add_argument("--redis-port", type=int, default=6379)
@@ -209,7 +209,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or kill stops the stack, even when started in the background
         signal.signal(sig, signal.default_int_handler)
     os.makedirs(args.workdir, exist_ok=True)
-    url = f"redis://127.0.0.1:{args.redis_port}/0"
+    url = stream.local_redis_url(args.redis_port)
     started: List[subprocess.Popen] = []
     try:
         source = predictor_source(args.model, args.model_store, args.tracking_uri) if args.model else []
@@ -224,6 +224,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # noqa: BLE001 - MLflow: no such model, alias or server
         print(f"error: cannot resolve {args.model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
               file=sys.stderr)
+        if r is not None:
+            procs.stop(r)
+        return 2
+    try:
+        spec: F.FeatureSpec = declared.spec_from_model(args.declaration)   # the served model's contract
+    except (ValueError, OSError) as e:   # an unreadable declaration file
+        print(f"error: {e}", file=sys.stderr)
         if r is not None:
             procs.stop(r)
         return 2
@@ -246,7 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             challenger_url = f"http://127.0.0.1:{args.challenger_port}"
         client = writer.redis_client(url)
         try:
-            bootstrap.bootstrap(client, args.log, schema.Keys())
+            bootstrap.bootstrap(client, args.log, redis_layout.Keys(), spec=spec)
         except bootstrap.AlreadySeeded as e:
             log.info("%s", e)
         updater_log = os.path.join(args.workdir, "updater.log")

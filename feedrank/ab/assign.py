@@ -9,15 +9,26 @@ replica, across restarts and in offline analysis; a user never switches arm
 while ``share`` and ``salt`` stay fixed.  Raising ``share`` only moves users
 from champion to challenger (the fraction of a user does not depend on it);
 a new ``salt`` reshuffles everybody (a fresh experiment).
+
+The transformer (``serving.transformer``) assigns with this module; the
+online simulator and the A/B coverage simulation predict its assignment with
+the same function, and their command lines take the share with
+:func:`add_share_argument`.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-ARMS = (CHAMPION, CHALLENGER)
+from feedrank.ab import ARMS, CHALLENGER_ARM, CHAMPION_ARM
+
+__all__ = ["ARMS", "CHALLENGER", "CHAMPION", "DEFAULT_SALT", "DEFAULT_SHARE", "add_share_argument", "arm_of",
+           "user_fraction"]
+
+CHAMPION = CHAMPION_ARM
+CHALLENGER = CHALLENGER_ARM
 DEFAULT_SALT = "feedrank-ab"
+DEFAULT_SHARE = 0.5
 _SCALE = float(16 ** 15)
 
 
@@ -32,3 +43,10 @@ def arm_of(user_id: str, share: float, salt: str = DEFAULT_SALT) -> str:
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"challenger share must be in [0, 1], got {share}")
     return CHALLENGER if user_fraction(user_id, salt) < share else CHAMPION
+
+
+def add_share_argument(parser: argparse.ArgumentParser,
+                       help_text: str = "the challenger's share of the users, in [0, 1] (default %(default)s)"
+                       ) -> None:
+    """Adds ``--share`` (a float, default :data:`DEFAULT_SHARE`) to a command line that assigns arms."""
+    parser.add_argument("--share", type=float, default=DEFAULT_SHARE, help=help_text)

@@ -2,7 +2,7 @@
 
 `Sampler.draw` is one repetition: users drawn with replacement from the pool
 (each draw a unit of its own), arms by the server's stable hash
-(`serving.transformer.assign.arm_of`) under the repetition's salt, clicks and
+(`feedrank.ab.assign.arm_of`) under the repetition's salt, clicks and
 conversions drawn from the true probabilities of the assigned arm's slots.
 It returns per-user sums per arm and two true lifts: the pool's (the
 population the users are drawn from) and the drawn users' own (every drawn
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from feedrank.ab import ARMS, CHALLENGER_ARM, CHAMPION_ARM
-from serving.transformer.assign import arm_of  # the transformer's own assignment: one definition
+from feedrank.ab.assign import DEFAULT_SALT, arm_of  # the transformer's own assignment: one definition
 
 
 @dataclasses.dataclass
@@ -95,7 +95,7 @@ class Sampler:
         return Draw(out, self.population, self._lifts(drawn))
 
 
-def write_run(pool: pd.DataFrame, out_dir: str, *, seed: int = 0, share: float = 0.5, salt: str = "feedrank-ab",
+def write_run(pool: pd.DataFrame, out_dir: str, *, seed: int = 0, share: float = 0.5, salt: str = DEFAULT_SALT,
               versions: Optional[Dict[str, str]] = None, latency_ms: Optional[Dict[str, float]] = None,
               error_rate: Optional[Dict[str, float]] = None, drop_challenger_users: float = 0.0,
               parts: int = 2) -> Dict[str, float]:

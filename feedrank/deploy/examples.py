@@ -3,7 +3,7 @@ example registry versions (champion 3, challenger 4 at 10%).
 
   python -m feedrank.deploy.examples manifests/serving/overlays
 
-tests/test_serving_manifests.py checks the committed files equal this output.
+tests/serving/test_serving_manifests.py checks the committed files equal this output.
 """
 from __future__ import annotations
 

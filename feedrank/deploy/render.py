@@ -187,7 +187,7 @@ def rollback_plan(mode: str, runtime: str, target: ServedVersion, s: Settings = 
 # models and a lift cannot be measured per user. An A/B test keeps the champion as the
 # InferenceService's predictor and serves the challenger from a second InferenceService
 # ``<name>-challenger`` (a predictor only); the one transformer assigns each user to an arm
-# (serving/transformer/assign.py: sha256 of "<salt>:<user_id>" against the share) and calls
+# (feedrank/ab/assign.py: sha256 of "<salt>:<user_id>" against the share) and calls
 # that arm's predictor, so a user stays on one model for the whole test.
 
 def ab_challenger_name(s: Settings) -> str:

@@ -1,4 +1,8 @@
-"""Event sources of the updater, behind one interface.
+"""The event stream: where events are published and how consumers read them.
+
+Producers (the transformer's served log, the online simulator, tests) append
+events with :func:`entry_fields` / :func:`publish`; consumers (the feature
+updater, the session updater, the log sink) read them through one interface:
 
 * `RedisStreamSource` (local and default): a Redis Stream read with a
   consumer group (``XREADGROUP``); entries are acknowledged only after they
@@ -11,6 +15,10 @@
 Entries carry the event-contract columns as string fields (``event_id``,
 ``user_id``, ``item_id``, ``event``, ``ts``, optionally ``request_id``,
 ``query``, ``dwell_s``); Kafka messages carry the same as a JSON object.
+
+:data:`DEFAULT_REDIS_URL` is the local Redis every command line defaults to;
+:func:`local_redis_url` names a Redis on another loopback port.  Redis
+itself (the ``redis`` client) is imported only by what talks to it.
 """
 from __future__ import annotations
 
@@ -24,6 +32,15 @@ from feedrank.events import contract
 log = logging.getLogger(__name__)
 DEFAULT_STREAM = "fr:events"
 DEFAULT_GROUP = "feedrank-updater"
+DEFAULT_REDIS_PORT = 6379
+
+
+def local_redis_url(port: int = DEFAULT_REDIS_PORT, db: int = 0) -> str:
+    """The URL of a Redis on loopback: ``redis://127.0.0.1:<port>/<db>``."""
+    return f"redis://127.0.0.1:{int(port)}/{int(db)}"
+
+
+DEFAULT_REDIS_URL = local_redis_url()
 
 
 class Source(Protocol):

@@ -29,6 +29,7 @@ import urllib.parse
 import urllib.request
 from typing import Dict, Iterator, Optional
 
+from feedrank.ports import free_port
 from feedrank.tracking import TrackingError, configured_uri, local_server_dir
 
 STATE_FILE = "server.json"
@@ -53,12 +54,6 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     if not healthy(uri, timeout):
         raise TrackingError(f"MLflow tracking server {uri} is not reachable (GET /health failed); "
                             f"start it or fix mlflow.tracking_uri")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _port_in_use(host: str, port: int) -> bool:

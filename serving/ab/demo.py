@@ -1,6 +1,6 @@
 """`make ab-demo`: the whole loop on one machine, from the event log to the decision.
 
-    python -m feedrank.ab.demo [--champion-config configs/gbdt.yaml] \\
+    python -m serving.ab.demo [--champion-config configs/gbdt.yaml] \\
         [--challenger-config configs/ab_challenger.yaml] [--users 400] [--requests 4000] [--out runs/ab/demo]
 
 1. trains the GBDT (``--champion-config``) with the pipeline and makes its
@@ -8,7 +8,7 @@
    already a blessed version of that family);
 2. trains the DIN challenger (``--challenger-config``): a blessed run moves
    the registry's ``challenger`` alias to it;
-3. serves both behind one transformer (`serving.features.local`: Redis, the
+3. serves both behind one transformer (`serving.stack`: Redis, the
    feature updater, two predictors, the log sink), users split by hash;
 4. runs the simulator's online mode against it: simulated users ask for
    rankings, click and convert by the hidden truth; the true lift is computed
@@ -30,7 +30,7 @@ import subprocess
 import sys
 from typing import List, Optional
 
-from feedrank.ab.stack import StackError, serving_stack
+from serving.ab.stack import StackError, serving_stack
 
 log = logging.getLogger(__name__)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -84,7 +84,7 @@ def aliases(uri: str, model: str) -> dict:
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m feedrank.ab.demo", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m serving.ab.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--champion-config", default="configs/gbdt.yaml", help="the champion's run config (GBDT)")
     p.add_argument("--challenger-config", default="configs/ab_challenger.yaml",

@@ -3,7 +3,7 @@
     with serving_stack(log_dir, workdir, ["--model", "models:/m@champion"]) as (endpoint, redis_url):
         ...   # rank at endpoint, send events to redis_url's fr:events
 
-Starts ``python -m serving.features.local`` (Redis, the bulk load of the log,
+Starts ``python -m serving.stack`` (Redis, the bulk load of the log,
 the feature updater, the predictor(s), the transformer, optionally the log
 sink) on free loopback ports, waits until it prints that it is up, and stops
 it with SIGINT on exit (after waiting for the log sink to drain, when one runs).
@@ -18,6 +18,9 @@ import subprocess
 import sys
 import time
 from typing import Iterator, List, Sequence, Tuple
+
+from feedrank.events import stream
+from feedrank.ports import free_port
 
 log = logging.getLogger(__name__)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,12 +59,11 @@ def wait_drained(redis_url: str, streams: Sequence[str], timeout_s: float = 120.
 def serving_stack(log_dir: str, workdir: str, extra: List[str], echo: bool = True,
                   sink_dir: str = "") -> Iterator[Tuple[str, str]]:
     """Runs the local stack on free ports; yields ``(transformer URL, Redis URL)``."""
-    from serving.common.procs import free_port
-    from serving.features import sink, stream
+    from serving.features import sink
 
     ports = {k: free_port() for k in ("redis", "predictor", "challenger", "transformer")}
-    redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
-    cmd = [sys.executable, "-m", "serving.features.local", "--log", log_dir, "--workdir", workdir,
+    redis_url = stream.local_redis_url(ports["redis"])
+    cmd = [sys.executable, "-m", "serving.stack", "--log", log_dir, "--workdir", workdir,
            "--redis-port", str(ports["redis"]), "--predictor-port", str(ports["predictor"]),
            "--challenger-port", str(ports["challenger"]), "--transformer-port", str(ports["transformer"]),
            *(["--sink-dir", sink_dir] if sink_dir else []), *extra]

@@ -10,8 +10,8 @@
 * ``metrics``: the Prometheus metrics (served by kserve at ``/metrics``).
 * ``server``: ``serve([model], ServerOptions(...))`` runs kserve's REST
   server with all of the above, and ``configure_app`` for extra routes.
-* ``procs``: free ports, start/stop a server subprocess, wait for readiness
-  (standard library only: usable from the pipeline environment and tests).
+* ``procs``: free ports (``feedrank.ports``), start/stop a server subprocess,
+  wait for readiness (no kserve: usable from the pipeline environment and tests).
 
 A new server (e.g. the transformer)::
 

@@ -1,30 +1,31 @@
-"""Process helpers for launchers, tests and benchmarks (standard library only,
-so the pipeline environment can import them too)."""
+"""Process helpers for launchers, tests and benchmarks (standard library and
+``feedrank.ports`` only, so the pipeline environment can import them too).
+
+Both environments have the project installed (``make install``,
+``make serving-install``), so a child process imports ``serving`` and
+``feedrank`` from any working directory; servers start in the repository
+root only so that relative paths (``model_store/``, ``data/``) resolve.
+"""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from typing import Optional, Sequence
 
+from feedrank.ports import free_port
+
+__all__ = ["REPO_ROOT", "SERVING_PYTHON", "free_port", "serving_env", "start_server", "stop", "wait_ready"]
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVING_PYTHON = os.path.join(REPO_ROOT, ".venv-serving", "bin", "python")
 
 
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serving_env(extra: Optional[dict] = None) -> dict:
-    """Environment for a serving process: the repository root importable."""
+    """Environment for a serving process: the caller's, TensorFlow's C++ logging quiet, plus ``extra``."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.update(extra or {})
     return env

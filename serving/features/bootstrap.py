@@ -3,11 +3,11 @@
     python -m serving.features.bootstrap --redis redis://127.0.0.1:6379/0 --log data/tiny
 
 Reads the three tables with `feedrank.events.io`, writes the post-attribute
-store (``items``) and the user regions (``users``), with the columns the model
-of ``--model`` declares (`serving.features.declared`), then applies the events
-in ``(ts, event_id)`` order with the updater's own `FeatureWriter`, after the
-example generator's row checks and duplicate resolution
-(`feedrank.events.validate`).  Events of the last ``--seen-window-s`` seconds
+store (``items``) and the user regions (``users``), with the columns the
+feature contract of ``--model`` declares (`serving.features.declared`), then
+applies the events in ``(ts, event_id)`` order with the updater's own
+`FeatureWriter`, after the example generator's row checks and duplicate
+resolution (`feedrank.events.validate`).  Events of the last ``--seen-window-s`` seconds
 of the log keep an idempotency marker, so a stream that starts a little
 before the log's end does not count them twice.  Refuses a namespace that is
 already seeded unless ``--force`` (which deletes it first).
@@ -23,8 +23,9 @@ from typing import Dict, List, Optional
 import numpy as np
 import redis
 
-from feedrank.events import contract, io, validate
-from serving.features import declared, schema, writer
+from feedrank import features as F
+from feedrank.events import contract, io, stream, validate
+from serving.features import declared, redis_layout, writer
 
 log = logging.getLogger(__name__)
 BATCH = 5000
@@ -34,17 +35,21 @@ class AlreadySeeded(RuntimeError):
     """The namespace holds a previous bootstrap."""
 
 
-def bootstrap(client, log_dir: str, keys: schema.Keys, force: bool = False,
-              seen_window_s: int = 3600, seen_ttl_s: int = writer.DEFAULT_SEEN_TTL_S) -> Dict[str, int]:
-    """Seeds one namespace from ``log_dir``; returns counts."""
+def bootstrap(client, log_dir: str, keys: redis_layout.Keys, force: bool = False,
+              seen_window_s: int = 3600, seen_ttl_s: int = writer.DEFAULT_SEEN_TTL_S,
+              spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, int]:
+    """Seeds one namespace from ``log_dir`` with the item / user columns ``spec``
+    (the served model's contract) declares; returns counts."""
     if client.exists(keys.meta) or client.exists(keys.items):
         if not force:
             raise AlreadySeeded(f"namespace '{keys.prefix}' is already seeded "
                                 f"({client.hget(keys.meta, 'source')}); pass --force to replace it")
         log.info("deleted %d keys of namespace %s", writer.flush(client, keys), keys.prefix)
     t0 = time.time()
-    n_items = writer.load_items(client, keys, io.read_table(log_dir, contract.ITEMS))
-    n_users = writer.load_users(client, keys, io.read_table(log_dir, contract.USERS))
+    counts: Dict[str, int] = {}
+    for table, load in ((contract.ITEMS, writer.load_items), (contract.USERS, writer.load_users)):
+        counts[table] = load(client, keys, io.read_table(log_dir, table, declared.table_columns(spec, table)),
+                             spec)
     events = io.read_events(log_dir)
     w = writer.FeatureWriter(client, keys, seen_ttl_s=seen_ttl_s)
     good = w.valid_rows(events)
@@ -61,9 +66,8 @@ def bootstrap(client, log_dir: str, keys: schema.Keys, force: bool = False,
         else:
             w.apply(part[~mark], mark_seen=False)
             w.apply(part[mark], mark_seen=True)
-    counts = {"items": n_items, "users": n_users, "events_read": len(events),
-              "events_applied": int(w.stats["applied"]), "duplicates": len(dups),
-              "rejected": len(events) - len(good) - len(dups), "max_ts": max_ts}
+    counts.update({"events_read": len(events), "events_applied": int(w.stats["applied"]),
+                   "duplicates": len(dups), "rejected": len(events) - len(good) - len(dups), "max_ts": max_ts})
     client.hset(keys.meta, mapping={"source": log_dir, **{k: str(v) for k, v in counts.items()}})
     log.info("bootstrap of %s into '%s' in %.1f s: %s", log_dir, keys.prefix, time.time() - t0, counts)
     return counts
@@ -72,9 +76,9 @@ def bootstrap(client, log_dir: str, keys: schema.Keys, force: bool = False,
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m serving.features.bootstrap", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
+    p.add_argument("--redis", default=stream.DEFAULT_REDIS_URL, help="Redis URL")
     p.add_argument("--log", required=True, help="event-log directory (events, items, users)")
-    p.add_argument("--prefix", default=schema.DEFAULT_PREFIX, help="key namespace")
+    p.add_argument("--prefix", default=redis_layout.DEFAULT_PREFIX, help="key namespace")
     p.add_argument("--force", action="store_true", help="replace an already seeded namespace")
     p.add_argument("--model", default="", help="exported model (or its declaration file): its declared "
                                                "item/user columns are stored too")
@@ -83,9 +87,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        declared.declare_from_model(args.model)
-        counts = bootstrap(writer.redis_client(args.redis), args.log, schema.Keys(args.prefix),
-                           force=args.force, seen_window_s=args.seen_window_s)
+        spec = declared.spec_from_model(args.model)
+        counts = bootstrap(writer.redis_client(args.redis), args.log, redis_layout.Keys(args.prefix),
+                           force=args.force, seen_window_s=args.seen_window_s, spec=spec)
     except (AlreadySeeded, io.ContractError, ValueError, OSError) as e:
         print(f"bootstrap: {e}", file=sys.stderr)
         return 2

@@ -1,12 +1,13 @@
 """Declared item / user columns online (`feedrank.features.Declared`).
 
-An exported model holds its run's declaration (`feedrank.features.DECLARED_FILE`
-in the model directory); every serving process declares it before it builds
-anything (`declare_from_model`), so the feature tuples of `feedrank.features`
-match the model's ``serving_default``.
+An exported model holds its run's feature contract (`feedrank.features.DECLARED_FILE`
+in the version directory or its ``assets/``); every serving process reads it
+once (`spec_from_model`) and passes the resulting `feedrank.features.FeatureSpec`
+to whatever builds stored values, features or requests, so what is sent
+matches the model's ``serving_default``.
 
 Stored values (JSON, per post in the ``items`` hash, per user in the
-``uattrs`` hash, `serving.features.schema`): categorical -> a string, numeric
+``uattrs`` hash, `serving.features.redis_layout`): categorical -> a string, numeric
 -> a number, tokens -> a list of strings (already cut to ``max_tokens``); the
 example generator's conversions (`feedrank.examples.declared.row_values`)
 make them.  An id without a stored value gets the example generator's
@@ -38,33 +39,34 @@ def declaration_path(model_path: str) -> Optional[str]:
     return None
 
 
-def declare_from_model(model_path: Optional[str]) -> Tuple[F.Declared, ...]:
-    """Declares the columns of the model at ``model_path`` (a SavedModel directory or
-    its declaration file; a directory without one declares none); returns them."""
+def spec_from_model(model_path: Optional[str]) -> F.FeatureSpec:
+    """The feature contract of the model at ``model_path``: a SavedModel (version)
+    directory, or its declaration file.  No path, or a directory without a
+    declaration, is the built-in contract `F.BUILTIN`."""
     if not model_path:
-        F.declare(())
-        return ()
+        return F.BUILTIN
+    if "://" in model_path:   # a remote model directory: its top-level declaration file
+        return F.FeatureSpec.read(model_path)
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"model path {model_path!r} does not exist")
     path = declaration_path(model_path)
     if path is None:
         log.info("%s declares no columns (no %s): built-in features only", model_path, F.DECLARED_FILE)
-        F.declare(())
-        return ()
+        return F.BUILTIN
     with open(path) as f:
         text = f.read()
     try:
-        columns = F.from_json(text)
+        spec = F.FeatureSpec.from_json(text)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path} is not a feature declaration: {e}") from None
-    F.declare(columns)
-    log.info("declared from %s: %s", path, [c.feature_name for c in columns])
-    return columns
+    log.info("feature contract of %s: declared %s", path, [c.feature_name for c in spec.declared])
+    return spec
 
 
-def of_side(side: str) -> Tuple[F.Declared, ...]:
-    """The declared columns the service sends once per request (``user``) or per candidate."""
-    return tuple(c for c in F.DECLARED if c.side == side)
+def table_columns(spec: F.FeatureSpec, table: str) -> List[str]:
+    """The columns of ``table`` ("items" / "users") that ``spec`` declares: the extra
+    columns to read with the table (`feedrank.events.io.read_table`'s ``extra``)."""
+    return [c.column for c in spec.declared_of(table)]
 
 
 def missing_value(c: F.Declared):
@@ -81,10 +83,12 @@ def json_value(c: F.Declared, value) -> object:
     return [t.decode() if isinstance(t, bytes) else str(t) for t in value]
 
 
-def stored_values(table: str, row_declared: Mapping[str, Sequence], rows: Sequence[int]) -> List[Dict[str, object]]:
+def stored_values(spec: F.FeatureSpec, table: str, row_declared: Mapping[str, Sequence],
+                  rows: Sequence[int]) -> List[Dict[str, object]]:
     """Per row in ``rows`` (snapshot rows, -1: none) the stored JSON object of ``table``'s
-    declared columns (``row_declared``: `ItemTable.row_declared` / `UserTable.row_declared`)."""
-    cols = [c for c in F.DECLARED if c.table == table]
+    columns declared in ``spec`` (``row_declared``: `ItemTable.row_declared` /
+    `UserTable.row_declared`, feature name -> value per snapshot row)."""
+    cols = spec.declared_of(table)
     out = []
     for r in rows:
         out.append({c.feature_name: (json_value(c, row_declared[c.feature_name][r]) if r >= 0
@@ -104,11 +108,11 @@ def value(c: F.Declared, stored: Optional[Mapping[str, object]]):
     return str(v)
 
 
-def user_features(stored: Optional[Mapping[str, object]]) -> Dict[str, list]:
+def user_features(spec: F.FeatureSpec, stored: Optional[Mapping[str, object]]) -> Dict[str, list]:
     """The user's declared raw features: one value each, tokens as their list (one row,
     like a sequence)."""
     return {c.feature_name: value(c, stored) if c.kind == "tokens" else [value(c, stored)]
-            for c in of_side("user")}
+            for c in spec.declared_on_side("user")}
 
 
 def parse_stored(raw) -> Dict[str, object]:
@@ -120,14 +124,16 @@ def parse_stored(raw) -> Dict[str, object]:
     return json.loads(raw)
 
 
-def candidate_features(candidates: Sequence[str], stored: Mapping[str, Mapping[str, object]]) -> Dict[str, list]:
+def candidate_features(spec: F.FeatureSpec, candidates: Sequence[str],
+                       stored: Mapping[str, Mapping[str, object]]) -> Dict[str, list]:
     """The candidates' declared raw features, one value (tokens: one list) per candidate."""
-    return {c.feature_name: [value(c, stored.get(i)) for i in candidates] for c in of_side("candidate")}
+    return {c.feature_name: [value(c, stored.get(i)) for i in candidates]
+            for c in spec.declared_on_side("candidate")}
 
 
-def bag_names() -> Tuple[str, ...]:
-    """Raw names of the declared token bags."""
-    return tuple(b.name for b in F.BAG_FEATURES)
+def bag_names(spec: F.FeatureSpec, side: Optional[str] = None) -> Tuple[str, ...]:
+    """Raw names of the declared token bags (of ``side`` only, when given)."""
+    return tuple(b.name for b in spec.bag_features if side is None or b.side == side)
 
 
 def pad_rows(rows: Sequence[Sequence[str]]) -> List[List[str]]:

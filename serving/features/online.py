@@ -6,7 +6,9 @@ user's region, the candidates' impression/click counters and the user's
 counters and session state (`user_state`: the user-side counters once, the
 per-category ones per candidate by its category).  `raw_inputs`
 turns that, plus the post-attribute store, into the raw features of the
-exported ``serving_default`` (the user's side once, candidates as lists).
+exported ``serving_default`` (the user's side once, candidates as lists);
+the served model's `feedrank.features.FeatureSpec` says which declared item /
+user columns are among them.
 Used by the transformer and by the offline/online alignment replay, so both
 read exactly the same thing.  Needs neither pandas nor TensorFlow.
 """
@@ -17,8 +19,10 @@ import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from feedrank import features as F
-from serving.features import declared, schema, user_state
+from serving.features import declared, redis_layout, user_state
 
+# The built-in candidate ids and where the attribute store keeps them (None: the
+# post id itself).  Declared item columns come from `ItemStore.declared`.
 ITEM_ATTRIBUTES = {"item_id": None, "category_id": 0, "region_id": 1}
 
 
@@ -40,11 +44,12 @@ class UserState:
 
 def empty_user() -> UserState:
     """The request-only user (no Redis)."""
-    return UserState(None, {ch: [] for ch in schema.CHANNELS})
+    return UserState(None, {ch: [] for ch in redis_layout.CHANNELS})
 
 
 class ItemStore:
-    """The post-attribute store in memory: item_id -> (category, region, price)."""
+    """The post-attribute store in memory: item_id -> (category, region, price),
+    and item_id -> its stored declared columns (whatever the loader stored)."""
 
     def __init__(self, items: Optional[Dict[str, Tuple[str, str, float]]] = None):
         self.items: Dict[str, Tuple[str, str, float]] = dict(items or {})
@@ -53,9 +58,8 @@ class ItemStore:
     @classmethod
     def from_hash(cls, raw: Dict[str, str]) -> "ItemStore":
         """From the Redis ``items`` hash contents."""
-        store = cls({k: schema.decode_item(v) for k, v in raw.items()})
-        if declared.of_side("candidate"):
-            store.declared = {k: schema.decode_item_declared(v) for k, v in raw.items()}
+        store = cls()
+        store.add_raw(list(raw), list(raw.values()))
         return store
 
     def missing(self, item_ids: Iterable[str]) -> List[str]:
@@ -66,14 +70,19 @@ class ItemStore:
         """Adds fetched attribute-store values (absent ones stay unknown)."""
         for i, v in zip(item_ids, raw):
             if v is not None:
-                self.items[i] = schema.decode_item(v)
-                self.declared[i] = schema.decode_item_declared(v)
+                self.items[i], extra = redis_layout.decode_item_row(v)
+                if extra:
+                    self.declared[i] = extra
 
     def __contains__(self, item_id: str) -> bool:
         return item_id in self.items
 
     def attribute(self, item_id: str, name: str) -> str:
-        """category_id / region_id of a post ("" when unknown: OOV)."""
+        """A built-in id of a post (`ITEM_ATTRIBUTES`: item_id, category_id,
+        region_id; "" when the post is unknown: OOV)."""
+        if name not in ITEM_ATTRIBUTES:
+            raise KeyError(f"{name!r} is not a built-in post attribute ({sorted(ITEM_ATTRIBUTES)}); "
+                           f"declared item columns are read with `declared.candidate_features`")
         if ITEM_ATTRIBUTES[name] is None:
             return item_id
         row = self.items.get(item_id)
@@ -84,11 +93,11 @@ class ItemStore:
         return row[2] if row else F.PRICE.default
 
 
-def queue_reads(pipe, keys: schema.Keys, user_id: str, candidates: Sequence[str],
+def queue_reads(pipe, keys: redis_layout.Keys, user_id: str, candidates: Sequence[str],
                 ts: Optional[int]) -> None:
     """Queues the reads of one request on a (sync or asyncio) pipeline."""
-    hi, lo = schema.channel_read_args(ts)
-    for channel, cap in schema.CHANNELS.items():
+    hi, lo = redis_layout.channel_read_args(ts)
+    for channel, cap in redis_layout.CHANNELS.items():
         pipe.zrevrangebyscore(keys.seq(channel, user_id), hi, lo, start=0, num=cap)
     pipe.hget(keys.users, user_id)
     pipe.hmget(keys.impressions, list(candidates))
@@ -99,8 +108,8 @@ def queue_reads(pipe, keys: schema.Keys, user_id: str, candidates: Sequence[str]
 
 def parse_reads(results: Sequence) -> Tuple[UserState, List[float], List[float]]:
     """``(user, impressions, clicks)`` from `queue_reads`' results."""
-    n = len(schema.CHANNELS)
-    channels = {ch: schema.decode_channel(r) for ch, r in zip(schema.CHANNELS, results[:n])}
+    n = len(redis_layout.CHANNELS)
+    channels = {ch: redis_layout.decode_channel(r) for ch, r in zip(redis_layout.CHANNELS, results[:n])}
     region = results[n]
     if isinstance(region, bytes):
         region = region.decode()
@@ -115,10 +124,10 @@ def _text_hash(raw) -> Dict[str, str]:
             for k, v in (raw or {}).items()}
 
 
-def queue_user_attributes(pipe, keys: schema.Keys, user_id: str) -> bool:
-    """Queues the read of the user's declared columns (after `queue_reads`) when the
-    model declares user columns; returns whether it did."""
-    if not declared.of_side("user"):
+def queue_user_attributes(pipe, keys: redis_layout.Keys, user_id: str, spec: F.FeatureSpec) -> bool:
+    """Queues the read of the user's declared columns (after `queue_reads`) when
+    ``spec`` declares user columns; returns whether it did."""
+    if not spec.declared_on_side("user"):
         return False
     pipe.hget(keys.user_attrs, user_id)
     return True
@@ -126,12 +135,13 @@ def queue_user_attributes(pipe, keys: schema.Keys, user_id: str) -> bool:
 
 def history_items(user: UserState) -> List[str]:
     """Post ids in the user's item channels (their attributes are needed)."""
-    return [v for ch, vals in user.channels.items() if ch != schema.SEARCH for v in vals]
+    return [v for ch, vals in user.channels.items() if ch != redis_layout.SEARCH for v in vals]
 
 
-def user_side(user: UserState, items: ItemStore) -> Dict[str, List[str]]:
+def user_side(user: UserState, items: ItemStore, spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, list]:
     """The per-user raw features: every sequence (most recent last, cut to its
-    max_len) and the user's region ("" when unknown)."""
+    max_len), the user's region ("" when unknown), counters and the columns
+    ``spec`` declares on the ``users`` table."""
     out: Dict[str, List[str]] = {}
     for s in F.SEQ_FEATURES:
         values = user.channels.get(s.channel, [])[-s.max_len:]
@@ -139,25 +149,27 @@ def user_side(user: UserState, items: ItemStore) -> Dict[str, List[str]]:
             items.attribute(v, s.shares_with) for v in values]
     out[F.USER_REGION_ID.name] = [user.region or ""]
     out.update({k: [v] for k, v in user_state.user_features(user.counters).items()})
-    out.update(declared.user_features(user.attributes))
+    out.update(declared.user_features(spec, user.attributes))
     return out
 
 
 def candidate_side(candidates: Sequence[str], items: ItemStore, impressions: Sequence[float],
                    clicks: Sequence[float], user: Optional[UserState] = None,
-                   ts: Optional[int] = None) -> Dict[str, list]:
+                   ts: Optional[int] = None, spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, list]:
     """The per-candidate raw features (unknown posts: "" attributes, default
-    price, whatever counters Redis has, usually none), the user x category
-    counters, session share and recency at ``ts`` (None: now)."""
+    price, whatever counters Redis has, usually none), the columns ``spec``
+    declares on the ``items`` table (every kind, from the stored object; the
+    missing value for an unknown post), the user x category counters, session
+    share and recency at ``ts`` (None: now)."""
     out: Dict[str, list] = {}
-    for f in F.ID_FEATURES:
+    for f in F.BUILTIN_ID_FEATURES:
         if f.side == "candidate":
             out[f.name] = [items.attribute(c, f.name) for c in candidates]
     out[F.PRICE.name] = [items.price(c) for c in candidates]
     out[F.ITEM_HIST_IMPRESSIONS.name] = list(impressions)
     out[F.ITEM_HIST_CLICKS.name] = list(clicks)
     out[F.ITEM_HIST_CTR.name] = [F.smoothed_ctr(c, i) for c, i in zip(clicks, impressions)]
-    out.update(declared.candidate_features(candidates, items.declared))
+    out.update(declared.candidate_features(spec, candidates, items.declared))
     user = user or empty_user()
     out.update(user_state.cross_features(user.counters, user.session,
                                          int(time.time()) if ts is None else int(ts),
@@ -167,23 +179,25 @@ def candidate_side(candidates: Sequence[str], items: ItemStore, impressions: Seq
 
 def raw_inputs(user: UserState, candidates: Sequence[str], items: ItemStore,
                impressions: Sequence[float], clicks: Sequence[float],
-               ts: Optional[int] = None) -> Dict[str, list]:
-    """Every raw input of ``serving_default`` at request time ``ts`` (None:
-    now): user side once, candidates as lists."""
-    out: Dict[str, list] = user_side(user, items)
-    out.update(candidate_side(candidates, items, impressions, clicks, user, ts))
+               ts: Optional[int] = None, spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, list]:
+    """Every raw input of the ``serving_default`` of a model with contract ``spec``
+    at request time ``ts`` (None: now): user side once, candidates as lists."""
+    out: Dict[str, list] = user_side(user, items, spec)
+    out.update(candidate_side(candidates, items, impressions, clicks, user, ts, spec))
     return out
 
 
-def v1_request(inputs: Dict[str, list]) -> Dict[str, Dict[str, list]]:
-    """The v1 columnar request: sequences and user token bags as one row (``[""]``
-    when empty), candidate token bags as a ""-padded matrix [N, L]."""
+def v1_request(inputs: Dict[str, list], spec: F.FeatureSpec) -> Dict[str, Dict[str, list]]:
+    """The v1 columnar request of `raw_inputs` for a model with contract ``spec``:
+    sequences and user token bags as one row (``[""]`` when empty), candidate
+    token bags as a ""-padded matrix [N, L]."""
     body: Dict[str, list] = {}
-    user_bags = {b.name for b in F.BAG_FEATURES if b.side == "user"}
+    rows = {s.name for s in spec.seq_features} | set(declared.bag_names(spec, "user"))
+    candidate_bags = set(declared.bag_names(spec, "candidate"))
     for name, values in inputs.items():
-        if any(s.name == name for s in F.SEQ_FEATURES) or name in user_bags:
+        if name in rows:
             body[name] = [values or [""]]
-        elif name in declared.bag_names():
+        elif name in candidate_bags:
             body[name] = declared.pad_rows(values)
         else:
             body[name] = values

@@ -119,6 +119,14 @@ def decode_item(raw) -> Optional[Tuple[str, str, float]]:
     return str(category), str(region), float(price)
 
 
+def decode_item_row(raw) -> Tuple[Tuple[str, str, float], Dict]:
+    """``((category_id, region_id, price), declared columns)`` of a stored post
+    (one JSON parse; the declared columns are {} when it has none)."""
+    row = json.loads(raw)
+    category, region, price = row[:3]
+    return (str(category), str(region), float(price)), (row[3] if len(row) > 3 else {})
+
+
 # Idempotent application of one event, atomically (a Lua script runs alone).
 # KEYS: seen marker, counter hash, sequence key, user hash, session hash.
 # ARGV: ttl seconds, item id (counter field, "" for none), capacity (0: no

@@ -20,7 +20,9 @@ Offline side: the example generator's own functions in-process
 `build.build_examples`).  Crosses: `build.crosses` on the online sequences;
 the user counters, session share and recency from the Redis user state
 (`user_state`), read at the impression's ``ts``.
-A mismatch is any differing raw feature (floats compared as float32).
+The declared item / user columns compared are those of the feature contract
+passed in (``--model``: the exported model's).  A mismatch is any differing
+raw feature (floats compared as float32).
 """
 from __future__ import annotations
 
@@ -35,10 +37,10 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from feedrank import features as F
-from feedrank.events import contract, io, validate
+from feedrank.events import contract, io, stream, validate
 from feedrank.examples import build
 from feedrank.examples.history import item_history
-from serving.features import declared, online, schema, stream, updater, writer
+from serving.features import declared, online, redis_layout, updater, writer
 
 log = logging.getLogger(__name__)
 STREAM = "fr:replay"
@@ -59,21 +61,23 @@ class Report:
         return self.mismatched / self.impressions if self.impressions else 0.0
 
 
-def offline_examples(log_dir: str, label_window_s: int = 1800):
+def offline_examples(log_dir: str, label_window_s: int = 1800, spec: F.FeatureSpec = F.BUILTIN):
     """``(raw events, users map, impression_id -> feature dict,
-    impression_id -> serialized tf.Example)``."""
+    impression_id -> serialized tf.Example)`` of the examples the example
+    generator writes with the feature contract ``spec``."""
     from tensorflow.core.example import example_pb2
 
-    items = build.ItemTable(io.read_table(log_dir, contract.ITEMS))
-    users_df = io.read_table(log_dir, contract.USERS)
+    items = build.ItemTable(io.read_table(log_dir, contract.ITEMS, declared.table_columns(spec, contract.ITEMS)),
+                            spec)
+    users_df = io.read_table(log_dir, contract.USERS, declared.table_columns(spec, contract.USERS))
     users = dict(zip(*users_df[["user_id", "region_id"]].to_numpy(dtype=object).T))
     raw = io.read_events(log_dir)
     good, _ = validate.split_batch(raw, items.index)
     kept, _ = validate.dedupe(good)
     hist = item_history(kept)
     # declared user columns need the snapshot table (a plain map gives their missing values)
-    user_table = build.UserTable(users_df) if declared.of_side("user") else users
-    built = build.build_examples(kept[build.EVENT_COLUMNS], hist, items, user_table, label_window_s)
+    user_table = build.UserTable(users_df, spec) if spec.declared_of("users") else users
+    built = build.build_examples(kept[build.EVENT_COLUMNS], hist, items, user_table, label_window_s, spec=spec)
     examples = {}
     serialized = dict(zip(built.impression_id, built.serialized))
     for imp_id, ser in serialized.items():
@@ -88,26 +92,28 @@ def offline_examples(log_dir: str, label_window_s: int = 1800):
 
 
 def online_features(user: online.UserState, item_id: str, store: online.ItemStore,
-                    imp: float, clk: float, ts: Optional[int] = None) -> Dict[str, list]:
-    """What the transformer sends for one candidate at ``ts``, plus the
-    in-graph crosses."""
-    feats = online.raw_inputs(user, [item_id], store, [imp], [clk], ts)
+                    imp: float, clk: float, ts: Optional[int] = None,
+                    spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, list]:
+    """What the transformer serving a model with contract ``spec`` sends for one
+    candidate at ``ts``, plus the in-graph crosses."""
+    feats = online.raw_inputs(user, [item_id], store, [imp], [clk], ts, spec)
     region_match, share = build.crosses(feats[F.USER_REGION_ID.name][0], feats[F.REGION_ID.name][0],
                                         feats[F.CLICK_CATEGORIES.name], feats[F.CATEGORY_ID.name][0])
     feats[F.REGION_MATCH.name] = [region_match]
-    for c in declared.of_side("candidate"):   # one candidate's token bag: its list
+    for c in spec.declared_on_side("candidate"):   # one candidate's token bag: its list
         if c.kind == "tokens":
             feats[c.feature_name] = list(feats[c.feature_name][0])
     feats[F.INTEREST_CATEGORY_SHARE.name] = [share]
     return feats
 
 
-def compare(online_feats: Dict[str, list], offline: Dict[str, list]) -> List[str]:
-    """Names of the raw features that differ."""
+def compare(online_feats: Dict[str, list], offline: Dict[str, list],
+            spec: F.FeatureSpec = F.BUILTIN) -> List[str]:
+    """Names of the raw features that differ (``spec`` says which are floats)."""
     bad = []
     for name, values in online_feats.items():
         ref = offline.get(name, [])
-        if any(d.name == name for d in F.DENSE_FEATURES):
+        if spec.is_dense(name):
             same = np.array_equal(np.float32(values), np.float32(ref))
         else:
             same = list(values) == list(ref)
@@ -116,22 +122,24 @@ def compare(online_feats: Dict[str, list], offline: Dict[str, list]) -> List[str
     return bad
 
 
-def replay(client, log_dir: str, keys: schema.Keys, label_window_s: int = 1800,
+def replay(client, log_dir: str, keys: redis_layout.Keys, label_window_s: int = 1800,
            keep_examples: int = 5, naive: bool = False, offline=None,
-           on_second: Optional[Callable[[int, List[str]], None]] = None) -> Report:
-    """Replays ``log_dir`` into an emptied namespace; returns the report.
+           on_second: Optional[Callable[[int, List[str]], None]] = None,
+           spec: F.FeatureSpec = F.BUILTIN) -> Report:
+    """Replays ``log_dir`` into an emptied namespace, with the item / user columns
+    of the feature contract ``spec``; returns the report.
 
     ``naive=True`` applies each second's events before reading, with no time
     bound (a reader that ignores the strict-before rule); a test uses it to
     check that the replay catches same-second leakage.  ``offline``: a
-    precomputed `offline_examples` result.  ``on_second(t, impression_ids)``
+    precomputed `offline_examples` result (of the same ``spec``).  ``on_second(t, impression_ids)``
     is called at each second with impressions, when Redis holds exactly the
     events before ``t`` (e.g. to send the transformer those requests)."""
-    raw, users, examples, _ = offline or offline_examples(log_dir, label_window_s)
+    raw, users, examples, _ = offline or offline_examples(log_dir, label_window_s, spec)
     writer.flush(client, keys)
     client.delete(STREAM)
-    writer.load_items(client, keys, io.read_table(log_dir, contract.ITEMS))
-    writer.load_users(client, keys, io.read_table(log_dir, contract.USERS))
+    for table, load in ((contract.ITEMS, writer.load_items), (contract.USERS, writer.load_users)):
+        load(client, keys, io.read_table(log_dir, table, declared.table_columns(spec, table)), spec)
     store = online.ItemStore.from_hash(client.hgetall(keys.items))
     fw = writer.FeatureWriter(client, keys)
     up = updater.Updater(stream.RedisStreamSource(client, STREAM, "replay", "replay-1"), fw,
@@ -163,13 +171,13 @@ def replay(client, log_dir: str, keys: schema.Keys, label_window_s: int = 1800,
             pipe = client.pipeline(transaction=False)
             online.queue_reads(pipe, keys, ex[F.USER_ID][0], ex[F.ITEM_ID.name],
                                None if naive else int(ts[i]))
-            with_attrs = online.queue_user_attributes(pipe, keys, ex[F.USER_ID][0])
+            with_attrs = online.queue_user_attributes(pipe, keys, ex[F.USER_ID][0], spec)
             results = pipe.execute()
             attrs = declared.parse_stored(results.pop()) if with_attrs else {}
             user, imp, clk = online.parse_reads(results)
             user.attributes = attrs
-            feats = online_features(user, ex[F.ITEM_ID.name][0], store, imp[0], clk[0], int(ts[i]))
-            bad = compare(feats, ex)
+            feats = online_features(user, ex[F.ITEM_ID.name][0], store, imp[0], clk[0], int(ts[i]), spec)
+            bad = compare(feats, ex, spec)
             report.impressions += 1
             if bad:
                 report.mismatched += 1
@@ -191,7 +199,7 @@ def replay(client, log_dir: str, keys: schema.Keys, label_window_s: int = 1800,
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m serving.features.replay", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL (a scratch db)")
+    p.add_argument("--redis", default=stream.DEFAULT_REDIS_URL, help="Redis URL (a scratch db)")
     p.add_argument("--log", required=True, help="event-log directory")
     p.add_argument("--prefix", default="replay", help="key namespace (emptied first)")
     p.add_argument("--label-window-s", type=int, default=1800)
@@ -199,8 +207,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                "item/user columns are compared too")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    declared.declare_from_model(args.model)
-    r = replay(writer.redis_client(args.redis), args.log, schema.Keys(args.prefix), args.label_window_s)
+    spec = declared.spec_from_model(args.model)
+    r = replay(writer.redis_client(args.redis), args.log, redis_layout.Keys(args.prefix), args.label_window_s,
+               spec=spec)
     print(json.dumps({"impressions": r.impressions, "mismatched": r.mismatched,
                       "mismatch_rate": r.rate, "by_feature": dict(r.by_feature),
                       "updater": r.updater_stats, "examples": r.examples}, indent=1, default=str))

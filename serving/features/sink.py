@@ -42,8 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
 
-from feedrank.events import contract
-from serving.features import stream
+from feedrank.events import contract, stream
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +247,7 @@ class Sink:
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m serving.features.sink", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
+    p.add_argument("--redis", default=stream.DEFAULT_REDIS_URL, help="Redis URL")
     p.add_argument("--events-dir", default="", help="parts of the events stream (none: not read)")
     p.add_argument("--requests-dir", default="", help="parts of the requests stream (none: not read)")
     p.add_argument("--events-stream", default=stream.DEFAULT_STREAM)

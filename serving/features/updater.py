@@ -29,8 +29,9 @@ from typing import Dict, List, Optional, Tuple
 
 import redis
 
+from feedrank.events import stream
 from serving.features import bootstrap as bootstrap_lib
-from serving.features import schema, stream, writer
+from serving.features import declared, redis_layout, writer
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,8 @@ def _event_ts(fields: Dict[str, str]) -> Optional[float]:
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m serving.features.updater", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL (features)")
-    p.add_argument("--prefix", default=schema.DEFAULT_PREFIX, help="feature key namespace")
+    p.add_argument("--redis", default=stream.DEFAULT_REDIS_URL, help="Redis URL (features)")
+    p.add_argument("--prefix", default=redis_layout.DEFAULT_PREFIX, help="feature key namespace")
     p.add_argument("--source", choices=("redis", "kafka"), default="redis", help="event source")
     p.add_argument("--stream", default=stream.DEFAULT_STREAM, help="Redis Stream name")
     p.add_argument("--group", default=stream.DEFAULT_GROUP, help="consumer group")
@@ -128,6 +129,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="how long an event id stays deduplicated")
     p.add_argument("--bootstrap", metavar="LOG_DIR", default="",
                    help="seed the namespace from this event log first (skipped if already seeded)")
+    p.add_argument("--model", default="", help="with --bootstrap: the exported model (or its declaration "
+                                               "file) whose declared item/user columns are stored too")
     p.add_argument("--delay-s", type=float, default=0.0,
                    help="feature staleness in event time: apply an event only once the newest event ts "
                         "read has passed its ts + this many seconds (0: apply at once)")
@@ -144,13 +147,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    keys = schema.Keys(args.prefix)
+    keys = redis_layout.Keys(args.prefix)
     client = writer.redis_client(args.redis)
     try:
         client.ping()
         if args.bootstrap:
             try:
-                bootstrap_lib.bootstrap(client, args.bootstrap, keys)
+                bootstrap_lib.bootstrap(client, args.bootstrap, keys,
+                                        spec=declared.spec_from_model(args.model))
             except bootstrap_lib.AlreadySeeded as e:
                 log.info("bootstrap skipped: %s", e)
         if args.source == "kafka":
@@ -163,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except redis.RedisError as e:
         print(f"updater: Redis at {args.redis} failed: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:
+    except (RuntimeError, ValueError, OSError) as e:
         print(f"updater: {e}", file=sys.stderr)
         return 2
     up = Updater(source, writer.FeatureWriter(client, keys, args.seen_ttl_s), args.batch, args.block_ms,

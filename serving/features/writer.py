@@ -33,14 +33,14 @@ import pandas as pd
 from feedrank import features as F
 from feedrank.events import contract, validate
 from feedrank.examples import build
-from serving.features import declared, schema, user_state
+from serving.features import declared, redis_layout, user_state
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SEEN_TTL_S = 7 * 86_400
 # event type -> channel of the user's sequences
 EVENT_CHANNEL: Dict[str, str] = {event: ch for ch, event in build.CHANNEL_EVENTS.items()}
-EVENT_CHANNEL[contract.SEARCH] = schema.SEARCH
+EVENT_CHANNEL[contract.SEARCH] = redis_layout.SEARCH
 COUNTED = (contract.IMPRESSION, contract.CLICK)
 
 
@@ -68,11 +68,11 @@ def tokens(query: str) -> List[str]:
 class FeatureWriter:
     """Validates and applies batches of events to one Redis namespace."""
 
-    def __init__(self, client, keys: schema.Keys, seen_ttl_s: int = DEFAULT_SEEN_TTL_S):
+    def __init__(self, client, keys: redis_layout.Keys, seen_ttl_s: int = DEFAULT_SEEN_TTL_S):
         self.client = client
         self.keys = keys
         self.seen_ttl_s = int(seen_ttl_s)
-        self._script = client.register_script(schema.APPLY_LUA)
+        self._script = client.register_script(redis_layout.APPLY_LUA)
         self._known_items: Set[str] = set()
         self._category: Dict[str, str] = {}
         self.stats: collections.Counter = collections.Counter()
@@ -85,7 +85,7 @@ class FeatureWriter:
             for i, v in zip(missing, found):
                 if v is not None:
                     self._known_items.add(i)
-                    self._category[i] = schema.decode_item(v)[0]
+                    self._category[i] = redis_layout.decode_item(v)[0]
         return pd.Index(sorted(self._known_items))
 
     def valid_rows(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -120,9 +120,9 @@ class FeatureWriter:
             key3 = key2
             if channel is not None:
                 key3 = self.keys.seq(channel, r.user_id)
-                values = tokens(r.query) if channel == schema.SEARCH else [r.item_id]
-                members = [schema.member(r.event_id, i, v) for i, v in enumerate(values)]
-            cap = schema.stored_len(channel) if channel is not None else 0
+                values = tokens(r.query) if channel == redis_layout.SEARCH else [r.item_id]
+                members = [redis_layout.member(r.event_id, i, v) for i, v in enumerate(values)]
+            cap = redis_layout.stored_len(channel) if channel is not None else 0
             self._script(keys=[self.keys.seen(r.event_id), key2, key3, self.keys.user(r.user_id),
                                self.keys.session(r.user_id)],
                          args=[ttl, counter, cap, int(r.ts), user_state.EVENT_FLAGS.get(r.event, ""),
@@ -135,15 +135,15 @@ class FeatureWriter:
         return new
 
 
-def load_items(client, keys: schema.Keys, items: pd.DataFrame) -> int:
+def load_items(client, keys: redis_layout.Keys, items: pd.DataFrame, spec: F.FeatureSpec = F.BUILTIN) -> int:
     """Writes the post-attribute store from an ``items`` table (the example
     generator's `build.ItemTable` rules: first row per id wins, a missing
-    price is the feature default)."""
-    table = build.ItemTable(items)
+    price is the feature default), with the ``items`` columns ``spec`` declares."""
+    table = build.ItemTable(items, spec)
     ids = table.index.to_numpy(dtype=object)
     # declared columns (serving.features.declared): the latest row's values
-    extra = declared.stored_values("items", table.row_declared, table.snapshots.rows_of(ids))
-    mapping = {i: schema.encode_item(c.decode(), r.decode(), p, d)
+    extra = declared.stored_values(spec, "items", table.row_declared, table.snapshots.rows_of(ids))
+    mapping = {i: redis_layout.encode_item(c.decode(), r.decode(), p, d)
                for i, c, r, p, d in zip(ids, table.category, table.region, table.price, extra)}
     for start in range(0, len(ids), 10_000):
         chunk = {k: mapping[k] for k in ids[start:start + 10_000]}
@@ -151,24 +151,25 @@ def load_items(client, keys: schema.Keys, items: pd.DataFrame) -> int:
     return len(mapping)
 
 
-def load_users(client, keys: schema.Keys, users: pd.DataFrame) -> int:
+def load_users(client, keys: redis_layout.Keys, users: pd.DataFrame, spec: F.FeatureSpec = F.BUILTIN) -> int:
     """Writes user_id -> region_id (the example generator's users mapping:
-    ``dict(zip(user_id, region_id))``, a later row wins)."""
+    ``dict(zip(user_id, region_id))``, a later row wins) and, when ``spec``
+    declares ``users`` columns, user_id -> their stored values."""
     mapping: Dict[str, str] = dict(zip(*users[["user_id", "region_id"]].to_numpy(dtype=object).T))
     ids = list(mapping)
     for start in range(0, len(ids), 10_000):
         client.hset(keys.users, mapping={k: mapping[k] for k in ids[start:start + 10_000]})
-    if declared.of_side("user"):   # user_id -> JSON of the declared columns (the latest row)
-        table = build.UserTable(users)
+    if spec.declared_of("users"):   # user_id -> JSON of the declared columns (the latest row)
+        table = build.UserTable(users, spec)
         uids = table.snapshots.index.to_numpy(dtype=object)
-        values = declared.stored_values("users", table.row_declared, table.snapshots.rows_of(uids))
+        values = declared.stored_values(spec, "users", table.row_declared, table.snapshots.rows_of(uids))
         attrs = {u: json.dumps(v) for u, v in zip(uids, values)}
         for start in range(0, len(uids), 10_000):
             client.hset(keys.user_attrs, mapping={k: attrs[k] for k in uids[start:start + 10_000]})
     return len(mapping)
 
 
-def flush(client, keys: schema.Keys, batch: int = 1000) -> int:
+def flush(client, keys: redis_layout.Keys, batch: int = 1000) -> int:
     """Deletes every key of the namespace; returns how many."""
     n = 0
     doomed: List = []

@@ -4,8 +4,8 @@
     python -m serving.predictor --model-uri models:/feedrank-din@champion \\
         --tracking-uri http://127.0.0.1:5000
 
-Run it with the serving environment's Python and the repository root on
-``PYTHONPATH`` (``make serve-predictor`` does both).
+Run it with the serving environment's Python, where ``make serving-install``
+installed the project (``make serve-predictor`` does both).
 """
 from __future__ import annotations
 

@@ -5,7 +5,12 @@ A request carries the user's side once and N candidates:
 * user sequences (rank-2 inputs): one row, ``[1, L]`` (a flat list of L
   strings is accepted too), padded with ``""`` on either side or not at all;
 * user scalars (e.g. ``user_region_id``): one value;
-* candidate features: one value per candidate, N of each.
+* candidate features: one value per candidate, N of each;
+* candidate token bags (declared ``tokens`` item columns): one ""-padded row
+  per candidate, ``[N, L]``.
+
+Which side a rank-1 input or a rank-2 input is on comes from the served
+model's feature contract (`feedrank.features.FeatureSpec`).
 
 :func:`from_v1` and :func:`from_v2` turn a decoded request into numpy arrays,
 or raise :class:`~serving.common.errors.BadRequest` naming what is wrong.
@@ -32,7 +37,7 @@ class Input:
     """One input of ``serving_default``."""
 
     name: str
-    kind: str          # USER_SEQ, USER_SCALAR or CANDIDATE
+    kind: str          # USER_SEQ, USER_SCALAR, CANDIDATE or CANDIDATE_BAG
     is_string: bool
 
     @property
@@ -54,15 +59,17 @@ class Batch:
 
 
 class Contract:
-    """The inputs of a loaded ``serving_default`` and the request limits."""
+    """The inputs of a loaded ``serving_default`` (a model with feature contract
+    ``spec``) and the request limits."""
 
-    def __init__(self, signature_specs: Dict[str, Any], max_candidates: int):
-        user_side = set(F.features_of_side("user"))
-        candidate_bags = {b.name for b in F.BAG_FEATURES if b.side == "candidate"}
+    def __init__(self, signature_specs: Dict[str, Any], max_candidates: int, spec: F.FeatureSpec):
+        self.spec = spec
+        user_side = set(spec.features_of_side("user"))
+        candidate_bags = {b.name for b in spec.bag_features if b.side == "candidate"}
         self.inputs: List[Input] = []
-        for name, spec in sorted(signature_specs.items()):
-            rank = len(spec.shape)
-            is_string = spec.dtype.name == "string"
+        for name, tensor_spec in sorted(signature_specs.items()):
+            rank = len(tensor_spec.shape)
+            is_string = tensor_spec.dtype.name == "string"
             if rank == 2 and name in candidate_bags:
                 kind = CANDIDATE_BAG
             elif rank == 2:

@@ -94,7 +94,7 @@ class FeedrankPredictor(kserve.Model):
         return self.ready
 
     def _install(self, loaded: store.Loaded) -> None:
-        contract = Contract(loaded.input_specs, self.config.max_candidates)
+        contract = Contract(loaded.input_specs, self.config.max_candidates, loaded.spec)
         previous = self.current
         self._serving = (loaded, contract)   # one reference assignment: atomic for readers
         if previous is not None:

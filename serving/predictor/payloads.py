@@ -3,7 +3,8 @@
 Standard library plus ``feedrank.features`` only, so tests, benchmarks and
 clients in any environment can use it.  ``user`` maps user features to a
 string (scalars) or a list of strings (sequences, most recent last);
-``candidates`` maps candidate features to lists of N values.
+``candidates`` maps candidate features to lists of N values.  `synthetic`
+draws the inputs of a model with a given `feedrank.features.FeatureSpec`.
 """
 from __future__ import annotations
 
@@ -33,23 +34,25 @@ def _id(vocab: str, rng: random.Random) -> str:
     return rng.choice(_TOKENS)
 
 
-def synthetic(n: int, history_len: int = 50, seed: int = 0) -> Tuple[Dict[str, Value], Dict[str, list]]:
+def synthetic(n: int, history_len: int = 50, seed: int = 0,
+              spec: F.FeatureSpec = F.BUILTIN) -> Tuple[Dict[str, Value], Dict[str, list]]:
     """A request of ``n`` candidates with ``history_len``-step histories (capped
-    at each sequence's max_len), ids shaped like the simulator's."""
+    at each sequence's max_len), ids shaped like the simulator's, for a model
+    with the feature contract ``spec`` (its declared columns included)."""
     rng = random.Random(seed)
-    user: Dict[str, Value] = {f.name: _id(f.vocab.name, rng) for f in F.ID_FEATURES if f.side == "user"}
-    for d in F.request_dense("user"):
+    user: Dict[str, Value] = {f.name: _id(f.vocab.name, rng) for f in spec.id_features if f.side == "user"}
+    for d in spec.request_dense("user"):
         user[d.name] = float(rng.randrange(100))
-    for s in F.SEQ_FEATURES:
+    for s in spec.seq_features:
         user[s.name] = [_id(s.vocab.name, rng) for _ in range(min(history_len, s.max_len))]
     cands: Dict[str, list] = {}
-    for f in F.ID_FEATURES:
+    for f in spec.id_features:
         if f.side == "candidate":
             cands[f.name] = [_id(f.vocab.name, rng) for _ in range(n)]
-    for d in F.request_dense("candidate"):
+    for d in spec.request_dense("candidate"):
         cands[d.name] = [round(rng.random(), 4) if d.max_value == 1.0 else float(rng.randrange(5000))
                          for _ in range(n)]
-    for b in F.BAG_FEATURES:   # declared token bags: a row for the user, a ""-padded row per candidate
+    for b in spec.bag_features:   # declared token bags: a row for the user, a ""-padded row per candidate
         rows = [[_id("token", rng) for _ in range(rng.randrange(1, b.max_len + 1))]
                 for _ in range(n if b.side == "candidate" else 1)]
         if b.side == "user":

@@ -24,6 +24,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from feedrank import features as F
+
 log = logging.getLogger(__name__)
 
 SIGNATURE = "serving_default"
@@ -117,11 +119,13 @@ class Loaded:
     input_specs: Dict[str, tf.TensorSpec]
     loaded_at: float
     saved: Any = None   # the loaded object: keeps the function's variables alive
+    spec: F.FeatureSpec = F.BUILTIN   # the version's feature contract (its declaration file)
 
 
 def load(version: str, path: str, warmup_candidates: int, warmup_runs: int = 3) -> Loaded:
-    """Loads ``path``'s ``serving_default`` and runs it on a synthetic request
-    until the first-call tracing is done (so the first real request is fast)."""
+    """Loads ``path``'s ``serving_default`` and its feature contract, and runs it
+    on a synthetic request until the first-call tracing is done (so the first
+    real request is fast)."""
     t0 = time.perf_counter()
     from feedrank.train import tfdf_ops
     try:
@@ -136,24 +140,26 @@ def load(version: str, path: str, warmup_candidates: int, warmup_runs: int = 3) 
     fn = saved.signatures[SIGNATURE]
     specs = dict(fn.structured_input_signature[1])
     from serving.features import declared
-    declared.declare_from_model(path)   # the model's declared columns (the request contract's bags)
-    from feedrank import features as F
-    candidate_bags = {b.name for b in F.BAG_FEATURES if b.side == "candidate"}
+    try:
+        spec = declared.spec_from_model(path)   # the version's declared columns (the request contract)
+    except ValueError as e:
+        raise ModelSourceError(f"cannot load {path}: {e}") from None
+    candidate_bags = {b.name for b in spec.bag_features if b.side == "candidate"}
     warm = {}
-    for name, spec in specs.items():
-        if len(spec.shape) == 2 and name in candidate_bags:
+    for name, tensor_spec in specs.items():
+        if len(tensor_spec.shape) == 2 and name in candidate_bags:
             warm[name] = tf.constant([["w1", ""]] * warmup_candidates)
-        elif len(spec.shape) == 2:
+        elif len(tensor_spec.shape) == 2:
             warm[name] = tf.constant([["w1", "w2", ""]])
-        elif spec.dtype == tf.string:
+        elif tensor_spec.dtype == tf.string:
             warm[name] = tf.constant(["w"] * warmup_candidates)
         else:
             warm[name] = tf.constant(np.zeros(warmup_candidates, np.float32))
-    for name in F.features_of_side("user"):
+    for name in spec.features_of_side("user"):
         if name in warm and len(specs[name].shape) == 1:
             warm[name] = tf.constant(["w"] if specs[name].dtype == tf.string else [0.0])
     for _ in range(max(1, warmup_runs)):
         fn(**warm)
-    loaded = Loaded(version, path, fn, specs, time.time(), saved)
+    loaded = Loaded(version, path, fn, specs, time.time(), saved, spec)
     log.info("loaded version %s from %s in %.1f s (warm-up included)", version, path, time.perf_counter() - t0)
     return loaded

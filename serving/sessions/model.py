@@ -33,10 +33,9 @@ import redis.asyncio as aredis
 import tensorflow as tf
 from prometheus_client import Counter, Histogram
 
-from feedrank.events import contract
+from feedrank.events import contract, stream
 from serving.common import metrics
 from serving.common.errors import BadRequest
-from serving.features import stream
 from serving.predictor import store
 from serving.sessions import request as rq
 from serving.sessions import state as st
@@ -61,7 +60,7 @@ class SessionConfig:
     """The endpoint's settings (flags of ``python -m serving.sessions``)."""
 
     model_dir: str = "model_store/session"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = stream.DEFAULT_REDIS_URL
     prefix: str = "fr"
     redis_timeout_s: float = 0.05
     redis_backoff_s: float = 1.0

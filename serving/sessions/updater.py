@@ -5,7 +5,7 @@ add-to-carts to the shoppers' session state (`serving.sessions.state`).
 
 It reads ``fr:events`` through its own consumer group (``feedrank-sessions``,
 independent of the feature updater's and the log sink's) with the feature
-updater's `serving.features.stream.RedisStreamSource`, and acknowledges a
+updater's `feedrank.events.stream.RedisStreamSource`, and acknowledges a
 batch only after applying it.  Only ``view`` and ``purchase`` events count;
 other types are acknowledged and skipped.  Events the endpoint already applied
 (it writes each one to the stream itself) carry a seen marker and are skipped
@@ -24,9 +24,8 @@ from typing import Dict, List, Optional
 
 import redis
 
-from feedrank.events import contract
+from feedrank.events import contract, stream
 from feedrank.sessions import sessionize
-from serving.features import stream
 from serving.sessions import state as st
 
 log = logging.getLogger(__name__)
@@ -94,7 +93,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     d = st.StateConfig()
     p = argparse.ArgumentParser(prog="python -m serving.sessions.updater", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--redis", default=stream.DEFAULT_REDIS_URL)
     p.add_argument("--prefix", default="fr", help="key namespace (the endpoint's --prefix)")
     p.add_argument("--stream", default=stream.DEFAULT_STREAM)
     p.add_argument("--group", default=DEFAULT_GROUP)

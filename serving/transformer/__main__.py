@@ -8,7 +8,7 @@ Apps POST ``{"user_id": ..., "candidates": [...], "context": {...}}`` to
 the same path on ``--predictor-url``.
 
 A/B test: ``--challenger-url`` names a second predictor (same model name);
-each user is served by the arm ``serving.transformer.assign.arm_of(user,
+each user is served by the arm ``feedrank.ab.assign.arm_of(user,
 --challenger-share, --ab-salt)`` gives.  Every answered or refused request is
 logged to the ``fr:requests`` stream and the shown posts' impressions to
 ``fr:events`` (``--no-log-events`` turns the served log off).
@@ -100,7 +100,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                 requests_stream=args.requests_stream,
                                                 timeout_s=args.log_timeout_ms / 1000.0,
                                                 backoff_s=args.redis_backoff_s, backlog=args.log_backlog))
-    ranker = Ranker(args.model_name, cfg)
+    try:
+        ranker = Ranker(args.model_name, cfg)   # reads the model's feature contract (--model)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     ranker.load()
     if args.challenger_url:
         logging.getLogger(__name__).info("A/B test: %.1f%% of users on the challenger %s (salt %r)",

@@ -3,9 +3,11 @@
 Per request: validate (`request.parse`), read the user's channels, region
 and the candidates' live counters from Redis in one round trip
 (`serving.features.online`), add the post attributes from the in-memory
-store, call the predictor of the user's A/B arm (v1 columnar, the user's side
-once) and return the candidates sorted by score with the arm, the model's name
-and version, the request id and how many of the top posts are shown.
+store and the item / user columns the served model's feature contract
+declares (read once from ``model``, `serving.features.declared`), call the
+predictor of the user's A/B arm (v1 columnar, the user's side once) and return
+the candidates sorted by score with the arm, the model's name and version,
+the request id and how many of the top posts are shown.
 
 * A/B arms: with a challenger predictor (``challenger_url``) each user is in
   the arm `assign.arm_of` gives (stable per user); without one everybody is
@@ -35,11 +37,14 @@ import redis
 import redis.asyncio as aredis
 from prometheus_client import Counter, Histogram
 
+from feedrank import features as F
+from feedrank.ab import assign
+from feedrank.events.stream import DEFAULT_REDIS_URL
 from serving.common import metrics
 from serving.common.errors import ApiError, BadRequest
-from serving.features import declared, online, schema
-from serving.transformer import assign, served_log
+from serving.features import declared, online, redis_layout
 from serving.transformer import request as rq
+from serving.transformer import served_log
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +68,8 @@ class RankerConfig:
     """Where the predictor and Redis are, and the limits."""
 
     predictor_url: str = "http://127.0.0.1:8080"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    prefix: str = schema.DEFAULT_PREFIX
+    redis_url: str = DEFAULT_REDIS_URL
+    prefix: str = redis_layout.DEFAULT_PREFIX
     redis_timeout_s: float = 0.02
     redis_backoff_s: float = 1.0
     predictor_timeout_s: float = 5.0
@@ -93,7 +98,9 @@ class Ranker(kserve.Model):
     def __init__(self, name: str, config: RankerConfig):
         super().__init__(name, return_response_headers=True)
         self.config = config
-        self.keys = schema.Keys(config.prefix)
+        # the served model's feature contract (built-ins only without ``config.model``)
+        self.spec: F.FeatureSpec = declared.spec_from_model(config.model)
+        self.keys = redis_layout.Keys(config.prefix)
         self.items = online.ItemStore()
         self._redis: Optional[aredis.Redis] = None
         self._skip_redis_until = 0.0
@@ -121,10 +128,8 @@ class Ranker(kserve.Model):
         return assign.arm_of(req.user_id, self.config.challenger_share, self.config.ab_salt)
 
     def load(self) -> bool:
-        """Declares the model's columns, then loads the post-attribute store from
-        Redis (an empty store if Redis is unavailable: posts are then fetched on first use)."""
-        if self.config.model:   # else: the columns this process declared
-            declared.declare_from_model(self.config.model)
+        """Loads the post-attribute store from Redis (an empty store if Redis is
+        unavailable: posts are then fetched on first use)."""
         try:
             sync = redis.Redis.from_url(self.config.redis_url, decode_responses=True,
                                         socket_timeout=10, socket_connect_timeout=5)
@@ -157,7 +162,7 @@ class Ranker(kserve.Model):
         client = self._redis_client()
         pipe = client.pipeline(transaction=False)
         online.queue_reads(pipe, self.keys, req.user_id, req.candidates, req.ts)
-        with_attrs = online.queue_user_attributes(pipe, self.keys, req.user_id)
+        with_attrs = online.queue_user_attributes(pipe, self.keys, req.user_id, self.spec)
         missing = self.items.missing(req.candidates)
         if missing:
             pipe.hmget(self.keys.items, missing)
@@ -197,7 +202,7 @@ class Ranker(kserve.Model):
         n_oov = sum(1 for c in req.candidates if c not in self.items)
         if n_oov:
             OOV_POSTS.labels(metrics.server_name()).inc(n_oov)
-        return online.raw_inputs(user, req.candidates, self.items, imp, clk, req.ts), degraded
+        return online.raw_inputs(user, req.candidates, self.items, imp, clk, req.ts, self.spec), degraded
 
     # -- predictor ------------------------------------------------------------
     async def score(self, inputs: Dict[str, list], arm_name: str = assign.CHAMPION) -> Tuple[List[float], str]:
@@ -205,7 +210,7 @@ class Ranker(kserve.Model):
         arm = self.arms[arm_name]
         try:
             r = await self._http_client(arm).post(f"/v1/models/{self.name}:predict",
-                                                  json=online.v1_request(inputs))
+                                                  json=online.v1_request(inputs, self.spec))
         except httpx.HTTPError as e:
             raise ApiError(f"predictor unavailable: {type(e).__name__}", 503,
                            {"Retry-After": "1"}) from None

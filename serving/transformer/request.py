@@ -28,8 +28,8 @@ import time
 import uuid
 from typing import Any, List, Optional, Tuple
 
+from feedrank.ab.assign import ARMS
 from serving.common.errors import BadRequest
-from serving.transformer.assign import ARMS
 
 MAX_ID_CHARS = 256
 

@@ -46,8 +46,8 @@ import redis
 import redis.asyncio as aredis
 from prometheus_client import Counter, Gauge, Histogram
 
+from feedrank.events import stream
 from serving.common import metrics
-from serving.features import stream
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from feedrank.ab import assign
+from feedrank.events import stream as stream_lib
 from feedrank.events.simulator import online_io, online_outcome, online_truth, online_world
 from feedrank.events.simulator.online_outcome import CLICK, CONV, PURCHASE
 from feedrank.events.simulator.online_schedule import Planned, plan
@@ -49,10 +51,8 @@ def other(arm: str) -> str:
 
 
 def expected_arm(user_id: str, share: float, salt: str) -> str:
-    """The transformer's assignment rule (serving/transformer/assign.py)."""
-    from serving.transformer.assign import arm_of
-
-    return arm_of(user_id, share, salt)
+    """The transformer's assignment rule (:func:`feedrank.ab.assign.arm_of`)."""
+    return assign.arm_of(user_id, share, salt)
 
 
 class OnlineRun:
@@ -221,15 +221,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="A/B run directory: truth_ab.parquet and ab_run.json")
     p.add_argument("--endpoint", default="http://127.0.0.1:8081", help="the ranking endpoint (transformer)")
     p.add_argument("--model-name", default="feedrank", help="the model name in /v1/models/<name>:predict")
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis of the event stream")
-    p.add_argument("--stream", default=online_io.stream_lib.DEFAULT_STREAM, help="event stream (XADD)")
+    p.add_argument("--redis", default=stream_lib.DEFAULT_REDIS_URL, help="Redis of the event stream")
+    p.add_argument("--stream", default=stream_lib.DEFAULT_STREAM, help="event stream (XADD)")
     p.add_argument("--users", type=int, default=300, help="users taking part (drawn by activity)")
     p.add_argument("--requests", type=int, default=3000, help="feed requests in all (>= --users)")
     p.add_argument("--days", type=int, default=1, help="simulated days after the log the requests spread over")
     p.add_argument("--show", type=int, default=10, help="posts shown per request (the top of the ranking)")
     p.add_argument("--candidates", type=int, default=120, help="posts recalled per request")
-    p.add_argument("--share", type=float, default=0.5, help="the endpoint's challenger share (its assignment)")
-    p.add_argument("--salt", default="feedrank-ab", help="the endpoint's assignment salt")
+    assign.add_share_argument(p, "the endpoint's challenger share (its assignment)")
+    p.add_argument("--salt", default=assign.DEFAULT_SALT, help="the endpoint's assignment salt")
     p.add_argument("--staleness-s", type=float, default=0.0,
                    help="the feature updater's --delay-s (recorded; with it the simulator waits for "
                         "delivery, not application, of a user's events)")

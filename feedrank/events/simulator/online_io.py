@@ -6,7 +6,7 @@
   ``Retry-After``, connection errors), then reported as a failed request.
 * :class:`EventStream` appends the users' clicks, views, conversions and
   purchases to the Redis Stream the feature updater consumes
-  (``serving.features.stream.entry_fields`` + ``XADD``), and waits until the
+  (``feedrank.events.stream.entry_fields`` + ``XADD``), and waits until the
   updater has consumed a user's events before that user's next request.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import httpx
 import redis
 import redis.asyncio as aredis
 
-from serving.features import stream as stream_lib
+from feedrank.events import stream as stream_lib
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class HttpRanker:
             r = await self._client.get(url)
         except httpx.HTTPError as e:
             raise EndpointError(f"the ranking endpoint {self.endpoint} is unreachable ({type(e).__name__}): "
-                                f"start the serving stack, e.g. python -m serving.features.local --log LOG "
+                                f"start the serving stack, e.g. python -m serving.stack --log LOG "
                                 f"--model ...") from None
         if r.status_code == 404:
             raise EndpointError(f"the ranking endpoint {self.endpoint} serves no model named "
