@@ -1,40 +1,49 @@
-"""Shared pytest setup: legacy Keras for TFT/TFMA, and the tiny-data fixtures.
+"""Shared pytest setup for every test folder: legacy Keras for TFT/TFMA, the
+folder markers, the serving-environment fixtures and the tiny-data fixtures.
 
 The project is installed (`pip install -e .`, done by `make install`), so
 `feedrank`, `components` and `pipeline` import without any path setup.
+Helpers that tests import live in `tests/helpers/`.
 """
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import dataclasses  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 from feedrank import config as config_lib  # noqa: E402
+from tests.helpers import serving_env  # noqa: E402
+from tests.helpers.config import TINY_CONFIG, e2e_config  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_CONFIG = os.path.join(ROOT, "configs", "tiny.yaml")
+# Fixtures every folder may use: a real MLflow server per module (`mlflow_url`, `client`).
+pytest_plugins = ("tests.helpers.mlflow_server",)
 
-
-def e2e_config(tmp, data_dir, name="feedrank-e2e"):
-    """configs/tiny.yaml with every output redirected into ``tmp``."""
-    cfg = config_lib.load(TINY_CONFIG)
-    # Track straight into SQLite (no server process); tests/test_mlflow.py runs a real server.
-    mlflow = dataclasses.replace(cfg.mlflow, tracking_uri=f"sqlite:///{tmp}/mlflow.db")
-    return dataclasses.replace(cfg, pipeline_name=name, input_base=str(data_dir),
-                               run_root=str(tmp / "runs"), push_root=str(tmp / "model_store"), mlflow=mlflow)
+# The folder under tests/ a test lives in names its marker (registered in pytest.ini).
+FOLDER_MARKERS = ("unit", "e2e", "serving")
+TESTS_DIR = Path(__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True)
-def builtin_features():
-    """Every test ends with exactly the built-in features declared (`features.declare`):
-    loading a config with a ``features`` section declares its columns process-wide."""
-    from feedrank import features as F
+def pytest_collection_modifyitems(config, items):
+    """Marks every test with its folder's marker: tests/unit -> unit, tests/e2e -> e2e, tests/serving -> serving."""
+    for item in items:
+        try:
+            folder = Path(str(item.path)).resolve().relative_to(TESTS_DIR).parts[0]
+        except ValueError:  # a test outside tests/
+            continue
+        if folder in FOLDER_MARKERS:
+            item.add_marker(getattr(pytest.mark, folder))
 
-    yield
-    F.declare(())
+
+@pytest.fixture(scope="session")
+def serving_venv():
+    """The serving venv's Python; skips the test without it (fails under ``FEEDRANK_REQUIRE_SERVING``)."""
+    serving_env.require_serving_venv()
+    from serving.common import procs
+
+    return procs.SERVING_PYTHON
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +69,7 @@ def first_run(tmp_path_factory, tiny_data):
 @pytest.fixture(scope="session")
 def base_log(tmp_path_factory):
     """The small simulated log the example-generator tests perturb (copy it before changing it)."""
-    from tests import examplegen_helpers as H
+    from tests.helpers import examplegen as H
 
     return H.make_log(str(tmp_path_factory.mktemp("base")))
 
@@ -68,6 +77,6 @@ def base_log(tmp_path_factory):
 @pytest.fixture(scope="session")
 def base_run(base_log, tmp_path_factory):
     """The example generator's summary of `base_log` with the default settings (read-only)."""
-    from tests import examplegen_helpers as H
+    from tests.helpers import examplegen as H
 
     return H.run(base_log, str(tmp_path_factory.mktemp("baseline")))

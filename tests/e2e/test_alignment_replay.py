@@ -16,9 +16,10 @@ import pytest
 from feedrank import features as F
 from feedrank.events import contract
 from serving.common import procs
-from serving.features import replay, schema
-from tests import examplegen_helpers as H
-from tests.redis_helpers import redis_server  # noqa: F401 (fixture)
+from serving.features import redis_layout, replay
+from tests.helpers import examplegen as H
+from tests.helpers.declared_columns import ALL_KINDS, SELLERS, add_columns
+from tests.helpers.redis_stack import redis_server  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def offline(log_dir):
 
 @pytest.fixture(scope="module")
 def report(redis_server, log_dir, offline):  # noqa: F811
-    return replay.replay(redis_server.client(), log_dir, schema.Keys("align"), offline=offline)
+    return replay.replay(redis_server.client(), log_dir, redis_layout.Keys("align"), offline=offline)
 
 
 def test_replay_has_zero_mismatches(report, offline):
@@ -85,38 +86,39 @@ def test_replay_sees_what_it_compares(offline):
 
 def test_same_second_leak_is_detected(redis_server, log_dir, offline):  # noqa: F811
     """A reader that applies a second's events before reading it is caught."""
-    leaky = replay.replay(redis_server.client(), log_dir, schema.Keys("leak"), naive=True, offline=offline)
+    leaky = replay.replay(redis_server.client(), log_dir, redis_layout.Keys("leak"), naive=True, offline=offline)
     assert leaky.mismatched >= 60
     for name in (F.SEARCH_TOKENS.name, F.CLICK_ITEMS.name, F.CONV_ITEMS.name,
                  F.ITEM_HIST_IMPRESSIONS.name, F.ITEM_HIST_CLICKS.name):
         assert leaky.by_feature[name] >= 60, dict(leaky.by_feature)
 
 
-DECLARED = (F.Declared("items", "title", "tokens", max_tokens=5, oov_buckets=10),
-            F.Declared("items", "area_m2", "numeric", default=-1.0, log1p=True),
-            F.Declared("users", "occupation", "categorical"),
-            F.Declared("users", "gender", "categorical"))
+# every kind on both tables (tests/helpers/declared_columns.py) and a categorical with empty cells
+DECLARED = F.FeatureSpec(ALL_KINDS.declared + (F.Declared("users", "gender", "categorical"),))
 
 
-def test_replay_of_declared_columns_has_zero_mismatches(redis_server, log_dir):  # noqa: F811
-    """Declared item and user columns (the simulator's attributes, stored by the
-    loader) are served as the example generator writes them, unknown ids included."""
-    F.declare(DECLARED)
-    try:
-        offline = replay.offline_examples(log_dir)
-        rep = replay.replay(redis_server.client(), log_dir, schema.Keys("decl"), offline=offline)
-        examples = list(offline[2].values())
-        for c in DECLARED:
-            assert c.feature_name in examples[0]
-        titles = [ex["item_title"] for ex in examples]
-        assert all(1 <= len(t) <= 5 for t in titles) and len({tuple(t) for t in titles}) > 50
-        area = [ex["item_area_m2"][0] for ex in examples]
-        assert -1.0 in area and max(area) > 5.0            # housing posts have an area, others the default
-        assert {ex["user_occupation"][0] for ex in examples} >= {"student", "relocating"}
-        assert "" in {ex["user_gender"][0] for ex in examples}
-        assert rep.impressions == len(examples) and rep.mismatched == 0, (dict(rep.by_feature), rep.examples[:2])
-    finally:
-        F.declare(())
+def test_replay_of_declared_columns_has_zero_mismatches(redis_server, log_dir, tmp_path):  # noqa: F811
+    """Declared item and user columns of every kind (stored by the loader with the
+    feature contract) are served as the example generator writes them, unknown ids
+    and missing cells included."""
+    decl_log = add_columns(H.copy_log(log_dir, str(tmp_path / "log")))
+    offline = replay.offline_examples(decl_log, spec=DECLARED)
+    rep = replay.replay(redis_server.client(), decl_log, redis_layout.Keys("decl"), offline=offline, spec=DECLARED)
+    examples = list(offline[2].values())
+    for c in DECLARED.declared:
+        assert c.feature_name in examples[0]
+    titles = [ex["item_title"] for ex in examples]
+    assert all(1 <= len(t) <= 5 for t in titles) and len({tuple(t) for t in titles}) > 50
+    area = [ex["item_area_m2"][0] for ex in examples]
+    assert -1.0 in area and max(area) > 5.0            # housing posts have an area, others the default
+    assert {ex["item_seller"][0] for ex in examples} >= {"", *SELLERS}
+    assert {ex["user_occupation"][0] for ex in examples} >= {"student", "relocating"}
+    assert "" in {ex["user_gender"][0] for ex in examples}
+    ages = {ex["user_age_years"][0] for ex in examples}
+    assert 30.0 in ages and len(ages) > 10
+    interests = [ex["user_interests"] for ex in examples]
+    assert [] in interests and max(len(t) for t in interests) == 3
+    assert rep.impressions == len(examples) and rep.mismatched == 0, (dict(rep.by_feature), rep.examples[:2])
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +177,7 @@ def test_online_ranking_equals_offline_scores(ranking_stack, redis_server, tiny_
                 assert "X-Feedrank-Degraded" not in r.headers
                 sent.append((ids, json.loads(r.read())))
 
-    report = replay.replay(redis_server.client(), str(tiny_data), schema.Keys("e2e"), offline=offline,
+    report = replay.replay(redis_server.client(), str(tiny_data), redis_layout.Keys("e2e"), offline=offline,
                            on_second=rank)
     assert report.mismatched == 0 and len(sent) == 60
     score_offline = tf.saved_model.load(pushed).signatures["serving_tf_example"]

@@ -12,7 +12,7 @@ import pytest
 from feedrank import features as F
 from feedrank.events import contract
 from feedrank.examples import build
-from tests import examplegen_helpers as H
+from tests.helpers import examplegen as H
 
 WINDOW = 1800
 
@@ -135,12 +135,12 @@ def test_features_match_pandas_reference(log_dir, result, examples):
     tied = imps[[k in tie_keys for k in zip(imps.user_id, imps.ts)]]
     busy = imps[imps.user_id.isin(ev[ev.event == "click"].user_id.value_counts().index[:5])]
     sample = pd.concat([tied.head(20), busy.sample(40, random_state=1), imps.sample(60, random_state=2)])
-    assert set(F.raw_feature_spec()) == set(next(iter(examples.values())))
+    assert set(F.BUILTIN.raw_feature_spec()) == set(next(iter(examples.values())))
     for imp in sample.itertuples():
         got, want = examples[imp.event_id], _reference(ev, items, users, imp)
         assert set(got) == set(want)
         for name, value in want.items():
-            assert got[name] == pytest.approx(value) if name in [d.name for d in F.DENSE_FEATURES] \
+            assert got[name] == pytest.approx(value) if name in [d.name for d in F.BUILTIN.dense_features] \
                 else got[name] == value, (imp.event_id, name, got[name], value)
     assert sum(e["label"][0] for e in examples.values()) > 0
     assert any(e["search_tokens"] for e in examples.values())
@@ -270,7 +270,7 @@ def test_component_under_local_dag_runner(log_dir, tmp_path):
         recs = H.read_records(examples.uri, split)
         assert len(recs) == props[f"examples_{split}"].int_value > 0
         assert props[f"positives_{split}"].int_value == summary["positives"][split] > 0
-        parsed = tf.io.parse_example(recs, F.raw_feature_spec())
+        parsed = tf.io.parse_example(recs, F.BUILTIN.raw_feature_spec())
         assert parsed[F.LABEL].shape[0] == len(recs)
 
 

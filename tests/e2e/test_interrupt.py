@@ -16,9 +16,8 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import TINY_CONFIG
+from tests.helpers.config import ROOT, TINY_CONFIG
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.e2e
 
 

@@ -1,6 +1,6 @@
-"""The GBDT baseline's aggregates equal the deep models' in-graph match features.
+"""The LightGBM baseline's aggregates equal the deep models' in-graph match features.
 
-Both are computed on the tiny pipeline run's eval split: `gbdt.features` from
+Both are computed on the tiny pipeline run's eval split: `lgbm.features` from
 the raw examples, `layers.MatchFeatures` from the transformed ones, joined on
 the impression id.  Post ids new in the eval day share OOV buckets after the
 Transform, so a few post-id matches may differ; categories and regions are
@@ -15,8 +15,8 @@ import tensorflow_transform as tft
 
 from feedrank import features as F
 from feedrank.evaluate.mlmd_reader import latest_run
-from feedrank.train import gbdt
 from feedrank.train import layers as L
+from feedrank.train import lightgbm_baseline as lgbm
 
 pytestmark = pytest.mark.e2e
 
@@ -25,21 +25,22 @@ pytestmark = pytest.mark.e2e
 def eval_views(first_run):
     cfg, _ = first_run
     run = latest_run(cfg.metadata_path)
-    raw = gbdt.read_raw(os.path.join(run.artifact("BehaviorExampleGen", "examples").uri, "Split-eval"))
-    spec = tft.TFTransformOutput(run.artifact("Transform", "transform_graph").uri).transformed_feature_spec()
+    spec = cfg.features_spec
+    raw = lgbm.read_raw(os.path.join(run.artifact("BehaviorExampleGen", "examples").uri, "Split-eval"), spec=spec)
+    out_spec = tft.TFTransformOutput(run.artifact("Transform", "transform_graph").uri).transformed_feature_spec()
     files = tf.io.gfile.glob(os.path.join(run.artifact("Transform", "transformed_examples").uri, "Split-eval", "*"))
     records = tf.stack(list(tf.data.TFRecordDataset(files, compression_type="GZIP")))
-    return raw, tf.io.parse_example(records, spec)
+    return raw, tf.io.parse_example(records, out_spec), spec
 
 
-def test_gbdt_aggregates_equal_the_in_graph_match_features(eval_views):
-    raw, transformed = eval_views
-    frame = gbdt.features(raw)
+def test_lightgbm_aggregates_equal_the_in_graph_match_features(eval_views):
+    raw, transformed, spec = eval_views
+    frame = lgbm.features(raw, spec=spec)
     row_of = {i: n for n, i in enumerate(raw[F.IMPRESSION_ID])}
     order = np.array([row_of[i] for i in transformed[F.IMPRESSION_ID].numpy()])
     assert len(order) == raw["n"] > 100
-    layer = L.MatchFeatures(recent=gbdt.RECENT)
-    for seq, cand in F.MATCHED:
+    layer = L.MatchFeatures(recent=lgbm.RECENT)
+    for seq, cand in spec.matched:
         got = layer(transformed[F.idx(cand.name)], transformed[F.idx(seq.name)]).numpy()
         want = frame[[f"{seq.name}_match_share", f"{seq.name}_match_recent_share",
                       f"{seq.name}_match_last"]].to_numpy()[order]
@@ -51,14 +52,14 @@ def test_gbdt_aggregates_equal_the_in_graph_match_features(eval_views):
     assert frame[f"{F.VIEW_CATEGORIES.name}_match_share"].max() > 0   # not vacuous
 
 
-def test_gbdt_fits_and_scores_unseen_categorical_levels(eval_views):
-    raw, _ = eval_views
-    x, y = gbdt.features(raw), raw[F.LABEL]
+def test_lightgbm_fits_and_scores_unseen_categorical_levels(eval_views):
+    raw, _, spec = eval_views
+    x, y = lgbm.features(raw, spec=spec), raw[F.LABEL]
     half = len(y) // 2
-    booster = gbdt.fit(x[:half], y[:half], x[half:], y[half:], seed=0, max_rounds=20, patience=5)
+    booster = lgbm.fit(x[:half], y[:half], x[half:], y[half:], seed=0, max_rounds=20, patience=5, spec=spec)
     unseen = x[half:].copy()
     unseen[F.CATEGORY_ID.name] = "never-seen-category"
-    p = gbdt.predict(booster, x[:half], unseen)
+    p = lgbm.predict(booster, x[:half], unseen, spec=spec)
     assert p.shape == (len(y) - half,) and np.all((p > 0) & (p < 1))
 
 
@@ -67,5 +68,5 @@ def test_funnel_pair_is_the_last_conversions_category_with_the_candidates():
     raw = {"n": 3, F.CATEGORY_ID.name: np.array([b"c9", b"c1", b"c3"], dtype=object),
            F.CONV_CATEGORIES.name: (np.array([0, 0, 2]), np.array([2, 1, 1]),
                                     np.array([b"c1", b"c2", b"c3"], dtype=object))}
-    assert gbdt.funnel_pairs(raw, 3).tolist() == ["c2|c9", "none|c1", "c3|c3"]
-    assert gbdt.FUNNEL in gbdt.CATEGORICAL
+    assert lgbm.funnel_pairs(raw, 3).tolist() == ["c2|c9", "none|c1", "c3|c3"]
+    assert lgbm.FUNNEL in lgbm.CATEGORICAL

@@ -14,7 +14,7 @@ import pytest
 
 from feedrank.evaluate.summary import pipeline_failure
 from feedrank.events import contract, io
-from tests import examplegen_helpers as H
+from tests.helpers import examplegen as H
 
 
 @pytest.fixture
@@ -196,7 +196,7 @@ def test_quarantined_rows_keep_every_column_across_parts(log, tmp_path):
 # --------------------------------------------------------------------------
 def test_truncated_parquet_in_a_pipeline_run_gives_a_one_line_failure(log, tmp_path):
     import pipeline
-    from tests.conftest import e2e_config
+    from tests.helpers.config import e2e_config
 
     path = os.path.join(log, "events.parquet")
     _truncate(path)

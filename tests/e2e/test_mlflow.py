@@ -21,24 +21,9 @@ from feedrank import config as config_lib
 from feedrank.events.simulator import simulate
 from feedrank.tracking import TrackingError, compare, registry, server
 from feedrank.tracking import candidate as cand_lib
+from tests.helpers.config import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT, MODEL = "feedrank-mlflow-test", "feedrank-mlflow-test-din"
-
-
-@pytest.fixture(scope="module")
-def mlflow_url(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    url = server.ensure_server(str(root), port=0)
-    assert server.ensure_server(str(root)) == url  # reused, not a second process
-    yield url
-    assert server.stop_server(str(root))
-    assert not server.healthy(url)
-
-
-@pytest.fixture(scope="module")
-def client(mlflow_url):
-    return cand_lib.client_for(mlflow_url)
 
 
 @pytest.fixture(scope="module")

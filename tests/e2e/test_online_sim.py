@@ -18,14 +18,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from feedrank.ab.assign import arm_of
 from feedrank.events.simulator import generate, online, online_io, online_truth, online_world
 from feedrank.events.simulator import world as world_lib
 from feedrank.events.simulator.online_schedule import plan
 from serving.common import procs
 from serving.features import online as online_features
-from serving.features import schema, writer
-from serving.transformer.assign import arm_of
-from tests.redis_helpers import redis_server  # noqa: F401 (fixture)
+from serving.features import redis_layout, writer
+from tests.helpers.redis_stack import redis_server  # noqa: F401 (fixture)
 
 SETTINGS = dict(seed=3, users=40, requests=240, days=1, show=6, candidates=40, share=0.5, salt="feedrank-ab",
                 staleness_s=0.0, concurrency=3, run_id="t", endpoint="", model_name="", redis="", stream="")
@@ -206,7 +206,7 @@ def test_a_users_events_are_applied_before_their_next_request(log_dir, redis_ser
     """With a real feature updater on the stream, the run waits until it has applied a request's
     clicks: right after the wait, the user's click channel holds them."""
     client = redis_server.client()
-    keys = schema.Keys("w")
+    keys = redis_layout.Keys("w")
     writer.flush(client, keys)
     writer.load_items(client, keys, pd.read_parquet(os.path.join(log_dir, "items.parquet")))
     client.delete("w:events")
@@ -248,7 +248,7 @@ N_USERS, N_REQUESTS, SHOW = 30, 150, 5
 
 @pytest.fixture(scope="module")
 def stack(first_run, tmp_path_factory):
-    """The local serving stack (serving.features.local) on the tiny pipeline's pushed model as both
+    """The local serving stack (serving.stack) on the tiny pipeline's pushed model as both
     champion and challenger, with the log sink writing into the A/B run directory."""
     if not os.path.exists(procs.SERVING_PYTHON):
         pytest.fail("the serving environment is missing: run `make serving-install`")
@@ -258,7 +258,7 @@ def stack(first_run, tmp_path_factory):
     url = f"http://127.0.0.1:{ports[2]}"
     out = open(work / "local.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.features.local", "--log", str(cfg.input_base), "--workdir", str(work),
+        [sys.executable, "-m", "serving.stack", "--log", str(cfg.input_base), "--workdir", str(work),
          "--model", summary["push"]["path"], "--challenger-model", summary["push"]["path"],
          "--sink-dir", str(work / "ab"), "--redis-port", str(ports[0]), "--predictor-port", str(ports[1]),
          "--transformer-port", str(ports[2]), "--challenger-port", str(ports[3])],
@@ -327,7 +327,7 @@ def test_closed_loop_against_the_serving_stack(stack):
     c = clicks.iloc[-1]
     client = writer.redis_client(stack["redis"])
     pipe = client.pipeline()
-    online_features.queue_reads(pipe, schema.Keys(), c.user_id, [c.item_id], None)
+    online_features.queue_reads(pipe, redis_layout.Keys(), c.user_id, [c.item_id], None)
     user, _, clk = online_features.parse_reads(pipe.execute())
     assert c.item_id in user.channels["click"] and clk[0] >= 1
     # reproducible by seed given the same rankings: the recorded answers replayed give the same run

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 
 import pipeline
-from tests.conftest import e2e_config
+from tests.helpers.config import e2e_config
 
 pytestmark = pytest.mark.e2e
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 UPSTREAM = ["BehaviorExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
             "AnomaliesGate", "Transform", "Trainer"]
 

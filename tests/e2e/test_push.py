@@ -20,8 +20,7 @@ from components.baseline.component import latest_version
 from components.pusher.executor import Executor
 from feedrank.push import store
 from feedrank.push.fingerprint import META_FILE, model_fingerprint
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers.config import ROOT
 
 
 def _save_model(path, scale: float) -> str:

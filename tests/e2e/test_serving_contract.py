@@ -35,12 +35,12 @@ def _values(ex, name):
     return [v.decode() if isinstance(v, bytes) else v for v in vals]
 
 
-def _pair(user_ex, cand_ex):
-    """A tf.Example with user_ex's user side and cand_ex's candidate side."""
+def _pair(user_ex, cand_ex, spec: F.FeatureSpec):
+    """A tf.Example with user_ex's user side (of ``spec``) and cand_ex's candidate side."""
     ex = tf.train.Example()
     ex.CopyFrom(cand_ex)
     feats = ex.features.feature
-    for name in F.features_of_side("user"):
+    for name in spec.features_of_side("user"):
         feats[name].CopyFrom(user_ex.features.feature[name])
     region_match, share = crosses(_values(user_ex, F.USER_REGION_ID.name)[0],
                                   _values(cand_ex, F.REGION_ID.name)[0],
@@ -51,17 +51,18 @@ def _pair(user_ex, cand_ex):
     return ex
 
 
-def _request(user_ex, candidates):
+def _request(user_ex, candidates, spec: F.FeatureSpec):
+    """``serving_default``'s request of ``spec``'s built-in features: one user, the candidates."""
     req = {}
     for s in F.SEQ_FEATURES:
         req[s.name] = tf.constant([_values(user_ex, s.name) or [""]], tf.string)  # [1, L]
     req[F.USER_REGION_ID.name] = tf.constant(_values(user_ex, F.USER_REGION_ID.name))
-    for d in F.request_dense("user"):
+    for d in spec.request_dense("user"):
         req[d.name] = tf.constant(_values(user_ex, d.name), tf.float32)
-    for f in F.ID_FEATURES:
+    for f in spec.id_features:
         if f.side == "candidate":
             req[f.name] = tf.constant([_values(c, f.name)[0] for c in candidates])
-    for d in F.request_dense("candidate"):
+    for d in spec.request_dense("candidate"):
         req[d.name] = tf.constant([_values(c, d.name)[0] for c in candidates], tf.float32)
     return req
 
@@ -69,11 +70,12 @@ def _request(user_ex, candidates):
 def test_serving_default_shares_the_user_side_and_matches_tf_examples(first_run):
     cfg, summary = first_run
     model = tf.saved_model.load(summary["push"]["path"])
+    spec = F.FeatureSpec.read(summary["push"]["path"])   # the contract the model was exported with
     examples = _eval_examples(cfg, 40)
     candidates = examples[:12]
     for user_ex in examples[::8]:
-        got = model.signatures["serving_default"](**_request(user_ex, candidates))["probabilities"].numpy()
-        paired = tf.constant([_pair(user_ex, c).SerializeToString() for c in candidates])
+        got = model.signatures["serving_default"](**_request(user_ex, candidates, spec))["probabilities"].numpy()
+        paired = tf.constant([_pair(user_ex, c, spec).SerializeToString() for c in candidates])
         want = model.signatures["serving_tf_example"](examples=paired)["probabilities"].numpy()
         assert got.shape == (len(candidates),)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -17,15 +17,16 @@ from feedrank import features as F
 from feedrank.train import layers as L
 from feedrank.train import serving_graph as SG
 from feedrank.train.families import FAMILIES, build_model
-from tests.model_harness import TINY, VOCAB_SIZES, random_batch
+from tests.helpers.model_harness import TINY, VOCAB_SIZES, random_batch
 
 CANDIDATES = (1, 20, 120)
+SPEC = F.BUILTIN   # the synthetic batches' and the tiny run's feature contract
 
 
-def _fitted(family, vocab_sizes, config=None):
+def _fitted(family, vocab_sizes, config=None, spec: F.FeatureSpec = SPEC):
     keras.utils.set_random_seed(0)
-    model = build_model(family, vocab_sizes, {**TINY, **(config or {})})
-    x = random_batch(256, seed=1)
+    model = build_model(family, vocab_sizes, {**TINY, **(config or {})}, spec=spec)
+    x = random_batch(256, seed=1, spec=spec)
     y = (x[F.dense(F.INTEREST_CATEGORY_SHARE.name)] > 0.5).astype(np.float32)
     model.compile(optimizer="adam", loss="binary_crossentropy")
     model.fit(x, y, epochs=1, batch_size=64, verbose=0)
@@ -34,16 +35,16 @@ def _fitted(family, vocab_sizes, config=None):
 
 def _split(batch, user_row, n):
     """Transformed inputs: row ``user_row``'s user side at batch 1, the first n candidates."""
-    user = SG.user_input_names()
+    user = SG.user_input_names(SPEC)
     return {k: (v[user_row:user_row + 1] if k in user else v[:n]) for k, v in batch.items()}
 
 
-# gbdt is trained by TF-DF, not Keras's fit: tests/test_gbdt_family.py serves it through this graph
+# gbdt is trained by TF-DF, not Keras's fit: tests/unit/test_gbdt_family.py serves it through this graph
 @pytest.mark.parametrize("family", sorted(set(FAMILIES) - {"gbdt"}))
 def test_shared_user_graph_equals_the_model_on_broadcast_inputs(family):
     model = _fitted(family, VOCAB_SIZES)
-    batch = random_batch(max(CANDIDATES), seed=2, min_len=1)
-    graph = SG.SharedUserGraph(model, fold=True)
+    batch = random_batch(max(CANDIDATES), seed=2, min_len=1, spec=SPEC)
+    graph = SG.SharedUserGraph(model, fold=True, spec=SPEC)
     run = tf.function(lambda x, n: graph(x, n))
     for user_row in (0, 7):
         for n in CANDIDATES:
@@ -73,16 +74,16 @@ def test_folded_target_attention_equals_the_layer(softmax):
 
 
 def test_din_attention_is_folded_and_history_layers_run_once():
-    graph = SG.SharedUserGraph(_fitted("din", VOCAB_SIZES), fold=True)
+    graph = SG.SharedUserGraph(_fitted("din", VOCAB_SIZES), fold=True, spec=SPEC)
     modes = {node.layer.name: mode for node, mode in graph._plan}
     assert modes["din_attention"] == modes["din_view_attention"] == "fold"
     assert modes["click_mean"] == "user"
-    assert SG.SharedUserGraph(graph.model, fold=False)._plan[-1][1] == "cand"
+    assert SG.SharedUserGraph(graph.model, fold=False, spec=SPEC)._plan[-1][1] == "cand"
 
 
 def test_a_model_that_is_not_functional_is_refused():
     with pytest.raises(TypeError, match="functional Keras model"):
-        SG.SharedUserGraph(keras.Sequential([keras.layers.Dense(1)]))
+        SG.SharedUserGraph(keras.Sequential([keras.layers.Dense(1)]), spec=SPEC)
 
 
 # ----------------------------------------------------------------------------
@@ -90,9 +91,9 @@ def test_a_model_that_is_not_functional_is_refused():
 # ----------------------------------------------------------------------------
 def _raw_request(user_ex, candidates, width=50):
     """A raw request: ``user_ex``'s histories left-padded to ``width``, N candidates."""
-    from tests.test_serving_contract import _request, _values
+    from tests.e2e.test_serving_contract import _request, _values
 
-    req = _request(user_ex, candidates)
+    req = _request(user_ex, candidates, SPEC)
     for s in F.SEQ_FEATURES:
         h = _values(user_ex, s.name)[-width:]
         req[s.name] = tf.constant([[""] * (width - len(h)) + h])
@@ -104,9 +105,10 @@ def pipeline_parts(first_run):
     import tensorflow_transform as tft
 
     from feedrank.evaluate.mlmd_reader import latest_run
-    from tests.test_serving_contract import _eval_examples, _values
+    from tests.e2e.test_serving_contract import _eval_examples, _values
 
     cfg, _ = first_run
+    assert cfg.features_spec == SPEC   # configs/tiny.yaml declares no columns
     tft_output = tft.TFTransformOutput(latest_run(cfg.metadata_path).artifact("Transform", "transform_graph").uri)
     examples = _eval_examples(cfg, 400)
     users = [e for e in examples if len(_values(e, F.CLICK_ITEMS.name)) >= 3][:3]
@@ -120,7 +122,7 @@ def test_serve_raw_shares_the_user_side_and_equals_the_broadcast_path(pipeline_p
     from feedrank.train.export import ServingModule
 
     tft_output, candidates, users = pipeline_parts
-    module = ServingModule(_fitted(family, _vocab_sizes(tft_output)), tft_output, 0.3)
+    module = ServingModule(_fitted(family, _vocab_sizes(tft_output)), tft_output, 0.3, spec=SPEC)
     broadcast = tf.function(module.broadcast_scores)
     for user_ex in users:
         for n in CANDIDATES:
@@ -130,7 +132,7 @@ def test_serve_raw_shares_the_user_side_and_equals_the_broadcast_path(pipeline_p
             assert got.shape == (n,)
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"{family} n={n}")
         # the user side sent once per candidate takes the broadcast path, same scores
-        per_row = {k: (tf.repeat(v, 20, axis=0) if k in F.features_of_side("user") else v)
+        per_row = {k: (tf.repeat(v, 20, axis=0) if k in SPEC.features_of_side("user") else v)
                    for k, v in _raw_request(user_ex, candidates[:20]).items()}
         np.testing.assert_allclose(module.serve_raw(per_row)["probabilities"].numpy(),
                                    module.serve_raw(_raw_request(user_ex, candidates[:20]))["probabilities"].numpy(),
@@ -139,7 +141,7 @@ def test_serve_raw_shares_the_user_side_and_equals_the_broadcast_path(pipeline_p
 
 def _vocab_sizes(tft_output):
     from feedrank.train.trainer import vocab_sizes
-    return vocab_sizes(tft_output)
+    return vocab_sizes(tft_output, spec=SPEC)
 
 
 def _plain(x):
@@ -168,10 +170,10 @@ def test_saved_model_reloaded_in_a_fresh_process_gives_the_same_scores(pipeline_
 
     tft_output, candidates, users = pipeline_parts
     model = _fitted("din", _vocab_sizes(tft_output))
-    module = ServingModule(model, tft_output, 1.0)
+    module = ServingModule(model, tft_output, 1.0, spec=SPEC)
     requests = {f"n{n}": _raw_request(users[0], candidates[:n]) for n in CANDIDATES}
     want = {k: module.serve_raw(r)["probabilities"].numpy() for k, r in requests.items()}
-    path = export(model, tft_output, str(tmp_path / "model"))
+    path = export(model, tft_output, str(tmp_path / "model"), spec=SPEC)
     as_json = {k: {f: _plain(v.numpy().tolist()) for f, v in r.items()} for k, r in requests.items()}
     (tmp_path / "req.json").write_text(json.dumps(as_json))
     subprocess.run([sys.executable, "-c", _RELOAD, path, str(tmp_path / "req.json"), str(tmp_path / "out.json")],

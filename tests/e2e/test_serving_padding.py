@@ -40,7 +40,7 @@ def _user_request(histories, width, left):
 
 @pytest.mark.e2e
 def test_left_right_and_no_padding_give_identical_scores(first_run):
-    from tests.test_serving_contract import _eval_examples, _request, _values
+    from tests.e2e.test_serving_contract import _eval_examples, _request, _values
 
     cfg, summary = first_run
     model = tf.saved_model.load(summary["push"]["path"])

@@ -23,7 +23,7 @@ import tensorflow as tf
 from feedrank import features as F
 from serving.common import procs
 from serving.predictor import payloads as P
-from tests.test_serving_contract import _eval_examples, _pair, _values
+from tests.e2e.test_serving_contract import _eval_examples, _pair, _values
 
 pytestmark = pytest.mark.e2e
 
@@ -62,18 +62,20 @@ def _offline(first_run, user_ex, candidates):
     """serving_tf_example scores of the pushed model on paired tf.Examples."""
     _, summary = first_run
     model = tf.saved_model.load(summary["push"]["path"])
-    paired = tf.constant([_pair(user_ex, c).SerializeToString() for c in candidates])
+    spec = F.FeatureSpec.read(summary["push"]["path"])
+    paired = tf.constant([_pair(user_ex, c, spec).SerializeToString() for c in candidates])
     return model.signatures["serving_tf_example"](examples=paired)["probabilities"].numpy()
 
 
-def _request_parts(user_ex, candidates, left_pad=0):
+def _request_parts(user_ex, candidates, left_pad=0, spec: F.FeatureSpec = F.BUILTIN):
+    """The predictor's request of ``spec``'s built-in features (the tiny run declares no columns)."""
     user = {F.USER_REGION_ID.name: _values(user_ex, F.USER_REGION_ID.name)[0]}
-    user.update({d.name: float(_values(user_ex, d.name)[0]) for d in F.request_dense("user")})
+    user.update({d.name: float(_values(user_ex, d.name)[0]) for d in spec.request_dense("user")})
     for s in F.SEQ_FEATURES:
         user[s.name] = [""] * left_pad + _values(user_ex, s.name)
-    cands = {f.name: [_values(c, f.name)[0] for c in candidates] for f in F.ID_FEATURES if f.side == "candidate"}
+    cands = {f.name: [_values(c, f.name)[0] for c in candidates] for f in spec.id_features if f.side == "candidate"}
     cands.update({d.name: [float(_values(c, d.name)[0]) for c in candidates]
-                  for d in F.request_dense("candidate")})
+                  for d in spec.request_dense("candidate")})
     return user, cands
 
 

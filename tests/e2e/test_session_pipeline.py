@@ -16,9 +16,10 @@ import pytest
 
 import pipeline
 from feedrank import config as config_lib
+from tests.helpers.config import ROOT
 
 pytestmark = pytest.mark.e2e
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 SESSION_TINY = os.path.join(ROOT, "configs", "session_tiny.yaml")
 
 
@@ -161,10 +162,10 @@ def test_session_pipeline_compiles_for_kubeflow_and_loads_with_kfp(tmp_path):
     from kfp.client.client import _extract_pipeline_yaml
     from kfp.pipeline_spec import pipeline_spec_pb2
 
+    from feedrank.examples.tfdv_schema import write_config_schemas
     from feedrank.runners.kubeflow import compile_pipeline
     from feedrank.runners.kubeflow_config import load_kubeflow_config
-    from feedrank.schema import write_config_schemas
-    from feedrank.sessions.schema import schema_path
+    from feedrank.sessions.tfdv_schema import schema_path
 
     kf = load_kubeflow_config(os.path.join(ROOT, "configs", "kubeflow.yaml"))
     out = str(tmp_path / "session_pipeline.yaml")
@@ -200,7 +201,7 @@ def test_session_pipeline_compiles_for_kubeflow_and_loads_with_kfp(tmp_path):
     ("mode: session\nsimulate: {mode: ecommerce}\ntrainer: {drnn: {num_items: 9}}\n",
      "trainer.drnn.num_items is set by the Transform's vocabularies"),
     ("mode: session\nsimulate: {mode: ecommerce}\nevaluator: {top10_floor: 2}\n",
-     "evaluator.top10_floor must be a number >= 0.0 and <= 1.0"),
+     r"evaluator.top10_floor must be a number in \[0, 1\]"),
     ("mode: session\nsimulate: {mode: ecommerce}\nevaluator: {auc_floor: 0.6}\n",
      r"evaluator: unknown key\(s\) \['auc_floor'\]"),
 ])

@@ -23,8 +23,8 @@ from feedrank.train.settings import Word2VecUse
 from feedrank.vectors import artifact
 from feedrank.vectors.corpus import DAY_S, EmptyCorpusError, load_corpus, train_start
 from feedrank.vectors.train import Word2VecParams, train_vectors
+from tests.helpers.config import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny log's 3 warm-up days hold ~300 clicks: more epochs and no down-sampling than the demo's defaults.
 TINY_PARAMS = Word2VecParams(vector_size=8, token_vector_size=4, epochs=50, sample=0.0, seed=0)
 WARMUP = 3   # of the tiny log's 5 days: warm-up days 0-2, then train (and valid users) and eval
@@ -70,7 +70,7 @@ def test_artifact_round_trip_and_determinism(vectors, tmp_path, tiny_data):
 
 
 def test_window_ends_where_the_train_split_starts(vectors, tiny_data, tmp_path):
-    from tests import examplegen_helpers as H
+    from tests.helpers import examplegen as H
 
     corpus, wv = vectors
     events = pd.read_parquet(tiny_data / "events.parquet")

@@ -17,7 +17,7 @@ import tensorflow as tf
 import pipeline
 from feedrank import features as F
 from feedrank.train.families import FAMILIES
-from tests.conftest import e2e_config
+from tests.helpers.config import e2e_config
 
 pytestmark = pytest.mark.e2e
 CACHED_UPSTREAM = ["BehaviorExampleGen", "StatisticsGen", "ImportSchemaGen", "Transform"]
@@ -50,5 +50,6 @@ def test_family_trains_evaluates_and_pushes_through_the_pipeline(zoo_base, famil
     assert os.path.basename(os.path.dirname(push)) == family
     loaded = tf.saved_model.load(push)
     assert {"serving_default", "serving_tf_example"} <= set(loaded.signatures)
+    spec = F.FeatureSpec.read(push)   # the contract the model was exported with
     assert set(loaded.signatures["serving_default"].structured_input_signature[1]) == set(
-        F.features_of_side("user") + F.features_of_side("candidate"))
+        spec.features_of_side("user") + spec.features_of_side("candidate"))

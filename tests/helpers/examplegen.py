@@ -3,15 +3,15 @@ small hand-built logs, running the plain-Python pipeline and reading its
 examples back."""
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 from typing import Dict, List
 
 import pandas as pd
 
+from feedrank import features as F
 from feedrank.events.simulator import simulate
-from feedrank.examples import beam_pipeline
+from feedrank.examples import beam_pipeline, records
 
 SMALL = dict(users=250, items=500, days=4, seed=11)
 
@@ -56,11 +56,12 @@ def save(df: pd.DataFrame, log_dir: str, name: str = "events") -> None:
     df.to_parquet(os.path.join(log_dir, f"{name}.parquet"), index=False)
 
 
-def run(log_dir: str, work_dir: str, **config) -> Dict:
-    """Runs the pipeline; returns the summary plus output/quarantine dirs."""
+def run(log_dir: str, work_dir: str, spec: F.FeatureSpec = F.BUILTIN, **config) -> Dict:
+    """Runs the pipeline with the feature contract ``spec`` (the simulated logs'
+    built-in features unless given); returns the summary plus output/quarantine dirs."""
     out, quarantine = os.path.join(work_dir, "examples"), os.path.join(work_dir, "quarantine")
     cfg = {"num_shards": 3, **config}
-    summary = beam_pipeline.run(log_dir, out, quarantine, cfg)
+    summary = beam_pipeline.run(log_dir, out, quarantine, cfg, spec=spec)
     return dict(summary, output_dir=out, quarantine_dir=quarantine)
 
 
@@ -70,11 +71,7 @@ def quarantine(result: Dict) -> pd.DataFrame:
 
 def read_records(output_dir: str, split: str) -> List[bytes]:
     """Serialized examples of one split (GZIP TFRecords)."""
-    import tensorflow as tf
-
-    files = sorted(glob.glob(os.path.join(output_dir, f"Split-{split}", "*.gz")))
-    assert files, f"no files for split {split} in {output_dir}"
-    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return records.read_split(output_dir, split)
 
 
 def to_dict(serialized: bytes) -> Dict[str, list]:

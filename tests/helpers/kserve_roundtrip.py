@@ -1,6 +1,6 @@
 """Round-trips InferenceServices through the kserve SDK's models (run with the serving venv).
 
-  .venv-serving/bin/python tests/kserve_roundtrip.py < objects.json
+  .venv-serving/bin/python tests/helpers/kserve_roundtrip.py < objects.json
 
 Reads a JSON list of InferenceService dicts; deserializes each into
 ``V1beta1InferenceService`` (kubernetes types through the kubernetes client's

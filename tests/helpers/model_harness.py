@@ -12,6 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from feedrank import features as F
+from feedrank.train import synthetic
 from feedrank.train.families import build_model
 
 VOCAB_SIZES = {"item": 60, "category": 9, "region": 7, "token": 15}
@@ -19,31 +20,19 @@ TINY = {"mlp_units": [16, 8], "attention_units": [8], "activation": "dice",
         "embedding_dims": {"item": 8, "category": 4, "region": 4, "token": 4}}
 
 
-def random_batch(n: int, seed: int = 0, min_len: int = 0) -> Dict[str, np.ndarray]:
-    """Transformed-feature batch with right-padded sequences of random length."""
-    rng = np.random.default_rng(seed)
-    batch: Dict[str, np.ndarray] = {}
-    for f in F.ID_FEATURES:
-        batch[F.idx(f.name)] = rng.integers(1, VOCAB_SIZES[f.vocab.name], n).astype(np.int64)
-    lengths = {}
-    for s in F.SEQ_FEATURES:
-        lens = lengths.setdefault(s.channel, rng.integers(min_len, s.max_len + 1, n))
-        ids = rng.integers(1, VOCAB_SIZES[s.vocab.name], (n, s.max_len)).astype(np.int64)
-        ids[np.arange(s.max_len)[None, :] >= lens[:, None]] = F.PAD_ID
-        batch[F.idx(s.name)] = ids
-    for d in F.DENSE_FEATURES:
-        batch[F.dense(d.name)] = rng.random(n).astype(np.float32)
-    return batch
+def random_batch(n: int, seed: int = 0, min_len: int = 0, spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, np.ndarray]:
+    """Transformed-feature batch of ``spec`` over `VOCAB_SIZES`, sequences right-padded to a random length."""
+    return synthetic.random_batch(n, VOCAB_SIZES, spec, seed=seed, min_len=min_len)
 
 
-def transformed_spec() -> Dict[str, object]:
-    """tf.io spec of the Transform's output examples (model inputs + label)."""
+def transformed_spec(features: F.FeatureSpec = F.BUILTIN) -> Dict[str, object]:
+    """tf.io spec of the Transform's output examples (model inputs + label) for ``features``."""
     spec: Dict[str, object] = {F.LABEL: tf.io.FixedLenFeature([], tf.int64)}
-    for f in F.ID_FEATURES:
+    for f in features.id_features:
         spec[F.idx(f.name)] = tf.io.FixedLenFeature([], tf.int64)
-    for s in F.SEQ_FEATURES:
+    for s in (*features.seq_features, *features.bag_features):
         spec[F.idx(s.name)] = tf.io.FixedLenFeature([s.max_len], tf.int64)
-    for d in F.DENSE_FEATURES:
+    for d in features.dense_features:
         spec[F.dense(d.name)] = tf.io.FixedLenFeature([], tf.float32)
     return spec
 
@@ -66,7 +55,7 @@ def fit_save_reload(family: str, tmp_path, config: Mapping | None = None, n: int
     """Fits ``family`` briefly, saves it, reloads it; returns (before, after) scores."""
     cfg = {**TINY, **(config or {})}
     keras.utils.set_random_seed(0)
-    model = build_model(family, VOCAB_SIZES, cfg)
+    model = build_model(family, VOCAB_SIZES, cfg, spec=F.BUILTIN)
     x = random_batch(n)
     y = (x[F.dense(F.INTEREST_CATEGORY_SHARE.name)] > 0.5).astype(np.float32)
     model.compile(optimizer="adam", loss="binary_crossentropy")

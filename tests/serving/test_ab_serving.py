@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import time
 import urllib.error
@@ -17,12 +16,11 @@ import urllib.request
 
 import pytest
 
+from feedrank.ab import assign
 from serving.common import procs
-from serving.transformer import assign
-from tests.redis_helpers import FeaturePredictor, redis_server  # noqa: F401 (fixture)
+from tests.helpers.redis_stack import FeaturePredictor, redis_server  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.skipif(not os.path.exists(procs.SERVING_PYTHON),
-                                reason="the serving environment is missing: make serving-install")
+pytestmark = pytest.mark.usefixtures("serving_venv")  # skipped, or failed under make test, without it
 SHARE, SALT = 0.5, "test-salt"
 TS = 1_900_000_000
 CANDS = [f"p{i:03d}" for i in range(8)]
@@ -96,7 +94,7 @@ def test_assignment_share_within_binomial_tolerance_and_stable():
     assert all(assign.arm_of(u, 0.0, SALT) == assign.CHAMPION and assign.arm_of(u, 1.0, SALT) == assign.CHALLENGER
                for u in ids[:200])
     # the contract's formula, in another process (another interpreter: no shared state)
-    code = ("import sys; from serving.transformer.assign import arm_of; "
+    code = ("import sys; from feedrank.ab.assign import arm_of; "
             "print(''.join('1' if arm_of(f'user{i}', 0.5, 'test-salt') == 'challenger' else '0' "
             "for i in range(10000)))")
     other_proc = subprocess.run([procs.SERVING_PYTHON, "-c", code], capture_output=True, text=True, check=True,

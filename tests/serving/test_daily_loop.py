@@ -10,7 +10,7 @@ and the A/B deployment's InferenceServices validate.
   stand-in of the KFP API (what we send, not what a server does with it).
 * A/B: `feedrank.deploy.render.ab_plan` and ``pipeline.py deploy --ab-share``
   against a real MLflow server; the InferenceServices round-trip through the kserve
-  SDK (tests/kserve_roundtrip.py) and follow KServe's rules.
+  SDK (tests/helpers/kserve_roundtrip.py) and follow KServe's rules.
 """
 import dataclasses
 import json
@@ -27,21 +27,18 @@ import yaml
 
 from feedrank.deploy import DeployError, examples, render
 from feedrank.events import append, contract, io
-from tests import examplegen_helpers as H
-from tests.test_kubeflow import _posted, fake_kfp  # noqa: F401 - a loopback stand-in of the KFP API
-from tests.test_serving_manifests import (  # noqa: F401 - fixtures: a real MLflow server and registry
+from tests.helpers import examplegen as H
+from tests.helpers.config import ROOT
+from tests.serving.test_serving_manifests import (  # noqa: F401 - fixtures: a real MLflow server and registry
     _aliases,
     _load,
     _run,
     _uri,
     assert_valid_isvcs,
     config_file,
-    mlflow_url,
     registry,
 )
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from tests.unit.test_kubeflow import _posted, fake_kfp  # noqa: F401 - a loopback stand-in of the KFP API
 
 # ---- the served log flows into the examples ---------------------------------------------------
 
@@ -315,11 +312,12 @@ def test_ab_plan_renders_valid_inference_services(mode):
     assert main["metadata"]["annotations"]["feedrank.io/ab-share"] == "0.2"
 
 
+@pytest.mark.usefixtures("serving_venv")
 def test_the_transformer_accepts_the_rendered_arguments():
     """The rendered transformer arguments parse with the transformer's own parser (serving venv)."""
     import subprocess
 
-    from tests.test_serving_manifests import SERVING_PY
+    from tests.serving.test_serving_manifests import SERVING_PY
 
     args = _transformer_args(render.ab_plan("standard", "feedrank", examples.CHAMPION, examples.CHALLENGER,
                                             0.25).stages[0])
@@ -506,7 +504,7 @@ def test_the_documented_volume_and_append_job_validate_and_agree_with_the_daily_
     import kubernetes_validate
 
     from feedrank.runners.kubeflow_config import load_kubeflow_config
-    from tests.test_manifests import K8S_VERSION
+    from tests.unit.test_manifests import K8S_VERSION
 
     with open(os.path.join(ROOT, "docs", "kubeflow.md")) as f:
         blocks = [textwrap.dedent(b) for b in re.findall(r"```yaml\n(.*?)```", f.read(), flags=re.S)]

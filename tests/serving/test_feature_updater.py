@@ -9,10 +9,10 @@ import sys
 import pandas as pd
 import pytest
 
-from feedrank.events import contract
-from serving.features import bootstrap, online, schema, stream, updater, writer
-from tests import examplegen_helpers as H
-from tests.redis_helpers import redis_server  # noqa: F401 (fixture)
+from feedrank.events import contract, stream
+from serving.features import bootstrap, online, redis_layout, updater, writer
+from tests.helpers import examplegen as H
+from tests.helpers.redis_stack import redis_server  # noqa: F401 (fixture)
 
 ITEMS = pd.DataFrame({"item_id": [f"i{k}" for k in range(5)], "category_id": ["c0", "c1", "c0", "c2", "c1"],
                       "region_id": ["r0", "r1", "r0", "r1", "r0"], "price": [1.0, 2.0, float("nan"), 4.0, 5.0],
@@ -33,7 +33,7 @@ def _ev(event_id, event, ts, user="u1", item="i0", query=""):
 def ns(redis_server):  # noqa: F811
     """An empty namespace with the items loaded, and its writer."""
     client = redis_server.client()
-    keys = schema.Keys("t")
+    keys = redis_layout.Keys("t")
     writer.flush(client, keys)
     writer.load_items(client, keys, ITEMS)
     return client, keys, writer.FeatureWriter(client, keys)
@@ -61,7 +61,7 @@ def test_events_update_channels_and_counters_once(ns):
 
 def test_channels_are_capped_and_in_offline_order(ns):
     client, keys, w = ns
-    cap = schema.CHANNELS["click"]
+    cap = redis_layout.CHANNELS["click"]
     events = [_ev(f"c{k:03d}", "click", 1000 + k, item=f"i{k % 5}") for k in range(cap + 30)]
     # same second, ids out of order: offline orders them by event_id
     events += [_ev("z2", "click", 5000, item="i2"), _ev("z1", "click", 5000, item="i1")]
@@ -69,7 +69,7 @@ def test_channels_are_capped_and_in_offline_order(ns):
     user, _, _ = _read(client, keys)
     expected = [e["item_id"] for e in sorted(events, key=lambda e: (e["ts"], e["event_id"]))][-cap:]
     assert user.channels["click"] == expected and len(expected) == cap
-    assert client.zcard(keys.seq("click", "u1")) == schema.stored_len("click")
+    assert client.zcard(keys.seq("click", "u1")) == redis_layout.stored_len("click")
     # a read at ts=5000 sees only what happened strictly before it
     before, _, _ = _read(client, keys, ts=5000)
     assert before.channels["click"] == [e["item_id"] for e in events[:cap + 30]][-cap:]
@@ -115,7 +115,7 @@ def _state(client, keys, users, items):
 def test_bulk_loader_equals_the_stream_updater(redis_server, tmp_path):  # noqa: F811
     log_dir = H.make_log(str(tmp_path / "log"))
     client = redis_server.client()
-    loaded, streamed = schema.Keys("boot"), schema.Keys("live")
+    loaded, streamed = redis_layout.Keys("boot"), redis_layout.Keys("live")
     counts = bootstrap.bootstrap(client, log_dir, loaded, force=True)
     assert counts["events_applied"] > 1000
     with pytest.raises(bootstrap.AlreadySeeded):
@@ -139,7 +139,7 @@ def test_bulk_loader_equals_the_stream_updater(redis_server, tmp_path):  # noqa:
 
 def test_updater_command(redis_server):  # noqa: F811
     client = redis_server.client()
-    keys = schema.Keys("cli")
+    keys = redis_layout.Keys("cli")
     writer.flush(client, keys)
     writer.load_items(client, keys, ITEMS)
     client.delete("cli:events")

@@ -18,10 +18,10 @@ import urllib.request
 import pyarrow.parquet as pq
 import pytest
 
-from feedrank.events import contract, io
+from feedrank.events import contract, io, stream
 from serving.common import procs
-from serving.features import sink, stream
-from tests.redis_helpers import FeaturePredictor, redis_server  # noqa: F401 (fixture)
+from serving.features import sink
+from tests.helpers.redis_stack import FeaturePredictor, redis_server  # noqa: F401 (fixture)
 
 
 def start_sink(rs, events_dir, requests_dir, log_path, *extra):
@@ -162,7 +162,7 @@ def test_crash_after_rename_before_ack_and_another_consumers_pending(redis_serve
     assert not (out / ".part-1-1.parquet.tmp").exists()
 
 
-@pytest.mark.skipif(not os.path.exists(procs.SERVING_PYTHON), reason="the serving environment is missing")
+@pytest.mark.usefixtures("serving_venv")
 def test_events_served_equal_events_logged(redis_server, tmp_path):  # noqa: F811
     c = fresh_streams(redis_server)
     predictor = FeaturePredictor("feedrank", version="3")

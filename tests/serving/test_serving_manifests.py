@@ -1,9 +1,9 @@
 """manifests/serving/ and `pipeline.py deploy | rollback`, validated offline.
 
 Core objects (ServiceAccount, Redis, the feature updater) validate strictly
-against Kubernetes 1.30's schema (kubernetes-validate, as tests/test_manifests.py).
+against Kubernetes 1.30's schema (kubernetes-validate, as tests/unit/test_manifests.py).
 InferenceServices round-trip through the kserve SDK's models in the serving
-venv (tests/kserve_roundtrip.py, a subprocess): a dropped field fails.  kserve
+venv (tests/helpers/kserve_roundtrip.py, a subprocess): a dropped field fails.  kserve
 0.15's SDK has no ``spec.canary`` (kserve >= 0.20); its entries are checked as
 ``{trafficPercent, predictor: PredictorSpec + name}`` plus KServe's canary rules
 below.  deploy/rollback run against a real ``mlflow server``.  Applying to a
@@ -19,10 +19,9 @@ import yaml
 import pipeline
 from feedrank.deploy import examples
 from feedrank.tracking import candidate as cand_lib
-from tests.test_manifests import CREDENTIAL, K8S_VERSION, _pod_specs, render
-from tests.test_mlflow import mlflow_url  # noqa: F401 - the real MLflow server fixture
+from tests.helpers.config import ROOT
+from tests.unit.test_manifests import CREDENTIAL, K8S_VERSION, _pod_specs, render
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVING = os.path.join(ROOT, "manifests", "serving")
 OVERLAYS = sorted(examples.overlays())
 SERVING_PY = os.path.join(ROOT, ".venv-serving", "bin", "python")
@@ -31,10 +30,10 @@ AUTOSCALING = ("maxReplicas", "scaleMetric", "scaleTarget", "autoScaling")
 
 
 def round_trip(isvcs):
-    """tests/kserve_roundtrip.py's verdicts for ``isvcs``."""
+    """tests/helpers/kserve_roundtrip.py's verdicts for ``isvcs``."""
     if not os.access(SERVING_PY, os.X_OK):
         pytest.fail("the serving venv is missing: run `make serving-install`")
-    proc = subprocess.run([SERVING_PY, os.path.join(ROOT, "tests", "kserve_roundtrip.py")],
+    proc = subprocess.run([SERVING_PY, os.path.join(ROOT, "tests", "helpers", "kserve_roundtrip.py")],
                           input=json.dumps(isvcs), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)

@@ -6,21 +6,19 @@ the stream updater sharing the state without counting twice, and Redis down."""
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.request
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
 
 from feedrank.events import contract
-from feedrank.sessions import sessionize
+from feedrank.sessions import random_model, sessionize
 from serving.common import procs
-from tests.redis_helpers import redis_server  # noqa: F401 (fixture)
+from tests.helpers.redis_stack import redis_server  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.skipif(not os.path.exists(procs.SERVING_PYTHON),
-                                reason="the serving environment is missing: make serving-install")
+pytestmark = pytest.mark.usefixtures("serving_venv")  # skipped, or failed under make test, without it
 K = 5
 NAME = "session"
 T0 = 1_750_000_000
@@ -31,53 +29,10 @@ TINY_DRNN = {"width": 3, "length": 2, "units": 16, "page_dim": 8, "fnn_dim": 8, 
 
 
 # --------------------------------------------------------------------------- the model
-def build_raw_model(path: str, k: int = K, seed: int = 7, pages: Sequence[str] = PAGES,
-                    items: Sequence[str] = ITEMS, gap_s: int = sessionize.DEFAULT_GAP_S,
-                    settings: Optional[Dict] = None):
-    """A DRNN (random weights; ``settings`` as `drnn.DrnnSettings`, default `TINY_DRNN`) exported
-    with the contract's raw signature: string page and
-    item ids in (looked up in the graph; unknown and "" -> the padding id 0), top-k item ids
-    out.  Returns ``(keras model, page vocabulary, item vocabulary)``."""
-    import tensorflow as tf
-    import tf_keras as keras
-
-    from feedrank.sessions import drnn, export
-
-    keras.utils.set_random_seed(seed)
-    page_vocab = {p: i + 1 for i, p in enumerate(pages)}
-    item_vocab = {v: i + 1 for i, v in enumerate(items)}
-    settings = dict(TINY_DRNN if settings is None else settings)
-    model = drnn.build({**settings, "num_pages": len(pages) + 1, "num_items": len(items) + 1})
-
-    def table(vocab: Dict[str, int]):
-        init = tf.lookup.KeyValueTensorInitializer(tf.constant(list(vocab)), tf.constant(list(vocab.values()),
-                                                                                         tf.int64))
-        return tf.lookup.StaticHashTable(init, default_value=0)
-
-    class Raw(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.model, self.pages, self.items = model, table(page_vocab), table(item_vocab)
-            self.names = tf.constant([""] + list(items))
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, "pages"),
-                                      tf.TensorSpec([None, None], tf.float32, "dwell"),
-                                      tf.TensorSpec([None, None], tf.string, "purchases"),
-                                      tf.TensorSpec([None], tf.string, "user_id")])
-        def serve(self, pages, dwell, purchases, user_id):
-            out = export.top_k(self.model, {drnn.PAGES: self.pages.lookup(pages), drnn.DWELL: dwell,
-                                            drnn.PURCHASES: self.items.lookup(purchases),
-                                            drnn.USER_ID: user_id}, k)
-            return {"items": tf.gather(self.names, out["items"]), "scores": out["scores"]}
-
-    raw = Raw()
-    tf.saved_model.save(raw, path, signatures={"serving_default": raw.serve.get_concrete_function()})
-    with open(os.path.join(path, "session_model.json"), "w") as f:
-        json.dump({"model": "drnn", "k": k, "num_items": len(items) + 1, "gap_s": gap_s,
-                   "k_pages": settings.get("width", 5), "max_pages": 50,
-                   "inputs": ["dwell", "pages", "purchases", "user_id"],
-                   "outputs": ["items", "scores"]}, f)
-    return model, page_vocab, item_vocab
+def build_raw_model(path: str):
+    """The tiny DRNN (`TINY_DRNN`, random weights) in the endpoint's raw-id form, top-`K`:
+    ``(keras model, page vocabulary, item vocabulary)``."""
+    return random_model.export_random_raw(path, PAGES, ITEMS, TINY_DRNN, k=K)
 
 
 def offline_top_k(model, page_vocab, item_vocab, events: List[sessionize.Event], k: int = K):
@@ -250,7 +205,7 @@ def test_stream_updater_shares_the_state_without_counting_twice(endpoint):
     and applies what other channels sent (an add-to-cart from the app's backend)."""
     import redis
 
-    from serving.features import stream
+    from feedrank.events import stream
     from serving.sessions import state as st
     from serving.sessions.updater import SessionUpdater
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import threading
 import time
 import urllib.error
@@ -16,12 +15,11 @@ import pytest
 
 from feedrank import features as F
 from serving.common import procs
-from serving.features import bootstrap, online, schema, user_state
-from tests import examplegen_helpers as H
-from tests.redis_helpers import FeaturePredictor, redis_server  # noqa: F401 (fixture)
+from serving.features import bootstrap, online, redis_layout, user_state
+from tests.helpers import examplegen as H
+from tests.helpers.redis_stack import FeaturePredictor, redis_server  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.skipif(not os.path.exists(procs.SERVING_PYTHON),
-                                reason="the serving environment is missing: make serving-install")
+pytestmark = pytest.mark.usefixtures("serving_venv")  # skipped, or failed under make test, without it
 MAX_CANDIDATES = 150
 
 
@@ -30,7 +28,7 @@ def stack(redis_server, tmp_path_factory):  # noqa: F811
     """(transformer URL, predictor stand-in, Redis, log dir)."""
     tmp = tmp_path_factory.mktemp("transformer")
     log_dir = H.make_log(str(tmp / "log"))
-    bootstrap.bootstrap(redis_server.client(), log_dir, schema.Keys("tr"), force=True)
+    bootstrap.bootstrap(redis_server.client(), log_dir, redis_layout.Keys("tr"), force=True)
     predictor = FeaturePredictor("feedrank", version="7")
     port = procs.free_port()
     log_path = str(tmp / "transformer.log")
@@ -85,7 +83,7 @@ def test_ranks_with_redis_features(stack):
     # what the predictor received: the user's side once, candidates as lists
     sent = predictor.requests[-1]["inputs"]
     pipe = rs.client().pipeline()
-    online.queue_reads(pipe, schema.Keys("tr"), user, cands, 2_000_000_000)
+    online.queue_reads(pipe, redis_layout.Keys("tr"), user, cands, 2_000_000_000)
     state, imp, clk = online.parse_reads(pipe.execute())
     assert sent[F.CLICK_ITEMS.name] == [state.channels["click"][-F.CLICK_LEN:]] and state.channels["click"]
     assert sent[F.USER_REGION_ID.name] == [state.region] and state.region
@@ -95,7 +93,7 @@ def test_ranks_with_redis_features(stack):
     assert all(sent[F.CATEGORY_ID.name][:-1])
     # user counters once, the per-category ones and session/recency per candidate
     assert sent[F.USER_HIST_IMPRESSIONS.name] == [float(state.counters["imp"])] and state.counters["imp"]
-    for d in F.request_dense("candidate"):
+    for d in F.BUILTIN.request_dense("candidate"):
         assert len(sent[d.name]) == len(cands), d.name
     cross = user_state.cross_features(state.counters, state.session, 2_000_000_000, sent[F.CATEGORY_ID.name])
     assert all(sent[name] == values for name, values in cross.items())

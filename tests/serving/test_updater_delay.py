@@ -9,17 +9,17 @@ import sys
 
 import pytest
 
-from feedrank.events import contract
-from serving.features import schema, stream, updater, writer
-from tests.redis_helpers import redis_server  # noqa: F401 (fixture)
-from tests.test_feature_updater import ITEMS, T0, _ev, _read
+from feedrank.events import contract, stream
+from serving.features import redis_layout, updater, writer
+from tests.helpers.redis_stack import redis_server  # noqa: F401 (fixture)
+from tests.serving.test_feature_updater import ITEMS, T0, _ev, _read
 
 
 @pytest.fixture()
 def ns(redis_server):  # noqa: F811
     """An empty namespace with the items loaded, an empty stream, and the client."""
     client = redis_server.client()
-    keys = schema.Keys("d")
+    keys = redis_layout.Keys("d")
     writer.flush(client, keys)
     writer.load_items(client, keys, ITEMS)
     client.delete("d:events")

@@ -13,7 +13,7 @@ import pytest
 from feedrank import features as F
 from feedrank.examples import build
 from feedrank.examples.history import empty_history, item_history
-from tests import examplegen_helpers as H
+from tests.helpers import examplegen as H
 
 T0 = 1_700_000_000
 ITEMS = pd.DataFrame(dict(item_id=["a", "b", "x"], category_id=["c1", "c1", "c2"],
@@ -68,7 +68,8 @@ EXPECTED = {
 
 def offline() -> Dict[str, Dict[str, float]]:
     ev = pd.DataFrame(EVENTS)[build.EVENT_COLUMNS]
-    built = build.build_examples(ev, item_history(ev), build.ItemTable(ITEMS), build.UserTable(USERS), 1800)
+    built = build.build_examples(ev, item_history(ev), build.ItemTable(ITEMS, F.BUILTIN),
+                                 build.UserTable(USERS, F.BUILTIN), 1800, spec=F.BUILTIN)
     return {i: {n: H.to_dict(s)[n][0] for n in NAMES} for i, s in zip(built.impression_id, built.serialized)}
 
 
@@ -85,7 +86,8 @@ def test_an_event_uses_its_posts_category_at_its_own_time():
                                                 price=[1.0], valid_from=[T0 + 15]))], ignore_index=True)
     ev = pd.DataFrame([_ev("e1", "u1", "a", "impression", 0), _ev("e2", "u1", "a", "click", 20),
                        _ev("i1", "u1", "x", "impression", 30)])[build.EVENT_COLUMNS]
-    built = build.build_examples(ev, empty_history(), build.ItemTable(items), build.UserTable(USERS), 1800)
+    built = build.build_examples(ev, empty_history(), build.ItemTable(items, F.BUILTIN),
+                                 build.UserTable(USERS, F.BUILTIN), 1800, spec=F.BUILTIN)
     got = {i: H.to_dict(s) for i, s in zip(built.impression_id, built.serialized)}
     # e1 was in c1 when shown, the click on a in c2 (a moved at +15): i1 (c2) sees the click only
     assert got["i1"][F.USER_CAT_IMPRESSIONS.name] == [0.0]
@@ -95,8 +97,8 @@ def test_an_event_uses_its_posts_category_at_its_own_time():
 
 
 # ------------------------------------------------------------------ online
-from serving.features import online, replay, schema, writer  # noqa: E402
-from tests.redis_helpers import redis_server  # noqa: E402,F401 (fixture)
+from serving.features import online, redis_layout, replay, writer  # noqa: E402
+from tests.helpers.redis_stack import redis_server  # noqa: E402,F401 (fixture)
 
 
 def _online_at(client, keys, imp_id: str, events: List[Dict]) -> Dict[str, float]:
@@ -120,7 +122,7 @@ def _online_at(client, keys, imp_id: str, events: List[Dict]) -> Dict[str, float
 
 
 def test_online_values_are_the_hand_computed_ones(redis_server):  # noqa: F811
-    client, keys = redis_server.client(), schema.Keys("uc")
+    client, keys = redis_server.client(), redis_layout.Keys("uc")
     for imp_id, want in EXPECTED.items():
         got = _online_at(client, keys, imp_id, EVENTS)
         for name, value in want.items():
@@ -135,6 +137,6 @@ def test_unknown_user_gets_the_no_history_values():
 
 def test_replay_of_the_hand_built_log_has_zero_mismatches(redis_server, tmp_path):  # noqa: F811
     log_dir = H.write_log(str(tmp_path / "log"), EVENTS, ITEMS, USERS)
-    report = replay.replay(redis_server.client(), log_dir, schema.Keys("ucr"))
+    report = replay.replay(redis_server.client(), log_dir, redis_layout.Keys("ucr"))
     assert report.impressions == len(EXPECTED)
     assert report.mismatched == 0, (dict(report.by_feature), report.examples[:2])

@@ -13,9 +13,8 @@ import yaml
 import pipeline
 from feedrank.ab import CHALLENGER_ARM, CHAMPION_ARM, pool, simulate
 from feedrank.tracking import candidate as cand_lib
-from tests.test_mlflow import mlflow_url  # noqa: F401 - the real MLflow server fixture
+from tests.helpers.config import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "feedrank-ab-test"
 
 

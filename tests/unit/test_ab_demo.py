@@ -1,4 +1,4 @@
-"""`make ab-demo`'s driver (feedrank/ab/demo.py): its refusals before any work starts.
+"""`make ab-demo`'s driver (serving/ab/demo.py): its refusals before any work starts.
 
 The whole loop (two pipeline runs, the serving stack, the online simulator, the report and
 the decision) is exercised piece by piece by test_online_sim (the closed loop against the
@@ -11,9 +11,8 @@ import os
 
 import yaml
 
-from feedrank.ab import demo
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from serving.ab import demo
+from tests.helpers.config import ROOT
 
 
 def test_an_existing_run_directory_is_refused_before_anything_runs(tmp_path, capsys):

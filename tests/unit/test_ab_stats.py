@@ -13,6 +13,7 @@ import pipeline
 from feedrank.ab import CHALLENGER_ARM, CHAMPION_ARM, ABError, load, pool, report, simulate, stats
 from feedrank.ab.decision import decide
 from feedrank.config import AbConfig
+from tests.helpers.config import TINY_CONFIG
 
 
 def test_delta_method_variance_matches_a_hand_computation():
@@ -152,7 +153,7 @@ def test_bad_input_is_one_clear_error(tmp_path, ab_pool, capsys):
     ab_dir, _ = _run(tmp_path, ab_pool, name="no-challenger", share=1e-9)
     with pytest.raises(ABError, match="no challenger impressions"):
         report.build(load.load(ab_dir), AbConfig())
-    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.yaml")
+    config = TINY_CONFIG
     for where in (ab_dir, str(tmp_path / "missing")):
         rc = pipeline.main(["ab-report", "--config", config, "--ab-dir", where, "--no-mlflow"])
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
@@ -169,7 +170,7 @@ def test_the_ab_config_section_is_validated(tmp_path):
     from feedrank.config import load as load_config
 
     path = tmp_path / "c.yaml"
-    for body, message in (("ab: {share: 1.5}", "ab.share must be in (0, 1)"),
+    for body, message in (("ab: {share: 1.5}", "ab.share must be a number in (0, 1)"),
                           ("ab: {srm_alpha: 0}", "ab.srm_alpha"),
                           ("ab: {max_p99: 3}", "unknown key(s) ['max_p99']"),
                           ("ab: {min_lift: high}", "ab.min_lift must be a number")):

@@ -1,8 +1,8 @@
-"""The baseline component against a REAL `mlflow server` (tests/test_mlflow.py's fixtures).
+"""The baseline component against a REAL `mlflow server` (tests/helpers/mlflow_server.py's fixtures).
 
 Registry versions are logged and promoted the way the pipeline and
 `pipeline.py promote` do it; the pushed models are small real SavedModels
-(tests/gate_helpers.py) told apart by the factor they predict with.
+(tests/helpers/gates.py) told apart by the factor they predict with.
 """
 import logging
 import os
@@ -17,11 +17,7 @@ from components.baseline.component import BASELINE_FILE, SERVING_SUBDIR, Executo
 from feedrank.evaluate import gates
 from feedrank.tracking import candidate as cand_lib
 from feedrank.tracking import registry, server
-from tests import gate_helpers as H
-from tests import test_mlflow
-
-# test_mlflow's fixtures: a real server (module-scoped, stopped at the end) and its client.
-mlflow_url, client = test_mlflow.mlflow_url, test_mlflow.client
+from tests.helpers import gates as H
 
 EXPERIMENT = "feedrank-baseline-test"
 MODEL, MODEL_NO_CHAMPION, MODEL_REMOTE = "baseline-test-shared", "baseline-test-no-champion", "baseline-test-src"

@@ -1,6 +1,6 @@
 """The CLI: help works, bad input gives one clear line, never a stack trace; no native
-start-up noise without -v; heartbeat lines for long components; the library never
-imports the pipeline script."""
+start-up noise without -v; its own flags never reach absl; heartbeat lines for long
+components; the library never imports the pipeline script."""
 import ast
 import importlib.util
 import logging
@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 
-from feedrank.runners.console import Heartbeat, format_elapsed
+import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from feedrank.runners.console import Heartbeat, format_elapsed
+from tests.helpers.config import ROOT, TINY_CONFIG
 
 
 def _cli(*args):
@@ -66,8 +67,8 @@ def test_library_never_imports_the_pipeline_script():
                         offenders.append(os.path.relpath(path, ROOT))
     assert offenders == []
     # and at run time: the runners load without it (a fresh interpreter, outside the repository)
-    code = ("import sys; import feedrank.runners.cli, feedrank.runners.kubeflow, feedrank.runners.local; "
-            "print('pipeline' in sys.modules)")
+    code = ("import sys; import feedrank.cli, feedrank.runners.cli, feedrank.runners.kubeflow, feedrank.runners.local, "
+            "feedrank.runners.session_pipeline, feedrank.runners.stages; print('pipeline' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
@@ -155,3 +156,39 @@ def test_heartbeat_thread_beats_and_stops(caplog):
 
 def test_format_elapsed():
     assert [format_elapsed(s) for s in (0, 42.9, 60, 95.2, 3725)] == ["0s", "42s", "1m00s", "1m35s", "62m05s"]
+
+
+# --- the CLI's own flags never reach absl (TFX's executors parse sys.argv) ------------------------
+
+def test_run_verbose_flag_never_reaches_absl(tmp_path, monkeypatch):
+    """``run -v``: absl reads ``-v`` as its --verbosity, and TFX's Beam executors parse sys.argv
+    with absl; the pipeline runs with sys.argv holding only the program's name."""
+    from absl import flags
+    from absl import logging as absl_logging  # noqa: F401 - defines -v (--verbosity)
+
+    import pipeline
+    from feedrank import cli
+    from feedrank.runners import local
+
+    def absl_parse(argv):  # what TFX's BaseBeamExecutor does, on a copy of absl's flags
+        copy = flags.FlagValues()
+        copy.append_flag_values(flags.FLAGS)
+        copy(argv, known_only=True)
+
+    seen = {}
+
+    def fake_run_local(cfg, build):
+        seen["argv"], seen["build"] = list(sys.argv), build
+        absl_parse(sys.argv + list(cfg.beam_pipeline_args))
+        return {"status": "succeeded"}
+
+    argv = ["pipeline.py", "run", "--config", TINY_CONFIG, "--input", str(tmp_path), "-v"]
+    assert cli.build_parser().parse_args(argv[1:]).verbose
+    with pytest.raises(flags.Error, match="-v"):
+        absl_parse(argv)  # the program's own argv would break absl
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(local, "run_local", fake_run_local)
+    monkeypatch.setattr(cli, "configure_logging", lambda verbose: None)
+    assert pipeline.main() == 0
+    assert seen == {"argv": ["pipeline.py"], "build": pipeline.create_pipeline}
+    assert sys.argv == argv

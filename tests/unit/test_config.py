@@ -13,8 +13,8 @@ from feedrank import config as config_lib
 from feedrank.config import ConfigError
 from feedrank.evaluate.summary import pipeline_failure
 from feedrank.train.settings import FAMILY_NAMES, TrainerSettings
+from tests.helpers.config import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 DEMO = os.path.join(CONFIGS, "demo.yaml")
 RUN_CONFIGS = sorted(p for p in glob.glob(os.path.join(CONFIGS, "*.yaml"))
@@ -139,7 +139,7 @@ def test_settings_survive_the_custom_config_round_trip(path):
         from feedrank.sessions.settings import SessionTrainerSettings
 
         as_json = json.loads(json.dumps(settings.to_dict(), sort_keys=True))
-        assert SessionTrainerSettings.from_yaml(as_json, "custom_config") == settings
+        assert SessionTrainerSettings.from_mapping(as_json, "custom_config") == settings
         return
     as_json = json.loads(json.dumps(settings.to_dict(), sort_keys=True))   # as TFX / Kubeflow carry it
     assert TrainerSettings.from_dict(as_json) == settings
@@ -171,11 +171,12 @@ def test_the_trainer_refuses_a_bad_custom_config():
 
 # --- the run summary's failure message -----------------------------------------------------------
 def test_pipeline_failure_shows_the_projects_message_not_the_suppressed_key_error():
+    from feedrank import features as F
     from feedrank.train.families import build_model
 
     try:
         try:
-            build_model("dinn", {}, {})
+            build_model("dinn", {}, {}, spec=F.BUILTIN)
         except ValueError as e:   # the orchestrator wraps a component's error
             raise RuntimeError("component Trainer failed") from e
     except RuntimeError as wrapped:

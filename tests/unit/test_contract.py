@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from feedrank import features as F
 from feedrank.events import contract, io, validate
 from feedrank.examples import beam_pipeline
-from tests import examplegen_helpers as H
+from tests.helpers import examplegen as H
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def _accounting_ok(res, n_read):
 def test_missing_table(log):
     os.remove(os.path.join(log, "users.parquet"))
     with pytest.raises(io.ContractError, match="table 'users' is missing"):
-        beam_pipeline.run(log, log + "/o", log + "/q")
+        beam_pipeline.run(log, log + "/o", log + "/q", spec=F.BUILTIN)
 
 
 def test_missing_required_column(log):

@@ -8,7 +8,7 @@ import pytest
 
 from feedrank import features as F
 from feedrank.train import data
-from tests.model_harness import random_batch, transformed_spec, write_transformed
+from tests.helpers.model_harness import random_batch, transformed_spec, write_transformed
 
 N = 300
 
@@ -27,8 +27,8 @@ def _epoch(ds):
 def test_cached_pipeline_yields_the_same_examples_and_order_then_reads_no_file(tmp_path):
     path = str(tmp_path / "train.gz")
     batch = _write(path)
-    plain = data.dataset([path], transformed_spec(), 64, shuffle=True, seed=7)
-    cached = data.dataset([path], transformed_spec(), 64, shuffle=True, seed=7, cache="memory")
+    plain = data.dataset([path], transformed_spec(), 64, shuffle=True, seed=7, spec=F.BUILTIN)
+    cached = data.dataset([path], transformed_spec(), 64, shuffle=True, seed=7, cache="memory", spec=F.BUILTIN)
     first = _epoch(cached)
     np.testing.assert_array_equal(first, _epoch(plain))  # caching changes nothing, order included
     assert sorted(first) == list(range(N))
@@ -47,7 +47,7 @@ def test_disk_cache_writes_in_its_directory_keyed_to_the_files(tmp_path, monkeyp
     path = str(tmp_path / "eval.gz")
     _write(path)
     cache_dir = str(tmp_path / "run" / "input_cache")
-    ds = data.dataset([path], transformed_spec(), 100, cache="disk", cache_dir=cache_dir)
+    ds = data.dataset([path], transformed_spec(), 100, cache="disk", cache_dir=cache_dir, spec=F.BUILTIN)
     assert list(_epoch(ds)) == list(range(N))  # no shuffle: file order
     key = data.cache_key([path])
     assert any(name.startswith(f"records-{key}") for name in os.listdir(cache_dir))
@@ -60,17 +60,19 @@ def test_two_runs_over_different_data_never_share_a_disk_cache(tmp_path):
     """Same setting, same cache directory: each run reads its own records, also when the
     second run's data sit at the first run's path (rewritten in place)."""
     cache_dir = str(tmp_path / "input_cache")
-    spec = transformed_spec()
+    parse_spec = transformed_spec()
     a, b = str(tmp_path / "a" / "train.gz"), str(tmp_path / "b" / "train.gz")
     for path, offset in ((a, 0), (b, 1000)):
         os.makedirs(os.path.dirname(path))
         write_transformed(path, random_batch(N, seed=3), np.arange(N) + offset)
-    assert list(_epoch(data.dataset([a], spec, 100, cache="disk", cache_dir=cache_dir))) == list(range(N))
-    assert list(_epoch(data.dataset([b], spec, 100, cache="disk", cache_dir=cache_dir))) == \
-        list(range(1000, 1000 + N))
+    def cached(path):
+        return list(_epoch(data.dataset([path], parse_spec, 100, cache="disk", cache_dir=cache_dir,
+                                        spec=F.BUILTIN)))
+
+    assert cached(a) == list(range(N))
+    assert cached(b) == list(range(1000, 1000 + N))
     write_transformed(a, random_batch(N, seed=4), np.arange(N) + 5000)   # new data, same file name
-    assert list(_epoch(data.dataset([a], spec, 100, cache="disk", cache_dir=cache_dir))) == \
-        list(range(5000, 5000 + N))
+    assert cached(a) == list(range(5000, 5000 + N))
     assert len({data.cache_key([a]), data.cache_key([b]), data.cache_key([a, b])}) == 3
 
 
@@ -79,15 +81,16 @@ def test_a_cache_mode_other_than_memory_disk_or_off_is_refused(tmp_path):
     _write(path)
     for bad in ("Memory", str(tmp_path / "cache" / "records")):
         with pytest.raises(ValueError, match=r"input cache must be one of \['memory', 'disk', ''\]"):
-            data.dataset([path], transformed_spec(), 64, cache=bad)
+            data.dataset([path], transformed_spec(), 64, cache=bad, spec=F.BUILTIN)
     with pytest.raises(ValueError, match="'disk' input cache needs a cache_dir"):
-        data.dataset([path], transformed_spec(), 64, cache="disk")
+        data.dataset([path], transformed_spec(), 64, cache="disk", spec=F.BUILTIN)
     assert not os.path.exists(tmp_path / "cache")
 
 
 def test_same_seed_same_batches_in_the_same_order(tmp_path):
     path = str(tmp_path / "train.gz")
     _write(path)
-    runs = [_epoch(data.dataset([path], transformed_spec(), 32, shuffle=True, seed=s)) for s in (5, 5, 6)]
+    runs = [_epoch(data.dataset([path], transformed_spec(), 32, shuffle=True, seed=s, spec=F.BUILTIN))
+            for s in (5, 5, 6)]
     np.testing.assert_array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])

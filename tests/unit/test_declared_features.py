@@ -17,66 +17,68 @@ from feedrank import features as F
 from feedrank.events.io import ContractError
 from feedrank.examples.build import crosses
 from feedrank.typed import ConfigError
-from tests import examplegen_helpers as H
+from tests.helpers import examplegen as H
+from tests.helpers.config import TINY_CONFIG
 
 DECL = (
     F.Declared("items", "headline", "tokens", max_tokens=3, oov_buckets=10),
     F.Declared("items", "floor_area", "numeric", default=-1.0, log1p=True),
     F.Declared("users", "tier", "categorical"),
 )
+SPEC = F.FeatureSpec(DECL)
 CHANGE_TS_OFFSET = 2 * 86_400   # the second attribute rows hold from two days into the log
 
 
 # --- the feature contract ----------------------------------------------------------------------
 
-def test_declare_extends_the_contract_and_empty_restores_the_builtins():
-    builtin = (F.VOCABS, F.ID_FEATURES, F.DENSE_FEATURES, F.BAG_FEATURES)
-    assert builtin == (F.BUILTIN_VOCABS, F.BUILTIN_ID_FEATURES, F.BUILTIN_DENSE_FEATURES, ()) and F.DECLARED == ()
-    F.declare(DECL)
-    F.declare(DECL)   # rebuilt, never accumulated
+def test_declared_columns_extend_the_builtin_contract():
+    builtin = F.BUILTIN
+    assert (builtin.vocabs, builtin.id_features, builtin.dense_features, builtin.bag_features) == (
+        F.BUILTIN_VOCABS, F.BUILTIN_ID_FEATURES, F.BUILTIN_DENSE_FEATURES, ()) and builtin.declared == ()
     assert [c.feature_name for c in DECL] == ["item_headline", "item_floor_area", "user_tier"]
     assert [c.side for c in DECL] == ["candidate", "candidate", "user"]
-    assert F.ID_FEATURES == F.BUILTIN_ID_FEATURES + (
+    assert SPEC.id_features == F.BUILTIN_ID_FEATURES + (
         F.IdFeature("user_tier", F.Vocab("attr_user_tier", 2, 1), "user"),)
-    assert F.DENSE_FEATURES == F.BUILTIN_DENSE_FEATURES + (
+    assert SPEC.dense_features == F.BUILTIN_DENSE_FEATURES + (
         F.DenseFeature("item_floor_area", "candidate", default=-1.0, log1p=True),)
-    assert F.BAG_FEATURES == (F.BagFeature("item_headline", F.Vocab("attr_item_headline", 10, 1), "candidate", 3),)
-    assert [v.name for v in F.VOCABS[len(F.BUILTIN_VOCABS):]] == ["attr_item_headline", "attr_user_tier"]
-    spec = F.raw_feature_spec()
-    assert isinstance(spec["item_headline"], tf.io.VarLenFeature)
-    assert spec["user_tier"] == tf.io.FixedLenFeature([], tf.string)
-    assert spec["item_floor_area"] == tf.io.FixedLenFeature([], tf.float32, default_value=-1.0)
-    names = F.model_input_names()
+    assert SPEC.bag_features == (F.BagFeature("item_headline", F.Vocab("attr_item_headline", 10, 1), "candidate", 3),)
+    assert [v.name for v in SPEC.vocabs[len(F.BUILTIN_VOCABS):]] == ["attr_item_headline", "attr_user_tier"]
+    raw = SPEC.raw_feature_spec()
+    assert isinstance(raw["item_headline"], tf.io.VarLenFeature)
+    assert raw["user_tier"] == tf.io.FixedLenFeature([], tf.string)
+    assert raw["item_floor_area"] == tf.io.FixedLenFeature([], tf.float32, default_value=-1.0)
+    names = SPEC.model_input_names()
     assert {"item_headline_idx", "item_floor_area_x", "user_tier_idx"} <= set(names) and len(set(names)) == len(names)
-    assert "user_tier" in F.features_of_side("user") and "item_headline" not in F.features_of_side("user")
-    assert {"item_headline", "item_floor_area"} <= set(F.features_of_side("candidate"))
-    assert F.from_json(F.to_json(DECL)) == DECL and F.DECLARED == DECL
-    F.declare(())
-    assert (F.VOCABS, F.ID_FEATURES, F.DENSE_FEATURES, F.BAG_FEATURES) == builtin and F.DECLARED == ()
-    assert F.from_json("") == () and F.read_declared("/nonexistent-model-dir") == ()
+    assert "user_tier" in SPEC.features_of_side("user") and "item_headline" not in SPEC.features_of_side("user")
+    assert {"item_headline", "item_floor_area"} <= set(SPEC.features_of_side("candidate"))
+    assert F.FeatureSpec.from_json(SPEC.to_json()) == SPEC and SPEC.declared == DECL
+    # the built-in contract is untouched by any other spec
+    assert (builtin.vocabs, builtin.id_features) == (F.BUILTIN_VOCABS, F.BUILTIN_ID_FEATURES)
+    assert F.FeatureSpec.from_json("") == F.BUILTIN and F.FeatureSpec.read("/nonexistent-model-dir") == F.BUILTIN
 
 
-def test_declared_from_config_applies_the_kind_defaults():
-    got = F.declared_from_config({"items": [{"name": "title", "kind": "tokens"}],
-                                  "users": [{"name": "age_band", "kind": "categorical", "oov_buckets": 3}]})
-    assert got == (F.Declared("items", "title", "tokens", oov_buckets=10),
-                   F.Declared("users", "age_band", "categorical", oov_buckets=3))
+def test_from_config_applies_the_kind_defaults():
+    got = F.FeatureSpec.from_config({"items": [{"name": "title", "kind": "tokens"}],
+                                     "users": [{"name": "age_band", "kind": "categorical", "oov_buckets": 3}]})
+    assert got.declared == (F.Declared("items", "title", "tokens", oov_buckets=10),
+                            F.Declared("users", "age_band", "categorical", oov_buckets=3))
 
 
 # --- the config --------------------------------------------------------------------------------
 
 def _config(tmp_path, features: str) -> str:
     path = tmp_path / "run.yaml"
-    path.write_text(f"base: {os.path.join(os.path.dirname(__file__), '..', 'configs', 'tiny.yaml')}\n"
+    path.write_text(f"base: {TINY_CONFIG}\n"
                     f"features:\n{features}")
     return str(path)
 
 
-def test_a_valid_section_is_declared_on_load(tmp_path):
+def test_a_valid_section_is_the_configs_feature_spec(tmp_path):
     cfg = config_lib.load(_config(tmp_path, "  items:\n    - {name: area_m2, kind: numeric, log1p: true}\n"
                                             "  users:\n    - {name: gender, kind: categorical}\n"))
-    assert cfg.declared == F.DECLARED == (F.Declared("items", "area_m2", "numeric", log1p=True),
+    assert cfg.features_spec.declared == (F.Declared("items", "area_m2", "numeric", log1p=True),
                                           F.Declared("users", "gender", "categorical"))
+    assert cfg.features_spec is cfg.features_spec   # built once per config
 
 
 @pytest.mark.parametrize("section, message", [
@@ -87,13 +89,13 @@ def test_a_valid_section_is_declared_on_load(tmp_path):
     ("  users:\n    - {name: user_id, kind: categorical}\n", r"'user_id' is a built-in column"),
     ("  items:\n    - {name: 2nd-title, kind: tokens}\n", r"features.items\[0\].name must be an identifier"),
     ("  items:\n    - {name: area, kind: numeric, max_tokens: 4}\n", r"features.items.area: unknown option"),
-    ("  items:\n    - {name: title, kind: tokens, max_tokens: 0}\n", r"features.items.title.max_tokens must be >= 1"),
+    ("  items:\n    - {name: title, kind: tokens, max_tokens: 0}\n",
+     r"features.items.title.max_tokens must be an integer >= 1"),
     ("  posts:\n    - {name: title, kind: tokens}\n", r"features: unknown key\(s\) \['posts'\]"),
 ])
 def test_config_errors_name_the_key(tmp_path, section, message):
     with pytest.raises(ConfigError, match=message):
         config_lib.load(_config(tmp_path, section))
-    assert F.DECLARED == ()
 
 
 # --- the example generator ---------------------------------------------------------------------
@@ -128,11 +130,7 @@ def declared_log(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def declared_run(declared_log, tmp_path_factory):
-    F.declare(DECL)
-    try:
-        return H.run(declared_log, str(tmp_path_factory.mktemp("declared_run")), num_shards=1)
-    finally:
-        F.declare(())
+    return H.run(declared_log, str(tmp_path_factory.mktemp("declared_run")), spec=SPEC, num_shards=1)
 
 
 def _as_of(table: pd.DataFrame, key: str, ident: str, ts: int) -> pd.Series:
@@ -182,9 +180,8 @@ def _broken_log(src: str, dst: str, table: str, column: str, values) -> str:
 def test_a_bad_declared_column_is_a_contract_error_naming_it(declared_log, tmp_path, table, column, values,
                                                             message):
     log_dir = _broken_log(declared_log, str(tmp_path / "log"), table, column, values)
-    F.declare(DECL)
     with pytest.raises(ContractError, match=message):
-        H.run(log_dir, str(tmp_path / "out"), num_shards=1)
+        H.run(log_dir, str(tmp_path / "out"), spec=SPEC, num_shards=1)
 
 
 def test_a_csv_numeric_column_with_text_is_a_contract_error(declared_log, tmp_path):
@@ -194,32 +191,27 @@ def test_a_csv_numeric_column_with_text_is_a_contract_error(declared_log, tmp_pa
     items.loc[3, "floor_area"] = "about 40"
     os.remove(os.path.join(log_dir, "items.parquet"))
     items.to_csv(os.path.join(log_dir, "items.csv"), index=False)
-    F.declare(DECL)
     with pytest.raises(ContractError, match=r"column 'floor_area' .* not numbers, e.g. 'about 40'"):
-        H.run(log_dir, str(tmp_path / "out"), num_shards=1)
+        H.run(log_dir, str(tmp_path / "out"), spec=SPEC, num_shards=1)
 
 
 # --- Transform, families and export ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def transformed(declared_run, tmp_path_factory):
-    from tests.transform_helpers import analyze_and_transform
+    from tests.helpers.transform import analyze_and_transform
 
-    F.declare(DECL)
-    try:
-        raw = sorted(glob.glob(os.path.join(declared_run["output_dir"], "Split-train", "*")))
-        out = tmp_path_factory.mktemp("tft")
-        transformed_file, tft_out = analyze_and_transform(raw, str(out))
-    finally:
-        F.declare(())
-    return transformed_file, tft_out
+    raw = sorted(glob.glob(os.path.join(declared_run["output_dir"], "Split-train", "*")))
+    out = tmp_path_factory.mktemp("tft")
+    return analyze_and_transform(raw, str(out), SPEC)
 
 
-def _request(records):
-    """``serving_default``'s request: the first example's user side once, every example a candidate."""
+def _request(records, spec: F.FeatureSpec):
+    """``serving_default``'s request of ``spec``: the first example's user side once, every
+    example a candidate."""
     exs = [H.to_dict(r) for r in records]
-    matrices = {s.name for s in F.SEQ_FEATURES} | {b.name for b in F.BAG_FEATURES}
-    floats = {d.name for d in F.DENSE_FEATURES}
+    matrices = {s.name for s in spec.seq_features} | {b.name for b in spec.bag_features}
+    floats = {d.name for d in spec.dense_features}
 
     def column(rows, name):
         if name in matrices:
@@ -227,12 +219,12 @@ def _request(records):
             return tf.constant([r + [""] * (width - len(r)) for r in rows])
         return tf.constant([r[0] for r in rows], tf.float32 if name in floats else tf.string)
 
-    req = {n: column([exs[0][n]], n) for n in F.features_of_side("user")}
-    req.update({n: column([e[n] for e in exs], n) for n in F.features_of_side("candidate")})
+    req = {n: column([exs[0][n]], n) for n in spec.features_of_side("user")}
+    req.update({n: column([e[n] for e in exs], n) for n in spec.features_of_side("candidate")})
     paired = []
     for rec, e in zip(records, exs):   # the same pairs as tf.Examples, crosses as the generator writes them
         ex, user = tf.train.Example.FromString(rec), tf.train.Example.FromString(records[0])
-        for name in F.features_of_side("user"):
+        for name in spec.features_of_side("user"):
             ex.features.feature[name].CopyFrom(user.features.feature[name])
         match, share = crosses(exs[0]["user_region_id"][0], e["region_id"][0], exs[0]["click_category_ids"],
                                e["category_id"][0])
@@ -245,26 +237,25 @@ def _request(records):
 @pytest.mark.parametrize("family", ["dnn", "din"])
 def test_a_family_trains_on_declared_columns_and_serves_them(family, declared_run, transformed, tmp_path):
     from feedrank.train import export, trainer
-    from tests.model_harness import TINY
+    from tests.helpers.model_harness import TINY
 
     transformed_file, tft_out = transformed
-    spec = tft_out.transformed_feature_spec()
-    assert list(spec["item_headline_idx"].shape) == [3] and "user_tier_idx" in spec and "item_floor_area_x" in spec
-    assert tft_out.vocabulary_by_name("attr_user_tier_vocab")
-    assert F.DECLARED == ()   # the Trainer declares from its settings, as run_fn does
-    settings = {**TINY, "model": family, "epochs": 1, "batch_size": 128, "declared_features": F.to_json(DECL)}
+    out_spec = tft_out.transformed_feature_spec()
+    assert list(out_spec["item_headline_idx"].shape) == [3] and "user_tier_idx" in out_spec
+    assert "item_floor_area_x" in out_spec and tft_out.vocabulary_by_name("attr_user_tier_vocab")
+    settings = {**TINY, "model": family, "epochs": 1, "batch_size": 128, "declared_features": SPEC.to_json()}
+    spec = trainer.feature_spec(settings)   # the Trainer's contract comes from its settings, as in run_fn
+    assert spec == SPEC
     model, _ = trainer.train([transformed_file], [transformed_file], tft_out, settings)
     assert {"item_headline_idx", "user_tier_idx", "item_floor_area_x"} <= {i.name.split(":")[0] for i in model.inputs}
-    model_dir = export.export(model, tft_out, str(tmp_path / "model"), sampling_rate=0.5)
-    F.declare(())
-    assert F.read_declared(model_dir) == DECL   # serving declares from the model dir
-    F.declare(F.read_declared(model_dir))
+    model_dir = export.export(model, tft_out, str(tmp_path / "model"), sampling_rate=0.5, spec=spec)
+    assert F.FeatureSpec.read(model_dir) == SPEC   # serving reads the contract from the model dir
 
     loaded = tf.saved_model.load(model_dir)
     serving = loaded.signatures["serving_default"]
     assert {"item_headline", "item_floor_area", "user_tier"} <= set(serving.structured_input_signature[1])
     records = H.read_records(declared_run["output_dir"], "eval")[:12]
-    req, paired = _request(records)
+    req, paired = _request(records, F.FeatureSpec.read(model_dir))
     got = serving(**req)["probabilities"].numpy()
     want = loaded.signatures["serving_tf_example"](examples=tf.constant(paired))["probabilities"].numpy()
     assert got.shape == (len(records),) and np.isfinite(got).all()

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from feedrank import features as F
-from tests import model_harness
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import model_harness
+from tests.helpers.config import ROOT
 
 
 def load(name, path):
@@ -33,8 +32,8 @@ def test_npz_round_trip_keeps_shapes_order_and_padding(tmp_path):
     split_dir.mkdir()
     model_harness.write_transformed(str(split_dir / "part-0.gz"), batch, labels)
 
-    arrays = dien_peer.read_split(str(split_dir), model_harness.transformed_spec(), batch=8)
-    summary = dien_peer.check_arrays(arrays)
+    arrays = dien_peer.read_split(str(split_dir), model_harness.transformed_spec(), F.BUILTIN, batch=8)
+    summary = dien_peer.check_arrays(arrays, F.BUILTIN)
     assert summary["examples"] == n and summary["positives"] == labels.sum()
     for k, v in batch.items():
         np.testing.assert_array_equal(arrays[k], v, err_msg=k)

@@ -13,9 +13,9 @@ import tf_keras as keras
 
 from feedrank import features as F
 from feedrank.train.families import FAMILIES, build_model
-from tests.model_harness import TINY, VOCAB_SIZES, fit_save_reload, random_batch
+from tests.helpers.config import ROOT
+from tests.helpers.model_harness import TINY, VOCAB_SIZES, fit_save_reload, random_batch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZOO = ("dien", "bst", "double_channel", "multi_channel", "dnn", "wide_deep", "deepfm")
 SMALL = {"transformer_heads": 2, "position_dim": 4, "aux_units": [8], "feature_mlp_units": [8],
          "cluster_dim": 4, "fusion_units": 4, "wide_buckets": 101, "fm_dim": 4}
@@ -82,7 +82,7 @@ def test_reload_in_a_fresh_process_gives_identical_scores(saved, tmp_path):
     script = (
         "import json, sys, numpy as np, tf_keras as keras\n"
         "import feedrank.train.families  # registers the feedrank layers\n"
-        "from tests.model_harness import random_batch\n"
+        "from tests.helpers.model_harness import random_batch\n"
         "paths, out = json.loads(sys.argv[1]), sys.argv[2]\n"
         "x = random_batch(256)\n"
         "for name, path in paths.items():\n"
@@ -116,7 +116,7 @@ def models():
     built = {}
     for name, (family, config) in ALL.items():
         keras.utils.set_random_seed(0)
-        built[name] = build_model(family, VOCAB_SIZES, {**TINY, **config})
+        built[name] = build_model(family, VOCAB_SIZES, {**TINY, **config}, spec=F.BUILTIN)
     return built
 
 
@@ -185,7 +185,7 @@ def _aux_loss(model, x):
 
 def test_dien_aux_loss_is_training_only_and_ignores_padding():
     keras.utils.set_random_seed(0)
-    model = build_model("dien", VOCAB_SIZES, {**TINY, **SMALL, "aux_loss_weight": 0.5})
+    model = build_model("dien", VOCAB_SIZES, {**TINY, **SMALL, "aux_loss_weight": 0.5}, spec=F.BUILTIN)
     x = random_batch(64, seed=3)
     base = _aux_loss(model, x)
     assert base > 0
@@ -200,7 +200,7 @@ def test_dien_aux_loss_is_training_only_and_ignores_padding():
 
 
 def test_dien_without_aux_loss_has_no_sampler():
-    model = build_model("dien", VOCAB_SIZES, {**TINY, **SMALL, "aux_loss_weight": 0.0})
+    model = build_model("dien", VOCAB_SIZES, {**TINY, **SMALL, "aux_loss_weight": 0.0}, spec=F.BUILTIN)
     names = {layer.name for layer in model.layers}
     assert "aux_loss" not in names and "aux_negatives" not in names
     model(random_batch(8), training=True)
@@ -222,7 +222,7 @@ def test_bad_family_options_are_clear_errors():
                            ("multi_channel", {"click_encoder": "gru"}),
                            ("multi_channel", {"item_clusters": np.zeros(3)})):
         with pytest.raises(ValueError):
-            build_model(family, VOCAB_SIZES, {**TINY, **SMALL, **config})
+            build_model(family, VOCAB_SIZES, {**TINY, **SMALL, **config}, spec=F.BUILTIN)
 
 
 def test_word_vectors_initialise_freeze_and_survive_reload(saved):
@@ -247,4 +247,4 @@ def test_word_vector_options_are_checked():
                           ({**W2V, "item_vectors": _W2V[:, :3]}, "item embedding dim"),
                           ({**W2V, "item_vectors": _W2V[:5]}, "one row per item table row")):
         with pytest.raises(ValueError, match=match):
-            build_model("din", VOCAB_SIZES, {**TINY, **config})
+            build_model("din", VOCAB_SIZES, {**TINY, **config}, spec=F.BUILTIN)

@@ -9,7 +9,7 @@ import tf_keras as keras
 from feedrank import features as F
 from feedrank.train import layers as L
 from feedrank.train.families import bst, build_model, deepfm, dien, multi_channel, wide_deep
-from tests.model_harness import TINY, VOCAB_SIZES, random_batch
+from tests.helpers.model_harness import TINY, VOCAB_SIZES, random_batch
 
 
 def _sigmoid(x):
@@ -292,16 +292,16 @@ def test_deepfm_fm_terms_match_hand_computation_over_the_shared_tables():
     the score is sigmoid(first + second + deep)."""
     k = 3
     keras.utils.set_random_seed(0)
-    model = build_model("deepfm", VOCAB_SIZES, {**TINY, "fm_dim": k})
+    model = build_model("deepfm", VOCAB_SIZES, {**TINY, "fm_dim": k}, spec=F.BUILTIN)
     rng = np.random.default_rng(1)
     tables, projections, weights = {}, {}, {}
-    for v in F.VOCABS:
+    for v in F.BUILTIN.vocabs:
         layer = model.get_layer(f"{v.name}_embedding")
         t = (rng.normal(size=layer.get_weights()[0].shape) * 0.3).astype(np.float32)
         t[F.PAD_ID] = 100.0
         layer.set_weights([t])
         tables[v.name] = t
-    for name in deepfm.field_names():
+    for name in deepfm.field_names(F.BUILTIN):
         layer = model.get_layer(f"fm_{name}_field")
         projections[name] = (rng.normal(size=layer.get_weights()[0].shape) * 0.3).astype(np.float32)
         layer.set_weights([projections[name]])
@@ -323,9 +323,9 @@ def test_deepfm_fm_terms_match_hand_computation_over_the_shared_tables():
                                        model.get_layer("deep_input").output])
     first, second, deep, dense, prob, deep_in = (t.numpy() for t in probe(x, training=False))
 
-    vocab = {f.name: f.vocab.name for f in F.ID_FEATURES} | {s.name: s.vocab.name for s in F.SEQ_FEATURES}
+    vocab = {f.name: f.vocab.name for f in F.BUILTIN.id_features} | {s.name: s.vocab.name for s in F.SEQ_FEATURES}
     fields, want_first = [], dense.astype(np.float64) @ dense_w[:, 0] + 0.05
-    for name in deepfm.field_names():
+    for name in deepfm.field_names(F.BUILTIN):
         ids = x[F.idx(name)]
         if ids.ndim == 1:
             row, w = tables[vocab[name]][ids], weights[name][ids, 0]
@@ -337,7 +337,7 @@ def test_deepfm_fm_terms_match_hand_computation_over_the_shared_tables():
         fields.append(row @ projections[name])
         want_first = want_first + w
     v = np.stack(fields, axis=1)                                     # [B, F, k]
-    assert v.shape == (16, len(F.ID_FEATURES) + len(F.SEQ_FEATURES), k)
+    assert v.shape == (16, len(F.BUILTIN.id_features) + len(F.SEQ_FEATURES), k)
     np.testing.assert_allclose(second[:, 0], _pairwise(v), rtol=1e-4, atol=1e-5)
     # the deep part reads the very same field vectors, then the dense features
     np.testing.assert_allclose(deep_in, np.concatenate([v.reshape(16, -1), dense], -1), rtol=1e-4, atol=1e-5)

@@ -16,9 +16,9 @@ from feedrank import config as config_lib
 from feedrank import features as F
 from feedrank.examples import build
 from feedrank.examples.history import item_history
-from tests import examplegen_helpers as H
+from tests.helpers import examplegen as H
+from tests.helpers.config import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1_700_000_000
 ITEMS = pd.DataFrame(dict(item_id=["a", "x", "y"], category_id=["c1", "c1", "c2"],
                           region_id=["r1", "r1", "r2"], price=[1.0, 2.0, 3.0]))
@@ -37,8 +37,8 @@ EVENTS = [
 
 def examples(delay_s: int) -> Dict[str, Dict[str, list]]:
     ev = pd.DataFrame(EVENTS)[build.EVENT_COLUMNS]
-    built = build.build_examples(ev, item_history(ev), build.ItemTable(ITEMS), build.UserTable(USERS),
-                                 1800, feature_delay_s=delay_s)
+    built = build.build_examples(ev, item_history(ev), build.ItemTable(ITEMS, F.BUILTIN),
+                                 build.UserTable(USERS, F.BUILTIN), 1800, feature_delay_s=delay_s, spec=F.BUILTIN)
     return {i: H.to_dict(s) for i, s in zip(built.impression_id, built.serialized)}
 
 
@@ -79,19 +79,20 @@ def test_a_delay_beyond_the_log_start_leaves_empty_history():
 
 def test_zero_delay_is_the_default_byte_for_byte():
     ev = pd.DataFrame(EVENTS)[build.EVENT_COLUMNS]
-    args = (ev, item_history(ev), build.ItemTable(ITEMS), build.UserTable(USERS), 1800)
-    assert build.build_examples(*args).serialized == build.build_examples(*args, feature_delay_s=0).serialized
+    args = (ev, item_history(ev), build.ItemTable(ITEMS, F.BUILTIN), build.UserTable(USERS, F.BUILTIN), 1800)
+    assert build.build_examples(*args, spec=F.BUILTIN).serialized == \
+        build.build_examples(*args, feature_delay_s=0, spec=F.BUILTIN).serialized
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "60"])
 def test_a_bad_delay_is_a_clear_error(bad):
     ev = pd.DataFrame(EVENTS)[build.EVENT_COLUMNS]
     with pytest.raises(ValueError, match="feature_delay_s must be an integer number of seconds >= 0"):
-        build.build_examples(ev, item_history(ev), build.ItemTable(ITEMS), build.UserTable(USERS), 1800,
-                             feature_delay_s=bad)
+        build.build_examples(ev, item_history(ev), build.ItemTable(ITEMS, F.BUILTIN), build.UserTable(USERS, F.BUILTIN),
+                             1800, feature_delay_s=bad, spec=F.BUILTIN)
 
 
-@pytest.mark.parametrize("value, message", [(-60, "examples.feature_delay_s must be >= 0"),
+@pytest.mark.parametrize("value, message", [(-60, "examples.feature_delay_s must be an integer >= 0"),
                                             ("1h", "feature_delay_s")])
 def test_the_config_checks_the_delay(tmp_path, value, message):
     path = tmp_path / "c.yaml"
@@ -128,5 +129,5 @@ def test_the_component_passes_a_delay_and_leaves_default_runs_unchanged(tmp_path
     assert "feature_delay_s" not in {k for k, v in default.exec_properties.items() if v is not None}
     stale = BehaviorExampleGen(input_base=str(tmp_path), num_shards=2, feature_delay_s=600)
     assert ExampleGenConfig.of(stale.exec_properties).feature_delay_s == 600
-    with pytest.raises(ValueError, match="feature_delay_s must be >= 0"):
+    with pytest.raises(ValueError, match="BehaviorExampleGen.feature_delay_s must be an integer >= 0"):
         BehaviorExampleGen(input_base=str(tmp_path), feature_delay_s=-1)

@@ -202,8 +202,8 @@ def test_ctr_mode_tunes_a_ranking_family_on_auc(tmp_path):
 
     from feedrank.train.settings import TrainerSettings
     from feedrank.tune import tuner as T
-    from tests import examplegen_helpers as eg
-    from tests.transform_helpers import analyze_and_transform
+    from tests.helpers import examplegen as eg
+    from tests.helpers.transform import analyze_and_transform
 
     out = eg.run(eg.make_log(str(tmp_path / "log")), str(tmp_path / "gen"), num_shards=1)["output_dir"]
     if not os.path.isdir(os.path.join(out, "Split-valid")):

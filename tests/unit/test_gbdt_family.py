@@ -20,20 +20,21 @@ from feedrank import features as F
 from feedrank.examples.build import crosses
 from feedrank.train.settings import TrainerSettings
 from feedrank.typed import ConfigError
-from tests import examplegen_helpers as H
+from tests.helpers import examplegen as H
+from tests.helpers.config import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_GBDT = {"model": "gbdt", "batch_size": 256, "num_trees": 40, "max_depth": 4, "min_examples": 5,
              "early_stopping_num_trees_look_ahead": 10}
 RATE = 0.5   # the export's negative-sampling correction
 
 
-def serving_request(records: List[bytes]) -> Tuple[Dict[str, tf.Tensor], List[bytes]]:
-    """``serving_default``'s request (the first example's user side once, every example a
-    candidate) and the same user x candidate pairs as serialized raw tf.Examples."""
+def serving_request(records: List[bytes], spec: F.FeatureSpec) -> Tuple[Dict[str, tf.Tensor], List[bytes]]:
+    """``serving_default``'s request of the feature contract ``spec`` (the first example's user
+    side once, every example a candidate) and the same user x candidate pairs as serialized
+    raw tf.Examples."""
     exs = [H.to_dict(r) for r in records]
-    matrices = {s.name for s in F.SEQ_FEATURES} | {b.name for b in F.BAG_FEATURES}
-    floats = {d.name for d in F.DENSE_FEATURES}
+    matrices = {s.name for s in spec.seq_features} | {b.name for b in spec.bag_features}
+    floats = {d.name for d in spec.dense_features}
 
     def column(rows, name):
         if name in matrices:
@@ -41,13 +42,13 @@ def serving_request(records: List[bytes]) -> Tuple[Dict[str, tf.Tensor], List[by
             return tf.constant([r + [""] * (width - len(r)) for r in rows])
         return tf.constant([r[0] for r in rows], tf.float32 if name in floats else tf.string)
 
-    req = {n: column([exs[0][n]], n) for n in F.features_of_side("user")}
-    req.update({n: column([e[n] for e in exs], n) for n in F.features_of_side("candidate")})
+    req = {n: column([exs[0][n]], n) for n in spec.features_of_side("user")}
+    req.update({n: column([e[n] for e in exs], n) for n in spec.features_of_side("candidate")})
     paired = []
     user = tf.train.Example.FromString(records[0])
     for rec, e in zip(records, exs):   # the user's side copied, the in-graph crosses as the generator writes them
         ex = tf.train.Example.FromString(rec)
-        for name in F.features_of_side("user"):
+        for name in spec.features_of_side("user"):
             ex.features.feature[name].CopyFrom(user.features.feature[name])
         match, share = crosses(exs[0]["user_region_id"][0], e["region_id"][0], exs[0]["click_category_ids"],
                                e["category_id"][0])
@@ -58,7 +59,7 @@ def serving_request(records: List[bytes]) -> Tuple[Dict[str, tf.Tensor], List[by
 
 
 def score_saved_model(model_dir: str, records_file: str) -> Dict[str, list]:
-    """What a serving process does (tests/test_gbdt_family.py runs it in a fresh one): register
+    """What a serving process does (tests/unit/test_gbdt_family.py runs it in a fresh one): register
     TF-DF's ops for the model, load it, score the request through both signatures, and the
     user's side sent once per candidate (the broadcast path)."""
     from feedrank.train import tfdf_ops
@@ -66,9 +67,11 @@ def score_saved_model(model_dir: str, records_file: str) -> Dict[str, list]:
     assert tfdf_ops.ensure_for(model_dir), "a gbdt SavedModel must be recognised as a TF-DF model"
     loaded = tf.saved_model.load(model_dir)
     records = [r.numpy() for r in tf.data.TFRecordDataset(records_file)]
-    req, paired = serving_request(records)
+    spec = F.FeatureSpec.read(model_dir)   # the contract the model was exported with
+    req, paired = serving_request(records, spec)
     n = len(records)
-    per_row = {k: (tf.repeat(v, n, axis=0) if k in F.features_of_side("user") else v) for k, v in req.items()}
+    user = spec.features_of_side("user")
+    per_row = {k: (tf.repeat(v, n, axis=0) if k in user else v) for k, v in req.items()}
     return {"default": loaded.signatures["serving_default"](**req)["probabilities"].numpy().tolist(),
             "broadcast": loaded.signatures["serving_default"](**per_row)["probabilities"].numpy().tolist(),
             "tf_example": loaded.signatures["serving_tf_example"](
@@ -94,7 +97,7 @@ def test_gbdt_settings_are_typed_and_checked_at_load():
     s = TrainerSettings.from_yaml({"model": "gbdt", "num_trees": 50, "shrinkage": 0.05})
     assert (s.gbdt.num_trees, s.gbdt.shrinkage, s.gbdt.max_depth) == (50, 0.05, 6)
     assert s.to_dict()["num_trees"] == 50 and "attention_units" not in s.to_dict()
-    for bad, words in (({"num_trees": 0}, ["num_trees", ">= 1"]), ({"shrinkage": 0.0}, ["shrinkage", "> 0"]),
+    for bad, words in (({"num_trees": 0}, ["num_trees", ">= 1"]), ({"shrinkage": 0.0}, ["shrinkage", "in (0.0, 1.0]"]),
                        ({"growing_strategy": "deep"}, ["growing_strategy", "BEST_FIRST_GLOBAL"]),
                        ({"max_num_nodes": 63}, ["max_num_nodes", "BEST_FIRST_GLOBAL"])):
         with pytest.raises(ConfigError) as e:
@@ -109,7 +112,7 @@ def test_gbdt_settings_are_typed_and_checked_at_load():
 
 def test_tree_features_count_matches_recency_and_the_funnel():
     from feedrank.train.families.gbdt_features import FUNNEL, TreeFeatures, column_names
-    from tests.model_harness import random_batch
+    from tests.helpers.model_harness import random_batch
 
     batch = random_batch(3, seed=4)
     clicks = np.zeros_like(batch["click_category_ids_idx"])
@@ -120,8 +123,9 @@ def test_tree_features_count_matches_recency_and_the_funnel():
     conv = np.zeros_like(batch["conv_category_ids_idx"])
     conv[0, :2] = [3, 7]                     # last conversion: category 7
     batch["conv_category_ids_idx"] = conv
-    out = {k: v.numpy() for k, v in TreeFeatures()({k: tf.constant(v) for k, v in batch.items()}).items()}
-    numerical, categorical = column_names()
+    layer = TreeFeatures(F.BUILTIN.to_json())
+    out = {k: v.numpy() for k, v in layer({k: tf.constant(v) for k, v in batch.items()}).items()}
+    numerical, categorical = column_names(F.BUILTIN)
     assert sorted(out) == sorted(numerical + categorical)
     np.testing.assert_allclose(out["n_click"], (batch["click_item_ids_idx"] != 0).sum(1))
     np.testing.assert_allclose(out["click_category_ids_match_share"], [1 / 12, 2 / 3, 0.0])
@@ -136,14 +140,14 @@ def test_tree_features_count_matches_recency_and_the_funnel():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from feedrank.train import export, trainer
-    from tests.transform_helpers import analyze_and_transform
+    from tests.helpers.transform import analyze_and_transform
 
     work = tmp_path_factory.mktemp("gbdt")
     run = H.run(H.make_log(str(work / "log")), str(work / "run"), num_shards=1)
     raw = sorted(glob.glob(os.path.join(run["output_dir"], "Split-train", "*")))
     transformed_file, tft_out = analyze_and_transform(raw, str(work / "tft"))
-    model, curves = trainer.train([transformed_file], [transformed_file], tft_out, dict(TINY_GBDT))
-    model_dir = export.export(model, tft_out, str(work / "model"), sampling_rate=RATE)
+    model, curves = trainer.train([transformed_file], [transformed_file], tft_out, dict(TINY_GBDT), spec=F.BUILTIN)
+    model_dir = export.export(model, tft_out, str(work / "model"), sampling_rate=RATE, spec=F.BUILTIN)
     records = H.read_records(run["output_dir"], "eval")[:40]
     records_file = str(work / "records.tfrecord")
     with tf.io.TFRecordWriter(records_file) as w:
@@ -157,13 +161,13 @@ def test_the_forest_trains_in_one_pass_with_validation_curves(trained):
     curves = trained["curves"]
     assert curves and all(np.isfinite(c["val_loss"]) for c in curves)
     assert 1 <= curves[-1]["trees"] <= TINY_GBDT["num_trees"]
-    assert trained["model"].name == "gbdt" and len(trained["model"].inputs) == len(F.model_input_names())
+    assert trained["model"].name == "gbdt" and len(trained["model"].inputs) == len(F.BUILTIN.model_input_names())
 
 
 def _in_fresh_process(function: str, trained):
     """``tests.test_gbdt_family.<function>(model dir, records file)`` run by a new Python process."""
     code = ("import json, sys\n"
-            f"from tests.test_gbdt_family import {function}\n"
+            f"from tests.unit.test_gbdt_family import {function}\n"
             f"print('RESULT ' + json.dumps({function}(sys.argv[1], sys.argv[2])))\n")
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run([sys.executable, "-c", code, trained["model_dir"], trained["records_file"]],
@@ -178,10 +182,11 @@ def test_export_in_a_fresh_process_scores_like_the_in_memory_model(trained):
     got = _in_fresh_process("score_saved_model", trained)
     assert got["tfdf_imported"] is False   # the inference ops alone serve it (the serving venv's case)
     n = len(trained["records"])
-    _, paired = serving_request(trained["records"])
-    raw = tf.io.parse_example(tf.constant(paired), F.raw_feature_spec(include_labels=False, include_metadata=False))
+    _, paired = serving_request(trained["records"], F.BUILTIN)
+    raw = tf.io.parse_example(tf.constant(paired),
+                              F.BUILTIN.raw_feature_spec(include_labels=False, include_metadata=False))
     transformed = trained["tft"].transform_features_layer()(raw)
-    q = trained["model"]({k: transformed[k] for k in F.model_input_names()}, training=False)
+    q = trained["model"]({k: transformed[k] for k in F.BUILTIN.model_input_names()}, training=False)
     want = correct_for_sampling(q, RATE).numpy()
     assert want.shape == (n,) and np.all((want > 0) & (want < 1)) and np.unique(want.round(6)).size > 1
     for name in ("default", "broadcast", "tf_example"):
@@ -193,8 +198,8 @@ def test_the_evaluator_loads_a_gbdt_model_in_a_fresh_process(trained):
 
     got = _in_fresh_process("evaluator_scores", trained)
     raw = tf.io.parse_example(tf.constant(trained["records"]),
-                              F.raw_feature_spec(include_labels=False, include_metadata=False))
+                              F.BUILTIN.raw_feature_spec(include_labels=False, include_metadata=False))
     transformed = trained["tft"].transform_features_layer()(raw)
-    want = correct_for_sampling(trained["model"]({k: transformed[k] for k in F.model_input_names()},
+    want = correct_for_sampling(trained["model"]({k: transformed[k] for k in F.BUILTIN.model_input_names()},
                                                  training=False), RATE).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from feedrank.train import layers as L
-from tests.model_harness import fit_save_reload
+from tests.helpers.model_harness import fit_save_reload
 
 # 1 padding row + V = 5 entries + 3 OOV buckets
 VOCAB, OOV = 9, 3

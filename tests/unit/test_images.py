@@ -4,7 +4,7 @@ The naming convention is the README's build commands ("Run on Kubeflow"):
 `docker build --target <stage> -t <image> .` for each image, with the shell variables
 set in the same code block. The Dockerfile is checked statically (there is no Docker
 engine in CI): its `FROM ... AS <stage>` lines, and what each target's stages copy and
-install. The package is compiled once, by tests/test_kubeflow.py's fixtures.
+install. The package is compiled once, by tests/unit/test_kubeflow.py's fixtures.
 """
 import importlib.metadata
 import os
@@ -16,7 +16,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from feedrank.runners.kubeflow_config import load_kubeflow_config
-from tests.test_kubeflow import KF, ROOT, docs, package  # noqa: F401  (module-scoped fixtures)
+from tests.unit.test_kubeflow import KF, ROOT, docs, package  # noqa: F401  (module-scoped fixtures)
 
 DOCKERFILE = os.path.join(ROOT, "Dockerfile")
 LOCK, GPU_LOCK = "requirements.txt", "requirements-gpu.txt"

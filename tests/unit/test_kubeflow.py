@@ -6,7 +6,7 @@ requests and answers with plausible JSON: a *contract* test of what we send,
 not a test against a real KFP backend.
 
 Regenerate the golden file after an intended change:
-    UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_kubeflow.py -k golden
+    UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_kubeflow.py -k golden
 """
 import copy
 import difflib
@@ -24,12 +24,13 @@ import yaml
 from google.protobuf import json_format
 
 from feedrank.config import ConfigError, load
+from feedrank.ports import free_port
 from feedrank.runners import kfp_client
 from feedrank.runners.kfp_client import KfpError, validate_cron
 from feedrank.runners.kubeflow import UnsupportedOnKubeflow, check_supported, container_resources, postprocess
 from feedrank.runners.kubeflow_config import KubeflowConfig, load_kubeflow_config
+from tests.helpers.config import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, "tests", "golden", "kubeflow_pipeline.yaml")
 DEMO = os.path.join(ROOT, "configs", "demo.yaml")
 KF = os.path.join(ROOT, "configs", "kubeflow.yaml")
@@ -226,17 +227,17 @@ def test_golden(docs):
         os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
         with open(GOLDEN, "w") as f:
             f.write("# Normalised output of `pipeline.py compile` (configs/demo.yaml + configs/kubeflow.yaml).\n"
-                    "# Regenerate: UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_kubeflow.py -k golden\n")
+                    "# Regenerate: UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_kubeflow.py -k golden\n")
             f.write(text)
         pytest.skip("golden file rewritten")
-    assert os.path.exists(GOLDEN), "no golden file: run UPDATE_GOLDEN=1 pytest tests/test_kubeflow.py -k golden"
+    assert os.path.exists(GOLDEN), "no golden file: run UPDATE_GOLDEN=1 pytest tests/unit/test_kubeflow.py -k golden"
     with open(GOLDEN) as f:
         want = "".join(line for line in f if not line.startswith("#"))
     if text != want:
         diff = "".join(list(difflib.unified_diff(want.splitlines(True), text.splitlines(True),
                                                  "golden", "compiled", n=2))[:80])
         pytest.fail("compiled package differs from tests/golden/kubeflow_pipeline.yaml; if intended, "
-                    "regenerate with UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_kubeflow.py -k golden"
+                    "regenerate with UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_kubeflow.py -k golden"
                     f"\n{diff}")
 
 
@@ -364,12 +365,7 @@ def test_cli_compile_writes_the_same_package_quietly(package, docs, tmp_path):
 
 
 def test_cli_unreachable_host(package):
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    host = f"http://127.0.0.1:{port}"
+    host = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     for args in (["submit", "--host", host], ["schedule", "--cron", "0 0 3 * * *", "--host", host]):
         proc = _cli(*args, "--package", package)
         assert proc.returncode == 2, proc.stderr

@@ -8,9 +8,10 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pandas as pd
 
+from feedrank import features as F
 from feedrank.examples import build, labels
 from feedrank.examples.history import empty_history
-from tests import examplegen_helpers as H
+from tests.helpers import examplegen as H
 
 W = 1800
 ITEMS = pd.DataFrame(dict(item_id=["a", "b"], category_id=["c1", "c2"], region_id=["r1", "r2"], price=[1.0, 2.0]))
@@ -20,7 +21,8 @@ USERS = pd.DataFrame(dict(user_id=["u1", "u2"], region_id=["r1", "r2"]))
 def _labels(events: List[Dict]) -> Dict[str, Tuple[int, int]]:
     """impression_id -> (label, conversion), through the real example builder."""
     ev = pd.DataFrame(events)[build.EVENT_COLUMNS]
-    built = build.build_examples(ev, empty_history(), build.ItemTable(ITEMS), build.UserTable(USERS), W)
+    built = build.build_examples(ev, empty_history(), build.ItemTable(ITEMS, F.BUILTIN),
+                                 build.UserTable(USERS, F.BUILTIN), W, spec=F.BUILTIN)
     out = {}
     for imp_id, rec in zip(built.impression_id, built.serialized):
         d = H.to_dict(rec)

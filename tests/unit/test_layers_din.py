@@ -6,7 +6,7 @@ import tf_keras as keras
 from feedrank import features as F
 from feedrank.train import layers as L
 from feedrank.train.families import build_model
-from tests.model_harness import TINY, VOCAB_SIZES, fit_save_reload, random_batch
+from tests.helpers.model_harness import TINY, VOCAB_SIZES, fit_save_reload, random_batch
 
 
 def test_masked_pooling_matches_hand_computation():
@@ -58,10 +58,10 @@ def test_attention_ignores_padded_keys():
 def test_din_padding_changes_nothing():
     """Rewriting the padding row of every embedding table leaves every score unchanged."""
     keras.utils.set_random_seed(0)
-    model = build_model("din", VOCAB_SIZES, TINY)
+    model = build_model("din", VOCAB_SIZES, TINY, spec=F.BUILTIN)
     x = random_batch(64, seed=3)
     before = model(x, training=False).numpy()
-    for v in F.VOCABS:
+    for v in F.BUILTIN.vocabs:
         table = model.get_layer(f"{v.name}_embedding")
         w = table.get_weights()[0]
         w[F.PAD_ID] = np.random.default_rng(0).normal(size=w.shape[1]) * 50
@@ -96,7 +96,7 @@ def test_din_fit_save_reload(tmp_path):
 
 def test_unknown_family_is_a_clear_error():
     try:
-        build_model("nope", VOCAB_SIZES, TINY)
+        build_model("nope", VOCAB_SIZES, TINY, spec=F.BUILTIN)
     except ValueError as e:
         assert "unknown model family 'nope'" in str(e) and "din" in str(e)
     else:

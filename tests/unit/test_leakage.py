@@ -30,7 +30,7 @@ import pytest
 
 from feedrank import features as F
 from feedrank.events import contract
-from tests import examplegen_helpers as H
+from tests.helpers import examplegen as H
 
 WINDOW = 1800
 DAY_S = 86_400
@@ -203,11 +203,11 @@ def _analyze_train(examples_dir: str, out_dir: str):
     import tensorflow_transform.beam as tft_beam
     from tfx_bsl.public import tfxio
 
-    from feedrank.schema import make_schema
+    from feedrank.examples.tfdv_schema import make_schema
     from feedrank.transform.preprocessing import preprocessing_fn
 
     files = sorted(glob.glob(os.path.join(examples_dir, "Split-train", "*.gz")))
-    source = tfxio.TFExampleRecord(files, schema=make_schema())
+    source = tfxio.TFExampleRecord(files, schema=make_schema(F.BUILTIN))
     options = beam.options.pipeline_options.PipelineOptions(["--direct_running_mode=in_memory",
                                                              "--direct_num_workers=1"])
     with beam.Pipeline(options=options) as p, \
@@ -224,15 +224,15 @@ def _model_inputs(examples_dir: str, tft_out) -> dict:
     import tensorflow as tf
 
     files = sorted(glob.glob(os.path.join(examples_dir, "Split-train", "*.gz")))
-    spec = F.raw_feature_spec(include_labels=True, include_metadata=True)
-    trainer_keys = set(F.raw_feature_spec(include_labels=True, include_metadata=False))   # what the Trainer parses
+    spec = F.BUILTIN.raw_feature_spec(include_labels=True, include_metadata=True)
+    trainer_keys = set(F.BUILTIN.raw_feature_spec(include_labels=True, include_metadata=False))   # the Trainer's
     layer = tft_out.transform_features_layer()
     out = {}
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(512):
         raw = tf.io.parse_example(batch, spec)
         x = layer({k: v for k, v in raw.items() if k in trainer_keys})
         ids = raw[F.IMPRESSION_ID].numpy()
-        inputs = {k: x[k].numpy() for k in F.model_input_names()}
+        inputs = {k: x[k].numpy() for k in F.BUILTIN.model_input_names()}
         for i, imp in enumerate(ids):
             out[imp] = {k: v[i] for k, v in inputs.items()}
     return out
@@ -249,14 +249,14 @@ def _in_graph_dense(tft_out, vectors_dir: str, inputs: dict) -> dict:
     from feedrank.train.settings import TrainerSettings, Word2VecUse
     from feedrank.train.trainer import vocab_sizes
 
-    sizes = vocab_sizes(tft_out)
+    sizes = vocab_sizes(tft_out, spec=F.BUILTIN)
     settings = TrainerSettings(word2vec=Word2VecUse(init=False, freeze=False, similarity=True),
                                word_vectors_uri=vectors_dir)
     settings = word_vectors.attach(settings, tft_out, sizes[F.ITEM_VOCAB.name])
-    e = common.embed(sizes, settings)
+    e = common.embed(sizes, settings, spec=F.BUILTIN)
     model = keras.Model(e.inputs, e.dense)
     ids = sorted(inputs)
-    batch = {k: np.stack([inputs[i][k] for i in ids]) for k in F.model_input_names()}
+    batch = {k: np.stack([inputs[i][k] for i in ids]) for k in F.BUILTIN.model_input_names()}
     dense = model.predict(batch, batch_size=1024, verbose=0)
     return dict(zip(ids, dense))
 
@@ -283,14 +283,14 @@ def test_transform_and_model_inputs_see_nothing_from_the_valid_split_on(world, t
     vocabs, inputs, dense = [], [], []
     for name, log, res in (("a", a, res_a), ("b", b, res_b)):
         tft_out = _analyze_train(res["output_dir"], str(tmp_path / f"tft_{name}"))
-        vocabs.append({v.name: tft_out.vocabulary_by_name(vocab_file_name(v)) for v in F.VOCABS})
+        vocabs.append({v.name: tft_out.vocabulary_by_name(vocab_file_name(v)) for v in F.BUILTIN.vocabs})
         inputs.append(_model_inputs(res["output_dir"], tft_out))
         vectors_dir = artifact.save(_vectors(log, res["train_start_ts"]), str(tmp_path / f"wv_{name}"))
         dense.append(_in_graph_dense(tft_out, vectors_dir, inputs[-1]))
     assert vocabs[0] == vocabs[1]
     assert inputs[0].keys() == inputs[1].keys() and len(inputs[0]) > 300
     for imp, x in inputs[0].items():
-        for k in F.model_input_names():
+        for k in F.BUILTIN.model_input_names():
             _same(x[k], inputs[1][imp][k], f"{k} of {imp!r}")
         _same(dense[0][imp], dense[1][imp], f"in-graph features of {imp!r}")
     similarity = np.stack(list(dense[0].values()))[:, -2:]
@@ -311,7 +311,7 @@ def test_the_pipeline_transform_analyses_only_the_train_split(tmp_path):
 
     import pipeline
     from feedrank import config as config_lib
-    from tests.conftest import TINY_CONFIG
+    from tests.helpers.config import TINY_CONFIG
 
     cfg = dataclasses.replace(config_lib.load(TINY_CONFIG), input_base=str(tmp_path / "log"),
                               run_root=str(tmp_path / "runs"))

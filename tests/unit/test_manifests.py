@@ -16,7 +16,8 @@ import re
 import pytest
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers.config import ROOT
+
 MANIFESTS = os.path.join(ROOT, "manifests")
 KUSTOMIZATIONS = ["base", "overlays/gpu-pool", "overlays/local"]
 K8S_VERSION = "1.30.0"

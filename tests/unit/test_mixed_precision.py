@@ -10,7 +10,7 @@ import tf_keras as keras
 from feedrank import features as F
 from feedrank.train import layers as L
 from feedrank.train.families import bst, build_model, deepfm, dien
-from tests.model_harness import TINY, VOCAB_SIZES, random_batch
+from tests.helpers.model_harness import TINY, VOCAB_SIZES, random_batch
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_factorization_machine_under_mixed_float16_sums_in_float32(mixed_float16
                                     "deepfm"])
 def test_a_user_with_no_history_scores_a_number_under_mixed_float16(mixed_float16, family):
     keras.utils.set_random_seed(0)
-    model = build_model(family, VOCAB_SIZES, {**TINY, "gru_units": 8, "transformer_heads": 2})
+    model = build_model(family, VOCAB_SIZES, {**TINY, "gru_units": 8, "transformer_heads": 2}, spec=F.BUILTIN)
     x = random_batch(8, seed=1, min_len=1)
     for s in F.SEQ_FEATURES:   # the first user has no behaviour at all
         x[F.idx(s.name)][0] = F.PAD_ID

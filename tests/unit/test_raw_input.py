@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from feedrank import features as F
 from feedrank.train import data, trainer
-from tests import examplegen_helpers as eg
-from tests.transform_helpers import analyze_and_transform
+from tests.helpers import examplegen as eg
+from tests.helpers.transform import analyze_and_transform
 
 
 def test_raw_examples_through_the_transform_layer_match_the_materialised_ones(tmp_path):
@@ -17,15 +17,16 @@ def test_raw_examples_through_the_transform_layer_match_the_materialised_ones(tm
     raw_files = sorted(tf.io.gfile.glob(os.path.join(result["output_dir"], "Split-train", "*")))
     transformed_file, tft_out = analyze_and_transform(raw_files, str(tmp_path / "tft"))
 
-    spec, layer = trainer.input_spec(tft_out, raw_examples=False)
-    raw_spec, raw_layer = trainer.input_spec(tft_out, raw_examples=True)
+    parse_spec, layer = trainer.input_spec(tft_out, raw_examples=False, spec=F.BUILTIN)
+    raw_spec, raw_layer = trainer.input_spec(tft_out, raw_examples=True, spec=F.BUILTIN)
     assert layer is None and raw_layer is not None
-    materialised = data.dataset([transformed_file], spec, 64, shuffle=True, seed=5, cache="memory")
+    materialised = data.dataset([transformed_file], parse_spec, 64, shuffle=True, seed=5, cache="memory",
+                                spec=F.BUILTIN)
     from_raw = data.dataset(raw_files, raw_spec, 64, shuffle=True, seed=5, cache="memory",
-                            transform_layer=raw_layer)
+                            transform_layer=raw_layer, spec=F.BUILTIN)
     batches = 0
     for (xa, ya), (xb, yb) in zip(materialised, from_raw):
-        assert sorted(xa) == sorted(xb) == sorted(F.model_input_names())
+        assert sorted(xa) == sorted(xb) == sorted(F.BUILTIN.model_input_names())
         for k in xa:
             assert xa[k].dtype == xb[k].dtype and xa[k].shape == xb[k].shape, k
             if xa[k].dtype == tf.float32:  # z-scores: the same graph, up to float rounding

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from feedrank import features as F
 from feedrank.events import contract, io
 from feedrank.events.simulator import auc, mechanisms, simulate
 from feedrank.events.simulator.world import TAXONOMY, TOP_TOKENS
@@ -181,7 +182,7 @@ def test_realistic_world_deterministic_oracle_exact_and_readable(tmp_path):
     assert (imp.p_click_aggregate != imp.p_click).mean() > 0.3
     assert auc(imp.p_click_aggregate.to_numpy(), y) < sa["oracle_auc"] - 0.01
     # the example generator reads the position column as an optional column
-    summary = beam_pipeline.run(a, str(tmp_path / "ex"), str(tmp_path / "q"), {"num_shards": 1})
+    summary = beam_pipeline.run(a, str(tmp_path / "ex"), str(tmp_path / "q"), {"num_shards": 1}, spec=F.BUILTIN)
     assert summary["quarantined"] == 0 and summary["events_used"] == summary["events_read"] == len(ev)
     assert summary["impressions"] == len(imp)
 

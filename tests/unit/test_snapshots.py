@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from feedrank import features as F
 from feedrank.events import contract
 from feedrank.examples import build, snapshots
 from feedrank.examples.history import empty_history
-from tests import examplegen_helpers as H
+from tests.helpers import examplegen as H
 
 T = 10_000
 
@@ -21,7 +22,7 @@ def test_row_valid_at_a_time():
         category_id=["a0", "a1", "a2", "b0", "c0", "c1", "a1dup"],
         region_id="r", price=1.0,
         valid_from=[np.nan, 100, 200, 50, 300, 400, 100]))
-    table = build.ItemTable(items)
+    table = build.ItemTable(items, F.BUILTIN)
     ids = np.array(["a", "a", "a", "a", "b", "b", "c", "c", "c", "zz"], dtype=object)
     ts = np.array([0, 100, 199, 10**9, 0, 60, 0, 350, 400, 5], dtype=np.int64)
     rows = table.rows_of(ids, ts)
@@ -35,18 +36,19 @@ def test_row_valid_at_a_time():
 def test_without_valid_from_the_first_row_wins():
     items = pd.DataFrame(dict(item_id=["a", "b", "a"], category_id=["a0", "b0", "a1"], region_id="r",
                               price=[1.0, np.nan, 3.0]))
-    table = build.ItemTable(items)
+    table = build.ItemTable(items, F.BUILTIN)
     assert not table.snapshots.multi
     rows = table.rows_of(np.array(["a", "b"], dtype=object), np.array([0, 10**9]))
     assert [table.row_category[r] for r in rows] == [b"a0", b"b0"]
     assert table.price.tolist() == [1.0, 0.0]
-    users = build.UserTable(pd.DataFrame(dict(user_id=["u", "v"], region_id=["r1", ""])))
+    users = build.UserTable(pd.DataFrame(dict(user_id=["u", "v"], region_id=["r1", ""])), F.BUILTIN)
     assert users.regions(np.array(["u", "v", "w"], dtype=object), np.zeros(3)).tolist() == ["r1", "", ""]
 
 
 def _examples(events, items, users):
     ev = pd.DataFrame(events)[build.EVENT_COLUMNS]
-    built = build.build_examples(ev, empty_history(), build.ItemTable(items), build.UserTable(users), 1800)
+    built = build.build_examples(ev, empty_history(), build.ItemTable(items, F.BUILTIN),
+                                 build.UserTable(users, F.BUILTIN), 1800, spec=F.BUILTIN)
     return {i: H.to_dict(s) for i, s in zip(built.impression_id, built.serialized)}
 
 

@@ -14,7 +14,7 @@ from feedrank.evaluate.summary import pipeline_failure
 from feedrank.events import contract
 from feedrank.examples import beam_pipeline, splits
 from feedrank.examples.settings import ExampleSettings
-from tests import examplegen_helpers as H
+from tests.helpers import examplegen as H
 
 DAY_S = 86_400
 YEAR_2100 = 4_102_444_800

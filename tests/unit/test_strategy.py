@@ -1,11 +1,12 @@
 """The Trainer's tf.distribute choice: MultiWorkerMirrored from TF_CONFIG, else default on CPU."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from feedrank.ports import free_port
+from tests.helpers.config import ROOT
+
 SCRIPT = ("import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\n"
           "import tensorflow as tf\n"
           "from feedrank.train.trainer import distribution_strategy\n"
@@ -28,9 +29,6 @@ def test_default_strategy_on_a_cpu_machine():
 
 
 def test_multi_worker_strategy_from_tf_config():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    tf_config = {"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}}
+    tf_config = {"cluster": {"worker": [f"127.0.0.1:{free_port()}"]}, "task": {"type": "worker", "index": 0}}
     name, replicas = _strategy({"TF_CONFIG": json.dumps(tf_config)})
     assert name == "multi_worker" and replicas == "1"

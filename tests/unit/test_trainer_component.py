@@ -17,8 +17,8 @@ from components.trainer import component as C
 from feedrank.train import trainer
 from feedrank.train.settings import EXAMPLES_ARTIFACT_KEY
 from feedrank.typed import ConfigError
-from tests import examplegen_helpers as eg
-from tests.transform_helpers import analyze_and_transform
+from tests.helpers import examplegen as eg
+from tests.helpers.transform import analyze_and_transform
 
 SPLITS = ("train", "valid", "eval")
 TINY = {"model": "dnn", "epochs": 2, "batch_size": 128, "mlp_units": [8], "activation": "relu",
