@@ -1,7 +1,7 @@
 """Is the A/B report's interval honest?  Repeated simulated A/B tests against the true lift.
 
-  python benchmarks/ab_coverage.py --pool RUN/truth_ab.parquet          # an online A/B run's truth
-  python benchmarks/ab_coverage.py --offline data/demo                  # a pool from an offline log
+  .venv/bin/python -m benchmarks.ab_coverage --pool RUN/truth_ab.parquet    # an online A/B run's truth
+  .venv/bin/python -m benchmarks.ab_coverage --offline data/demo            # a pool from an offline log
 
 Each repetition draws users with replacement from the truth pool (every
 request with both arms' shown slots and true p_click / p_convert), assigns
@@ -27,14 +27,13 @@ from typing import Dict, List
 
 import numpy as np
 
+from feedrank.ab import CHALLENGER_ARM, CHAMPION_ARM, stats
+from feedrank.ab import pool as pool_lib
+from feedrank.ab.assign import add_share_argument
+from feedrank.ab.simulate import Sampler
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from feedrank.ab import CHALLENGER_ARM, CHAMPION_ARM, stats  # noqa: E402
-from feedrank.ab import pool as pool_lib  # noqa: E402
-from feedrank.ab.simulate import Sampler  # noqa: E402
-
-log = logging.getLogger("ab_coverage")
+log = logging.getLogger(__name__)
 
 
 def one(sampler: Sampler, users: int, seed: int, share: float, level: float, boot: int) -> Dict:
@@ -192,7 +191,7 @@ def main(argv=None) -> int:
     p.add_argument("--aa-reps", type=int, default=2000, help="A/A repetitions (default: %(default)s)")
     p.add_argument("--users", type=int, nargs="*", default=[100, 300, 2000, 0],
                    help="users drawn per repetition (0: as many as the pool has) (default: %(default)s)")
-    p.add_argument("--share", type=float, default=0.5)
+    add_share_argument(p)
     p.add_argument("--level", type=float, default=0.95)
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates in the cross-check")
     p.add_argument("--bootstrap-reps", type=int, default=100, help="repetitions that also get the bootstrap")
@@ -232,7 +231,7 @@ def main(argv=None) -> int:
     log.info("A/A %d users: no winner (log CI) %.3f, promote rate %.3f", n, aa["ctr_log_no_winner"],
              aa["ctr_log_promote_rate"])
     result["seconds"] = round(time.time() - t0, 1)
-    result["command"] = "python benchmarks/ab_coverage.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["command"] = "python -m benchmarks.ab_coverage " + " ".join(argv if argv is not None else sys.argv[1:])
     plot(result, args.plot)
     for r in result["ab"]:  # keep the JSON small: the intervals of the first 100 repetitions only
         r["rows"] = rounded(r["rows"][:100])

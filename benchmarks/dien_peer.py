@@ -92,29 +92,30 @@ def transform_artifacts(config_path: str) -> Tuple[str, str, str]:
     return examples.uri, graph.uri, run.run_id
 
 
-def model_spec(feature_spec: Mapping[str, object]) -> Dict[str, object]:
-    """The transformed feature spec restricted to the model inputs and the label."""
-    wanted = set(F.model_input_names()) | {F.LABEL}
+def model_spec(feature_spec: Mapping[str, object], spec: F.FeatureSpec) -> Dict[str, object]:
+    """The transformed feature spec restricted to the model inputs of ``spec`` and the label."""
+    wanted = set(spec.model_input_names()) | {F.LABEL}
     missing = wanted - set(feature_spec)
     if missing:
         raise ValueError(f"the transformed feature spec lacks {sorted(missing)}")
     return {k: v for k, v in feature_spec.items() if k in wanted}
 
 
-def read_split(pattern_or_dir: str, feature_spec: Mapping[str, object],
+def read_split(pattern_or_dir: str, feature_spec: Mapping[str, object], spec: F.FeatureSpec,
                batch: int = 4096) -> Dict[str, np.ndarray]:
     """Every example of one split (a Split-* directory or a file glob) as NumPy
-    columns, in file order; ids as int32 (fits every vocabulary), dense float32."""
+    columns of ``spec``'s model inputs, in file order; ids as int32 (fits every
+    vocabulary), dense float32."""
     import tensorflow as tf
 
     pattern = os.path.join(pattern_or_dir, "*") if tf.io.gfile.isdir(pattern_or_dir) else pattern_or_dir
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {pattern}")
-    spec = model_spec(feature_spec)
+    parse_spec = model_spec(feature_spec, spec)
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch).map(
-        lambda s: tf.io.parse_example(s, spec))
-    parts: Dict[str, List[np.ndarray]] = {k: [] for k in spec}
+        lambda s: tf.io.parse_example(s, parse_spec))
+    parts: Dict[str, List[np.ndarray]] = {k: [] for k in parse_spec}
     for b in ds:
         for k, v in b.items():
             parts[k].append(v.numpy())
@@ -138,15 +139,15 @@ def sequence_lengths(ids: np.ndarray, name: str = "sequence") -> np.ndarray:
     return lengths
 
 
-def check_arrays(arrays: Mapping[str, np.ndarray]) -> Dict[str, object]:
-    """Shapes, padding and alignment of one split's arrays; returns a summary."""
+def check_arrays(arrays: Mapping[str, np.ndarray], spec: F.FeatureSpec) -> Dict[str, object]:
+    """Shapes, padding and alignment of one split's arrays (``spec``'s model inputs); returns a summary."""
     n = len(arrays[F.LABEL])
-    for f in F.ID_FEATURES:
+    for f in spec.id_features:
         assert arrays[F.idx(f.name)].shape == (n,), f.name
-    for d in F.DENSE_FEATURES:
+    for d in spec.dense_features:
         assert arrays[F.dense(d.name)].shape == (n,), d.name
     lengths = {}
-    for s in F.SEQ_FEATURES:
+    for s in spec.seq_features:
         a = arrays[F.idx(s.name)]
         if a.shape != (n, s.max_len):
             raise ValueError(f"{s.name}: shape {a.shape}, expected {(n, s.max_len)}")
@@ -171,17 +172,17 @@ def write_npz(path: str, splits: Mapping[str, Mapping[str, np.ndarray]],
     np.savez(path, **flat)
 
 
-def convert(transformed: str, transform_graph: str, npz_path: str) -> Dict[str, object]:
-    """Transform output -> .npz; returns the per-split summary and vocab sizes."""
+def convert(transformed: str, transform_graph: str, npz_path: str, spec: F.FeatureSpec) -> Dict[str, object]:
+    """Transform output -> .npz of ``spec``'s model inputs; returns the per-split summary and vocab sizes."""
     import tensorflow_transform as tft
 
     from feedrank.train.trainer import vocab_sizes
 
     tft_out = tft.TFTransformOutput(transform_graph)
-    spec = tft_out.transformed_feature_spec()
-    splits = {s: read_split(os.path.join(transformed, f"Split-{s}"), spec) for s in SPLITS}
-    summary = {s: check_arrays(a) for s, a in splits.items()}
-    vocab = vocab_sizes(tft_out)
+    transformed_spec = tft_out.transformed_feature_spec()
+    splits = {s: read_split(os.path.join(transformed, f"Split-{s}"), transformed_spec, spec) for s in SPLITS}
+    summary = {s: check_arrays(a, spec) for s, a in splits.items()}
+    vocab = vocab_sizes(tft_out, spec=spec)
     write_npz(npz_path, splits, vocab)
     return {"splits": summary, "vocab_sizes": vocab}
 
@@ -198,7 +199,7 @@ def our_config(args) -> Dict[str, object]:
             "activation": "dice", "dropout": 0.0, "aux_loss_weight": 1.0, "aux_negative_tries": 4}
 
 
-def run_ours(npz_path: str, args) -> Dict[str, object]:
+def run_ours(npz_path: str, args, spec: F.FeatureSpec) -> Dict[str, object]:
     import tf_keras as keras
     from sklearn.metrics import roc_auc_score
 
@@ -206,7 +207,7 @@ def run_ours(npz_path: str, args) -> Dict[str, object]:
     from feedrank.train.settings import TrainerSettings
 
     splits, vocab = read_npz(npz_path)
-    names = F.model_input_names()
+    names = spec.model_input_names()
 
     def xy(split):
         a = splits[split]
@@ -216,7 +217,7 @@ def run_ours(npz_path: str, args) -> Dict[str, object]:
     (x_train, y_train), (x_eval, y_eval) = xy("train"), xy("eval")
     cfg = TrainerSettings.from_yaml(our_config(args), "ours")
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model("dien", vocab, cfg)
+    model = build_model("dien", vocab, cfg, spec=spec)
     model.compile(  # as feedrank.train.trainer.train compiles it
         optimizer=keras.optimizers.Adam(cfg.learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
@@ -382,13 +383,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--only", choices=("ours", "peer"), help="run one side only (debugging)")
     p.add_argument("--ours-worker", metavar="OUT_JSON", help=argparse.SUPPRESS)  # internal: (a) in a child
     args = p.parse_args(argv)
+    # the peer reads the built-in features only, so both sides train on them
+    spec = F.BUILTIN
     if args.ours_worker:  # train ours on --npz in this fresh process, write the result, exit
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
         with open(args.ours_worker, "w") as f:
-            json.dump(run_ours(args.npz, args), f)
+            json.dump(run_ours(args.npz, args, spec), f)
         return
     if bool(args.transformed) != bool(args.transform_graph) or bool(args.config) == bool(args.transformed):
         p.error("give --config, or both --transformed and --transform-graph")
@@ -400,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         transformed, graph = args.transformed, args.transform_graph
     print(f"reading {transformed}", flush=True)
     t0 = time.perf_counter()
-    data = convert(transformed, graph, args.npz)
+    data = convert(transformed, graph, args.npz, spec)
     print(f"wrote {args.npz} in {time.perf_counter() - t0:.1f} s: {json.dumps(data['splits'])}", flush=True)
 
     load_before = os.getloadavg()

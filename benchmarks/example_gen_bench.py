@@ -25,6 +25,7 @@ import tempfile
 import time
 from typing import Dict, List
 
+from feedrank import features as F
 from feedrank.events.simulator import simulate
 from feedrank.examples import beam_pipeline
 
@@ -85,7 +86,7 @@ def bench(log: Dict, repeats: int, num_shards: int, beam_args: List[str]) -> Dic
         try:
             t0, c0 = time.perf_counter(), time.process_time()
             summary = beam_pipeline.run(log["dir"], os.path.join(work, "ex"), os.path.join(work, "q"),
-                                        {"num_shards": num_shards}, beam_args or None)
+                                        {"num_shards": num_shards}, beam_args or None, spec=F.BUILTIN)
             walls.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
         finally:

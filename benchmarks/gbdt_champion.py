@@ -7,7 +7,8 @@ and its serving latency next to a DIN export.
 1. The pushed GBDT (newest under ``model_store/gbdt``) scores the eval split
    through ``serving_tf_example`` (`feedrank.evaluate.scoring`): exact AUC,
    GAUC, logloss, also on quality.py's test users.
-2. The LightGBM baseline (`feedrank.train.gbdt`) on the same raw examples:
+2. The LightGBM baseline (`feedrank.train.lightgbm_baseline`) on the same raw examples
+   and with the GBDT's feature contract (`features.FeatureSpec.read` of its export):
    trained on the train split, early-stopped on the valid split (as the
    TF-DF family), scored on the eval split, corrected for negative sampling.
 3. Latency: one request (the first eval example's user side once, the
@@ -39,34 +40,35 @@ def newest(model_dir: str) -> str:
     return os.path.join(model_dir, versions[-1])
 
 
-def request(records: List[bytes], n: int) -> Dict:
-    """``serving_default``'s request: records[0]'s user side once, records[:n] as candidates."""
+def request(records: List[bytes], n: int, spec) -> Dict:
+    """``serving_default``'s request of the feature contract ``spec``: records[0]'s user
+    side once, records[:n] as candidates."""
     import tensorflow as tf
 
-    from feedrank import features as F
-
-    spec = F.raw_feature_spec(include_labels=False, include_metadata=False)
-    parsed = tf.io.parse_example(tf.constant(records[:n]), spec)
+    parsed = tf.io.parse_example(tf.constant(records[:n]),
+                                 spec.raw_feature_spec(include_labels=False, include_metadata=False))
+    user = spec.features_of_side("user")
     req = {}
-    for name in F.features_of_side("user") + F.features_of_side("candidate"):
+    for name in user + spec.features_of_side("candidate"):
         x = parsed[name]
         if isinstance(x, tf.SparseTensor):
             x = tf.sparse.to_dense(x, default_value="")
-        req[name] = x[:1] if name in F.features_of_side("user") else x
+        req[name] = x[:1] if name in user else x
     return req
 
 
-def lightgbm(examples: str, rate: float, input_base: str) -> Dict:
+def lightgbm(examples: str, rate: float, input_base: str, spec) -> Dict:
+    """The LightGBM baseline on the raw examples of the feature contract ``spec``."""
     from feedrank import features as F
-    from feedrank.train import gbdt
+    from feedrank.train import lightgbm_baseline as lgbm
     from feedrank.train.export import correct_for_sampling
 
-    raw = {s: gbdt.read_raw(os.path.join(examples, f"Split-{s}")) for s in ("train", "valid", "eval")}
-    x = {s: gbdt.features(r) for s, r in raw.items()}
+    raw = {s: lgbm.read_raw(os.path.join(examples, f"Split-{s}"), spec=spec) for s in ("train", "valid", "eval")}
+    x = {s: lgbm.features(r, spec=spec) for s, r in raw.items()}
     start = time.perf_counter()
-    booster = gbdt.fit(x["train"], raw["train"][F.LABEL], x["valid"], raw["valid"][F.LABEL], seed=0)
+    booster = lgbm.fit(x["train"], raw["train"][F.LABEL], x["valid"], raw["valid"][F.LABEL], seed=0, spec=spec)
     train_s = time.perf_counter() - start
-    p = correct_for_sampling(gbdt.predict(booster, x["train"], x["eval"]), rate)
+    p = correct_for_sampling(lgbm.predict(booster, x["train"], x["eval"], spec=spec), rate)
     scored = {"id": raw["eval"][F.IMPRESSION_ID], "user": raw["eval"][F.USER_ID], "label": raw["eval"][F.LABEL],
               "score": p}
     return {**metrics(scored, input_base), "rounds": int(booster.best_iteration), "train_s": round(train_s, 1)}
@@ -91,9 +93,9 @@ def latency(paths: Dict[str, str], records: List[bytes], n: int, runs: int, roun
 
     loaded, reqs, times = {}, {}, {name: [] for name in paths}
     for name, path in paths.items():
-        F.declare(F.read_declared(path))
+        spec = F.FeatureSpec.read(path)   # each export's own feature contract
         loaded[name] = store.load(name, path, warmup_candidates=n)
-        reqs[name] = {k: v for k, v in request(records, n).items() if k in loaded[name].input_specs}
+        reqs[name] = {k: v for k, v in request(records, n, spec).items() if k in loaded[name].input_specs}
     for _ in range(rounds):
         for name in paths:
             for _ in range(runs):
@@ -119,11 +121,11 @@ def main() -> None:
     from feedrank import config as config_lib
     from feedrank import features as F
     from feedrank.evaluate.scoring import score_split
-    from tests.examplegen_helpers import read_records
+    from feedrank.examples.records import read_split as read_records
 
-    cfg = config_lib.load(args.config)   # declares the config's columns
+    cfg = config_lib.load(args.config)
     gbdt_path, din_path = newest(args.gbdt_model), newest(args.din_model)
-    F.declare(F.read_declared(gbdt_path))
+    gbdt_spec = F.FeatureSpec.read(gbdt_path)   # the contract the GBDT was exported with
     import importlib.metadata
 
     machine = {**machine_info("tensorflow", "lightgbm"),
@@ -131,7 +133,7 @@ def main() -> None:
     result = {"machine": machine, "config": args.config, "examples": args.examples,
               "gbdt_tfdf": {"model": gbdt_path, **metrics(score_split(gbdt_path, args.examples, "eval"),
                                                           cfg.input_base)},
-              "lightgbm": lightgbm(args.examples, cfg.examples.negative_sampling_rate, cfg.input_base)}
+              "lightgbm": lightgbm(args.examples, cfg.examples.negative_sampling_rate, cfg.input_base, gbdt_spec)}
     print(json.dumps(result["gbdt_tfdf"]), json.dumps(result["lightgbm"]), sep="\n", flush=True)
     records = read_records(args.examples, "eval")
     result["latency"] = latency({"gbdt": gbdt_path, "din": din_path}, records, args.candidates, args.runs,

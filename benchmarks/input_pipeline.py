@@ -34,13 +34,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def input_rates(pattern: str, spec: Dict, batch: int, cache: str) -> Dict[str, float]:
+def input_rates(pattern: str, spec: Dict, batch: int, cache: str, features) -> Dict[str, float]:
     """samples/s of the first and the second full pass over the train split."""
     from feedrank.train import data
 
     rates = {}
     with tempfile.TemporaryDirectory(prefix="feedrank-input-cache-") as cache_dir:  # for cache: disk
-        ds = data.dataset([pattern], spec, batch, shuffle=True, seed=0, cache=cache, cache_dir=cache_dir)
+        ds = data.dataset([pattern], spec, batch, shuffle=True, seed=0, cache=cache, cache_dir=cache_dir,
+                          spec=features)
         for name in ("first_pass", "cached_pass"):
             n, start = 0, time.perf_counter()
             for _, y in ds:
@@ -49,14 +50,14 @@ def input_rates(pattern: str, spec: Dict, batch: int, cache: str) -> Dict[str, f
     return rates
 
 
-def step_rate(family: str, batches: List, vocab_sizes: Dict, cfg, steps: int) -> float:
+def step_rate(family: str, batches: List, vocab_sizes: Dict, cfg, steps: int, features) -> float:
     """samples/s of train_on_batch on in-memory batches (warm-up excluded)."""
     import tf_keras as keras
 
     from feedrank.train.families import build_model
 
     keras.utils.set_random_seed(0)
-    model = build_model(family, vocab_sizes, cfg)
+    model = build_model(family, vocab_sizes, cfg, spec=features)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.BinaryCrossentropy())
     for x, y in batches[:2]:
         model.train_on_batch(x, y)
@@ -93,15 +94,17 @@ def main() -> None:
     tft_out = tft.TFTransformOutput(run.artifact("Transform", "transform_graph").uri)
     spec = tft_out.transformed_feature_spec()
     pattern = os.path.join(art.uri, "Split-train", "*")
-    batches = list(data.dataset([pattern], spec, args.batch).take(8))
+    features = cfg.features_spec
+    batches = list(data.dataset([pattern], spec, args.batch, spec=features).take(8))
     cache = cfg.trainer.input_cache
     result = {"machine": machine_info("tensorflow"), "batch": args.batch, "repeats": args.repeats,
               "input_cache": cache, "input": {"first_pass": [], "cached_pass": []}, "step": {}}
     for r in range(args.repeats):
-        for name, rate in input_rates(pattern, spec, args.batch, cache).items():
+        for name, rate in input_rates(pattern, spec, args.batch, cache, features).items():
             result["input"][name].append(round(rate, 1))
         for fam in args.families:
-            rate = step_rate(fam, batches, trainer.vocab_sizes(tft_out), cfg.trainer, args.steps)
+            rate = step_rate(fam, batches, trainer.vocab_sizes(tft_out, spec=features), cfg.trainer, args.steps,
+                             features)
             result["step"].setdefault(fam, []).append(round(rate, 1))
         print(f"repeat {r + 1}: input first pass {result['input']['first_pass'][-1]:,.0f}/s, cached pass "
               f"{result['input']['cached_pass'][-1]:,.0f}/s; "

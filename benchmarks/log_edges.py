@@ -24,6 +24,7 @@ from typing import Dict, List, Optional
 import pandas as pd
 
 from benchmarks.machine import machine_info, repo_relative
+from feedrank import features as F
 from feedrank.events import contract, io
 from feedrank.examples import beam_pipeline
 
@@ -46,7 +47,8 @@ def _with_extra_event(src: str, dst: str, event: str, ts: int) -> None:
 
 def _run(log_dir: str, work: str, settings: Dict) -> Dict:
     t0 = time.perf_counter()
-    s = beam_pipeline.run(log_dir, os.path.join(work, "examples"), os.path.join(work, "quarantine"), settings)
+    s = beam_pipeline.run(log_dir, os.path.join(work, "examples"), os.path.join(work, "quarantine"), settings,
+                          spec=F.BUILTIN)
     return {"examples": s["examples"], "positives": s["positives"], "censored_eval": s.get("censored_eval"),
             "quarantined": {k: v for k, v in s["quarantined_by_reason"].items() if v},
             "eval_start_ts": s.get("eval_start_ts"), "log_end_ts": s.get("log_end_ts"),

@@ -6,7 +6,7 @@ A stock ``kserve.ModelServer`` with a plain synchronous ``kserve.Model``, v1
 the user's whole side (histories included), no user sharing, no batching
 control, no thread pool.
 
-    PYTHONPATH=. .venv-serving/bin/python benchmarks/naive_predictor.py --model-dir DIR --http-port 8081
+    .venv-serving/bin/python benchmarks/naive_predictor.py --model-dir DIR --http-port 8081
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ histories through ``FeedrankPredictor.score`` for every (batch size, threads)
 pair, interleaving the configurations rep by rep so machine noise hits all
 alike; reports p50/p99 per configuration.
 
-    PYTHONPATH=. .venv-serving/bin/python -m benchmarks.predictor_batch --model-dir model_store/din
+    .venv-serving/bin/python -m benchmarks.predictor_batch --model-dir model_store/din
 """
 from __future__ import annotations
 
@@ -47,8 +47,8 @@ def main(argv: List[str] | None = None) -> int:
         else:
             m._serving = first._serving   # share the loaded model: only the splitting differs
         models[(b, t)] = m
-    user, cands = P.synthetic(args.candidates, args.history)
     loaded, contract = first._serving
+    user, cands = P.synthetic(args.candidates, args.history, spec=loaded.spec)
     batch = contract.from_v1(P.v1_body(user, cands))
     times: Dict[tuple, List[float]] = {c: [] for c in configs}
 

@@ -103,16 +103,17 @@ def split_eval(transformed_uri: str, user_of: Dict[bytes, bytes], workdir: str) 
     return paths
 
 
-def score_keras(model, path: str, spec: Dict, rate: float) -> Dict[str, np.ndarray]:
-    """Calibrated scores of a transformed TFRecord file, keyed by impression id."""
+def score_keras(model, path: str, transformed_spec: Dict, rate: float, spec: F.FeatureSpec) -> Dict[str, np.ndarray]:
+    """Calibrated scores of a transformed TFRecord file (``spec``'s model inputs), keyed by impression id."""
     import tensorflow as tf
 
     from feedrank.train.export import correct_for_sampling
 
-    spec = {k: v for k, v in spec.items() if k in set(F.model_input_names()) | {F.IMPRESSION_ID}}
+    wanted = set(spec.model_input_names()) | {F.IMPRESSION_ID}
+    parse_spec = {k: v for k, v in transformed_spec.items() if k in wanted}
     ids, scores = [], []
     for batch in tf.data.TFRecordDataset([path], compression_type="GZIP").batch(8192):
-        x = tf.io.parse_example(batch, spec)
+        x = tf.io.parse_example(batch, parse_spec)
         ids.append(x.pop(F.IMPRESSION_ID).numpy())
         scores.append(correct_for_sampling(model(x, training=False), rate).numpy())
     return {"id": np.concatenate(ids), "score": np.concatenate(scores)}
@@ -130,7 +131,7 @@ def slice_masks(raw_eval: Dict, item_vocab: set) -> Dict[str, np.ndarray]:
     behaviour sequence empty)."""
     n = int(raw_eval["n"])
     has = np.zeros(n, dtype=bool)
-    for seq in F.SEQ_FEATURES:
+    for seq in F.SEQ_FEATURES:   # the behaviour sequences (never declared)
         rows = np.asarray(raw_eval[seq.name][0], dtype=np.int64)
         has[rows] = True
     unseen = np.array([i not in item_vocab for i in raw_eval[F.ITEM_ID.name]], dtype=bool)
@@ -156,16 +157,18 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
     """Trains one family with one seed; metrics on the validation and test users."""
     rate = cfg.examples.negative_sampling_rate
     start = time.perf_counter()
+    spec = ctx["features_spec"]
     if family == "gbdt":
-        from feedrank.train import gbdt
+        from feedrank.train import lightgbm_baseline as lgbm
 
-        booster = gbdt.fit(ctx["gb_train_x"], ctx["gb_train_y"], ctx["gb_val_x"], ctx["gb_val_y"], seed=seed)
+        booster = lgbm.fit(ctx["gb_train_x"], ctx["gb_train_y"], ctx["gb_val_x"], ctx["gb_val_y"], seed=seed,
+                           spec=spec)
         train_s = time.perf_counter() - start
         out = {"epochs": booster.best_iteration}
         from feedrank.train.export import correct_for_sampling
 
         for split in ("val", "test"):
-            q = gbdt.predict(booster, ctx["gb_train_x"], ctx[f"gb_{split}_x"])
+            q = lgbm.predict(booster, ctx["gb_train_x"], ctx[f"gb_{split}_x"], spec=spec)
             s = {"id": ctx[f"gb_{split}_ids"], "score": correct_for_sampling(q, rate)}
             out[split] = evaluate(s, cfg, ctx)
     else:
@@ -179,12 +182,12 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
                 raise SystemExit(f"{family} needs word vectors: set word2vec.enabled in the config")
             tcfg["word_vectors_uri"] = ctx["uris"]["word_vectors"]
         model, curves = trainer.train([os.path.join(ctx["transformed"], "Split-train", "*")],
-                                      [ctx["paths"]["val"]], ctx["tft"], tcfg)
+                                      [ctx["paths"]["val"]], ctx["tft"], tcfg, spec=spec)
         train_s = time.perf_counter() - start
         best = max(curves, key=lambda c: c.get("val_auc", 0.0))
         out = {"epochs": best["epoch"], "params": int(model.count_params())}
         for split in ("val", "test"):
-            s = score_keras(model, ctx["paths"][split], ctx["spec"], rate)
+            s = score_keras(model, ctx["paths"][split], ctx["spec"], rate, spec)
             out[split] = evaluate(s, cfg, ctx)
     out.update(family=family, seed=seed, train_s=round(train_s, 1))
     log.info("%s seed %d: val AUC %.4f, test AUC %.4f (lift %.3f), %.0f s", family, seed,
@@ -194,15 +197,17 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
 
 
 def load_context(cfg, uris: Dict[str, str], families: List[str], workdir: str) -> Dict:
-    """Everything the families share: eval metadata, val/test files, GBDT frames."""
+    """Everything the families share: the config's feature contract, eval metadata,
+    val/test files, GBDT frames."""
     import tensorflow_transform as tft
 
-    from feedrank.train import gbdt
+    from feedrank.train import lightgbm_baseline as lgbm
 
-    raw_eval = gbdt.read_raw(os.path.join(uris["examples"], "Split-eval"))
+    spec = cfg.features_spec
+    raw_eval = lgbm.read_raw(os.path.join(uris["examples"], "Split-eval"), spec=spec)
     ids = raw_eval[F.IMPRESSION_ID]
     meta = {i: (u, int(y)) for i, u, y in zip(ids, raw_eval[F.USER_ID], raw_eval[F.LABEL])}
-    ctx: Dict = {"meta": meta, "transformed": uris["transformed"], "uris": uris,
+    ctx: Dict = {"features_spec": spec, "meta": meta, "transformed": uris["transformed"], "uris": uris,
                  "paths": split_eval(uris["transformed"], {i: m[0] for i, m in meta.items()}, workdir)}
     ctx["tft"] = tft.TFTransformOutput(uris["transform_graph"])
     ctx["spec"] = ctx["tft"].transformed_feature_spec()
@@ -213,9 +218,9 @@ def load_context(cfg, uris: Dict[str, str], families: List[str], workdir: str) -
     ctx["row_of"] = {i: k for k, i in enumerate(ids)}
     log.info("eval slices: %s of %d impressions", {k: int(v.sum()) for k, v in ctx["slices"].items()}, len(ids))
     if "gbdt" in families:
-        raw_train = gbdt.read_raw(os.path.join(uris["examples"], "Split-train"))
-        ctx["gb_train_x"], ctx["gb_train_y"] = gbdt.features(raw_train), raw_train[F.LABEL]
-        x_eval, test = gbdt.features(raw_eval), is_test_user(raw_eval[F.USER_ID])
+        raw_train = lgbm.read_raw(os.path.join(uris["examples"], "Split-train"), spec=spec)
+        ctx["gb_train_x"], ctx["gb_train_y"] = lgbm.features(raw_train, spec=spec), raw_train[F.LABEL]
+        x_eval, test = lgbm.features(raw_eval, spec=spec), is_test_user(raw_eval[F.USER_ID])
         for split, mask in (("val", ~test), ("test", test)):
             ctx[f"gb_{split}_x"] = x_eval[mask].reset_index(drop=True)
             ctx[f"gb_{split}_y"] = raw_eval[F.LABEL][mask]

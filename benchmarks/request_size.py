@@ -6,10 +6,13 @@ gzip): bytes on the wire, the client's encode time, and the server's parse
 time (the same decode steps the predictor runs: gunzip, JSON or binary
 tensor decoding, then the contract's validation into numpy arrays; medians
 of ``--reps``).  With ``--url`` of a running predictor it also times full
-HTTP round trips per encoding.  Run it in the serving environment:
+HTTP round trips per encoding.  The request carries the built-in features,
+plus the declared columns of ``--declared`` (an exported model directory or
+its declaration file; match it to the predictor's model).  Run it in the
+serving environment:
 
-    PYTHONPATH=. .venv-serving/bin/python -m benchmarks.request_size \\
-        [--url http://127.0.0.1:8080 --model feedrank]
+    .venv-serving/bin/python -m benchmarks.request_size \\
+        [--url http://127.0.0.1:8080 --model feedrank --declared model_store/din/1700000000]
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
 from benchmarks.machine import machine_info
 from feedrank import features as F
+from serving.features import declared
 from serving.predictor import payloads as P
 from serving.predictor.contract import Contract
 
@@ -37,18 +41,22 @@ log = logging.getLogger(__name__)
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "request_size.json")
 
 
-def _contract(max_candidates: int) -> Contract:
+def _contract(max_candidates: int, spec: F.FeatureSpec) -> Contract:
+    """The predictor's contract of a ``serving_default`` taking ``spec``'s raw features."""
     specs = {}
-    for name in F.features_of_side("user"):
-        seq = any(s.name == name for s in F.SEQ_FEATURES)
-        dense = any(d.name == name for d in F.DENSE_FEATURES)
-        specs[name] = tf.TensorSpec([None, None] if seq else [None], tf.float32 if dense else tf.string)
-    for f in F.ID_FEATURES:
+    rows = {s.name for s in spec.seq_features} | {b.name for b in spec.bag_features if b.side == "user"}
+    for name in spec.features_of_side("user"):
+        specs[name] = tf.TensorSpec([None, None] if name in rows else [None],
+                                    tf.float32 if spec.is_dense(name) else tf.string)
+    for f in spec.id_features:
         if f.side == "candidate":
             specs[f.name] = tf.TensorSpec([None], tf.string)
-    for d in F.request_dense("candidate"):
+    for d in spec.request_dense("candidate"):
         specs[d.name] = tf.TensorSpec([None], tf.float32)
-    return Contract(specs, max_candidates)
+    for b in spec.bag_features:
+        if b.side == "candidate":
+            specs[b.name] = tf.TensorSpec([None, None], tf.string)
+    return Contract(specs, max_candidates, spec)
 
 
 def _time(fn: Callable[[], object], reps: int) -> Dict[str, float]:
@@ -62,9 +70,10 @@ def _time(fn: Callable[[], object], reps: int) -> Dict[str, float]:
     return {"p50_ms": round(statistics.median(ts), 4), "p95_ms": round(ts[int(0.95 * (len(ts) - 1))], 4)}
 
 
-def measure(candidates: int, history: int, reps: int, level: int) -> Dict[str, Dict[str, object]]:
-    user, cands = P.synthetic(candidates, history)
-    contract = _contract(max(1000, candidates))
+def measure(candidates: int, history: int, reps: int, level: int,
+            spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, Dict[str, object]]:
+    user, cands = P.synthetic(candidates, history, spec=spec)
+    contract = _contract(max(1000, candidates), spec)
     v1 = json.dumps(P.v1_body(user, cands)).encode()
     v2 = json.dumps(P.v2_json_body(user, cands)).encode()
     binary, hlen = P.v2_binary_body(user, cands)
@@ -96,10 +105,11 @@ def measure(candidates: int, history: int, reps: int, level: int) -> Dict[str, D
     return out
 
 
-def http_round_trips(url: str, model: str, candidates: int, history: int, reps: int, level: int) -> Dict:
+def http_round_trips(url: str, model: str, candidates: int, history: int, reps: int, level: int,
+                     spec: F.FeatureSpec = F.BUILTIN) -> Dict:
     import requests
 
-    user, cands = P.synthetic(candidates, history)
+    user, cands = P.synthetic(candidates, history, spec=spec)
     v1 = json.dumps(P.v1_body(user, cands)).encode()
     binary, hlen = P.v2_binary_body(user, cands)
     j = {"Content-Type": "application/json"}
@@ -133,14 +143,18 @@ def main(argv: List[str] | None = None) -> int:
     p.add_argument("--url", default="", help="a running predictor, for HTTP round trips")
     p.add_argument("--model", default="feedrank")
     p.add_argument("--http-reps", type=int, default=200)
+    p.add_argument("--declared", default="", help="an exported model (or its declaration file): its declared "
+                                                  "item/user columns are in the request (default: none)")
     p.add_argument("--out", default=OUT)
     args = p.parse_args(argv)
+    spec = declared.spec_from_model(args.declared)
     result = {"candidates": args.candidates, "history": args.history, "gzip_level": args.gzip_level,
-              "reps": args.reps, "encodings": measure(args.candidates, args.history, args.reps, args.gzip_level),
+              "reps": args.reps, "declared": [c.feature_name for c in spec.declared],
+              "encodings": measure(args.candidates, args.history, args.reps, args.gzip_level, spec),
               "machine": machine_info("tensorflow", "kserve")}
     if args.url:
         result["http_round_trip"] = http_round_trips(args.url, args.model, args.candidates, args.history,
-                                                     args.http_reps, args.gzip_level)
+                                                     args.http_reps, args.gzip_level, spec)
     print(json.dumps(result, indent=1))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

@@ -53,8 +53,9 @@ import aiohttp
 
 from benchmarks import serving_stack
 from benchmarks.machine import machine_info, repo_relative
+from serving import stack as local_stack
 from serving.common import procs
-from serving.features import local
+from serving.features import declared
 from serving.predictor import payloads as P
 
 log = logging.getLogger(__name__)
@@ -272,7 +273,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     started = time.perf_counter()
-    user, cands = P.synthetic(args.candidates, args.history)
+    spec = declared.spec_from_model(serving_stack.version_dir(args.model_dir))   # the benchmarked model's
+    user, cands = P.synthetic(args.candidates, args.history, spec=spec)
     bodies = {"predictor": json.dumps(P.v1_body(user, cands)).encode(),
               "naive": json.dumps(naive_body(user, cands)).encode()}
     workdir = tempfile.mkdtemp(prefix="serving-bench-")
@@ -287,7 +289,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             if "transformer" in ours:
                 result["bootstrap_s"] = round(stack.start_features(args.log), 1)
-                request = local.example_request(args.log, args.candidates)
+                request = local_stack.example_request(args.log, args.candidates)
                 bodies["transformer"] = json.dumps(request).encode()
             stack.wait_predictor()
             if "predictor" in ours:

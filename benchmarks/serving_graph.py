@@ -4,8 +4,9 @@
         [--transform DIR] [--runs 5] [--calls 200] [--load-seconds 20]
 
 Builds the config's DIN (untrained: latency does not depend on the weights)
-on the vocabularies of a Transform output (``--transform``, or the config's
-latest pipeline run) and exports it three ways:
+for the config's feature contract (its ``features`` section) on the
+vocabularies of a Transform output (``--transform``, or the config's latest
+pipeline run, made with the same config) and exports it three ways:
 
 * ``broadcast``: the user's side copied to N rows before the tf.Transform
   layer and the model (`ServingModule.broadcast_scores`);
@@ -56,8 +57,17 @@ def transform_dir(args) -> str:
     return run.artifact("Transform", "transform_graph").uri
 
 
-def export_variants(tft_dir: str, config: str, out: str) -> Dict[str, str]:
-    """Saves the three SavedModels under ``out``; returns {variant: path}."""
+def feature_spec(config: str):
+    """The feature contract of the config file ``config`` (its ``features`` section)."""
+    from feedrank import config as config_lib
+    from feedrank import features as F
+
+    return F.FeatureSpec.from_config(config_lib.load(config).features)
+
+
+def export_variants(tft_dir: str, config: str, out: str, spec) -> Dict[str, str]:
+    """Saves the three SavedModels of the feature contract ``spec`` under ``out``;
+    returns {variant: path}."""
     import tensorflow as tf
     import tensorflow_transform as tft
     import yaml
@@ -70,25 +80,26 @@ def export_variants(tft_dir: str, config: str, out: str) -> Dict[str, str]:
     with open(config) as f:
         trainer = dict(yaml.safe_load(f)["trainer"])
     tft_output = tft.TFTransformOutput(tft_dir)
-    model = build_model("din", vocab_sizes(tft_output), trainer)
+    model = build_model("din", vocab_sizes(tft_output, spec=spec), trainer, spec=spec)
 
     class Broadcast(E.ServingModule):
-        @tf.function(input_signature=[E.serving_input_signature()])
+        @tf.function(input_signature=[E.serving_input_signature(spec)])
         def serve_raw(self, request):
             return {E.OUTPUT_KEY: self.broadcast_scores(request)}
 
     paths = {}
     for name in VARIANTS:
-        module = (Broadcast if name == "broadcast" else E.ServingModule)(model, tft_output, 1.0)
+        module = (Broadcast if name == "broadcast" else E.ServingModule)(model, tft_output, 1.0, spec=spec)
         if name == "shared_xla":
-            module.request_scorer = SG.RequestScorer(model, module.tft_layer, jit_compile=True)
+            module.request_scorer = SG.RequestScorer(model, module.tft_layer, jit_compile=True, spec=spec)
         paths[name] = os.path.join(out, name)
         tf.saved_model.save(module, paths[name], signatures={"serving_default": module.serve_raw})
     return paths
 
 
-def make_request(tft_dir: str, n: int, seed: int = 0):
-    """One user with every history full, ``n`` candidates; values from the vocabularies."""
+def make_request(tft_dir: str, n: int, spec_json: str, seed: int = 0):
+    """One user with every history full, ``n`` candidates; values from the vocabularies.
+    The inputs are those of the feature contract ``spec_json`` (`FeatureSpec.to_json`)."""
     import numpy as np
     import tensorflow as tf
     import tensorflow_transform as tft
@@ -96,18 +107,19 @@ def make_request(tft_dir: str, n: int, seed: int = 0):
     from feedrank import features as F
     from feedrank.transform.preprocessing import vocab_file_name
 
+    spec = F.FeatureSpec.from_json(spec_json)
     out = tft.TFTransformOutput(tft_dir)
     rng = np.random.default_rng(seed)
-    vocab = {v.name: out.vocabulary_by_name(vocab_file_name(v)) for v in F.VOCABS}
-    req = {s.name: tf.constant([rng.choice(vocab[s.vocab.name], s.max_len)]) for s in F.SEQ_FEATURES}
-    req[F.USER_REGION_ID.name] = tf.constant(rng.choice(vocab["region"], 1))
-    for d in F.request_dense("user"):
+    vocab = {v.name: out.vocabulary_by_name(vocab_file_name(v)) for v in spec.vocabs}
+    req = {s.name: tf.constant([rng.choice(vocab[s.vocab.name], s.max_len)]) for s in spec.seq_features}
+    for f in spec.id_features:   # the user's ids once, the candidates' per candidate
+        req[f.name] = tf.constant(rng.choice(vocab[f.vocab.name], 1 if f.side == "user" else n))
+    for d in spec.request_dense("user"):
         req[d.name] = tf.constant((rng.random(1) * 20).astype(np.float32))
-    for f in F.ID_FEATURES:
-        if f.side == "candidate":
-            req[f.name] = tf.constant(rng.choice(vocab[f.vocab.name], n))
-    for d in F.request_dense("candidate"):
+    for d in spec.request_dense("candidate"):
         req[d.name] = tf.constant((rng.random(n) * 20).astype(np.float32))
+    for b in spec.bag_features:   # declared token bags: full rows, the user's once
+        req[b.name] = tf.constant(rng.choice(vocab[b.vocab.name], (1 if b.side == "user" else n, b.max_len)))
     return req
 
 
@@ -125,7 +137,7 @@ def child_latency(opts: dict) -> dict:
     import tensorflow as tf
 
     fns = {v: tf.saved_model.load(p).signatures["serving_default"] for v, p in opts["paths"].items()}
-    requests = {n: make_request(opts["tft"], n) for n in CANDIDATES}
+    requests = {n: make_request(opts["tft"], n, opts["spec"]) for n in CANDIDATES}
     for fn in fns.values():
         for req in requests.values():
             for _ in range(20):
@@ -157,7 +169,7 @@ def child_load(opts: dict) -> dict:
     import tensorflow as tf
 
     fn = tf.saved_model.load(opts["path"]).signatures["serving_default"]
-    req = make_request(opts["tft"], 120)
+    req = make_request(opts["tft"], 120, opts["spec"])
     for _ in range(30):
         fn(**req)
     latencies: List[float] = []
@@ -223,17 +235,18 @@ def main() -> None:
     from benchmarks.machine import machine_info
 
     tft_dir = transform_dir(args)
+    spec = feature_spec(args.config)
     report: Dict = {"machine": machine_info("tensorflow"), "config": os.path.relpath(args.config, ROOT),
                     "command": "python -m benchmarks.serving_graph " + " ".join(sys.argv[1:]),
                     "latency": {}, "load_120_candidates": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = export_variants(tft_dir, args.config, tmp)
-        base = {"tft": tft_dir, "runs": args.runs, "calls": args.calls}
+        paths = export_variants(tft_dir, args.config, tmp, spec)
+        base = {"tft": tft_dir, "spec": spec.to_json(), "runs": args.runs, "calls": args.calls}
         for setting in args.threads.split(","):
             intra, inter = (int(v) for v in setting.split(":"))
             report["latency"][setting] = run_child("latency", {**base, "paths": paths}, intra, inter)
             print(setting, json.dumps(report["latency"][setting]), flush=True)
-        load = {"tft": tft_dir, "seconds": args.load_seconds}
+        load = {"tft": tft_dir, "spec": spec.to_json(), "seconds": args.load_seconds}
         for variant in () if args.no_load else ("broadcast", "shared"):
             one = run_child("load", {**load, "path": paths[variant], "rate": args.rate, "workers": 2}, 2, 2)
             at = time.time() + 30.0

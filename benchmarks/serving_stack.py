@@ -20,8 +20,10 @@ import time
 import urllib.request
 from typing import Dict, List, Optional
 
+from feedrank.events.stream import local_redis_url
+from serving import stack
 from serving.common import procs
-from serving.features import bootstrap, local, schema, writer
+from serving.features import bootstrap, declared, redis_layout, writer
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "feedrank"
@@ -55,7 +57,7 @@ class Stack:
             "--batch-size", str(batch_size), "--threads", str(threads), "--max-in-flight", "1000",
             "--log-level", "WARNING"])
         self.redis_port = procs.free_port()
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.redis_url = local_redis_url(self.redis_port)
         self.transformer_url = ""
 
     def _start(self, key: str, module: str, args: List[str]) -> None:
@@ -67,10 +69,11 @@ class Stack:
 
     def start_features(self, log_dir: str) -> float:
         """Redis seeded from ``log_dir`` and snapshotted (for the restart); the bulk load's seconds."""
-        self.procs["redis"] = local.start_redis(self.redis_port, os.path.abspath(self.workdir))
+        self.procs["redis"] = stack.start_redis(self.redis_port, os.path.abspath(self.workdir))
         t = time.perf_counter()
         client = writer.redis_client(self.redis_url)
-        bootstrap.bootstrap(client, log_dir, schema.Keys(), force=True)
+        bootstrap.bootstrap(client, log_dir, redis_layout.Keys(), force=True,
+                            spec=declared.spec_from_model(self.source))   # what the model reads
         seconds = time.perf_counter() - t
         client.save()  # dump.rdb in workdir: a restarted Redis comes back with the features
         return seconds
@@ -79,7 +82,7 @@ class Stack:
         port = procs.free_port()
         self._start("transformer", "serving.transformer", [
             "--model-name", MODEL_NAME, "--predictor-url", self.predictor_url, "--redis", self.redis_url,
-            "--http-port", str(port), "--max-in-flight", "1000"])
+            "--http-port", str(port), "--max-in-flight", "1000", "--model", self.source])
         self.transformer_url = f"http://127.0.0.1:{port}"
         procs.wait_ready(f"{self.transformer_url}/v1/models/{MODEL_NAME}", 120, self.procs["transformer"],
                          os.path.join(self.workdir, "transformer.log"))
@@ -99,7 +102,7 @@ class Stack:
         procs.stop(self.procs.pop("redis"))
         time.sleep(down_s)
         t = time.perf_counter()
-        self.procs["redis"] = local.start_redis(self.redis_port, os.path.abspath(self.workdir))
+        self.procs["redis"] = stack.start_redis(self.redis_port, os.path.abspath(self.workdir))
         return time.perf_counter() - t
 
     def metric(self, name: str) -> float:

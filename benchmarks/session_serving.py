@@ -13,8 +13,8 @@ Every run sends fresh event ids (nothing is a duplicate).
 The model: ``--model-dir`` (a pushed session model with the raw signature),
 else a DRNN of the demo's shape (configs/session.yaml: 3,000 items, about
 3,040 pages, width 5, length 2, height 1, 64 GRU units, full softmax, top 20)
-with random weights, exported with the raw signature (`tests.test_session_endpoint
-.build_raw_model`): the latency does not depend on what the weights learnt.
+with random weights, exported with the raw signature
+(`feedrank.sessions.random_model`): the latency does not depend on what the weights learnt.
 
     .venv/bin/python -m benchmarks.session_serving [--rate 100 --duration 20 --runs 3]
 
@@ -41,8 +41,10 @@ import numpy as np
 
 from benchmarks.machine import machine_info, repo_relative
 from benchmarks.serving import kserve_version, open_loop, summarise
+from feedrank.events.stream import local_redis_url
+from feedrank.sessions import random_model
+from serving import stack
 from serving.common import procs
-from serving.features import local
 
 log = logging.getLogger(__name__)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,12 +57,9 @@ T0 = 1_760_000_000
 
 def demo_model(path: str, n_items: int = 3000, n_categories: int = 40, k: int = 20) -> Dict:
     """Exports the demo-shaped DRNN (random weights) with the raw signature to ``path``."""
-    sys.path.insert(0, ROOT)
-    from tests.test_session_endpoint import build_raw_model
-
     items = [f"i{i:04d}" for i in range(n_items)]
     pages = ["x0"] + [f"c{c:02d}" for c in range(n_categories)] + items
-    build_raw_model(path, k=k, pages=pages, items=items, settings=DEMO_DRNN)
+    random_model.export_random_raw(path, pages, items, DEMO_DRNN, k=k)
     return {"pages": pages, "items": items}
 
 
@@ -137,11 +136,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         items = [f"i{i:04d}" for i in range(3000)]
         vocab = {"pages": ["x0"] + [f"c{c:02d}" for c in range(40)] + items, "items": items}
     redis_port = procs.free_port()
-    redis_proc = local.start_redis(redis_port, workdir)
+    redis_proc = stack.start_redis(redis_port, workdir)
     port = procs.free_port()
     log_path = os.path.join(workdir, "sessions.log")
     server = procs.start_server("serving.sessions", [
-        "--model-dir", model_dir, "--redis", f"redis://127.0.0.1:{redis_port}/0", "--http-port", str(port),
+        "--model-dir", model_dir, "--redis", local_redis_url(redis_port), "--http-port", str(port),
         *args.server_args.split()],
         log_path)
     url = f"http://127.0.0.1:{port}"

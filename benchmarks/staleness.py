@@ -64,7 +64,7 @@ def build_examples(cfg, delay_s: int, workdir: str) -> Dict:
     settings = {**vars(cfg.examples), "feature_delay_s": int(delay_s)}
     start = time.perf_counter()
     summary = beam_pipeline.run(cfg.input_base, out, os.path.join(workdir, f"quarantine_{delay_s}"), settings,
-                                list(cfg.beam_pipeline_args) or None)
+                                list(cfg.beam_pipeline_args) or None, spec=cfg.features_spec)
     summary["build_s"] = round(time.perf_counter() - start, 1)
     with open(done, "w") as f:
         json.dump(summary, f, default=str)
@@ -72,23 +72,26 @@ def build_examples(cfg, delay_s: int, workdir: str) -> Dict:
     return summary
 
 
-def analyze(examples_dir: str, out_dir: str):
-    """tf.Transform analysis of the train split (cached); returns the TFTransformOutput."""
+def analyze(examples_dir: str, out_dir: str, spec: F.FeatureSpec):
+    """tf.Transform analysis of the train split with the feature contract ``spec`` (cached);
+    returns the TFTransformOutput."""
     import apache_beam as beam
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
     from tfx_bsl.public import tfxio
 
-    from feedrank.schema import make_schema
-    from feedrank.transform.preprocessing import preprocessing_fn
+    from feedrank.examples.tfdv_schema import make_schema
+    from feedrank.transform.preprocessing import DECLARED_KEY, preprocessing_fn
 
     graph = os.path.join(out_dir, "transform_graph")
     if not os.path.exists(os.path.join(graph, "transform_fn")):
         files = sorted(glob.glob(os.path.join(examples_dir, "Split-train", "*")))
-        source = tfxio.TFExampleRecord(files, schema=make_schema())
+        source = tfxio.TFExampleRecord(files, schema=make_schema(spec))
+        custom_config = {DECLARED_KEY: spec.to_json()}
         with beam.Pipeline() as p, tft_beam.Context(temp_dir=os.path.join(out_dir, "tmp")):
             raw = p | "Read" >> source.BeamSource()
-            transform_fn = (raw, source.TensorAdapterConfig()) | tft_beam.AnalyzeDataset(preprocessing_fn)
+            transform_fn = (raw, source.TensorAdapterConfig()) | tft_beam.AnalyzeDataset(
+                lambda inputs: preprocessing_fn(inputs, custom_config))
             _ = transform_fn | tft_beam.WriteTransformFn(graph)
     return tft.TFTransformOutput(graph)
 
@@ -101,13 +104,14 @@ def train_and_export(cfg, examples_dir: str, tft_output, seed: int, model_dir: s
     if os.path.exists(info_path):
         with open(info_path) as f:
             return json.load(f)
+    spec = cfg.features_spec
     tcfg = {**cfg.trainer.to_dict(), "seed": int(seed), "raw_examples": True}
-    if cfg.declared:
-        tcfg["declared_features"] = F.to_json(cfg.declared)
+    if spec.declared:
+        tcfg["declared_features"] = spec.to_json()
     files = {s: sorted(glob.glob(os.path.join(examples_dir, f"Split-{s}", "*"))) for s in ("train", "valid")}
     start = time.perf_counter()
-    model, curves = trainer.train(files["train"], files["valid"], tft_output, tcfg)
-    export.export(model, tft_output, model_dir, rate)
+    model, curves = trainer.train(files["train"], files["valid"], tft_output, tcfg, spec=spec)
+    export.export(model, tft_output, model_dir, rate, spec=spec)
     info = {"train_s": round(time.perf_counter() - start, 1), "epochs": len(curves), "curves": curves}
     with open(info_path, "w") as f:
         json.dump(info, f, default=float)
@@ -295,7 +299,7 @@ def run(args, online: Optional[Dict[str, float]]) -> Dict:
     trained_at = [0] + [d for d in (args.matched or []) if d]
     runs: List[Dict] = []
     for t in trained_at:
-        tft_output = analyze(ex_dir[t], os.path.join(args.workdir, f"transform_{t}"))
+        tft_output = analyze(ex_dir[t], os.path.join(args.workdir, f"transform_{t}"), cfg.features_spec)
         for seed in args.seeds:
             model_dir = os.path.join(args.workdir, f"model_{t}_seed{seed}")
             info = train_and_export(cfg, ex_dir[t], tft_output, seed, model_dir, rate)
