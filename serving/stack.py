@@ -40,6 +40,7 @@ from typing import List, Optional
 import redis
 
 from feedrank import features as F
+from feedrank.ab.assign import share_arg
 from feedrank.events import contract, io, stream
 from serving.common import procs
 from serving.features import bootstrap, declared, redis_layout, writer
@@ -134,15 +135,6 @@ def declaration_for(spec: str, source: List[str], workdir: str) -> str:
         return ""
 
 
-def share(text: str) -> float:
-    """An argparse type: a share in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
 
 
 def transformer_args(args: argparse.Namespace, redis_url: str, challenger_url: str) -> List[str]:
@@ -193,7 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ab.add_argument("--challenger-model", default="", help="a second predictor (the challenger arm), "
                     "same forms as --model")
     ab.add_argument("--challenger-port", type=int, default=8082)
-    ab.add_argument("--challenger-share", type=share, default=0.5, help="share of users on the challenger")
+    ab.add_argument("--challenger-share", type=share_arg, default=0.5, help="share of users on the challenger")
     ab.add_argument("--ab-salt", default="", help="salt of the user hash (default: the transformer's, feedrank-ab)")
     ab.add_argument("--sink-dir", default="", help="start the log sink: the served log to DIR/events, DIR/requests")
     p.add_argument("--redis-timeout-ms", type=float, default=None,

@@ -23,7 +23,7 @@ import hashlib
 from feedrank.ab import ARMS, CHALLENGER_ARM, CHAMPION_ARM
 
 __all__ = ["ARMS", "CHALLENGER", "CHAMPION", "DEFAULT_SALT", "DEFAULT_SHARE", "add_share_argument", "arm_of",
-           "user_fraction"]
+           "share_arg", "user_fraction"]
 
 CHAMPION = CHAMPION_ARM
 CHALLENGER = CHALLENGER_ARM
@@ -45,8 +45,19 @@ def arm_of(user_id: str, share: float, salt: str = DEFAULT_SALT) -> str:
     return CHALLENGER if user_fraction(user_id, salt) < share else CHAMPION
 
 
+def share_arg(text: str) -> float:
+    """An argparse type: a challenger share in [0, 1], with a clear message otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
 def add_share_argument(parser: argparse.ArgumentParser,
                        help_text: str = "the challenger's share of the users, in [0, 1] (default %(default)s)"
                        ) -> None:
     """Adds ``--share`` (a float, default :data:`DEFAULT_SHARE`) to a command line that assigns arms."""
-    parser.add_argument("--share", type=float, default=DEFAULT_SHARE, help=help_text)
+    parser.add_argument("--share", type=share_arg, default=DEFAULT_SHARE, help=help_text)

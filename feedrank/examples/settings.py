@@ -1,9 +1,8 @@
 """The example-generation settings and their defaults, declared once.
 
 The run config's ``examples:`` section (`feedrank.config.ExamplesConfig`),
-the Beam graph's `feedrank.examples.beam_pipeline.ExampleGenConfig`, the
-builder's `feedrank.examples.build.BuildConfig` and the `BehaviorExampleGen`
-component all take their defaults from `ExampleSettings`.  This module
+the Beam graph's `feedrank.examples.beam_pipeline.ExampleGenConfig` and the
+`BehaviorExampleGen` component all take their defaults from `ExampleSettings`.  This module
 imports neither Beam nor TensorFlow, so the config loads without them.
 """
 from __future__ import annotations

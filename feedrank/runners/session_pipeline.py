@@ -90,7 +90,7 @@ def create_session_pipeline(cfg: Config, target: Optional[PipelineTarget] = None
 
 
 def session_schema_file(target: PipelineTarget) -> str:
-    """The session samples' schema beside the rankers' (`feedrank.sessions.schema`): written here
+    """The session samples' schema beside the rankers' (`feedrank.sessions.tfdv_schema`): written here
     for a local run; in the image for Kubeflow (the Dockerfile's `write_config_schemas`)."""
     from feedrank.sessions.tfdv_schema import schema_path, write_schema
 

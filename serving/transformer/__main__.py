@@ -20,20 +20,11 @@ import logging
 import sys
 from typing import List, Optional
 
+from feedrank.ab.assign import share_arg
 from serving.common.guard import GuardConfig
 from serving.common.server import ServerOptions, serve
 from serving.transformer import served_log
 from serving.transformer.ranker import Ranker, RankerConfig
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -71,7 +62,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ab = p.add_argument_group("A/B test and served log")
     ab.add_argument("--challenger-url", default="", help="the challenger's predictor (none: no A/B test, "
                                                          "everybody is served by the champion)")
-    ab.add_argument("--challenger-share", type=_share, default=d.challenger_share,
+    ab.add_argument("--challenger-share", type=share_arg, default=d.challenger_share,
                     help="share of users in the challenger arm (default %(default)s)")
     ab.add_argument("--ab-salt", default=d.ab_salt, help="salt of the user hash (a new salt reshuffles users)")
     ab.add_argument("--show", type=_non_negative_int, default=d.show,

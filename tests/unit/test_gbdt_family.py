@@ -165,7 +165,7 @@ def test_the_forest_trains_in_one_pass_with_validation_curves(trained):
 
 
 def _in_fresh_process(function: str, trained):
-    """``tests.test_gbdt_family.<function>(model dir, records file)`` run by a new Python process."""
+    """``tests.unit.test_gbdt_family.<function>(model dir, records file)`` run by a new Python process."""
     code = ("import json, sys\n"
             f"from tests.unit.test_gbdt_family import {function}\n"
             f"print('RESULT ' + json.dumps({function}(sys.argv[1], sys.argv[2])))\n")
