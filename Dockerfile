@@ -3,7 +3,7 @@
 #   docker build --target cpu -t $REGISTRY/pipeline:$VERSION .       every component
 #   docker build --target gpu -t $REGISTRY/pipeline-gpu:$VERSION .   the Trainer on the GPU pool
 #
-# (README, "Run on Kubeflow"; the names are those of configs/kubeflow.yaml, and
+# (docs/kubeflow.md, "The cluster path"; the names are those of configs/kubeflow.yaml, and
 # tests/unit/test_images.py checks that every image of the compiled package has a target here.)
 # Both targets install the same lock (requirements.txt); the GPU target adds the CUDA
 # libraries TensorFlow 2.16.2 was built against (requirements-gpu.txt). Python 3.11 to
@@ -20,7 +20,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /pipeline
 
 # The lock is complete (every transitive pin); TFX 1.16's wheel says Requires-Python
-# <3.11 but runs on 3.11 (README, "Install"). Dependencies come before the code, so a
+# <3.11 but runs on 3.11 (docs/install.md). Dependencies come before the code, so a
 # code change reuses this layer.
 COPY requirements.txt .
 RUN pip install --upgrade pip==24.3.1 \

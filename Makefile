@@ -22,7 +22,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==24.3.1
 	# The lock is complete (every transitive pin); TFX 1.16's wheel says
-	# Requires-Python <3.11 but runs on 3.11 (see README, "Install").
+	# Requires-Python <3.11 but runs on 3.11 (docs/install.md).
 	$(PY) -m pip install -q --no-deps --ignore-requires-python -r requirements.txt
 	# The project itself, editable: feedrank, components, serving and pipeline
 	# importable from anywhere; --no-deps and no build isolation, so only the lock is used.

@@ -2,7 +2,7 @@
 folder markers, the serving-environment fixtures and the tiny-data fixtures.
 
 The project is installed (`pip install -e .`, done by `make install`), so
-`feedrank`, `components` and `pipeline` import without any path setup.
+`feedrank`, `components`, `serving` and `pipeline` import without any path setup.
 Helpers that tests import live in `tests/helpers/`.
 """
 import os

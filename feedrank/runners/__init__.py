@@ -1,1 +1,4 @@
-"""Orchestrator back ends other than the local LocalDagRunner (Kubeflow Pipelines)."""
+"""Where and how the pipelines run: the local LocalDagRunner (`local`), Kubeflow Pipelines
+(`kubeflow`, `kubeflow_config`, `kfp_client`, `cli`), what differs per runner (`target`),
+the session recommender's pipeline (`session_pipeline`), the stages both pipelines share
+(`stages`) and what the command line prints (`console`)."""

@@ -209,7 +209,7 @@ def tracking_uri(cfg, start: bool = True) -> str:
 
 def ensure_tracking(cfg):
     """``cfg`` with ``mlflow.tracking_uri`` resolved: the local server started/reused, or the
-    remote one checked.  `pipeline.run` calls this before building the pipeline."""
+    remote one checked.  `feedrank.runners.local.run_local` calls this before building the pipeline."""
     import dataclasses
 
     return dataclasses.replace(cfg, mlflow=dataclasses.replace(cfg.mlflow, tracking_uri=tracking_uri(cfg)))

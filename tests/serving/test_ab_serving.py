@@ -1,8 +1,8 @@
 """A/B arms in the ranking endpoint, as real servers: the transformer with a
 champion and a challenger predictor stand-in (different versions) on a real
 Redis.  The user-hash assignment (stable, share respected), the response
-fields and header, debug requests (forced arm, nothing logged), the new
-fields' 400s, and the served log: impressions of the shown posts in
+fields and header, debug requests (forced arm, nothing logged), 400s for a
+bad ``show``, ``context.request_id`` or ``debug``, and the served log: impressions of the shown posts in
 ``fr:events`` and one record per request (answered or refused) in
 ``fr:requests``, also while Redis is down."""
 from __future__ import annotations

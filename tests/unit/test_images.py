@@ -1,6 +1,6 @@
 """The images the cluster runs: every image of the compiled package has a build target.
 
-The naming convention is the README's build commands ("Run on Kubeflow"):
+The naming convention is the build commands of docs/kubeflow.md ("The cluster path"):
 `docker build --target <stage> -t <image> .` for each image, with the shell variables
 set in the same code block. The Dockerfile is checked statically (there is no Docker
 engine in CI): its `FROM ... AS <stage>` lines, and what each target's stages copy and

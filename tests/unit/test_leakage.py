@@ -14,7 +14,7 @@ change: the ``valid_from`` column).  Then, for every example before T:
 * tf.Transform (T = ``valid_start_ts``): the real ``preprocessing_fn``
   analysed by tft_beam on the train split (the only split the pipeline's
   Transform analyses) gives every train example identical transformed model
-  inputs (`features.model_input_names`);
+  inputs (`FeatureSpec.model_input_names`);
 * the model's in-graph inputs from the vectors (T = ``valid_start_ts``): the
   similarity and match features the model computes for every train example
   from the vectors mapped onto Transform's vocabulary are identical.
