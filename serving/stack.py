@@ -8,15 +8,24 @@ the predictor (``--model``) and the transformer (``make serve``).
     python -m serving.stack --log data/demo --model models:/feedrank-demo@champion \
         --challenger-model models:/feedrank-demo@challenger --challenger-share 0.5 --sink-dir runs/ab
 
-Starts ``redis-server`` on loopback (no persistence) unless one already
-answers on ``--redis-port``, seeds it from ``--log`` with the item / user
-columns the served model's feature contract declares (skipped when already
-seeded), starts the updater on the ``fr:events`` stream; with ``--model``
-the predictor (``newest``: the model under ``--model-store`` with the newest
-pushed version; a model or version directory; or ``models:/<name>@<alias>``)
-and the transformer against it, or with ``--predictor-url`` the transformer
-against that predictor (both in the serving environment).  Prints the URLs
-and a ready-to-paste ``curl``; Ctrl-C stops what it started.
+Starts ``redis-server`` on loopback unless one already answers on
+``--redis-port`` (empty at start; an append-only file under
+``<workdir>/redis`` keeps its data across its own restarts), seeds it from
+``--log`` with the item / user columns the served model's feature contract
+declares (skipped when already seeded), starts the updater on the
+``fr:events`` stream; with ``--model`` the predictor (``newest``: the model
+under ``--model-store`` with the newest pushed version; a model or version
+directory; or ``models:/<name>@<alias>``) and the transformer against it, or
+with ``--predictor-url`` the transformer against that predictor (both in the
+serving environment).  Prints the URLs and a ready-to-paste ``curl``; Ctrl-C
+stops what it started.
+
+Supervision (`serving.common.procs.Supervisor`): a process of the stack that
+exits is started again (after 0.5 s, doubling per exit, at most 30 s) while
+the others go on; Redis comes back with its append-only file (the features,
+the stream and the consumer groups, up to the last second of writes), the
+transformer answers degraded while it is down and the consumers wait for it.
+Only a process exiting more than 5 times in 5 minutes stops the stack.
 
 A/B test: ``--challenger-model`` (same forms as ``--model``) starts a second
 predictor on ``--challenger-port``; the transformer sends each user to one
@@ -34,10 +43,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from typing import List, Optional
-
-import redis
+from typing import Callable, List, Optional
 
 from feedrank import features as F
 from feedrank.ab.assign import share_arg
@@ -49,28 +55,39 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "redis-server is missing: install it with `sudo apt-get install -y redis-server` (Debian/Ubuntu)"
 
 
-def start_redis(port: int, workdir: str) -> Optional[subprocess.Popen]:
-    """A loopback redis-server on ``port`` (None if one already answers)."""
-    url = stream.local_redis_url(port)
-    try:
-        writer.redis_client(url, 1.0).ping()
+def redis_data_dir(workdir: str) -> str:
+    """Where the stack's Redis keeps its append-only file: ``<workdir>/redis``."""
+    return os.path.join(workdir, "redis")
+
+
+def start_redis(port: int, workdir: str, fresh: bool = False) -> Optional[subprocess.Popen]:
+    """A loopback redis-server on ``port`` with its append-only file under `redis_data_dir`
+    (None if a Redis already answers there).  ``fresh`` deletes that file first, so the
+    server starts empty; otherwise it loads what the file holds."""
+    if procs.redis_ping(port):
         log.info("using the Redis already on port %d", port)
         return None
-    except redis.RedisError:
-        pass
     exe = shutil.which("redis-server")
     if exe is None:
         raise FileNotFoundError(INSTALL_HINT)
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", workdir],
-                            stdout=open(os.path.join(workdir, "redis.log"), "wb"), stderr=subprocess.STDOUT)
-    for _ in range(100):
-        try:
-            writer.redis_client(url, 1.0).ping()
-            return proc
-        except redis.RedisError:
-            time.sleep(0.1)
-    raise RuntimeError(f"redis-server did not start on port {port}; see {workdir}/redis.log")
+    data_dir, log_path = redis_data_dir(workdir), os.path.join(workdir, "redis.log")
+    if fresh:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        open(log_path, "wb").close()
+    proc = procs.spawn_redis(exe, port, data_dir, log_path)
+    try:
+        procs.wait_redis(port, 60.0, proc, log_path)
+    except RuntimeError:
+        procs.stop(proc)
+        raise
+    return proc
+
+
+def redis_restart(port: int, workdir: str) -> Callable[[], subprocess.Popen]:
+    """Starts the stack's Redis again on ``port`` from its append-only file (for the supervisor:
+    returns at once, the other processes retry until it has loaded its data)."""
+    exe = shutil.which("redis-server") or "redis-server"
+    return lambda: procs.spawn_redis(exe, port, redis_data_dir(workdir), os.path.join(workdir, "redis.log"))
 
 
 def newest_model_dir(store: str) -> str:
@@ -158,6 +175,13 @@ def sink_command(redis_url: str, sink_dir: str) -> List[str]:
             "--events-dir", os.path.join(sink_dir, "events"), "--requests-dir", os.path.join(sink_dir, "requests")]
 
 
+def consumer(cmd: List[str], log_path: str, append: bool = False) -> subprocess.Popen:
+    """Starts a stream consumer (the updater, the sink) in the pipeline environment, its output
+    to ``log_path`` (``append``: after what is there, as a restarted process does)."""
+    return subprocess.Popen(cmd, stdout=open(log_path, "ab" if append else "wb"), stderr=subprocess.STDOUT,
+                            cwd=procs.REPO_ROOT, env=procs.serving_env())
+
+
 def example_request(log_dir: str, n: int = 5) -> dict:
     """A request for the log's most active user and ``n`` posts."""
     ev = io.read_events(log_dir)
@@ -202,12 +226,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         signal.signal(sig, signal.default_int_handler)
     os.makedirs(args.workdir, exist_ok=True)
     url = stream.local_redis_url(args.redis_port)
-    started: List[subprocess.Popen] = []
+    workdir = os.path.abspath(args.workdir)
+    sup = procs.Supervisor()   # every process it starts is started again when it exits
     try:
         source = predictor_source(args.model, args.model_store, args.tracking_uri) if args.model else []
         challenger = (predictor_source(args.challenger_model, args.model_store, args.tracking_uri)
                       if args.challenger_model else [])
-        r = start_redis(args.redis_port, os.path.abspath(args.workdir))
+        r = start_redis(args.redis_port, workdir, fresh=True)
     except (FileNotFoundError, RuntimeError) as e:  # no model / no redis-server / no MLflow
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -227,38 +252,39 @@ def main(argv: Optional[List[str]] = None) -> int:
             procs.stop(r)
         return 2
     if r is not None:
-        started.append(r)
+        sup.add("redis", r, redis_restart(args.redis_port, workdir), os.path.join(workdir, "redis.log"))
     try:
         p_log = os.path.join(args.workdir, "predictor.log")
         if source:  # loads and warms up while Redis is seeded
             log.info("starting the predictor on %s", source[1])
-            predictor = procs.start_server("serving.predictor", [
-                *source, "--model-name", args.model_name, "--http-port", str(args.predictor_port)], p_log)
-            started.append(predictor)
+            p_args = [*source, "--model-name", args.model_name, "--http-port", str(args.predictor_port)]
+            predictor = sup.add("predictor", procs.start_server("serving.predictor", p_args, p_log),
+                                lambda: procs.start_server("serving.predictor", p_args, p_log, append=True), p_log)
             args.predictor_url = f"http://127.0.0.1:{args.predictor_port}"
         c_log, challenger_url = os.path.join(args.workdir, "challenger.log"), ""
         if challenger:
             log.info("starting the challenger predictor on %s", challenger[1])
-            c_proc = procs.start_server("serving.predictor", [
-                *challenger, "--model-name", args.model_name, "--http-port", str(args.challenger_port)], c_log)
-            started.append(c_proc)
+            c_args = [*challenger, "--model-name", args.model_name, "--http-port", str(args.challenger_port)]
+            c_proc = sup.add("challenger", procs.start_server("serving.predictor", c_args, c_log),
+                             lambda: procs.start_server("serving.predictor", c_args, c_log, append=True), c_log)
             challenger_url = f"http://127.0.0.1:{args.challenger_port}"
         client = writer.redis_client(url)
         try:
             bootstrap.bootstrap(client, args.log, redis_layout.Keys(), spec=spec)
         except bootstrap.AlreadySeeded as e:
             log.info("%s", e)
+            bootstrap.ensure_columns(client, args.log, redis_layout.Keys(), spec)   # the columns the model reads
         updater_log = os.path.join(args.workdir, "updater.log")
-        started.append(subprocess.Popen(
-            [sys.executable, "-m", "serving.features.updater", "--redis", url, "--stream", stream.DEFAULT_STREAM,
-             *(["--delay-s", str(args.updater_delay_s)] if args.updater_delay_s else [])],
-            stdout=open(updater_log, "wb"), stderr=subprocess.STDOUT, cwd=procs.REPO_ROOT,
-            env=procs.serving_env()))
+        updater_cmd = [sys.executable, "-m", "serving.features.updater", "--redis", url, "--stream",
+                       stream.DEFAULT_STREAM]
+        if args.updater_delay_s:
+            updater_cmd += ["--delay-s", str(args.updater_delay_s)]
+        sup.add("updater", consumer(updater_cmd, updater_log),
+                lambda: consumer(updater_cmd, updater_log, append=True), updater_log)
         print(f"redis:   {url}  (events: XADD {stream.DEFAULT_STREAM}; updater log {updater_log})")
         if args.sink_dir:
-            sink_log = os.path.join(args.workdir, "sink.log")
-            started.append(subprocess.Popen(sink_command(url, args.sink_dir), stdout=open(sink_log, "wb"),
-                                            stderr=subprocess.STDOUT, cwd=procs.REPO_ROOT, env=procs.serving_env()))
+            sink_log, sink_cmd = os.path.join(args.workdir, "sink.log"), sink_command(url, args.sink_dir)
+            sup.add("sink", consumer(sink_cmd, sink_log), lambda: consumer(sink_cmd, sink_log, append=True), sink_log)
             print(f"sink:    served log -> {args.sink_dir}/events, {args.sink_dir}/requests  (log {sink_log})")
         if source:
             procs.wait_ready(f"{args.predictor_url}/v2/models/{args.model_name}/ready", 600, predictor, p_log)
@@ -269,19 +295,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"challenger: {challenger_url}/v1/models/{args.model_name}:predict  "
                   f"({100 * args.challenger_share:g}% of users; log {c_log})")
         if args.predictor_url:
-            t_log = os.path.join(args.workdir, "transformer.log")
-            started.append(procs.start_server("serving.transformer",
-                                              transformer_args(args, url, challenger_url), t_log))
+            t_log, t_args = os.path.join(args.workdir, "transformer.log"), transformer_args(args, url, challenger_url)
+            t_proc = sup.add("transformer", procs.start_server("serving.transformer", t_args, t_log),
+                             lambda: procs.start_server("serving.transformer", t_args, t_log, append=True), t_log)
             t_url = f"http://127.0.0.1:{args.transformer_port}"
-            procs.wait_ready(f"{t_url}/v1/models/{args.model_name}", 120, started[-1], t_log)
+            procs.wait_ready(f"{t_url}/v1/models/{args.model_name}", 120, t_proc, t_log)
             body = json.dumps(example_request(args.log))
             print(f"ranking: {t_url}/v1/models/{args.model_name}:predict  (log {t_log})")
             print(f"try:     curl -s -H 'Content-Type: application/json' -d '{body}' "
                   f"{t_url}/v1/models/{args.model_name}:predict")
         print("Ctrl-C stops the stack.")
-        while all(proc.poll() is None for proc in started):
-            time.sleep(1.0)
-        log.error("a process of the stack exited; stopping the rest (logs in %s)", args.workdir)
+        sup.run()   # a process that exits is started again; the others go on meanwhile
+        return 0
+    except procs.CrashLoop as e:
+        log.error("%s; stopping the stack (logs in %s)", e, args.workdir)
         return 1
     except KeyboardInterrupt:
         return 0
@@ -289,8 +316,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
-        for proc in reversed(started):
-            procs.stop(proc)
+        sup.stop_all()
 
 
 if __name__ == "__main__":

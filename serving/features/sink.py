@@ -22,7 +22,12 @@ Exactly once, across crashes and restarts (one sink per directory):
 * on start the sink takes over the group's pending entries (also those of
   another consumer name) and re-reads them before new ones, so an entry read
   but not yet written is written after the restart; leftover ``.tmp`` files
-  are removed.
+  are removed;
+* when the group vanishes (Redis restarted without its data, the stream
+  deleted: ``NOGROUP``), the sink creates it again from the stream's start,
+  logs one line and counts it (``group_recreated``); entries already in a part
+  are skipped by the watermark above.  Redis outages are waited out and
+  counted (``redis_outages``); both appear in the sink's exit line.
 
 Runs in the pipeline environment (pyarrow); the part files are a log
 directory's ``events/`` table (`feedrank.events.io`).
@@ -30,6 +35,7 @@ directory's ``events/`` table (`feedrank.events.io`).
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import os
 import re
@@ -127,14 +133,10 @@ class StreamSink:
         self.written = self.skipped = 0
         self.start()
 
-    def start(self) -> None:
-        """Creates the group if needed, takes over its pending entries and re-reads them first."""
-        try:
-            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-            log.info("created consumer group %s on %s", self.group, self.stream)
-        except redis.ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
+    def start(self) -> bool:
+        """Creates the group if needed (True if it did), takes over its pending entries and
+        re-reads them first."""
+        created = stream.ensure_group(self.client, self.stream, self.group, "0")
         for c in self.client.xinfo_consumers(self.stream, self.group):
             name = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
             if name != self.consumer and int(c.get("pending", 0)):
@@ -146,6 +148,7 @@ class StreamSink:
                         break
                 log.info("took over the pending entries of consumer %s on %s", name, self.stream)
         self.pending_cursor: Optional[str] = "0"
+        return created
 
     def read_pending(self, count: int) -> None:
         """Re-reads entries delivered before (not acknowledged); ends the phase when none are left."""
@@ -199,6 +202,7 @@ class Sink:
                  flush_s: float = 1.0, block_ms: int = 500):
         self.client, self.sinks, self.batch, self.flush_s, self.block_ms = client, sinks, batch, flush_s, block_ms
         self.by_stream = {s.stream: s for s in sinks}
+        self.stats: collections.Counter = collections.Counter()   # group_recreated, redis_outages
         self._stop = False
 
     def stop(self, *_args) -> None:
@@ -230,18 +234,22 @@ class Sink:
     def run(self, idle_exit_s: Optional[float] = None) -> None:
         """Loops until stopped (or idle for ``idle_exit_s``), then writes what it holds."""
         def recover(e: Exception) -> bool:
-            if "NOGROUP" not in str(e):
+            if not stream.is_nogroup(e):
                 return False
-            log.warning("consumer group gone (stream recreated?): creating it again")
-            for s in self.sinks:
-                s.start()
+            created = sum(s.start() for s in self.sinks)
+            if created:
+                self.stats["group_recreated"] += created
+                log.warning("consumer group %s gone (%s): created it again from the stream's start on %d "
+                            "stream(s) (%d time(s) so far)", self.sinks[0].group, str(e).splitlines()[0],
+                            created, self.stats["group_recreated"])
             return True
 
         stream.run_until_stopped(self.step, lambda: self._stop, idle_exit_s, recover=recover,
-                                 active=lambda: any(s.buffer for s in self.sinks))
+                                 active=lambda: any(s.buffer for s in self.sinks), stats=self.stats)
         for s in self.sinks:
             s.flush()
-        log.info("sink stopped: %s", {s.stream: {"written": s.written, "skipped": s.skipped} for s in self.sinks})
+        log.info("sink stopped: %s, %s", {s.stream: {"written": s.written, "skipped": s.skipped}
+                                          for s in self.sinks}, dict(self.stats))
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -17,15 +17,29 @@ from the entries it reads).  The delay is in event time, not wall time: a
 simulated clock may run much faster than the wall clock.  An entry whose
 ``ts`` is not a number is released at once (the writer then rejects it).
 ``S = 0`` (the default) applies every batch as it is read.
+
+Nothing is skipped silently.  `stats` counts, by outcome and reason: events
+applied, duplicates, rows the row checks rejected (``rejected_<reason>``),
+events Redis refused (``failed_<error code>``, e.g. ``WRONGTYPE``: logged
+with their id, counted and acknowledged, so that one bad event cannot stop
+the stream; a transient refusal such as ``OOM`` is an outage instead, and the
+batch is applied again once Redis recovers), consumer groups
+created again after a ``NOGROUP`` (``group_recreated``) and Redis outages
+(``redis_outages``).  They are logged every ``--stats-every-s`` seconds when
+they changed, and at exit, and with ``--metrics-port`` served to Prometheus
+as ``feedrank_updater_events_total{outcome}`` and
+``feedrank_updater_recoveries_total{kind}``.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import math
 import signal
 import sys
-from typing import Dict, List, Optional, Tuple
+import time
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import redis
 
@@ -34,6 +48,7 @@ from serving.features import bootstrap as bootstrap_lib
 from serving.features import declared, redis_layout, writer
 
 log = logging.getLogger(__name__)
+RECOVERIES = ("group_recreated", "redis_outages")   # stats that are recoveries, not event outcomes
 
 
 class Updater:
@@ -47,11 +62,23 @@ class Updater:
         self.delay_s = float(delay_s)
         self.watermark: Optional[float] = None   # newest event ts read (delay mode)
         self._held: Dict[str, Tuple[float, Dict[str, str]]] = {}   # entry id -> (release ts, fields)
+        self.loop_stats: collections.Counter = collections.Counter()   # Redis outages
         self._stop = False
+
+    @property
+    def stats(self) -> collections.Counter:
+        """Event outcomes and recoveries so far (the writer's, the source's and the loop's)."""
+        out = collections.Counter(self.writer.stats)
+        out.update(getattr(self.source, "stats", {}))
+        out.update(self.loop_stats)
+        return out
 
     def stop(self, *_args) -> None:
         """Asks the loop to end after the current batch."""
         self._stop = True
+
+    def _apply(self, rows: List[Dict[str, str]]) -> None:
+        self.writer.apply(writer.events_frame(rows))
 
     def step(self) -> int:
         """Reads, applies and acknowledges one batch; returns its size."""
@@ -60,8 +87,7 @@ class Updater:
         entries = self.source.read(self.batch, self.block_ms)
         if not entries:
             return 0
-        df = writer.events_frame(fields for _, fields in entries)
-        self.writer.apply(df)
+        self._apply([fields for _, fields in entries])
         self.source.ack([entry_id for entry_id, _ in entries])
         return len(entries)
 
@@ -85,22 +111,65 @@ class Updater:
         else:
             due = [e for e, (t, _) in self._held.items() if t <= self.watermark]
         if due:
-            self.writer.apply(writer.events_frame(self._held[e][1] for e in due))
+            self._apply([self._held[e][1] for e in due])
             self.source.ack(due)
             for e in due:
                 del self._held[e]
         return len(entries)
 
-    def run(self, idle_exit_s: Optional[float] = None) -> None:
-        """Loops until stopped (or idle for ``idle_exit_s`` seconds)."""
+    def run(self, idle_exit_s: Optional[float] = None, stats_every_s: float = 60.0) -> None:
+        """Loops until stopped (or idle for ``idle_exit_s`` seconds), logging `stats`
+        every ``stats_every_s`` seconds when they changed."""
+        last = {"at": time.monotonic(), "stats": dict(self.stats)}
+
         def step() -> int:
             n = self.step()
             if n:
-                log.debug("applied a batch of %d (%s)", n, dict(self.writer.stats))
+                log.debug("applied a batch of %d", n)
+            if time.monotonic() - last["at"] >= stats_every_s:
+                now = dict(self.stats)
+                if now != last["stats"]:
+                    log.info("updater: %s", _fmt(now))
+                last.update(at=time.monotonic(), stats=now)
             return n
 
-        stream.run_until_stopped(step, lambda: self._stop, idle_exit_s)
-        log.info("updater stopped: %s", dict(self.writer.stats))
+        stream.run_until_stopped(step, lambda: self._stop, idle_exit_s, stats=self.loop_stats)
+        log.info("updater stopped: %s", _fmt(dict(self.stats)))
+
+
+def _fmt(stats: Dict[str, int]) -> str:
+    """``name=count`` pairs in name order."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(stats.items())) or "nothing yet"
+
+
+class StatsCollector:
+    """The updater's `stats` as Prometheus counters (for ``prometheus_client`` registries)."""
+
+    def __init__(self, up: Updater):
+        self.up = up
+
+    def collect(self) -> Iterator:
+        from prometheus_client.core import CounterMetricFamily
+
+        events = CounterMetricFamily("feedrank_updater_events", "Stream events by outcome (applied, "
+                                     "duplicates, rejected_<reason>, failed_<redis error>).", labels=["outcome"])
+        recoveries = CounterMetricFamily("feedrank_updater_recoveries", "Consumer groups created again "
+                                         "(group_recreated) and Redis outages survived (redis_outages).",
+                                         labels=["kind"])
+        for name, n in sorted(self.up.stats.items()):
+            (recoveries if name in RECOVERIES else events).add_metric([name], n)
+        yield events
+        yield recoveries
+
+
+def serve_metrics(up: Updater, port: int) -> None:
+    """Serves `StatsCollector` on ``http://0.0.0.0:<port>/metrics`` (a daemon thread)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(StatsCollector(up))
+    start_http_server(port, registry=registry)
+    log.info("metrics on :%d/metrics", port)
 
 
 def _event_ts(fields: Dict[str, str]) -> Optional[float]:
@@ -136,6 +205,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "read has passed its ts + this many seconds (0: apply at once)")
     p.add_argument("--idle-exit-s", type=float, default=None,
                    help="exit after this many idle seconds (default: run until stopped)")
+    p.add_argument("--stats-every-s", type=float, default=60.0,
+                   help="log the event outcomes this often when they changed (default %(default)s)")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve the event outcomes to Prometheus on this port (default: off)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -174,10 +247,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                  delay_s=args.delay_s)
     signal.signal(signal.SIGTERM, up.stop)
     signal.signal(signal.SIGINT, up.stop)
+    if args.metrics_port:
+        try:
+            serve_metrics(up, args.metrics_port)
+        except OSError as e:
+            print(f"updater: cannot serve metrics on port {args.metrics_port}: {e}", file=sys.stderr)
+            return 2
     log.info("updater consuming %s (%s) into namespace '%s'%s", args.stream if args.source == "redis"
              else args.kafka_topic, args.source, args.prefix,
              f", delayed {args.delay_s:g} s in event time" if args.delay_s else "")
-    up.run(idle_exit_s=args.idle_exit_s)
+    up.run(idle_exit_s=args.idle_exit_s, stats_every_s=args.stats_every_s)
     return 0
 
 
