@@ -1,12 +1,13 @@
-"""The naive peer for benchmarks/serving.py: the same SavedModel served the way
-people start with KServe.
+"""The naive peer of ``benchmarks/serving.py``: the same SavedModel served the
+way people start with KServe.
 
 A stock ``kserve.ModelServer`` with a plain synchronous ``kserve.Model``, v1
 ``{"instances": [...]}`` with **one instance per candidate row** that repeats
 the user's whole side (histories included), no user sharing, no batching
-control, no thread pool.
+control, no thread pool.  It takes every input of the model's signature
+(the declared columns included) and answers one probability per row.
 
-    .venv-serving/bin/python benchmarks/naive_predictor.py --model-dir DIR --http-port 8081
+    .venv-serving/bin/python -m benchmarks.naive_predictor --model-dir DIR --http-port 8081
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ class NaivePredictor(kserve.Model):
 
 
 def newest(model_dir: str) -> str:
+    """``model_dir`` when it is a version directory, else its newest numeric version."""
     if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
         return model_dir
     versions = sorted((d for d in os.listdir(model_dir) if d.isdigit()), key=int)
@@ -57,6 +59,7 @@ def newest(model_dir: str) -> str:
 
 
 def main() -> int:
+    """Serves ``--model-dir`` as ``--model-name`` on ``--http-port`` (REST only)."""
     p = argparse.ArgumentParser()
     p.add_argument("--model-dir", required=True)
     p.add_argument("--model-name", default="naive")
