@@ -8,6 +8,11 @@
 * ``guard``: ASGI middleware for POSTs: body-size limit, gzip request
   bodies, in-flight limit (503 + Retry-After), latency metrics.
 * ``metrics``: the Prometheus metrics (served by kserve at ``/metrics``).
+* ``management``: model management (kserve's repository load / unload,
+  ``/admin/*``) only with ``Authorization: Bearer <FEEDRANK_ADMIN_TOKEN>``, off
+  without that variable; unload takes a model out of service, load brings it
+  back; readiness is true only while every model (and what the server calls)
+  is ready.
 * ``server``: ``serve([model], ServerOptions(...))`` runs kserve's REST
   server with all of the above, and ``configure_app`` for extra routes.
 * ``procs``: free ports (``feedrank.ports``), start/stop a server subprocess,

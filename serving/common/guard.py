@@ -7,7 +7,10 @@
 * **gzip**: ``Content-Encoding: gzip`` bodies are decompressed here (the
   decompressed size is limited too, against zip bombs) so handlers see
   plain bytes; other encodings get 415;
-* **metrics**: latency histogram and counts by route and status.
+* **metrics**: latency histogram and counts by route and status;
+* **v2 JSON without a Content-Type**: a v2 infer request with neither
+  ``Content-Type`` nor ``Inference-Header-Content-Length`` is read as JSON,
+  as Triton reads it (:func:`needs_json_content_type`).
 
 GET requests (health, readiness, metadata, /metrics) pass straight through.
 """
@@ -63,6 +66,17 @@ async def send_json(send: Send, status: int, body: Dict[str, object],
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": data})
+
+
+def needs_json_content_type(path: str, headers: List[Tuple[bytes, bytes]]) -> bool:
+    """Whether a POST is a v2 infer request to read as JSON although it names no
+    ``Content-Type``: official Open Inference Protocol clients (tritonclient,
+    kserve's REST client) send JSON that way, and Triton reads a body without
+    ``Inference-Header-Content-Length`` as JSON.  A binary request keeps that header."""
+    if not path.rstrip("/").endswith("/infer"):
+        return False
+    names = {k.lower() for k, _ in headers}
+    return b"content-type" not in names and b"inference-header-content-length" not in names
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
@@ -157,6 +171,8 @@ class RequestGuard:
             new_headers = [(k, v) for k, v in scope.get("headers", [])  # type: ignore[union-attr]
                            if k not in (b"content-encoding", b"content-length")]
             new_headers.append((b"content-length", str(len(body)).encode()))
+            if needs_json_content_type(str(scope.get("path", "")), new_headers):
+                new_headers.append((b"content-type", b"application/json"))
             inner_scope = dict(scope, headers=new_headers)
             sent = {"done": False}
 

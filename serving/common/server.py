@@ -8,6 +8,12 @@ from it for a bad request.  ``configure_app(app)`` may add routes (admin,
 ranking) to the FastAPI app before it starts; with such routes the model
 list may be empty (plain FastAPI handlers get the same guard and errors).  gRPC is off: the REST server
 is the contract here.
+
+Management (`serving.common.management`): kserve's repository load / unload and
+``/admin/*`` answer only to ``Authorization: Bearer <FEEDRANK_ADMIN_TOKEN>`` and are
+off without that variable; unload takes a model out of service without
+deleting it, load brings it back; ``/v2/health/ready`` is true only while every
+model (and ``ServerOptions.ready_check``, e.g. the transformer's champion predictor) is ready.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import struct
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import kserve
 from fastapi import FastAPI
@@ -27,6 +33,14 @@ from uvicorn.importer import import_from_string
 from serving.common import metrics
 from serving.common.errors import BadRequest, install_error_handlers
 from serving.common.guard import GuardConfig, RequestGuard
+from serving.common.management import (
+    PUBLIC_ROUTES,
+    ManagedRepositoryExtension,
+    ManagementAuth,
+    ReadyCheck,
+    admin_token_from_env,
+    install_readiness,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +57,9 @@ class ServerOptions:
     guard: GuardConfig = dataclasses.field(default_factory=GuardConfig)
     executor_threads: int = 4
     configure_app: Optional[Callable[[FastAPI], None]] = None
+    admin_token: Optional[str] = None      # None: FEEDRANK_ADMIN_TOKEN; "": management off
+    public_routes: Tuple[Tuple[str, str], ...] = PUBLIC_ROUTES   # read-only routes left open
+    ready_check: Optional[ReadyCheck] = None   # what else must be ready (the transformer's predictor)
 
 
 class GuardedRESTServer(RESTServer):
@@ -58,6 +75,9 @@ class GuardedRESTServer(RESTServer):
         app: FastAPI = import_from_string(KSERVE_APP)
         install_error_handlers(app)
         app.add_middleware(RequestGuard, config=self.options.guard)
+        token = admin_token_from_env() if self.options.admin_token is None else self.options.admin_token
+        app.add_middleware(ManagementAuth, token=token, public=self.options.public_routes)
+        log.info("model management %s", "needs the bearer token" if token else "is off (no FEEDRANK_ADMIN_TOKEN)")
         if self.options.configure_app is not None:
             self.options.configure_app(app)
 
@@ -94,8 +114,9 @@ def serve(models: List[kserve.Model], options: ServerOptions) -> None:
             raise RuntimeError(f"model {m.name!r} is not ready; load it before serving")
         model_server.register_model(m)
     _guard_decode(model_server.dataplane)
+    install_readiness(model_server, options.ready_check)
     rest = GuardedRESTServer(options, KSERVE_APP, model_server.dataplane,
-                             model_server.model_repository_extension, options.http_port)
+                             ManagedRepositoryExtension(model_server.registered_models), options.http_port)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

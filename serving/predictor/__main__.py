@@ -6,6 +6,11 @@
 
 Run it with the serving environment's Python, where ``make serving-install``
 installed the project (``make serve-predictor`` does both).
+
+Model management (``POST /admin/reload``, kserve's ``/v2/repository/models/<name>/load``
+and ``unload``) is off unless ``FEEDRANK_ADMIN_TOKEN`` is set in the environment;
+then it needs ``Authorization: Bearer <token>``.  ``GET /admin/version`` (the served
+version) is public.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import sys
 from typing import List, Optional
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 log = logging.getLogger("serving.predictor")
 
@@ -67,16 +73,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
 
     def admin_routes(app: FastAPI) -> None:
+        # ManagementAuth (serving.common.server) guards /admin/* but the public GET /admin/version.
         @app.post("/admin/reload")
-        async def reload() -> dict:  # noqa: F811 - route handler
+        async def reload() -> JSONResponse:  # noqa: F811 - route handler
             import asyncio
-            return await asyncio.get_running_loop().run_in_executor(None, model.reload)
+            result = await asyncio.get_running_loop().run_in_executor(None, model.restore)
+            # a failed reload with nothing served is 503; with the old version still served, 200
+            return JSONResponse(result, status_code=200 if result.get("ready") else 503)
 
         @app.get("/admin/version")
         async def version() -> dict:
             cur = model.current
             return {"model": model.name, "version": cur.version if cur else None,
-                    "path": cur.path if cur else None}
+                    "ready": await model.healthy()}
 
     guard = GuardConfig(max_body_bytes=args.max_body_bytes, max_in_flight=args.max_in_flight,
                         retry_after_s=args.retry_after_s)

@@ -14,12 +14,14 @@ model's feature contract (`feedrank.features.FeatureSpec`).
 
 :func:`from_v1` and :func:`from_v2` turn a decoded request into numpy arrays,
 or raise :class:`~serving.common.errors.BadRequest` naming what is wrong.
+A number must be finite and inside its feature's ``[min_value, max_value]``
+(`feedrank.features.DenseFeature`: a CTR or share in [0, 1], a count >= 0).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -81,6 +83,10 @@ class Contract:
             self.inputs.append(Input(name, kind, is_string))
         self.by_name = {i.name: i for i in self.inputs}
         self.max_candidates = max_candidates
+        # (min, max) of each numeric input whose feature declares a range
+        self.ranges: Dict[str, Tuple[Optional[float], Optional[float]]] = {
+            d.name: (d.min_value, d.max_value) for d in spec.dense_features
+            if d.name in self.by_name and (d.min_value is not None or d.max_value is not None)}
 
     # ------------------------------------------------------------------ checks
     def _check_names(self, names: List[str]) -> None:
@@ -110,7 +116,25 @@ class Contract:
         out = arr.astype(np.float32)
         if not np.all(np.isfinite(out)):
             raise BadRequest(f"input {inp.name!r} holds a non-finite number")
+        if inp.name in self.ranges:
+            self._check_range(inp.name, out)
         return out
+
+    def _check_range(self, name: str, values: np.ndarray) -> None:
+        """BadRequest naming the first value of ``name`` outside its feature's range."""
+        lo, hi = self.ranges[name]
+        bad = np.zeros(values.shape, bool)
+        if lo is not None:
+            bad |= values < np.float32(lo)
+        if hi is not None:
+            bad |= values > np.float32(hi)
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            at = f" at index {list(map(int, where))}" if values.ndim else ""
+            allowed = (f"[{lo:g}, {hi:g}]" if lo is not None and hi is not None
+                       else f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+            raise BadRequest(f"input {name!r} has {float(values[tuple(where)]):g}{at}, outside its "
+                             f"allowed range {allowed} ({int(bad.sum())} value(s) out of range)")
 
     def _shape_user(self, inp: Input, arr: np.ndarray) -> np.ndarray:
         if inp.kind == USER_SEQ:

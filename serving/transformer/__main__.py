@@ -12,6 +12,12 @@ each user is served by the arm ``feedrank.ab.assign.arm_of(user,
 --challenger-share, --ab-salt)`` gives.  Every answered or refused request is
 logged to the ``fr:requests`` stream and the shown posts' impressions to
 ``fr:events`` (``--no-log-events`` turns the served log off).
+
+Readiness (``/v2/health/ready``, ``/v1/models/<model-name>``) is true only while
+the champion predictor says its model is ready (asked at most once a second;
+``--no-predictor-health-check`` turns that off).  Model management (kserve's
+``/v2/repository/...``) is off unless ``FEEDRANK_ADMIN_TOKEN`` is set, then needs
+``Authorization: Bearer <token>``.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from typing import List, Optional
 
 from feedrank.ab.assign import share_arg
 from serving.common.guard import GuardConfig
+from serving.common.management import UpstreamReadiness
 from serving.common.server import ServerOptions, serve
 from serving.transformer import served_log
 from serving.transformer.ranker import Ranker, RankerConfig
@@ -54,6 +61,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--redis-backoff-s", type=float, default=d.redis_backoff_s,
                    help="after a Redis failure, skip Redis for this long")
     p.add_argument("--predictor-timeout-s", type=float, default=d.predictor_timeout_s)
+    p.add_argument("--predictor-health-check", action=argparse.BooleanOptionalAction, default=True,
+                   help="report ready only while the champion predictor reports its model ready (default on)")
     p.add_argument("--max-candidates", type=int, default=d.max_candidates)
     p.add_argument("--max-body-bytes", type=int, default=g.max_body_bytes)
     p.add_argument("--max-in-flight", type=int, default=g.max_in_flight)
@@ -104,10 +113,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     def configure(app) -> None:   # outermost: sees overload and size refusals too
         app.add_middleware(served_log.RequestLogMiddleware, log=ranker.served_log)
 
+    # the champion answers every user outside the challenger's share: the transformer is
+    # ready while it is (a dead challenger fails its own arm's requests, 503, counted)
+    upstream = UpstreamReadiness([predictor_url], args.model_name) if args.predictor_health_check else None
     serve([ranker], ServerOptions(http_port=args.http_port, host=args.host, server_name="transformer",
                                   guard=GuardConfig(max_body_bytes=args.max_body_bytes,
                                                     max_in_flight=args.max_in_flight),
-                                  configure_app=configure))
+                                  configure_app=configure, ready_check=upstream))
     return 0
 
 
