@@ -4,7 +4,8 @@
 
 Reads the three tables with `feedrank.events.io`, writes the post-attribute
 store (``items``) and the user regions (``users``), with the columns the
-feature contract of ``--model`` declares (`serving.features.declared`), then
+feature contract of ``--model`` declares (`serving.features.declared`; the
+namespace's ``meta`` hash records which), then
 applies the events in ``(ts, event_id)`` order with the updater's own
 `FeatureWriter`, after the example generator's row checks and duplicate
 resolution (`feedrank.events.validate`).  Events of the last ``--seen-window-s`` seconds
@@ -46,10 +47,7 @@ def bootstrap(client, log_dir: str, keys: redis_layout.Keys, force: bool = False
                                 f"({client.hget(keys.meta, 'source')}); pass --force to replace it")
         log.info("deleted %d keys of namespace %s", writer.flush(client, keys), keys.prefix)
     t0 = time.time()
-    counts: Dict[str, int] = {}
-    for table, load in ((contract.ITEMS, writer.load_items), (contract.USERS, writer.load_users)):
-        counts[table] = load(client, keys, io.read_table(log_dir, table, declared.table_columns(spec, table)),
-                             spec)
+    counts: Dict[str, int] = load_tables(client, log_dir, keys, spec)
     events = io.read_events(log_dir)
     w = writer.FeatureWriter(client, keys, seen_ttl_s=seen_ttl_s)
     good = w.valid_rows(events)
@@ -71,6 +69,26 @@ def bootstrap(client, log_dir: str, keys: redis_layout.Keys, force: bool = False
     client.hset(keys.meta, mapping={"source": log_dir, **{k: str(v) for k, v in counts.items()}})
     log.info("bootstrap of %s into '%s' in %.1f s: %s", log_dir, keys.prefix, time.time() - t0, counts)
     return counts
+
+
+def load_tables(client, log_dir: str, keys: redis_layout.Keys, spec: F.FeatureSpec) -> Dict[str, int]:
+    """Writes the post-attribute store and the user table of ``log_dir`` with the item / user
+    columns ``spec`` declares, and records which (`writer.record_loaded`); returns rows per table."""
+    return {table: load(client, keys, io.read_table(log_dir, table, declared.table_columns(spec, table)), spec)
+            for table, load in ((contract.ITEMS, writer.load_items), (contract.USERS, writer.load_users))}
+
+
+def ensure_columns(client, log_dir: str, keys: redis_layout.Keys, spec: F.FeatureSpec) -> List[str]:
+    """Makes an already seeded namespace hold the declared columns ``spec`` reads: when its
+    ``meta`` record lacks any (`declared.missing_columns`), the attribute tables are written again
+    from ``log_dir`` with ``spec`` (the behaviour state is left as it is).  Returns what was lacking."""
+    meta = dict(zip(declared.meta_fields(), client.hmget(keys.meta, declared.meta_fields())))
+    missing = declared.missing_columns(spec, meta)
+    if missing:
+        log.info("namespace '%s' lacks column(s) the model reads: %s; loading the attribute tables of %s again",
+                 keys.prefix, ", ".join(missing), log_dir)
+        load_tables(client, log_dir, keys, spec)
+    return missing
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -13,6 +13,11 @@ example generator's conversions (`feedrank.examples.declared.row_values`)
 make them.  An id without a stored value gets the example generator's
 missing value: "" / the declared default / no tokens.
 
+What the store holds is recorded beside it: every load of an attribute table writes, in
+the namespace's ``meta`` hash, the declared columns it stored (`seeded_record`, field
+`seeded_field`) and a fresh `LOADED_FIELD`; `missing_columns` names what a model's
+contract reads that the store lacks (the transformer is not ready while it lacks any).
+
 Needs neither pandas nor TensorFlow (the transformer imports it).
 """
 from __future__ import annotations
@@ -140,3 +145,64 @@ def pad_rows(rows: Sequence[Sequence[str]]) -> List[List[str]]:
     """Token lists as a rectangular matrix padded with "" (at least one column)."""
     width = max([len(r) for r in rows] + [1])
     return [list(r) + [""] * (width - len(r)) for r in rows]
+
+
+# -- what the store holds: the bulk load records it in the namespace's ``meta`` hash --------
+
+LOADED_FIELD = "attributes_loaded"   # changes whenever the attribute tables are written
+
+
+def seeded_field(table: str) -> str:
+    """The ``meta`` field listing the declared columns of ``table`` the store holds."""
+    return f"declared:{table}"
+
+
+def meta_fields() -> List[str]:
+    """The ``meta`` fields `missing_columns` and the transformer read."""
+    return [seeded_field(t) for t in F.DECLARED_TABLES] + [LOADED_FIELD]
+
+
+def stored_form(c: F.Declared) -> Dict[str, object]:
+    """What decides a declared column's stored values: its name and kind, the default of a
+    numeric column (a missing cell) and the ``max_tokens`` of a bag (values are cut to it)."""
+    form: Dict[str, object] = {"column": c.column, "kind": c.kind}
+    if c.kind == "numeric":
+        form["default"] = float(c.default)
+    elif c.kind == "tokens":
+        form["max_tokens"] = int(c.max_tokens)
+    return form
+
+
+def seeded_record(spec: F.FeatureSpec, table: str) -> str:
+    """The ``meta`` value recording that ``table`` was stored with ``spec``'s declared columns."""
+    return json.dumps([stored_form(c) for c in spec.declared_of(table)], sort_keys=True)
+
+
+def _describe(form: Mapping[str, object]) -> str:
+    extra = "".join(f", {k}={v:g}" if isinstance(v, float) else f", {k}={v}"
+                    for k, v in form.items() if k not in ("column", "kind"))
+    return f"{form['kind']}{extra}"
+
+
+def missing_columns(spec: F.FeatureSpec, meta: Mapping[str, Optional[str]]) -> List[str]:
+    """The declared columns ``spec`` reads that a store whose ``meta`` hash is ``meta`` does not
+    hold as ``spec`` stores them, each as ``"<table>.<column> (<why>)"``; [] when it holds them all.
+    A table without a record (never loaded, or loaded without recording) holds none."""
+    out: List[str] = []
+    for table in F.DECLARED_TABLES:
+        wanted = spec.declared_of(table)
+        if not wanted:
+            continue
+        raw = meta.get(seeded_field(table))
+        try:
+            held = {f["column"]: f for f in json.loads(raw)} if raw else {}
+        except (ValueError, TypeError, KeyError):
+            log.warning("unreadable %s record in the store's meta: %r", seeded_field(table), raw)
+            held = {}
+        for c in wanted:
+            want, have = stored_form(c), held.get(c.column)
+            if have is None:
+                out.append(f"{table}.{c.column} ({_describe(want)}: not stored)")
+            elif have != want:
+                out.append(f"{table}.{c.column} (stored as {_describe(have)}, the model reads {_describe(want)})")
+    return out

@@ -1,16 +1,18 @@
 """Reading the online features and assembling the model's raw inputs.
 
-One Redis round trip per request (`queue_reads` on a pipeline, sync or
-asyncio): the user's four channels strictly before the request time, the
-user's region, the candidates' impression/click counters and the user's
+One Redis round trip per request (`queue_request` on a pipeline, sync or
+asyncio; a second one only for history posts not yet in memory): the user's
+four channels strictly before the request time, the user's region and
+declared columns, the candidates' impression/click counters and the user's
 counters and session state (`user_state`: the user-side counters once, the
-per-category ones per candidate by its category).  `raw_inputs`
-turns that, plus the post-attribute store, into the raw features of the
-exported ``serving_default`` (the user's side once, candidates as lists);
-the served model's `feedrank.features.FeatureSpec` says which declared item /
-user columns are among them.
-Used by the transformer and by the offline/online alignment replay, so both
-read exactly the same thing.  Needs neither pandas nor TensorFlow.
+per-category ones per candidate by its category).  `raw_inputs` turns that,
+plus the post-attribute store, into the raw features of the exported
+``serving_default`` (the user's side once, candidates as lists) and
+`v1_request` into the predictor's request; the served model's
+`feedrank.features.FeatureSpec` says which declared item / user columns are
+among them.  Used by the transformer and by the offline/online alignment
+replay, so both read and send exactly the same thing.  Needs neither pandas
+nor TensorFlow.
 """
 from __future__ import annotations
 
@@ -136,6 +138,46 @@ def queue_user_attributes(pipe, keys: redis_layout.Keys, user_id: str, spec: F.F
 def history_items(user: UserState) -> List[str]:
     """Post ids in the user's item channels (their attributes are needed)."""
     return [v for ch, vals in user.channels.items() if ch != redis_layout.SEARCH for v in vals]
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingReads:
+    """What `queue_request` queued beyond `queue_reads` (to parse the results)."""
+
+    user_attributes: bool     # the user's declared columns
+    posts: List[str]          # candidates fetched from the attribute store
+
+
+def queue_request(pipe, keys: redis_layout.Keys, user_id: str, candidates: Sequence[str], ts: Optional[int],
+                  spec: F.FeatureSpec, items: ItemStore) -> PendingReads:
+    """Queues every read of one ranking request on a (sync or asyncio) pipeline: `queue_reads`,
+    the user's declared columns when ``spec`` declares any, and the candidates ``items`` lacks."""
+    queue_reads(pipe, keys, user_id, candidates, ts)
+    with_attrs = queue_user_attributes(pipe, keys, user_id, spec)
+    posts = items.missing(candidates)
+    if posts:
+        pipe.hmget(keys.items, posts)
+    return PendingReads(with_attrs, posts)
+
+
+def parse_request(results: Sequence, pending: PendingReads, items: ItemStore
+                  ) -> Tuple[UserState, List[float], List[float]]:
+    """``(user, impressions, clicks)`` from `queue_request`'s results; the fetched posts are
+    added to ``items``.  The user's history posts ``items`` still lacks are
+    `history_to_fetch` (one more read)."""
+    results = list(results)
+    if pending.posts:
+        items.add_raw(pending.posts, results.pop())
+    attrs = declared.parse_stored(results.pop()) if pending.user_attributes else {}
+    user, imp, clk = parse_reads(results)
+    user.attributes = attrs
+    return user, imp, clk
+
+
+def history_to_fetch(user: UserState, items: ItemStore) -> List[str]:
+    """The posts of the user's history whose attributes ``items`` lacks (fetch them with
+    ``HMGET items`` and `ItemStore.add_raw`)."""
+    return items.missing(history_items(user))
 
 
 def user_side(user: UserState, items: ItemStore, spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, list]:

@@ -17,11 +17,15 @@ Keys (``p`` is the prefix, ``fr`` by default):
 * ``p:items`` - hash item_id -> JSON ``[category_id, region_id, price]``
   (the post-attribute store, loaded from the ``items`` table).
 * ``p:users`` - hash user_id -> region_id (from the ``users`` table).
-* ``p:items`` values gain a fourth element, a JSON object feature name ->
-  value, and ``p:uattrs`` - hash user_id -> such an object, when the model
+* ``p:items`` values carry a fourth element, a JSON object feature name ->
+  value, and ``p:uattrs`` is a hash user_id -> such an object, when the model
   declares columns of the ``items`` / ``users`` tables (`serving.features.declared`).
 * ``p:seen:<event_id>`` - the event was applied (idempotency; expires).
-* ``p:meta`` - hash of bookkeeping (bootstrap source, counts).
+* ``p:meta`` - hash of bookkeeping (bootstrap source, counts) and of what the
+  store holds: ``declared:items`` / ``declared:users``, the declared columns
+  each attribute table was loaded with, and ``attributes_loaded``, a token
+  renewed by every load (`serving.features.declared`; the transformer is not
+  ready while a column its model reads is missing).
 
 This module needs no pandas, pyarrow or TensorFlow: the transformer imports it.
 """

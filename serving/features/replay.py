@@ -1,28 +1,36 @@
 """Offline/online alignment: replays an event log through the updater and
-compares, at every impression, the features the transformer would assemble
-from Redis with the example the example generator built for it.
+compares, at every impression, the request the transformer sends the
+predictor with the example the example generator built for it.
 
-    python -m serving.features.replay --redis redis://127.0.0.1:6379/0 --log data/tiny
+    python -m serving.features.replay --redis redis://127.0.0.1:6379/0 --log data/tiny [--model DIR]
+
+The online side runs the code ``make serve`` runs: the bulk loader's table
+loader (`bootstrap.load_tables`), the stream and the updater's `FeatureWriter`,
+the transformer's in-memory post store, its Redis reads
+(`online.queue_request`) and its request builder (`online.raw_inputs`,
+`online.v1_request`).  Each candidate's row of that request, read as the
+predictor reads it (`candidate_features`), is compared feature by feature:
+every input of the request (`Report.inputs`, which a test checks equals the
+signature's inputs, declared columns included), plus the in-graph crosses
+(`build.crosses`).  A mismatch is any differing feature (floats compared as
+float32).  With ``--model`` a SavedModel directory, the compared inputs must
+also equal its ``serving_default`` inputs.
 
 Time semantics.  Offline features use only events strictly before the
 impression's ``ts`` (events of the same second are not history, ordered by
 ``event_id`` among themselves).  The replay therefore walks the log one
-second ``t`` at a time: it first reads the online features of every
-impression at ``t`` (sequences are read with a strict ``< t`` score bound,
-counters as they stand), then publishes all events of second ``t`` to the
-stream and lets the updater drain it.  Arrival order is ``(ts, file order)``,
-the example generator's duplicate-resolution order, and every raw row goes
-through the stream - invalid and duplicate rows included - so the updater's
-row checks and idempotency are compared too.
+second ``t`` at a time: it first builds, per user with impressions at ``t``,
+the request ranking those impressions (sequences are read with a strict
+``< t`` score bound, counters as they stand), then publishes all events of
+second ``t`` to the stream and lets the updater drain it.  Arrival order is
+``(ts, file order)``, the example generator's duplicate-resolution order, and
+every raw row goes through the stream - invalid and duplicate rows included -
+so the updater's row checks and idempotency are compared too.
 
 Offline side: the example generator's own functions in-process
 (`validate.split_batch`, `validate.dedupe`, `history.item_history`,
-`build.build_examples`).  Crosses: `build.crosses` on the online sequences;
-the user counters, session share and recency from the Redis user state
-(`user_state`), read at the impression's ``ts``.
-The declared item / user columns compared are those of the feature contract
-passed in (``--model``: the exported model's).  A mismatch is any differing
-raw feature (floats compared as float32).
+`build.build_examples`), with the feature contract passed in (``--model``:
+the exported model's).
 """
 from __future__ import annotations
 
@@ -31,8 +39,9 @@ import collections
 import dataclasses
 import json
 import logging
+import os
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 import numpy as np
 
@@ -40,7 +49,7 @@ from feedrank import features as F
 from feedrank.events import contract, io, stream, validate
 from feedrank.examples import build
 from feedrank.examples.history import item_history
-from serving.features import declared, online, redis_layout, updater, writer
+from serving.features import bootstrap, declared, online, redis_layout, updater, writer
 
 log = logging.getLogger(__name__)
 STREAM = "fr:replay"
@@ -55,6 +64,7 @@ class Report:
     by_feature: Dict[str, int] = dataclasses.field(default_factory=collections.Counter)
     examples: List[Dict] = dataclasses.field(default_factory=list)   # first few mismatches
     updater_stats: Dict[str, int] = dataclasses.field(default_factory=dict)
+    inputs: Set[str] = dataclasses.field(default_factory=set)   # the request inputs compared
 
     @property
     def rate(self) -> float:
@@ -91,20 +101,48 @@ def offline_examples(log_dir: str, label_window_s: int = 1800, spec: F.FeatureSp
     return raw, users, examples, serialized
 
 
-def online_features(user: online.UserState, item_id: str, store: online.ItemStore,
-                    imp: float, clk: float, ts: Optional[int] = None,
-                    spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, list]:
-    """What the transformer serving a model with contract ``spec`` sends for one
-    candidate at ``ts``, plus the in-graph crosses."""
-    feats = online.raw_inputs(user, [item_id], store, [imp], [clk], ts, spec)
+def request_body(client, keys: redis_layout.Keys, store: online.ItemStore, user_id: str,
+                 candidates: List[str], ts: Optional[int], now: int,
+                 spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, list]:
+    """The v1 request the transformer serving a model with contract ``spec`` sends the
+    predictor for ``user_id`` and ``candidates`` (its own reads, `online.queue_request`, and
+    request builder, `online.v1_request`); Redis is read strictly before ``ts`` (None: no
+    bound), the crosses are computed at ``now``."""
+    pipe = client.pipeline(transaction=False)
+    pending = online.queue_request(pipe, keys, user_id, candidates, ts, spec, store)
+    user, imp, clk = online.parse_request(pipe.execute(), pending, store)
+    unknown = online.history_to_fetch(user, store)
+    if unknown:
+        store.add_raw(unknown, client.hmget(keys.items, unknown))
+    return online.v1_request(online.raw_inputs(user, candidates, store, imp, clk, now, spec), spec)["inputs"]
+
+
+def candidate_features(body: Dict[str, list], j: int, spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, list]:
+    """Candidate ``j``'s raw features as the predictor reads them from a v1 request body
+    (the user's side shared, "" padding of sequences and token bags dropped), plus the
+    in-graph crosses (`build.crosses`)."""
+    user = set(spec.features_of_side("user"))
+    rows = {s.name for s in spec.seq_features} | set(declared.bag_names(spec))
+    feats: Dict[str, list] = {}
+    for name, values in body.items():
+        if name in user:
+            feats[name] = list(values[0] if name in rows else values)
+        else:
+            feats[name] = list(values[j]) if name in rows else [values[j]]
+        if name in rows:
+            feats[name] = [v for v in feats[name] if v != ""]
     region_match, share = build.crosses(feats[F.USER_REGION_ID.name][0], feats[F.REGION_ID.name][0],
                                         feats[F.CLICK_CATEGORIES.name], feats[F.CATEGORY_ID.name][0])
     feats[F.REGION_MATCH.name] = [region_match]
-    for c in spec.declared_on_side("candidate"):   # one candidate's token bag: its list
-        if c.kind == "tokens":
-            feats[c.feature_name] = list(feats[c.feature_name][0])
     feats[F.INTEREST_CATEGORY_SHARE.name] = [share]
     return feats
+
+
+def signature_inputs(model_dir: str) -> Set[str]:
+    """The input names of a SavedModel's ``serving_default`` (needs TensorFlow)."""
+    import tensorflow as tf
+
+    return set(tf.saved_model.load(model_dir).signatures["serving_default"].structured_input_signature[1])
 
 
 def compare(online_feats: Dict[str, list], offline: Dict[str, list],
@@ -138,9 +176,8 @@ def replay(client, log_dir: str, keys: redis_layout.Keys, label_window_s: int = 
     raw, users, examples, _ = offline or offline_examples(log_dir, label_window_s, spec)
     writer.flush(client, keys)
     client.delete(STREAM)
-    for table, load in ((contract.ITEMS, writer.load_items), (contract.USERS, writer.load_users)):
-        load(client, keys, io.read_table(log_dir, table, declared.table_columns(spec, table)), spec)
-    store = online.ItemStore.from_hash(client.hgetall(keys.items))
+    bootstrap.load_tables(client, log_dir, keys, spec)     # the bulk load's own table loader
+    store = online.ItemStore.from_hash(client.hgetall(keys.items))   # as the transformer loads it
     fw = writer.FeatureWriter(client, keys)
     up = updater.Updater(stream.RedisStreamSource(client, STREAM, "replay", "replay-1"), fw,
                          batch=1000, block_ms=0)
@@ -162,29 +199,29 @@ def replay(client, log_dir: str, keys: redis_layout.Keys, label_window_s: int = 
             stream.publish(client, rows[a:b], STREAM)
             while up.step():
                 pass
+        by_user: Dict[str, List[str]] = {}   # one request per user: their impressions at t
         for i in np.flatnonzero(is_ex[a:b]) + a:
             imp_id = imp_ids[i]
             if imp_id in done:      # a duplicate row of an impression already compared
                 continue
             done.add(imp_id)
-            ex = examples[imp_id]
-            pipe = client.pipeline(transaction=False)
-            online.queue_reads(pipe, keys, ex[F.USER_ID][0], ex[F.ITEM_ID.name],
-                               None if naive else int(ts[i]))
-            with_attrs = online.queue_user_attributes(pipe, keys, ex[F.USER_ID][0], spec)
-            results = pipe.execute()
-            attrs = declared.parse_stored(results.pop()) if with_attrs else {}
-            user, imp, clk = online.parse_reads(results)
-            user.attributes = attrs
-            feats = online_features(user, ex[F.ITEM_ID.name][0], store, imp[0], clk[0], int(ts[i]), spec)
-            bad = compare(feats, ex, spec)
-            report.impressions += 1
-            if bad:
-                report.mismatched += 1
-                report.by_feature.update(bad)
-                if len(report.examples) < keep_examples:
-                    report.examples.append({"impression_id": imp_id, "features": {
-                        n: {"online": feats[n], "offline": ex.get(n)} for n in bad}})
+            by_user.setdefault(examples[imp_id][F.USER_ID][0], []).append(imp_id)
+        t = int(ts[a])
+        for user_id, ids in by_user.items():
+            body = request_body(client, keys, store, user_id, [examples[i][F.ITEM_ID.name][0] for i in ids],
+                                None if naive else t, t, spec)
+            report.inputs.update(body)
+            for j, imp_id in enumerate(ids):
+                ex = examples[imp_id]
+                feats = candidate_features(body, j, spec)
+                bad = compare(feats, ex, spec)
+                report.impressions += 1
+                if bad:
+                    report.mismatched += 1
+                    report.by_feature.update(bad)
+                    if len(report.examples) < keep_examples:
+                        report.examples.append({"impression_id": imp_id, "features": {
+                            n: {"online": feats[n], "offline": ex.get(n)} for n in bad}})
         if not naive:
             stream.publish(client, rows[a:b], STREAM)
             while up.step():
@@ -210,10 +247,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     spec = declared.spec_from_model(args.model)
     r = replay(writer.redis_client(args.redis), args.log, redis_layout.Keys(args.prefix), args.label_window_s,
                spec=spec)
+    uncovered: List[str] = []
+    if args.model and os.path.isfile(os.path.join(args.model, "saved_model.pb")):
+        uncovered = sorted(signature_inputs(args.model) ^ r.inputs)
     print(json.dumps({"impressions": r.impressions, "mismatched": r.mismatched,
-                      "mismatch_rate": r.rate, "by_feature": dict(r.by_feature),
+                      "mismatch_rate": r.rate, "by_feature": dict(r.by_feature), "inputs": sorted(r.inputs),
+                      "inputs_not_in_both_signature_and_request": uncovered,
                       "updater": r.updater_stats, "examples": r.examples}, indent=1, default=str))
-    return 0 if r.mismatched == 0 else 1
+    return 0 if r.mismatched == 0 and not uncovered else 1
 
 
 if __name__ == "__main__":

@@ -25,13 +25,14 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import uuid
 from typing import Dict, Iterable, List, Mapping, Optional, Set
 
 import numpy as np
 import pandas as pd
 
 from feedrank import features as F
-from feedrank.events import contract, validate
+from feedrank.events import contract, stream, validate
 from feedrank.examples import build
 from serving.features import declared, redis_layout, user_state
 
@@ -103,7 +104,9 @@ class FeatureWriter:
     def apply(self, df: pd.DataFrame, mark_seen: bool = True) -> int:
         """Applies the valid rows of ``df`` in row order; returns how many
         were new (not seen before).  ``mark_seen=False`` is for loaders that
-        deduplicate themselves and need no markers (the bulk loader)."""
+        deduplicate themselves and need no markers (the bulk loader).  An event Redis
+        refuses (e.g. ``WRONGTYPE``) is logged and counted as ``failed_<error code>``; a
+        transient refusal (`stream.TRANSIENT_REPLIES`) is raised for the caller to retry."""
         good = self.valid_rows(df)
         if good.empty:
             return 0
@@ -128,17 +131,25 @@ class FeatureWriter:
                          args=[ttl, counter, cap, int(r.ts), user_state.EVENT_FLAGS.get(r.event, ""),
                                self._category.get(r.item_id, ""), F.SESSION_GAP_S, *members],
                          client=pipe)
-        applied = pipe.execute()
-        new = int(sum(int(a) for a in applied))
+        results = pipe.execute(raise_on_error=False)
+        refused = [(e, r) for e, r in zip(good["event_id"], results) if isinstance(r, Exception)]
+        new = int(sum(int(r) for r in results if not isinstance(r, Exception)))
         self.stats["applied"] += new
-        self.stats["duplicates"] += len(applied) - new
+        self.stats["duplicates"] += len(results) - len(refused) - new
+        transient = [r for _, r in refused if str(r).startswith(stream.TRANSIENT_REPLIES)]
+        if transient:   # Redis will take them later: the caller retries the batch (applied ones are seen)
+            raise transient[0]
+        for event_id, r in refused:   # e.g. WRONGTYPE: counted by Redis's error code, the rest applied
+            self.stats[f"failed_{str(r).split(' ', 1)[0] or 'error'}"] += 1
+            log.error("event %r not applied, Redis refused it: %s", event_id, r)
         return new
 
 
 def load_items(client, keys: redis_layout.Keys, items: pd.DataFrame, spec: F.FeatureSpec = F.BUILTIN) -> int:
     """Writes the post-attribute store from an ``items`` table (the example
     generator's `build.ItemTable` rules: first row per id wins, a missing
-    price is the feature default), with the ``items`` columns ``spec`` declares."""
+    price is the feature default), with the ``items`` columns ``spec`` declares, and
+    records which (`record_loaded`)."""
     table = build.ItemTable(items, spec)
     ids = table.index.to_numpy(dtype=object)
     # declared columns (serving.features.declared): the latest row's values
@@ -148,13 +159,14 @@ def load_items(client, keys: redis_layout.Keys, items: pd.DataFrame, spec: F.Fea
     for start in range(0, len(ids), 10_000):
         chunk = {k: mapping[k] for k in ids[start:start + 10_000]}
         client.hset(keys.items, mapping=chunk)
+    record_loaded(client, keys, spec, "items")
     return len(mapping)
 
 
 def load_users(client, keys: redis_layout.Keys, users: pd.DataFrame, spec: F.FeatureSpec = F.BUILTIN) -> int:
     """Writes user_id -> region_id (the example generator's users mapping:
     ``dict(zip(user_id, region_id))``, a later row wins) and, when ``spec``
-    declares ``users`` columns, user_id -> their stored values."""
+    declares ``users`` columns, user_id -> their stored values; records which (`record_loaded`)."""
     mapping: Dict[str, str] = dict(zip(*users[["user_id", "region_id"]].to_numpy(dtype=object).T))
     ids = list(mapping)
     for start in range(0, len(ids), 10_000):
@@ -166,7 +178,15 @@ def load_users(client, keys: redis_layout.Keys, users: pd.DataFrame, spec: F.Fea
         attrs = {u: json.dumps(v) for u, v in zip(uids, values)}
         for start in range(0, len(uids), 10_000):
             client.hset(keys.user_attrs, mapping={k: attrs[k] for k in uids[start:start + 10_000]})
+    record_loaded(client, keys, spec, "users")
     return len(mapping)
+
+
+def record_loaded(client, keys: redis_layout.Keys, spec: F.FeatureSpec, table: str) -> None:
+    """Records in the namespace's ``meta`` hash that ``table`` now holds the declared columns
+    of ``spec`` (`declared.seeded_record`), with a fresh `declared.LOADED_FIELD` token."""
+    client.hset(keys.meta, mapping={declared.seeded_field(table): declared.seeded_record(spec, table),
+                                    declared.LOADED_FIELD: uuid.uuid4().hex})
 
 
 def flush(client, keys: redis_layout.Keys, batch: int = 1000) -> int:

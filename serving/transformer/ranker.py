@@ -22,6 +22,9 @@ the request id and how many of the top posts are shown.
 * Redis down or slower than ``redis_timeout_s``: request-only features
   (no sequences or counters), header ``X-Feedrank-Degraded: redis``,
   counted; Redis is then left alone for ``redis_backoff_s``.
+* The store lacks a declared column the model reads (`store.StoreContract`,
+  from the store's own record of what it holds): not ready, and ranking
+  requests get a 503 naming the missing columns, until the store holds them.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ import httpx
 import kserve
 import redis
 import redis.asyncio as aredis
+from kserve.errors import ModelNotReady
 from prometheus_client import Counter, Histogram
 
 from feedrank import features as F
@@ -45,6 +49,7 @@ from serving.common.errors import ApiError, BadRequest
 from serving.features import declared, online, redis_layout
 from serving.transformer import request as rq
 from serving.transformer import served_log
+from serving.transformer.store import StoreContract
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,7 @@ class RankerConfig:
     challenger_share: float = 0.5
     ab_salt: str = assign.DEFAULT_SALT
     show: int = 0                     # posts shown when the request has no "show"; 0 = all
+    store_check_s: float = 5.0        # how often a ready transformer looks again at what the store holds
     log: served_log.LogConfig = dataclasses.field(default_factory=served_log.LogConfig)
 
 
@@ -110,6 +116,10 @@ class Ranker(kserve.Model):
         if config.challenger_url:
             self.arms[assign.CHALLENGER] = Arm(assign.CHALLENGER, config.challenger_url)
         self.served_log = served_log.ServedLog(config.redis_url, config.log)
+        self.store = StoreContract(self.spec, config.redis_url, self.keys, self._set_items, config.store_check_s)
+
+    def _set_items(self, items: online.ItemStore) -> None:
+        self.items = items
 
     @property
     def model_version(self) -> str:
@@ -129,17 +139,30 @@ class Ranker(kserve.Model):
 
     def load(self) -> bool:
         """Loads the post-attribute store from Redis (an empty store if Redis is
-        unavailable: posts are then fetched on first use)."""
+        unavailable: posts are then fetched on first use); with declared columns, first
+        checks that the store holds those the model reads (`StoreContract.check`)."""
         try:
-            sync = redis.Redis.from_url(self.config.redis_url, decode_responses=True,
-                                        socket_timeout=10, socket_connect_timeout=5)
-            self.items = online.ItemStore.from_hash(sync.hgetall(self.keys.items))
-            sync.close()
-            log.info("post-attribute store: %d posts", len(self.items.items))
+            if self.store.needed:
+                self.store.check()
+            else:
+                sync = redis.Redis.from_url(self.config.redis_url, decode_responses=True,
+                                            socket_timeout=10, socket_connect_timeout=5)
+                self.items = online.ItemStore.from_hash(sync.hgetall(self.keys.items))
+                sync.close()
+                log.info("post-attribute store: %d posts", len(self.items.items))
         except redis.RedisError as e:
             log.warning("post-attribute store not loaded (Redis: %s); posts will be fetched on use", e)
         self.ready = True
         return self.ready
+
+    async def healthy(self) -> bool:
+        """Loaded, and the store holds every declared column the model reads; otherwise
+        kserve's not-ready error (a 503) names the missing columns."""
+        if not self.ready:
+            return False
+        if not await self.store.ready():
+            raise ModelNotReady(self.name, self.store.problem())
+        return True
 
     # -- clients (created in the serving event loop) -----------------------
     def _redis_client(self) -> aredis.Redis:
@@ -158,27 +181,20 @@ class Ranker(kserve.Model):
         return arm.client
 
     # -- features -----------------------------------------------------------
-    async def _read_redis(self, req: rq.RankRequest) -> Tuple[online.UserState, List[float], List[float]]:
+    async def _read_redis(self, req: rq.RankRequest, items: online.ItemStore
+                          ) -> Tuple[online.UserState, List[float], List[float]]:
         client = self._redis_client()
         pipe = client.pipeline(transaction=False)
-        online.queue_reads(pipe, self.keys, req.user_id, req.candidates, req.ts)
-        with_attrs = online.queue_user_attributes(pipe, self.keys, req.user_id, self.spec)
-        missing = self.items.missing(req.candidates)
-        if missing:
-            pipe.hmget(self.keys.items, missing)
-        results = await pipe.execute()
-        if missing:
-            self.items.add_raw(missing, results.pop())
-        attrs = declared.parse_stored(results.pop()) if with_attrs else {}
-        user, imp, clk = online.parse_reads(results)
-        user.attributes = attrs
-        unknown_history = self.items.missing(online.history_items(user))
+        pending = online.queue_request(pipe, self.keys, req.user_id, req.candidates, req.ts, self.spec, items)
+        user, imp, clk = online.parse_request(await pipe.execute(), pending, items)
+        unknown_history = online.history_to_fetch(user, items)
         if unknown_history:
-            self.items.add_raw(unknown_history, await client.hmget(self.keys.items, unknown_history))
+            items.add_raw(unknown_history, await client.hmget(self.keys.items, unknown_history))
         return user, imp, clk
 
     async def features(self, req: rq.RankRequest) -> Tuple[Dict[str, list], Optional[str]]:
         """``(raw inputs, degraded reason or None)``."""
+        items = self.items   # one post store per request, also when a reload swaps it meanwhile
         user, imp, clk = online.empty_user(), [0.0] * len(req.candidates), [0.0] * len(req.candidates)
         degraded = None
         if time.monotonic() < self._skip_redis_until:
@@ -186,7 +202,8 @@ class Ranker(kserve.Model):
         else:
             t0 = time.perf_counter()
             try:
-                user, imp, clk = await asyncio.wait_for(self._read_redis(req), self.config.redis_timeout_s)
+                user, imp, clk = await asyncio.wait_for(self._read_redis(req, items),
+                                                        self.config.redis_timeout_s)
             except (asyncio.TimeoutError, redis.RedisError, OSError) as e:
                 log.warning("Redis unavailable (%s: %s): request-only features", type(e).__name__, e)
                 degraded = "redis"
@@ -199,10 +216,10 @@ class Ranker(kserve.Model):
             COLD_START.labels(metrics.server_name()).inc()
         if user.region is None and req.user_region_id is not None:
             user.region = req.user_region_id
-        n_oov = sum(1 for c in req.candidates if c not in self.items)
+        n_oov = sum(1 for c in req.candidates if c not in items)
         if n_oov:
             OOV_POSTS.labels(metrics.server_name()).inc(n_oov)
-        return online.raw_inputs(user, req.candidates, self.items, imp, clk, req.ts, self.spec), degraded
+        return online.raw_inputs(user, req.candidates, items, imp, clk, req.ts, self.spec), degraded
 
     # -- predictor ------------------------------------------------------------
     async def score(self, inputs: Dict[str, list], arm_name: str = assign.CHAMPION) -> Tuple[List[float], str]:

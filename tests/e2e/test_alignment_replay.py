@@ -1,7 +1,9 @@
 """Offline/online alignment: a simulated log replayed through the stream and
 the updater gives, at every impression, the same raw features (sequences,
 post counters, user counters, session share and recency, crosses,
-attributes) as the example generator's example."""
+attributes) as the example generator's example.  The online side is the
+request the transformer sends the predictor, built by ``make serve``'s own
+code, and every input of the serving signature is compared."""
 from __future__ import annotations
 
 import json
@@ -16,7 +18,7 @@ import pytest
 from feedrank import features as F
 from feedrank.events import contract
 from serving.common import procs
-from serving.features import redis_layout, replay
+from serving.features import declared, redis_layout, replay
 from tests.helpers import examplegen as H
 from tests.helpers.declared_columns import ALL_KINDS, SELLERS, add_columns
 from tests.helpers.redis_stack import redis_server  # noqa: F401 (fixture)
@@ -60,8 +62,16 @@ def report(redis_server, log_dir, offline):  # noqa: F811
     return replay.replay(redis_server.client(), log_dir, redis_layout.Keys("align"), offline=offline)
 
 
+def signature(spec: F.FeatureSpec) -> set:
+    """The input names of the ``serving_default`` an export with contract ``spec`` has."""
+    from feedrank.train import export
+
+    return set(export.serving_input_signature(spec))
+
+
 def test_replay_has_zero_mismatches(report, offline):
     assert report.impressions == len(offline[2]) > 1000
+    assert report.inputs == signature(F.BUILTIN)      # every input of the signature is compared
     assert report.mismatched == 0, (dict(report.by_feature), report.examples[:2])
     assert report.rate == 0.0
     stats = report.updater_stats
@@ -119,6 +129,7 @@ def test_replay_of_declared_columns_has_zero_mismatches(redis_server, log_dir, t
     interests = [ex["user_interests"] for ex in examples]
     assert [] in interests and max(len(t) for t in interests) == 3
     assert rep.impressions == len(examples) and rep.mismatched == 0, (dict(rep.by_feature), rep.examples[:2])
+    assert rep.inputs == signature(DECLARED) and {c.feature_name for c in DECLARED.declared} <= rep.inputs
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +152,7 @@ def ranking_stack(first_run, redis_server, tmp_path_factory):  # noqa: F811
         started.append(procs.start_server("serving.transformer", [
             "--model-name", "feedrank", "--predictor-url", f"http://127.0.0.1:{p_port}",
             "--redis", redis_server.url, "--prefix", "e2e", "--http-port", str(t_port),
-            "--redis-timeout-ms", "2000"], str(tmp / "transformer.log")))
+            "--redis-timeout-ms", "2000", "--model", pushed], str(tmp / "transformer.log")))
         url = f"http://127.0.0.1:{t_port}"
         procs.wait_ready(f"{url}/v1/models/feedrank", 120, started[-1], str(tmp / "transformer.log"))
         yield url, pushed
@@ -158,7 +169,7 @@ def test_online_ranking_equals_offline_scores(ranking_stack, redis_server, tiny_
     import tensorflow as tf
 
     url, pushed = ranking_stack
-    offline = replay.offline_examples(str(tiny_data))
+    offline = replay.offline_examples(str(tiny_data), spec=declared.spec_from_model(pushed))
     examples, serialized = offline[2], offline[3]
     sent = []
 
@@ -177,9 +188,11 @@ def test_online_ranking_equals_offline_scores(ranking_stack, redis_server, tiny_
                 assert "X-Feedrank-Degraded" not in r.headers
                 sent.append((ids, json.loads(r.read())))
 
+    spec = declared.spec_from_model(pushed)
     report = replay.replay(redis_server.client(), str(tiny_data), redis_layout.Keys("e2e"), offline=offline,
-                           on_second=rank)
+                           on_second=rank, spec=spec)
     assert report.mismatched == 0 and len(sent) == 60
+    assert report.inputs == replay.signature_inputs(pushed)
     score_offline = tf.saved_model.load(pushed).signatures["serving_tf_example"]
     multi = 0
     for ids, body in sent:

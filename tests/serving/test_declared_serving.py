@@ -10,12 +10,20 @@ serve`` starts them; Redis is seeded by the bulk loader with the contract read
 from the served version (``make serve``'s path), holding exactly the events
 before a chosen second.  The transformer's scores of a user's impressions at
 that second equal the exported model's ``serving_tf_example`` scores of the
-example generator's examples to 1e-5.
+example generator's examples to 1e-5.  While the store lacks a declared column
+the model reads, the transformer is not ready and says which.  The alignment
+replay compares every input of the model's signature.
+
+The model is trained once per test session (`trained`, which
+``test_served_equals_trained`` imports too).
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import time
+import urllib.error
 import urllib.request
 from typing import Dict, List, Tuple
 
@@ -23,7 +31,7 @@ import numpy as np
 import pytest
 
 from feedrank import features as F
-from serving import stack
+from serving import stack as serving_stack
 from serving.common import procs
 from serving.features import bootstrap, declared, online, redis_layout, replay
 from tests.helpers import examplegen as H
@@ -39,16 +47,29 @@ MIN_CANDIDATES = 3   # impressions of one user in a compared second
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Tuple[str, str, tuple]:
-    """(log dir, model directory of the pushed version, `replay.offline_examples` of the log)."""
+    """(log dir, model directory of the pushed version, `replay.offline_examples` of the log);
+    the log and the model are made once per session (under the session's base temp dir)."""
+    root = tmp_path_factory.getbasetemp() / "declared_model"
+    log_dir, model_dir = str(root / "log"), str(root / "store" / "dnn")
+    made = (root / "done").exists()
+    if not made:
+        shutil.rmtree(root, ignore_errors=True)
+        add_columns(H.make_log(log_dir))
+    offline = replay.offline_examples(log_dir, spec=ALL_KINDS)   # the example generator's examples
+    if not made:
+        _train(offline, root, model_dir)
+        (root / "done").touch()
+    return log_dir, model_dir, offline
+
+
+def _train(offline: tuple, tmp, model_dir: str) -> None:
+    """Trains the tiny model on ``offline``'s examples (the real tf.Transform) and exports it."""
     import tensorflow as tf
 
     from feedrank.train import export, trainer
     from tests.helpers.model_harness import TINY
     from tests.helpers.transform import analyze_and_transform
 
-    tmp = tmp_path_factory.mktemp("declared_serving")
-    log_dir = add_columns(H.make_log(str(tmp / "log")))
-    offline = replay.offline_examples(log_dir, spec=ALL_KINDS)   # the example generator's examples
     raw_file = str(tmp / "raw.gz")
     with tf.io.TFRecordWriter(raw_file, options="GZIP") as w:
         for record in offline[3].values():
@@ -56,19 +77,44 @@ def trained(tmp_path_factory) -> Tuple[str, str, tuple]:
     transformed_file, tft_out = analyze_and_transform([raw_file], str(tmp / "tft"), ALL_KINDS)
     settings = {**TINY, "model": "dnn", "epochs": 1, "batch_size": 128, "declared_features": ALL_KINDS.to_json()}
     model, _ = trainer.train([transformed_file], [transformed_file], tft_out, settings, spec=ALL_KINDS)
-    model_dir = str(tmp / "store" / "dnn")
     export.export(model, tft_out, os.path.join(model_dir, "1700000000"), spec=ALL_KINDS)
-    return log_dir, model_dir, offline
+
+
+def _answer(url: str, body: object = None) -> Tuple[int, Dict]:
+    """(status, JSON body) of a GET, or of a POST of ``body``."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _wait_answering(url: str, proc, log_path: str, timeout_s: float = 120.0) -> None:
+    """Polls ``url`` until the server answers at all (ready or not)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {open(log_path).read()[-3000:]}")
+        try:
+            _answer(url)
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} never answered")
 
 
 @pytest.fixture(scope="module")
 def stack(trained, redis_server, tmp_path_factory):  # noqa: F811
     """The predictor on the model directory and the transformer on its declaration, as
-    ``make serve`` starts them: (transformer URL, the served version's declaration)."""
-    _, model_dir, _ = trained
+    ``make serve`` starts them: (transformer URL, the served version's declaration).  The
+    transformer starts on a store loaded with the built-in contract: without the declared columns."""
+    log_dir, model_dir, _ = trained
     tmp = tmp_path_factory.mktemp("declared_stack")
-    source = stack.predictor_source(model_dir, "", "")
-    declaration = stack.declaration_for(model_dir, source, str(tmp))
+    source = serving_stack.predictor_source(model_dir, "", "")
+    declaration = serving_stack.declaration_for(model_dir, source, str(tmp))
+    bootstrap.bootstrap(redis_server.client(), log_dir, redis_layout.Keys(PREFIX), force=True, spec=F.BUILTIN)
     p_port, t_port = procs.free_port(), procs.free_port()
     started = []
     try:
@@ -81,7 +127,7 @@ def stack(trained, redis_server, tmp_path_factory):  # noqa: F811
             "--prefix", PREFIX, "--http-port", str(t_port), "--redis-timeout-ms", "2000", "--no-log-events",
             "--model", declaration], str(tmp / "transformer.log")))
         url = f"http://127.0.0.1:{t_port}"
-        procs.wait_ready(f"{url}/v1/models/{MODEL}", 120, started[-1], str(tmp / "transformer.log"))
+        _wait_answering(f"{url}/v1/models/{MODEL}", started[-1], str(tmp / "transformer.log"))
         yield url, declaration
     finally:
         for proc in reversed(started):
@@ -111,6 +157,7 @@ def _truncated_log(log_dir: str, out: str, t: int) -> str:
 
 
 def _rank(url: str, user: str, candidates: List[str], t: int) -> Dict:
+    """The transformer's answer ranking ``candidates`` for ``user`` at second ``t`` (not degraded)."""
     body = {"user_id": user, "candidates": candidates, "context": {"ts": t}}
     req = urllib.request.Request(f"{url}/v1/models/{MODEL}:predict", json.dumps(body).encode(),
                                  {"Content-Type": "application/json"})
@@ -142,6 +189,37 @@ def test_raw_inputs_hold_every_declared_kind_of_both_tables():
     # the built-in contract sends none of them
     builtin = online.raw_inputs(user, ["p1"], items, [0.0], [0.0], 1, F.BUILTIN)
     assert set(builtin) == set(F.BUILTIN.features_of_side("user")) | set(F.BUILTIN.features_of_side("candidate"))
+
+
+def test_not_ready_while_the_store_lacks_a_declared_column(trained, stack, redis_server):  # noqa: F811
+    """The store records what it holds; the transformer reads that record and is not ready,
+    naming every missing column, until the store holds them (loaded again: ready)."""
+    log_dir, _, (_, _, examples, _) = trained
+    url, declaration = stack
+    spec, keys = declared.spec_from_model(declaration), redis_layout.Keys(PREFIX)
+    client = redis_server.client()
+    if not declared.missing_columns(spec, client.hgetall(keys.meta)):    # another test seeded it meanwhile
+        bootstrap.bootstrap(client, log_dir, keys, force=True, spec=F.BUILTIN)
+    status, body = _answer(f"{url}/v1/models/{MODEL}")
+    assert status == 503
+    for c in spec.declared:
+        assert f"{c.table}.{c.column} ({c.kind}" in body["error"], body
+    assert "items.title (tokens, max_tokens=5: not stored)" in body["error"]
+    imp = next(iter(examples.values()))
+    status, body = _answer(f"{url}/v1/models/{MODEL}:predict",
+                           {"user_id": imp[F.USER_ID][0], "candidates": imp[F.ITEM_ID.name]})
+    assert status == 503 and "users.interests (tokens, max_tokens=3: not stored)" in body["error"], body
+    # the store holds the columns with another declaration: still not ready
+    other = F.FeatureSpec(tuple(F.Declared(c.table, c.column, c.kind, default=c.default, max_tokens=2)
+                                for c in spec.declared))
+    assert bootstrap.ensure_columns(client, log_dir, keys, other)
+    status, body = _answer(f"{url}/v1/models/{MODEL}")
+    assert status == 503 and "items.title (stored as tokens, max_tokens=2, the model reads tokens, " \
+                             "max_tokens=5)" in body["error"], body
+    assert "items.seller" not in body["error"]
+    assert len(bootstrap.ensure_columns(client, log_dir, keys, spec)) == 2     # the two token bags
+    assert bootstrap.ensure_columns(client, log_dir, keys, spec) == []
+    assert _answer(f"{url}/v1/models/{MODEL}") == (200, {"name": MODEL, "ready": True})
 
 
 def test_every_declared_kind_ranks_online_as_scored_offline(trained, stack, redis_server,  # noqa: F811
@@ -184,3 +262,16 @@ def test_every_declared_kind_ranks_online_as_scored_offline(trained, stack, redi
         {"user_occupation": "retired", "user_age_years": 99.0, "user_interests": ["books"]}))
     after = [r["score"] for r in sorted(_rank(url, user, items, t)["ranking"], key=lambda r: r["post_id"])]
     assert not np.allclose(before, after, atol=1e-6, rtol=0)
+
+
+def test_replay_compares_every_input_of_the_signature(trained, stack, redis_server):  # noqa: F811
+    """The alignment replay of the model's log, with the contract read from the served
+    version, compares exactly the inputs of its ``serving_default``: 0 mismatches."""
+    log_dir, _, offline = trained
+    _, declaration = stack
+    spec = declared.spec_from_model(declaration)
+    report = replay.replay(redis_server.client(), log_dir, redis_layout.Keys("declreplay"), offline=offline,
+                           spec=spec)
+    assert report.impressions == len(offline[2]) and report.mismatched == 0, dict(report.by_feature)
+    assert report.inputs == replay.signature_inputs(declaration)
+    assert {c.feature_name for c in spec.declared} <= report.inputs
