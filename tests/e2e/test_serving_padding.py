@@ -45,12 +45,13 @@ def test_left_right_and_no_padding_give_identical_scores(first_run):
     cfg, summary = first_run
     model = tf.saved_model.load(summary["push"]["path"])
     fn = model.signatures["serving_default"]
+    spec = F.FeatureSpec.read(summary["push"]["path"])   # the contract the model was exported with
     examples = _eval_examples(cfg, 40)
     candidates = examples[:10]
     users = [e for e in examples if len(_values(e, F.CLICK_ITEMS.name)) >= 2][:3]
     assert users, "no eval example with a click history"
     for user_ex in users:
-        base = _request(user_ex, candidates)
+        base = _request(user_ex, candidates, spec)
         hist = {s.name: _values(user_ex, s.name) for s in F.SEQ_FEATURES}
         width = max(len(h) for h in hist.values()) + 7
         scores = {"none": fn(**base)["probabilities"].numpy()}  # each sequence at its own length
