@@ -43,7 +43,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-in-flight", type=int, default=64, help="beyond this, 503 + Retry-After")
     p.add_argument("--retry-after-s", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2, help="model threads (batches run in parallel)")
-    p.add_argument("--intra-op-threads", type=int, default=0, help="TensorFlow intra-op threads (0: default)")
+    p.add_argument("--intra-op-threads", type=int, default=1,
+                   help="TensorFlow intra-op threads (0: TensorFlow's default); 1 runs each request on one "
+                        "core, requests in parallel on --threads: the least CPU per request")
+    p.add_argument("--inter-op-threads", type=int, default=1, help="TensorFlow inter-op threads (0: its default)")
     p.add_argument("--poll-s", type=float, default=0.0, help="poll --model-dir for new versions (0: off)")
     p.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "feedrank-models"))
     p.add_argument("--log-level", default="INFO")
@@ -57,13 +60,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if args.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    if args.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     from serving.common.guard import GuardConfig
     from serving.common.server import ServerOptions, serve
     from serving.predictor.model import FeedrankPredictor, PredictorConfig
     from serving.predictor.store import ModelSourceError
 
     config = PredictorConfig(batch_size=args.batch_size, max_candidates=args.max_candidates,
-                             threads=args.threads, intra_op_threads=args.intra_op_threads, poll_s=args.poll_s)
+                             threads=args.threads, intra_op_threads=args.intra_op_threads,
+                             inter_op_threads=args.inter_op_threads, poll_s=args.poll_s)
     model = FeedrankPredictor(args.model_name, args.model_dir or args.model_uri, config,
                               tracking_uri=args.tracking_uri, cache_dir=args.cache_dir)
     try:

@@ -7,7 +7,10 @@
   thread pool, so TensorFlow never blocks the event loop;
 * hot swap: a newer version directory is loaded and warmed up beside the
   serving one, then swapped in with one reference assignment; a request
-  keeps the version it started with, so none fails during a swap.
+  keeps the version it started with, so none fails during a swap;
+* readiness: ready only while a loaded version is held; ``release`` (the
+  repository's unload) drops it and stops the version polling, ``restore``
+  (the repository's load, ``/admin/reload``) loads the newest version again.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import kserve
 import numpy as np
 import tensorflow as tf
+from kserve.errors import ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -52,7 +56,8 @@ class PredictorConfig:
     batch_size: int = 120
     max_candidates: int = 1000
     threads: int = 2
-    intra_op_threads: int = 0      # 0: TensorFlow's default
+    intra_op_threads: int = 1      # 0: TensorFlow's default (set by the process, before the model loads)
+    inter_op_threads: int = 1      # 0: TensorFlow's default
     poll_s: float = 0.0            # 0: no polling for new versions
     warmup_candidates: int = 120
 
@@ -113,24 +118,49 @@ class FeedrankPredictor(kserve.Model):
         """The request contract of the version being served."""
         return self._serving[1] if self._serving else None
 
-    def reload(self) -> Dict[str, Any]:
-        """Swaps in the newest version if it differs from the served one."""
+    def reload(self, keep_released: bool = False) -> Dict[str, Any]:
+        """Swaps in the newest version if it differs from the served one (or none
+        is held, after ``release``, unless ``keep_released``); the model is ready
+        again once one is held."""
         with self._swap_lock:
             before = self.current.version if self.current else None
+            if keep_released and before is None:
+                return {"swapped": False, "version": None, "ready": False}
             try:
                 version, path = self._resolve()
                 if version != before:
                     self._install(store.load(version, path, self.config.warmup_candidates))
             except (store.ModelSourceError, tf.errors.OpError, OSError) as e:
                 SWAP_FAILURES.labels(self.name).inc()
-                log.error("reload failed, still serving version %s: %s", before, e)
-                return {"swapped": False, "version": before, "error": str(e)}
+                log.error("reload failed, %s: %s",
+                          f"still serving version {before}" if before else "no version is served", e)
+                return {"swapped": False, "version": before, "ready": self.ready, "error": str(e)}
+            self.ready = True
             return {"swapped": self.current.version != before, "version": self.current.version,
-                    "previous": before}
+                    "previous": before, "ready": True}
+
+    def restore(self) -> Dict[str, Any]:
+        """Brings the model back into service (the repository's load): `reload`."""
+        return self.reload()
+
+    def release(self) -> None:
+        """Takes the model out of service (the repository's unload): not ready, the
+        loaded version dropped, no polling until `restore`."""
+        with self._swap_lock:
+            previous = self.current
+            self.ready = False
+            self._serving = None
+            if previous is not None:
+                MODEL_VERSION.labels(self.name, previous.version).set(0)
+                log.warning("version %s released: not ready until reloaded", previous.version)
+
+    async def healthy(self) -> bool:
+        """Ready only while a loaded version is held."""
+        return bool(self.ready and self._serving is not None)
 
     def _poll(self) -> None:
         while not self._stop.wait(self.config.poll_s):
-            self.reload()
+            self.reload(keep_released=True)   # a released model stays out of service
 
     def stop(self) -> None:
         """Stops polling and the thread pool."""
@@ -141,8 +171,8 @@ class FeedrankPredictor(kserve.Model):
     def _run(self, loaded: store.Loaded, user: Dict[str, np.ndarray], cands: Dict[str, np.ndarray],
              lo: int, hi: int) -> np.ndarray:
         feed = {k: tf.constant(v) for k, v in user.items()}
-        feed.update({k: tf.constant(v[lo:hi]) for k, v in cands.items()})
-        return loaded.fn(**feed)["probabilities"].numpy()
+        feed.update({k: tf.constant(v[lo:hi]) for k, v in cands.items()})   # numpy slices: views
+        return loaded.probabilities(feed)
 
     async def score(self, loaded: store.Loaded, batch: Batch) -> Tuple[np.ndarray, str]:
         """(probabilities [N], version) of one validated request."""
@@ -161,12 +191,15 @@ class FeedrankPredictor(kserve.Model):
         except tf.errors.InvalidArgumentError as e:
             raise BadRequest(f"the model rejected the request: {e.message.splitlines()[0][:300]}") from None
         MODEL_SECONDS.observe(time.perf_counter() - t0)
-        return np.concatenate(parts).astype(np.float32), loaded.version
+        probs = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return probs.astype(np.float32, copy=False), loaded.version
 
     async def predict(self, payload: Union[Dict, InferRequest, bytes], headers: Optional[Dict[str, str]] = None,
                       response_headers: Optional[Dict[str, str]] = None) -> Union[Dict, InferResponse]:
-        assert self._serving is not None
-        loaded, contract = self._serving   # this request keeps this version, even across a swap
+        serving = self._serving
+        if serving is None:
+            raise ModelNotReady(self.name, "no version is loaded (unloaded); POST /admin/reload loads one")
+        loaded, contract = serving   # this request keeps this version, even across a swap
         if isinstance(payload, InferRequest):
             probs, version = await self.score(loaded, contract.from_v2(payload))
             out = InferOutput("probabilities", [int(probs.shape[0])], "FP32")

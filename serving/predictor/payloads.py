@@ -42,7 +42,7 @@ def synthetic(n: int, history_len: int = 50, seed: int = 0,
     rng = random.Random(seed)
     user: Dict[str, Value] = {f.name: _id(f.vocab.name, rng) for f in spec.id_features if f.side == "user"}
     for d in spec.request_dense("user"):
-        user[d.name] = float(rng.randrange(100))
+        user[d.name] = float(rng.randrange(100)) / (100.0 if d.max_value == 1.0 else 1.0)   # within its range
     for s in spec.seq_features:
         user[s.name] = [_id(s.vocab.name, rng) for _ in range(min(history_len, s.max_len))]
     cands: Dict[str, list] = {}
@@ -50,7 +50,8 @@ def synthetic(n: int, history_len: int = 50, seed: int = 0,
         if f.side == "candidate":
             cands[f.name] = [_id(f.vocab.name, rng) for _ in range(n)]
     for d in spec.request_dense("candidate"):
-        cands[d.name] = [round(rng.random(), 4) if d.max_value == 1.0 else float(rng.randrange(5000))
+        cands[d.name] = [round(rng.random(), 4) if d.max_value == 1.0
+                         else float(rng.randrange(int(min(d.max_value or 4999, 4999)) + 1))
                          for _ in range(n)]
     for b in spec.bag_features:   # declared token bags: a row for the user, a ""-padded row per candidate
         rows = [[_id("token", rng) for _ in range(rng.randrange(1, b.max_len + 1))]

@@ -120,6 +120,30 @@ class Loaded:
     loaded_at: float
     saved: Any = None   # the loaded object: keeps the function's variables alive
     spec: F.FeatureSpec = F.BUILTIN   # the version's feature contract (its declaration file)
+    flat_call: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None   # `flat_caller`
+
+    def probabilities(self, feed: Dict[str, tf.Tensor]) -> np.ndarray:
+        """``serving_default``'s probabilities [N] for the input tensors ``feed`` (by name)."""
+        out = self.flat_call(feed) if self.flat_call is not None else self.fn(**feed)
+        return out["probabilities"].numpy()
+
+
+def flat_caller(fn: Callable[..., Dict[str, tf.Tensor]],
+                specs: Dict[str, tf.TensorSpec]) -> Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]]:
+    """``feed -> fn(**feed)`` through the concrete function's flat entry point, with the
+    inputs in its flat order (the sorted names): this skips binding ~30 keyword
+    arguments to the signature and checking them on every call (about 0.6 ms of
+    CPU per request).  None when ``fn`` has no such entry point; `load` keeps it
+    only if it answers exactly as ``fn(**feed)`` does."""
+    call_flat, captured = getattr(fn, "_call_flat", None), getattr(fn, "captured_inputs", None)
+    if call_flat is None or captured is None:
+        return None
+    names = sorted(specs)
+
+    def call(feed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        return call_flat([feed[name] for name in names], captured)
+
+    return call
 
 
 def load(version: str, path: str, warmup_candidates: int, warmup_runs: int = 3) -> Loaded:
@@ -159,7 +183,14 @@ def load(version: str, path: str, warmup_candidates: int, warmup_runs: int = 3) 
         if name in warm and len(specs[name].shape) == 1:
             warm[name] = tf.constant(["w"] if specs[name].dtype == tf.string else [0.0])
     for _ in range(max(1, warmup_runs)):
-        fn(**warm)
-    loaded = Loaded(version, path, fn, specs, time.time(), saved, spec)
+        want = fn(**warm)["probabilities"].numpy()
+    call = flat_caller(fn, specs)
+    try:
+        if call is not None and not np.array_equal(call(warm)["probabilities"].numpy(), want):
+            call = None
+    except (TypeError, ValueError, tf.errors.OpError) as e:
+        log.warning("the flat call of %s failed (%s): keyword calls", path, e)
+        call = None
+    loaded = Loaded(version, path, fn, specs, time.time(), saved, spec, call)
     log.info("loaded version %s from %s in %.1f s (warm-up included)", version, path, time.perf_counter() - t0)
     return loaded

@@ -1,0 +1,77 @@
+"""The parts of `feedrank.train.serving_graph` that keep the user's side at batch 1
+compute what the model computes with the user's side copied to every candidate."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from feedrank import features as F
+from feedrank.train import layers as L
+from feedrank.train import serving_graph as SG
+from feedrank.train.families import build_model
+from feedrank.transform.crosses import cross_features
+from tests.helpers.model_harness import TINY, VOCAB_SIZES, random_batch
+
+SPEC = F.BUILTIN
+
+
+def test_id_dropout_keeps_the_histories_user_side_and_the_attention_folded():
+    keras.utils.set_random_seed(0)
+    config = {**TINY, "id_dropout": 0.3, "attention_units": [8, 4]}
+    model = build_model("din", VOCAB_SIZES, config, spec=SPEC)   # untrained: compared with itself
+    graph = SG.SharedUserGraph(model, spec=SPEC)
+    modes = {node.layer.name: mode for node, mode in graph._plan}
+    assert modes["item_id_dropout"] == "each"
+    assert modes["din_attention"] == modes["din_view_attention"] == "fold"
+    assert modes["click_mean"] == "user" and modes["match_features"] == "self"
+    batch = random_batch(40, seed=2, spec=SPEC)   # some histories empty
+    user = SG.user_input_names(SPEC)
+    run = tf.function(lambda x, n: graph(x, n))
+    for row in range(6):
+        for n in (1, 40):
+            inputs = {k: (v[row:row + 1] if k in user else v[:n]) for k, v in batch.items()}
+            want = model({k: np.broadcast_to(v, (n,) + v.shape[1:]) for k, v in inputs.items()},
+                         training=False).numpy()
+            got = run({k: tf.constant(v) for k, v in inputs.items()}, tf.constant(n)).numpy()
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"row {row}, n {n}")
+
+
+@pytest.mark.parametrize("activation,softmax", [("sigmoid", False), ("sigmoid", True), ("dice", False)])
+@pytest.mark.parametrize("trim", [True, False])
+def test_folded_attention_equals_the_layer_with_and_without_trimming(activation, softmax, trim):
+    tf.random.set_seed(0)
+    att = L.TargetAttention((12, 6), activation=activation, softmax=softmax)
+    n, length, d = 17, 30, 10
+    q = tf.random.normal([n, d])
+    k = tf.random.normal([1, length, d])
+    fold = tf.function(lambda m: SG.folded_target_attention(att, q, k, m, trim=trim))
+    for real in ([False] * 11 + [True] * 19, [True] * 5 + [False] * 20 + [True] * 5, [True] * 30, [False] * 30):
+        mask = tf.constant([real])
+        want = att(q, tf.broadcast_to(k, [n, length, d]), tf.broadcast_to(mask, [n, length])).numpy()
+        got = fold(mask).numpy()
+        scale = max(1.0, float(np.abs(want).max()))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * scale, err_msg=f"{sum(real)} real steps")
+
+
+def test_shared_crosses_equal_the_crosses_value_for_value():
+    regions = tf.constant(["r1", "r2", "", "r1", "r3"])
+    categories = tf.constant(["c1", "c3", "", "c9", "c2"])
+    n = 5
+    for history, user_region in ((["c1", "c2", "c1", "c3"], "r1"), ([], "r1"), (["c2"], ""), (["c1"] * 7, "r3")):
+        padded = tf.constant([[""] * 3 + history], tf.string)
+        want = cross_features(tf.constant([user_region] * n), regions,
+                              tf.broadcast_to(padded, [n, padded.shape[1]]), categories)
+        got = SG.shared_crosses(tf.constant([user_region]), regions, tf.constant(history, tf.string), categories)
+        assert sorted(got) == sorted(want)
+        for name in want:
+            np.testing.assert_array_equal(got[name].numpy(), want[name].numpy(), err_msg=f"{name} {history}")
+
+
+def test_one_row_padding_is_stripped_as_the_ragged_rows_are():
+    for row in (["", "", "a", "b"], ["a", "", "b", ""], ["", ""], [""], ["1", "2", "3", "4", "5"]):
+        x = tf.constant([row])
+        want = SG.strip_padding(x, 3).to_sparse()
+        got = SG.strip_padding_one_row(x, 3)
+        np.testing.assert_array_equal(got.indices.numpy(), want.indices.numpy())
+        np.testing.assert_array_equal(got.values.numpy(), want.values.numpy())
+        np.testing.assert_array_equal(got.dense_shape.numpy(), want.dense_shape.numpy())
