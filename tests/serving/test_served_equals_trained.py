@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -31,7 +30,7 @@ from serving.common import procs
 from serving.features import declared, replay
 from tests.helpers import examplegen as H
 from tests.helpers.declared_columns import ALL_KINDS
-from tests.serving.test_declared_serving import trained  # noqa: F401 (fixture: one model per session)
+from tests.serving.test_declared_serving import _rank, trained  # noqa: F401 (trained: one model per session)
 
 pytestmark = pytest.mark.usefixtures("serving_venv")  # skipped, or failed under make test, without it
 MODEL = "feedrank"
@@ -88,15 +87,6 @@ def served(trained, tmp_path_factory):  # noqa: F811
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _rank(url: str, user: str, candidates: List[str], t: int) -> Dict:
-    body = {"user_id": user, "candidates": candidates, "context": {"ts": t}}
-    req = urllib.request.Request(f"{url}/v1/models/{MODEL}:predict", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        assert "X-Feedrank-Degraded" not in r.headers
-        return json.loads(r.read())
 
 
 def test_make_serve_ranks_as_the_model_scores_offline(trained, served, probes):  # noqa: F811
