@@ -12,7 +12,8 @@ encoded as the raw tf.Example features ``item_<column>`` / ``user_<column>``:
     first ones), an empty list when missing.
 
 A declared column absent from a file of its table, a numeric column holding a
-value that is not a number, or a categorical/tokens column that is not text is
+value that is not a number or is not finite (``inf``, ``-inf``; NaN is
+missing), or a categorical/tokens column that is not text is
 a `feedrank.events.io.ContractError` naming the table, the column and the file.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from feedrank import features as F
 from feedrank.events import io, text
@@ -53,7 +55,7 @@ def _where(c: F.Declared) -> str:
 
 def check_files(spec: F.FeatureSpec, files: Mapping[str, Sequence[io.TableFile]]) -> None:
     """Every column declared in ``spec`` is present in every file of its table with a usable type;
-    CSV numeric columns are parsed here.  Raises `io.ContractError` naming the column."""
+    numeric columns are read and checked here (numbers, finite).  Raises `io.ContractError` naming the column."""
     for table, tfs in files.items():
         for c in columns_of(spec, table):
             for tf in tfs:
@@ -64,16 +66,21 @@ def check_files(spec: F.FeatureSpec, files: Mapping[str, Sequence[io.TableFile]]
                     expected = "numbers" if c.kind == "numeric" else "text"
                     raise io.ContractError(f"{_where(c)} in {tf.path} has type '{kinds[c.column]}', "
                                            f"expected {expected}")
-                if tf.fmt == io.CSV and c.kind == "numeric":
-                    with io.reading(tf):
+                if c.kind != "numeric":
+                    continue
+                with io.reading(tf):
+                    if tf.fmt == io.CSV:
                         values = pd.read_csv(tf.path, usecols=[c.column], dtype=str, na_filter=False,
-                                             encoding_errors=text.ERRORS)[c.column]
-                    numbers(c, values.to_numpy(dtype=object), tf.path)
+                                             encoding_errors=text.ERRORS)[c.column].to_numpy(dtype=object)
+                    else:
+                        values = pq.read_table(tf.path, columns=[c.column]).column(0).to_pandas().to_numpy(
+                            dtype=object)
+                numbers(c, values, tf.path)
 
 
 def numbers(c: F.Declared, values: np.ndarray, where: str = "") -> np.ndarray:
-    """float32 values of a numeric column: missing/empty -> ``default``; anything else
-    that is not a number is a `io.ContractError`."""
+    """float32 values of a numeric column: missing/empty/NaN -> ``default``; anything else
+    that is not a finite number is a `io.ContractError` (an ``inf`` would train at loss=nan)."""
     series = pd.Series(values, dtype=object)
     missing = series.isna() | series.map(lambda v: isinstance(v, str) and not v.strip())
     parsed = pd.to_numeric(series.where(~missing, np.nan), errors="coerce").astype(float)
@@ -81,6 +88,11 @@ def numbers(c: F.Declared, values: np.ndarray, where: str = "") -> np.ndarray:
     if bad.any():
         raise io.ContractError(f"{_where(c)}{' in ' + where if where else ''} holds values that are not "
                                f"numbers, e.g. {series[bad].iloc[0]!r} ({int(bad.sum())} row(s))")
+    infinite = np.isinf(parsed.to_numpy())
+    if infinite.any():
+        raise io.ContractError(f"{_where(c)}{' in ' + where if where else ''} holds values that are not "
+                               f"finite, e.g. {series[infinite].iloc[0]!r} ({int(infinite.sum())} row(s)); "
+                               f"leave a value empty for the declared default")
     return np.where(np.isnan(parsed.to_numpy()), c.default, parsed.to_numpy()).astype(np.float32)
 
 

@@ -195,6 +195,21 @@ def test_a_csv_numeric_column_with_text_is_a_contract_error(declared_log, tmp_pa
         H.run(log_dir, str(tmp_path / "out"), spec=SPEC, num_shards=1)
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_an_infinite_declared_number_is_refused_before_any_beam_work(declared_log, tmp_path, fmt):
+    log_dir = H.copy_log(declared_log, str(tmp_path / "log"))
+    items = H.load(log_dir, "items")
+    items.loc[[4, 8], "floor_area"] = [np.inf, -np.inf]
+    if fmt == "csv":
+        os.remove(os.path.join(log_dir, "items.parquet"))
+        items.to_csv(os.path.join(log_dir, "items.csv"), index=False)
+    else:
+        H.save(items, log_dir, "items")
+    with pytest.raises(ContractError, match=r"column 'floor_area' .* not finite, e.g. '?inf'? \(2 row\(s\)\)"):
+        H.run(log_dir, str(tmp_path / "out"), spec=SPEC, num_shards=1)
+    assert not os.path.exists(str(tmp_path / "out" / "examples"))
+
+
 # --- Transform, families and export ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
