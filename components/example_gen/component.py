@@ -135,10 +135,11 @@ class BehaviorExampleGen(base_beam_component.BaseBeamComponent):
     ``train_start_ts``/``valid_start_ts``/``eval_start_ts``/``log_end_ts``,
     ``censored_eval``, ``negative_sampling_rate``) and ``quarantine``
     (`Quarantine`).  Fails with a one-line `feedrank.events.io.ContractError`
-    (`TooManyBadRowsError`, `NoImpressionsError`, `NoPositiveLabelsError` of
-    `feedrank.examples.accounting`) when more than ``max_bad_fraction`` of the
-    events are quarantined, when the log has no impression, or when a split
-    has no positive label.
+    (`TooManyBadRowsError`, `NoImpressionsError`, `LogTooShortError`,
+    `NoPositiveLabelsError` of `feedrank.examples.accounting`) when more than
+    ``max_bad_fraction`` of the events are quarantined, when the log has no
+    impression, when its days cannot hold the splits, or when a split has no
+    positive label.
     """
 
     SPEC_CLASS = BehaviorExampleGenSpec

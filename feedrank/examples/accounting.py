@@ -6,11 +6,13 @@ stage counters (``_stats.json``); `finalize` turns them into the summary
 (``events_read = events_used + quarantined``, counts per reason, examples and
 positives per split, the split bounds, censored eval impressions, the sampling
 rate) and fails the run, with a one-line message, when too many rows were bad,
-when the log has no impression, or when a split has no positive label.
+when the log has no impression, when its days cannot hold the splits, or when a
+split has no positive label.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -42,6 +44,33 @@ class NoImpressionsError(io.ContractError):
 
 class NoPositiveLabelsError(io.ContractError):
     """A split (train, valid or eval) has no positive label: no model can be fit or judged."""
+
+
+class LogTooShortError(io.ContractError):
+    """The log's days cannot hold the warm-up, train, valid and eval days the settings ask for."""
+
+
+def _day(ts: int) -> str:
+    return datetime.datetime.fromtimestamp(int(ts), datetime.timezone.utc).strftime("%Y-%m-%d")
+
+
+def _check_span(summary: Dict[str, Any], cfg: Any) -> None:
+    """Fails when the train split (or the valid days) would end before it starts."""
+    train_start, eval_start = summary["train_start_ts"], summary["eval_start_ts"]
+    train_end = summary.get("valid_start_ts", eval_start)
+    if train_end > train_start and eval_start >= train_end:
+        return
+    first, last = summary["first_impression_ts"], summary["log_end_ts"]
+    days = (last // DAY_S) - (first // DAY_S) + 1
+    needs = [f"warmup_days {cfg.warmup_days}", "at least 1 train day"]
+    if "valid_start_ts" in summary:
+        needs.append(f"valid_days {cfg.valid_days}")
+    needs.append(f"eval_days {cfg.eval_days}")
+    need = int(cfg.warmup_days) + 1 + (int(cfg.valid_days) if "valid_start_ts" in summary else 0) + int(cfg.eval_days)
+    raise LogTooShortError(
+        f"the log's impressions cover {days} day(s) ({_day(first)} to {_day(last)} UTC), but the splits need "
+        f"{need}: {' + '.join(needs)}; use a longer log, or lower examples.eval_days / valid_days / "
+        f"warmup_days (or examples.valid_split: user_hash, which takes no days)")
 
 
 def write_quarantine(frames: List[pd.DataFrame], path: str) -> None:
@@ -123,6 +152,7 @@ def _check_usable(summary: Dict[str, Any], cfg: Any) -> None:
             f"event log has no impressions: {read} events read, {summary['events_used']} valid "
             f"({', '.join(f'{t} {n}' for t, n in types.items() if n) or 'none'}), "
             f"{summary['quarantined']} quarantined; examples are built from impression events")
+    _check_span(summary, cfg)
     lacking = [s for s in SPLITS if not summary["positives"][s]]
     if lacking:
         bounds = {"train": ("train_start_ts", "valid_start_ts" if "valid_start_ts" in summary else "eval_start_ts"),

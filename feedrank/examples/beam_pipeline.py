@@ -39,6 +39,7 @@ from feedrank.examples import accounting, build, declared, splits, tfrecord
 from feedrank.examples.accounting import (  # noqa: F401 (API)
     QUARANTINE_FILE,
     SUMMARY_FILE,
+    LogTooShortError,
     NoImpressionsError,
     NoPositiveLabelsError,
     TooManyBadRowsError,

@@ -42,7 +42,8 @@ class ExampleSettings(Section):
     warmup_days: int = setting(0, min=0, doc="the log's first days give behaviour history (and the Word2Vec "
                                              "corpus) but no examples")
     # Implausible timestamps are quarantined with a reason.
-    min_ts: int = setting(946_684_800, min=0, doc="the oldest plausible timestamp (default 2000-01-01 UTC)")
+    min_ts: int = setting(0, min=0, doc="the oldest plausible timestamp (default 0: only negative times "
+                                          "are refused, so logs from before 2000 load as they are)")
     max_future_skew_s: int = setting(86_400, min=0, doc="events later than the newest plausible impression "
                                                         "plus this are implausible")
     # Feature staleness: the behaviour features (sequences, user counters, session share,

@@ -184,6 +184,17 @@ def test_log_without_clicks_fails_fast_naming_the_splits(log, tmp_path):
     assert "0 clicks in the log" in failure["message"]
 
 
+def test_a_one_day_log_says_it_is_too_short_for_the_splits(log, tmp_path):
+    ev = H.load(log)
+    first_day = int(ev.ts.min()) // 86_400
+    H.save(ev[ev.ts // 86_400 == first_day + 1], log)
+    failure = _failure(log, tmp_path, beam_pipeline.LogTooShortError)
+    day = pd.Timestamp((first_day + 1) * 86_400, unit="s").strftime("%Y-%m-%d")
+    assert failure["message"].startswith(f"the log's impressions cover 1 day(s) ({day} to {day} UTC), but the "
+                                         f"splits need 3: warmup_days 0 + at least 1 train day + valid_days 1 "
+                                         f"+ eval_days 1;")
+
+
 def test_split_without_clicks_is_named(log, baseline, tmp_path):
     ev = H.load(log)
     in_valid = (ev.ts >= baseline["valid_start_ts"]) & (ev.ts < baseline["eval_start_ts"])
