@@ -156,9 +156,17 @@ def test_page_weights_hand_computation():
 def test_cli_mode_ecommerce(tmp_path, capsys):
     out = str(tmp_path / "cli")
     assert simulator_main(["--mode", "ecommerce", "--users", "40", "--items", "60", "--categories", "5",
-                           "--days", "1", "--out", out]) == 0
-    summary = json.loads(capsys.readouterr().out)
+                           "--days", "2", "--out", out]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
     assert summary["views"] > 0 and os.path.exists(os.path.join(out, EIO.TRUTH_FILE))
+    assert [line.split(":")[0] for line in captured.err.splitlines() if line.startswith("[simulate]")] == [
+        "[simulate] day 1/2", "[simulate] day 2/2"]
+    # --quiet, as in the feed mode: the same log, no progress
+    assert simulator_main(["--mode", "ecommerce", "--users", "40", "--items", "60", "--categories", "5",
+                           "--days", "2", "--out", out, "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["views"] == summary["views"] and "[simulate]" not in captured.err
     with pytest.raises(SystemExit):
         simulator_main(["--mode", "ecommerce", "--items", "3", "--categories", "5", "--out", out])
     assert "--items >= --categories" in capsys.readouterr().err

@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import logging
 import os
+import sys
 import time
 from typing import Dict, List, Optional
 
@@ -72,8 +73,9 @@ class _Ids:
 def simulate_ecommerce(out_dir: str, users: int = 2000, items: int = 3000, categories: int = 40,
                        days: int = 14, seed: int = 0, start_date: str = "2024-03-01",
                        activity: float = 0.25, effects: E.Effects = E.EFFECTS,
-                       browsing: E.Browsing = E.BROWSING) -> Dict:
-    """Simulates ``days`` days of the shop into ``out_dir``; returns the summary (also in world.json)."""
+                       browsing: E.Browsing = E.BROWSING, verbose: bool = False) -> Dict:
+    """Simulates ``days`` days of the shop into ``out_dir``; returns the summary (also in world.json).
+    ``verbose`` prints a progress line per simulated day on stderr."""
     if min(users, items, days) < 1 or categories < 2:
         raise ValueError("users, items and days must be positive and categories >= 2")
     if not 0.0 < activity <= 1.0:
@@ -110,6 +112,9 @@ def simulate_ecommerce(out_dir: str, users: int = 2000, items: int = 3000, categ
                 bought[u].extend(c["item"] for c in s["carts"])
                 last = s["pages"][-1][2] + int(s["pages"][-1][3])   # the session's last event
                 t = last + 1800 + 60 + int(rng.exponential(7200))
+        if verbose:
+            print(f"[simulate] day {d + 1}/{days}: {n_sess:,} sessions, {len(rows):,} events so far",
+                  file=sys.stderr, flush=True)
     summary = _write(out_dir, shop, ids, rows, truth)
     summary["wall_s"] = round(time.time() - t0, 2)
     params = dict(mode="ecommerce", users=users, items=items, categories=categories, days=days, seed=seed,
@@ -200,6 +205,7 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--activity", type=float, default=0.25, help="mean daily probability a user shops")
     ap.add_argument("--start-date", default="2024-03-01", help="first day, YYYY-MM-DD (UTC)")
     ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--quiet", action="store_true", help="no per-day progress on stderr")
     args = ap.parse_args(argv)
     if min(args.users, args.items, args.days) < 1 or args.categories < 2 or args.items < args.categories:
         ap.error("--users, --items, --days must be positive, --categories >= 2 and --items >= --categories")
@@ -214,6 +220,6 @@ def main(argv: Optional[list] = None) -> int:
     except OSError as e:
         ap.error(f"cannot write to output directory {args.out!r}: {e.strerror or e}")
     summary = simulate_ecommerce(args.out, args.users, args.items, args.categories, args.days, args.seed,
-                                 args.start_date, args.activity)
+                                 args.start_date, args.activity, verbose=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
