@@ -104,7 +104,7 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
         word_vectors=word2vec.outputs["word_vectors"] if word2vec else None).with_id("Trainer")
     # The served model: the registry's champion, else the newest blessed push (no Resolver: Kubeflow cannot run one).
     baseline = LatestBlessedModel(push_dir=target.push_dir, tracking_uri=tracking_uri(cfg, start=False),
-                                  registered_model=registered_model_name(cfg))
+                                  registered_model=registered_model_name(cfg), **declared)
     # TFMA on the eval split: AUC floor, no regression versus the baseline, calibration band.
     # Its models load through feedrank.evaluate.models (TF-DF's ops for a gbdt candidate or baseline).
     evaluator = tfx.components.Evaluator(

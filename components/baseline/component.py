@@ -9,6 +9,11 @@ complete version directory ``<push_dir>/<version>/`` is the newest blessed
 model of this family.  With neither, the output channel is empty and the
 Evaluator skips its change threshold (a first model has no baseline).
 
+A baseline that reads a declared column (``declared_features.json`` beside its
+SavedModel) which this run's feature contract lacks cannot score this run's
+examples: it is skipped with one warning naming the columns, and the candidate
+is judged without a change threshold (`foreign_columns`).
+
 The Evaluator loads ``<artifact uri>/Format-Serving/``, so the SavedModel is
 copied into that layout.  Which model it is goes into the artifact's custom
 properties (``source`` = champion | latest_push, ``version``,
@@ -32,6 +37,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.baseline import champion as champ_lib
+from feedrank import features as F
 
 log = logging.getLogger(__name__)
 SERVING_SUBDIR = "Format-Serving"
@@ -59,6 +65,8 @@ class LatestBlessedModelSpec(ComponentSpec):
         # or a moved champion invalidates a cached baseline.
         "expected_version": ExecutionParameter(type=str),
         "champion": ExecutionParameter(type=str),
+        # The run's FeatureSpec as JSON (empty: the built-in features only).
+        "declared_features": ExecutionParameter(type=str, optional=True),
     }
     INPUTS: Dict[str, ChannelParameter] = {}
     OUTPUTS = {"model": ChannelParameter(type=standard_artifacts.Model)}
@@ -94,6 +102,12 @@ def _champion_record(push_dir: str, uri: str, registered_model: str, dst: str) -
             "pushed_version": champ.pushed_version}
 
 
+def foreign_columns(baseline: F.FeatureSpec, run: F.FeatureSpec) -> List[str]:
+    """``table.column (kind)`` of each column ``baseline`` reads that ``run`` does not declare alike."""
+    ours = {(c.table, c.column, c.kind) for c in run.declared}
+    return [f"{c.table}.{c.column} ({c.kind})" for c in baseline.declared if (c.table, c.column, c.kind) not in ours]
+
+
 class Executor(base_executor.BaseExecutor):
     """Copies the champion (else the newest push) into a Model artifact, or emits none."""
 
@@ -119,6 +133,15 @@ class Executor(base_executor.BaseExecutor):
             record = {"source": SOURCE_LATEST_PUSH, "version": version, "registered_model": "",
                       "family": os.path.basename(push_dir.rstrip("/")), "path": src, "pushed_dir": src,
                       "pushed_version": version}
+        foreign = foreign_columns(F.FeatureSpec.read(dst),
+                                  F.FeatureSpec.from_json(exec_properties.get("declared_features") or ""))
+        if foreign:
+            log.warning("baseline: %s v%s (%s) reads declared column(s) %s that this run's examples do not "
+                        "hold, so it cannot score them: the candidate is judged without a baseline (no "
+                        "change threshold)", record["source"], record["version"], record["family"],
+                        ", ".join(foreign))
+            output_dict["model"].clear()
+            return
         _record(model, record)
         log.info("baseline: %s v%s (%s) from %s", record["source"], record["version"], record["family"],
                  record["path"])
@@ -130,9 +153,11 @@ class LatestBlessedModel(base_component.BaseComponent):
     SPEC_CLASS = LatestBlessedModelSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, push_dir: str, tracking_uri: str = "", registered_model: str = ""):
+    def __init__(self, push_dir: str, tracking_uri: str = "", registered_model: str = "",
+                 declared_features: str = ""):
         super().__init__(spec=LatestBlessedModelSpec(
             push_dir=push_dir, tracking_uri=tracking_uri, registered_model=registered_model,
+            declared_features=declared_features or None,
             expected_version=latest_version(push_dir) or "none",
             champion=champ_lib.champion_key(tracking_uri, registered_model),
             model=types.Channel(type=standard_artifacts.Model)))

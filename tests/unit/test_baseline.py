@@ -13,7 +13,14 @@ import tensorflow as tf
 from tfx.types import standard_artifacts
 
 from components.baseline.champion import champion_key
-from components.baseline.component import BASELINE_FILE, SERVING_SUBDIR, Executor, LatestBlessedModel
+from components.baseline.component import (
+    BASELINE_FILE,
+    SERVING_SUBDIR,
+    Executor,
+    LatestBlessedModel,
+    foreign_columns,
+)
+from feedrank import features as F
 from feedrank.evaluate import gates
 from feedrank.tracking import candidate as cand_lib
 from feedrank.tracking import registry, server
@@ -43,12 +50,13 @@ def store(tmp_path_factory, client):
     return root
 
 
-def _run(tmp_path, push_dir, uri, model):
+def _run(tmp_path, push_dir, uri, model, declared: str = ""):
     art = standard_artifacts.Model()
     art.uri = str(tmp_path / "baseline_model")
     os.makedirs(art.uri, exist_ok=True)
     out = {"model": [art]}
-    Executor().Do({}, out, {"push_dir": str(push_dir), "tracking_uri": uri, "registered_model": model})
+    Executor().Do({}, out, {"push_dir": str(push_dir), "tracking_uri": uri, "registered_model": model,
+                            "declared_features": declared})
     return out["model"]
 
 
@@ -122,3 +130,27 @@ def test_the_cache_key_follows_the_champion(store, client, mlflow_url):
     finally:
         registry.promote(client, MODEL, version=2)
     assert LatestBlessedModel(push_dir=str(store / "din")).exec_properties["champion"] == "none"
+
+
+def test_a_baseline_reading_columns_this_run_lacks_is_skipped_in_one_line(tmp_path, caplog):
+    """A push that declared ``items.title`` (tokens) cannot score examples without it; one that
+    reads a subset of this run's columns can."""
+    title = F.Declared("items", "title", "tokens")
+    area = F.Declared("items", "area_m2", "numeric")
+    H.save_scaled_model(str(tmp_path / "store" / "din" / "7"), 1.0)
+    F.FeatureSpec((title,)).write(str(tmp_path / "store" / "din" / "7"))
+    with caplog.at_level(logging.INFO, logger="components.baseline.component"):
+        assert _run(tmp_path / "a", tmp_path / "store" / "din", "", "", F.FeatureSpec((area,)).to_json()) == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["baseline: latest_push v7 (din) reads declared column(s) items.title (tokens) that this "
+                        "run's examples do not hold, so it cannot score them: the candidate is judged without a "
+                        "baseline (no change threshold)"]
+    [art] = _run(tmp_path / "b", tmp_path / "store" / "din", "", "", F.FeatureSpec((area, title)).to_json())
+    assert _props(art)["version"] == "7"
+
+
+def test_foreign_columns_compare_table_column_and_kind():
+    spec = F.FeatureSpec((F.Declared("items", "a", "numeric"), F.Declared("users", "b", "categorical")))
+    assert foreign_columns(spec, spec) == [] and foreign_columns(F.BUILTIN, spec) == []
+    other = F.FeatureSpec((F.Declared("items", "a", "categorical"), F.Declared("items", "b", "categorical")))
+    assert foreign_columns(other, spec) == ["items.a (categorical)", "items.b (categorical)"]
