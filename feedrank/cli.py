@@ -25,7 +25,7 @@ import sys
 from typing import Iterator, List, Optional
 
 from feedrank.ab import cli as ab_cli
-from feedrank.config import Config, ConfigError, load
+from feedrank.config import Config, ConfigError, add_config_arguments, load_args
 from feedrank.deploy import cli as deploy_cli
 from feedrank.runners import cli as kubeflow_cli
 from feedrank.runners.console import configure_logging, quiet_native_logs
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pipeline.py", description="feedrank: behaviour-sequence ranking pipeline (TFX).")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, DirectRunner, SQLite MLMD)")
-    p_run.add_argument("--config", default="configs/demo.yaml", help="YAML run config (default: %(default)s)")
+    add_config_arguments(p_run)
     p_run.add_argument("--input", help="override the config's input_base (a directory with events/items/users)")
     p_run.add_argument("--simulate-if-missing", action="store_true",
                        help="if input_base does not exist, simulate it with the config's `simulate` section")
@@ -101,7 +101,7 @@ def run_command(args: argparse.Namespace, build: PipelineBuilder) -> int:
     if args.no_cache:
         overrides["enable_cache"] = False
     try:
-        cfg = load(args.config, overrides)
+        cfg = load_args(args, overrides)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -307,12 +307,64 @@ def read_config(path: str, chain: Tuple[str, ...] = ()) -> Dict[str, Any]:
     return merge(read_config(base_path, chain), raw)
 
 
-def load(path: str, overrides: Dict[str, Any] | None = None) -> Config:
+def apply_sets(raw: Dict[str, Any], sets: List[str]) -> Dict[str, Any]:
+    """``raw`` with each ``KEY=VALUE`` of ``sets`` applied: a dotted key names a nested key
+    (``trainer.epochs=2``), the value is read as YAML (``2`` a number, ``[32, 16]`` a list,
+    ``true`` a bool, anything else text).  The result is validated like the file."""
+    out = dict(raw)
+    for item in sets:
+        key, sep, text = item.partition("=")
+        path = [k.strip() for k in key.split(".")]
+        if not sep or not all(path):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. trainer.epochs=2")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        node = out
+        for depth, k in enumerate(path[:-1]):
+            child = node.get(k)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[:depth + 1])} is a value, not a section")
+            node[k] = child = dict(child)
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def add_config_arguments(p, default: str = "configs/demo.yaml") -> None:
+    """``--config``, ``--set KEY=VALUE`` (repeatable) and ``--tracking-uri`` on a subcommand;
+    `load_args` reads them."""
+    p.add_argument("--config", default=default, help="YAML run config (default: %(default)s)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_values",
+                   help="override one config key, dotted, value as YAML (e.g. trainer.epochs=2); "
+                        "validated like the file; repeatable")
+    p.add_argument("--tracking-uri", metavar="URL",
+                   help="the MLflow tracking server, e.g. http://127.0.0.1:5000 (default: the config's "
+                        "mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else the local server)")
+
+
+def load_args(args, overrides: Dict[str, Any] | None = None) -> Config:
+    """The config of a subcommand's `add_config_arguments`: ``--config`` with ``--set`` and
+    ``--tracking-uri`` applied (after ``overrides``)."""
+    sets = list(getattr(args, "set_values", None) or [])
+    if getattr(args, "tracking_uri", None):
+        sets.append(f"mlflow.tracking_uri={args.tracking_uri}")
+    return load(args.config, overrides, sets)
+
+
+def load(path: str, overrides: Dict[str, Any] | None = None, sets: List[str] | None = None) -> Config:
     """Reads and validates a YAML config (and its ``base`` chain); ``overrides`` replace
-    whole top-level keys; relative paths stay relative to the CWD.  A bad key or value
-    is a ConfigError naming the file and the key."""
+    whole top-level keys, then ``sets`` (`apply_sets`) single keys; relative paths stay
+    relative to the CWD.  A bad key or value is a ConfigError naming the file and the key."""
     raw = read_config(path)
     raw.update(overrides or {})
+    try:
+        raw = apply_sets(raw, list(sets or []))
+    except ConfigError as e:
+        raise ConfigError(f"{os.path.basename(path)}: {e}") from None
     try:
         cfg = validate(raw)
     except ConfigError as e:

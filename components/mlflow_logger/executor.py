@@ -20,7 +20,7 @@ from tfx.types import artifact_utils
 
 from feedrank.tracking import candidate as cand_lib
 from feedrank.tracking.collect import collect, write_exact_metrics
-from feedrank.tracking.server import check_reachable
+from feedrank.tracking.server import answering, check_reachable, fail_fast
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class Executor(base_executor.BaseExecutor):
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
         out = artifact_utils.get_single_instance(output_dict["mlflow_run"])
         uri = exec_properties["tracking_uri"]
+        fail_fast()
         check_reachable(uri)
         run_id = self._context.pipeline_run_id if self._context else None
         # Plots and the model card are written locally, then uploaded to MLflow.
@@ -39,8 +40,11 @@ class Executor(base_executor.BaseExecutor):
         cand = collect(input_dict, exec_properties, work_dir, pipeline_run_id=run_id)
         write_exact_metrics(out.uri, cand)
         registered = exec_properties.get("registered_model_name") or None
-        result = cand_lib.log_candidate(cand_lib.client_for(uri), exec_properties["experiment_name"],
-                                        cand, registered_model=registered)
+        log.info("MlflowLogger: logging the candidate to %s (experiment %s)", uri,
+                 exec_properties["experiment_name"])
+        with answering(uri, "logging the candidate run"):
+            result = cand_lib.log_candidate(cand_lib.client_for(uri), exec_properties["experiment_name"],
+                                            cand, registered_model=registered)
         if not cand.blessed or not cand.pushed:
             log.info("MlflowLogger: run %s logged, not registered (blessed=%s pushed=%s: %s)",
                      result["run_id"], cand.blessed, cand.pushed, cand.tags.get("blessing_reason"))

@@ -17,6 +17,7 @@ import sys
 from typing import Any, Dict, List
 
 from feedrank.ab import CHALLENGER_ARM, ABError
+from feedrank.config import add_config_arguments
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def add_commands(sub) -> None:
     """Adds ab-report to pipeline.py's subparsers."""
     p = sub.add_parser("ab-report", help="the A/B test's report: lifts with user-clustered intervals, SRM, "
                                          "guardrails, the promotion decision")
-    p.add_argument("--config", default="configs/demo.yaml", help="YAML run config (default: %(default)s)")
+    add_config_arguments(p)
     p.add_argument("--ab-dir", required=True, help="A/B run directory (events/, requests/, ab_run.json)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the report to the challenger's run")
 
@@ -128,14 +129,15 @@ def log_to_mlflow(cfg, rep: Dict[str, Any], paths: Dict[str, str], ab_dir: str) 
 
 def main(args: argparse.Namespace) -> int:
     """Runs ab-report; exit code 0 (whatever the decision), or 2 with a one-line error."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    from feedrank.tracking.server import fail_fast
+
+    fail_fast()  # about 10 s, not minutes, when the server goes away
     from feedrank.ab import report
-    from feedrank.config import ConfigError, load
+    from feedrank.config import ConfigError, load_args
     from feedrank.tracking import TrackingError
 
     try:
-        cfg = load(args.config)
+        cfg = load_args(args)
         rep = evaluate(cfg, args.ab_dir)
         paths = report.write(rep, args.ab_dir)
         print(report.format_text(rep))

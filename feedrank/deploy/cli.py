@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 
+from feedrank.config import add_config_arguments
 from feedrank.deploy import FEEDRANK_RUNTIME, MODES, RUNTIMES, SERVERLESS, DeployError
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     from feedrank.deploy.render import Settings
 
     d = Settings()
-    p.add_argument("--config", default="configs/demo.yaml", help="YAML run config (default: %(default)s)")
+    add_config_arguments(p)
     p.add_argument("--mode", choices=MODES, default=SERVERLESS,
                    help="serverless: Knative, predictor.canaryTrafficPercent; standard: kserve >= 0.20 "
                         "Standard mode, spec.canary[] (default: %(default)s)")
@@ -66,14 +67,14 @@ def add_commands(sub) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from feedrank.config import load
+    from feedrank.config import load_args
     from feedrank.deploy import apply as apply_lib
     from feedrank.deploy import render, versions
     from feedrank.tracking import registered_model_name
     from feedrank.tracking.candidate import client_for
     from feedrank.tracking.server import tracking_uri
 
-    cfg = load(args.config)
+    cfg = load_args(args)
     client = client_for(tracking_uri(cfg))
     model = registered_model_name(cfg)
     settings = dataclasses.replace(render.Settings(), name=args.name, namespace=args.namespace, image=args.image,
@@ -107,8 +108,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """Runs deploy or rollback; exit code 0, or 2 with a one-line error."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    from feedrank.tracking.server import fail_fast
+
+    fail_fast()  # about 10 s, not minutes, when the server goes away
     from feedrank.config import ConfigError
     from feedrank.tracking import TrackingError
 

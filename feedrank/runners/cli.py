@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Optional
 
-from feedrank.config import ConfigError
+from feedrank.config import ConfigError, add_config_arguments
 from feedrank.runners.kfp_client import DEFAULT_EXPERIMENT, DEFAULT_PACKAGE, HOST_ENV
 from feedrank.runners.target import PipelineBuilder
 
@@ -41,7 +42,7 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 def add_commands(sub) -> None:
     """Adds the compile/submit/schedule parsers to ``pipeline.py``'s subparsers."""
     p = sub.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines (a .yaml package)")
-    p.add_argument("--config", default="configs/demo.yaml", help="YAML run config (default: %(default)s)")
+    add_config_arguments(p)
     p.add_argument("--kubeflow-config", default="configs/kubeflow.yaml",
                    help="Kubeflow settings: images, pipeline_root, GPU, resources (default: %(default)s)")
     p.add_argument("--output", default=DEFAULT_PACKAGE, help="package to write, .yaml (default: %(default)s)")
@@ -92,16 +93,20 @@ def run(args: argparse.Namespace, build: PipelineBuilder) -> Optional[int]:
 
 
 def _compile(args: argparse.Namespace, build: PipelineBuilder) -> int:
-    from feedrank.config import load
+    from feedrank.config import load_args
     from feedrank.runners.kubeflow import UnsupportedOnKubeflow, compile_pipeline
     from feedrank.runners.kubeflow_config import load_kubeflow_config
 
-    cfg = load(args.config)
+    cfg = load_args(args)
     kf = load_kubeflow_config(args.kubeflow_config)
+    started = time.monotonic()
+    print(f"compile: building the pipeline of {args.config} for Kubeflow with {args.kubeflow_config} "
+          f"(TFX compiles every component's spec: 10-30 s)", file=sys.stderr, flush=True)
     try:
         path = compile_pipeline(build, cfg, kf, args.output)
     except UnsupportedOnKubeflow as e:
         raise ConfigError(str(e)) from None
+    print(f"compile: done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     print(f"wrote {path} (images: {kf.image}"
           + "".join(f", {k}: {v}" for k, v in sorted(kf.images.items()))
           + f"; pipeline_root {kf.pipeline_root})")

@@ -9,19 +9,19 @@ unblessed version) is one ``error: ...`` line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional
 
+from feedrank.config import add_config_arguments
 from feedrank.tracking import TrackingError
 
-COMMANDS = ("promote", "compare", "mlflow")
+COMMANDS = ("promote", "alias", "compare", "mlflow")
 
 
 def add_commands(sub) -> None:
     """Adds the MLflow subcommands to pipeline.py's subparsers."""
     def config_arg(p):
-        p.add_argument("--config", default="configs/demo.yaml", help="YAML run config (default: %(default)s)")
+        add_config_arguments(p)
 
     p = sub.add_parser("promote", help="move the registry alias 'champion' to a blessed version")
     config_arg(p)
@@ -31,6 +31,12 @@ def add_commands(sub) -> None:
     which.add_argument("--from-ab", metavar="DIR",
                        help="the challenger, if the A/B test in DIR (an A/B run directory) promotes it: CTR "
                             "lift's lower bound > ab.min_lift, guardrails and sample ratio hold (docs/ab.md)")
+    p = sub.add_parser("alias", help="show the registry's aliases, or set or clear 'champion' / 'challenger' "
+                                     "by hand (set: blessed versions only)")
+    config_arg(p)
+    p.add_argument("action", choices=["show", "set", "clear"])
+    p.add_argument("name", nargs="?", choices=["champion", "challenger"], help="the alias (set and clear)")
+    p.add_argument("--version", type=int, help="the version to point it at (set)")
     p = sub.add_parser("compare", help="candidates of the experiment side by side, deltas vs champion")
     config_arg(p)
     p.add_argument("--output", default="compare.png", help="PNG to write (default: %(default)s)")
@@ -45,12 +51,34 @@ def _one_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
+def _alias(args: argparse.Namespace, client, model: str) -> int:
+    from feedrank.tracking import registry
+
+    if args.action == "show":
+        current = registry.aliases(client, model)
+        print("\n".join(f"{model}: {name} -> version {current[name]}" if name in current else
+                        f"{model}: {name} is not set" for name in ("champion", "challenger")))
+        return 0
+    if args.name is None:
+        raise TrackingError(f"alias {args.action} needs the alias: champion or challenger")
+    if args.action == "clear":
+        print(registry.clear_alias(client, model, args.name))
+        return 0
+    if args.version is None:
+        raise TrackingError(f"alias set {args.name} needs --version N")
+    if args.name == "champion":
+        print(registry.promote(client, model, version=args.version))
+    else:
+        print(registry.set_challenger(client, model, args.version))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
-    from feedrank.config import load
+    from feedrank.config import load_args
     from feedrank.tracking import experiment_name, local_server_dir, registered_model_name
     from feedrank.tracking.server import stop_server, tracking_uri
 
-    cfg = load(args.config)
+    cfg = load_args(args)
     if args.command == "mlflow":
         if args.stop:
             stopped = stop_server(local_server_dir(cfg))
@@ -76,6 +104,8 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         print(promote(client, model, version=args.version, alias=args.alias))
         return 0
+    if args.command == "alias":
+        return _alias(args, client, model)
     from feedrank.tracking import compare
 
     rows, champion = compare.gather(client, experiment_name(cfg), model, last=args.last)
@@ -89,8 +119,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """Runs one MLflow command; exit code 0, or 2 with a one-line error."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # fail fast when the server goes away
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    from feedrank.tracking.server import fail_fast
+
+    fail_fast()  # about 10 s, not minutes, when the server goes away
     from feedrank.config import ConfigError
 
     try:

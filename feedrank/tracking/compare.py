@@ -29,11 +29,13 @@ class Row:
     slices: Dict[str, float]       # "category_id.jobs-sales" -> AUC
     slice_n: Dict[str, float]      # "category_id.jobs-sales" -> example count
     start_time: int
+    family: str = ""               # the trainer family (run tag model_family)
 
     @property
     def label(self) -> str:
         tag = f"v{self.version}" if self.version else "unreg."
-        return f"{self.run_id[:7]} {tag}" + (f" [{','.join(self.aliases)}]" if self.aliases else "")
+        return (f"{self.run_id[:7]} {self.family or '?'} {tag}"
+                + (f" [{','.join(self.aliases)}]" if self.aliases else ""))
 
 
 def _row(run, versions: Dict[str, Tuple[str, List[str]]]) -> Row:
@@ -46,7 +48,7 @@ def _row(run, versions: Dict[str, Tuple[str, List[str]]]) -> Row:
         version=version, aliases=sorted(aliases), metrics={k: m.get(k) for k in METRICS},
         slices={k[4:]: v for k, v in m.items() if k.startswith("auc.")},
         slice_n={k[2:]: v for k, v in m.items() if k.startswith("n.")},
-        start_time=run.info.start_time or 0)
+        start_time=run.info.start_time or 0, family=tags.get("model_family", ""))
 
 
 def _versions(client, model: Optional[str]) -> Tuple[Dict[str, Tuple[str, List[str]]], Optional[str]]:
@@ -132,7 +134,8 @@ def format_table(rows: List[Row], champion: Optional[Row], k_slices: int = 3) ->
         body.append(line)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    title = (f"champion: version {champion.version} (run {champion.run_id[:7]})" if champion
+    title = (f"champion: version {champion.version}, {champion.family or 'family unknown'} "
+             f"(run {champion.run_id[:7]})" if champion
              else "no champion yet: deltas are n/a (promote one with `pipeline.py promote`)")
     lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*row) for row in body]
     return "\n".join([title] + [line.rstrip() for line in lines])

@@ -2,18 +2,19 @@
 
   promote(client, "feedrank-demo-din", alias="challenger")
   promote(client, "feedrank-demo-din", version=3)
+  set_challenger(client, "feedrank-demo-din", 4); clear_alias(client, "feedrank-demo-din", "challenger")
 
 ``champion`` moves only to a blessed version: the version's tag
-``blessed=true`` or, failing that, its run's tag ``blessed=true``.  Anything
-else is refused with the reason.
+``blessed=true`` or, failing that, its run's tag ``blessed=true``, and so does a
+``challenger`` set by hand.  Anything else is refused with the reason.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Optional
+from typing import Dict, Optional
 
-from feedrank.tracking import BLESSED_TAG, CHAMPION, TrackingError, error_code
+from feedrank.tracking import BLESSED_TAG, CHALLENGER, CHAMPION, TrackingError, error_code
 
 # The registry's answer to a missing alias (a missing model or version is RESOURCE_DOES_NOT_EXIST).
 NO_SUCH_ALIAS = "INVALID_PARAMETER_VALUE"
@@ -95,3 +96,36 @@ def promote(client, model: str, version: Optional[int] = None, alias: Optional[s
     if previous and str(previous) != str(mv.version):
         client.set_model_version_tag(model, mv.version, "previous_champion", str(previous))
     return Promotion(model, str(mv.version), str(previous) if previous else None, mv.run_id, mv.source)
+
+
+def set_challenger(client, model: str, version: int) -> str:
+    """Points ``challenger`` at a blessed version by hand; TrackingError otherwise. Returns a line to print."""
+    mv = resolve_version(client, model, version=version)
+    ok, why = is_blessed(client, mv)
+    if not ok:
+        raise TrackingError(f"refusing to make {model!r} version {mv.version} the {CHALLENGER!r}: it is not "
+                            f"blessed ({why})")
+    client.set_registered_model_alias(model, CHALLENGER, mv.version)
+    return f"{model}: alias {CHALLENGER!r} -> version {mv.version}"
+
+
+def clear_alias(client, model: str, alias: str) -> str:
+    """Removes ``alias`` from ``model``; a line to print (also when it was not set)."""
+    current = aliases(client, model).get(alias)
+    if current is None:
+        return f"{model}: alias {alias!r} was not set"
+    client.delete_registered_model_alias(model, alias)
+    return f"{model}: alias {alias!r} cleared (it named version {current})"
+
+
+def aliases(client, model: str) -> Dict[str, str]:
+    """``{"champion": version, "challenger": version}`` of ``model``, the set ones only;
+    TrackingError when the model is not registered."""
+    try:
+        registered = client.get_registered_model(model)
+    except Exception as e:  # noqa: BLE001
+        if _not_found(e):
+            raise TrackingError(f"registered model {model!r} does not exist (no blessed, pushed run "
+                                f"registered it yet)") from None
+        raise
+    return {str(k): str(v) for k, v in (registered.aliases or {}).items()}

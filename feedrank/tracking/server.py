@@ -56,6 +56,37 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                             f"start it or fix mlflow.tracking_uri")
 
 
+@contextlib.contextmanager
+def answering(uri: str, doing: str) -> Iterator[None]:
+    """Turns a failure while ``doing`` something on the server at ``uri`` into one
+    TrackingError naming MLflow, the URL and what was being done, when the server
+    no longer answers its health check; other errors pass through unchanged.
+
+    MLflow's client retries a refused connection with exponential backoff (minutes
+    with its defaults); `fail_fast` bounds that first.
+    """
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as e:  # noqa: BLE001 - re-raised below unless the server is gone
+        if urllib.parse.urlparse(uri).scheme in ("http", "https") and not healthy(uri):
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise TrackingError(f"MLflow tracking server {uri} stopped answering while {doing} "
+                                f"({type(e).__name__}: {first}); start it again and re-run: the "
+                                f"pipeline's artifacts are intact and the earlier components "
+                                f"come from the cache") from None
+        raise
+
+
+def fail_fast(retries: int = 2, timeout_s: int = 30) -> None:
+    """Bounds MLflow's HTTP retries (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``..._TIMEOUT``)
+    in this process, unless the user set them: about 10 s instead of minutes when the
+    server goes away."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
+
+
 def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -133,13 +164,22 @@ def ensure_server(root: str, host: str = "127.0.0.1", port: int = 0, timeout: fl
             "server", "--backend-store-uri", f"sqlite:///{os.path.join(root, DB_FILE)}",
             "--artifacts-destination", os.path.join(root, ARTIFACTS_DIR),
             "--host", host, "--port", str(port), "--workers", "1"]
+        first = not os.path.exists(os.path.join(root, DB_FILE))
+        print(f"mlflow: starting a local server at {url} (store {root}"
+              f"{'; the first start creates the database, 20-40 s' if first else ''})",
+              file=sys.stderr, flush=True)
+        started = time.monotonic()
         with open(log_path, "ab") as log:
             # No job executor (huey workers): tracking and the registry don't need it.
             env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=root, env=env, start_new_session=True)
-        deadline = time.monotonic() + timeout
+        deadline, said = time.monotonic() + timeout, time.monotonic()
         while not healthy(url):
+            if time.monotonic() - said >= 10:
+                print(f"mlflow: waiting for the server to answer ({time.monotonic() - started:.0f} s)",
+                      file=sys.stderr, flush=True)
+                said = time.monotonic()
             if proc.poll() is not None:
                 raise TrackingError(f"mlflow server exited with code {proc.returncode} "
                                     f"(log {log_path}): {_tail(log_path)}")
@@ -152,6 +192,8 @@ def ensure_server(root: str, host: str = "127.0.0.1", port: int = 0, timeout: fl
             json.dump({"pid": proc.pid, "url": url, "host": host, "port": port,
                        "backend_store_uri": f"sqlite:///{os.path.join(root, DB_FILE)}",
                        "artifacts_destination": os.path.join(root, ARTIFACTS_DIR)}, f, indent=1)
+        print(f"mlflow: the server answers at {url} after {time.monotonic() - started:.0f} s",
+              file=sys.stderr, flush=True)
         return url
 
 

@@ -213,3 +213,32 @@ def test_the_tuner_section_is_typed_and_only_for_the_session_drnn():
         config_lib.load(DEMO, {"tuner": {"enabled": True}})
     with pytest.raises(ConfigError, match="unknown key"):
         config_lib.load(DEMO, {"tuner": {"enabeld": True}})
+
+
+def test_set_overrides_one_key_validated_like_the_file():
+    demo = os.path.join(ROOT, "configs", "demo.yaml")
+    cfg = config_lib.load(demo, sets=["trainer.epochs=2", "trainer.mlp_units=[8, 4]", "examples.min_ts=5",
+                                      "mlflow.tracking_uri=http://127.0.0.1:5999"])
+    assert (cfg.trainer.epochs, list(cfg.trainer.mlp_units), cfg.examples.min_ts) == (2, [8, 4], 5)
+    assert cfg.mlflow.tracking_uri == "http://127.0.0.1:5999"
+    base = config_lib.load(demo)
+    assert cfg.trainer.learning_rate == base.trainer.learning_rate   # the rest of the section stays
+    with pytest.raises(ConfigError, match=r"demo.yaml: .*epochz"):
+        config_lib.load(demo, sets=["trainer.epochz=2"])
+    with pytest.raises(ConfigError, match=r"label_window_s"):
+        config_lib.load(demo, sets=["examples.label_window_s=-5"])
+    with pytest.raises(ConfigError, match=r"--set 'trainer': expected KEY=VALUE"):
+        config_lib.load(demo, sets=["trainer"])
+    with pytest.raises(ConfigError, match=r"--set 'pipeline_name.x=1': pipeline_name is a value, not a section"):
+        config_lib.load(demo, sets=["pipeline_name.x=1"])
+
+
+def test_every_subcommand_takes_set_and_tracking_uri():
+    from feedrank.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["run"], ["promote", "--version", "1"], ["alias", "show"], ["compare"], ["mlflow"],
+                 ["compile"], ["deploy"], ["rollback"], ["ab-report", "--ab-dir", "x"]):
+        args = parser.parse_args(argv + ["--set", "trainer.epochs=2", "--tracking-uri", "http://127.0.0.1:1"])
+        cfg = config_lib.load_args(args)
+        assert cfg.trainer.epochs == 2 and cfg.mlflow.tracking_uri == "http://127.0.0.1:1", argv
