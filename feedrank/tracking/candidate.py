@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import logging
 import os
 import pathlib
 import random
 import re
 import time
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from feedrank.tracking import BLESSED_TAG, CHALLENGER, TrackingError, error_code
+from feedrank.tracking import BLESSED_TAG, CHALLENGER, TrackingError, error_code, pyfunc_model
+
+log = logging.getLogger(__name__)
 
 PUSHED_MODEL_ARTIFACT = "pushed_model"
+# MLflow 3's UI opens an experiment of this kind on its training runs, not on the GenAI (traces) view.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Content hash of the exported model (`feedrank.push.fingerprint`): on runs and registry versions.
 FINGERPRINT_TAG = "model_fingerprint"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
@@ -65,6 +71,10 @@ class Candidate:
     model_fingerprint: Optional[str] = None
     # The Pusher found the same model already pushed and pushed nothing.
     push_reused: bool = False
+    # (start, end) of the Trainer's fit and export, unix ms: the MLflow run's duration.
+    training_ms: Optional[Tuple[int, int]] = None
+    # The event log as the run's dataset input: {"name", "digest", "source", "profile"}.
+    dataset: Optional[Dict[str, str]] = None
 
 
 def client_for(uri: str):
@@ -84,6 +94,8 @@ def get_or_create_experiment(client, name: str) -> str:
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     uri = client.tracking_uri
@@ -91,11 +103,21 @@ def get_or_create_experiment(client, name: str) -> str:
         db = os.path.abspath(uri[len("sqlite:///"):])  # sqlite:////abs/path or sqlite:///rel/path
         location = pathlib.Path(os.path.dirname(db), "artifacts").as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception as e:  # noqa: BLE001 - another logger created it first
         if not _already_exists(e):
             raise
         return client.get_experiment_by_name(name).experiment_id
+
+
+def _log_dataset(client, run_id: str, dataset: Dict[str, str]) -> None:
+    """The event log as the run's training dataset input (the run page's *Datasets used*)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    ds = Dataset(name=dataset["name"], digest=dataset["digest"][:36], source_type="local",
+                 source=json.dumps({"uri": dataset["source"]}), profile=dataset.get("profile"))
+    client.log_inputs(run_id, datasets=[DatasetInput(ds, tags=[InputTag("mlflow.data.context", "training")])])
 
 
 def _chunks(items: List, n: int) -> Iterable[List]:
@@ -132,9 +154,11 @@ def register(client, model_name: str, run_id: str, cand: Candidate) -> Registrat
     """A new version of ``model_name`` for the pushed model; alias ``challenger`` moves to it.
 
     A model whose fingerprint a version already carries is not registered
-    again: that version is returned (``created=False``), and ``challenger`` is
-    only re-checked.  Two loggers registering the same model at once both
-    create a version; the newer one then sees the older and deletes its own.
+    again: that version is returned (``created=False``) and ``challenger``
+    moves to it, even when newer versions exist (a cached re-run of an older
+    model, e.g. the demo's DIN after a GBDT was registered, is the candidate).
+    Two loggers registering the same model at once both create a version; the
+    newer one then sees the older and deletes its own.
 
     The version's source is the pushed SavedModel: its remote URI as is
     (gs://, s3://), or, for a local push directory, the copy logged under the
@@ -148,7 +172,7 @@ def register(client, model_name: str, run_id: str, cand: Candidate) -> Registrat
                             f"pushed={cand.pushed}; only a blessed, pushed model becomes a version")
     existing = version_with_fingerprint(client, model_name, cand.model_fingerprint)
     if existing is not None:
-        move_challenger(client, model_name, int(existing))
+        move_challenger(client, model_name, int(existing), exact=True)
         return Registration(existing, created=False)
     try:
         client.create_registered_model(
@@ -157,11 +181,9 @@ def register(client, model_name: str, run_id: str, cand: Candidate) -> Registrat
     except Exception as e:  # noqa: BLE001
         if not _already_exists(e):
             raise
-    if _is_remote(cand.pushed_dir):
-        source = cand.pushed_dir
-    else:
-        client.log_artifacts(run_id, cand.pushed_dir, PUSHED_MODEL_ARTIFACT)
-        source = f"runs:/{run_id}/{PUSHED_MODEL_ARTIFACT}"
+    # a local push becomes an MLflow model in the run; a remote one (gs://, s3://) is the source as it is
+    source = (cand.pushed_dir if _is_remote(cand.pushed_dir)
+              else pyfunc_model.version_source(client, run_id, cand.pushed_dir, PUSHED_MODEL_ARTIFACT))
     tags = {BLESSED_TAG: "true", "pushed_dir": cand.pushed_dir,
             "pushed_version": cand.pushed_version or "",
             **{k: v for k, v in cand.tags.items() if k in ("model_family", "tfx.run_id", "kfp.run_id",
@@ -211,8 +233,10 @@ def _challenger(client, model_name: str) -> Optional[int]:
         return None
 
 
-def move_challenger(client, model_name: str, version: int, attempts: int = 10) -> None:
-    """Points ``challenger`` at the model's newest version (ours or a later one).
+def move_challenger(client, model_name: str, version: int, attempts: int = 10,
+                    exact: bool = False) -> None:
+    """Points ``challenger`` at the model's newest version (ours or a later one),
+    or at ``version`` itself with ``exact``.
 
     Two loggers finishing together race on the alias row: the registry answers
     the loser with BAD_REQUEST (a unique-constraint violation), and a slow
@@ -222,7 +246,7 @@ def move_challenger(client, model_name: str, version: int, attempts: int = 10) -
     """
     last_error = ""
     for attempt in range(attempts):
-        target = max(version, _newest_version(client, model_name))
+        target = version if exact else max(version, _newest_version(client, model_name))
         if _challenger(client, model_name) == target:
             return
         try:
@@ -249,7 +273,11 @@ def log_candidate(client, experiment: str, cand: Candidate,
     tags = {**cand.tags, BLESSED_TAG: str(cand.blessed).lower(), "pushed": str(cand.pushed).lower()}
     if cand.description:
         tags["mlflow.note.content"] = cand.description
-    run = client.create_run(exp_id, run_name=cand.run_name, tags=tags)
+    # The run lasts as long as the Trainer's fit and export (a cached Trainer's too) and ends
+    # when it is logged, so runs still sort by when they were logged.
+    end_ms = int(time.time() * 1000)
+    start_ms = end_ms - max(0, cand.training_ms[1] - cand.training_ms[0]) if cand.training_ms else None
+    run = client.create_run(exp_id, run_name=cand.run_name, tags=tags, start_time=start_ms)
     run_id = run.info.run_id
     try:
         now = int(time.time() * 1000)
@@ -261,6 +289,8 @@ def log_candidate(client, experiment: str, cand: Candidate,
                         if k != "epoch" and v is not None]
         for chunk in _chunks(params, 100):
             client.log_batch(run_id, params=chunk)
+        if cand.dataset:
+            _log_dataset(client, run_id, cand.dataset)
         for chunk in _chunks(metrics, 1000):
             client.log_batch(run_id, metrics=chunk)
         for local, artifact_path in cand.artifacts.items():
@@ -282,7 +312,7 @@ def log_candidate(client, experiment: str, cand: Candidate,
                 client.log_batch(run_id, tags=[
                     RunTag("registered_model", registered_model), RunTag("existing_version", existing),
                     RunTag("mlflow.note.content", f"{cand.description}\n\n{note}".strip())])
-        client.set_terminated(run_id, "FINISHED")
+        client.set_terminated(run_id, "FINISHED", end_time=end_ms if start_ms is not None else None)
     except BaseException:
         with contextlib.suppress(Exception):
             client.set_terminated(run_id, "FAILED")

@@ -204,6 +204,12 @@ def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
         for split, n in (summary.get("examples") or {}).items():
             data[f"examples_{split}"] = n
     params.update(cand_lib.flatten(data, "data."))
+    dataset = None
+    if data.get("fingerprint", "n/a") != "n/a":
+        dataset = {"name": os.path.basename(str(data["input_base"]).rstrip("/")) or "events",
+                   "digest": str(data["fingerprint"]), "source": str(data["input_base"]),
+                   "profile": json.dumps({k: data[k] for k in ("events_read", "events_used", "max_ts_utc")
+                                          if k in data})}
     params.update(cand_lib.flatten(ctx.get("evaluator") or {}, "evaluator."))
     params["code_version"] = str(hp.get("code_version", "unknown"))
 
@@ -228,8 +234,12 @@ def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
     if pushed:
         tags["push_reused"] = str(reused).lower()
 
+    span: Optional[Tuple[int, int]] = None
     if model_run is not None:
         curves = _read_json(os.path.join(model_run.uri, "curves.json"))
+        training = _read_json(os.path.join(model_run.uri, "training.json")) or {}
+        if "started_at" in training and "finished_at" in training:
+            span = (int(float(training["started_at"]) * 1000), int(float(training["finished_at"]) * 1000))
         for name in ("curves.json", "curves.png"):
             path = os.path.join(model_run.uri, name)
             if fileio.exists(path):
@@ -258,6 +268,7 @@ def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
     return cand_lib.Candidate(
         run_name=f"{family}-{run_id}".replace(":", "-"), params=params, metrics=metrics, tags=tags,
         blessed=blessed, pushed=pushed, curves=curve_rows(curves), artifacts=artifacts,
+        training_ms=span, dataset=dataset,
         pushed_dir=pushed_dir, pushed_version=pushed_version, exact_metrics=exact,
         model_fingerprint=fingerprint, push_reused=reused,
         description=f"{family} candidate of TFX run {run_id}: "

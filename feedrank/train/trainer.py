@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
@@ -243,12 +244,14 @@ def run_fn(fn_args) -> None:
     rate = float(props["negative_sampling_rate"])
     log.info("negative sampling rate %.4g (from the Examples artifact %s)", rate, props.get("uri", "?"))
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    started = time.time()
     model, curves = train(fn_args.train_files, fn_args.eval_files, tft_output, config,
                           run_dir=fn_args.model_run_dir, spec=spec)
     write_curves(curves, fn_args.model_run_dir)
     export_lib.export(model, tft_output, fn_args.serving_model_dir, rate, spec=spec)
     record = {"negative_sampling_rate": rate, "examples_uri": props.get("uri"),
-              "train_files": list(fn_args.train_files), "valid_files": list(fn_args.eval_files)}
+              "train_files": list(fn_args.train_files), "valid_files": list(fn_args.eval_files),
+              "started_at": round(started, 3), "finished_at": round(time.time(), 3)}   # fit and export
     scores = trainer_scores(model, fn_args.eval_files, tft_output, rate, raw_examples=config.raw_examples,
                             spec=spec)
     for name, content in (("training.json", record), ("valid_scores.json", scores)):

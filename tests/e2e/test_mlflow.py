@@ -10,10 +10,16 @@ the push (a second real server, stopped as soon as the Pusher's version
 appears) followed by a rerun leaves exactly one push and one version.
 """
 import dataclasses
+import json
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
+import requests
 import yaml
 
 import pipeline
@@ -117,14 +123,21 @@ def test_blessed_candidate_is_logged_and_registered_as_challenger(blessed_run, c
     arts = _artifact_paths(client, run.info.run_id)
     for expected in ("plots/roc.png", "plots/calibration.png", "schema/schema.pbtxt",
                      "evaluation/eval_config.json", "model_card.md", "training/curves.png",
-                     "pushed_model/saved_model.pb"):
+                     "model/MLmodel", "model/input_example.json"):
         assert expected in arts, arts
+    assert any(a.startswith("model/artifacts/") and a.endswith("/saved_model.pb") for a in arts), arts
     card = open(client.download_artifacts(run.info.run_id, "model_card.md")).read()
     assert "BLESSED" in card and "auc" in card
     mv = client.get_model_version_by_alias(MODEL, "challenger")
     assert mv.run_id == run.info.run_id and mv.tags["blessed"] == "true"
     assert mv.tags["pushed_dir"] == summary["push"]["path"]
     assert t["registered_version"] == mv.version
+    # the event log is the run's dataset input; the run lasts as long as the Trainer's fit and export
+    [ds] = run.inputs.dataset_inputs
+    assert ds.dataset.name == os.path.basename(cfg.input_base) and ds.dataset.digest
+    assert [(tag.key, tag.value) for tag in ds.tags] == [("mlflow.data.context", "training")]
+    assert 0 < run.info.end_time - run.info.start_time < 3_600_000
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 @pytest.mark.e2e
@@ -165,7 +178,7 @@ def test_compare_prints_both_candidates_and_writes_png(unblessed_run, blessed_ru
     assert pipeline.main(["compare", "--config", config_file, "--output", str(out_png)]) == 0
     out = capsys.readouterr().out
     for _, run in (blessed_run, unblessed_run):
-        assert run.info.run_id[:7] in out
+        assert f"{run.info.run_id[:7]} din " in out   # the family beside the run
     assert "AUC" in out and "GAUC" in out and "logloss" in out
     assert out_png.stat().st_size > 10_000
     rows, _ = compare.gather(client, EXPERIMENT, MODEL)
@@ -427,3 +440,133 @@ def test_register_refuses_an_unblessed_candidate():
                               pushed_dir="/tmp/x")
     with pytest.raises(TrackingError, match="refusing to register"):
         cand_lib.register(object(), "m", "run", cand)
+
+
+@pytest.mark.e2e
+def test_a_cached_rerun_of_an_older_model_is_the_challenger_again(client, tmp_path):
+    """demo (DIN, v1) -> a GBDT run (v2) -> the DIN run again from the cache: no new version,
+    and ``challenger`` names the DIN's v1, not the newest version (the GBDT)."""
+    name = "rerun-model"
+
+    def candidate(tag: str):
+        pushed = tmp_path / tag
+        (pushed / "variables").mkdir(parents=True, exist_ok=True)
+        (pushed / "saved_model.pb").write_bytes(tag.encode())
+        return cand_lib.Candidate(run_name=tag, params={"family": tag}, metrics={"auc": 0.7}, curves=[],
+                                  tags={"model_family": tag}, blessed=True, pushed=True,
+                                  pushed_dir=str(pushed), pushed_version="1", model_fingerprint=f"fp-{tag}")
+
+    first = cand_lib.log_candidate(client, "rerun", candidate("din"), registered_model=name)
+    second = cand_lib.log_candidate(client, "rerun", candidate("gbdt"), registered_model=name)
+    assert (first["registered_version"], second["registered_version"]) == ("1", "2")
+    assert client.get_model_version_by_alias(name, "challenger").version == "2"
+    again = cand_lib.log_candidate(client, "rerun", candidate("din"), registered_model=name)
+    assert (again["registered_version"], again["existing_version"]) == (None, "1")
+    assert len(client.search_model_versions(f"name = '{name}'")) == 2
+    assert client.get_model_version_by_alias(name, "challenger").version == "1"
+
+
+@pytest.mark.e2e
+def test_a_server_that_goes_away_mid_logging_is_one_line_naming_mlflow_and_its_url(tmp_path, monkeypatch):
+    """The logger's path: the server answers the reachability check, then stops; the logging
+    fails within the bounded retries with a TrackingError naming MLflow and the URL."""
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.setenv(name, "0")   # recorded, so the test's own setting is undone after it
+        monkeypatch.delenv(name)
+    root = str(tmp_path / "mlflow")
+    url = server.ensure_server(root)
+    server.check_reachable(url)
+    client = cand_lib.client_for(url)
+    cand_lib.get_or_create_experiment(client, "outage")
+    assert server.stop_server(root)
+    server.fail_fast()
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+    cand = cand_lib.Candidate(run_name="r", params={}, metrics={"auc": 0.7}, tags={}, blessed=False,
+                              pushed=False)
+    with pytest.raises(TrackingError) as err:
+        with server.answering(url, "logging the candidate run"):
+            cand_lib.log_candidate(client, "outage", cand)
+    message = str(err.value)
+    assert message.startswith(f"MLflow tracking server {url} stopped answering while logging the candidate run")
+    assert "\n" not in message
+    # An error of a server that still answers passes through unchanged.
+    with pytest.raises(KeyError):
+        with server.answering("sqlite:///nowhere.db", "reading"):
+            raise KeyError("x")
+
+
+@pytest.mark.e2e
+def test_a_registered_version_is_an_mlflow_model_that_mlflow_models_serve_answers(blessed_run, client, mlflow_url,
+                                                                                   tmp_path):
+    """``mlflow models serve -m models:/<name>@challenger`` (stock MLflow, this environment) answers the
+    version's own input example with the scores of the pushed SavedModel's ``serving_default``, and a
+    request missing a column with a 4xx naming it."""
+    import mlflow
+    import tensorflow as tf
+
+    from feedrank.tracking import pyfunc_model
+
+    mv = client.get_model_version_by_alias(MODEL, "challenger")
+    local = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp_path / "m"),
+                                                tracking_uri=mlflow_url)
+    model = mlflow.pyfunc.load_model(local)
+    example = model.input_example
+    assert list(model.metadata.get_input_schema().input_names()) == list(example.columns)
+    expected = pyfunc_model.ranking_signature(mv.tags["pushed_dir"])(
+        **{k: tf.constant(v) for k, v in pyfunc_model.tensors_of(
+            example, dict(pyfunc_model.ranking_signature(mv.tags["pushed_dir"]).structured_input_signature[1])
+        ).items()})
+    expected = next(iter(expected.values())).numpy().reshape(-1)
+    assert model.predict(example)["probability"].tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+
+    port = server.free_port()
+    # mlflow models serve execs `uvicorn` from PATH: the environment's bin directory, as an activated venv has it
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url,
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    log_file = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@challenger",
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                            env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, open(tmp_path / "serve.log").read()[-3000:]
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, open(tmp_path / "serve.log").read()[-3000:]
+            time.sleep(1)
+        records = json.loads(example.to_json(orient="records"))
+        r = requests.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=30)
+        assert r.status_code == 200, r.text
+        got = [row["probability"] if isinstance(row, dict) else row for row in r.json()["predictions"]]
+        assert got == pytest.approx(expected.tolist(), abs=1e-6)
+        broken = [{k: v for k, v in row.items() if k != "item_id"} for row in records]
+        r = requests.post(f"{url}/invocations", json={"dataframe_records": broken}, timeout=30)
+        assert 400 <= r.status_code < 500 and "item_id" in r.text, (r.status_code, r.text[:500])
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        log_file.close()
+
+
+@pytest.mark.e2e
+def test_aliases_are_shown_set_and_cleared_by_hand(blessed_run, config_file, client, capsys):
+    version = client.get_model_version_by_alias(MODEL, "challenger").version
+    assert pipeline.main(["alias", "clear", "challenger", "--config", config_file]) == 0
+    assert f"alias 'challenger' cleared (it named version {version})" in capsys.readouterr().out
+    assert pipeline.main(["alias", "show", "--config", config_file]) == 0
+    assert f"{MODEL}: challenger is not set" in capsys.readouterr().out
+    assert pipeline.main(["alias", "set", "challenger", "--version", version, "--config", config_file]) == 0
+    assert pipeline.main(["alias", "set", "champion", "--version", version, "--config", config_file]) == 0
+    capsys.readouterr()
+    assert pipeline.main(["alias", "show", "--config", config_file]) == 0
+    out = capsys.readouterr().out
+    assert f"champion -> version {version}" in out and f"challenger -> version {version}" in out
+    assert pipeline.main(["alias", "set", "challenger", "--version", "99", "--config", config_file]) == 2
+    assert pipeline.main(["alias", "set", "champion", "--config", config_file]) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 2 and "version 99" in errors[0] and "needs --version N" in errors[1], errors
