@@ -36,6 +36,9 @@ class AlreadySeeded(RuntimeError):
     """The namespace holds a previous bootstrap."""
 
 
+PROGRESS_EVERY_S = 10   # a progress line this often during the events
+
+
 def bootstrap(client, log_dir: str, keys: redis_layout.Keys, force: bool = False,
               seen_window_s: int = 3600, seen_ttl_s: int = writer.DEFAULT_SEEN_TTL_S,
               spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, int]:
@@ -47,15 +50,24 @@ def bootstrap(client, log_dir: str, keys: redis_layout.Keys, force: bool = False
                                 f"({client.hget(keys.meta, 'source')}); pass --force to replace it")
         log.info("deleted %d keys of namespace %s", writer.flush(client, keys), keys.prefix)
     t0 = time.time()
+    log.info("bootstrap of %s into '%s': loading the items and users tables", log_dir, keys.prefix)
     counts: Dict[str, int] = load_tables(client, log_dir, keys, spec)
     events = io.read_events(log_dir)
+    log.info("bootstrap: %d items and %d users loaded; applying %d events (progress every %d s)",
+             counts.get("items", 0), counts.get("users", 0), len(events), PROGRESS_EVERY_S)
     w = writer.FeatureWriter(client, keys, seen_ttl_s=seen_ttl_s)
     good = w.valid_rows(events)
     good, dups = validate.dedupe(good)
     good = good.sort_values(["ts", "event_id"], kind="mergesort").reset_index(drop=True)
     max_ts = int(good["ts"].max()) if len(good) else 0
     recent = good["ts"].to_numpy(np.int64) >= max_ts - int(seen_window_s)
+    last_report = time.time()
     for start in range(0, len(good), BATCH):
+        if time.time() - last_report >= PROGRESS_EVERY_S:
+            done = time.time() - t0
+            log.info("bootstrap: %d of %d events applied (%.0f%%), %.0f s so far", start, len(good),
+                     100.0 * start / max(len(good), 1), done)
+            last_report = time.time()
         part = good.iloc[start:start + BATCH]
         mark = recent[start:start + BATCH]
         # rows already validated: apply() re-checks them cheaply (items are known)

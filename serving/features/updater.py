@@ -18,6 +18,13 @@ simulated clock may run much faster than the wall clock.  An entry whose
 ``ts`` is not a number is released at once (the writer then rejects it).
 ``S = 0`` (the default) applies every batch as it is read.
 
+Batching (``--linger-ms``, default 50): after a read that returned fewer
+events than ``--batch``, the updater waits that long and reads what arrived
+meanwhile before applying.  Under ``make serve`` every ranking request adds
+about ten served impressions to the stream; applying each request's handful
+on its own costs a validation frame and a Redis round trip per handful, so
+lingering trades at most 50 ms of feature freshness for a fraction of the CPU.
+
 Nothing is skipped silently.  `stats` counts, by outcome and reason: events
 applied, duplicates, rows the row checks rejected (``rejected_<reason>``),
 events Redis refused (``failed_<error code>``, e.g. ``WRONGTYPE``: logged
@@ -55,10 +62,13 @@ class Updater:
     """Reads batches from a source and applies them (``delay_s``: see the module doc)."""
 
     def __init__(self, source: stream.Source, feature_writer: writer.FeatureWriter,
-                 batch: int = 500, block_ms: int = 1000, delay_s: float = 0.0):
+                 batch: int = 500, block_ms: int = 1000, delay_s: float = 0.0, linger_ms: int = 0):
         if not delay_s >= 0:
             raise ValueError(f"delay_s must be >= 0 seconds, got {delay_s!r}")
+        if not linger_ms >= 0:
+            raise ValueError(f"linger_ms must be >= 0, got {linger_ms!r}")
         self.source, self.writer, self.batch, self.block_ms = source, feature_writer, batch, block_ms
+        self.linger_s = linger_ms / 1000.0
         self.delay_s = float(delay_s)
         self.watermark: Optional[float] = None   # newest event ts read (delay mode)
         self._held: Dict[str, Tuple[float, Dict[str, str]]] = {}   # entry id -> (release ts, fields)
@@ -84,7 +94,7 @@ class Updater:
         """Reads, applies and acknowledges one batch; returns its size."""
         if self.delay_s > 0:
             return self._delayed_step()
-        entries = self.source.read(self.batch, self.block_ms)
+        entries = self._read()
         if not entries:
             return 0
         self._apply([fields for _, fields in entries])
@@ -96,10 +106,18 @@ class Updater:
         """Events read but not yet applied (delay mode)."""
         return len(self._held)
 
+    def _read(self) -> List[Tuple[str, Dict[str, str]]]:
+        """One batch: a blocking read, then (``linger_s``) what arrives within the linger."""
+        entries = self.source.read(self.batch, self.block_ms)
+        if entries and self.linger_s > 0 and len(entries) < self.batch:
+            time.sleep(self.linger_s)
+            entries = entries + self.source.read(self.batch - len(entries), 0)
+        return entries
+
     def _delayed_step(self) -> int:
         """Reads a batch into the held events, then applies and acknowledges, in
         arrival order, those the watermark has passed; returns how many were read."""
-        entries = self.source.read(self.batch, self.block_ms)
+        entries = self._read()
         for entry_id, fields in entries:
             ts = _event_ts(fields)
             if ts is not None:
@@ -194,6 +212,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--kafka-topic", default="feedrank-events", help="Kafka topic")
     p.add_argument("--batch", type=int, default=500, help="events per read")
     p.add_argument("--block-ms", type=int, default=1000, help="longest wait for new events")
+    p.add_argument("--linger-ms", type=int, default=50,
+                   help="after a short read, wait this long for more events before applying (default "
+                        "%(default)s; 0: apply each read at once)")
     p.add_argument("--seen-ttl-s", type=int, default=writer.DEFAULT_SEEN_TTL_S,
                    help="how long an event id stays deduplicated")
     p.add_argument("--bootstrap", metavar="LOG_DIR", default="",
@@ -217,6 +238,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if not args.delay_s >= 0:
         print(f"updater: --delay-s must be >= 0 seconds, got {args.delay_s}", file=sys.stderr)
+        return 2
+    if args.linger_ms < 0:
+        print(f"updater: --linger-ms must be >= 0, got {args.linger_ms}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -244,7 +268,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"updater: {e}", file=sys.stderr)
         return 2
     up = Updater(source, writer.FeatureWriter(client, keys, args.seen_ttl_s), args.batch, args.block_ms,
-                 delay_s=args.delay_s)
+                 delay_s=args.delay_s, linger_ms=args.linger_ms)
     signal.signal(signal.SIGTERM, up.stop)
     signal.signal(signal.SIGINT, up.stop)
     if args.metrics_port:

@@ -98,6 +98,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         except ImportError:
             logging.getLogger(__name__).info("uvloop is not installed: the standard asyncio loop serves")
+    logging.getLogger(__name__).info(
+        "session state in Redis at %s (namespace '%s'; --redis to change it)", args.redis, args.prefix)
     model = SessionRecommender(args.model_name, cfg)
     try:
         model.load()

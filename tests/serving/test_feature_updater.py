@@ -3,8 +3,10 @@ event_id, capped channels in offline order, row checks, stream
 acknowledgement, and the bulk loader's agreement with the updater."""
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import threading
 
 import pandas as pd
 import pytest
@@ -87,6 +89,27 @@ def test_bad_rows_are_skipped_by_reason(ns):
     assert client.hget(keys.clicks, "nope") is None and client.hget(keys.impressions, "i0") == "1"
 
 
+def test_linger_applies_what_arrives_meanwhile_in_the_same_batch(ns):
+    """A request's served impressions arrive a handful at a time: with ``linger_ms`` the updater
+    applies the ones published during the linger in the same batch (one frame, one round trip)."""
+    client, keys, w = ns
+    client.delete("l:events")
+    stream.publish(client, [_ev(f"a{k}", "impression", k) for k in range(3)], "l:events")
+    later = threading.Timer(0.02, stream.publish, args=(client, [_ev(f"b{k}", "impression", 10 + k)
+                                                                 for k in range(4)], "l:events"))
+    up = updater.Updater(stream.RedisStreamSource(client, "l:events", "g", "c1"), w, batch=100, block_ms=0,
+                         linger_ms=500)
+    later.start()
+    assert up.step() == 7                                     # 3 read, 4 more within the linger
+    later.join()
+    assert client.xpending("l:events", "g")["pending"] == 0 and w.stats["applied"] == 7
+    eager = updater.Updater(stream.RedisStreamSource(client, "l:events", "g2", "c1"), writer.FeatureWriter(
+        client, keys), batch=2, block_ms=0, linger_ms=500)
+    assert eager.step() == 2                                  # a full batch does not linger
+    with pytest.raises(ValueError, match="linger_ms"):
+        updater.Updater(stream.RedisStreamSource(client, "l:events", "g", "c1"), w, linger_ms=-1)
+
+
 def test_stream_acknowledges_only_applied_entries(ns):
     client, keys, w = ns
     client.delete("t:events")
@@ -112,12 +135,17 @@ def _state(client, keys, users, items):
     return out, imp, clk
 
 
-def test_bulk_loader_equals_the_stream_updater(redis_server, tmp_path):  # noqa: F811
+def test_bulk_loader_equals_the_stream_updater(redis_server, tmp_path, monkeypatch, caplog):  # noqa: F811
     log_dir = H.make_log(str(tmp_path / "log"))
     client = redis_server.client()
     loaded, streamed = redis_layout.Keys("boot"), redis_layout.Keys("live")
-    counts = bootstrap.bootstrap(client, log_dir, loaded, force=True)
+    monkeypatch.setattr(bootstrap, "PROGRESS_EVERY_S", 0)   # a progress line per batch
+    monkeypatch.setattr(bootstrap, "BATCH", 1000)
+    with caplog.at_level(logging.INFO, logger="serving.features.bootstrap"):
+        counts = bootstrap.bootstrap(client, log_dir, loaded, force=True)
     assert counts["events_applied"] > 1000
+    progress = [r.getMessage() for r in caplog.records if "events applied (" in r.getMessage()]
+    assert progress and progress[0].startswith("bootstrap: 0 of ")
     with pytest.raises(bootstrap.AlreadySeeded):
         bootstrap.bootstrap(client, log_dir, loaded)
     # the same log through the stream, in file order (not time order)
