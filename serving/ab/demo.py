@@ -165,7 +165,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("\ndecision: " + ("the challenger is the new champion" if rc == 0 else
                             "refused: the champion stays (the reason is above)"))
     print(f"A/B run directory: {args.out}  (report: ab_report.txt, ab_lift.png)")
+    print("\n".join(["", "next:"] + next_commands(args.challenger_config, promoted=rc == 0,
+                                                 previous=pair.get("champion"), model=model)))
     return 0
+
+
+def next_commands(config: str, promoted: bool, previous: Optional[str], model: str) -> List[str]:
+    """What a user may run after the decision, one command per line."""
+    cfg = f"--config {config}"
+    if promoted:
+        lines = [f"  python pipeline.py alias show {cfg}    # the registry's aliases now",
+                 f"  make serve MODEL=models:/{model}@champion    # serve the new champion"]
+        if previous:
+            lines.append(f"  python pipeline.py promote --version {previous} {cfg}    # roll back to the "
+                         f"previous champion")
+        return lines
+    return [f"  python pipeline.py promote --alias challenger {cfg}    # promote anyway, overriding the A/B test",
+            f"  python pipeline.py compare {cfg}    # the candidates' offline metrics",
+            "  make ab-demo    # another test, in a new run directory"]
 
 
 if __name__ == "__main__":

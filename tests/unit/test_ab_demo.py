@@ -43,3 +43,20 @@ def test_the_demo_configs_register_one_model():
     assert (champion.trainer.model, challenger.trainer.model) == ("gbdt", "din")
     assert registered_model_name(champion) == registered_model_name(challenger)
     assert challenger.evaluator.max_auc_regression > champion.evaluator.max_auc_regression
+
+
+def test_the_demo_ends_with_the_next_commands():
+    refused = demo.next_commands("configs/ab_challenger.yaml", promoted=False, previous="3", model="m")
+    assert refused[0].split("#")[0].split() == ["python", "pipeline.py", "promote", "--alias", "challenger",
+                                                "--config", "configs/ab_challenger.yaml"]
+    promoted = demo.next_commands("configs/ab_challenger.yaml", promoted=True, previous="3", model="m")
+    assert any(line.split("#")[0].split() == ["python", "pipeline.py", "promote", "--version", "3", "--config",
+                                              "configs/ab_challenger.yaml"] for line in promoted)
+    assert not any("--version" in line for line in demo.next_commands("c.yaml", True, None, "m"))
+    # every command line is one the CLI accepts
+    from feedrank.cli import build_parser
+
+    for line in refused + promoted:
+        words = line.split("#")[0].split()
+        if words[:2] == ["python", "pipeline.py"]:
+            build_parser().parse_args(words[2:])

@@ -290,7 +290,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     t = summary["true"]
     log.info("true CTR champion %s, challenger %s, lift %s; wrote %s", *(
         None if t[a] is None else round(t[a]["ctr"], 5) for a in ARMS), t["lift_ctr"], args.out)
-    print(json.dumps(dict(out=args.out, stats=summary["stats"], true=t), indent=2))
+    ctr = {a: "n/a" if t[a] is None else f"{t[a]['ctr']:.4f}" for a in ARMS}
+    lift = "n/a" if t["lift_ctr"] is None else f"{t['lift_ctr']:+.1%}"
+    print(f"online: {st['requests_ok']} requests answered ({st['degraded']} degraded, {st['requests_failed']} "
+          f"failed), {st['clicks']} clicks; simulated true CTR {ctr[ARMS[0]]} ({ARMS[0]}) vs {ctr[ARMS[1]]} "
+          f"({ARMS[1]}), true lift {lift}; everything in {os.path.join(args.out, AB_RUN_FILE)}")
     return 0
 
 
