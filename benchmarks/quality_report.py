@@ -51,8 +51,19 @@ def markdown(result: Dict) -> str:
     return "\n".join(lines)
 
 
+WORLDS = {"quality.yaml": "aggregate world", "quality_realistic.yaml": "realistic world",
+          "quality_cold.yaml": "impressions-and-clicks-only world", "quality_w2v.yaml": "realistic world, Word2Vec"}
+
+
+def world_of(result: Dict) -> str:
+    """The simulated world of a result, from its config's file name."""
+    name = os.path.basename(str(result.get("config", "")))
+    return WORLDS.get(name, name or "unknown world")
+
+
 def plot(result: Dict, path: str) -> None:
-    """Bar chart of the test AUC (mean ± std) per family, oracle as a line."""
+    """Bar chart of the test AUC (mean ± std) per family from 0.5 (chance) up, the oracles as
+    lines; the world in the title, the legend outside the bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,8 +72,13 @@ def plot(result: Dict, path: str) -> None:
     fams = list(result["families"])
     means = [result["families"][f].get("test_auc", [float("nan")])[0] for f in fams]
     stds = [result["families"][f].get("test_auc", [0, 0])[1] for f in fams]
-    fig, ax = plt.subplots(figsize=(9, 3.8))
-    ax.bar([NAMES.get(f, f) for f in fams], means, yerr=stds, capsize=4, color="#4c72b0")
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    bars = ax.bar([NAMES.get(f, f) for f in fams], [m - 0.5 for m in means], bottom=0.5, yerr=stds, capsize=4,
+                  color="#4c72b0")
+    for bar, m in zip(bars, means):
+        if m == m:
+            ax.annotate(f"{m:.4f}", (bar.get_x() + bar.get_width() / 2, 0.5), xytext=(0, 3),
+                        textcoords="offset points", ha="center", va="bottom", color="white", fontsize=8)
     oracle = next((r["test"]["oracle_auc"] for r in result["runs"] if r["test"].get("oracle_auc")), None)
     if oracle:
         ax.axhline(oracle, color="#c44e52", ls="--", label=f"oracle {oracle:.3f}")
@@ -71,11 +87,10 @@ def plot(result: Dict, path: str) -> None:
     if agg_oracle and oracle and agg_oracle < oracle - 1e-4:
         ax.axhline(agg_oracle, color="#dd8452", ls=":", label=f"aggregates-only oracle {agg_oracle:.3f}")
     if oracle:
-        ax.legend(loc="lower right")
-    low = min(m for m in means if m == m) - 0.02
-    ax.set_ylim(max(0.5, low), (oracle or max(means)) + 0.01)
-    ax.set_ylabel("test-user AUC")
-    ax.set_title(f"Quality: mean ± std over seeds {result['seeds']}")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8)
+    ax.set_ylim(0.5, max([oracle or 0.0] + [m + s for m, s in zip(means, stds) if m == m]) + 0.02)
+    ax.set_ylabel("test-user AUC (axis from 0.5 = chance)")
+    ax.set_title(f"Simulated {world_of(result)}: test AUC, mean ± std over seeds {result['seeds']}")
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
