@@ -7,6 +7,9 @@
 registry's ``champion`` alias back to the version the champion replaced (its
 ``previous_champion`` tag, set by `promote`) and serves that one; without such a
 tag it refuses. Both render into ``--out`` and apply only with ``--kubeconfig``.
+With ``--local`` (no cluster, a local model store) they check the versions and
+move the alias as above, render nothing, and print the ``make serve`` /
+``serving.stack`` command that serves the result.
 An unblessed version, a missing alias or an unusable storage path is one
 ``error: ...`` line and exit code 2.
 """
@@ -41,6 +44,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kubeconfig", default="", help="apply to this cluster (without it: render only)")
     p.add_argument("--model-store-uri", default="",
                    help="gs:// or s3:// URI the local push root is synced to (for a local pushed_dir)")
+    p.add_argument("--local", action="store_true",
+                   help="no cluster: check the versions against the registry (and, with rollback --previous, "
+                        "move the champion alias back), render nothing, and print the make serve command "
+                        "that serves the result from the local model store")
     p.add_argument("--name", default=d.name, help="InferenceService name (default: %(default)s)")
     p.add_argument("--namespace", default=d.namespace, help="(default: %(default)s)")
     p.add_argument("--image", default=d.image, help="the serving image (default: %(default)s)")
@@ -77,6 +84,11 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_args(args)
     client = client_for(tracking_uri(cfg))
     model = registered_model_name(cfg)
+    if args.local:
+        if args.kubeconfig or args.model_store_uri:
+            raise DeployError("--local acts on the registry and the local model store only: drop "
+                              "--kubeconfig and --model-store-uri")
+        return _local(args, cfg, client, model)
     settings = dataclasses.replace(render.Settings(), name=args.name, namespace=args.namespace, image=args.image,
                                    service_account=args.service_account)
     store = args.model_store_uri or None
@@ -103,6 +115,31 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{model}: alias 'champion' moved back from version {replaced} to version {restored.version}")
     if args.kubeconfig:
         print(apply_lib.apply(plan, args.kubeconfig, args.wait_s))
+    return 0
+
+
+def _local(args: argparse.Namespace, cfg, client, model: str) -> int:
+    """``--local``: the registry's checks and alias moves, and the local stack's command."""
+    from feedrank.deploy import render, versions
+
+    uri = f"models:/{model}@champion"
+    if args.command == "deploy":
+        champion, challenger = versions.canary_pair(client, model, versions.LOCAL)
+        share = (render.ab_settings(args.ab_share, cfg.ab, args.config)[0] if args.ab_share is not None
+                 else args.canary / 100.0)
+        print(f"{model}: champion v{champion.version} ({champion.storage_uri}) and challenger "
+              f"v{challenger.version} ({challenger.storage_uri}) are blessed and pushed; locally:")
+        print(f"  .venv/bin/python -m serving.stack --log {cfg.input_base} --model {uri} "
+              f"--challenger-model models:/{model}@challenger --challenger-share {share:g}")
+        return 0
+    if args.previous:
+        restored, replaced = versions.restore_previous(client, model, versions.LOCAL)
+        print(f"{model}: alias 'champion' moved back from version {replaced} to version {restored.version} "
+              f"({restored.storage_uri})")
+    else:
+        restored = versions.rollback_target(client, model, previous=False, model_store_uri=versions.LOCAL)
+        print(f"{model}: the champion is version {restored.version} ({restored.storage_uri})")
+    print(f"serve it alone: make serve MODEL={uri}   (a make serve already running loads it when restarted)")
     return 0
 
 

@@ -22,6 +22,7 @@ from feedrank.tracking.registry import is_blessed, resolve_version
 log = logging.getLogger(__name__)
 
 REMOTE_SCHEMES = ("gs://", "s3://", "pvc://")
+LOCAL = "local"   # model_store_uri for `--local`: the local push directory itself, for `make serve`
 PREVIOUS_CHAMPION_TAG = "previous_champion"  # set by `promote` on the new champion
 
 
@@ -40,13 +41,17 @@ def storage_uri(pushed_dir: str, model_store_uri: Optional[str]) -> str:
     """The URI KServe downloads for a pushed directory.
 
     ``gs://b/model_store/din/17`` stays as is; a local ``.../model_store/din/17``
-    with ``model_store_uri=s3://b/model_store`` becomes ``s3://b/model_store/din/17``.
+    with ``model_store_uri=s3://b/model_store`` becomes ``s3://b/model_store/din/17``,
+    and with `LOCAL` stays the local directory (for ``make serve``, not a cluster).
     """
     if pushed_dir.startswith(REMOTE_SCHEMES):
         return pushed_dir.rstrip("/")
+    if model_store_uri == LOCAL:
+        return os.path.abspath(pushed_dir)
     if not model_store_uri:
         raise DeployError(f"pushed_dir {pushed_dir!r} is a local path the cluster cannot read; push to "
-                          f"gs:// or s3:// or give --model-store-uri (the bucket the push root is synced to)")
+                          f"gs:// or s3://, give --model-store-uri (the bucket the push root is synced to), "
+                          f"or pass --local to act on the registry only and serve with make serve")
     if not model_store_uri.startswith(REMOTE_SCHEMES):
         raise DeployError(f"--model-store-uri {model_store_uri!r} must start with one of {REMOTE_SCHEMES}")
     parts = os.path.normpath(pushed_dir).split(os.sep)

@@ -177,8 +177,8 @@ def next_commands(config: str, promoted: bool, previous: Optional[str], model: s
         lines = [f"  python pipeline.py alias show {cfg}    # the registry's aliases now",
                  f"  make serve MODEL=models:/{model}@champion    # serve the new champion"]
         if previous:
-            lines.append(f"  python pipeline.py promote --version {previous} {cfg}    # roll back to the "
-                         f"previous champion")
+            lines.append(f"  python pipeline.py rollback --previous --local {cfg}    # back to version {previous}, "
+                         f"the previous champion")
         return lines
     return [f"  python pipeline.py promote --alias challenger {cfg}    # promote anyway, overriding the A/B test",
             f"  python pipeline.py compare {cfg}    # the candidates' offline metrics",

@@ -7,7 +7,7 @@
 * ``models:/<name>@<alias>`` resolved through the MLflow tracking server's
   REST API (the serving environment has no MLflow client): the version's
   ``pushed_dir`` tag when that directory is here, else its ``source``
-  artifacts downloaded from the server.
+  artifacts downloaded from the server (an MLflow model's inner SavedModel).
 """
 from __future__ import annotations
 
@@ -101,12 +101,24 @@ def resolve_mlflow(uri: str, tracking_uri: str, cache_dir: str) -> Tuple[str, st
     if source.startswith("runs:/"):
         run_id, _, path = source[len("runs:/"):].partition("/")
         dest = os.path.join(cache_dir, name, version)
-        if not _is_version_dir(dest):
+        if not _is_version_dir(dest) and _in_mlflow_model(dest) is None:
             _download_run_artifacts(tracking_uri, run_id, path, dest)
-        if _is_version_dir(dest):
-            return version, dest
+        found = dest if _is_version_dir(dest) else _in_mlflow_model(dest)
+        if found is not None:
+            return version, found
     raise ModelSourceError(f"{uri}: version {version} has no SavedModel reachable from here "
                            f"(pushed_dir={pushed!r}, source={source!r})")
+
+
+def _in_mlflow_model(path: str) -> Optional[str]:
+    """The SavedModel inside an MLflow model directory (``MLmodel`` beside ``artifacts/<dir>/``,
+    as `feedrank.tracking.pyfunc_model` logs a registered version), or None."""
+    artifacts = os.path.join(path, "artifacts")
+    if not os.path.isfile(os.path.join(path, "MLmodel")) or not os.path.isdir(artifacts):
+        return None
+    found = [os.path.join(artifacts, d) for d in sorted(os.listdir(artifacts))
+             if _is_version_dir(os.path.join(artifacts, d))]
+    return found[0] if len(found) == 1 else None
 
 
 @dataclasses.dataclass

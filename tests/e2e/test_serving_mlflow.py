@@ -1,9 +1,10 @@
 """The predictor resolves ``models:/<name>@champion`` from a real MLflow server.
 
-The registered version's artifacts are the pushed SavedModel (logged to the
-run, as the tracking code does for a local push); its ``pushed_dir`` tag
-points nowhere here, so the predictor has to download them over MLflow's
-REST API, then serve them.
+The registered version's source is the pushed SavedModel logged to the run as
+an MLflow model, as the tracking code registers a local push
+(`feedrank.tracking.pyfunc_model.version_source`); its ``pushed_dir`` tag
+points nowhere here, so the predictor has to download it over MLflow's REST
+API, find the SavedModel inside, then serve it.
 """
 import os
 
@@ -12,7 +13,7 @@ import pytest
 import requests
 
 from feedrank.tracking import candidate as cand_lib
-from feedrank.tracking import server
+from feedrank.tracking import pyfunc_model, server
 from serving.common import procs
 from serving.predictor import payloads as P
 from serving.predictor import store
@@ -32,9 +33,10 @@ def registry(first_run, tmp_path_factory):
     client = cand_lib.client_for(url)
     exp = client.create_experiment("serving-test")
     run = client.create_run(exp)
-    client.log_artifacts(run.info.run_id, pushed, "pushed_model")
+    source = pyfunc_model.version_source(client, run.info.run_id, pushed, "pushed_model")
+    assert source == f"runs:/{run.info.run_id}/model"
     client.create_registered_model(MODEL)
-    mv = client.create_model_version(MODEL, f"runs:/{run.info.run_id}/pushed_model", run_id=run.info.run_id,
+    mv = client.create_model_version(MODEL, source, run_id=run.info.run_id,
                                      tags={"blessed": "true", "pushed_dir": str(root / "not-here")})
     client.set_registered_model_alias(MODEL, "champion", mv.version)
     try:
@@ -74,7 +76,7 @@ def test_champion_alias_resolves_downloads_and_serves(registry, tmp_path):
 def test_an_unblessed_version_is_refused(registry, tmp_path):
     url, _, _, run_id = registry
     client = cand_lib.client_for(url)
-    mv = client.create_model_version(MODEL, f"runs:/{run_id}/pushed_model", run_id=run_id,
+    mv = client.create_model_version(MODEL, f"runs:/{run_id}/model", run_id=run_id,
                                      tags={"blessed": "false"})
     client.set_registered_model_alias(MODEL, "candidate", mv.version)
     with pytest.raises(store.ModelSourceError, match="not blessed"):

@@ -243,9 +243,34 @@ def test_rollback_renders_100_percent_to_the_champion_without_the_challenger(reg
 def test_a_local_push_dir_needs_the_bucket_it_is_synced_to(registry, config_file, tmp_path, capsys):
     _aliases(registry, 1, 4)
     rc, _, errors = _run(capsys, "deploy", "--config", config_file, "--out", str(tmp_path / "a"))
-    assert rc == 2 and len(errors) == 1 and "--model-store-uri" in errors[0]
+    assert rc == 2 and len(errors) == 1 and "--model-store-uri" in errors[0] and "--local" in errors[0]
     rc, _, errors = _run(capsys, "deploy", "--config", config_file, "--out", str(tmp_path / "b"),
                          "--model-store-uri", "s3://feedrank-ml/model_store")
     assert rc == 0 and not errors
     isvc = _load(tmp_path / "b" / "inferenceservice.yaml")
     assert _uri(isvc["spec"]["predictor"]) == "s3://feedrank-ml/model_store/din/400"
+
+
+def test_local_deploy_and_rollback_act_on_the_registry_and_print_the_local_stack(registry, config_file, tmp_path,
+                                                                                capsys):
+    """--local: no cluster and a local model store; the checks and the alias moves hold, nothing is
+    rendered, and the command that serves the result locally is printed."""
+    _aliases(registry, 1, 4)
+    out = tmp_path / "local"
+    rc, text, errors = _run(capsys, "deploy", "--config", config_file, "--local", "--canary", "25", "--out", str(out))
+    assert rc == 0 and not errors and not out.exists()
+    local_push = os.path.abspath("model_store/din/400")
+    assert f"champion v1 (gs://feedrank-ml/model_store/din/100) and challenger v4 ({local_push})" in text
+    assert (f"-m serving.stack --log data/tiny --model models:/{MODEL}@champion --challenger-model "
+            f"models:/{MODEL}@challenger --challenger-share 0.25") in text
+    _aliases(registry, 3, 4)                                        # an unblessed champion is refused
+    rc, _, errors = _run(capsys, "deploy", "--config", config_file, "--local")
+    assert rc == 2 and len(errors) == 1 and "not blessed" in errors[0]
+    _aliases(registry, 4, 1)
+    registry.set_model_version_tag(MODEL, "4", "previous_champion", "2")
+    rc, text, errors = _run(capsys, "rollback", "--config", config_file, "--local", "--previous")
+    assert rc == 0 and not errors and "moved back from version 4 to version 2" in text
+    assert registry.get_model_version_by_alias(MODEL, "champion").version == "2"
+    assert f"make serve MODEL=models:/{MODEL}@champion" in text
+    rc, _, errors = _run(capsys, "rollback", "--config", config_file, "--local", "--model-store-uri", "s3://b/m")
+    assert rc == 2 and "--local acts on the registry" in errors[0]

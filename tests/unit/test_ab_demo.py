@@ -50,9 +50,10 @@ def test_the_demo_ends_with_the_next_commands():
     assert refused[0].split("#")[0].split() == ["python", "pipeline.py", "promote", "--alias", "challenger",
                                                 "--config", "configs/ab_challenger.yaml"]
     promoted = demo.next_commands("configs/ab_challenger.yaml", promoted=True, previous="3", model="m")
-    assert any(line.split("#")[0].split() == ["python", "pipeline.py", "promote", "--version", "3", "--config",
-                                              "configs/ab_challenger.yaml"] for line in promoted)
-    assert not any("--version" in line for line in demo.next_commands("c.yaml", True, None, "m"))
+    assert any(line.split("#")[0].split() == ["python", "pipeline.py", "rollback", "--previous", "--local",
+                                              "--config", "configs/ab_challenger.yaml"] and "version 3" in line
+               for line in promoted)
+    assert not any("rollback" in line for line in demo.next_commands("c.yaml", True, None, "m"))
     # every command line is one the CLI accepts
     from feedrank.cli import build_parser
 
