@@ -83,7 +83,7 @@ def plot(result: Dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for i, (target, res) in enumerate(result["targets"].items()):
         rows = [r for r in res["rates"] if r["p99_ms"] is not None]
         color = f"C{i}"
@@ -103,7 +103,7 @@ def plot(result: Dict, path: str) -> None:
     ax.set_ylabel("latency from scheduled start (ms)")
     ax.set_title(f"{result['candidates']}-candidate ranking request, {result['machine'].get('cpus')} CPUs "
                  f"(x: errors; dotted: 5 and 10 ms)", fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)   # beside the data
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
