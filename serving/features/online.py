@@ -2,10 +2,12 @@
 
 One Redis round trip per request (`queue_request` on a pipeline, sync or
 asyncio; a second one only for history posts not yet in memory): the user's
-four channels strictly before the request time, the user's region and
-declared columns, the candidates' impression/click counters and the user's
-counters and session state (`user_state`: the user-side counters once, the
-per-category ones per candidate by its category).  `raw_inputs` turns that,
+four channels, the candidates' impression/click counters and the user's
+counters and session state, all strictly before the request's second as
+offline (what the latest second added is read too and taken off when it is
+that second: `redis_layout.count_before`, `user_state.as_of`), and the
+user's region and declared columns (`user_state`: the user-side counters
+once, the per-category ones per candidate by its category).  `raw_inputs` turns that,
 plus the post-attribute store, into the raw features of the exported
 ``serving_default`` (the user's side once, candidates as lists) and
 `v1_request` into the predictor's request; the served model's
@@ -106,18 +108,24 @@ def queue_reads(pipe, keys: redis_layout.Keys, user_id: str, candidates: Sequenc
     pipe.hmget(keys.clicks, list(candidates))
     pipe.hgetall(keys.user(user_id))
     pipe.hgetall(keys.session(user_id))
+    # what the latest second added, taken off when it is the request's own second (strict before)
+    pipe.hmget(keys.impressions_now, list(candidates))
+    pipe.hmget(keys.clicks_now, list(candidates))
+    pipe.hgetall(keys.user_now(user_id))
 
 
-def parse_reads(results: Sequence) -> Tuple[UserState, List[float], List[float]]:
-    """``(user, impressions, clicks)`` from `queue_reads`' results."""
+def parse_reads(results: Sequence, ts: Optional[int] = None) -> Tuple[UserState, List[float], List[float]]:
+    """``(user, impressions, clicks)`` from `queue_reads`' results, strictly before the
+    second ``ts`` (None: as the counters stand); give the ``ts`` of `queue_reads`."""
     n = len(redis_layout.CHANNELS)
     channels = {ch: redis_layout.decode_channel(r) for ch, r in zip(redis_layout.CHANNELS, results[:n])}
     region = results[n]
     if isinstance(region, bytes):
         region = region.decode()
-    imp = [float(v) if v is not None else 0.0 for v in results[n + 1]]
-    clk = [float(v) if v is not None else 0.0 for v in results[n + 2]]
-    counters, session = (_text_hash(h) for h in results[n + 3:n + 5])
+    imp = [redis_layout.count_before(v, now, ts) for v, now in zip(results[n + 1], results[n + 5])]
+    clk = [redis_layout.count_before(v, now, ts) for v, now in zip(results[n + 2], results[n + 6])]
+    counters, session, now = (_text_hash(h) for h in (results[n + 3], results[n + 4], results[n + 7]))
+    counters, session = user_state.as_of(counters, session, now, ts)
     return UserState(region, channels, counters, session), imp, clk
 
 
@@ -146,6 +154,7 @@ class PendingReads:
 
     user_attributes: bool     # the user's declared columns
     posts: List[str]          # candidates fetched from the attribute store
+    ts: Optional[int] = None  # the request's second (reads strictly before it)
 
 
 def queue_request(pipe, keys: redis_layout.Keys, user_id: str, candidates: Sequence[str], ts: Optional[int],
@@ -157,7 +166,7 @@ def queue_request(pipe, keys: redis_layout.Keys, user_id: str, candidates: Seque
     posts = items.missing(candidates)
     if posts:
         pipe.hmget(keys.items, posts)
-    return PendingReads(with_attrs, posts)
+    return PendingReads(with_attrs, posts, None if ts is None else int(ts))
 
 
 def parse_request(results: Sequence, pending: PendingReads, items: ItemStore
@@ -169,7 +178,7 @@ def parse_request(results: Sequence, pending: PendingReads, items: ItemStore
     if pending.posts:
         items.add_raw(pending.posts, results.pop())
     attrs = declared.parse_stored(results.pop()) if pending.user_attributes else {}
-    user, imp, clk = parse_reads(results)
+    user, imp, clk = parse_reads(results, pending.ts)
     user.attributes = attrs
     return user, imp, clk
 

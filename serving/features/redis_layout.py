@@ -11,9 +11,13 @@ Keys (``p`` is the prefix, ``fr`` by default):
   arrival order.  Holds the channel's longest ``max_len`` plus `SLACK`
   entries, so a read strictly before the request second still finds a full
   window when the user acted again within that second.
-* ``p:imp`` / ``p:clk`` - hashes item_id -> impressions / clicks counted so far.
-* ``p:u:<user_id>`` / ``p:sess:<user_id>`` - hashes, the user's counters,
-  per-category counters, recency and current session (`user_state`).
+* ``p:imp`` / ``p:clk`` - hashes item_id -> impressions / clicks counted so far;
+  ``p:impn`` / ``p:clkn`` - hashes item_id -> ``"<second>:<count>"``, the part
+  of that count from the post's latest second, which a read at that very
+  second leaves out (offline counts strictly before the impression's second).
+* ``p:u:<user_id>`` / ``p:sess:<user_id>`` / ``p:un:<user_id>`` - hashes, the
+  user's counters, per-category counters, recency and current session, and
+  what the user's latest second added to them (`user_state`).
 * ``p:items`` - hash item_id -> JSON ``[category_id, region_id, price]``
   (the post-attribute store, loaded from the ``items`` table).
 * ``p:users`` - hash user_id -> region_id (from the ``users`` table).
@@ -68,6 +72,8 @@ class Keys:
         self.users = f"{prefix}:users"
         self.meta = f"{prefix}:meta"
         self.user_attrs = f"{prefix}:uattrs"
+        self.impressions_now = f"{prefix}:impn"
+        self.clicks_now = f"{prefix}:clkn"
 
     def seq(self, channel: str, user_id: str) -> str:
         """Sorted set of one channel of one user."""
@@ -76,6 +82,10 @@ class Keys:
     def user(self, user_id: str) -> str:
         """Counters, per-category counters and session bookkeeping of a user."""
         return f"{self.prefix}:u:{user_id}"
+
+    def user_now(self, user_id: str) -> str:
+        """What the user's latest second added to the user and session hashes."""
+        return f"{self.prefix}:un:{user_id}"
 
     def session(self, user_id: str) -> str:
         """Per-category click/view counts of a user's current session."""
@@ -132,13 +142,24 @@ def decode_item_row(raw) -> Tuple[Tuple[str, str, float], Dict]:
 
 
 # Idempotent application of one event, atomically (a Lua script runs alone).
-# KEYS: seen marker, counter hash, sequence key, user hash, session hash.
+# KEYS: seen marker, counter hash, sequence key, user hash, session hash,
+# the user's latest-second hash, the counter's latest-second hash.
 # ARGV: ttl seconds, item id (counter field, "" for none), capacity (0: no
 # sequence), score (the event ts), user-state flags, category, session gap,
 # members...
 APPLY_LUA = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[2], 1) end
+if ARGV[2] ~= '' then
+  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+  local t, now = tonumber(ARGV[4]), redis.call('HGET', KEYS[7], ARGV[2])
+  local sec, n = nil, 0
+  if now then
+    local p = string.find(now, ':', 1, true)
+    sec, n = tonumber(string.sub(now, 1, p - 1)), tonumber(string.sub(now, p + 1))
+  end
+  if sec == nil or t > sec then redis.call('HSET', KEYS[7], ARGV[2], ARGV[4] .. ':1')
+  elseif t == sec then redis.call('HSET', KEYS[7], ARGV[2], ARGV[4] .. ':' .. (n + 1)) end
+end
 local cap = tonumber(ARGV[3])
 if cap > 0 and #ARGV > 7 then
   for i = 8, #ARGV do redis.call('ZADD', KEYS[3], ARGV[4], ARGV[i]) end
@@ -147,6 +168,19 @@ end
 """ + user_state.LUA + """
 return 1
 """
+
+
+def count_before(total, now, ts: Optional[int]) -> float:
+    """A post's count strictly before the second ``ts``: ``total`` (the ``p:imp`` /
+    ``p:clk`` value) less what its latest second added when that second is ``ts``
+    (``now``, the ``p:impn`` / ``p:clkn`` value); ``ts`` None: the count as it stands."""
+    value = float(total) if total is not None else 0.0
+    if ts is None or now is None:
+        return value
+    if isinstance(now, bytes):
+        now = now.decode()
+    sec, _, n = now.partition(":")
+    return value - float(n) if int(sec) == int(ts) else value
 
 
 def channel_read_args(ts: Optional[int]) -> Tuple[str, str]:

@@ -18,11 +18,14 @@ also equal its ``serving_default`` inputs.
 
 Time semantics.  Offline features use only events strictly before the
 impression's ``ts`` (events of the same second are not history, ordered by
-``event_id`` among themselves).  The replay therefore walks the log one
-second ``t`` at a time: it first builds, per user with impressions at ``t``,
-the request ranking those impressions (sequences are read with a strict
-``< t`` score bound, counters as they stand), then publishes all events of
-second ``t`` to the stream and lets the updater drain it.  Arrival order is
+``event_id`` among themselves).  The replay walks the log one second ``t`` at
+a time: it publishes all events of second ``t`` to the stream and lets the
+updater drain it, and only then builds, per user with impressions at ``t``,
+the request ranking those impressions at ``t``, as a live request meets
+events of its own second (its own served impressions, a click, another
+user's impression of the same post).  So the online reads must leave out
+second ``t`` themselves: sequences by their ``< t`` score bound, counters,
+session and recency by what the latest second added (`online.parse_reads`).  Arrival order is
 ``(ts, file order)``, the example generator's duplicate-resolution order, and
 every raw row goes through the stream - invalid and duplicate rows included -
 so the updater's row checks and idempotency are compared too.
@@ -167,12 +170,12 @@ def replay(client, log_dir: str, keys: redis_layout.Keys, label_window_s: int = 
     """Replays ``log_dir`` into an emptied namespace, with the item / user columns
     of the feature contract ``spec``; returns the report.
 
-    ``naive=True`` applies each second's events before reading, with no time
-    bound (a reader that ignores the strict-before rule); a test uses it to
-    check that the replay catches same-second leakage.  ``offline``: a
-    precomputed `offline_examples` result (of the same ``spec``).  ``on_second(t, impression_ids)``
-    is called at each second with impressions, when Redis holds exactly the
-    events before ``t`` (e.g. to send the transformer those requests)."""
+    ``naive=True`` reads with no time bound (a reader that ignores the
+    strict-before rule); a test uses it to check that the replay catches
+    same-second leakage.  ``offline``: a precomputed `offline_examples` result
+    (of the same ``spec``).  ``on_second(t, impression_ids)`` is called at each
+    second with impressions, when Redis holds the events up to and including
+    ``t`` (e.g. to send the transformer those requests at ``t``)."""
     raw, users, examples, _ = offline or offline_examples(log_dir, label_window_s, spec)
     writer.flush(client, keys)
     client.delete(STREAM)
@@ -193,12 +196,11 @@ def replay(client, log_dir: str, keys: redis_layout.Keys, label_window_s: int = 
     done = set()
     bounds = np.flatnonzero(np.r_[True, (ts[1:] != ts[:-1]) | (ok[1:] != ok[:-1]), True])
     for a, b in zip(bounds[:-1], bounds[1:]):
+        stream.publish(client, rows[a:b], STREAM)   # the second's own events first (see the module doc)
+        while up.step():
+            pass
         if on_second is not None and is_ex[a:b].any():
             on_second(int(ts[a]), sorted({imp_ids[i] for i in np.flatnonzero(is_ex[a:b]) + a}))
-        if naive:
-            stream.publish(client, rows[a:b], STREAM)
-            while up.step():
-                pass
         by_user: Dict[str, List[str]] = {}   # one request per user: their impressions at t
         for i in np.flatnonzero(is_ex[a:b]) + a:
             imp_id = imp_ids[i]
@@ -222,10 +224,6 @@ def replay(client, log_dir: str, keys: redis_layout.Keys, label_window_s: int = 
                     if len(report.examples) < keep_examples:
                         report.examples.append({"impression_id": imp_id, "features": {
                             n: {"online": feats[n], "offline": ex.get(n)} for n in bad}})
-        if not naive:
-            stream.publish(client, rows[a:b], STREAM)
-            while up.step():
-                pass
     report.updater_stats = dict(fw.stats)
     missing = set(examples) - done
     if missing:

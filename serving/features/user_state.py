@@ -19,14 +19,26 @@ order (ties in any order) reproduce the example generator exactly; a late
 event is counted in the counters and recency as usual, and in the session
 only when it is not older than the current session's start.
 
-Reading at request time ``T``: the counters as they stand; the session share
-is 0 when ``T`` is more than the gap after ``ts``.  Needs neither pandas nor
-TensorFlow (the transformer imports it).
+* ``p:un:<user_id>`` - what the user's latest second added: ``sec`` (that
+  second), the increments ``imp``, ``clk``, ``imp:<c>``, ``clk:<c>``, ``sn``
+  (session events) and ``sc:<c>`` made by events of that second, and
+  ``pl:<c>``, the category's ``last:`` before that second ("" for none).  An
+  event of a later second starts it afresh; an older (late) event adds
+  nothing to it.
+
+Reading at request time ``T`` (`as_of`): strictly before ``T``, as offline.
+When the user's latest second is ``T`` itself (the request's own impressions,
+or a click in the same second), its increments are taken off the counters and
+the session, ``last:<c>`` goes back to ``pl:<c>``, and a session that an event
+of second ``T`` started is over (its previous event was more than the gap
+before ``T``: share 0).  The session share is 0 when ``T`` is more than the
+gap after ``ts``.  Needs neither pandas nor TensorFlow (the transformer
+imports it).
 """
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from feedrank import features as F
 from feedrank.events import contract
@@ -37,22 +49,43 @@ log = logging.getLogger(__name__)
 EVENT_FLAGS: Dict[str, str] = {contract.IMPRESSION: "i", contract.CLICK: "crs",
                                contract.VIEW: "rs", contract.CONVERSION: "r"}
 
-# Lua applied after the event's seen marker and channel update (see schema.APPLY_LUA).
-# KEYS[4]: user hash, KEYS[5]: session hash; ARGV[4]: ts, ARGV[5]: flags,
-# ARGV[6]: category ("" for none), ARGV[7]: session gap seconds.
+# Lua applied after the event's seen marker and channel update (see redis_layout.APPLY_LUA).
+# KEYS[4]: user hash, KEYS[5]: session hash, KEYS[6]: the user's latest-second hash;
+# ARGV[4]: ts, ARGV[5]: flags, ARGV[6]: category ("" for none), ARGV[7]: session gap seconds.
 LUA = """
 local t, flags, cat = tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local usec = tonumber(redis.call('HGET', KEYS[6], 'sec'))
+if usec == nil or t > usec then
+  redis.call('DEL', KEYS[6])
+  redis.call('HSET', KEYS[6], 'sec', ARGV[4])
+  usec = t
+end
+local cur = (t == usec)
+local function bump(field)
+  redis.call('HINCRBY', KEYS[4], field, 1)
+  if cur then redis.call('HINCRBY', KEYS[6], field, 1) end
+end
 if string.find(flags, 'i', 1, true) then
-  redis.call('HINCRBY', KEYS[4], 'imp', 1)
-  if cat ~= '' then redis.call('HINCRBY', KEYS[4], 'imp:' .. cat, 1) end
+  bump('imp')
+  if cat ~= '' then bump('imp:' .. cat) end
 end
 if string.find(flags, 'c', 1, true) then
-  redis.call('HINCRBY', KEYS[4], 'clk', 1)
-  if cat ~= '' then redis.call('HINCRBY', KEYS[4], 'clk:' .. cat, 1) end
+  bump('clk')
+  if cat ~= '' then bump('clk:' .. cat) end
 end
 if cat ~= '' and string.find(flags, 'r', 1, true) then
   local old = tonumber(redis.call('HGET', KEYS[4], 'last:' .. cat))
-  if old == nil or t > old then redis.call('HSET', KEYS[4], 'last:' .. cat, ARGV[4]) end
+  if old == nil or t > old then
+    if cur and redis.call('HEXISTS', KEYS[6], 'pl:' .. cat) == 0 then
+      redis.call('HSET', KEYS[6], 'pl:' .. cat, old and tostring(old) or '')
+    end
+    redis.call('HSET', KEYS[4], 'last:' .. cat, ARGV[4])
+  elseif not cur then
+    local pl = redis.call('HGET', KEYS[6], 'pl:' .. cat)
+    if pl and old == usec and (pl == '' or t > tonumber(pl)) then
+      redis.call('HSET', KEYS[6], 'pl:' .. cat, ARGV[4])
+    end
+  end
 end
 local last = tonumber(redis.call('HGET', KEYS[4], 'ts'))
 local start = tonumber(redis.call('HGET', KEYS[4], 'start'))
@@ -66,6 +99,10 @@ end
 if cat ~= '' and string.find(flags, 's', 1, true) and t >= start then
   redis.call('HINCRBY', KEYS[5], 'n', 1)
   redis.call('HINCRBY', KEYS[5], 'c:' .. cat, 1)
+  if cur then
+    redis.call('HINCRBY', KEYS[6], 'sn', 1)
+    redis.call('HINCRBY', KEYS[6], 'sc:' .. cat, 1)
+  end
 end
 """
 
@@ -73,6 +110,34 @@ end
 def _num(state: Mapping[str, str], field: str) -> Optional[float]:
     v = state.get(field)
     return float(v) if v is not None else None
+
+
+_COUNTS = ("imp", "clk")
+
+
+def as_of(counters: Mapping[str, str], session: Mapping[str, str], now: Mapping[str, str],
+          ts: Optional[int]) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """The user and session hashes strictly before the second ``ts``, from the hashes as
+    they stand and ``now``, the user's latest-second hash (see the module docstring);
+    ``ts`` None, or a latest second other than ``ts``: as they stand."""
+    if ts is None or now.get("sec") is None or int(float(now["sec"])) != int(ts):
+        return dict(counters), dict(session)
+    user, sess = dict(counters), dict(session)
+    for field, value in now.items():
+        if field in _COUNTS or field.startswith(("imp:", "clk:")):
+            user[field] = str(float(user.get(field, 0.0)) - float(value))
+        elif field.startswith("pl:"):
+            if value == "":
+                user.pop("last:" + field[3:], None)
+            else:
+                user["last:" + field[3:]] = value
+        elif field == "sn":
+            sess["n"] = str(float(sess.get("n", 0.0)) - float(value))
+        elif field.startswith("sc:"):
+            sess["c:" + field[3:]] = str(float(sess.get("c:" + field[3:], 0.0)) - float(value))
+    if user.get("start") is not None and int(float(user["start"])) == int(ts):
+        sess = {}   # second ts started the session: before it, the previous event was more than the gap away
+    return user, sess
 
 
 def user_features(counters: Mapping[str, str]) -> Dict[str, float]:

@@ -114,10 +114,11 @@ class FeatureWriter:
         ttl = self.seen_ttl_s if mark_seen else 1
         for r in good[["event_id", "user_id", "item_id", "event", "ts", "query"]].itertuples(index=False):
             counter = ""
-            key2 = self.keys.impressions
+            key2, key7 = self.keys.impressions, self.keys.impressions_now
             if r.event in COUNTED:
                 counter = r.item_id
-                key2 = self.keys.impressions if r.event == contract.IMPRESSION else self.keys.clicks
+                if r.event != contract.IMPRESSION:
+                    key2, key7 = self.keys.clicks, self.keys.clicks_now
             channel = EVENT_CHANNEL.get(r.event)
             members: List[str] = []
             key3 = key2
@@ -127,7 +128,7 @@ class FeatureWriter:
                 members = [redis_layout.member(r.event_id, i, v) for i, v in enumerate(values)]
             cap = redis_layout.stored_len(channel) if channel is not None else 0
             self._script(keys=[self.keys.seen(r.event_id), key2, key3, self.keys.user(r.user_id),
-                               self.keys.session(r.user_id)],
+                               self.keys.session(r.user_id), self.keys.user_now(r.user_id), key7],
                          args=[ttl, counter, cap, int(r.ts), user_state.EVENT_FLAGS.get(r.event, ""),
                                self._category.get(r.item_id, ""), F.SESSION_GAP_S, *members],
                          client=pipe)

@@ -44,7 +44,7 @@ def ns(redis_server):  # noqa: F811
 def _read(client, keys, user="u1", items=("i0",), ts=None):
     pipe = client.pipeline()
     online.queue_reads(pipe, keys, user, list(items), None if ts is None else T0 + ts)
-    return online.parse_reads(pipe.execute())
+    return online.parse_reads(pipe.execute(), None if ts is None else T0 + ts)
 
 
 def test_events_update_channels_and_counters_once(ns):

@@ -84,7 +84,7 @@ def test_ranks_with_redis_features(stack):
     sent = predictor.requests[-1]["inputs"]
     pipe = rs.client().pipeline()
     online.queue_reads(pipe, redis_layout.Keys("tr"), user, cands, 2_000_000_000)
-    state, imp, clk = online.parse_reads(pipe.execute())
+    state, imp, clk = online.parse_reads(pipe.execute(), 2_000_000_000)
     assert sent[F.CLICK_ITEMS.name] == [state.channels["click"][-F.CLICK_LEN:]] and state.channels["click"]
     assert sent[F.USER_REGION_ID.name] == [state.region] and state.region
     assert sent[F.ITEM_ID.name] == cands and sent[F.ITEM_HIST_IMPRESSIONS.name] == imp

@@ -101,30 +101,35 @@ from serving.features import online, redis_layout, replay, writer  # noqa: E402
 from tests.helpers.redis_stack import redis_server  # noqa: E402,F401 (fixture)
 
 
-def _online_at(client, keys, imp_id: str, events: List[Dict]) -> Dict[str, float]:
-    """Applies the events strictly before the impression's second (in
-    ``(ts, event_id)`` order, each twice: idempotent) and reads its features."""
+def _online_at(client, keys, imp_id: str, events: List[Dict], same_second: bool = False) -> Dict[str, float]:
+    """Applies the events strictly before the impression's second (``same_second``: up to
+    and including it, the impression itself too, as a live request meets them) in
+    ``(ts, event_id)`` order, each twice (idempotent), and reads its features at its second."""
     imp = next(e for e in EVENTS if e["event_id"] == imp_id)
     writer.flush(client, keys)
     writer.load_items(client, keys, ITEMS)
     w = writer.FeatureWriter(client, keys)
-    before = sorted((e for e in events if e["ts"] < imp["ts"]), key=lambda e: (e["ts"], e["event_id"]))
+    before = sorted((e for e in events if e["ts"] < imp["ts"] or (same_second and e["ts"] == imp["ts"])),
+                    key=lambda e: (e["ts"], e["event_id"]))
     if before:
         frame = writer.events_frame(before)
         w.apply(frame)
         w.apply(frame)
     pipe = client.pipeline()
     online.queue_reads(pipe, keys, imp["user_id"], [imp["item_id"]], imp["ts"])
-    user, imps, clks = online.parse_reads(pipe.execute())
+    user, imps, clks = online.parse_reads(pipe.execute(), imp["ts"])
     store = online.ItemStore.from_hash(client.hgetall(keys.items))
     feats = online.raw_inputs(user, [imp["item_id"]], store, imps, clks, imp["ts"])
     return {n: feats[n][0] for n in NAMES}
 
 
-def test_online_values_are_the_hand_computed_ones(redis_server):  # noqa: F811
+@pytest.mark.parametrize("same_second", [False, True], ids=["before", "with_its_own_second_applied"])
+def test_online_values_are_the_hand_computed_ones(redis_server, same_second):  # noqa: F811
+    """Also when Redis already holds the impression's own second (the impression, e5 beside i1,
+    i4 beside i5): the reads leave that second out, as offline."""
     client, keys = redis_server.client(), redis_layout.Keys("uc")
     for imp_id, want in EXPECTED.items():
-        got = _online_at(client, keys, imp_id, EVENTS)
+        got = _online_at(client, keys, imp_id, EVENTS, same_second)
         for name, value in want.items():
             assert np.float32(got[name]) == np.float32(value), (imp_id, name, got[name], value)
 
