@@ -38,6 +38,7 @@ ARTIFACT = "model"                 # where the logged model sits in the run
 SAVED_MODEL_KEY = "saved_model"    # the pyfunc's artifact holding the SavedModel
 SIGNATURE = "serving_default"
 SCORE_COLUMN = "probability"
+OUTPUT = "probabilities"           # the ranker's one output (feedrank.train.export.OUTPUT_KEY)
 
 
 def _inputs(fn) -> Dict[str, Any]:
@@ -125,7 +126,16 @@ def ranking_signature(saved_model_dir: str):
         raise ValueError(f"{saved_model_dir} is not a readable SavedModel ({type(e).__name__})") from None
     if SIGNATURE not in loaded.signatures:
         raise ValueError(f"{saved_model_dir} has no {SIGNATURE!r} signature (it has {sorted(loaded.signatures)})")
-    return loaded.signatures[SIGNATURE]
+    fn = loaded.signatures[SIGNATURE]
+    outputs = sorted(fn.structured_outputs)
+    if outputs != [OUTPUT]:
+        raise ValueError(f"{saved_model_dir}'s {SIGNATURE!r} answers {outputs}, not one {OUTPUT!r} per "
+                         f"candidate (not a ranker)")
+    kinds = {n: (s.shape.rank, s.dtype.name) for n, s in _inputs(fn).items()}
+    odd = sorted(n for n, (rank, dtype) in kinds.items() if rank not in (1, 2) or (rank == 2 and dtype != "string"))
+    if odd:
+        raise ValueError(f"{saved_model_dir}'s {SIGNATURE!r} has inputs a candidate row cannot hold: {odd}")
+    return fn
 
 
 def save(path: str, saved_model_dir: str, fn=None) -> str:
@@ -153,16 +163,19 @@ def version_source(client, run_id: str, pushed_dir: str, raw_artifact: str) -> s
     """The source of a new registry version for a local push: the push logged into the run
     as an MLflow model (``runs:/<run>/model``: signature, input example, the SavedModel
     inside), so ``mlflow models serve -m models:/<name>@champion`` and
-    ``mlflow.pyfunc.load_model`` work on the version.  A SavedModel without a
-    ``serving_default`` signature is logged as it is under ``raw_artifact`` (a warning
-    says why), and that is the source."""
+    ``mlflow.pyfunc.load_model`` work on the version.  A SavedModel that is not a
+    ranker of this shape (no ``serving_default``, other outputs - the session
+    recommender's top-k - or inputs a candidate row cannot hold), or one the
+    wrapper fails on, is logged as it is under ``raw_artifact`` (a warning says
+    why), and that is the source."""
     try:
         fn = ranking_signature(pushed_dir)
-    except ValueError as e:
+        with tempfile.TemporaryDirectory(prefix="mlflow_model_") as tmp:
+            path = save(os.path.join(tmp, ARTIFACT), pushed_dir, fn=fn)
+            client.log_artifacts(run_id, path, ARTIFACT)
+    except Exception as e:  # noqa: BLE001 - the raw SavedModel is always registered
         log.warning("registering the raw SavedModel, not an MLflow model: %s", e)
         client.log_artifacts(run_id, pushed_dir, raw_artifact)
         return f"runs:/{run_id}/{raw_artifact}"
-    with tempfile.TemporaryDirectory(prefix="mlflow_model_") as tmp:
-        client.log_artifacts(run_id, save(os.path.join(tmp, ARTIFACT), pushed_dir, fn=fn), ARTIFACT)
     log.info("logged the pushed model %s as the MLflow model runs:/%s/%s", pushed_dir, run_id, ARTIFACT)
     return f"runs:/{run_id}/{ARTIFACT}"
