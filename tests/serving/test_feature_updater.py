@@ -141,6 +141,9 @@ def test_bulk_loader_equals_the_stream_updater(redis_server, tmp_path, monkeypat
     loaded, streamed = redis_layout.Keys("boot"), redis_layout.Keys("live")
     monkeypatch.setattr(bootstrap, "PROGRESS_EVERY_S", 0)   # a progress line per batch
     monkeypatch.setattr(bootstrap, "BATCH", 1000)
+    # a library's logging.config call earlier in the session may have disabled the module's logger
+    monkeypatch.setattr(bootstrap.log, "disabled", False)
+    monkeypatch.setattr(bootstrap.log, "propagate", True)
     with caplog.at_level(logging.INFO, logger="serving.features.bootstrap"):
         counts = bootstrap.bootstrap(client, log_dir, loaded, force=True)
     assert counts["events_applied"] > 1000
