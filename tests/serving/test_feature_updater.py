@@ -135,19 +135,28 @@ def _state(client, keys, users, items):
     return out, imp, clk
 
 
-def test_bulk_loader_equals_the_stream_updater(redis_server, tmp_path, monkeypatch, caplog):  # noqa: F811
+def test_bulk_loader_equals_the_stream_updater(redis_server, tmp_path, monkeypatch):  # noqa: F811
     log_dir = H.make_log(str(tmp_path / "log"))
     client = redis_server.client()
     loaded, streamed = redis_layout.Keys("boot"), redis_layout.Keys("live")
     monkeypatch.setattr(bootstrap, "PROGRESS_EVERY_S", 0)   # a progress line per batch
     monkeypatch.setattr(bootstrap, "BATCH", 1000)
-    # a library's logging.config call earlier in the session may have disabled the module's logger
+    # the module's own records, whatever libraries' logging setup earlier in the session did
+    records: list = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    monkeypatch.setattr(logging.root.manager, "disable", logging.NOTSET)
     monkeypatch.setattr(bootstrap.log, "disabled", False)
-    monkeypatch.setattr(bootstrap.log, "propagate", True)
-    with caplog.at_level(logging.INFO, logger="serving.features.bootstrap"):
+    bootstrap.log.addHandler(handler)
+    old_level = bootstrap.log.level
+    bootstrap.log.setLevel(logging.INFO)
+    try:
         counts = bootstrap.bootstrap(client, log_dir, loaded, force=True)
+    finally:
+        bootstrap.log.removeHandler(handler)
+        bootstrap.log.setLevel(old_level)
     assert counts["events_applied"] > 1000
-    progress = [r.getMessage() for r in caplog.records if "events applied (" in r.getMessage()]
+    progress = [r.getMessage() for r in records if "events applied (" in r.getMessage()]
     assert progress and progress[0].startswith("bootstrap: 0 of ")
     with pytest.raises(bootstrap.AlreadySeeded):
         bootstrap.bootstrap(client, log_dir, loaded)
