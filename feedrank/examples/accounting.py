@@ -62,15 +62,15 @@ def _check_span(summary: Dict[str, Any], cfg: Any) -> None:
         return
     first, last = summary["first_impression_ts"], summary["log_end_ts"]
     days = (last // DAY_S) - (first // DAY_S) + 1
-    needs = [f"warmup_days {cfg.warmup_days}", "at least 1 train day"]
+    needs = [("warmup_days", int(cfg.warmup_days)), ("at least 1 train day", 1)]
     if "valid_start_ts" in summary:
-        needs.append(f"valid_days {cfg.valid_days}")
-    needs.append(f"eval_days {cfg.eval_days}")
-    need = int(cfg.warmup_days) + 1 + (int(cfg.valid_days) if "valid_start_ts" in summary else 0) + int(cfg.eval_days)
+        needs.append(("valid_days", int(cfg.valid_days)))
+    needs.append(("eval_days", int(cfg.eval_days)))
+    named = [name if name.endswith("day") else f"{name} {n}" for name, n in needs]
     raise LogTooShortError(
         f"the log's impressions cover {days} day(s) ({_day(first)} to {_day(last)} UTC), but the splits need "
-        f"{need}: {' + '.join(needs)}; use a longer log, or lower examples.eval_days / valid_days / "
-        f"warmup_days (or examples.valid_split: user_hash, which takes no days)")
+        f"{sum(n for _, n in needs)}: {' + '.join(named)}; use a longer log, or lower examples.eval_days / "
+        f"valid_days / warmup_days (or examples.valid_split: user_hash, which takes no days)")
 
 
 def write_quarantine(frames: List[pd.DataFrame], path: str) -> None:

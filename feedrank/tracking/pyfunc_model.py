@@ -4,8 +4,8 @@
   mlflow models serve -m models:/feedrank-demo@champion --env-manager local -p 5002
   curl -d '{"dataframe_records": [...]}' -H 'Content-Type: application/json' localhost:5002/invocations
 
-The logged model holds the SavedModel unchanged (``artifacts/saved_model``, the
-directory the servers read) and `RankerModel`, which scores a DataFrame with
+The logged model holds the SavedModel unchanged (``artifacts/<version>/``, the
+pushed version directory as the servers read it) and `RankerModel`, which scores a DataFrame with
 **one row per candidate**: a column per input of the model's ``serving_default``
 signature, the user's side repeated on every row (sequence and token-bag
 columns hold lists of strings), one ``probability`` per row out.  That is
@@ -98,8 +98,7 @@ class RankerModel(PythonModel):
             tensors = tensors_of(frame, self._inputs)
         except ValueError as e:
             raise MlflowException.invalid_parameter_value(str(e)) from None
-        out = self._fn(**{k: tf.constant(v) for k, v in tensors.items()})
-        scores = next(iter(out.values())).numpy().reshape(-1)
+        scores = self._fn(**{k: tf.constant(v) for k, v in tensors.items()})[OUTPUT].numpy().reshape(-1)
         return pd.DataFrame({SCORE_COLUMN: scores.astype(np.float64)})
 
 
@@ -149,7 +148,7 @@ def save(path: str, saved_model_dir: str, fn=None) -> str:
     fn = fn if fn is not None else ranking_signature(saved_model_dir)
     inputs = _inputs(fn)
     example = input_example(inputs)
-    scores = next(iter(fn(**{k: tf.constant(v) for k, v in tensors_of(example, inputs).items()}).values()))
+    scores = fn(**{k: tf.constant(v) for k, v in tensors_of(example, inputs).items()})[OUTPUT]
     signature = infer_signature(example, pd.DataFrame({SCORE_COLUMN: scores.numpy().reshape(-1).astype(float)}))
     mlflow.pyfunc.save_model(
         path, python_model=RankerModel(), artifacts={SAVED_MODEL_KEY: saved_model_dir},

@@ -7,8 +7,8 @@ counters and session state, all strictly before the request's second as
 offline (what the latest second added is read too and taken off when it is
 that second: `redis_layout.count_before`, `user_state.as_of`), and the
 user's region and declared columns (`user_state`: the user-side counters
-once, the per-category ones per candidate by its category).  `raw_inputs` turns that,
-plus the post-attribute store, into the raw features of the exported
+once, the per-category ones per candidate by its category).  `raw_inputs`
+turns that, plus the post-attribute store, into the raw features of the exported
 ``serving_default`` (the user's side once, candidates as lists) and
 `v1_request` into the predictor's request; the served model's
 `feedrank.features.FeatureSpec` says which declared item / user columns are

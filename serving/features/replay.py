@@ -25,8 +25,9 @@ the request ranking those impressions at ``t``, as a live request meets
 events of its own second (its own served impressions, a click, another
 user's impression of the same post).  So the online reads must leave out
 second ``t`` themselves: sequences by their ``< t`` score bound, counters,
-session and recency by what the latest second added (`online.parse_reads`).  Arrival order is
-``(ts, file order)``, the example generator's duplicate-resolution order, and
+session and recency by what the latest second added (`online.parse_reads`).
+Arrival order is ``(ts, file order)``, the example generator's
+duplicate-resolution order, and
 every raw row goes through the stream - invalid and duplicate rows included -
 so the updater's row checks and idempotency are compared too.
 

@@ -116,12 +116,12 @@ _COUNTS = ("imp", "clk")
 
 
 def as_of(counters: Mapping[str, str], session: Mapping[str, str], now: Mapping[str, str],
-          ts: Optional[int]) -> Tuple[Dict[str, str], Dict[str, str]]:
+          ts: Optional[int]) -> Tuple[Mapping[str, str], Mapping[str, str]]:
     """The user and session hashes strictly before the second ``ts``, from the hashes as
     they stand and ``now``, the user's latest-second hash (see the module docstring);
-    ``ts`` None, or a latest second other than ``ts``: as they stand."""
+    ``ts`` None, or a latest second other than ``ts``: the hashes themselves, not copied."""
     if ts is None or now.get("sec") is None or int(float(now["sec"])) != int(ts):
-        return dict(counters), dict(session)
+        return counters, session
     user, sess = dict(counters), dict(session)
     for field, value in now.items():
         if field in _COUNTS or field.startswith(("imp:", "clk:")):
