@@ -114,7 +114,7 @@ class MlflowConfig(Section):
     SECTION = "mlflow"
     tracking_uri: str = ""
     experiment: str = ""        # default: pipeline_name
-    registered_model: str = ""  # default: <pipeline_name>-<model>
+    registered_model: str = ""  # default: <pipeline_name>-ranker (mode session: -recommender)
     host: str = "127.0.0.1"
     port: int = setting(5050, min=0, max=65535, doc="0: a free port")
 

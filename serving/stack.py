@@ -2,7 +2,7 @@
 the predictor (``--model``) and the transformer (``make serve``).
 
     python -m serving.stack --log data/demo --model newest     # make serve
-    python -m serving.stack --log data/demo --model models:/feedrank-demo-din@champion
+    python -m serving.stack --log data/demo --model models:/feedrank-demo-ranker@champion
     python -m serving.stack --log data/demo \
         [--predictor-url http://127.0.0.1:8080 --model-name feedrank --transformer-port 8081]
     python -m serving.stack --log data/demo --model models:/feedrank-demo@champion \

@@ -1,6 +1,6 @@
 """The served model: the registry version that carries the ``champion`` alias, and its SavedModel.
 
-  champ = find_champion("http://127.0.0.1:5050", "feedrank-demo-din")   # None: no champion
+  champ = find_champion("http://127.0.0.1:5050", "feedrank-demo-ranker")   # None: no champion
   fetch_saved_model(champ, "http://127.0.0.1:5050", "/tmp/baseline/Format-Serving")
 
 `find_champion` answers None when the registered model or its alias does not

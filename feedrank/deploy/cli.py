@@ -77,13 +77,14 @@ def _run(args: argparse.Namespace) -> int:
     from feedrank.config import load_args
     from feedrank.deploy import apply as apply_lib
     from feedrank.deploy import render, versions
-    from feedrank.tracking import registered_model_name
+    from feedrank.tracking import note_legacy_registry, registered_model_name
     from feedrank.tracking.candidate import client_for
     from feedrank.tracking.server import tracking_uri
 
     cfg = load_args(args)
     client = client_for(tracking_uri(cfg))
     model = registered_model_name(cfg)
+    note_legacy_registry(client, cfg, model)
     if args.local:
         if args.kubeconfig or args.model_store_uri:
             raise DeployError("--local acts on the registry and the local model store only: drop "

@@ -17,7 +17,7 @@ from feedrank.deploy import FEEDRANK_RUNTIME, SERVERLESS, STANDARD, TFSERVING_RU
 from feedrank.deploy.render import inference_service, without_namespace
 from feedrank.deploy.versions import ServedVersion
 
-MODEL = "feedrank-demo-din"
+MODEL = "feedrank-demo-ranker"
 STORE = "gs://feedrank-ml/model_store/din"
 CHAMPION = ServedVersion(MODEL, "3", "champion", f"{STORE}/1732500000", f"{STORE}/1732500000")
 CHALLENGER = ServedVersion(MODEL, "4", "challenger", f"{STORE}/1732600000", f"{STORE}/1732600000")

@@ -75,7 +75,7 @@ def _alias(args: argparse.Namespace, client, model: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from feedrank.config import load_args
-    from feedrank.tracking import experiment_name, local_server_dir, registered_model_name
+    from feedrank.tracking import experiment_name, local_server_dir, note_legacy_registry, registered_model_name
     from feedrank.tracking.server import stop_server, tracking_uri
 
     cfg = load_args(args)
@@ -93,6 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     uri = tracking_uri(cfg)
     client = client_for(uri)
     model = registered_model_name(cfg)
+    note_legacy_registry(client, cfg, model)
     if args.command == "promote":
         from feedrank.tracking.registry import promote
 

@@ -1,6 +1,6 @@
 """The candidates of an experiment side by side, with deltas versus the champion.
 
-  rows, champion = gather(client, "feedrank-demo", "feedrank-demo-din")
+  rows, champion = gather(client, "feedrank-demo", "feedrank-demo-ranker")
   print(format_table(rows, champion)); plot(rows, champion, "compare.png")
 
 Per candidate: AUC, GAUC, logloss (exact, on the eval split), blessed,

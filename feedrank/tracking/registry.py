@@ -1,8 +1,8 @@
 """The registry's aliases: ``challenger`` (set by the pipeline), ``champion`` (set by `promote`).
 
-  promote(client, "feedrank-demo-din", alias="challenger")
-  promote(client, "feedrank-demo-din", version=3)
-  set_challenger(client, "feedrank-demo-din", 4); clear_alias(client, "feedrank-demo-din", "challenger")
+  promote(client, "feedrank-demo-ranker", alias="challenger")
+  promote(client, "feedrank-demo-ranker", version=3)
+  set_challenger(client, "feedrank-demo-ranker", 4); clear_alias(client, "feedrank-demo-ranker", "challenger")
 
 ``champion`` moves only to a blessed version: the version's tag
 ``blessed=true`` or, failing that, its run's tag ``blessed=true``, and so does a

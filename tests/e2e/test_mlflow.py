@@ -570,3 +570,33 @@ def test_aliases_are_shown_set_and_cleared_by_hand(blessed_run, config_file, cli
     assert pipeline.main(["alias", "set", "champion", "--config", config_file]) == 2
     errors = _error_lines(capsys.readouterr().err)
     assert len(errors) == 2 and "version 99" in errors[0] and "needs --version N" in errors[1], errors
+
+
+@pytest.mark.e2e
+def test_the_default_registered_name_says_what_the_model_does_and_an_old_registry_is_named(
+        config_file, client, tmp_path, capsys, caplog):
+    """Without ``mlflow.registered_model`` the name is ``<pipeline>-ranker`` whatever the family;
+    a registry whose versions sit under the old ``<pipeline>-din`` gets one warning naming both
+    names and the ``--set`` that keeps using it, and that ``--set`` silences it."""
+    raw = yaml.safe_load(open(config_file))
+    raw["mlflow"]["registered_model"] = ""
+    raw["trainer"] = {**raw.get("trainer", {}), "model": "gbdt"}
+    unnamed = tmp_path / "unnamed.yaml"
+    unnamed.write_text(yaml.safe_dump(raw))
+    from feedrank.tracking import registered_model_name
+
+    assert registered_model_name(config_lib.load(str(unnamed))) == "feedrank-mlflow-ranker"
+    client.create_registered_model("feedrank-mlflow-din")
+    with caplog.at_level("WARNING", logger="feedrank.tracking"):
+        pipeline.main(["alias", "show", "--config", str(unnamed)])
+    warnings = [r.getMessage() for r in caplog.records if r.name == "feedrank.tracking"]
+    assert len(warnings) == 1, warnings
+    assert ("'feedrank-mlflow-ranker' does not exist, but 'feedrank-mlflow-din' does" in warnings[0]
+            and "--set mlflow.registered_model=feedrank-mlflow-din" in warnings[0])
+    caplog.clear()
+    capsys.readouterr()
+    with caplog.at_level("WARNING", logger="feedrank.tracking"):
+        assert pipeline.main(["alias", "show", "--config", str(unnamed),
+                              "--set", "mlflow.registered_model=feedrank-mlflow-din"]) == 0
+    assert not [r for r in caplog.records if r.name == "feedrank.tracking"]
+    assert "feedrank-mlflow-din: champion is not set" in capsys.readouterr().out

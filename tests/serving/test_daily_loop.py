@@ -308,7 +308,7 @@ def test_ab_plan_renders_valid_inference_services(mode):
     assert _flag(args, "--predictor_host") == "feedrank-ranker-predictor.feedrank"
     assert _flag(args, "--challenger-url") == "http://feedrank-ranker-challenger-predictor.feedrank"
     assert float(_flag(args, "--challenger-share")) == 0.2
-    assert _flag(args, "--ab-salt") == plan.summary["ab_salt"] == "feedrank-demo-din:v3-vs-v4"
+    assert _flag(args, "--ab-salt") == plan.summary["ab_salt"] == "feedrank-demo-ranker:v3-vs-v4"
     assert main["metadata"]["annotations"]["feedrank.io/ab-share"] == "0.2"
 
 
@@ -328,7 +328,7 @@ def test_the_transformer_accepts_the_rendered_arguments():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout) == ["http://feedrank-ranker-challenger-predictor.feedrank", 0.25,
-                                       "feedrank-demo-din:v3-vs-v4", "feedrank-ranker-predictor.feedrank"]
+                                       "feedrank-demo-ranker:v3-vs-v4", "feedrank-ranker-predictor.feedrank"]
 
 
 @pytest.mark.parametrize("share,runtime,match", [(0.0, "feedrank", "strictly between 0 and 1"),

@@ -44,8 +44,8 @@ def test_predictor_source_for_a_directory_polls_it(tmp_path):
     _version(tmp_path, "din", "1700000000")
     assert stack.predictor_source("newest", str(tmp_path), "") == [
         "--model-dir", os.path.join(str(tmp_path), "din"), "--poll-s", "10"]
-    assert stack.predictor_source("models:/feedrank-demo-din@champion", str(tmp_path), "http://127.0.0.1:1") == [
-        "--model-uri", "models:/feedrank-demo-din@champion", "--tracking-uri", "http://127.0.0.1:1"]
+    assert stack.predictor_source("models:/feedrank-demo-ranker@champion", str(tmp_path), "http://127.0.0.1:1") == [
+        "--model-uri", "models:/feedrank-demo-ranker@champion", "--tracking-uri", "http://127.0.0.1:1"]
 
 
 def test_no_pushed_model_is_one_line_naming_make_demo(tmp_path, capsys):

@@ -242,3 +242,22 @@ def test_every_subcommand_takes_set_and_tracking_uri():
         args = parser.parse_args(argv + ["--set", "trainer.epochs=2", "--tracking-uri", "http://127.0.0.1:1"])
         cfg = config_lib.load_args(args)
         assert cfg.trainer.epochs == 2 and cfg.mlflow.tracking_uri == "http://127.0.0.1:1", argv
+
+
+def test_no_registered_model_name_claims_one_family():
+    """The default name says what the model does (``-ranker``, ``-recommender``) for every family,
+    and no shipped config names its registered model after one family."""
+    from feedrank.tracking import legacy_registered_model_names, registered_model_name
+
+    unnamed = ["mlflow.registered_model="]
+    for family in ("din", "gbdt"):
+        cfg = config_lib.load(DEMO, sets=unnamed + [f"trainer.model={family}"])
+        assert registered_model_name(cfg) == "feedrank-demo-ranker"
+        assert legacy_registered_model_names(cfg) == list(dict.fromkeys([f"feedrank-demo-{family}",
+                                                                          "feedrank-demo-din"]))
+    session = config_lib.load(os.path.join(CONFIGS, "session.yaml"), sets=unnamed)
+    assert registered_model_name(session) == "feedrank-session-recommender"
+    families = set(FAMILY_NAMES) | {"drnn"}
+    for path in RUN_CONFIGS:
+        name = registered_model_name(config_lib.load(path))
+        assert name.rsplit("-", 1)[-1] not in families, (path, name)
