@@ -94,7 +94,8 @@ def assemble(spec: F.FeatureSpec, imp: Impressions, channels: Sequence[Channel],
             F.USER_ID, F.IMPRESSION_ID)}
     pos = imp.item_pos
     cols: Dict[str, List[bytes]] = {
-        F.ITEM_ID.name: _fan_out(pos, lambda i: one[F.ITEM_ID.name](imp.item_id[i].encode())),
+        # by id: posts without a valid row share row -1 (`snapshots.ItemTable`), not their id
+        F.ITEM_ID.name: _fan_out(imp.item_id, lambda i: one[F.ITEM_ID.name](imp.item_id[i].encode())),
         F.CATEGORY_ID.name: _fan_out(pos, lambda i: one[F.CATEGORY_ID.name](item_category[pos[i]])),
         F.REGION_ID.name: _fan_out(pos, lambda i: one[F.REGION_ID.name](item_region[pos[i]])),
         F.PRICE.name: _fan_out(pos, lambda i: E.float_entry(F.PRICE.name, float(item_price[pos[i]]))),

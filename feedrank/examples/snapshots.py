@@ -1,22 +1,25 @@
 """Attribute snapshots of the ``items`` and ``users`` tables (pure, vectorised).
 
 A table may hold several rows per id, each with an optional ``valid_from``
-(int unix seconds): the attribute values as of that time.  At time ``t`` an id
-uses its row with the greatest ``valid_from <= t``; a row without
-``valid_from`` (or NaN) counts as valid from the beginning; when no row is
-valid yet at ``t``, the earliest row is used.  Rows with the same id and
-``valid_from`` keep the first in file order.  A table without ``valid_from``
-therefore has one row per id: the first in file order.
+(int unix seconds): the attribute values from that time on.  At time ``t`` an
+id uses its row with the greatest ``valid_from <= t``; a row without
+``valid_from`` (or NaN) is valid from the beginning.  Before an id's first
+``valid_from`` it has no row: its attributes are not known yet, exactly as for
+an id missing from the table (OOV ids, default values).  Rows with the same id
+and ``valid_from`` keep the first in file order.  A table without
+``valid_from`` therefore has one row per id: the first in file order.  Serving
+applies the same rule at the request's second (`versions`,
+``serving/features/versions.py``).
 
 Lookups are ``searchsorted`` on composite keys ``id * (C + 1) + rank``, where
-``rank`` counts the change points (``valid_from`` of every non-first row of an
-id) at or before the time: the "epoch" of ``t``.  Two times of the same epoch
-see the same attributes for every id.
+``rank`` counts the change points (every finite ``valid_from``) at or before
+the time: the "epoch" of ``t``.  Two times of the same epoch see the same
+attributes for every id.
 """
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Optional, Tuple, Union
+from typing import List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -53,12 +56,12 @@ class Snapshots:
         order, code, vf = order[first_of_pair], code[first_of_pair], vf[first_of_pair]
         self.rows = df.iloc[order].reset_index(drop=True)
         self.start = np.searchsorted(code, np.arange(len(self.index)), "left")
-        later = np.ones(len(code), dtype=bool)
-        later[self.start] = False                     # the first row of an id is valid from -inf
-        self.changes = np.unique(vf[later]).astype(np.int64)
+        dated = np.isfinite(vf)                       # rows without valid_from: valid from -inf
+        self.changes = np.unique(vf[dated]).astype(np.int64)
         self._code = code
+        self._valid_from = vf
         rank = np.zeros(len(code), dtype=np.int64)
-        rank[later] = np.searchsorted(self.changes, vf[later].astype(np.int64), "left") + 1
+        rank[dated] = np.searchsorted(self.changes, vf[dated].astype(np.int64), "left") + 1
         self._keys = code * (len(self.changes) + 1) + rank
         if len(self.changes):
             log.info("%s snapshots: %d rows for %d ids, %d change points",
@@ -80,14 +83,23 @@ class Snapshots:
         return self.index.get_indexer(np.asarray(ids, dtype=object)).astype(np.int64)
 
     def rows_at(self, codes: np.ndarray, epochs: np.ndarray) -> np.ndarray:
-        """Snapshot row of each ``(id code, epoch)`` (-1 for code -1)."""
+        """Snapshot row of each ``(id code, epoch)``; -1 for code -1 and for an id with no
+        row valid yet in that epoch."""
         codes = np.asarray(codes, dtype=np.int64)
         known = codes >= 0
         if not self.multi:
             return np.where(known, self.start[np.maximum(codes, 0)], -1)
-        probe = np.maximum(codes, 0) * (len(self.changes) + 1) + np.asarray(epochs, dtype=np.int64)
+        safe = np.maximum(codes, 0)
+        probe = safe * (len(self.changes) + 1) + np.asarray(epochs, dtype=np.int64)
         pos = np.searchsorted(self._keys, probe, "right") - 1
-        return np.where(known, pos, -1)
+        return np.where(known & (pos >= self.start[safe]), pos, -1)
+
+    def versions(self, code: int) -> List[Tuple[Optional[int], int]]:
+        """``(valid_from, snapshot row)`` of each row of id ``code``, oldest first
+        (valid_from None: valid from the beginning): what serving stores."""
+        end = self.start[code + 1] if code + 1 < len(self.start) else len(self._code)
+        return [(None if not np.isfinite(self._valid_from[k]) else int(self._valid_from[k]), int(k))
+                for k in range(int(self.start[code]), int(end))]
 
     def rows_of(self, ids: np.ndarray, ts: Optional[np.ndarray] = None) -> np.ndarray:
         """Snapshot row of each id at ``ts`` (None: the latest row; -1 when unknown)."""
@@ -102,12 +114,19 @@ def _bytes(values: np.ndarray) -> np.ndarray:
     return np.array([s.encode() for s in values], dtype=object)
 
 
+def _with_missing(values: np.ndarray, missing) -> np.ndarray:
+    """``values`` with ``missing`` appended: row -1 (no row valid) reads it."""
+    return np.append(values, np.array([missing], dtype=values.dtype))
+
+
 class ItemTable:
     """Item attributes per snapshot row (``row_*`` arrays) and per id.
 
     ``index`` holds the distinct item ids; ``category``/``region``/``price``
-    are the latest attributes of each id (in ``index`` order), what serving
-    loads.  Examples use the snapshot at the impression time (`rows_of`).
+    are the latest attributes of each id (in ``index`` order).  Examples use
+    the snapshot at the impression time (`rows_of`).  Each ``row_*`` array ends
+    with the values of a post without a valid row (empty ids, the default price,
+    category code -1), so row -1 reads them.
     """
 
     def __init__(self, items: pd.DataFrame, spec: F.FeatureSpec):
@@ -115,13 +134,15 @@ class ItemTable:
         self.snapshots = Snapshots(items, "item_id")
         self.index = self.snapshots.index
         rows = self.snapshots.rows
-        self.row_category = _bytes(rows["category_id"].to_numpy(dtype=object))
-        self.row_region = _bytes(rows["region_id"].to_numpy(dtype=object))
-        self.row_region_str = rows["region_id"].to_numpy(dtype=object)
-        self.row_category_code = pd.factorize(rows["category_id"].to_numpy(dtype=object))[0]
+        self.row_category = _with_missing(_bytes(rows["category_id"].to_numpy(dtype=object)), b"")
+        self.row_region = _with_missing(_bytes(rows["region_id"].to_numpy(dtype=object)), b"")
+        self.row_region_str = _with_missing(rows["region_id"].to_numpy(dtype=object), "")
+        self.row_category_code = _with_missing(
+            pd.factorize(rows["category_id"].to_numpy(dtype=object))[0].astype(np.int64), -1)
         price = (rows["price"].to_numpy(dtype=float) if "price" in rows.columns
                  else np.full(len(rows), np.nan))
-        self.row_price = np.where(np.isfinite(price), price, F.PRICE.default).astype(np.float32)
+        self.row_price = _with_missing(
+            np.where(np.isfinite(price), price, F.PRICE.default).astype(np.float32), F.PRICE.default)
         latest = self.snapshots.rows_of(self.index.to_numpy(dtype=object))
         self.category, self.region = self.row_category[latest], self.row_region[latest]
         self.price = self.row_price[latest]

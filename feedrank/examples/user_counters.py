@@ -124,7 +124,8 @@ def compute(ucode: np.ndarray, ts: np.ndarray, kind: np.ndarray, category: np.nd
     rec_keys = np.sort(cat_key[np.isin(kind, RECENCY_EVENTS) & (category >= 0)])
     pos = np.searchsorted(rec_keys, cand_probe, "left") - 1
     found = known & (pos >= 0) & (pos >= np.searchsorted(rec_keys, cand_start, "left"))
-    last = np.where(found, rec_keys[np.maximum(pos, 0)] - cand_start, 0)
+    last = (np.where(found, rec_keys[np.maximum(pos, 0)] - cand_start, 0) if len(rec_keys)
+            else np.zeros(len(cand_start), dtype=np.int64))   # no click/view/conversion has a category
     hours = (rel[imp] - last).astype(np.float64) / 3600.0
     out[F.CATEGORY_RECENCY_H.name] = np.where(found, np.minimum(hours, F.RECENCY_CAP_H), F.RECENCY_CAP_H)
 

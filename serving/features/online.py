@@ -18,12 +18,13 @@ nor TensorFlow.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from feedrank import features as F
-from serving.features import declared, redis_layout, user_state
+from serving.features import declared, redis_layout, user_state, versions
 
 # The built-in candidate ids and where the attribute store keeps them (None: the
 # post id itself).  Declared item columns come from `ItemStore.declared`.
@@ -53,11 +54,16 @@ def empty_user() -> UserState:
 
 class ItemStore:
     """The post-attribute store in memory: item_id -> (category, region, price),
-    and item_id -> its stored declared columns (whatever the loader stored)."""
+    and item_id -> its stored declared columns (whatever the loader stored).
+
+    Posts whose table rows carry ``valid_from`` keep every row (`versions`); an
+    `as_of` view reads each post's row valid at one second, as offline."""
 
     def __init__(self, items: Optional[Dict[str, Tuple[str, str, float]]] = None):
         self.items: Dict[str, Tuple[str, str, float]] = dict(items or {})
         self.declared: Dict[str, Dict[str, object]] = {}   # item_id -> declared columns
+        self.timelines: Dict[str, versions.Timeline] = {}   # item_id -> its rows over time
+        self.ts: Optional[int] = None                        # the second `as_of` reads at (None: now)
 
     @classmethod
     def from_hash(cls, raw: Dict[str, str]) -> "ItemStore":
@@ -66,20 +72,41 @@ class ItemStore:
         store.add_raw(list(raw), list(raw.values()))
         return store
 
+    def as_of(self, ts: Optional[int]) -> "ItemStore":
+        """A view of the same store that reads each post's row valid at the second ``ts``
+        (shares the dicts: what it fetches, the store has)."""
+        view = copy.copy(self)
+        view.ts = None if ts is None else int(ts)
+        return view
+
     def missing(self, item_ids: Iterable[str]) -> List[str]:
         """Ids not in memory (to fetch from Redis)."""
-        return sorted({i for i in item_ids if i and i not in self.items})
+        return sorted({i for i in item_ids if i and i not in self})
 
     def add_raw(self, item_ids: Sequence[str], raw: Sequence[Optional[str]]) -> None:
         """Adds fetched attribute-store values (absent ones stay unknown)."""
         for i, v in zip(item_ids, raw):
-            if v is not None:
-                self.items[i], extra = redis_layout.decode_item_row(v)
+            if v is None:
+                continue
+            rows = redis_layout.decode_item_versions(v)
+            if versions.is_plain(rows):
+                self.items[i], extra = rows[0][1]
                 if extra:
                     self.declared[i] = extra
+            else:
+                self.timelines[i] = versions.Timeline(rows)
 
     def __contains__(self, item_id: str) -> bool:
-        return item_id in self.items
+        return item_id in self.items or item_id in self.timelines
+
+    def _row(self, item_id: str) -> Optional[Tuple[Tuple[str, str, float], Dict]]:
+        """``(attributes, declared columns)`` of a post at the view's second (None: unknown,
+        or no row of it valid yet)."""
+        timeline = self.timelines.get(item_id)
+        if timeline is not None:
+            return timeline.at(self.ts)
+        row = self.items.get(item_id)
+        return None if row is None else (row, self.declared.get(item_id, {}))
 
     def attribute(self, item_id: str, name: str) -> str:
         """A built-in id of a post (`ITEM_ATTRIBUTES`: item_id, category_id,
@@ -89,12 +116,21 @@ class ItemStore:
                            f"declared item columns are read with `declared.candidate_features`")
         if ITEM_ATTRIBUTES[name] is None:
             return item_id
-        row = self.items.get(item_id)
-        return row[ITEM_ATTRIBUTES[name]] if row else ""
+        row = self._row(item_id)
+        return row[0][ITEM_ATTRIBUTES[name]] if row else ""
 
     def price(self, item_id: str) -> float:
-        row = self.items.get(item_id)
-        return row[2] if row else F.PRICE.default
+        row = self._row(item_id)
+        return row[0][2] if row else F.PRICE.default
+
+    def declared_of(self, item_ids: Iterable[str]) -> Dict[str, Dict[str, object]]:
+        """item_id -> stored declared columns of each known post at the view's second."""
+        out = {}
+        for i in item_ids:
+            row = self._row(i)
+            if row is not None:
+                out[i] = row[1]
+        return out
 
 
 def queue_reads(pipe, keys: redis_layout.Keys, user_id: str, candidates: Sequence[str],
@@ -119,9 +155,7 @@ def parse_reads(results: Sequence, ts: Optional[int] = None) -> Tuple[UserState,
     second ``ts`` (None: as the counters stand); give the ``ts`` of `queue_reads`."""
     n = len(redis_layout.CHANNELS)
     channels = {ch: redis_layout.decode_channel(r) for ch, r in zip(redis_layout.CHANNELS, results[:n])}
-    region = results[n]
-    if isinstance(region, bytes):
-        region = region.decode()
+    region = versions.row_at(versions.decode_user_region(results[n]), ts)   # None: unknown / not yet
     imp = [redis_layout.count_before(v, now, ts) for v, now in zip(results[n + 1], results[n + 5])]
     clk = [redis_layout.count_before(v, now, ts) for v, now in zip(results[n + 2], results[n + 6])]
     counters, session, now = (_text_hash(h) for h in (results[n + 3], results[n + 4], results[n + 7]))
@@ -177,10 +211,19 @@ def parse_request(results: Sequence, pending: PendingReads, items: ItemStore
     results = list(results)
     if pending.posts:
         items.add_raw(pending.posts, results.pop())
-    attrs = declared.parse_stored(results.pop()) if pending.user_attributes else {}
+    attrs = user_attributes(results.pop(), pending.ts) if pending.user_attributes else {}
     user, imp, clk = parse_reads(results, pending.ts)
     user.attributes = attrs
     return user, imp, clk
+
+
+def user_attributes(raw, ts: Optional[int]) -> Dict[str, object]:
+    """The user's declared columns from its ``p:uattrs`` value at the second ``ts`` (None: now;
+    {} when absent or no row is valid yet)."""
+    stored = declared.parse_stored(raw)
+    if isinstance(stored, list):   # time-versioned (`versions`)
+        return versions.row_at(versions.decode_json_versions(stored, True), ts) or {}
+    return stored
 
 
 def history_to_fetch(user: UserState, items: ItemStore) -> List[str]:
@@ -220,7 +263,8 @@ def candidate_side(candidates: Sequence[str], items: ItemStore, impressions: Seq
     out[F.ITEM_HIST_IMPRESSIONS.name] = list(impressions)
     out[F.ITEM_HIST_CLICKS.name] = list(clicks)
     out[F.ITEM_HIST_CTR.name] = [F.smoothed_ctr(c, i) for c, i in zip(clicks, impressions)]
-    out.update(declared.candidate_features(spec, candidates, items.declared))
+    if spec.declared_on_side("candidate"):
+        out.update(declared.candidate_features(spec, candidates, items.declared_of(candidates)))
     user = user or empty_user()
     out.update(user_state.cross_features(user.counters, user.session,
                                          int(time.time()) if ts is None else int(ts),
@@ -232,7 +276,9 @@ def raw_inputs(user: UserState, candidates: Sequence[str], items: ItemStore,
                impressions: Sequence[float], clicks: Sequence[float],
                ts: Optional[int] = None, spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, list]:
     """Every raw input of the ``serving_default`` of a model with contract ``spec``
-    at request time ``ts`` (None: now): user side once, candidates as lists."""
+    at request time ``ts`` (None: now): user side once, candidates as lists; every post's
+    attributes are those valid at ``ts`` (`ItemStore.as_of`)."""
+    items = items.as_of(ts)
     out: Dict[str, list] = user_side(user, items, spec)
     out.update(candidate_side(candidates, items, impressions, clicks, user, ts, spec))
     return out

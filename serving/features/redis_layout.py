@@ -24,6 +24,9 @@ Keys (``p`` is the prefix, ``fr`` by default):
 * ``p:items`` values carry a fourth element, a JSON object feature name ->
   value, and ``p:uattrs`` is a hash user_id -> such an object, when the model
   declares columns of the ``items`` / ``users`` tables (`serving.features.declared`).
+* an id whose table rows carry ``valid_from`` is stored in ``p:items``,
+  ``p:users`` and ``p:uattrs`` as its time-versioned rows; readers take the row
+  valid at their second (`serving.features.versions`).
 * ``p:seen:<event_id>`` - the event was applied (idempotency; expires).
 * ``p:meta`` - hash of bookkeeping (bootstrap source, counts) and of what the
   store holds: ``declared:items`` / ``declared:users``, the declared columns
@@ -40,6 +43,7 @@ from typing import Dict, List, Optional, Tuple
 
 from feedrank import features as F
 from serving.features import user_state
+from serving.features import versions as versions_lib
 
 DEFAULT_PREFIX = "fr"
 SEP = "\x00"
@@ -118,27 +122,47 @@ def encode_item(category_id: str, region_id: str, price: float, declared: Option
 
 
 def decode_item_declared(raw) -> Dict:
-    """The declared columns of a stored post ({} if absent or none)."""
+    """The declared columns of a stored post's latest row ({} if absent or none)."""
     if raw is None:
         return {}
-    row = json.loads(raw)
-    return row[3] if len(row) > 3 else {}
+    return decode_item_versions(raw)[-1][1][1]
 
 
-def decode_item(raw) -> Optional[Tuple[str, str, float]]:
-    """``(category_id, region_id, price)`` of a stored post (None if absent)."""
+def decode_item(raw, ts: Optional[float] = None) -> Optional[Tuple[str, str, float]]:
+    """``(category_id, region_id, price)`` of a stored post at ``ts`` (None: now); None if
+    absent or no row of it is valid yet."""
     if raw is None:
         return None
-    category, region, price = json.loads(raw)[:3]
-    return str(category), str(region), float(price)
+    row = versions_lib.row_at(decode_item_versions(raw), ts)
+    return None if row is None else row[0]
 
 
 def decode_item_row(raw) -> Tuple[Tuple[str, str, float], Dict]:
-    """``((category_id, region_id, price), declared columns)`` of a stored post
-    (one JSON parse; the declared columns are {} when it has none)."""
-    row = json.loads(raw)
+    """``((category_id, region_id, price), declared columns)`` of a stored post with one
+    row valid from the beginning (one JSON parse; the declared columns are {} when it has none)."""
+    return _item_row(json.loads(raw))
+
+
+def _item_row(row: list) -> Tuple[Tuple[str, str, float], Dict]:
     category, region, price = row[:3]
     return (str(category), str(region), float(price)), (row[3] if len(row) > 3 else {})
+
+
+def encode_item_versions(versions: List[Tuple[Optional[int], str]]) -> str:
+    """The stored value of a post from its ``(valid_from or None, encode_item value)`` rows,
+    oldest first: the row itself when it is one row valid from the beginning."""
+    if versions_lib.is_plain(versions):
+        return versions[0][1]
+    return json.dumps({versions_lib.VERSIONS: versions_lib.encode(
+        [(vf, json.loads(row)) for vf, row in versions])})
+
+
+def decode_item_versions(raw) -> List[Tuple[Optional[int], Tuple[Tuple[str, str, float], Dict]]]:
+    """``(valid_from or None, decode_item_row value)`` of each row of a stored post."""
+    value = json.loads(raw)
+    if isinstance(value, dict):
+        return [(vf, _item_row(row)) for vf, row in value[versions_lib.VERSIONS]]
+    return [(None, _item_row(value))]
 
 
 # Idempotent application of one event, atomically (a Lua script runs alone).

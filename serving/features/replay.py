@@ -89,8 +89,7 @@ def offline_examples(log_dir: str, label_window_s: int = 1800, spec: F.FeatureSp
     good, _ = validate.split_batch(raw, items.index)
     kept, _ = validate.dedupe(good)
     hist = item_history(kept)
-    # declared user columns need the snapshot table (a plain map gives their missing values)
-    user_table = build.UserTable(users_df, spec) if spec.declared_of("users") else users
+    user_table = build.UserTable(users_df, spec)   # what the example generator reads (snapshots)
     built = build.build_examples(kept[build.EVENT_COLUMNS], hist, items, user_table, label_window_s, spec=spec)
     examples = {}
     serialized = dict(zip(built.impression_id, built.serialized))
@@ -127,13 +126,20 @@ def candidate_features(body: Dict[str, list], j: int, spec: F.FeatureSpec = F.BU
     in-graph crosses (`build.crosses`)."""
     user = set(spec.features_of_side("user"))
     rows = {s.name for s in spec.seq_features} | set(declared.bag_names(spec))
+    # a channel's sequences are as long as its id sequence (ids are never ""; an attribute of a
+    # post with no valid row is "", and stays)
+    length = {s.channel: len([v for v in body[s.name][0] if v != ""])
+              for s in spec.seq_features if s.shares_with in (None, "item_id")}
+    seqs = {s.name: s.channel for s in spec.seq_features}
     feats: Dict[str, list] = {}
     for name, values in body.items():
         if name in user:
             feats[name] = list(values[0] if name in rows else values)
         else:
             feats[name] = list(values[j]) if name in rows else [values[j]]
-        if name in rows:
+        if name in seqs:
+            feats[name] = feats[name][:length[seqs[name]]]
+        elif name in rows:
             feats[name] = [v for v in feats[name] if v != ""]
     region_match, share = build.crosses(feats[F.USER_REGION_ID.name][0], feats[F.REGION_ID.name][0],
                                         feats[F.CLICK_CATEGORIES.name], feats[F.CATEGORY_ID.name][0])

@@ -96,12 +96,14 @@ if last == nil or t - last > tonumber(ARGV[7]) then
 elseif t > last then
   redis.call('HSET', KEYS[4], 'ts', ARGV[4])
 end
-if cat ~= '' and string.find(flags, 's', 1, true) and t >= start then
+if string.find(flags, 's', 1, true) and t >= start then
+  -- every click and view counts in the session; its category's count only when its post has
+  -- one at t (a post with no row valid yet has none, as offline)
   redis.call('HINCRBY', KEYS[5], 'n', 1)
-  redis.call('HINCRBY', KEYS[5], 'c:' .. cat, 1)
-  if cur then
-    redis.call('HINCRBY', KEYS[6], 'sn', 1)
-    redis.call('HINCRBY', KEYS[6], 'sc:' .. cat, 1)
+  if cur then redis.call('HINCRBY', KEYS[6], 'sn', 1) end
+  if cat ~= '' then
+    redis.call('HINCRBY', KEYS[5], 'c:' .. cat, 1)
+    if cur then redis.call('HINCRBY', KEYS[6], 'sc:' .. cat, 1) end
   end
 end
 """

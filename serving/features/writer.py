@@ -34,7 +34,7 @@ import pandas as pd
 from feedrank import features as F
 from feedrank.events import contract, stream, validate
 from feedrank.examples import build
-from serving.features import declared, redis_layout, user_state
+from serving.features import declared, redis_layout, user_state, versions
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +75,34 @@ class FeatureWriter:
         self.seen_ttl_s = int(seen_ttl_s)
         self._script = client.register_script(redis_layout.APPLY_LUA)
         self._known_items: Set[str] = set()
-        self._category: Dict[str, str] = {}
+        # post -> its categories over time (the rows of the attribute store, `versions`)
+        self._category: Dict[str, versions.Timeline] = {}
+        self._loaded: Optional[str] = None   # the store's attributes_loaded token the caches hold
         self.stats: collections.Counter = collections.Counter()
 
     def _item_index(self, item_ids: np.ndarray) -> pd.Index:
-        """Known post ids among ``item_ids`` (asked from the attribute store once)."""
+        """Known post ids among ``item_ids`` (asked from the attribute store once per load
+        of it: a new ``attributes_loaded`` token empties the caches)."""
+        loaded = self.client.hget(self.keys.meta, declared.LOADED_FIELD)
+        if loaded != self._loaded:
+            self._known_items.clear()
+            self._category.clear()
+            self._loaded = loaded
         missing = sorted({i for i in item_ids if i and i not in self._known_items})
         if missing:
             found = self.client.hmget(self.keys.items, missing)
             for i, v in zip(missing, found):
                 if v is not None:
                     self._known_items.add(i)
-                    self._category[i] = redis_layout.decode_item(v)[0]
+                    self._category[i] = versions.Timeline(
+                        [(vf, row[0][0]) for vf, row in redis_layout.decode_item_versions(v)])
         return pd.Index(sorted(self._known_items))
+
+    def category_at(self, item_id: str, ts: int) -> str:
+        """The category of a known post at the second ``ts`` ("" when no row of it is valid yet:
+        the example generator's rule, `feedrank.examples.snapshots`)."""
+        timeline = self._category.get(item_id)
+        return (timeline.at(ts) or "") if timeline is not None else ""
 
     def valid_rows(self, df: pd.DataFrame) -> pd.DataFrame:
         """The rows passing the example generator's row checks (int64 ``ts``)."""
@@ -130,7 +145,7 @@ class FeatureWriter:
             self._script(keys=[self.keys.seen(r.event_id), key2, key3, self.keys.user(r.user_id),
                                self.keys.session(r.user_id), self.keys.user_now(r.user_id), key7],
                          args=[ttl, counter, cap, int(r.ts), user_state.EVENT_FLAGS.get(r.event, ""),
-                               self._category.get(r.item_id, ""), F.SESSION_GAP_S, *members],
+                               self.category_at(r.item_id, int(r.ts)), F.SESSION_GAP_S, *members],
                          client=pipe)
         results = pipe.execute(raise_on_error=False)
         refused = [(e, r) for e, r in zip(good["event_id"], results) if isinstance(r, Exception)]
@@ -147,16 +162,20 @@ class FeatureWriter:
 
 
 def load_items(client, keys: redis_layout.Keys, items: pd.DataFrame, spec: F.FeatureSpec = F.BUILTIN) -> int:
-    """Writes the post-attribute store from an ``items`` table (the example
-    generator's `build.ItemTable` rules: first row per id wins, a missing
-    price is the feature default), with the ``items`` columns ``spec`` declares, and
-    records which (`record_loaded`)."""
+    """Writes the post-attribute store from an ``items`` table with the example generator's
+    rules (`build.ItemTable`: every row of a post with its ``valid_from``, the first of equal
+    ones; a missing price is the feature default), with the ``items`` columns ``spec``
+    declares, and records which (`record_loaded`).  Readers take the row valid at their second."""
     table = build.ItemTable(items, spec)
+    snaps = table.snapshots
+    n_rows = len(snaps.rows)
+    extra = declared.stored_values(spec, "items", table.row_declared, np.arange(n_rows))
+    rows = [redis_layout.encode_item(c.decode(), r.decode(), p, d)
+            for c, r, p, d in zip(table.row_category[:n_rows], table.row_region[:n_rows],
+                                  table.row_price[:n_rows], extra)]
     ids = table.index.to_numpy(dtype=object)
-    # declared columns (serving.features.declared): the latest row's values
-    extra = declared.stored_values(spec, "items", table.row_declared, table.snapshots.rows_of(ids))
-    mapping = {i: redis_layout.encode_item(c.decode(), r.decode(), p, d)
-               for i, c, r, p, d in zip(ids, table.category, table.region, table.price, extra)}
+    mapping = {i: redis_layout.encode_item_versions([(vf, rows[k]) for vf, k in snaps.versions(code)])
+               for code, i in enumerate(ids)}
     for start in range(0, len(ids), 10_000):
         chunk = {k: mapping[k] for k in ids[start:start + 10_000]}
         client.hset(keys.items, mapping=chunk)
@@ -165,22 +184,30 @@ def load_items(client, keys: redis_layout.Keys, items: pd.DataFrame, spec: F.Fea
 
 
 def load_users(client, keys: redis_layout.Keys, users: pd.DataFrame, spec: F.FeatureSpec = F.BUILTIN) -> int:
-    """Writes user_id -> region_id (the example generator's users mapping:
-    ``dict(zip(user_id, region_id))``, a later row wins) and, when ``spec``
-    declares ``users`` columns, user_id -> their stored values; records which (`record_loaded`)."""
-    mapping: Dict[str, str] = dict(zip(*users[["user_id", "region_id"]].to_numpy(dtype=object).T))
-    ids = list(mapping)
-    for start in range(0, len(ids), 10_000):
-        client.hset(keys.users, mapping={k: mapping[k] for k in ids[start:start + 10_000]})
-    if spec.declared_of("users"):   # user_id -> JSON of the declared columns (the latest row)
-        table = build.UserTable(users, spec)
-        uids = table.snapshots.index.to_numpy(dtype=object)
-        values = declared.stored_values(spec, "users", table.row_declared, table.snapshots.rows_of(uids))
-        attrs = {u: json.dumps(v) for u, v in zip(uids, values)}
+    """Writes user_id -> region_id and, when ``spec`` declares ``users`` columns, user_id ->
+    their stored values, with the example generator's rules (`build.UserTable`: every row with
+    its ``valid_from``, the first of equal ones); records which (`record_loaded`)."""
+    table = build.UserTable(users, spec)
+    snaps = table.snapshots
+    uids = snaps.index.to_numpy(dtype=object)
+    timelines = [snaps.versions(code) for code in range(len(uids))]
+    regions = {u: versions.encode_user_region([(vf, _text(table.row_region[k])) for vf, k in tl])
+               for u, tl in zip(uids, timelines)}
+    for start in range(0, len(uids), 10_000):
+        client.hset(keys.users, mapping={k: regions[k] for k in uids[start:start + 10_000]})
+    if spec.declared_of("users"):   # user_id -> JSON of the declared columns (versioned as the region)
+        values = declared.stored_values(spec, "users", table.row_declared, np.arange(len(snaps.rows)))
+        attrs = {u: json.dumps(values[tl[0][1]] if versions.is_plain(tl)
+                               else versions.encode([(vf, values[k]) for vf, k in tl]))
+                 for u, tl in zip(uids, timelines)}
         for start in range(0, len(uids), 10_000):
             client.hset(keys.user_attrs, mapping={k: attrs[k] for k in uids[start:start + 10_000]})
     record_loaded(client, keys, spec, "users")
-    return len(mapping)
+    return len(regions)
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def record_loaded(client, keys: redis_layout.Keys, spec: F.FeatureSpec, table: str) -> None:

@@ -61,6 +61,25 @@ def test_events_update_channels_and_counters_once(ns):
     assert w.stats["applied"] == 6 and w.stats["duplicates"] == 7
 
 
+def test_the_event_category_is_the_one_valid_at_the_event_and_a_reload_is_seen(ns):
+    """The user counters count an event in its post's category at the event's second (rows
+    with ``valid_from``, none before the first); a reload of the attribute store replaces
+    what the writer remembered of the posts."""
+    client, keys, w = ns
+    versioned = pd.concat([ITEMS.assign(valid_from=float("nan")),
+                           ITEMS.iloc[:1].assign(category_id="c9", valid_from=float(T0 + 200)),
+                           ITEMS.iloc[1:2].assign(valid_from=float(T0 + 300))], ignore_index=True)
+    versioned = versioned[~((versioned.item_id == "i1") & versioned.valid_from.isna())]
+    writer.load_items(client, keys, versioned)
+    w.apply(writer.events_frame([_ev("e1", "impression", 100), _ev("e2", "impression", 250),
+                                 _ev("e3", "impression", 260, item="i1"), _ev("e4", "impression", 400, item="i1")]))
+    counters = client.hgetall(keys.user("u1"))
+    assert (counters["imp"], counters["imp:c0"], counters["imp:c9"], counters["imp:c1"]) == ("4", "1", "1", "1")
+    writer.load_items(client, keys, ITEMS.assign(category_id="c7"))   # a new load: every post is c7
+    w.apply(writer.events_frame([_ev("e5", "impression", 500)]))
+    assert client.hget(keys.user("u1"), "imp:c7") == "1"
+
+
 def test_channels_are_capped_and_in_offline_order(ns):
     client, keys, w = ns
     cap = redis_layout.CHANNELS["click"]

@@ -27,10 +27,37 @@ def test_row_valid_at_a_time():
     ts = np.array([0, 100, 199, 10**9, 0, 60, 0, 350, 400, 5], dtype=np.int64)
     rows = table.rows_of(ids, ts)
     cats = [table.row_category[r].decode() if r >= 0 else None for r in rows]
-    # NaN: from the beginning; before any row is valid: the earliest; equal (id, valid_from): the first
-    assert cats == ["a0", "a1", "a1", "a2", "b0", "b0", "c0", "c0", "c1", None]
-    assert [c.decode() for c in table.category] == ["a2", "b0", "c1"]     # serving: the latest row
+    # NaN: from the beginning; before an id's first valid_from: no row (as an unknown id);
+    # equal (id, valid_from): the first in file order
+    assert cats == ["a0", "a1", "a1", "a2", None, "b0", None, "c0", "c1", None]
+    # row -1 reads the values of a post without a valid row
+    assert (table.row_category[-1], table.row_region_str[-1], table.row_category_code[-1]) == (b"", "", -1)
+    assert table.row_price[-1] == F.PRICE.default
+    assert [c.decode() for c in table.category] == ["a2", "b0", "c1"]     # the latest row
     assert list(table.index) == ["a", "b", "c"] and table.snapshots.multi
+    # what serving stores per id: every row with its valid_from, oldest first
+    a = table.snapshots.codes(np.array(["a"], dtype=object))[0]
+    assert [(vf, table.row_category[r].decode()) for vf, r in table.snapshots.versions(a)] == [
+        (None, "a0"), (100, "a1"), (200, "a2")]
+
+
+def test_a_post_before_its_first_row_is_like_a_post_missing_from_the_table():
+    """An impression before the candidate's (and a history post's) first ``valid_from``:
+    empty ids, the default price, no category for the user counters; from it on, the row."""
+    items = pd.DataFrame(dict(item_id=["a", "b", "c"], category_id=["ca", "cb", "cc"], region_id=["ra", "rb", "rc"],
+                              price=[10.0, 7.0, 3.0], valid_from=[T, 0, T]))
+    users = pd.DataFrame(dict(user_id=["u"], region_id=["ra"]))
+    events = [H.event("k1", "u", "a", "click", 100), H.event("i1", "u", "a", "impression", 200),
+              H.event("i2", "u", "b", "impression", 300), H.event("i3", "u", "a", "impression", T),
+              H.event("i4", "u", "b", "impression", T + 5), H.event("i5", "u", "c", "impression", 250)]
+    ex = _examples(events, items, users)
+    # two posts without a valid row share its values, not their ids
+    assert (ex["i1"]["item_id"], ex["i5"]["item_id"], ex["i5"]["category_id"]) == (["a"], ["c"], [""])
+    assert (ex["i1"]["category_id"], ex["i1"]["region_id"], ex["i1"]["price"]) == ([""], [""], [F.PRICE.default])
+    assert ex["i1"]["region_match"] == [0.0]
+    assert ex["i2"]["click_category_ids"] == [""] and ex["i2"]["click_item_ids"] == ["a"]
+    assert (ex["i3"]["category_id"], ex["i3"]["price"], ex["i3"]["region_match"]) == (["ca"], [10.0], [1.0])
+    assert ex["i4"]["click_category_ids"] == ["ca"]
 
 
 def test_without_valid_from_the_first_row_wins():
