@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Screenshot of the MLflow UI comparing the two newest candidate runs of a config's experiment.
 #
-#   scripts/mlflow_screenshot.sh [CONFIG] [OUT.png]
-#   (defaults: configs/demo.yaml, docs/img/mlflow_compare.png)
+#   scripts/mlflow_screenshot.sh [CONFIG] [OUT.png] [REVIEW.png]
+#   (defaults: configs/demo.yaml, docs/img/mlflow_compare.png, docs/img/mlflow_review_view.png)
 #
+# REVIEW.png: the experiment's runs in its saved "feedrank review" view (the link
+# `pipeline.py compare` prints).
 # One image, top to bottom: the compare page (both runs' AUC and AUC per category slice),
-# the metric page of auc / gauc / logloss (a chart and a table of both runs' values), and
-# the metric page of the per-epoch train/validation AUC curves.
+# the runs in the experiment's saved "feedrank review" view (auc, gauc, logloss, calibration
+# and family first), and the metric page of the per-epoch train/validation AUC curves (when a
+# run trained two epochs or more).
 #
 # Needs two logged candidates in the experiment (e.g. DIN and DIEN: run the pipeline twice
 # with the same pipeline name and trainer.model changed) and Debian's chromium
@@ -16,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${1:-configs/demo.yaml}
 OUT=${2:-docs/img/mlflow_compare.png}
+REVIEW_OUT=${3:-docs/img/mlflow_review_view.png}
 PY=${PY:-.venv/bin/python}
 CHROMIUM=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}
 [ -n "$CHROMIUM" ] || { echo "error: chromium not found (apt-get install -y chromium)" >&2; exit 2; }
@@ -25,7 +29,7 @@ URLS=$("$PY" - "$CONFIG" <<'PYEOF'
 import json, sys, urllib.parse
 from feedrank.config import load
 from feedrank.tracking import experiment_name
-from feedrank.tracking.candidate import client_for
+from feedrank.tracking.candidate import client_for, review_url
 from feedrank.tracking.server import tracking_uri
 
 cfg = load(sys.argv[1])
@@ -39,28 +43,37 @@ if len(runs) < 2:
 ids = [r.info.run_id for r in reversed(runs)]
 exps = json.dumps([exp.experiment_id])
 base = uri.rstrip("/") + "/#/"
+print(review_url(uri, exp.experiment_id))
 print(base + "compare-runs?" + urllib.parse.urlencode({"runs": json.dumps(ids, separators=(",", ":")),
-                                                      "experiments": exps}))
+                                                      "experiments": exps,
+                                                      "workflowType": "machine_learning"}))
 logged = {k for r in runs for k in r.data.metrics}
-# The exact metrics, then the per-epoch curves (train_<m> / valid_<m>, logged with step = epoch).
-for keys in (["auc", "gauc", "logloss"], ["train_auc", "valid_auc"]):
+# The per-epoch curves (train_<m> / valid_<m>, logged with step = epoch); the exact metrics are
+# one value per run, shown by the compare page's table and the review view.
+# Only when a run has two epochs or more: a one-point curve draws an empty chart.
+epochs = max((len(client.get_metric_history(r.info.run_id, "valid_auc")) for r in runs
+              if "valid_auc" in r.data.metrics), default=0)
+for keys in (["train_auc", "valid_auc"],):
     keys = [k for k in keys if k in logged]
-    if keys:
+    if keys and epochs >= 2:
         print(base + "metric?" + urllib.parse.urlencode({
             "runs": json.dumps(ids), "metric": json.dumps(keys[0]), "experiments": exps,
             "plot_metric_keys": json.dumps(keys), "plot_layout": "{}", "x_axis": "step",
             "y_axis_scale": "linear", "line_smoothness": "1", "show_point": "true",
-            "deselected_curves": "[]", "last_linear_y_axis_range": "[]"}))
+            "deselected_curves": "[]", "last_linear_y_axis_range": "[]",
+            "workflowType": "machine_learning"}))
 PYEOF
 )
 mapfile -t PAGES <<<"$URLS"
+REVIEW_URL=${PAGES[0]}
+PAGES=("${PAGES[@]:1}")
 echo "screenshot of ${PAGES[0]}"
 mkdir -p "$(dirname "$OUT")"
 
 # Chromium driven through the DevTools protocol: a fresh profile with MLflow 3.17's
 # "Assistant" side panel closed, sections a reviewer does not need folded, the pages
 # captured and stacked into one PNG.
-"$PY" - "$CHROMIUM" "$OUT" "${PAGES[@]}" <<'PYEOF'
+"$PY" - "$CHROMIUM" "$OUT" "$REVIEW_OUT" "$REVIEW_URL" "${PAGES[@]}" <<'PYEOF'
 import base64
 import io
 import json
@@ -75,7 +88,8 @@ import urllib.request
 from PIL import Image
 from websockets.sync.client import connect
 
-chromium, out, compare_url, metric_urls = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+chromium, out, review_out, review_url = sys.argv[1:5]
+compare_url, metric_urls = sys.argv[5], sys.argv[6:]
 WIDTH = 1400
 profile = tempfile.mkdtemp()
 proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
@@ -129,15 +143,19 @@ try:
         time.sleep(1)
         js("localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
            "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');")
+        load(review_url, 420)                                  # the runs in the saved review view
+        review = capture()
+        review.save(review_out, optimize=True)
+        print("wrote", review_out)
         images = []
         load(compare_url, 1000)
         js(PREPARE)
         time.sleep(2)
         box = js(f"(() => {{ const r = {GRID}.getBoundingClientRect(); return [r.top, r.bottom]; }})()")
         images.append(capture(0, box[1] + 8))                 # parameters folded; AUC and its slices
+        images.append(review)                                  # auc, gauc, logloss, calibration, family
         for url in metric_urls:
-            # the exact metrics' page is mostly its value tables (one per metric); the curves fit less
-            load(url, 1150 if "%22gauc%22" in url else 760)
+            load(url, 760)
             images.append(capture())                           # metric charts and their value tables
         call("Browser.close")
 finally:

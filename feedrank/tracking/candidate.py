@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 PUSHED_MODEL_ARTIFACT = "pushed_model"
 # MLflow 3's UI opens an experiment of this kind on its training runs, not on the GenAI (traces) view.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# A saved runs-table view (an experiment tag) that the MLflow UI (3.15+) lists under *Views* and
+# opens from ``#/experiments/<id>/runs?viewStateShareKey=<key>``: the review columns first, best
+# AUC on top (`review_view`, `review_url`).
+SHARED_VIEW_PREFIX, REVIEW_VIEW = "mlflow.sharedViewState.", "feedrank-review"
+REVIEW_COLUMNS = (("metrics", "auc"), ("metrics", "gauc"), ("metrics", "logloss"), ("metrics", "tfma_calibration"),
+                  ("params", "model_family"), ("attributes", "Dataset"))
 # Content hash of the exported model (`feedrank.push.fingerprint`): on runs and registry versions.
 FINGERPRINT_TAG = "model_fingerprint"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
@@ -94,8 +100,11 @@ def get_or_create_experiment(client, name: str) -> str:
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
-        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):
+        tags = exp.tags or {}
+        if EXPERIMENT_KIND_TAG not in tags:
             client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        if SHARED_VIEW_PREFIX + REVIEW_VIEW not in tags:
+            client.set_experiment_tag(exp.experiment_id, SHARED_VIEW_PREFIX + REVIEW_VIEW, review_view())
         return exp.experiment_id
     location = None
     uri = client.tracking_uri
@@ -104,11 +113,30 @@ def get_or_create_experiment(client, name: str) -> str:
         location = pathlib.Path(os.path.dirname(db), "artifacts").as_uri()
     try:
         return client.create_experiment(name, artifact_location=location,
-                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+                                              SHARED_VIEW_PREFIX + REVIEW_VIEW: review_view()})
     except Exception as e:  # noqa: BLE001 - another logger created it first
         if not _already_exists(e):
             raise
         return client.get_experiment_by_name(name).experiment_id
+
+
+def review_view(created_ms: Optional[int] = None) -> str:
+    """The saved runs-table view of `REVIEW_COLUMNS` as the MLflow UI stores one (an envelope
+    with its name and times around the JSON view state): those columns selected and first, runs
+    ordered by AUC, best first.  The UI lists it under *Views* and opens it from `review_url`."""
+    columns = [f"{kind}.`{name}`" for kind, name in REVIEW_COLUMNS]
+    state = json.dumps({"selectedColumns": columns, "columnOrder": columns,
+                        "orderByKey": "metrics.`auc`", "orderByAsc": False}, separators=(",", ":"))
+    created = int(time.time() * 1000) if created_ms is None else int(created_ms)
+    return json.dumps({"name": "feedrank review", "createdAt": created, "updatedAt": created, "state": state},
+                      separators=(",", ":"))
+
+
+def review_url(tracking_uri: str, experiment_id: str) -> str:
+    """The MLflow UI address of an experiment's runs in the `review_view`."""
+    return (f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={REVIEW_VIEW}")
 
 
 def _log_dataset(client, run_id: str, dataset: Dict[str, str]) -> None:

@@ -115,6 +115,11 @@ def _run(args: argparse.Namespace) -> int:
     print(f"experiment {experiment_name(cfg)!r} at {uri}; registered model {model!r}")
     print(compare.format_table(rows, champion))
     print(f"plot: {compare.plot(rows, champion, args.output)}")
+    from feedrank.tracking.candidate import review_url
+
+    exp = client.get_experiment_by_name(experiment_name(cfg))
+    print(f"in the MLflow UI (AUC, GAUC, log loss, calibration and family first): "
+          f"{review_url(uri, exp.experiment_id)}")
     return 0
 
 

@@ -183,6 +183,16 @@ def test_compare_prints_both_candidates_and_writes_png(unblessed_run, blessed_ru
     assert out_png.stat().st_size > 10_000
     rows, _ = compare.gather(client, EXPERIMENT, MODEL)
     assert {r.blessed for r in rows} == {True, False}
+    # the experiment holds the review view the printed link opens (the UI's shared view state)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    assert (f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey=feedrank-review") in out
+    envelope = json.loads(exp.tags["mlflow.sharedViewState.feedrank-review"])
+    assert envelope["name"] == "feedrank review" and isinstance(envelope["createdAt"], int)
+    view = json.loads(envelope["state"])
+    assert view["columnOrder"][:5] == ["metrics.`auc`", "metrics.`gauc`", "metrics.`logloss`",
+                                       "metrics.`tfma_calibration`", "params.`model_family`"]
+    assert view["orderByKey"] == "metrics.`auc`" and view["orderByAsc"] is False
 
 
 @pytest.mark.e2e
@@ -498,15 +508,16 @@ def test_a_server_that_goes_away_mid_logging_is_one_line_naming_mlflow_and_its_u
 @pytest.mark.e2e
 def test_a_registered_version_is_an_mlflow_model_that_mlflow_models_serve_answers(blessed_run, client, mlflow_url,
                                                                                    tmp_path):
-    """``mlflow models serve -m models:/<name>@challenger`` (stock MLflow, this environment) answers the
-    version's own input example with the scores of the pushed SavedModel's ``serving_default``, and a
-    request missing a column with a 4xx naming it."""
+    """``mlflow models serve -m models:/<name>@champion`` (stock MLflow, this environment; the blessed
+    challenger promoted first) answers the version's own input example with the scores of the pushed
+    SavedModel's ``serving_default``, and a request missing a column with a 4xx naming it."""
     import mlflow
     import tensorflow as tf
 
     from feedrank.tracking import pyfunc_model
 
-    mv = client.get_model_version_by_alias(MODEL, "challenger")
+    registry.promote(client, MODEL, alias="challenger")
+    mv = client.get_model_version_by_alias(MODEL, "champion")
     local = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp_path / "m"),
                                                 tracking_uri=mlflow_url)
     model = mlflow.pyfunc.load_model(local)
@@ -524,7 +535,7 @@ def test_a_registered_version_is_an_mlflow_model_that_mlflow_models_serve_answer
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url,
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     log_file = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@challenger",
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion",
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
                             env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     try:
