@@ -1,9 +1,11 @@
 """Model-zoo quality: every family and the GBDT on the same examples, several seeds.
 
     .venv/bin/python -m benchmarks.quality [--config configs/quality.yaml] [--seeds 0 1 2]
-                                          [--families din dien ... gbdt]
+                                          [--families din dien ... gbdt item_prior user_prior]
+    .venv/bin/python -m benchmarks.quality --config configs/movielens.yaml --public movielens
 
-1. Simulates ``input_base`` if it is missing and runs the TFX pipeline once
+1. Simulates ``input_base`` if it is missing (``--public movielens``: converts the real
+   log a registry package ships instead, docs/public_logs.md) and runs the TFX pipeline once
    (example gen, validation, Transform, DIN Trainer, Evaluator, ...), so every
    model reads the same ExampleGen and Transform artifacts from MLMD.
 2. Splits the eval day by user (a stable hash of user_id): *validation* users
@@ -16,6 +18,14 @@
    GAUC (per-user, impression-weighted), logloss (after the negative-sampling
    correction) and the fraction of the oracle's AUC lift recovered (the
    simulator's hidden click probability on the same impressions).
+5. Orders two rows only by a paired 95% interval over the test users (a bootstrap
+   that draws users, `feedrank.evaluate.paired`) on the first seed's scores: every
+   row against the config's family and against the item prior.  A seed std is not
+   the error of an AUC.
+
+Rows beside the families: ``item_prior`` and ``user_prior`` score an impression by the
+post's or the user's smoothed CTR before it (the ``item_hist_ctr`` / ``user_hist_ctr``
+inputs every model reads), with nothing trained.
 
 Writes benchmarks/results/quality.json, prints a Markdown table and saves
 docs/img/quality.png.
@@ -45,6 +55,9 @@ from feedrank.train.settings import TrainerSettings  # noqa: E402
 
 log = logging.getLogger("quality")
 FAMILIES = ["gbdt", "dnn", "wide_deep", "deepfm", "din", "dien", "bst", "double_channel", "multi_channel"]
+# Untrained rows: the score is one input every model reads (the smoothed CTR before the impression).
+PRIORS = {"item_prior": F.ITEM_HIST_CTR.name, "user_prior": F.USER_HIST_CTR.name}
+PUBLIC = ("movielens",)
 # Variants: a family plus trainer options (run with --families din_w2v; needs `word2vec.enabled`).
 VARIANTS = {"din_w2v": ("din", {"word2vec": {"init": False, "freeze": False, "similarity": True}})}
 METRICS = ("auc", "gauc", "logloss", "oracle_lift_recovered", "oracle_auc", "oracle_aggregate_auc",
@@ -58,14 +71,20 @@ def is_test_user(users: np.ndarray) -> np.ndarray:
     return np.array([zlib.crc32(u) % 2 == 1 for u in users])
 
 
-def prepare(cfg) -> Dict[str, str]:
-    """Simulated log + one pipeline run; returns the artifact URIs everything reads."""
+def prepare(cfg, public: str = "") -> Dict[str, str]:
+    """The log (simulated, or ``public``: converted) + one pipeline run; returns the artifact
+    URIs everything reads."""
     from feedrank.evaluate.mlmd_reader import latest_run
 
     if not os.path.exists(os.path.join(cfg.input_base, "events.parquet")):
-        from feedrank.events.simulator import simulate
+        if public == "movielens":
+            from feedrank.events.public import movielens
 
-        simulate(cfg.input_base, **cfg.simulate.kwargs())
+            movielens.convert(cfg.input_base)
+        else:
+            from feedrank.events.simulator import simulate
+
+            simulate(cfg.input_base, **cfg.simulate.kwargs())
     run = latest_run(cfg.metadata_path)
     if run is None or run.artifact("Transform", "transformed_examples") is None or (
             cfg.word2vec.enabled and run.artifact("Word2VecGen", "word_vectors") is None):
@@ -158,7 +177,14 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
     rate = cfg.examples.negative_sampling_rate
     start = time.perf_counter()
     spec = ctx["features_spec"]
-    if family == "gbdt":
+    if family in PRIORS:
+        out = {"epochs": 0}
+        for split in ("val", "test"):
+            s = {"id": ctx[f"{split}_ids"], "score": ctx["priors"][family][ctx[f"{split}_mask"]]}
+            out[split] = evaluate(s, cfg, ctx)
+            ctx["scores"][(family, seed, split)] = s
+        train_s = time.perf_counter() - start
+    elif family == "gbdt":
         from feedrank.train import lightgbm_baseline as lgbm
 
         booster = lgbm.fit(ctx["gb_train_x"], ctx["gb_train_y"], ctx["gb_val_x"], ctx["gb_val_y"], seed=seed,
@@ -171,6 +197,7 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
             q = lgbm.predict(booster, ctx["gb_train_x"], ctx[f"gb_{split}_x"], spec=spec)
             s = {"id": ctx[f"gb_{split}_ids"], "score": correct_for_sampling(q, rate)}
             out[split] = evaluate(s, cfg, ctx)
+            ctx["scores"][(family, seed, split)] = s
     else:
         from feedrank.train import trainer
 
@@ -189,6 +216,7 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
         for split in ("val", "test"):
             s = score_keras(model, ctx["paths"][split], ctx["spec"], rate, spec)
             out[split] = evaluate(s, cfg, ctx)
+            ctx["scores"][(family, seed, split)] = s
     out.update(family=family, seed=seed, train_s=round(train_s, 1))
     log.info("%s seed %d: val AUC %.4f, test AUC %.4f (lift %.3f), %.0f s", family, seed,
              out["val"].get("auc", float("nan")), out["test"].get("auc", float("nan")),
@@ -216,6 +244,11 @@ def load_context(cfg, uris: Dict[str, str], families: List[str], workdir: str) -
     item_vocab = set(ctx["tft"].vocabulary_by_name(vocab_file_name(F.ITEM_VOCAB)))
     ctx["slices"] = slice_masks(raw_eval, item_vocab)
     ctx["row_of"] = {i: k for k, i in enumerate(ids)}
+    test_users = is_test_user(raw_eval[F.USER_ID])
+    for split, mask in (("val", ~test_users), ("test", test_users)):
+        ctx[f"{split}_mask"], ctx[f"{split}_ids"] = mask, ids[mask]
+    ctx["priors"] = {name: np.asarray(raw_eval[col], dtype=float).reshape(-1) for name, col in PRIORS.items()}
+    ctx["scores"] = {}   # (family, seed, split) -> {"id", "score"}: the paired comparisons read them
     log.info("eval slices: %s of %d impressions", {k: int(v.sum()) for k, v in ctx["slices"].items()}, len(ids))
     if "gbdt" in families:
         raw_train = lgbm.read_raw(os.path.join(uris["examples"], "Split-train"), spec=spec)
@@ -226,6 +259,32 @@ def load_context(cfg, uris: Dict[str, str], families: List[str], workdir: str) -
             ctx[f"gb_{split}_y"] = raw_eval[F.LABEL][mask]
             ctx[f"gb_{split}_ids"] = ids[mask]
     return ctx
+
+
+def paired_rows(cfg, ctx: Dict, families: List[str], seed: int, reference: str,
+                resamples: int = 1000) -> List[Dict]:
+    """Every family against ``reference`` and against the item prior on the test users' scores of
+    ``seed``: the paired bootstrap interval over users of the AUC and GAUC differences."""
+    from feedrank.evaluate import paired
+
+    out = []
+    refs = [r for r in (reference, "item_prior") if r in families]
+    for ref in refs:
+        base = ctx["scores"][(ref, seed, "test")]
+        order = np.argsort(base["id"])
+        for fam in families:
+            if fam == ref or (ref == "item_prior" and fam == reference and reference in refs[:1]):
+                continue
+            other = ctx["scores"][(fam, seed, "test")]
+            pos = order[np.searchsorted(base["id"][order], other["id"])]
+            if not np.array_equal(base["id"][pos], other["id"]):
+                raise AssertionError(f"{fam} and {ref} were scored on different test impressions")
+            scored = with_meta({"id": other["id"], "score": other["score"]}, ctx["meta"])
+            diffs = paired.compare(scored["label"], scored["score"], base["score"][pos], scored["user"],
+                                   resamples=resamples, seed=seed)
+            for d in diffs.values():
+                out.append({"a": fam, "b": ref, **d.to_dict(), "ordered": d.ordered})
+    return out
 
 
 def aggregate(rows: List[Dict]) -> Dict[str, Dict]:
@@ -268,7 +327,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "quality.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES + list(VARIANTS))
+    p.add_argument("--families", nargs="+", default=FAMILIES + list(PRIORS),
+                   choices=FAMILIES + list(VARIANTS) + list(PRIORS))
+    p.add_argument("--public", default="", choices=("",) + PUBLIC,
+                   help="convert this real public log into input_base when it is missing "
+                        "(docs/public_logs.md) instead of simulating")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the paired intervals")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=YAML",
                    help="override trainer options for every family, e.g. --set embedding_l2=1e-5")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "quality.json"))
@@ -292,7 +356,7 @@ def main() -> None:
     except config_lib.ConfigError as e:
         p.error(str(e))
     started = time.time()
-    uris = prepare(cfg)
+    uris = prepare(cfg, args.public)
     ctx = load_context(cfg, uris, args.families, os.path.join(cfg.pipeline_dir, "quality_split"))
     rows = [run_family(f, s, cfg, ctx) for s in args.seeds for f in args.families]
     from benchmarks import quality_report
@@ -301,7 +365,9 @@ def main() -> None:
     result = {"config": os.path.relpath(args.config, ROOT), "seeds": args.seeds, "overrides": args.set,
               "artifacts": {k: repo_relative(v) for k, v in uris.items()},
               "machine": machine_info("tensorflow", "lightgbm", "sklearn"),
-              "wall_s": round(time.time() - started, 1), "families": aggregate(rows), "runs": rows}
+              "wall_s": round(time.time() - started, 1), "families": aggregate(rows), "runs": rows,
+              "paired": paired_rows(cfg, ctx, args.families, args.seeds[0], cfg.trainer.model, args.resamples),
+              "public": args.public}
     if args.update:
         result = merged(args.out, result, args.families, p)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

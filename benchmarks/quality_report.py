@@ -6,7 +6,8 @@ from typing import Dict, List
 
 NAMES = {"gbdt": "GBDT (LightGBM)", "dnn": "DNN", "wide_deep": "Wide&Deep", "deepfm": "DeepFM", "din": "DIN",
          "dien": "DIEN", "bst": "BST (Transformer)", "double_channel": "Double-channel",
-         "multi_channel": "Multi-channel", "din_w2v": "DIN + Word2Vec similarity"}
+         "multi_channel": "Multi-channel", "din_w2v": "DIN + Word2Vec similarity",
+         "item_prior": "Item prior (post CTR so far)", "user_prior": "User prior (user CTR so far)"}
 
 
 def _pm(agg: Dict, key: str, digits: int = 4) -> str:
@@ -48,11 +49,27 @@ def markdown(result: Dict) -> str:
     if "n" in any_run:
         lines.append(f"Test impressions: {any_run['n']:,}, of which unseen posts "
                      f"{any_run.get('n_unseen_post', 0):,} and no-history users {any_run.get('n_no_history', 0):,}.")
+    if result.get("paired"):
+        lines.append("\n" + paired_markdown(result))
+    return "\n".join(lines)
+
+
+def paired_markdown(result: Dict) -> str:
+    """The paired comparisons: difference on the test users and its 95% interval over users."""
+    seed = result["seeds"][0]
+    lines = [f"Paired differences on the test users (seed {seed}; 95% bootstrap interval over users, "
+             f"{result['paired'][0]['resamples']} resamples): an ordering only where the interval excludes 0.",
+             "", "| a | b | metric | a − b | 95% interval | ordered |", "|---|---|---|---|---|---|"]
+    for d in result["paired"]:
+        verdict = ("**a ahead**" if d["lo"] > 0 else "**b ahead**") if d["ordered"] else "no"
+        lines.append(f"| {NAMES.get(d['a'], d['a'])} | {NAMES.get(d['b'], d['b'])} | {d['metric'].upper()} "
+                     f"| {d['diff']:+.4f} | [{d['lo']:+.4f}, {d['hi']:+.4f}] | {verdict} |")
     return "\n".join(lines)
 
 
 WORLDS = {"quality.yaml": "aggregate world", "quality_realistic.yaml": "realistic world",
-          "quality_cold.yaml": "impressions-and-clicks-only world", "quality_w2v.yaml": "realistic world, Word2Vec"}
+          "quality_cold.yaml": "impressions-and-clicks-only world", "quality_w2v.yaml": "realistic world, Word2Vec",
+          "movielens.yaml": "MovieLens 100K (a real public log)"}
 
 
 def world_of(result: Dict) -> str:
@@ -90,7 +107,8 @@ def plot(result: Dict, path: str) -> None:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8)
     ax.set_ylim(0.5, max([oracle or 0.0] + [m + s for m, s in zip(means, stds) if m == m]) + 0.02)
     ax.set_ylabel("test-user AUC (axis from 0.5 = chance)")
-    ax.set_title(f"Simulated {world_of(result)}: test AUC, mean ± std over seeds {result['seeds']}")
+    where = world_of(result) if result.get("public") else f"Simulated {world_of(result)}"
+    ax.set_title(f"{where}: test AUC, mean ± std over seeds {result['seeds']}")
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
