@@ -17,7 +17,7 @@ def _result():
 def test_the_paired_table_orders_only_what_its_interval_separates():
     lines = quality_report.paired_markdown(_result()).splitlines()
     assert "500 resamples" in lines[0] and "seed 0" in lines[0]
-    rows = [line for line in lines if line.startswith("| GBDT") or line.startswith("| Item") or line.startswith("| User")]
+    rows = [line for line in lines if line.startswith(("| GBDT", "| Item", "| User"))]
     assert rows == [
         "| GBDT (LightGBM) | DIN | AUC | +0.0120 | [+0.0040, +0.0200] | **a ahead** |",
         "| Item prior (post CTR so far) | DIN | GAUC | -0.0030 | [-0.0110, +0.0060] | no |",
