@@ -283,9 +283,7 @@ def paired_rows(cfg, ctx: Dict, families: List[str], seed: int, reference: str,
             diffs = paired.compare(scored["label"], scored["score"], base["score"][pos], scored["user"],
                                    resamples=resamples, seed=seed)
             for d in diffs.values():
-                values = d.to_dict()
-                out.append({**{k: v for k, v in values.items() if k not in ("a", "b")}, "a": fam, "b": ref,
-                            "a_value": values["a"], "b_value": values["b"], "ordered": d.ordered})
+                out.append({"a": fam, "b": ref, **d.to_dict(), "ordered": d.ordered})
     return out
 
 

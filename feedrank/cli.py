@@ -28,6 +28,7 @@ from feedrank.ab import cli as ab_cli
 from feedrank.config import Config, ConfigError, add_config_arguments, load_args
 from feedrank.deploy import cli as deploy_cli
 from feedrank.runners import cli as kubeflow_cli
+from feedrank.runners import tensorboard as tensorboard_cli
 from feedrank.runners.console import configure_logging, quiet_native_logs
 from feedrank.runners.target import PipelineBuilder
 from feedrank.tracking import TrackingError
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     kubeflow_cli.add_commands(sub)  # compile, submit, schedule (Kubeflow Pipelines)
     deploy_cli.add_commands(sub)  # deploy, rollback (KServe)
     ab_cli.add_commands(sub)  # ab-report (the A/B test)
+    tensorboard_cli.add_commands(sub)  # tensorboard (the Trainer's logs)
     return parser
 
 
@@ -82,6 +84,8 @@ def main(argv: Optional[List[str]], build: PipelineBuilder) -> int:
             return deploy_cli.main(args)
         if args.command in ab_cli.COMMANDS:
             return ab_cli.main(args)
+        if args.command in tensorboard_cli.COMMANDS:
+            return tensorboard_cli.main(args)
         configure_logging(verbose)
         if args.command in kubeflow_cli.COMMANDS:
             return kubeflow_cli.run(args, build)

@@ -59,11 +59,12 @@ def per_user_auc(labels: np.ndarray, scores: np.ndarray, users: np.ndarray):
 
 @dataclasses.dataclass(frozen=True)
 class Difference:
-    """``a - b`` of one metric on the full sample, and its paired bootstrap interval."""
+    """``a - b`` of one metric on the full sample (``a_value``, ``b_value``), and its paired
+    bootstrap interval."""
 
     metric: str
-    a: float
-    b: float
+    a_value: float
+    b_value: float
     diff: float
     lo: float
     hi: float

@@ -32,6 +32,7 @@ from feedrank.runners.kubeflow_config import (
     LOG_READERS,
     KubeflowConfig,
     bind_runtime_parameters,
+    bound_beam_workers,
     default_images,
     kubeflow_target,
 )
@@ -199,6 +200,7 @@ def compile_pipeline(build: PipelineBuilder, cfg: Config, kf: KubeflowConfig, ou
 
     pipeline = build(cfg, kubeflow_target(cfg, kf))
     bind_runtime_parameters(pipeline, kf)
+    bound_beam_workers(pipeline, kf)
     out_dir = os.path.dirname(os.path.abspath(output_path))
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(

@@ -144,6 +144,41 @@ def kubeflow_target(cfg: Config, kf: KubeflowConfig) -> PipelineTarget:
         wrap_trainer_config=trainer_config_parameter)
 
 
+WORKERS_FLAG = "--direct_num_workers"
+
+
+def _cpu_cores(quantity: str) -> float:
+    """A Kubernetes CPU quantity in cores ("4", "2.5", "500m")."""
+    q = str(quantity).strip()
+    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+
+
+def direct_workers(beam_args: List[str], cpu_limit: str) -> int:
+    """The DirectRunner workers a pod with ``cpu_limit`` should run: its whole cores (at least 1),
+    or 0 (leave the args alone) when ``beam_args`` name another runner or a worker count other
+    than 0 ("one per CPU", which counts the node's CPUs, not the pod's limit)."""
+    runner = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--runner=")), "DirectRunner")
+    workers = [a.split("=", 1)[1] for a in beam_args if a.startswith(WORKERS_FLAG + "=")]
+    if runner not in ("DirectRunner", "direct") or (workers and workers[-1] != "0") or not cpu_limit:
+        return 0
+    return max(1, int(_cpu_cores(cpu_limit)))
+
+
+def bound_beam_workers(pipeline, kf: "KubeflowConfig") -> Dict[str, int]:
+    """Gives each Beam component the DirectRunner worker count of its pod's CPU limit
+    (`direct_workers`, from ``resources``) as its own Beam args; returns component id -> workers."""
+    bound = {}
+    for component in pipeline.components:
+        if not hasattr(component, "with_beam_pipeline_args"):
+            continue
+        workers = direct_workers(list(kf.beam_pipeline_args),
+                                 kf.resources_for(component.id).get("cpu_limit", ""))
+        if workers:
+            component.with_beam_pipeline_args([f"{WORKERS_FLAG}={workers}"])
+            bound[component.id] = workers
+    return bound
+
+
 def bind_runtime_parameters(pipeline, kf: "KubeflowConfig") -> List[str]:
     """Turns exec properties into pipeline parameters after the components are built
     (their constructors coerce values with str(), so they cannot take a RuntimeParameter):

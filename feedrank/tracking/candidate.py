@@ -22,7 +22,8 @@ from feedrank.tracking import BLESSED_TAG, CHALLENGER, TrackingError, error_code
 log = logging.getLogger(__name__)
 
 PUSHED_MODEL_ARTIFACT = "pushed_model"
-# MLflow 3's UI opens an experiment of this kind on its training runs, not on the GenAI (traces) view.
+# The experiment's kind: model training, not GenAI. MLflow 3.17's UI still opens a plain experiment
+# link on its per-browser GenAI/Model training switch; `review_url` sets that switch.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # A saved runs-table view (an experiment tag) that the MLflow UI (3.15+) lists under *Views* and
 # opens from ``#/experiments/<id>/runs?viewStateShareKey=<key>``: the review columns first, best

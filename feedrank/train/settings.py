@@ -164,6 +164,9 @@ class TrainerSettings(Section):
     early_stopping_patience: int = setting(1, min=0)   # epochs without a better validation AUC
     input_cache: str = "memory"                         # INPUT_CACHE_MODES; see the module docstring
     mixed_precision: bool = False                       # float16 on GPUs; ignored on CPU
+    # TensorBoard weight histograms every this many epochs (0: off); loss, AUC, logloss and the
+    # learning rate are always written, per epoch, to the Trainer's run directory
+    tensorboard_histograms: int = setting(0, min=0)
     embedding_dims: EmbeddingDims = dataclasses.field(default_factory=EmbeddingDims)
     embedding_l2: float = setting(0.0, min=0.0)
     dropout: float = setting(0.0, min=0.0, below=1.0)

@@ -31,7 +31,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -46,6 +46,7 @@ from feedrank.transform.preprocessing import vocab_file_name
 from feedrank.tune.genes import apply_trainer_hyperparameters
 
 log = logging.getLogger(__name__)
+TENSORBOARD_DIR = "tensorboard"   # in the Trainer's run directory (the ModelRun artifact)
 
 
 def feature_spec(config: Union[TrainerSettings, Mapping[str, Any]]) -> F.FeatureSpec:
@@ -143,8 +144,25 @@ def train(train_files, valid_files, tf_transform_output: tft.TFTransformOutput,
     if cfg.mixed_precision and tf.config.list_logical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(cfg.seed)
+    board = [] if run_dir is None else tensorboard_callbacks(os.path.join(run_dir, TENSORBOARD_DIR), cfg)
     with input_cache_dir(cfg.input_cache, run_dir) as cache_dir:
-        return _fit(train_files, valid_files, tf_transform_output, cfg, cache_dir, callbacks, spec)
+        return _fit(train_files, valid_files, tf_transform_output, cfg, cache_dir, [*board, *callbacks], spec)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the optimizer's learning rate to each epoch's logs (TensorBoard writes it)."""
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+
+
+def tensorboard_callbacks(log_dir: str, cfg: TrainerSettings) -> List[keras.callbacks.Callback]:
+    """TensorBoard logs of a fit in ``log_dir``: per epoch the train and validation loss, AUC
+    and logloss, and the learning rate; weight histograms every ``tensorboard_histograms`` epochs."""
+    return [LearningRateLogger(),
+            keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=cfg.tensorboard_histograms,
+                                        write_graph=False, update_freq="epoch", profile_batch=0)]
 
 
 def _fit(train_files, valid_files, tf_transform_output: tft.TFTransformOutput, cfg: TrainerSettings,

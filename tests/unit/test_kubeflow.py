@@ -386,3 +386,57 @@ def test_cli_bad_cron_and_params(package):
     assert proc.returncode == 2 and "no such parameter" in proc.stderr and "Traceback" not in proc.stderr
     proc = _cli("submit", "--host", "http://127.0.0.1:9", "--package", "missing.yaml")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+# --- Beam: workers bounded by the pod, other runners as written --------------------------------
+
+def test_direct_workers_follow_the_pods_cpu_limit():
+    from feedrank.runners.kubeflow_config import direct_workers
+
+    base = ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
+    assert [direct_workers(base, q) for q in ("4", "2.5", "500m", "16")] == [4, 2, 1, 16]
+    assert direct_workers(base, "") == 0                                     # no limit: left alone
+    assert direct_workers(base + ["--direct_num_workers=3"], "8") == 0       # a count the user set
+    assert direct_workers(["--runner=DataflowRunner", "--project=p"], "4") == 0
+
+
+def test_each_beam_component_runs_as_many_workers_as_its_pod_has_cores(docs):
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+
+    spec = docs[0]
+    kf = load_kubeflow_config(KF)
+    for task in ("BehaviorExampleGen", "StatisticsGen", "Transform", "Evaluator"):
+        args = spec["deploymentSpec"]["executors"][_executor(spec, task)]["container"]["args"]
+        beam = [a for a in args if a.startswith("--direct_")]
+        want = int(float(kf.resources_for(task)["cpu_limit"]))
+        assert PipelineOptions(beam).view_as(DirectOptions).direct_num_workers == want, (task, beam)
+
+
+def _doc_blocks():
+    """The Dataflow and Flink ``beam_pipeline_args`` blocks docs/kubeflow.md shows."""
+    text = open(os.path.join(ROOT, "docs", "kubeflow.md")).read()
+    blocks = {}
+    for body in re.findall(r"```yaml\n(.*?)```", text, re.S):
+        lines = [line.strip() for line in body.splitlines()]
+        if lines and lines[0].startswith("#") and any(line == "beam_pipeline_args:" for line in lines):
+            name = lines[0].lstrip("# ").split()[0]
+            blocks[name] = yaml.safe_load("\n".join(lines[1:]))["beam_pipeline_args"]
+    return blocks
+
+
+@pytest.mark.parametrize("runner", ["Dataflow", "Flink"])
+def test_the_documented_runner_args_compile_into_every_beam_component(runner, tmp_path):
+    import dataclasses
+
+    from feedrank.runners.kubeflow import compile_pipeline
+    from pipeline import create_pipeline
+
+    args = _doc_blocks()[runner]
+    assert any(a.startswith("--runner=") for a in args)
+    kf = dataclasses.replace(load_kubeflow_config(KF), beam_pipeline_args=args)
+    out = compile_pipeline(create_pipeline, load(DEMO), kf, str(tmp_path / "pipeline.yaml"))
+    spec = [d for d in yaml.safe_load_all(open(out)) if d][0]
+    for task in ("BehaviorExampleGen", "StatisticsGen", "Transform", "Evaluator"):
+        got = spec["deploymentSpec"]["executors"][_executor(spec, task)]["container"]["args"]
+        tail = got[-len(args):]
+        assert tail == args and not any(a.startswith("--direct_num_workers") for a in got), (task, got[-8:])

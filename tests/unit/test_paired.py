@@ -23,11 +23,13 @@ def test_full_sample_values_are_the_hand_computed_ones():
     b = np.array([0.1, 0.9, 0.7, 0.6, 0.1, 0.3, 0.2])
     out = paired.compare(y, a, b, users, resamples=200)
     # GAUC: A 1.0 (2 impressions), B 0.5 (3): 0.7 for a; A 0.0, B 1.0: 0.6 for b
-    assert (out["gauc"].a, out["gauc"].b) == (pytest.approx(0.7), pytest.approx(0.6))
-    assert out["gauc"].a == pytest.approx(gauc(y, a, users)) and out["gauc"].b == pytest.approx(gauc(y, b, users))
+    assert (out["gauc"].a_value, out["gauc"].b_value) == (pytest.approx(0.7), pytest.approx(0.6))
+    g = out["gauc"]
+    assert g.a_value == pytest.approx(gauc(y, a, users)) and g.b_value == pytest.approx(gauc(y, b, users))
     from sklearn.metrics import roc_auc_score
 
-    assert out["auc"].a == pytest.approx(roc_auc_score(y, a)) and out["auc"].b == pytest.approx(roc_auc_score(y, b))
+    r = out["auc"]
+    assert r.a_value == pytest.approx(roc_auc_score(y, a)) and r.b_value == pytest.approx(roc_auc_score(y, b))
     assert out["auc"].users == 3 and out["auc"].resamples == 200
 
 
