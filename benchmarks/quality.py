@@ -267,14 +267,14 @@ def paired_rows(cfg, ctx: Dict, families: List[str], seed: int, reference: str,
     ``seed``: the paired bootstrap interval over users of the AUC and GAUC differences."""
     from feedrank.evaluate import paired
 
-    out = []
-    refs = [r for r in (reference, "item_prior") if r in families]
-    for ref in refs:
+    out, done = [], set()
+    for ref in (r for r in (reference, "item_prior") if r in families):
         base = ctx["scores"][(ref, seed, "test")]
         order = np.argsort(base["id"])
         for fam in families:
-            if fam == ref or (ref == "item_prior" and fam == reference and reference in refs[:1]):
+            if fam == ref or frozenset((fam, ref)) in done:   # each pair once
                 continue
+            done.add(frozenset((fam, ref)))
             other = ctx["scores"][(fam, seed, "test")]
             pos = order[np.searchsorted(base["id"][order], other["id"])]
             if not np.array_equal(base["id"][pos], other["id"]):

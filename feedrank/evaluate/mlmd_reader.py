@@ -62,14 +62,24 @@ class Run:
         return art.get_string_custom_property("pushed_version") if art else None
 
 
+def _open(metadata_path: str) -> metadata_store.MetadataStore:
+    """The SQLite store at ``metadata_path``, read-only."""
+    cc = mlmd_pb2.ConnectionConfig()
+    cc.sqlite.filename_uri = metadata_path
+    cc.sqlite.connection_mode = mlmd_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(cc)
+
+
+def artifact_uris(metadata_path: str, type_name: str) -> List[str]:
+    """The URIs of every artifact of ``type_name`` (e.g. ``ModelRun``) in the store, oldest first."""
+    return [a.uri for a in sorted(_open(metadata_path).get_artifacts_by_type(type_name), key=lambda a: a.id)]
+
+
 def latest_run(metadata_path: str) -> Optional[Run]:
     """The newest pipeline run in the SQLite store, or None if there is none."""
     if not os.path.exists(metadata_path):
         return None
-    cc = mlmd_pb2.ConnectionConfig()
-    cc.sqlite.filename_uri = metadata_path
-    cc.sqlite.connection_mode = mlmd_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(cc)
+    store = _open(metadata_path)
     runs = store.get_contexts_by_type("pipeline_run")
     if not runs:
         return None

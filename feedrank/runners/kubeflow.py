@@ -33,6 +33,7 @@ from feedrank.runners.kubeflow_config import (
     KubeflowConfig,
     bind_runtime_parameters,
     bound_beam_workers,
+    cpu_cores,
     default_images,
     kubeflow_target,
 )
@@ -50,7 +51,7 @@ def _quantity_number(q: str, memory: bool) -> float:
     """kfp's deprecated float fields: CPU in cores, memory in G (as kfp 2.13 writes)."""
     q = str(q)
     if not memory:
-        return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+        return cpu_cores(q)
     units = {"Ki": 1024 / 1e9, "Mi": 1024 ** 2 / 1e9, "Gi": 1024 ** 3 / 1e9, "Ti": 1024 ** 4 / 1e9,
              "K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3}
     for suffix in sorted(units, key=len, reverse=True):

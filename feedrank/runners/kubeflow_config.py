@@ -147,7 +147,7 @@ def kubeflow_target(cfg: Config, kf: KubeflowConfig) -> PipelineTarget:
 WORKERS_FLAG = "--direct_num_workers"
 
 
-def _cpu_cores(quantity: str) -> float:
+def cpu_cores(quantity: str) -> float:
     """A Kubernetes CPU quantity in cores ("4", "2.5", "500m")."""
     q = str(quantity).strip()
     return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
@@ -161,7 +161,7 @@ def direct_workers(beam_args: List[str], cpu_limit: str) -> int:
     workers = [a.split("=", 1)[1] for a in beam_args if a.startswith(WORKERS_FLAG + "=")]
     if runner not in ("DirectRunner", "direct") or (workers and workers[-1] != "0") or not cpu_limit:
         return 0
-    return max(1, int(_cpu_cores(cpu_limit)))
+    return max(1, int(cpu_cores(cpu_limit)))
 
 
 def bound_beam_workers(pipeline, kf: "KubeflowConfig") -> Dict[str, int]:

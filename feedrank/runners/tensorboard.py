@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sqlite3
 import subprocess
 import sys
 from typing import Dict, List
@@ -28,14 +27,12 @@ class NoLogsError(RuntimeError):
 
 def trainer_logdirs(metadata_path: str) -> List[str]:
     """The TensorBoard directories of every Trainer ModelRun in the MLMD store, oldest first."""
+    from feedrank.evaluate.mlmd_reader import artifact_uris
     from feedrank.train.trainer import TENSORBOARD_DIR
 
     if not os.path.exists(metadata_path):
         raise NoLogsError(f"no MLMD store at {metadata_path}: run the pipeline first (pipeline.py run)")
-    with sqlite3.connect(f"file:{metadata_path}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT a.uri FROM Artifact a JOIN Type t ON a.type_id = t.id "
-                          "WHERE t.name = 'ModelRun' ORDER BY a.id").fetchall()
-    dirs = [os.path.join(uri, TENSORBOARD_DIR) for (uri,) in rows]
+    dirs = [os.path.join(uri, TENSORBOARD_DIR) for uri in artifact_uris(metadata_path, "ModelRun")]
     found = [d for d in dirs if os.path.isdir(d)]
     if not found:
         raise NoLogsError(f"no Trainer run in {metadata_path} has TensorBoard logs "

@@ -30,6 +30,11 @@ def error_code(e: BaseException) -> str:
     return str(e.error_code) if isinstance(e, MlflowException) else ""
 
 
+def not_found(e: BaseException) -> bool:
+    """Whether ``e`` is the registry's answer to a missing model or version."""
+    return error_code(e) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+
 def experiment_name(cfg) -> str:
     """The MLflow experiment of a config: ``mlflow.experiment`` or the pipeline name."""
     return cfg.mlflow.experiment or cfg.pipeline_name
@@ -74,7 +79,7 @@ def _registered(client, name: str) -> bool:
     try:
         client.get_registered_model(name)
     except Exception as e:  # noqa: BLE001 - the registry's not-found is an MlflowException
-        if error_code(e) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+        if not_found(e):
             return False
         raise
     return True

@@ -14,7 +14,7 @@ import dataclasses
 import datetime
 from typing import Dict, Optional
 
-from feedrank.tracking import BLESSED_TAG, CHALLENGER, CHAMPION, TrackingError, error_code
+from feedrank.tracking import BLESSED_TAG, CHALLENGER, CHAMPION, TrackingError, error_code, not_found
 
 # The registry's answer to a missing alias (a missing model or version is RESOURCE_DOES_NOT_EXIST).
 NO_SUCH_ALIAS = "INVALID_PARAMETER_VALUE"
@@ -33,10 +33,6 @@ class Promotion:
         return f"{self.model}: alias '{CHAMPION}' -> version {self.version}{prev}; source {self.source}"
 
 
-def _not_found(e: Exception) -> bool:
-    return error_code(e) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
-
-
 def resolve_version(client, model: str, version: Optional[int] = None, alias: Optional[str] = None):
     """The ModelVersion named by number or alias; TrackingError if there is none."""
     if (version is None) == (alias is None):
@@ -44,7 +40,7 @@ def resolve_version(client, model: str, version: Optional[int] = None, alias: Op
     try:
         client.get_registered_model(model)
     except Exception as e:  # noqa: BLE001
-        if _not_found(e):
+        if not_found(e):
             raise TrackingError(f"registered model {model!r} does not exist (no blessed, pushed "
                                 f"candidate has been logged yet)") from None
         raise
@@ -53,7 +49,7 @@ def resolve_version(client, model: str, version: Optional[int] = None, alias: Op
             return client.get_model_version_by_alias(model, alias)
         return client.get_model_version(model, str(int(version)))
     except Exception as e:  # noqa: BLE001
-        if _not_found(e) or (alias is not None and error_code(e) == NO_SUCH_ALIAS):
+        if not_found(e) or (alias is not None and error_code(e) == NO_SUCH_ALIAS):
             what = f"alias {alias!r}" if alias is not None else f"version {version}"
             raise TrackingError(f"{model!r} has no {what}") from None
         raise
@@ -68,7 +64,7 @@ def is_blessed(client, mv) -> tuple:
         try:
             run_tag = client.get_run(mv.run_id).data.tags.get(BLESSED_TAG)
         except Exception as e:  # noqa: BLE001 - a deleted run: no verdict
-            if not _not_found(e):
+            if not not_found(e):
                 raise
             run_tag = None
         if run_tag is not None:
@@ -124,7 +120,7 @@ def aliases(client, model: str) -> Dict[str, str]:
     try:
         registered = client.get_registered_model(model)
     except Exception as e:  # noqa: BLE001
-        if _not_found(e):
+        if not_found(e):
             raise TrackingError(f"registered model {model!r} does not exist (no blessed, pushed run "
                                 f"registered it yet)") from None
         raise

@@ -222,7 +222,7 @@ def user_attributes(raw, ts: Optional[int]) -> Dict[str, object]:
     {} when absent or no row is valid yet)."""
     stored = declared.parse_stored(raw)
     if isinstance(stored, list):   # time-versioned (`versions`)
-        return versions.row_at(versions.decode_json_versions(stored, True), ts) or {}
+        return versions.row_at(stored, ts) or {}
     return stored
 
 

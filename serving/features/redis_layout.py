@@ -128,21 +128,6 @@ def decode_item_declared(raw) -> Dict:
     return decode_item_versions(raw)[-1][1][1]
 
 
-def decode_item(raw, ts: Optional[float] = None) -> Optional[Tuple[str, str, float]]:
-    """``(category_id, region_id, price)`` of a stored post at ``ts`` (None: now); None if
-    absent or no row of it is valid yet."""
-    if raw is None:
-        return None
-    row = versions_lib.row_at(decode_item_versions(raw), ts)
-    return None if row is None else row[0]
-
-
-def decode_item_row(raw) -> Tuple[Tuple[str, str, float], Dict]:
-    """``((category_id, region_id, price), declared columns)`` of a stored post with one
-    row valid from the beginning (one JSON parse; the declared columns are {} when it has none)."""
-    return _item_row(json.loads(raw))
-
-
 def _item_row(row: list) -> Tuple[Tuple[str, str, float], Dict]:
     category, region, price = row[:3]
     return (str(category), str(region), float(price)), (row[3] if len(row) > 3 else {})
@@ -158,7 +143,8 @@ def encode_item_versions(versions: List[Tuple[Optional[int], str]]) -> str:
 
 
 def decode_item_versions(raw) -> List[Tuple[Optional[int], Tuple[Tuple[str, str, float], Dict]]]:
-    """``(valid_from or None, decode_item_row value)`` of each row of a stored post."""
+    """``(valid_from or None, ((category_id, region_id, price), declared columns))`` of each row
+    of a stored post, oldest first (the declared columns are {} when it has none)."""
     value = json.loads(raw)
     if isinstance(value, dict):
         return [(vf, _item_row(row)) for vf, row in value[versions_lib.VERSIONS]]

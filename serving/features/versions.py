@@ -59,14 +59,6 @@ def decode_user_region(raw) -> Versions:
     return [(vf, region) for vf, region in json.loads(raw[len(USER_MARK):])]
 
 
-def decode_json_versions(value: Any, versioned: bool) -> Versions:
-    """The versions of a decoded JSON value that is either one plain row or, when
-    ``versioned``, the list ``[[valid_from, row], ...]``."""
-    if not versioned:
-        return [(None, value)]
-    return [(vf, row) for vf, row in value]
-
-
 class Timeline:
     """The versions of one id, searchable by time."""
 
@@ -82,10 +74,6 @@ class Timeline:
         t = time.time() if ts is None else float(ts)
         k = bisect.bisect_right(self.starts, t) - 1
         return self.rows[k] if k >= 0 else None
-
-    @property
-    def latest(self) -> Any:
-        return self.rows[-1]
 
 
 def row_at(versions: Sequence[Tuple[Optional[int], Any]], ts: Optional[float]) -> Optional[Any]:
