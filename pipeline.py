@@ -44,6 +44,7 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     from components.word2vec.component import Word2VecGen
     from feedrank.evaluate.eval_config import make_eval_config
     from feedrank.evaluate.models import MODULE_PATH as EVALUATOR_MODULE
+    from feedrank.features import FeatureSpec
     from feedrank.fingerprint import code_fingerprint
     from feedrank.runners.local import local_target
     from feedrank.runners.stages import push_and_track, word2vec_args
@@ -55,7 +56,7 @@ def create_pipeline(cfg: Config, target: Optional[PipelineTarget] = None):
     code_version = code_fingerprint()
     # The declared item/user columns (docs/features.md) travel to every component as JSON.
     spec = cfg.features_spec
-    declared = {"declared_features": spec.to_json()} if spec.declared else {}
+    declared = {"declared_features": spec.to_json()} if spec != FeatureSpec() else {}
 
     # Events -> validated, labelled examples with behaviour strictly before each impression.
     example_gen = BehaviorExampleGen(

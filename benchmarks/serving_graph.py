@@ -110,7 +110,8 @@ def make_request(tft_dir: str, n: int, spec_json: str, seed: int = 0):
     spec = F.FeatureSpec.from_json(spec_json)
     out = tft.TFTransformOutput(tft_dir)
     rng = np.random.default_rng(seed)
-    vocab = {v.name: out.vocabulary_by_name(vocab_file_name(v)) for v in spec.vocabs}
+    vocab = {v.name: [s.encode() for s in v.labels] if v.labels else out.vocabulary_by_name(vocab_file_name(v))
+             for v in spec.vocabs}
     req = {s.name: tf.constant([rng.choice(vocab[s.vocab.name], s.max_len)]) for s in spec.seq_features}
     for f in spec.id_features:   # the user's ids once, the candidates' per candidate
         req[f.name] = tf.constant(rng.choice(vocab[f.vocab.name], 1 if f.side == "user" else n))

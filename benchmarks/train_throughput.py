@@ -30,7 +30,7 @@ from feedrank.train.families import FAMILIES, build_model  # noqa: E402
 from feedrank.train.synthetic import random_batch  # noqa: E402
 
 # ~ the demo simulation (50k posts) plus padding and OOV rows
-DEMO_VOCAB_SIZES = {"item": 50_021, "category": 64, "region": 33, "token": 512}
+DEMO_VOCAB_SIZES = {"item": 50_021, "category": 64, "region": 33, "token": 512, "age": 15}
 DEMO_CONFIG = {"mlp_units": [200, 80], "activation": "dice", "attention_units": [80, 40],
                "dropout": 0.0, "transformer_heads": 8, "transformer_layers": 1}
 

@@ -153,6 +153,8 @@ class FeaturesConfig(Section):
     SECTION = "features"
     items: List[Dict[str, Any]] = setting([], doc=DECLARED_COLUMN)
     users: List[Dict[str, Any]] = setting([], doc=DECLARED_COLUMN)
+    # each history entry carries its event's age bucket (`features.AGE_FEATURES`)
+    event_ages: bool = True
 
     def check(self, where: str) -> None:
         """Each declared column: an identifier ``name`` (unique in its table, not a built-in

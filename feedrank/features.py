@@ -40,11 +40,22 @@ METADATA: Tuple[str, ...] = (IMPRESSION_ID, USER_ID, TS)
 
 @dataclasses.dataclass(frozen=True)
 class Vocab:
-    """A tf.Transform vocabulary shared by one or more raw features."""
+    """A tf.Transform vocabulary shared by one or more raw features.
+
+    With ``labels`` the vocabulary is fixed and ordered instead of computed from
+    the data: label i has id i + 1, any other value the OOV id
+    ``len(labels) + 1`` (`num_oov_buckets` is 1), so ids keep the labels'
+    order (the event-age buckets: a larger id is an older event)."""
 
     name: str
     num_oov_buckets: int
     frequency_threshold: int = 1
+    labels: Tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int | None:
+        """The embedding table size of a fixed vocabulary (padding + labels + OOV); None otherwise."""
+        return 1 + len(self.labels) + self.num_oov_buckets if self.labels else None
 
 
 ITEM_VOCAB = Vocab("item", num_oov_buckets=20)
@@ -76,6 +87,7 @@ class SeqFeature:
     channel: str       # "click", "view", "conversion" or "search"
     max_len: int
     shares_with: str | None
+    ages: bool = False  # the channel's event ages (`age_labels`), aligned entry by entry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +154,32 @@ SEQ_FEATURES: Tuple[SeqFeature, ...] = (
     VIEW_ITEMS, VIEW_CATEGORIES, VIEW_REGIONS,
     CONV_ITEMS, CONV_CATEGORIES, SEARCH_TOKENS,
 )
+
+# Event ages: each behaviour of a history carries how long before the impression
+# (the request, online) it happened, as a bucket label aligned with the channel's
+# other sequences entry by entry.  Bucket i holds ages in [AGE_BOUNDS_S[i-1],
+# AGE_BOUNDS_S[i]) seconds: under a minute, 1-5 min, ..., 7-30 days, older.
+# The example generator and the online service both label ages with `age_labels`.
+AGE_BOUNDS_S: Tuple[int, ...] = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600,
+                                 86_400, 2 * 86_400, 7 * 86_400, 30 * 86_400)
+AGE_LABELS: Tuple[str, ...] = tuple(f"age{i:02d}" for i in range(len(AGE_BOUNDS_S) + 1))
+AGE_VOCAB = Vocab("age", num_oov_buckets=1, labels=AGE_LABELS)   # fixed: transformed id = bucket + 1
+
+
+def age_labels(ages_s) -> List[str]:
+    """Bucket labels (`AGE_LABELS`) of event ages in seconds (impression ts minus event ts)."""
+    import bisect
+
+    return [AGE_LABELS[bisect.bisect_right(AGE_BOUNDS_S, a)] for a in ages_s]
+
+
+CLICK_AGES = SeqFeature("click_ages", AGE_VOCAB, "click", CLICK_LEN, None, ages=True)
+VIEW_AGES = SeqFeature("view_ages", AGE_VOCAB, "view", VIEW_LEN, None, ages=True)
+CONV_AGES = SeqFeature("conv_ages", AGE_VOCAB, "conversion", CONVERSION_LEN, None, ages=True)
+SEARCH_AGES = SeqFeature("search_ages", AGE_VOCAB, "search", SEARCH_LEN, None, ages=True)
+AGE_FEATURES: Tuple[SeqFeature, ...] = (CLICK_AGES, VIEW_AGES, CONV_AGES, SEARCH_AGES)
+# channel -> its age sequence
+AGES_OF: Dict[str, SeqFeature] = {s.channel: s for s in AGE_FEATURES}
 # (history, candidate feature) pairs: every sequence that shares a candidate's
 # vocabulary, compared entry by entry with it by the match features
 # (`train.layers.MatchFeatures` in-graph, `train.lightgbm_baseline` for the LightGBM baseline).
@@ -281,9 +319,15 @@ class FeatureSpec:
     Invariants (tests/unit/test_feature_spec.py): built-ins come first, in their
     fixed order; every declared column adds exactly one feature of its kind on
     its side; feature names are unique; a JSON round trip is the identity.
+
+    ``event_ages`` (default on): the histories carry their events' ages
+    (`AGE_FEATURES`).  A model exported before ages existed wrote its contract
+    as a bare list of declared columns; `from_json` reads that as
+    ``event_ages=False``, so such a model keeps being served the inputs it has.
     """
 
     declared: Tuple[Declared, ...] = ()
+    event_ages: bool = True
     vocabs: Tuple[Vocab, ...] = dataclasses.field(init=False, repr=False, compare=False)
     id_features: Tuple[IdFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
     dense_features: Tuple[DenseFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
@@ -292,6 +336,8 @@ class FeatureSpec:
     def __post_init__(self) -> None:
         columns = tuple(self.declared)
         vocabs, ids = list(BUILTIN_VOCABS), list(BUILTIN_ID_FEATURES)
+        if self.event_ages:
+            vocabs.append(AGE_VOCAB)
         denses, bags = list(BUILTIN_DENSE_FEATURES), []
         for c in columns:
             if not isinstance(c, Declared):
@@ -310,12 +356,13 @@ class FeatureSpec:
             else:
                 raise ValueError(f"declared column {c.table}.{c.column}: unknown kind {c.kind!r}; "
                                  f"expected one of {list(DECLARED_KINDS)}")
-        names = [f.name for f in ids] + [s.name for s in SEQ_FEATURES] + [d.name for d in denses]
+        names = [f.name for f in ids] + [s.name for s in SEQ_FEATURES + AGE_FEATURES] + [d.name for d in denses]
         names += [b.name for b in bags]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"declared columns clash with other features: {dupes}")
         object.__setattr__(self, "declared", columns)
+        object.__setattr__(self, "event_ages", bool(self.event_ages))
         object.__setattr__(self, "vocabs", tuple(vocabs))
         object.__setattr__(self, "id_features", tuple(ids))
         object.__setattr__(self, "dense_features", tuple(denses))
@@ -325,9 +372,11 @@ class FeatureSpec:
     @classmethod
     def from_config(cls, section) -> "FeatureSpec":
         """The spec of a config's ``features`` section (`config.FeaturesConfig`
-        or its mapping ``{"items": [...], "users": [...]}``); the config validated it."""
+        or its mapping ``{"items": [...], "users": [...], "event_ages": bool}``); the config
+        validated it."""
         if section is None:
             return cls()
+        ages = section.get("event_ages", True) if isinstance(section, dict) else getattr(section, "event_ages", True)
         out = []
         for table in DECLARED_TABLES:
             rows = section.get(table) if isinstance(section, dict) else getattr(section, table, None)
@@ -336,18 +385,28 @@ class FeatureSpec:
                 if row.get("kind") == "tokens":
                     row.setdefault("oov_buckets", 10)
                 out.append(Declared(table=table, column=row.pop("name"), kind=row.pop("kind"), **row))
-        return cls(tuple(out))
+        return cls(tuple(out), event_ages=bool(ages))
 
     def to_json(self) -> str:
-        """The declaration as a JSON string (exec properties, custom_config, a model asset)."""
-        return json.dumps([dataclasses.asdict(c) for c in self.declared], sort_keys=True)
+        """The contract as a JSON string (exec properties, custom_config, a model asset):
+        ``{"declared": [...], "event_ages": bool}``."""
+        return json.dumps({"declared": [dataclasses.asdict(c) for c in self.declared],
+                           "event_ages": self.event_ages}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | None) -> "FeatureSpec":
-        """Inverse of `to_json`; an empty string or None is the built-in spec."""
+        """Inverse of `to_json`; an empty string or None is the built-in spec.  A bare list
+        (the format before event ages) is that list of declared columns without ages."""
         if not text:
             return cls()
-        return cls(tuple(Declared(**row) for row in json.loads(text)))
+        doc = json.loads(text)
+        if isinstance(doc, list):
+            return cls(tuple(Declared(**row) for row in doc), event_ages=False)
+        if not isinstance(doc, dict) or set(doc) - {"declared", "event_ages"}:
+            raise ValueError(f"not a feature contract: expected {{'declared': [...], 'event_ages': bool}}, "
+                             f"got {text[:120]!r}")
+        return cls(tuple(Declared(**row) for row in doc.get("declared", ())),
+                   event_ages=bool(doc.get("event_ages", True)))
 
     @classmethod
     def read(cls, model_dir: str) -> "FeatureSpec":
@@ -382,8 +441,13 @@ class FeatureSpec:
     # -- views ---------------------------------------------------------------
     @property
     def seq_features(self) -> Tuple[SeqFeature, ...]:
-        """The behaviour sequences (never declared)."""
-        return SEQ_FEATURES
+        """The behaviour sequences (never declared): `SEQ_FEATURES`, then with
+        ``event_ages`` the `AGE_FEATURES`."""
+        return SEQ_FEATURES + AGE_FEATURES if self.event_ages else SEQ_FEATURES
+
+    def age_feature(self, channel: str) -> SeqFeature | None:
+        """The age sequence of ``channel`` (None without ``event_ages``)."""
+        return AGES_OF[channel] if self.event_ages else None
 
     @property
     def matched(self) -> Tuple[Tuple[SeqFeature, IdFeature], ...]:
@@ -401,7 +465,7 @@ class FeatureSpec:
     def model_input_names(self) -> List[str]:
         """Names of every transformed feature a model may read (labels excluded)."""
         names = [idx(f.name) for f in self.id_features]
-        names += [idx(f.name) for f in SEQ_FEATURES]
+        names += [idx(f.name) for f in self.seq_features]
         names += [dense(f.name) for f in self.dense_features]
         names += [idx(b.name) for b in self.bag_features]
         return names
@@ -413,7 +477,7 @@ class FeatureSpec:
         spec: Dict[str, object] = {}
         for f in self.id_features:
             spec[f.name] = tf.io.FixedLenFeature([], tf.string)
-        for s in SEQ_FEATURES:
+        for s in self.seq_features:
             spec[s.name] = tf.io.VarLenFeature(tf.string)
         for d in self.dense_features:
             spec[d.name] = tf.io.FixedLenFeature([], tf.float32, default_value=d.default)
@@ -430,7 +494,7 @@ class FeatureSpec:
 
     def raw_names(self) -> List[str]:
         """Every raw example column: features, labels and metadata, in the writer's order."""
-        names = [f.name for f in self.id_features] + [s.name for s in SEQ_FEATURES]
+        names = [f.name for f in self.id_features] + [s.name for s in self.seq_features]
         names += [b.name for b in self.bag_features]
         names += [d.name for d in self.dense_features] + list(LABELS) + list(METADATA)
         return names
@@ -452,7 +516,7 @@ class FeatureSpec:
         names += [d.name for d in self.request_dense(side)]
         names += [b.name for b in self.bag_features if b.side == side]
         if side == "user":
-            names += [s.name for s in SEQ_FEATURES]
+            names += [s.name for s in self.seq_features]
         return names
 
     def is_dense(self, name: str) -> bool:

@@ -10,7 +10,7 @@ is exactly protobuf's deterministic serialization (checked by a test).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -27,11 +27,15 @@ def feature_names(spec: F.FeatureSpec) -> List[str]:
 @dataclasses.dataclass
 class Channel:
     """A behaviour channel: per-impression window ``[lo, hi)`` into flat
-    per-feature arrays of bytes (one array per `SeqFeature` of the channel)."""
+    per-feature arrays of bytes (one array per `SeqFeature` of the channel).
+    With ``ages`` (the channel's age feature name), ``ts`` holds each flat
+    entry's event time and the age column is labelled per impression."""
 
     lo: np.ndarray
     hi: np.ndarray
     values: Dict[str, np.ndarray]
+    ts: Optional[np.ndarray] = None
+    ages: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -70,8 +74,9 @@ def _float_column(name: str, values: np.ndarray) -> List[bytes]:
 fan_out = _fan_out  # public: `declared.entries` encodes with it
 
 
-def _channel_columns(ch: Channel) -> Dict[str, List[bytes]]:
-    """One column per sequence feature of a channel, encoded per distinct window."""
+def _channel_columns(ch: Channel, imp_ts: np.ndarray) -> Dict[str, List[bytes]]:
+    """One column per sequence feature of a channel, encoded per distinct window,
+    and its age column (`age_column`) when the channel has one."""
     width = max((len(v) for v in ch.values.values()), default=0) + 1
     keys = ch.lo.astype(np.int64) * width + ch.hi.astype(np.int64)
     cols = {}
@@ -80,7 +85,41 @@ def _channel_columns(ch: Channel) -> Dict[str, List[bytes]]:
         blob, offsets = E.fields_blob(values)
         lo, hi = ch.lo, ch.hi
         cols[name] = _fan_out(keys, lambda i: enc.payload(blob[offsets[lo[i]]:offsets[hi[i]]]))
+    if ch.ages:
+        cols[ch.ages] = age_column(ch.ages, ch.lo, ch.hi, ch.ts, imp_ts)
     return cols
+
+
+def age_codes(lo: np.ndarray, hi: np.ndarray, event_ts: np.ndarray, imp_ts: np.ndarray
+              ) -> Tuple[np.ndarray, np.ndarray]:
+    """The age buckets (indices into `features.AGE_LABELS`) of every window entry,
+    flat, and each impression's offsets into them: impression ``i``'s are
+    ``codes[offsets[i]:offsets[i + 1]]``, ages ``imp_ts[i] - event_ts[lo[i]:hi[i]]``."""
+    lengths = np.maximum(hi - lo, 0).astype(np.int64)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    within = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+    entry = np.repeat(lo.astype(np.int64), lengths) + within
+    ages = np.repeat(imp_ts.astype(np.int64), lengths) - event_ts.astype(np.int64)[entry]
+    return np.searchsorted(np.asarray(F.AGE_BOUNDS_S), ages, "right").astype(np.uint8), offsets
+
+
+def age_column(name: str, lo: np.ndarray, hi: np.ndarray, event_ts: np.ndarray,
+               imp_ts: np.ndarray) -> List[bytes]:
+    """The entries of age feature ``name``: per impression the labels of `age_codes`,
+    encoded once per distinct label sequence."""
+    codes, offsets = age_codes(lo, hi, event_ts, imp_ts)
+    enc = E.BytesEntry(name)
+    fields = np.array([E.ld(b"\x0a", label.encode()) for label in F.AGE_LABELS], dtype=object)
+    cache: Dict[bytes, bytes] = {}
+    out = []
+    for i in range(len(lo)):
+        key = codes[offsets[i]:offsets[i + 1]].tobytes()
+        entry = cache.get(key)
+        if entry is None:
+            entry = cache[key] = enc.payload(b"".join(fields[codes[offsets[i]:offsets[i + 1]]]))
+        out.append(entry)
+    return out
 
 
 def assemble(spec: F.FeatureSpec, imp: Impressions, channels: Sequence[Channel], item_category: np.ndarray,
@@ -112,7 +151,7 @@ def assemble(spec: F.FeatureSpec, imp: Impressions, channels: Sequence[Channel],
     for name, values in imp.floats.items():
         cols[name] = _float_column(name, values)
     for ch in channels:
-        cols.update(_channel_columns(ch))
+        cols.update(_channel_columns(ch, imp.ts))
     cols.update(imp.encoded)
     order = sorted(feature_names(spec))
     if sorted(cols) != order:

@@ -15,7 +15,9 @@ Semantics (all vectorised with composite ``(group, ts)`` keys and
     within equal ``ts`` events are ordered by ``event_id``; most recent last.
     Channels follow `features.SEQ_FEATURES`: ``click``/``view``/``conversion``
     events give item/category/region sequences (per ``shares_with``), searches
-    give whitespace-split query tokens;
+    give whitespace-split query tokens; with ``spec.event_ages`` each channel
+    also gets its entries' age buckets (`features.AGE_FEATURES`: impression
+    ``ts`` minus event ``ts``, labelled by `features.age_labels`);
   * ``label``/``conversion``: a click/conversion labels at most one impression
     of the same user and item, shown at most ``label_window_s`` before it: the
     one of its request, else the latest of the pair (`labels.attribute`);
@@ -155,7 +157,8 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
         if not feats:
             continue
         ch, rows = _item_channel(kind == kind_name, feats, key, imp_key, imp_user, item_ids,
-                                 item_code, items, imp_epoch)
+                                 item_code, items, imp_epoch, ts)
+        ch.ages = spec.age_feature(channel).name if spec.event_ages else None
         channels[channel] = ch
         if channel == "click":
             click_rows = rows
@@ -164,9 +167,11 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
     tok_lists = [q.split() for q in ev["query"].to_numpy(dtype=object)[search]]
     tok_cum = np.concatenate([[0], np.cumsum([len(t) for t in tok_lists], dtype=np.int64)])
     tokens = np.array([t.encode() for ts_ in tok_lists for t in ts_], dtype=object)
+    token_ts = np.repeat(ts[search], [len(t) for t in tok_lists]).astype(np.int64)
     t_hi = tok_cum[s_hi]
     channels["search"] = A.Channel(np.maximum(tok_cum[s_lo], t_hi - F.SEARCH_LEN), t_hi,
-                                   {F.SEARCH_TOKENS.name: tokens})
+                                   {F.SEARCH_TOKENS.name: tokens}, token_ts,
+                                   F.SEARCH_AGES.name if spec.event_ages else None)
     click_win = channels["click"]
 
     # --- labels: one impression per click/conversion ----------------------
@@ -217,24 +222,26 @@ def _check_tables(spec: F.FeatureSpec, items: ItemTable, users: Union[UserTable,
 
 def _item_channel(mask: np.ndarray, feats: Sequence[F.SeqFeature], key: np.ndarray,
                   imp_key: np.ndarray, imp_user: np.ndarray, item_ids: np.ndarray,
-                  item_code: np.ndarray, items: ItemTable, imp_epoch: np.ndarray
+                  item_code: np.ndarray, items: ItemTable, imp_epoch: np.ndarray, ts: np.ndarray
                   ) -> Tuple[A.Channel, np.ndarray]:
-    """A behaviour channel of item events and the snapshot row of each of its
-    elements.  With attribute snapshots every distinct (window, epoch) gets its
-    own elements, so the sequence shows the attributes as of the impression."""
+    """A behaviour channel of item events (with each element's event time) and the
+    snapshot row of each of its elements.  With attribute snapshots every distinct
+    (window, epoch) gets its own elements, so the sequence shows the attributes as
+    of the impression."""
     lo, hi = _before(key[mask], imp_key, imp_user)
     lo = np.maximum(lo, hi - max(f.max_len for f in feats))
     codes = item_code[mask]
     encoded = np.array([s.encode() for s in item_ids[mask]], dtype=object)
+    event_ts = ts[mask]
     if items.snapshots.multi:
         lo, hi, source, epoch = snapshots.expand_windows(lo, hi, imp_epoch)
-        codes, encoded = codes[source], encoded[source]
+        codes, encoded, event_ts = codes[source], encoded[source], event_ts[source]
     else:
         epoch = np.zeros(len(codes), dtype=np.int64)
     rows = items.snapshots.rows_at(codes, epoch)
     attrs = {"item_id": lambda: encoded, "category_id": lambda: items.row_category[rows],
              "region_id": lambda: items.row_region[rows]}
-    return A.Channel(lo, hi, {f.name: attrs[f.shares_with]() for f in feats}), rows
+    return A.Channel(lo, hi, {f.name: attrs[f.shares_with]() for f in feats}, event_ts), rows
 
 
 def _category_share(click_codes: np.ndarray, lo: np.ndarray, hi: np.ndarray,

@@ -14,7 +14,8 @@ way such a feature pipeline is built in production:
   without a conversion), so the trees can learn "rented a flat -> furniture";
 * aggregates per channel (click, view, conversion, search): sequence length,
   how often the candidate's category / region / post appears in it, and the
-  same shares over the 10 most recent entries;
+  same shares over the 10 most recent entries; with event ages, how long ago
+  the youngest matching entry happened (`match_recency`);
 * declared item/user columns (docs/features.md): numeric ones as columns,
   categorical ones as categoricals (`categorical_columns`); token bags are
   left out.
@@ -98,6 +99,19 @@ def _share(rows: np.ndarray, hit: np.ndarray, n: int, lengths: np.ndarray) -> np
     return np.divide(counts, lengths, out=np.zeros(n), where=lengths > 0)
 
 
+def match_recency(rows: np.ndarray, hit: np.ndarray, age_labels: np.ndarray, n: int) -> np.ndarray:
+    """Per row, ``(buckets - b) / buckets`` of the youngest matching entry's age bucket b
+    (0.0 without a match): `layers.MatchRecency` on the raw age labels (bytes), which are
+    aligned entry by entry with the history's ``rows``."""
+    buckets = len(F.AGE_LABELS)
+    code = {label.encode(): i for i, label in enumerate(F.AGE_LABELS)}
+    b = np.array([code.get(v, buckets) for v in age_labels], dtype=np.float64)
+    score = np.where(hit & (b < buckets), (buckets - b) / buckets, 0.0)
+    out = np.zeros(n)
+    np.maximum.at(out, rows, score)
+    return out
+
+
 def features(raw: Mapping[str, object], *, spec: F.FeatureSpec) -> pd.DataFrame:
     """The GBDT's feature frame from `read_raw`'s output (read with the same ``spec``)."""
     n = int(raw["n"])
@@ -115,6 +129,8 @@ def features(raw: Mapping[str, object], *, spec: F.FeatureSpec) -> pd.DataFrame:
         frame[f"{seq.name}_match_recent_share"] = _share(rows[recent], hit[recent], n, recent_len)
         frame[f"{seq.name}_match_last"] = np.bincount(rows[from_end == 1], weights=hit[from_end == 1],
                                                       minlength=n)
+        if spec.event_ages:   # as `layers.MatchRecency`: the youngest matching entry's age
+            frame[f"{seq.name}_match_recency"] = match_recency(rows, hit, raw[spec.age_feature(seq.channel).name][2], n)
     df = pd.DataFrame(frame)
     for c in categorical_columns(spec):
         if c != FUNNEL:

@@ -57,7 +57,7 @@ def feature_spec(config: Union[TrainerSettings, Mapping[str, Any]]) -> F.Feature
 
 def vocab_sizes(tf_transform_output: tft.TFTransformOutput, *, spec: F.FeatureSpec) -> Dict[str, int]:
     """Embedding table sizes of ``spec``'s vocabularies: padding row + vocabulary + OOV buckets."""
-    return {v.name: 1 + tf_transform_output.vocabulary_size_by_name(vocab_file_name(v))
+    return {v.name: v.size or 1 + tf_transform_output.vocabulary_size_by_name(vocab_file_name(v))
             + v.num_oov_buckets for v in spec.vocabs}
 
 

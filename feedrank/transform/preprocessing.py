@@ -56,6 +56,21 @@ def _pad(sparse_ids: tf.SparseTensor, max_len: int) -> tf.Tensor:
     return tf.reshape(dense, [-1, max_len])
 
 
+def _lookup_fixed(x, vocab: F.Vocab):
+    """Ids of a fixed vocabulary (`features.Vocab.labels`): label i -> i + 1, anything
+    else -> ``len(labels) + 1``; the labels are ``<prefix>NN`` with a running two-digit NN."""
+    def ids(values: tf.Tensor) -> tf.Tensor:
+        prefix = vocab.labels[0][:-2]
+        ok = tf.strings.regex_full_match(values, prefix + "[0-9][0-9]")
+        code = tf.strings.to_number(tf.where(ok, tf.strings.substr(values, len(prefix), 2), "99"), tf.int64)
+        n = len(vocab.labels)
+        return tf.where(ok & (code < n), code + 1, tf.constant(n + 1, tf.int64))
+
+    if isinstance(x, tf.SparseTensor):
+        return tf.SparseTensor(x.indices, ids(x.values), x.dense_shape)
+    return ids(x)
+
+
 def _vocab_members(spec: F.FeatureSpec, vocab: F.Vocab) -> List[str]:
     names = [f.name for f in spec.id_features if f.vocab == vocab]
     names += [s.name for s in spec.seq_features if s.vocab == vocab]
@@ -84,6 +99,11 @@ def transform_features(inputs: Dict[str, tf.Tensor], spec: F.FeatureSpec) -> Dic
     """`preprocessing_fn` for the feature contract ``spec``."""
     outputs: Dict[str, tf.Tensor] = {}
     for vocab in spec.vocabs:
+        if vocab.labels:   # fixed and ordered (the event ages): no analyzer
+            for s in spec.seq_features:
+                if s.vocab == vocab:
+                    outputs[F.idx(s.name)] = _pad(_lookup_fixed(inputs[s.name], vocab), s.max_len)
+            continue
         members = [n for n in _vocab_members(spec, vocab) if n in inputs]
         all_values = tf.concat([_values(inputs[n]) for n in members], axis=0)
         all_values = tf.boolean_mask(all_values, tf.strings.length(all_values) > 0)

@@ -64,7 +64,8 @@ def spec_from_model(model_path: Optional[str]) -> F.FeatureSpec:
         spec = F.FeatureSpec.from_json(text)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path} is not a feature declaration: {e}") from None
-    log.info("feature contract of %s: declared %s", path, [c.feature_name for c in spec.declared])
+    log.info("feature contract of %s: declared %s, event ages %s", path,
+             [c.feature_name for c in spec.declared], "on" if spec.event_ages else "off")
     return spec
 
 

@@ -37,6 +37,8 @@ class UserState:
 
     region: Optional[str]                 # None: not in the users table
     channels: Dict[str, List[str]]        # channel -> values, most recent last
+    # channel -> each value's event second, aligned with `channels` (the event ages)
+    channel_ts: Dict[str, List[int]] = dataclasses.field(default_factory=dict)
     counters: Dict[str, str] = dataclasses.field(default_factory=dict)   # the user hash
     session: Dict[str, str] = dataclasses.field(default_factory=dict)    # the session hash
     attributes: Dict[str, object] = dataclasses.field(default_factory=dict)  # declared user columns
@@ -138,7 +140,7 @@ def queue_reads(pipe, keys: redis_layout.Keys, user_id: str, candidates: Sequenc
     """Queues the reads of one request on a (sync or asyncio) pipeline."""
     hi, lo = redis_layout.channel_read_args(ts)
     for channel, cap in redis_layout.CHANNELS.items():
-        pipe.zrevrangebyscore(keys.seq(channel, user_id), hi, lo, start=0, num=cap)
+        pipe.zrevrangebyscore(keys.seq(channel, user_id), hi, lo, start=0, num=cap, withscores=True)
     pipe.hget(keys.users, user_id)
     pipe.hmget(keys.impressions, list(candidates))
     pipe.hmget(keys.clicks, list(candidates))
@@ -154,13 +156,15 @@ def parse_reads(results: Sequence, ts: Optional[int] = None) -> Tuple[UserState,
     """``(user, impressions, clicks)`` from `queue_reads`' results, strictly before the
     second ``ts`` (None: as the counters stand); give the ``ts`` of `queue_reads`."""
     n = len(redis_layout.CHANNELS)
-    channels = {ch: redis_layout.decode_channel(r) for ch, r in zip(redis_layout.CHANNELS, results[:n])}
+    scored = {ch: redis_layout.decode_scored_channel(r) for ch, r in zip(redis_layout.CHANNELS, results[:n])}
+    channels = {ch: values for ch, (values, _) in scored.items()}
+    channel_ts = {ch: seconds for ch, (_, seconds) in scored.items()}
     region = versions.row_at(versions.decode_user_region(results[n]), ts)   # None: unknown / not yet
     imp = [redis_layout.count_before(v, now, ts) for v, now in zip(results[n + 1], results[n + 5])]
     clk = [redis_layout.count_before(v, now, ts) for v, now in zip(results[n + 2], results[n + 6])]
     counters, session, now = (_text_hash(h) for h in (results[n + 3], results[n + 4], results[n + 7]))
     counters, session = user_state.as_of(counters, session, now, ts)
-    return UserState(region, channels, counters, session), imp, clk
+    return UserState(region, channels, counters, session, channel_ts=channel_ts), imp, clk
 
 
 def _text_hash(raw) -> Dict[str, str]:
@@ -232,12 +236,19 @@ def history_to_fetch(user: UserState, items: ItemStore) -> List[str]:
     return items.missing(history_items(user))
 
 
-def user_side(user: UserState, items: ItemStore, spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, list]:
+def user_side(user: UserState, items: ItemStore, spec: F.FeatureSpec = F.BUILTIN,
+              ts: Optional[int] = None) -> Dict[str, list]:
     """The per-user raw features: every sequence (most recent last, cut to its
-    max_len), the user's region ("" when unknown), counters and the columns
+    max_len) with, when ``spec`` has event ages, each entry's age at the second ``ts``
+    (None: now), the user's region ("" when unknown), counters and the columns
     ``spec`` declares on the ``users`` table."""
     out: Dict[str, List[str]] = {}
-    for s in F.SEQ_FEATURES:
+    now = int(time.time()) if ts is None else int(ts)
+    for s in spec.seq_features:
+        if s.ages:
+            seconds = user.channel_ts.get(s.channel, [])[-s.max_len:]
+            out[s.name] = F.age_labels([now - t for t in seconds])
+            continue
         values = user.channels.get(s.channel, [])[-s.max_len:]
         out[s.name] = list(values) if s.shares_with is None else [
             items.attribute(v, s.shares_with) for v in values]
@@ -279,7 +290,7 @@ def raw_inputs(user: UserState, candidates: Sequence[str], items: ItemStore,
     at request time ``ts`` (None: now): user side once, candidates as lists; every post's
     attributes are those valid at ``ts`` (`ItemStore.as_of`)."""
     items = items.as_of(ts)
-    out: Dict[str, list] = user_side(user, items, spec)
+    out: Dict[str, list] = user_side(user, items, spec, ts)
     out.update(candidate_side(candidates, items, impressions, clicks, user, ts, spec))
     return out
 

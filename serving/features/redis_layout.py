@@ -201,3 +201,10 @@ def channel_read_args(ts: Optional[int]) -> Tuple[str, str]:
 def decode_channel(newest_first: List) -> List[str]:
     """Values of a channel read newest first, returned most recent last."""
     return [member_value(m) for m in reversed(newest_first)]
+
+
+def decode_scored_channel(newest_first: List) -> Tuple[List[str], List[int]]:
+    """Values and event seconds of a channel read newest first ``WITHSCORES``
+    (``(member, score)`` pairs), both returned most recent last."""
+    pairs = list(reversed(newest_first))
+    return [member_value(m) for m, _ in pairs], [int(score) for _, score in pairs]

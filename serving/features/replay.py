@@ -129,7 +129,7 @@ def candidate_features(body: Dict[str, list], j: int, spec: F.FeatureSpec = F.BU
     # a channel's sequences are as long as its id sequence (ids are never ""; an attribute of a
     # post with no valid row is "", and stays)
     length = {s.channel: len([v for v in body[s.name][0] if v != ""])
-              for s in spec.seq_features if s.shares_with in (None, "item_id")}
+              for s in spec.seq_features if s.shares_with in (None, "item_id") and not s.ages}
     seqs = {s.name: s.channel for s in spec.seq_features}
     feats: Dict[str, list] = {}
     for name, values in body.items():

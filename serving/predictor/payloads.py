@@ -31,6 +31,8 @@ def _id(vocab: str, rng: random.Random) -> str:
         return rng.choice(_CATEGORIES)
     if vocab == "region":
         return f"r{rng.randrange(60)}"
+    if vocab == F.AGE_VOCAB.name:
+        return rng.choice(F.AGE_LABELS)
     return rng.choice(_TOKENS)
 
 

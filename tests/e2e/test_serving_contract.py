@@ -54,7 +54,7 @@ def _pair(user_ex, cand_ex, spec: F.FeatureSpec):
 def _request(user_ex, candidates, spec: F.FeatureSpec):
     """``serving_default``'s request of ``spec``'s built-in features: one user, the candidates."""
     req = {}
-    for s in F.SEQ_FEATURES:
+    for s in F.BUILTIN.seq_features:
         req[s.name] = tf.constant([_values(user_ex, s.name) or [""]], tf.string)  # [1, L]
     req[F.USER_REGION_ID.name] = tf.constant(_values(user_ex, F.USER_REGION_ID.name))
     for d in spec.request_dense("user"):

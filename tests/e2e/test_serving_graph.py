@@ -94,7 +94,7 @@ def _raw_request(user_ex, candidates, width=50):
     from tests.e2e.test_serving_contract import _request, _values
 
     req = _request(user_ex, candidates, SPEC)
-    for s in F.SEQ_FEATURES:
+    for s in F.BUILTIN.seq_features:
         h = _values(user_ex, s.name)[-width:]
         req[s.name] = tf.constant([[""] * (width - len(h)) + h])
     return req

@@ -31,7 +31,7 @@ def test_strip_padding_keeps_the_most_recent_max_len_values():
 
 def _user_request(histories, width, left):
     req = {}
-    for s in F.SEQ_FEATURES:
+    for s in F.BUILTIN.seq_features:
         h = histories[s.name]
         pad = [""] * (width - len(h))
         req[s.name] = tf.constant([pad + h if left else h + pad])
@@ -52,7 +52,7 @@ def test_left_right_and_no_padding_give_identical_scores(first_run):
     assert users, "no eval example with a click history"
     for user_ex in users:
         base = _request(user_ex, candidates, spec)
-        hist = {s.name: _values(user_ex, s.name) for s in F.SEQ_FEATURES}
+        hist = {s.name: _values(user_ex, s.name) for s in F.BUILTIN.seq_features}
         width = max(len(h) for h in hist.values()) + 7
         scores = {"none": fn(**base)["probabilities"].numpy()}  # each sequence at its own length
         for name, left in (("left", True), ("right", False)):

@@ -71,7 +71,7 @@ def _request_parts(user_ex, candidates, left_pad=0, spec: F.FeatureSpec = F.BUIL
     """The predictor's request of ``spec``'s built-in features (the tiny run declares no columns)."""
     user = {F.USER_REGION_ID.name: _values(user_ex, F.USER_REGION_ID.name)[0]}
     user.update({d.name: float(_values(user_ex, d.name)[0]) for d in spec.request_dense("user")})
-    for s in F.SEQ_FEATURES:
+    for s in F.BUILTIN.seq_features:
         user[s.name] = [""] * left_pad + _values(user_ex, s.name)
     cands = {f.name: [_values(c, f.name)[0] for c in candidates] for f in spec.id_features if f.side == "candidate"}
     cands.update({d.name: [float(_values(c, d.name)[0]) for c in candidates]

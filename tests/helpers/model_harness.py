@@ -15,7 +15,7 @@ from feedrank import features as F
 from feedrank.train import synthetic
 from feedrank.train.families import build_model
 
-VOCAB_SIZES = {"item": 60, "category": 9, "region": 7, "token": 15}
+VOCAB_SIZES = {"item": 60, "category": 9, "region": 7, "token": 15, "age": 15}
 TINY = {"mlp_units": [16, 8], "attention_units": [8], "activation": "dice",
         "embedding_dims": {"item": 8, "category": 4, "region": 4, "token": 4}}
 

@@ -34,7 +34,8 @@ CHANGE_TS_OFFSET = 2 * 86_400   # the second attribute rows hold from two days i
 def test_declared_columns_extend_the_builtin_contract():
     builtin = F.BUILTIN
     assert (builtin.vocabs, builtin.id_features, builtin.dense_features, builtin.bag_features) == (
-        F.BUILTIN_VOCABS, F.BUILTIN_ID_FEATURES, F.BUILTIN_DENSE_FEATURES, ()) and builtin.declared == ()
+        F.BUILTIN_VOCABS + (F.AGE_VOCAB,), F.BUILTIN_ID_FEATURES, F.BUILTIN_DENSE_FEATURES, ())
+    assert builtin.declared == ()
     assert [c.feature_name for c in DECL] == ["item_headline", "item_floor_area", "user_tier"]
     assert [c.side for c in DECL] == ["candidate", "candidate", "user"]
     assert SPEC.id_features == F.BUILTIN_ID_FEATURES + (
@@ -42,7 +43,7 @@ def test_declared_columns_extend_the_builtin_contract():
     assert SPEC.dense_features == F.BUILTIN_DENSE_FEATURES + (
         F.DenseFeature("item_floor_area", "candidate", default=-1.0, log1p=True),)
     assert SPEC.bag_features == (F.BagFeature("item_headline", F.Vocab("attr_item_headline", 10, 1), "candidate", 3),)
-    assert [v.name for v in SPEC.vocabs[len(F.BUILTIN_VOCABS):]] == ["attr_item_headline", "attr_user_tier"]
+    assert [v.name for v in SPEC.vocabs[len(F.BUILTIN_VOCABS) + 1:]] == ["attr_item_headline", "attr_user_tier"]
     raw = SPEC.raw_feature_spec()
     assert isinstance(raw["item_headline"], tf.io.VarLenFeature)
     assert raw["user_tier"] == tf.io.FixedLenFeature([], tf.string)
@@ -53,7 +54,7 @@ def test_declared_columns_extend_the_builtin_contract():
     assert {"item_headline", "item_floor_area"} <= set(SPEC.features_of_side("candidate"))
     assert F.FeatureSpec.from_json(SPEC.to_json()) == SPEC and SPEC.declared == DECL
     # the built-in contract is untouched by any other spec
-    assert (builtin.vocabs, builtin.id_features) == (F.BUILTIN_VOCABS, F.BUILTIN_ID_FEATURES)
+    assert (builtin.vocabs, builtin.id_features) == (F.BUILTIN_VOCABS + (F.AGE_VOCAB,), F.BUILTIN_ID_FEATURES)
     assert F.FeatureSpec.from_json("") == F.BUILTIN and F.FeatureSpec.read("/nonexistent-model-dir") == F.BUILTIN
 
 

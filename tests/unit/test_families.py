@@ -123,7 +123,7 @@ def models():
 def _left_padded(batch):
     """The same real histories moved to the end of each row (padding first)."""
     out = dict(batch)
-    for s in F.SEQ_FEATURES:
+    for s in F.BUILTIN.seq_features:
         ids = batch[F.idx(s.name)]
         moved = np.zeros_like(ids)
         for i, row in enumerate(ids):

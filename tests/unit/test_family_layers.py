@@ -314,7 +314,7 @@ def test_deepfm_fm_terms_match_hand_computation_over_the_shared_tables():
     model.get_layer("fm_dense").set_weights([dense_w, np.array([0.05], np.float32)])
 
     x = random_batch(16, seed=2)
-    for s in F.SEQ_FEATURES:       # row 0: no behaviour at all
+    for s in F.BUILTIN.seq_features:       # row 0: no behaviour at all
         x[F.idx(s.name)][0] = F.PAD_ID
     probe = keras.Model(model.inputs, [model.get_layer("fm_first_order").output,
                                        model.get_layer("fm_second_order").output,
@@ -323,7 +323,8 @@ def test_deepfm_fm_terms_match_hand_computation_over_the_shared_tables():
                                        model.get_layer("deep_input").output])
     first, second, deep, dense, prob, deep_in = (t.numpy() for t in probe(x, training=False))
 
-    vocab = {f.name: f.vocab.name for f in F.BUILTIN.id_features} | {s.name: s.vocab.name for s in F.SEQ_FEATURES}
+    vocab = ({f.name: f.vocab.name for f in F.BUILTIN.id_features}
+             | {s.name: s.vocab.name for s in F.BUILTIN.seq_features})
     fields, want_first = [], dense.astype(np.float64) @ dense_w[:, 0] + 0.05
     for name in deepfm.field_names(F.BUILTIN):
         ids = x[F.idx(name)]
@@ -337,7 +338,7 @@ def test_deepfm_fm_terms_match_hand_computation_over_the_shared_tables():
         fields.append(row @ projections[name])
         want_first = want_first + w
     v = np.stack(fields, axis=1)                                     # [B, F, k]
-    assert v.shape == (16, len(F.BUILTIN.id_features) + len(F.SEQ_FEATURES), k)
+    assert v.shape == (16, len(F.BUILTIN.id_features) + len(F.BUILTIN.seq_features), k)
     np.testing.assert_allclose(second[:, 0], _pairwise(v), rtol=1e-4, atol=1e-5)
     # the deep part reads the very same field vectors, then the dense features
     np.testing.assert_allclose(deep_in, np.concatenate([v.reshape(16, -1), dense], -1), rtol=1e-4, atol=1e-5)

@@ -71,7 +71,7 @@ def test_labels_and_item_counters_ignore_the_delay():
 
 def test_a_delay_beyond_the_log_start_leaves_empty_history():
     got = examples(86_400)["i1"]
-    for seq in F.SEQ_FEATURES:
+    for seq in F.BUILTIN.seq_features:
         assert got[seq.name] == [], seq.name
     assert got[F.USER_HIST_IMPRESSIONS.name] == [0.0] and got[F.SESSION_CATEGORY_SHARE.name] == [0.0]
     assert got[F.CATEGORY_RECENCY_H.name] == pytest.approx([F.RECENCY_CAP_H])

@@ -14,9 +14,10 @@ BUILTIN_IDS = ["item_id", "category_id", "region_id", "user_region_id"]
 BUILTIN_DENSE = ["price", "item_hist_impressions", "item_hist_clicks", "item_hist_ctr", "region_match",
                  "interest_cat_share", "user_hist_impressions", "user_hist_clicks", "user_hist_ctr",
                  "user_cat_impressions", "user_cat_clicks", "user_cat_ctr", "session_cat_share", "cat_recency_h"]
-BUILTIN_VOCABS = ["item", "category", "region", "token"]
+BUILTIN_VOCABS = ["item", "category", "region", "token", "age"]
 SEQUENCES = ["click_item_ids", "click_category_ids", "click_region_ids", "view_item_ids", "view_category_ids",
              "view_region_ids", "conv_item_ids", "conv_category_ids", "search_tokens"]
+AGES = ["click_ages", "view_ages", "conv_ages", "search_ages"]
 
 # one column of every kind on each table, in an order that mixes tables and kinds
 COLUMNS = (
@@ -40,7 +41,7 @@ def test_the_builtin_spec_is_the_builtin_features_in_their_order():
     assert _names(F.BUILTIN.dense_features) == BUILTIN_DENSE
     assert _names(F.BUILTIN.vocabs) == BUILTIN_VOCABS
     assert F.BUILTIN.bag_features == ()
-    assert _names(F.BUILTIN.seq_features) == SEQUENCES
+    assert _names(F.BUILTIN.seq_features) == SEQUENCES + AGES
     assert [(s.name, c.name) for s, c in F.BUILTIN.matched] == [
         ("click_item_ids", "item_id"), ("click_category_ids", "category_id"), ("click_region_ids", "region_id"),
         ("view_item_ids", "item_id"), ("view_category_ids", "category_id"), ("view_region_ids", "region_id"),
@@ -50,7 +51,7 @@ def test_the_builtin_spec_is_the_builtin_features_in_their_order():
         "item_hist_ctr", "user_cat_impressions", "user_cat_clicks", "user_cat_ctr", "session_cat_share",
         "cat_recency_h"]
     assert F.BUILTIN.features_of_side("user") == (
-        ["user_region_id", "user_hist_impressions", "user_hist_clicks", "user_hist_ctr"] + SEQUENCES)
+        ["user_region_id", "user_hist_impressions", "user_hist_clicks", "user_hist_ctr"] + SEQUENCES + AGES)
 
 
 def test_declared_columns_come_after_the_builtins_one_feature_each_on_its_side():
@@ -66,7 +67,7 @@ def test_declared_columns_come_after_the_builtins_one_feature_each_on_its_side()
         F.BagFeature("user_interests", F.Vocab("attr_user_interests", 5, 1), "user", 4))
     assert _names(SPEC.vocabs) == BUILTIN_VOCABS + ["attr_user_tier", "attr_item_headline", "attr_item_seller",
                                                     "attr_user_interests"]
-    assert _names(SPEC.seq_features) == SEQUENCES   # sequences are never declared
+    assert _names(SPEC.seq_features) == SEQUENCES + AGES   # sequences are never declared
     # the built-in prefix is exactly the built-in spec's
     assert SPEC.id_features[:len(BUILTIN_IDS)] == F.BUILTIN.id_features
     assert SPEC.dense_features[:len(BUILTIN_DENSE)] == F.BUILTIN.dense_features
@@ -80,7 +81,7 @@ def test_the_views_of_a_declared_spec():
     assert names[:6] == ["item_id_idx", "category_id_idx", "region_id_idx", "user_region_id_idx",
                          "user_tier_idx", "item_seller_idx"]
     assert names[-4:] == ["item_floor_area_x", "user_age_x", "item_headline_idx", "user_interests_idx"]
-    assert len(names) == len(set(names)) == 6 + 9 + 16 + 2
+    assert len(names) == len(set(names)) == 6 + 9 + 4 + 16 + 2   # ids, sequences, ages, numbers, bags
     assert SPEC.raw_names()[-7:] == ["item_floor_area", "user_age", "label", "conversion", "impression_id",
                                      "user_id", "ts"]
     assert SPEC.features_of_side("user")[:6] == ["user_region_id", "user_tier", "user_hist_impressions",
@@ -113,13 +114,16 @@ def test_only_declared_columns_make_a_spec():
 
 def test_json_round_trip_is_the_identity():
     one = F.FeatureSpec((F.Declared("users", "tier", "categorical"),))
-    assert one.to_json() == ('[{"column": "tier", "default": 0.0, "frequency_threshold": 1, "kind": "categorical", '
-                             '"log1p": false, "max_tokens": 16, "oov_buckets": 2, "table": "users"}]')
+    assert one.to_json() == ('{"declared": [{"column": "tier", "default": 0.0, "frequency_threshold": 1, '
+                             '"kind": "categorical", "log1p": false, "max_tokens": 16, "oov_buckets": 2, '
+                             '"table": "users"}], "event_ages": true}')
     assert F.FeatureSpec.from_json(one.to_json()) == one
+    no_ages = F.FeatureSpec(one.declared, event_ages=False)
+    assert F.FeatureSpec.from_json(no_ages.to_json()) == no_ages != one
     assert F.FeatureSpec.from_json(SPEC.to_json()) == SPEC
     assert F.FeatureSpec.from_json(SPEC.to_json()).bag_features == SPEC.bag_features
-    assert F.BUILTIN.to_json() == "[]"
-    for empty in ("", None, "[]"):
+    assert F.BUILTIN.to_json() == '{"declared": [], "event_ages": true}'
+    for empty in ("", None, '{"declared": []}'):
         assert F.FeatureSpec.from_json(empty) == F.BUILTIN
 
 
@@ -140,8 +144,34 @@ def test_write_and_read_beside_a_model(tmp_path):
     assert (tmp_path / "declared_features.json").read_text() == SPEC.to_json()
     assert F.FeatureSpec.read(str(tmp_path) + "/") == SPEC
     F.BUILTIN.write(str(tmp_path))
-    assert (tmp_path / "declared_features.json").read_text() == "[]"
+    assert (tmp_path / "declared_features.json").read_text() == '{"declared": [], "event_ages": true}'
     assert F.FeatureSpec.read(str(tmp_path)) == F.BUILTIN
+
+
+def test_a_model_exported_before_event_ages_keeps_its_inputs(tmp_path):
+    """The former format, a bare list of declared columns, is that contract without ages."""
+    (tmp_path / "declared_features.json").write_text(
+        '[{"column": "tier", "default": 0.0, "frequency_threshold": 1, "kind": "categorical", '
+        '"log1p": false, "max_tokens": 16, "oov_buckets": 2, "table": "users"}]')
+    old = F.FeatureSpec.read(str(tmp_path))
+    assert old.event_ages is False and [c.column for c in old.declared] == ["tier"]
+    assert [s.name for s in old.seq_features] == SEQUENCES
+    assert "age" not in _names(old.vocabs) and not any(n.endswith("_ages") for n in old.raw_names())
+    assert F.FeatureSpec.from_json("[]") == F.FeatureSpec(event_ages=False)
+    with pytest.raises(ValueError, match="not a feature contract"):
+        F.FeatureSpec.from_json('{"declared": [], "ages": true}')
+
+
+def test_event_ages_follow_every_channel_and_label_by_the_bounds():
+    ages = [s for s in F.BUILTIN.seq_features if s.ages]
+    assert [(s.name, s.channel, s.max_len) for s in ages] == [
+        ("click_ages", "click", F.CLICK_LEN), ("view_ages", "view", F.VIEW_LEN),
+        ("conv_ages", "conversion", F.CONVERSION_LEN), ("search_ages", "search", F.SEARCH_LEN)]
+    assert {F.AGES_OF[s.channel] for s in F.SEQ_FEATURES} == set(ages)
+    # a second, a minute, 59 minutes, an hour, a day, 30 days, a year
+    assert F.age_labels([1, 60, 3599, 3600, 86_400, 30 * 86_400, 365 * 86_400]) == [
+        "age00", "age01", "age04", "age05", "age09", "age12", "age12"]
+    assert F.FeatureSpec.from_config({"items": [], "users": [], "event_ages": False}).event_ages is False
 
 
 def test_equality_and_hash_follow_the_declaration():
@@ -151,7 +181,7 @@ def test_equality_and_hash_follow_the_declaration():
     reordered = F.FeatureSpec(COLUMNS[::-1])
     assert reordered != SPEC   # the order of the declaration is the order of the features
     assert F.FeatureSpec((COLUMNS[0],)) != F.BUILTIN
-    assert len({F.BUILTIN, F.FeatureSpec(), F.FeatureSpec.from_json("[]")}) == 1
+    assert len({F.BUILTIN, F.FeatureSpec(), F.FeatureSpec.from_json('{"declared": []}')}) == 1
 
 
 def test_a_spec_is_immutable():

@@ -6,17 +6,17 @@ from feedrank.examples.tfdv_schema import make_schema
 
 
 def test_names_are_unique_and_sides_valid():
-    names = [f.name for f in F.BUILTIN.id_features] + [s.name for s in F.SEQ_FEATURES] + \
+    names = [f.name for f in F.BUILTIN.id_features] + [s.name for s in F.BUILTIN.seq_features] + \
         [d.name for d in F.BUILTIN.dense_features] + list(F.LABELS) + list(F.METADATA)
     assert len(names) == len(set(names))
     assert {f.side for f in F.BUILTIN.id_features} <= {"candidate", "user"}
     assert {d.side for d in F.BUILTIN.dense_features} <= {"candidate", "user", "cross"}
-    assert {s.channel for s in F.SEQ_FEATURES} == {"click", "view", "conversion", "search"}
+    assert {s.channel for s in F.BUILTIN.seq_features} == {"click", "view", "conversion", "search"}
 
 
 def test_history_shares_the_candidate_vocabulary():
     by_name = {f.name: f for f in F.BUILTIN.id_features}
-    for s in F.SEQ_FEATURES:
+    for s in F.BUILTIN.seq_features:
         if s.shares_with is not None:
             assert by_name[s.shares_with].vocab == s.vocab, s.name
             assert by_name[s.shares_with].side == "candidate"
@@ -29,7 +29,7 @@ def test_history_shares_the_candidate_vocabulary():
 
 
 def test_every_vocab_is_used_and_has_oov_buckets():
-    used = {f.vocab for f in F.BUILTIN.id_features} | {s.vocab for s in F.SEQ_FEATURES}
+    used = {f.vocab for f in F.BUILTIN.id_features} | {s.vocab for s in F.BUILTIN.seq_features}
     assert used == set(F.BUILTIN.vocabs)
     assert all(v.num_oov_buckets >= 1 for v in F.BUILTIN.vocabs)
     assert F.PAD_ID == 0

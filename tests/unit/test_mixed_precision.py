@@ -111,7 +111,7 @@ def test_a_user_with_no_history_scores_a_number_under_mixed_float16(mixed_float1
     keras.utils.set_random_seed(0)
     model = build_model(family, VOCAB_SIZES, {**TINY, "gru_units": 8, "transformer_heads": 2}, spec=F.BUILTIN)
     x = random_batch(8, seed=1, min_len=1)
-    for s in F.SEQ_FEATURES:   # the first user has no behaviour at all
+    for s in F.BUILTIN.seq_features:   # the first user has no behaviour at all
         x[F.idx(s.name)][0] = F.PAD_ID
     p = model.predict(x, verbose=0)
     assert p.dtype == np.float32 and np.isfinite(p).all(), p

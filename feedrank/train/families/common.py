@@ -24,6 +24,7 @@ from feedrank.train.settings import TrainerSettings
 # Embedding width of a vocabulary ``embedding_dims`` does not name: a declared column's
 # (categorical or tokens, docs/features.md).
 DECLARED_EMBEDDING_DIM = 8
+AGE_EMBEDDING_DIM = 8   # the event-age buckets' table (`with_ages`)
 
 
 @dataclasses.dataclass
@@ -113,7 +114,9 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.Fe
     if missing:
         raise ValueError(f"vocab_sizes lacks {missing}; got {sorted(vocab_sizes)}")
     reg = keras.regularizers.l2(l2) if l2 > 0 else None
-    tables = {v.name: keras.layers.Embedding(vocab_sizes[v.name], dims.get(v.name, DECLARED_EMBEDDING_DIM),
+    default_dim = {F.AGE_VOCAB.name: AGE_EMBEDDING_DIM}
+    tables = {v.name: keras.layers.Embedding(vocab_sizes[v.name],
+                                             dims.get(v.name, default_dim.get(v.name, DECLARED_EMBEDDING_DIM)),
                                              embeddings_regularizer=reg, name=f"{v.name}_embedding")
               for v in spec.vocabs}
     if vectors is not None and vectors.init:
@@ -124,11 +127,18 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.Fe
     def emb(name: str, vocab: F.Vocab) -> tf.Tensor:
         return tables[vocab.name](ids[F.idx(name)])
 
+    def aged(seq: tf.Tensor, channel: str) -> tf.Tensor:
+        """``seq`` plus its entries' age embeddings, projected to its width (`with_ages`)."""
+        age = spec.age_feature(channel)
+        if age is None:
+            return seq
+        return with_ages(seq, emb(age.name, age.vocab), name=f"{channel}_age")
+
     candidate = tf.concat([emb(f.name, f.vocab) for f in (F.ITEM_ID, F.CATEGORY_ID, F.REGION_ID)], -1)
-    click_seq = tf.concat([emb(s.name, s.vocab) for s in F.CLICK_SEQUENCE], -1)
-    view_seq = tf.concat([emb(s.name, s.vocab) for s in F.VIEW_SEQUENCE], -1)
-    conv_seq = tf.concat([emb(s.name, s.vocab) for s in F.CONVERSION_SEQUENCE], -1)
-    search_seq = emb(F.SEARCH_TOKENS.name, F.SEARCH_TOKENS.vocab)
+    click_seq = aged(tf.concat([emb(s.name, s.vocab) for s in F.CLICK_SEQUENCE], -1), "click")
+    view_seq = aged(tf.concat([emb(s.name, s.vocab) for s in F.VIEW_SEQUENCE], -1), "view")
+    conv_seq = aged(tf.concat([emb(s.name, s.vocab) for s in F.CONVERSION_SEQUENCE], -1), "conversion")
+    search_seq = aged(emb(F.SEARCH_TOKENS.name, F.SEARCH_TOKENS.vocab), "search")
     dense = tf.stack([inputs[F.dense(d.name)] for d in spec.dense_features], axis=-1)
     if config.match_features:
         dense = tf.concat([dense, match_features(spec, ids)], axis=-1)
@@ -156,11 +166,28 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.Fe
         user=user, dense=dense, ids=ids)
 
 
+def with_ages(seq: tf.Tensor, ages: tf.Tensor, name: str) -> tf.Tensor:
+    """A history [B, L, D] with each entry's event age added: the age bucket's
+    embedding [B, L, Da] through a bias-free projection to D, initialised to zero
+    so training starts from the history without ages.  DIN's and the multi-channel
+    model's attention keys, DIEN's interest GRU, BST's transformer tokens and every
+    pooled history see when each behaviour happened, not only what it was."""
+    projected = keras.layers.Dense(int(seq.shape[-1]), use_bias=False, kernel_initializer="zeros",
+                                   name=f"{name}_projection")(ages)
+    return keras.layers.Add(name=f"{name}_added")([seq, tf.cast(projected, seq.dtype)])
+
+
 def match_features(spec: F.FeatureSpec, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
-    """[B, 3 * len(spec.matched) + 4]: `layers.MatchFeatures` of every matched pair and
-    log(1 + length) of the click, view, conversion and search histories."""
+    """[B, 3 * len(spec.matched) + 4 (+ len(spec.matched) with event ages)]: `layers.MatchFeatures`
+    of every matched pair, log(1 + length) of the click, view, conversion and search
+    histories and, with event ages, `layers.MatchRecency` of every matched pair (when the
+    user last met this post, or this category, in each channel)."""
     match = L.MatchFeatures(name="match_features")
     parts = [match(inputs[F.idx(c.name)], inputs[F.idx(s.name)]) for s, c in spec.matched]
+    if spec.event_ages:
+        recency = L.MatchRecency(len(F.AGE_LABELS), name="match_recency")
+        parts += [recency(inputs[F.idx(c.name)], inputs[F.idx(s.name)],
+                          inputs[F.idx(spec.age_feature(s.channel).name)])[:, None] for s, c in spec.matched]
     for s in (F.CLICK_ITEMS, F.VIEW_ITEMS, F.CONV_ITEMS, F.SEARCH_TOKENS):
         n = tf.reduce_sum(tf.cast(L.padding_mask(inputs[F.idx(s.name)]), tf.float32), axis=1)
         parts.append(tf.math.log1p(n)[:, None])

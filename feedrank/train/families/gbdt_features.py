@@ -26,7 +26,10 @@ Per example (``B`` rows):
 * per matched history (`features.MATCHED`: each sequence against the
   candidate feature it shares a vocabulary with): the share of its entries
   equal to the candidate, the same share over the `RECENT` most recent
-  entries and 1.0 when the most recent one matches (`layers.MatchFeatures`).
+  entries and 1.0 when the most recent one matches (`layers.MatchFeatures`);
+  with event ages also how long ago the youngest matching entry happened
+  (`layers.MatchRecency`: when the user last clicked, viewed or converted on
+  this post, or this category).
 
 Ids are compared after the vocabulary lookup, so two different unseen values
 that hash to the same OOV bucket count as a match (the LightGBM baseline
@@ -65,6 +68,8 @@ def column_names(spec: F.FeatureSpec) -> Tuple[List[str], List[str]]:
     numerical += [f"n_{s.channel}" for s in CHANNEL_SEQUENCES]
     for seq, _ in spec.matched:
         numerical += [f"{seq.name}_match_share", f"{seq.name}_match_recent_share", f"{seq.name}_match_last"]
+    if spec.event_ages:
+        numerical += [f"{seq.name}_match_recency" for seq, _ in spec.matched]
     categorical = [F.idx(f.name) for f in categorical_ids(spec)] + [FUNNEL]
     return numerical, categorical
 
@@ -90,6 +95,7 @@ class TreeFeatures(keras.layers.Layer):
         self._spec = F.FeatureSpec.from_json(self.declared_features)
         self.recent = int(recent)
         self.match = L.MatchFeatures(recent=self.recent, name="match")
+        self.recency = L.MatchRecency(len(F.AGE_LABELS), name="match_recency")
 
     def call(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         spec = self._spec
@@ -103,6 +109,11 @@ class TreeFeatures(keras.layers.Layer):
             m = self.match(inputs[F.idx(cand.name)], inputs[F.idx(seq.name)])
             for i, suffix in enumerate(("match_share", "match_recent_share", "match_last")):
                 out[f"{seq.name}_{suffix}"] = m[:, i]
+        if spec.event_ages:
+            for seq, cand in spec.matched:
+                out[f"{seq.name}_match_recency"] = self.recency(
+                    inputs[F.idx(cand.name)], inputs[F.idx(seq.name)],
+                    inputs[F.idx(spec.age_feature(seq.channel).name)])
         for f in categorical_ids(spec):
             out[F.idx(f.name)] = tf.strings.as_string(inputs[F.idx(f.name)])
         last_conv = last_entry(inputs[F.idx(F.CONV_CATEGORIES.name)])
