@@ -6,7 +6,7 @@
 
 ``export`` (pipeline environment) rebuilds the Keras model of a pushed version
 from the Trainer run that made it (its settings, its Transform output, its
-examples' sampling rate), restores the pushed weights and exports them again
+examples' sampling rate, its calibration), restores the pushed weights and exports them again
 with this checkout's `feedrank.train.export`, then checks that both SavedModels
 score alike (``serving_tf_example`` identical, ``serving_default`` to 1e-5).
 So one trained model is profiled as the unchanged export served it
@@ -139,7 +139,7 @@ def export_again(model_dir: str, out: str, metadata: str) -> Dict[str, Any]:
     from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-    from feedrank.train import export, trainer
+    from feedrank.train import calibration, export, trainer
     from feedrank.train.families import build_model
     from feedrank.train.settings import TrainerSettings
     from serving.predictor import payloads as P
@@ -152,8 +152,12 @@ def export_again(model_dir: str, out: str, metadata: str) -> Dict[str, Any]:
     artifact = next(a for a in store.get_artifacts() if a.uri == source)
     made = next(e for e in store.get_events_by_artifact_ids([artifact.id]) if e.type == mlmd.Event.OUTPUT)
     execution = store.get_executions_by_id([made.execution_id])[0]
-    inputs = [e for e in store.get_events_by_execution_ids([execution.id]) if e.type == mlmd.Event.INPUT]
-    by_key = {e.path.steps[0].key: a for e in inputs for a in store.get_artifacts_by_id([e.artifact_id])}
+    events = store.get_events_by_execution_ids([execution.id])
+    by_key = {e.path.steps[0].key: a for e in events if e.type == mlmd.Event.INPUT
+              for a in store.get_artifacts_by_id([e.artifact_id])}
+    model_run = [a for e in events if e.type == mlmd.Event.OUTPUT and e.path.steps[0].key == "model_run"
+                 for a in store.get_artifacts_by_id([e.artifact_id])]
+    calibrator = calibration.read(model_run[0].uri) if model_run else None   # the pushed model's calibration
     settings = json.loads(execution.custom_properties["custom_config"].string_value)
     rate = float(by_key["examples"].custom_properties["negative_sampling_rate"].double_value or 1.0)
     config = TrainerSettings.from_dict(settings, "the Trainer's custom_config")
@@ -162,7 +166,7 @@ def export_again(model_dir: str, out: str, metadata: str) -> Dict[str, Any]:
     model = build_model(config.model, trainer.vocab_sizes(tft_output, spec=spec), config, spec=spec)
     tf.train.Checkpoint(model=model).read(os.path.join(model_dir, "variables", "variables")) \
         .assert_existing_objects_matched().expect_partial()
-    export.export(model, tft_output, out, rate, spec=spec)
+    export.export(model, tft_output, out, rate, spec=spec, calibrator=calibrator)
     pushed, again = tf.saved_model.load(model_dir), tf.saved_model.load(out)
     eval_files = sorted(glob.glob(os.path.join(by_key["examples"].uri, "Split-eval", "*")))
     records = [r.numpy() for r in tf.data.TFRecordDataset(eval_files[:1], compression_type="GZIP").take(512)]

@@ -19,19 +19,25 @@ candidate-side one per candidate; a token bag is a string matrix padded with
 saved beside the SavedModel as ``declared_features.json``
 (`features.FeatureSpec.write`; `features.FeatureSpec.read` restores it).
 
-Both return ``{"probabilities": [N]}``, corrected for negative down-sampling:
-a model trained on negatives kept with rate r predicts q; the calibrated
-probability is p = q / (q + (1 - q) / r).
+Both return ``{"probabilities": [N]}``, the model's output corrected for
+negative down-sampling and then calibrated: a model trained on negatives kept
+with rate r predicts q; ``p = q / (q + (1 - q) / r)`` undoes the sampling
+(`correct_for_sampling`), and the `calibration.Calibrator` the Trainer fitted
+on the validation split (Platt scaling, isotonic or the identity) maps p to
+the served probability.  The calibrator's parameters are constants in the
+graph of both signatures, so every consumer of the SavedModel (the online
+predictor, the Evaluator, batch scoring) gets the calibrated probability.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from feedrank import features as F
 from feedrank.train import serving_graph
+from feedrank.train.calibration import Calibrator
 from feedrank.train.serving_graph import strip_padding  # noqa: F401 (API: shared with serving_graph)
 from feedrank.transform.crosses import cross_features
 
@@ -43,6 +49,12 @@ def correct_for_sampling(q: tf.Tensor, rate: float) -> tf.Tensor:
     if rate >= 1.0:
         return q
     return q / (q + (1.0 - q) / rate)
+
+
+def served_probability(q: tf.Tensor, rate: float, calibrator: Optional[Calibrator] = None) -> tf.Tensor:
+    """The served probability of the model output ``q``: corrected for sampling at ``rate``,
+    then calibrated (``calibrator`` None: the identity)."""
+    return (calibrator or Calibrator()).apply(correct_for_sampling(q, rate))
 
 
 def serving_input_signature(spec: F.FeatureSpec) -> Dict[str, tf.TensorSpec]:
@@ -66,16 +78,17 @@ def serving_input_signature(spec: F.FeatureSpec) -> Dict[str, tf.TensorSpec]:
 
 class ServingModule(tf.Module):
     """Holds the Keras model and the tf.Transform layer; defines the signatures of the
-    feature contract ``spec`` the model was built with."""
+    feature contract ``spec`` the model was built with, whose output is `served_probability`."""
 
     def __init__(self, model, tf_transform_output: tft.TFTransformOutput, sampling_rate: float, *,
-                 spec: F.FeatureSpec):
+                 spec: F.FeatureSpec, calibrator: Optional[Calibrator] = None):
         super().__init__()
         self.model = model
         self._spec = spec
         self.tft_layer = tf_transform_output.transform_features_layer()
         self.request_scorer = serving_graph.RequestScorer(model, self.tft_layer, spec=spec)
         self.sampling_rate = float(sampling_rate)
+        self.calibrator = calibrator or Calibrator()
         self._example_spec = spec.raw_feature_spec(include_labels=False, include_metadata=False)
         self.serve_raw = tf.function(self._serve_raw, input_signature=[serving_input_signature(spec)])
 
@@ -83,7 +96,7 @@ class ServingModule(tf.Module):
         transformed = self.tft_layer(raw)
         inputs = {k: transformed[k] for k in self._spec.model_input_names()}
         q = self.model(inputs, training=False)
-        return correct_for_sampling(q, self.sampling_rate)
+        return served_probability(q, self.sampling_rate, self.calibrator)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_tf_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -92,7 +105,7 @@ class ServingModule(tf.Module):
 
     def _serve_raw(self, request: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         def shared() -> tf.Tensor:  # the user's side once per request (serving_graph)
-            return correct_for_sampling(self.request_scorer(request), self.sampling_rate)
+            return served_probability(self.request_scorer(request), self.sampling_rate, self.calibrator)
 
         return {OUTPUT_KEY: tf.cond(serving_graph.user_rows(request, spec=self._spec), shared,
                                     lambda: self.broadcast_scores(request))}
@@ -128,11 +141,14 @@ class ServingModule(tf.Module):
 
 
 def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
-           sampling_rate: float = 1.0, *, spec: F.FeatureSpec) -> str:
+           sampling_rate: float = 1.0, *, spec: F.FeatureSpec, calibrator: Optional[Calibrator] = None) -> str:
     """Saves the serving SavedModel of the feature contract ``spec`` to ``export_dir``,
     writes ``spec`` beside it (`features.FeatureSpec.write`, ``[]`` for the built-in
-    features; serving reads it with `features.FeatureSpec.read`) and returns the dir."""
-    module = ServingModule(model, tf_transform_output, sampling_rate, spec=spec)
+    features; serving reads it with `features.FeatureSpec.read`) and returns the dir.
+
+    Both signatures return `served_probability` with ``calibrator`` in the graph
+    (None: the identity, the sampling-corrected probability)."""
+    module = ServingModule(model, tf_transform_output, sampling_rate, spec=spec, calibrator=calibrator)
     signatures = {
         "serving_default": module.serve_raw.get_concrete_function(),
         "serving_tf_example": module.serve_tf_examples.get_concrete_function(),

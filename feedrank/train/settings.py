@@ -48,6 +48,7 @@ ARTIFACT_KEYS = {
 # artifact's properties ({"uri": ..., "negative_sampling_rate": ...}).
 EXAMPLES_ARTIFACT_KEY = "examples_artifact"
 INPUT_CACHE_MODES = ("memory", "disk", "")
+CALIBRATION_SETTINGS = ("auto", "platt", "isotonic", "none")   # trainer.calibration (`calibration.choose`)
 
 
 @dataclasses.dataclass
@@ -167,6 +168,10 @@ class TrainerSettings(Section):
     # TensorBoard weight histograms every this many epochs (0: off); loss, AUC, logloss and the
     # learning rate are always written, per epoch, to the Trainer's run directory
     tensorboard_histograms: int = setting(0, min=0)
+    # the served probability's calibration, fitted on the validation split (`calibration.choose`):
+    # auto (identity, platt or isotonic, whichever has the lowest out-of-fold log loss), platt,
+    # isotonic, or none (the sampling-corrected probability as it is)
+    calibration: str = setting("auto", choices=CALIBRATION_SETTINGS)
     embedding_dims: EmbeddingDims = dataclasses.field(default_factory=EmbeddingDims)
     embedding_l2: float = setting(0.0, min=0.0)
     dropout: float = setting(0.0, min=0.0, below=1.0)

@@ -19,8 +19,13 @@ Per-epoch train/validation curves are logged and written
 to the model run dir as ``curves.json`` (Keras's keys: ``loss``, ``auc``, ...
 for train, ``val_loss``, ``val_auc``, ... for validation) and ``curves.png``;
 ``training.json`` records the sampling rate and the files trained and
-validated on; the Keras model's scores on a sample of validation examples go
-to ``valid_scores.json``, so a test can check the pushed SavedModel (with the
+validated on.
+
+The fitted model then scores the whole validation split (sampling-corrected)
+and `calibration.choose` fits the calibrator of ``trainer.calibration``; the
+export puts it into both signatures, its record goes to ``calibration.json``.
+The Keras model's served scores on a sample of validation examples go to
+``valid_scores.json``, so a test can check the pushed SavedModel (with the
 tf.Transform graph attached) reproduces them.
 """
 from __future__ import annotations
@@ -33,12 +38,13 @@ import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
 from feedrank import features as F
-from feedrank.train import data, word_vectors
+from feedrank.train import calibration, data, word_vectors
 from feedrank.train import export as export_lib
 from feedrank.train.families import build_model, gbdt
 from feedrank.train.settings import EXAMPLES_ARTIFACT_KEY, TrainerSettings, as_settings
@@ -224,11 +230,24 @@ def write_curves(curves: list, out_dir: str) -> None:
     plt.close(fig)
 
 
+def validation_probabilities(model, files, tf_transform_output: tft.TFTransformOutput, cfg: TrainerSettings,
+                             sampling_rate: float, *, spec: F.FeatureSpec) -> Tuple[np.ndarray, np.ndarray]:
+    """(sampling-corrected probabilities, labels) of the in-memory model on every example of ``files``."""
+    records, layer = input_spec(tf_transform_output, cfg.raw_examples, spec=spec)
+    score = tf.function(lambda x: export_lib.correct_for_sampling(model(x, training=False), sampling_rate),
+                        reduce_retracing=True)
+    probs, labels = [], []
+    for x, y in data.dataset(files, records, cfg.batch_size, transform_layer=layer, spec=spec):
+        probs.append(score(x).numpy().reshape(-1))
+        labels.append(y.numpy().reshape(-1))
+    return np.concatenate(probs), np.concatenate(labels)
+
+
 def trainer_scores(model, files, tf_transform_output: tft.TFTransformOutput,
                    sampling_rate: float, n: int = 512, raw_examples: bool = False, *,
-                   spec: F.FeatureSpec) -> Dict[str, float]:
-    """The in-memory Keras model's calibrated scores on the first ``n`` examples
-    of ``files``, keyed by impression id: the reference the pushed model must match."""
+                   spec: F.FeatureSpec, calibrator: Optional[calibration.Calibrator] = None) -> Dict[str, float]:
+    """The in-memory Keras model's served scores (`export.served_probability`) on the first
+    ``n`` examples of ``files``, keyed by impression id: the reference the pushed model must match."""
     parse_spec, layer = input_spec(tf_transform_output, raw_examples, spec=spec)
     records = tf.stack(list(tf.data.TFRecordDataset(data._expand(files), compression_type="GZIP").take(n)))
     batch = tf.io.parse_example(records, parse_spec)
@@ -236,7 +255,7 @@ def trainer_scores(model, files, tf_transform_output: tft.TFTransformOutput,
         ids = tf.io.parse_example(records, {F.IMPRESSION_ID: tf.io.FixedLenFeature([], tf.string)})
         batch = {**layer(batch), **ids}
     q = model({k: batch[k] for k in spec.model_input_names()}, training=False)
-    probs = export_lib.correct_for_sampling(q, sampling_rate).numpy()
+    probs = export_lib.served_probability(q, sampling_rate, calibrator).numpy()
     return {i.decode(): float(p) for i, p in zip(batch[F.IMPRESSION_ID].numpy(), probs)}
 
 
@@ -266,12 +285,16 @@ def run_fn(fn_args) -> None:
     model, curves = train(fn_args.train_files, fn_args.eval_files, tft_output, config,
                           run_dir=fn_args.model_run_dir, spec=spec)
     write_curves(curves, fn_args.model_run_dir)
-    export_lib.export(model, tft_output, fn_args.serving_model_dir, rate, spec=spec)
+    probs, labels = ([], []) if config.calibration == "none" else \
+        validation_probabilities(model, fn_args.eval_files, tft_output, config, rate, spec=spec)
+    calibrator, calibration_record = calibration.choose(probs, labels, config.calibration)
+    calibration.write(calibration_record, fn_args.model_run_dir)
+    export_lib.export(model, tft_output, fn_args.serving_model_dir, rate, spec=spec, calibrator=calibrator)
     record = {"negative_sampling_rate": rate, "examples_uri": props.get("uri"),
               "train_files": list(fn_args.train_files), "valid_files": list(fn_args.eval_files),
-              "started_at": round(started, 3), "finished_at": round(time.time(), 3)}   # fit and export
+              "started_at": round(started, 3), "finished_at": round(time.time(), 3)}   # fit, calibrate, export
     scores = trainer_scores(model, fn_args.eval_files, tft_output, rate, raw_examples=config.raw_examples,
-                            spec=spec)
+                            spec=spec, calibrator=calibrator)
     for name, content in (("training.json", record), ("valid_scores.json", scores)):
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, name), "w") as f:
             json.dump(content, f, indent=1 if name == "training.json" else None)

@@ -1,7 +1,7 @@
 """The gbdt family (TF-DF gradient boosted trees): settings, the in-graph aggregates, and a
-real simulated log -> example generator -> tf.Transform -> Trainer -> export whose SavedModel,
-loaded in a fresh process that registers only TF-DF's inference ops, gives through both
-signatures the in-memory model's scores."""
+real simulated log -> example generator -> tf.Transform -> Trainer -> calibration -> export whose
+SavedModel, loaded in a fresh process that registers only TF-DF's inference ops, gives through
+both signatures the in-memory model's sampling-corrected scores, calibrated."""
 from __future__ import annotations
 
 import glob
@@ -139,7 +139,7 @@ def test_tree_features_count_matches_recency_and_the_funnel():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from feedrank.train import export, trainer
+    from feedrank.train import calibration, export, trainer
     from tests.helpers.transform import analyze_and_transform
 
     work = tmp_path_factory.mktemp("gbdt")
@@ -147,13 +147,17 @@ def trained(tmp_path_factory):
     raw = sorted(glob.glob(os.path.join(run["output_dir"], "Split-train", "*")))
     transformed_file, tft_out = analyze_and_transform(raw, str(work / "tft"))
     model, curves = trainer.train([transformed_file], [transformed_file], tft_out, dict(TINY_GBDT), spec=F.BUILTIN)
-    model_dir = export.export(model, tft_out, str(work / "model"), sampling_rate=RATE, spec=F.BUILTIN)
+    probs, labels = trainer.validation_probabilities(model, [transformed_file], tft_out,
+                                                     TrainerSettings.from_dict(TINY_GBDT), RATE, spec=F.BUILTIN)
+    calibrator, _ = calibration.choose(probs, labels, "platt")   # run_fn's path; platt is never the identity
+    model_dir = export.export(model, tft_out, str(work / "model"), sampling_rate=RATE, spec=F.BUILTIN,
+                              calibrator=calibrator)
     records = H.read_records(run["output_dir"], "eval")[:40]
     records_file = str(work / "records.tfrecord")
     with tf.io.TFRecordWriter(records_file) as w:
         for r in records:
             w.write(r)
-    return {"model": model, "curves": curves, "tft": tft_out, "model_dir": model_dir,
+    return {"model": model, "curves": curves, "tft": tft_out, "model_dir": model_dir, "calibrator": calibrator,
             "records": records, "records_file": records_file}
 
 
@@ -187,7 +191,9 @@ def test_export_in_a_fresh_process_scores_like_the_in_memory_model(trained):
                               F.BUILTIN.raw_feature_spec(include_labels=False, include_metadata=False))
     transformed = trained["tft"].transform_features_layer()(raw)
     q = trained["model"]({k: transformed[k] for k in F.BUILTIN.model_input_names()}, training=False)
-    want = correct_for_sampling(q, RATE).numpy()
+    corrected = correct_for_sampling(q, RATE).numpy()
+    want = trained["calibrator"].predict(corrected)
+    assert trained["calibrator"].method == "platt" and not np.allclose(want, corrected, atol=1e-4)
     assert want.shape == (n,) and np.all((want > 0) & (want < 1)) and np.unique(want.round(6)).size > 1
     for name in ("default", "broadcast", "tf_example"):
         np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
@@ -200,6 +206,6 @@ def test_the_evaluator_loads_a_gbdt_model_in_a_fresh_process(trained):
     raw = tf.io.parse_example(tf.constant(trained["records"]),
                               F.BUILTIN.raw_feature_spec(include_labels=False, include_metadata=False))
     transformed = trained["tft"].transform_features_layer()(raw)
-    want = correct_for_sampling(trained["model"]({k: transformed[k] for k in F.BUILTIN.model_input_names()},
-                                                 training=False), RATE).numpy()
+    want = trained["calibrator"].predict(correct_for_sampling(
+        trained["model"]({k: transformed[k] for k in F.BUILTIN.model_input_names()}, training=False), RATE).numpy())
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -1,24 +1,31 @@
 """The Trainer component (components/trainer) run for real on generated examples:
 it fits on train and early-stops on valid without ever reading the eval split,
 takes the negative sampling rate from the Examples artifact (never from the
-trainer config), and keeps its on-disk input cache in its own run directory."""
+trainer config), keeps its on-disk input cache in its own run directory, and
+exports a SavedModel whose signatures serve the sampling-corrected scores
+calibrated on valid (calibration.json)."""
 import json
 import logging
 import os
 import shutil
 
+import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_transform as tft
 from tfx.proto import trainer_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
 
 from components.trainer import component as C
-from feedrank.train import trainer
+from feedrank import features as F
+from feedrank.train import calibration, trainer
+from feedrank.train import export as export_lib
 from feedrank.train.settings import EXAMPLES_ARTIFACT_KEY
 from feedrank.typed import ConfigError
 from tests.helpers import examplegen as eg
 from tests.helpers.transform import analyze_and_transform
+from tests.unit.test_gbdt_family import serving_request
 
 SPLITS = ("train", "valid", "eval")
 TINY = {"model": "dnn", "epochs": 2, "batch_size": 128, "mlp_units": [8], "activation": "relu",
@@ -68,6 +75,14 @@ def test_trainer_fits_on_train_stops_on_valid_reads_the_rate_from_the_artifact(g
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
+    exported = []   # the in-memory model run_fn exports
+    export = export_lib.export
+
+    def keep(model, *args, **kwargs):
+        exported.append(model)
+        return export(model, *args, **kwargs)
+
+    monkeypatch.setattr(export_lib, "export", keep)
 
     with caplog.at_level(logging.INFO, logger="feedrank.train.data"):
         C.Executor().Do({"examples": [_examples(examples_dir, 0.5)], "transform_graph": [graph]},
@@ -91,6 +106,34 @@ def test_trainer_fits_on_train_stops_on_valid_reads_the_rate_from_the_artifact(g
                                     for p in cached)                # train and valid, in the run's directory
     assert os.listdir(cwd) == []                                    # never in the working directory
     assert not os.path.exists(os.path.join(model_run.uri, "input_cache"))   # removed after training
+
+    # calibrated on valid: the two-epoch model's probabilities are far above the click rate
+    with open(os.path.join(model_run.uri, calibration.FILE)) as f:
+        fit = json.load(f)
+    calibrator = calibration.Calibrator.from_dict(fit["params"])
+    assert fit["setting"] == "auto" and fit["method"] == calibrator.method != "identity"
+    assert fit["rows"] >= calibration.MIN_ROWS and set(fit["methods"]) == set(calibration.METHODS)
+    assert all(len(fit["methods"][m]["fold_logloss"]) == calibration.FOLDS for m in ("identity", fit["method"]))
+    after, before = fit["methods"][fit["method"]], fit["methods"]["identity"]
+    assert after["logloss"] < before["logloss"] and abs(after["calibration"] - 1) < abs(before["calibration"] - 1)
+    # valid_scores.json = the calibrator on the in-memory model's sampling-corrected scores = the SavedModel's
+    corrected = trainer.trainer_scores(exported[0], record["valid_files"], tft.TFTransformOutput(graph_uri), 0.5,
+                                       raw_examples=True, spec=F.BUILTIN)
+    assert corrected.keys() == scores.keys()
+    ids = sorted(scores)
+    np.testing.assert_allclose([scores[i] for i in ids], calibrator.predict(np.array([corrected[i] for i in ids])),
+                               rtol=1e-6, atol=1e-7)
+    loaded = tf.saved_model.load(os.path.join(model.uri, "Format-Serving"))
+    valid = sorted(tf.io.gfile.glob(os.path.join(examples_dir, "Split-valid", "*")))
+    records = list(tf.data.TFRecordDataset(valid, compression_type="GZIP").take(512))
+    served = loaded.signatures["serving_tf_example"](examples=tf.stack(records))["probabilities"].numpy()
+    served_ids = tf.io.parse_example(tf.stack(records), {F.IMPRESSION_ID: tf.io.FixedLenFeature([], tf.string)})
+    np.testing.assert_allclose(served, [scores[i.decode()] for i in served_ids[F.IMPRESSION_ID].numpy()],
+                               rtol=1e-5, atol=1e-6)
+    req, paired = serving_request([r.numpy() for r in records[:40]], F.BUILTIN)   # the online path
+    np.testing.assert_allclose(loaded.signatures["serving_default"](**req)["probabilities"].numpy(),
+                               loaded.signatures["serving_tf_example"](examples=tf.constant(paired))["probabilities"],
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_the_rate_comes_from_source_examples_when_the_examples_are_transformed(monkeypatch):
