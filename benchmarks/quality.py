@@ -39,7 +39,7 @@ import logging
 import os
 import time
 import zlib
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -60,7 +60,7 @@ PRIORS = {"item_prior": F.ITEM_HIST_CTR.name, "user_prior": F.USER_HIST_CTR.name
 PUBLIC = ("movielens",)
 # Variants: a family plus trainer options (run with --families din_w2v; needs `word2vec.enabled`).
 VARIANTS = {"din_w2v": ("din", {"word2vec": {"init": False, "freeze": False, "similarity": True}})}
-METRICS = ("auc", "gauc", "logloss", "oracle_lift_recovered", "oracle_auc", "oracle_aggregate_auc",
+METRICS = ("auc", "gauc", "logloss", "calibration", "oracle_lift_recovered", "oracle_auc", "oracle_aggregate_auc",
            "auc_unseen_post", "auc_no_history")
 # Slices of the eval impressions reported apart (see `slice_masks`).
 SLICES = ("unseen_post", "no_history")
@@ -172,17 +172,28 @@ def evaluate(s: Dict[str, np.ndarray], cfg, ctx: Dict) -> Dict:
     return out
 
 
+def calibrated(scored: Dict[str, Dict[str, np.ndarray]], cfg, ctx: Dict) -> Tuple[Dict, str]:
+    """Every row's scores through the calibration step the Trainer exports
+    (`feedrank.train.calibration.choose` with ``trainer.calibration``), fitted on the
+    validation users' scores: the baselines get the same step as the families."""
+    from feedrank.train import calibration
+
+    val = with_meta(scored["val"], ctx["meta"])
+    calibrator, _ = calibration.choose(val["score"], val["label"], cfg.trainer.calibration)
+    return ({split: {**s, "score": calibrator.predict(np.asarray(s["score"], np.float64))}
+             for split, s in scored.items()}, calibrator.method)
+
+
 def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
     """Trains one family with one seed; metrics on the validation and test users."""
     rate = cfg.examples.negative_sampling_rate
     start = time.perf_counter()
     spec = ctx["features_spec"]
+    scored: Dict[str, Dict[str, np.ndarray]] = {}
     if family in PRIORS:
         out = {"epochs": 0}
         for split in ("val", "test"):
-            s = {"id": ctx[f"{split}_ids"], "score": ctx["priors"][family][ctx[f"{split}_mask"]]}
-            out[split] = evaluate(s, cfg, ctx)
-            ctx["scores"][(family, seed, split)] = s
+            scored[split] = {"id": ctx[f"{split}_ids"], "score": ctx["priors"][family][ctx[f"{split}_mask"]]}
         train_s = time.perf_counter() - start
     elif family == "gbdt":
         from feedrank.train import lightgbm_baseline as lgbm
@@ -195,9 +206,7 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
 
         for split in ("val", "test"):
             q = lgbm.predict(booster, ctx["gb_train_x"], ctx[f"gb_{split}_x"], spec=spec)
-            s = {"id": ctx[f"gb_{split}_ids"], "score": correct_for_sampling(q, rate)}
-            out[split] = evaluate(s, cfg, ctx)
-            ctx["scores"][(family, seed, split)] = s
+            scored[split] = {"id": ctx[f"gb_{split}_ids"], "score": correct_for_sampling(q, rate)}
     else:
         from feedrank.train import trainer
 
@@ -214,9 +223,11 @@ def run_family(family: str, seed: int, cfg, ctx: Dict) -> Dict:
         best = max(curves, key=lambda c: c.get("val_auc", 0.0))
         out = {"epochs": best["epoch"], "params": int(model.count_params())}
         for split in ("val", "test"):
-            s = score_keras(model, ctx["paths"][split], ctx["spec"], rate, spec)
-            out[split] = evaluate(s, cfg, ctx)
-            ctx["scores"][(family, seed, split)] = s
+            scored[split] = score_keras(model, ctx["paths"][split], ctx["spec"], rate, spec)
+    scored, out["calibrator"] = calibrated(scored, cfg, ctx)
+    for split, s in scored.items():
+        out[split] = evaluate(s, cfg, ctx)
+        ctx["scores"][(family, seed, split)] = s
     out.update(family=family, seed=seed, train_s=round(train_s, 1))
     log.info("%s seed %d: val AUC %.4f, test AUC %.4f (lift %.3f), %.0f s", family, seed,
              out["val"].get("auc", float("nan")), out["test"].get("auc", float("nan")),

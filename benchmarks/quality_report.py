@@ -27,22 +27,25 @@ def markdown(result: Dict) -> str:
     """One row per family: test-user metrics, mean ± std over the random seeds,
     the AUC on the cold slices, then the oracles and the slice sizes."""
     lines: List[str] = [
-        "| model | val AUC | test AUC | test GAUC | test logloss | oracle lift recovered "
+        "| model | val AUC | test AUC | test GAUC | test logloss | test calibration | oracle lift recovered "
         "| AUC unseen posts | AUC no-history users | epochs/rounds | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|---|---|---|"]
     best = best_on_validation(result)
     for fam, agg in result["families"].items():
         epochs = [r["epochs"] for r in result["runs"] if r["family"] == fam]
         name = NAMES.get(fam, fam) + (" **(best on val)**" if fam == best else "")
         lines.append(f"| {name} | {_pm(agg, 'val_auc')} | {_pm(agg, 'test_auc')} | {_pm(agg, 'test_gauc')} "
-                     f"| {_pm(agg, 'test_logloss')} | {_pm(agg, 'test_oracle_lift_recovered', 3)} "
+                     f"| {_pm(agg, 'test_logloss')} | {_pm(agg, 'test_calibration', 3)} "
+                     f"| {_pm(agg, 'test_oracle_lift_recovered', 3)} "
                      f"| {_pm(agg, 'test_auc_unseen_post')} | {_pm(agg, 'test_auc_no_history')} "
                      f"| {'/'.join(str(e) for e in epochs)} | {agg['train_s']:.0f} |")
     test = next((r["test"] for r in result["runs"] if r["test"].get("oracle_auc")), None)
     if test:
         agg_oracle = test.get("oracle_aggregate_auc")
         lines.append(f"\nOracle (the simulator's true p_click) test AUC: {test['oracle_auc']:.4f}"
-                     + (f"; aggregates-only oracle {agg_oracle:.4f}" if agg_oracle else "")
+                     + (f"; aggregates-only oracle {agg_oracle:.4f} (the true model without its order "
+                        "terms: it keeps the position term and the within-day drift, so it is not the best "
+                        "predictor that ignores order)" if agg_oracle else "")
                      + f"; seeds {result['seeds']}; {result['machine'].get('cpu_model')}, "
                      f"{result['machine'].get('cpus')} cores.")
     any_run = result["runs"][0]["test"] if result["runs"] else {}

@@ -76,6 +76,7 @@ def metrics_from_scores(s: Dict[str, np.ndarray], input_base: Optional[str]) -> 
     out["auc"] = float(roc_auc_score(y, p))
     out["logloss"] = float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)))
     out["gauc"] = gauc(y, p, s["user"])
+    out["calibration"] = float(np.mean(p) / np.mean(y))   # mean predicted / observed CTR; 1 is calibrated
     truth_path = os.path.join(input_base, TRUTH_FILE) if input_base else None
     if truth_path and os.path.exists(truth_path):
         import pandas as pd
