@@ -59,7 +59,8 @@ FAMILIES = ["gbdt", "dnn", "wide_deep", "deepfm", "din", "dien", "bst", "double_
 PRIORS = {"item_prior": F.ITEM_HIST_CTR.name, "user_prior": F.USER_HIST_CTR.name}
 PUBLIC = ("movielens",)
 # Variants: a family plus trainer options (run with --families din_w2v; needs `word2vec.enabled`).
-VARIANTS = {"din_w2v": ("din", {"word2vec": {"init": False, "freeze": False, "similarity": True}})}
+VARIANTS = {"din_w2v": ("din", {"word2vec": {"init": False, "freeze": False, "similarity": True}}),
+            "gbdt_tfdf": ("gbdt", {})}   # the servable `gbdt` family (TF-DF), beside the LightGBM baseline
 METRICS = ("auc", "gauc", "logloss", "calibration", "oracle_lift_recovered", "oracle_auc", "oracle_aggregate_auc",
            "auc_unseen_post", "auc_no_history")
 # Slices of the eval impressions reported apart (see `slice_masks`).

@@ -7,6 +7,7 @@ from typing import Dict, List
 NAMES = {"gbdt": "GBDT (LightGBM)", "dnn": "DNN", "wide_deep": "Wide&Deep", "deepfm": "DeepFM", "din": "DIN",
          "dien": "DIEN", "bst": "BST (Transformer)", "double_channel": "Double-channel",
          "multi_channel": "Multi-channel", "din_w2v": "DIN + Word2Vec similarity",
+         "gbdt_tfdf": "GBDT (TF-DF, the served gbdt family)",
          "item_prior": "Item prior (post CTR so far)", "user_prior": "User prior (user CTR so far)"}
 
 
