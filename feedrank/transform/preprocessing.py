@@ -62,7 +62,8 @@ def _lookup_fixed(x, vocab: F.Vocab):
     def ids(values: tf.Tensor) -> tf.Tensor:
         prefix = vocab.labels[0][:-2]
         ok = tf.strings.regex_full_match(values, prefix + "[0-9][0-9]")
-        code = tf.strings.to_number(tf.where(ok, tf.strings.substr(values, len(prefix), 2), "99"), tf.int64)
+        padded = tf.strings.join([values, "9" * (len(prefix) + 2)])   # substr never runs past any value's end
+        code = tf.strings.to_number(tf.where(ok, tf.strings.substr(padded, len(prefix), 2), "99"), tf.int64)
         n = len(vocab.labels)
         return tf.where(ok & (code < n), code + 1, tf.constant(n + 1, tf.int64))
 

@@ -37,11 +37,11 @@ class UserState:
 
     region: Optional[str]                 # None: not in the users table
     channels: Dict[str, List[str]]        # channel -> values, most recent last
-    # channel -> each value's event second, aligned with `channels` (the event ages)
-    channel_ts: Dict[str, List[int]] = dataclasses.field(default_factory=dict)
     counters: Dict[str, str] = dataclasses.field(default_factory=dict)   # the user hash
     session: Dict[str, str] = dataclasses.field(default_factory=dict)    # the session hash
     attributes: Dict[str, object] = dataclasses.field(default_factory=dict)  # declared user columns
+    # channel -> each value's event second, aligned with `channels` (the event ages)
+    channel_ts: Dict[str, List[int]] = dataclasses.field(default_factory=dict)
 
     @property
     def cold(self) -> bool:

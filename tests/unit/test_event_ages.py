@@ -91,3 +91,16 @@ def test_online_labels_the_redis_scores_at_the_request_second():
     assert not any(s.ages for s in F.SEQ_FEATURES)
     assert "click_ages" not in online.user_side(user, online.ItemStore.from_hash({}),
                                                 F.FeatureSpec(event_ages=False), ts)
+
+
+def test_the_transform_maps_ages_in_order_and_anything_else_to_oov():
+    """The fixed age vocabulary: label i -> i + 1, malformed or unknown values (short ones
+    included) -> the OOV id, padding 0; no analyzer, so it runs outside tf.Transform too."""
+    import tensorflow as tf
+
+    from feedrank.transform import preprocessing
+
+    values = tf.constant(["age00", "age12", "age13", "w1", "", "ageXY", "age05"])
+    ids = preprocessing._lookup_fixed(values, F.AGE_VOCAB).numpy().tolist()
+    oov = len(F.AGE_LABELS) + 1
+    assert ids == [1, 13, oov, oov, oov, oov, 6] and F.AGE_VOCAB.size == oov + 1
