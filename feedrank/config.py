@@ -155,6 +155,8 @@ class FeaturesConfig(Section):
     users: List[Dict[str, Any]] = setting([], doc=DECLARED_COLUMN)
     # each history entry carries its event's age bucket (`features.AGE_FEATURES`)
     event_ages: bool = True
+    # each declared categorical item column also reaches the histories (`features.history_sequences`)
+    history_attributes: bool = True
 
     def check(self, where: str) -> None:
         """Each declared column: an identifier ``name`` (unique in its table, not a built-in
