@@ -11,6 +11,7 @@ from typing import Dict
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from feedrank import features as F
 from feedrank.examples import build
@@ -123,3 +124,27 @@ def test_online_reads_each_history_post_at_the_request_second():
     assert side["view_item_seller"] == ["agency", "", "shop", ""]
     off = F.FeatureSpec(SPEC.declared, history_attributes=False)
     assert not set(SELLER) & set(online.user_side(user, store.as_of(T0 + 1000), off, T0 + 1000))
+
+
+def test_the_lightgbm_baseline_matches_the_candidates_value_with_the_histories(tmp_path):
+    """`lightgbm_baseline.features` reads `spec.matched`: the raw strings of the candidate's
+    seller against each history's (a missing value "" matches "", as for the category)."""
+    import tensorflow as tf
+
+    from feedrank.train import lightgbm_baseline as G
+
+    ev = pd.DataFrame(EVENTS)[build.EVENT_COLUMNS]
+    built = build.build_examples(ev, item_history(ev), build.ItemTable(ITEMS, SPEC), build.UserTable(USERS, SPEC),
+                                 1800, spec=SPEC)
+    with tf.io.TFRecordWriter(str(tmp_path / "part-0.gz"), options="GZIP") as w:
+        for record in built.serialized:
+            w.write(record)
+    frame = G.features(G.read_raw(str(tmp_path), spec=SPEC), spec=SPEC)
+    assert list(built.impression_id) == ["p0", "i1"] and "item_seller" in G.categorical_columns(SPEC)
+    # p0: "dealer" against views private, "", "", "";  i1: "" against agency, "", shop, ""
+    assert frame["view_item_seller_match_share"].tolist() == [0.0, 0.5]
+    assert frame["view_item_seller_match_last"].tolist() == [0.0, 1.0]
+    assert frame["conv_item_seller_match_share"].tolist() == [0.0, 0.0]     # i1: "" against "dealer"
+    # i1's youngest matching view: ghost, 800 s before (bucket 2 of 13)
+    assert frame["view_item_seller_match_recency"].tolist() == [0.0, pytest.approx(11 / 13)]
+    assert frame["item_seller"].tolist() == ["dealer", ""]
