@@ -160,7 +160,8 @@ class FeaturesConfig(Section):
 
     def check(self, where: str) -> None:
         """Each declared column: an identifier ``name`` (unique in its table, not a built-in
-        column), a known ``kind`` and only that kind's options, correctly typed."""
+        column), a known ``kind`` and only that kind's options, correctly typed; the features
+        they make do not clash with other features (`features.FeatureSpec`)."""
         for table in F.DECLARED_TABLES:
             seen = set()
             for i, row in enumerate(getattr(self, table)):
@@ -185,6 +186,10 @@ class FeaturesConfig(Section):
                     if key in row:
                         counts = isinstance(default, int) and not isinstance(default, bool)
                         check_value(f"{at}.{key}", row[key], type(default), {"min": 1} if counts else {})
+        try:   # feature names: a declared feature or history sequence must not clash with another
+            F.FeatureSpec.from_config(self)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 @dataclasses.dataclass

@@ -98,6 +98,11 @@ def test_a_valid_section_is_the_configs_feature_spec(tmp_path):
     ("  items:\n    - {name: title, kind: tokens, max_tokens: 0}\n",
      r"features.items.title.max_tokens must be an integer >= 1"),
     ("  posts:\n    - {name: title, kind: tokens}\n", r"features: unknown key\(s\) \['posts'\]"),
+    ("  items:\n    - {name: hist_clicks, kind: numeric}\n",
+     r"features: declared columns clash with other features: \['item_hist_clicks'\]"),
+    # a categorical item column's history sequences would be the built-in item id sequences
+    ("  items:\n    - {name: ids, kind: categorical}\n",
+     r"features: declared columns clash with other features: \['click_item_ids', 'conv_item_ids', 'view_item_ids'\]"),
 ])
 def test_config_errors_name_the_key(tmp_path, section, message):
     with pytest.raises(ConfigError, match=message):
