@@ -89,12 +89,6 @@ class SeqFeature:
     shares_with: str | None
     ages: bool = False  # the channel's event ages (`age_labels`), aligned entry by entry
 
-    @property
-    def attribute(self) -> bool:
-        """Each entry is an attribute of the channel's post (its category, its region or a
-        declared item column), aligned entry by entry with the channel's item ids."""
-        return self.shares_with not in (None, "item_id") and not self.ages
-
 
 @dataclasses.dataclass(frozen=True)
 class DenseFeature:
@@ -186,9 +180,10 @@ SEARCH_AGES = SeqFeature("search_ages", AGE_VOCAB, "search", SEARCH_LEN, None, a
 AGE_FEATURES: Tuple[SeqFeature, ...] = (CLICK_AGES, VIEW_AGES, CONV_AGES, SEARCH_AGES)
 # channel -> its age sequence
 AGES_OF: Dict[str, SeqFeature] = {s.channel: s for s in AGE_FEATURES}
-# (history, candidate feature) pairs: every sequence that shares a candidate's
+# (history, candidate feature) pairs: every built-in sequence that shares a candidate's
 # vocabulary, compared entry by entry with it by the match features
 # (`train.layers.MatchFeatures` in-graph, `train.lightgbm_baseline` for the LightGBM baseline).
+# Readers take a spec's `FeatureSpec.matched`: these, then its declared attribute sequences.
 MATCHED: Tuple[Tuple[SeqFeature, IdFeature], ...] = tuple(
     (s, next(f for f in BUILTIN_ID_FEATURES if f.name == s.shares_with)) for s in SEQ_FEATURES if s.shares_with)
 # channel -> its item id sequence: the other sequences of an item channel are aligned with it
@@ -364,7 +359,9 @@ class FeatureSpec:
     id_features: Tuple[IdFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
     dense_features: Tuple[DenseFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
     bag_features: Tuple[BagFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    # the declared categorical item columns' history sequences (`history_sequences`), by channel
     attribute_sequences: Tuple[SeqFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    # (history, candidate feature) pairs the match features compare: `MATCHED`, then one per attribute sequence
     matched: Tuple[Tuple[SeqFeature, IdFeature], ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -418,6 +415,7 @@ class FeatureSpec:
         "history_attributes": bool}``); the config validated it."""
         if section is None:
             return cls()
+
         def flag(key: str) -> bool:
             return bool(section.get(key, True) if isinstance(section, dict) else getattr(section, key, True))
 
@@ -492,9 +490,7 @@ class FeatureSpec:
     @property
     def seq_features(self) -> Tuple[SeqFeature, ...]:
         """The behaviour sequences: `SEQ_FEATURES`, then with ``event_ages`` the
-        `AGE_FEATURES`, then the declared item columns' `attribute_sequences`.  (``matched``:
-        the (history, candidate feature) pairs the match features compare, `MATCHED` then
-        one per attribute sequence.)"""
+        `AGE_FEATURES`, then the declared item columns' `attribute_sequences`."""
         return SEQ_FEATURES + (AGE_FEATURES if self.event_ages else ()) + self.attribute_sequences
 
     def age_feature(self, channel: str) -> SeqFeature | None:

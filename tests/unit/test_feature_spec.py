@@ -75,7 +75,6 @@ def test_declared_columns_come_after_the_builtins_one_feature_each_on_its_side()
         F.SeqFeature("click_item_seller", seller, "click", F.CLICK_LEN, "item_seller"),
         F.SeqFeature("view_item_seller", seller, "view", F.VIEW_LEN, "item_seller"),
         F.SeqFeature("conv_item_seller", seller, "conversion", F.CONVERSION_LEN, "item_seller"))
-    assert all(s.attribute and not s.ages for s in SPEC.attribute_sequences)
     assert SPEC.history_columns == (COLUMNS[3],) and SPEC.attributes_of("view") == SPEC.attribute_sequences[1:2]
     assert [(s.name, c.name) for s, c in SPEC.matched[len(F.MATCHED):]] == [
         ("click_item_seller", "item_seller"), ("view_item_seller", "item_seller"), ("conv_item_seller", "item_seller")]
