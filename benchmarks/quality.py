@@ -151,7 +151,7 @@ def slice_masks(raw_eval: Dict, item_vocab: set) -> Dict[str, np.ndarray]:
     behaviour sequence empty)."""
     n = int(raw_eval["n"])
     has = np.zeros(n, dtype=bool)
-    for seq in F.SEQ_FEATURES:   # the behaviour sequences (never declared)
+    for seq in F.SEQ_FEATURES:   # the built-in behaviour sequences (every other one is aligned with one)
         rows = np.asarray(raw_eval[seq.name][0], dtype=np.int64)
         has[rows] = True
     unseen = np.array([i not in item_vocab for i in raw_eval[F.ITEM_ID.name]], dtype=bool)

@@ -155,10 +155,13 @@ class FeaturesConfig(Section):
     users: List[Dict[str, Any]] = setting([], doc=DECLARED_COLUMN)
     # each history entry carries its event's age bucket (`features.AGE_FEATURES`)
     event_ages: bool = True
+    # each declared categorical item column also reaches the histories (`features.history_sequences`)
+    history_attributes: bool = True
 
     def check(self, where: str) -> None:
         """Each declared column: an identifier ``name`` (unique in its table, not a built-in
-        column), a known ``kind`` and only that kind's options, correctly typed."""
+        column), a known ``kind`` and only that kind's options, correctly typed; the features
+        they make do not clash with other features (`features.FeatureSpec`)."""
         for table in F.DECLARED_TABLES:
             seen = set()
             for i, row in enumerate(getattr(self, table)):
@@ -183,6 +186,10 @@ class FeaturesConfig(Section):
                     if key in row:
                         counts = isinstance(default, int) and not isinstance(default, bool)
                         check_value(f"{at}.{key}", row[key], type(default), {"min": 1} if counts else {})
+        try:   # feature names: a declared feature or history sequence must not clash with another
+            F.FeatureSpec.from_config(self)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 @dataclasses.dataclass

@@ -180,11 +180,14 @@ SEARCH_AGES = SeqFeature("search_ages", AGE_VOCAB, "search", SEARCH_LEN, None, a
 AGE_FEATURES: Tuple[SeqFeature, ...] = (CLICK_AGES, VIEW_AGES, CONV_AGES, SEARCH_AGES)
 # channel -> its age sequence
 AGES_OF: Dict[str, SeqFeature] = {s.channel: s for s in AGE_FEATURES}
-# (history, candidate feature) pairs: every sequence that shares a candidate's
+# (history, candidate feature) pairs: every built-in sequence that shares a candidate's
 # vocabulary, compared entry by entry with it by the match features
 # (`train.layers.MatchFeatures` in-graph, `train.lightgbm_baseline` for the LightGBM baseline).
+# Readers take a spec's `FeatureSpec.matched`: these, then its declared attribute sequences.
 MATCHED: Tuple[Tuple[SeqFeature, IdFeature], ...] = tuple(
     (s, next(f for f in BUILTIN_ID_FEATURES if f.name == s.shares_with)) for s in SEQ_FEATURES if s.shares_with)
+# channel -> its item id sequence: the other sequences of an item channel are aligned with it
+ITEMS_OF: Dict[str, SeqFeature] = {s.channel: s for s in SEQ_FEATURES if s.shares_with == "item_id"}
 # The click channel's aligned sequences, in the order DIN concatenates them.
 CLICK_SEQUENCE: Tuple[SeqFeature, ...] = (CLICK_ITEMS, CLICK_CATEGORIES, CLICK_REGIONS)
 VIEW_SEQUENCE: Tuple[SeqFeature, ...] = (VIEW_ITEMS, VIEW_CATEGORIES, VIEW_REGIONS)
@@ -308,6 +311,22 @@ class Declared:
         generator and the online service both encode it from here."""
         return {"categorical": "", "numeric": float(self.default), "tokens": ()}[self.kind]
 
+    @property
+    def on_history(self) -> bool:
+        """Whether the histories carry this column (`history_sequences`): a categorical
+        column of the ``items`` table.  Numbers and token bags stay candidate-only."""
+        return self.table == "items" and self.kind == "categorical"
+
+
+def history_sequences(c: Declared) -> Tuple[SeqFeature, ...]:
+    """The history side of a declared categorical item column: per item channel (click,
+    view, conversion) one sequence ``<channel prefix>_<feature>`` (``click_item_seller``)
+    holding the column's value for each post of the channel's history as of the impression,
+    aligned entry by entry with the channel's item ids and as long; it shares the candidate
+    feature's vocabulary (``shares_with``), so an id means the same on both sides."""
+    return tuple(SeqFeature(f"{items.name.removesuffix('_item_ids')}_{c.feature_name}", c.vocab, channel,
+                            items.max_len, c.feature_name)
+                 for channel, items in ITEMS_OF.items())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,14 +343,26 @@ class FeatureSpec:
     (`AGE_FEATURES`).  A model exported before ages existed wrote its contract
     as a bare list of declared columns; `from_json` reads that as
     ``event_ages=False``, so such a model keeps being served the inputs it has.
+
+    ``history_attributes`` (default on): every declared categorical item column also
+    reaches the histories (`history_sequences`, listed in `attribute_sequences`, after
+    the built-in and age sequences, and matched with the candidate's value).  A contract
+    written before history attributes has no such key and is read without them; without
+    a categorical item column the setting changes nothing and reads True, so equal
+    contracts compare equal.
     """
 
     declared: Tuple[Declared, ...] = ()
     event_ages: bool = True
+    history_attributes: bool = True
     vocabs: Tuple[Vocab, ...] = dataclasses.field(init=False, repr=False, compare=False)
     id_features: Tuple[IdFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
     dense_features: Tuple[DenseFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
     bag_features: Tuple[BagFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    # the declared categorical item columns' history sequences (`history_sequences`), by channel
+    attribute_sequences: Tuple[SeqFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    # (history, candidate feature) pairs the match features compare: `MATCHED`, then one per attribute sequence
+    matched: Tuple[Tuple[SeqFeature, IdFeature], ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         columns = tuple(self.declared)
@@ -356,13 +387,21 @@ class FeatureSpec:
             else:
                 raise ValueError(f"declared column {c.table}.{c.column}: unknown kind {c.kind!r}; "
                                  f"expected one of {list(DECLARED_KINDS)}")
-        names = [f.name for f in ids] + [s.name for s in SEQ_FEATURES + AGE_FEATURES] + [d.name for d in denses]
-        names += [b.name for b in bags]
+        on_history = [c for c in columns if c.on_history]
+        history = bool(self.history_attributes) or not on_history
+        attributes = tuple(s for channel in ITEMS_OF for c in (on_history if history else ())
+                           for s in history_sequences(c) if s.channel == channel)
+        names = [f.name for f in ids] + [s.name for s in SEQ_FEATURES + AGE_FEATURES + attributes]
+        names += [d.name for d in denses] + [b.name for b in bags]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"declared columns clash with other features: {dupes}")
+        by_name = {f.name: f for f in ids}
         object.__setattr__(self, "declared", columns)
         object.__setattr__(self, "event_ages", bool(self.event_ages))
+        object.__setattr__(self, "history_attributes", history)
+        object.__setattr__(self, "attribute_sequences", attributes)
+        object.__setattr__(self, "matched", MATCHED + tuple((s, by_name[s.shares_with]) for s in attributes))
         object.__setattr__(self, "vocabs", tuple(vocabs))
         object.__setattr__(self, "id_features", tuple(ids))
         object.__setattr__(self, "dense_features", tuple(denses))
@@ -372,11 +411,14 @@ class FeatureSpec:
     @classmethod
     def from_config(cls, section) -> "FeatureSpec":
         """The spec of a config's ``features`` section (`config.FeaturesConfig`
-        or its mapping ``{"items": [...], "users": [...], "event_ages": bool}``); the config
-        validated it."""
+        or its mapping ``{"items": [...], "users": [...], "event_ages": bool,
+        "history_attributes": bool}``); the config validated it."""
         if section is None:
             return cls()
-        ages = section.get("event_ages", True) if isinstance(section, dict) else getattr(section, "event_ages", True)
+
+        def flag(key: str) -> bool:
+            return bool(section.get(key, True) if isinstance(section, dict) else getattr(section, key, True))
+
         out = []
         for table in DECLARED_TABLES:
             rows = section.get(table) if isinstance(section, dict) else getattr(section, table, None)
@@ -385,28 +427,34 @@ class FeatureSpec:
                 if row.get("kind") == "tokens":
                     row.setdefault("oov_buckets", 10)
                 out.append(Declared(table=table, column=row.pop("name"), kind=row.pop("kind"), **row))
-        return cls(tuple(out), event_ages=bool(ages))
+        return cls(tuple(out), event_ages=flag("event_ages"), history_attributes=flag("history_attributes"))
 
     def to_json(self) -> str:
         """The contract as a JSON string (exec properties, custom_config, a model asset):
-        ``{"declared": [...], "event_ages": bool}``."""
-        return json.dumps({"declared": [dataclasses.asdict(c) for c in self.declared],
-                           "event_ages": self.event_ages}, sort_keys=True)
+        ``{"declared": [...], "event_ages": bool}``, plus ``"history_attributes": bool``
+        when a declared categorical item column makes it matter."""
+        doc = {"declared": [dataclasses.asdict(c) for c in self.declared], "event_ages": self.event_ages}
+        if any(c.on_history for c in self.declared):
+            doc["history_attributes"] = self.history_attributes
+        return json.dumps(doc, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | None) -> "FeatureSpec":
         """Inverse of `to_json`; an empty string or None is the built-in spec.  A bare list
-        (the format before event ages) is that list of declared columns without ages."""
+        (the format before event ages) is that list of declared columns without ages or
+        history attributes; a contract without ``history_attributes`` (written before them)
+        has none."""
         if not text:
             return cls()
         doc = json.loads(text)
         if isinstance(doc, list):
-            return cls(tuple(Declared(**row) for row in doc), event_ages=False)
-        if not isinstance(doc, dict) or set(doc) - {"declared", "event_ages"}:
-            raise ValueError(f"not a feature contract: expected {{'declared': [...], 'event_ages': bool}}, "
-                             f"got {text[:120]!r}")
+            return cls(tuple(Declared(**row) for row in doc), event_ages=False, history_attributes=False)
+        if not isinstance(doc, dict) or set(doc) - {"declared", "event_ages", "history_attributes"}:
+            raise ValueError(f"not a feature contract: expected {{'declared': [...], 'event_ages': bool, "
+                             f"'history_attributes': bool}}, got {text[:120]!r}")
         return cls(tuple(Declared(**row) for row in doc.get("declared", ())),
-                   event_ages=bool(doc.get("event_ages", True)))
+                   event_ages=bool(doc.get("event_ages", True)),
+                   history_attributes=bool(doc.get("history_attributes", False)))
 
     @classmethod
     def read(cls, model_dir: str) -> "FeatureSpec":
@@ -441,18 +489,24 @@ class FeatureSpec:
     # -- views ---------------------------------------------------------------
     @property
     def seq_features(self) -> Tuple[SeqFeature, ...]:
-        """The behaviour sequences (never declared): `SEQ_FEATURES`, then with
-        ``event_ages`` the `AGE_FEATURES`."""
-        return SEQ_FEATURES + AGE_FEATURES if self.event_ages else SEQ_FEATURES
+        """The behaviour sequences: `SEQ_FEATURES`, then with ``event_ages`` the
+        `AGE_FEATURES`, then the declared item columns' `attribute_sequences`."""
+        return SEQ_FEATURES + (AGE_FEATURES if self.event_ages else ()) + self.attribute_sequences
 
     def age_feature(self, channel: str) -> SeqFeature | None:
         """The age sequence of ``channel`` (None without ``event_ages``)."""
         return AGES_OF[channel] if self.event_ages else None
 
     @property
-    def matched(self) -> Tuple[Tuple[SeqFeature, IdFeature], ...]:
-        """(history, candidate feature) pairs compared by the match features."""
-        return MATCHED
+    def history_columns(self) -> Tuple[Declared, ...]:
+        """The declared item columns the histories carry (one `attribute_sequences` entry per
+        item channel each), in declaration order."""
+        names = {s.shares_with for s in self.attribute_sequences}
+        return tuple(c for c in self.declared if c.feature_name in names)
+
+    def attributes_of(self, channel: str) -> Tuple[SeqFeature, ...]:
+        """The declared attribute sequences of ``channel``, in `history_columns` order."""
+        return tuple(s for s in self.attribute_sequences if s.channel == channel)
 
     def declared_of(self, table: str) -> Tuple[Declared, ...]:
         """The declared columns of ``table`` ("items" or "users")."""

@@ -13,16 +13,19 @@ Semantics (all vectorised with composite ``(group, ts)`` keys and
     is `user_counters.history_probe`, shared by the sequences and the user
     counters; labels, splits and the item counters ignore the delay);
     within equal ``ts`` events are ordered by ``event_id``; most recent last.
-    Channels follow `features.SEQ_FEATURES`: ``click``/``view``/``conversion``
-    events give item/category/region sequences (per ``shares_with``), searches
+    Channels follow ``spec.seq_features``: ``click``/``view``/``conversion``
+    events give item/category/region sequences (per ``shares_with``) and, per
+    declared categorical item column, that column's sequence
+    (``spec.attribute_sequences``, e.g. ``click_item_seller``), searches
     give whitespace-split query tokens; with ``spec.event_ages`` each channel
     also gets its entries' age buckets (`features.AGE_FEATURES`: impression
     ``ts`` minus event ``ts``, labelled by `features.age_labels`);
   * ``label``/``conversion``: a click/conversion labels at most one impression
     of the same user and item, shown at most ``label_window_s`` before it: the
     one of its request, else the latest of the pair (`labels.attribute`);
-  * item and user attributes (of the candidate and of the sequence items) are
-    the snapshot at the impression time (`snapshots`);
+  * item and user attributes (of the candidate and of the sequence items, the
+    declared item columns included) are the snapshot at the impression time
+    (`snapshots`); a post with no valid row then has the missing values;
   * crosses follow `crosses`, which serving mirrors in TF;
   * user counters, user x category counters, session share and category
     recency follow `user_counters` (serving mirrors them from Redis);
@@ -153,7 +156,7 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
     channels: Dict[str, A.Channel] = {}
     click_rows = np.array([], dtype=np.int64)
     for channel, kind_name in CHANNEL_EVENTS.items():
-        feats = [f for f in F.SEQ_FEATURES if f.channel == channel]
+        feats = [f for f in spec.seq_features if f.channel == channel and not f.ages]
         if not feats:
             continue
         ch, rows = _item_channel(kind == kind_name, feats, key, imp_key, imp_user, item_ids,
@@ -227,7 +230,8 @@ def _item_channel(mask: np.ndarray, feats: Sequence[F.SeqFeature], key: np.ndarr
     """A behaviour channel of item events (with each element's event time) and the
     snapshot row of each of its elements.  With attribute snapshots every distinct
     (window, epoch) gets its own elements, so the sequence shows the attributes as
-    of the impression."""
+    of the impression: the built-in ones and the declared item columns ``feats`` names
+    (`ItemTable.declared_at`)."""
     lo, hi = _before(key[mask], imp_key, imp_user)
     lo = np.maximum(lo, hi - max(f.max_len for f in feats))
     codes = item_code[mask]
@@ -241,7 +245,9 @@ def _item_channel(mask: np.ndarray, feats: Sequence[F.SeqFeature], key: np.ndarr
     rows = items.snapshots.rows_at(codes, epoch)
     attrs = {"item_id": lambda: encoded, "category_id": lambda: items.row_category[rows],
              "region_id": lambda: items.row_region[rows]}
-    return A.Channel(lo, hi, {f.name: attrs[f.shares_with]() for f in feats}, event_ts), rows
+    values = {f.name: attrs[f.shares_with]() if f.shares_with in attrs else items.declared_at(f.shares_with, rows)
+              for f in feats}
+    return A.Channel(lo, hi, values, event_ts), rows
 
 
 def _category_share(click_codes: np.ndarray, lo: np.ndarray, hi: np.ndarray,

@@ -148,6 +148,17 @@ class ItemTable:
         self.price = self.row_price[latest]
         # the columns declared in ``spec`` (`declared.row_values`): feature name -> value per snapshot row
         self.row_declared = declared.row_values(spec, rows, "items")
+        self._declared_missing = {c.feature_name: declared.missing_value(c) for c in spec.declared_of("items")}
+
+    def declared_at(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Values of the declared item column with feature name ``name`` at snapshot ``rows``
+        (`declared.row_values`' encoding); row -1 (no valid row) has the column's missing value."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty(len(rows), dtype=object)
+        known = rows >= 0
+        out[known] = self.row_declared[name][rows[known]]
+        out[~known] = self._declared_missing[name]
+        return out
 
     def lookup(self, item_ids: np.ndarray) -> np.ndarray:
         """Id code of each item id (-1 for unknown)."""

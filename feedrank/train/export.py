@@ -116,16 +116,19 @@ class ServingModule(tf.Module):
         n = tf.shape(request[F.ITEM_ID.name])[0]
         raw: Dict[str, tf.Tensor] = {}
         dense_seqs: Dict[str, tf.Tensor] = {}
+
+        def rows(x: tf.Tensor) -> tf.Tensor:   # the user's one row (or N rows) as N rows
+            return tf.broadcast_to(x, tf.stack([n, tf.shape(x)[1]]))
+
         for s in spec.seq_features:
-            x = request[s.name]
-            x = tf.broadcast_to(x, tf.stack([n, tf.shape(x)[1]]))
-            ragged = strip_padding(x, s.max_len)
+            ids = serving_graph.aligned_ids(request, s, spec)
+            ragged = strip_padding(rows(request[s.name]), s.max_len, None if ids is None else rows(ids))
             raw[s.name] = ragged.to_sparse()
             dense_seqs[s.name] = ragged.to_tensor(default_value="")
         for b in spec.bag_features:
             x = request[b.name]
             if b.side == "user":
-                x = tf.broadcast_to(x, tf.stack([n, tf.shape(x)[1]]))
+                x = rows(x)
             raw[b.name] = strip_padding(x, b.max_len).to_sparse()
         for name in spec.features_of_side("user"):
             if name not in raw:

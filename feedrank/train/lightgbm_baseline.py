@@ -13,7 +13,8 @@ way such a feature pipeline is built in production:
   candidate's category, one categorical pair code (``none|<category>``
   without a conversion), so the trees can learn "rented a flat -> furniture";
 * aggregates per channel (click, view, conversion, search): sequence length,
-  how often the candidate's category / region / post appears in it, and the
+  how often the candidate's category / region / post (and each declared
+  categorical item column, ``spec.matched``) appears in it, and the
   same shares over the 10 most recent entries; with event ages, how long ago
   the youngest matching entry happened (`match_recency`);
 * declared item/user columns (docs/features.md): numeric ones as columns,

@@ -45,21 +45,42 @@ STAGES = {"raw": "raw_features", "transform": "transform", "user": "user_side", 
           "fold": "attention", "self": "candidate_side", "cand": "candidate_side"}
 
 
-def strip_padding(x: tf.Tensor, max_len: int) -> tf.RaggedTensor:
+def kept(x: tf.Tensor, ids: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """Which entries of a ``""``-padded string matrix are values: the non-empty ones; for a
+    declared attribute sequence given its channel's item ids ``ids`` (`aligned_ids`), where
+    those ids are non-empty, so a missing value ``""`` stays in place beside its post as in
+    the example (a matrix of another shape than ``ids``: its own non-empty entries)."""
+    own = tf.not_equal(x, "")
+    if ids is None:
+        return own
+    same = tf.reduce_all(tf.equal(tf.shape(x), tf.shape(ids)))
+    return tf.cond(same, lambda: tf.not_equal(ids, ""), lambda: own)
+
+
+def aligned_ids(request: Mapping[str, tf.Tensor], seq: F.SeqFeature, spec: F.FeatureSpec) -> Optional[tf.Tensor]:
+    """The item ids of ``seq``'s channel in ``request`` when ``seq`` is one of ``spec``'s declared
+    attribute sequences (whose padding follows them, `kept`); None otherwise."""
+    if seq not in spec.attribute_sequences:
+        return None
+    return request[F.ITEMS_OF[seq.channel].name]
+
+
+def strip_padding(x: tf.Tensor, max_len: int, ids: Optional[tf.Tensor] = None) -> tf.RaggedTensor:
     """Rows of a ``""``-padded string matrix as ragged rows without padding.
 
     Empty strings are dropped wherever they sit (left, right or in between),
     the remaining values keep their order (most recent last) and only the
-    last ``max_len`` of each row are kept.
+    last ``max_len`` of each row are kept.  With ``ids`` the padding is where
+    the channel's item ids are empty (`kept`).
     """
-    return tf.ragged.boolean_mask(x, tf.not_equal(x, ""))[:, -max_len:]
+    return tf.ragged.boolean_mask(x, kept(x, ids))[:, -max_len:]
 
 
-def strip_padding_one_row(x: tf.Tensor, max_len: int) -> tf.SparseTensor:
+def strip_padding_one_row(x: tf.Tensor, max_len: int, ids: Optional[tf.Tensor] = None) -> tf.SparseTensor:
     """`strip_padding` of a one-row matrix [1, W] as the sparse [1, n] tensor
-    ``strip_padding(x, max_len).to_sparse()`` is, in a handful of ops."""
+    ``strip_padding(x, max_len, ids).to_sparse()`` is, in a handful of ops."""
     row = x[0]
-    values = tf.boolean_mask(row, tf.not_equal(row, ""))[-max_len:]
+    values = tf.boolean_mask(row, kept(x, ids)[0])[-max_len:]
     n = tf.size(values, out_type=tf.int64)
     indices = tf.stack([tf.zeros([n], tf.int64), tf.range(n)], axis=1)
     return tf.SparseTensor(indices, values, tf.stack([tf.constant(1, tf.int64), n]))
@@ -100,7 +121,7 @@ def shared_raw_features(request: Mapping[str, tf.Tensor], *, spec: F.FeatureSpec
     """
     raw: Dict[str, tf.Tensor] = {}
     for s in spec.seq_features:
-        raw[s.name] = strip_padding_one_row(request[s.name], s.max_len)
+        raw[s.name] = strip_padding_one_row(request[s.name], s.max_len, aligned_ids(request, s, spec))
     for b in spec.bag_features:   # declared token bags: ""-padded matrices, user [1, T] or candidates [N, T]
         if b.side == "user":
             raw[b.name] = strip_padding_one_row(request[b.name], b.max_len)

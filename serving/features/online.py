@@ -125,6 +125,12 @@ class ItemStore:
         row = self._row(item_id)
         return row[0][2] if row else F.PRICE.default
 
+    def declared_value(self, item_id: str, column: F.Declared):
+        """A declared item column's raw value for a post at the view's second (the column's
+        missing value when the post is unknown, has no row valid yet or lacks the value)."""
+        row = self._row(item_id)
+        return declared.value(column, row[1] if row else None)
+
     def declared_of(self, item_ids: Iterable[str]) -> Dict[str, Dict[str, object]]:
         """item_id -> stored declared columns of each known post at the view's second."""
         out = {}
@@ -240,18 +246,25 @@ def user_side(user: UserState, items: ItemStore, spec: F.FeatureSpec = F.BUILTIN
               ts: Optional[int] = None) -> Dict[str, list]:
     """The per-user raw features: every sequence (most recent last, cut to its
     max_len) with, when ``spec`` has event ages, each entry's age at the second ``ts``
-    (None: now), the user's region ("" when unknown), counters and the columns
-    ``spec`` declares on the ``users`` table."""
+    (None: now), and the attributes of each history post in ``items`` (a view `as_of` the
+    request: category, region and the declared item columns of ``spec.history_columns``),
+    the user's region ("" when unknown), counters and the columns ``spec`` declares on the
+    ``users`` table."""
     out: Dict[str, List[str]] = {}
     now = int(time.time()) if ts is None else int(ts)
+    columns = {c.feature_name: c for c in spec.history_columns}
     for s in spec.seq_features:
         if s.ages:
             seconds = user.channel_ts.get(s.channel, [])[-s.max_len:]
             out[s.name] = F.age_labels([now - t for t in seconds])
             continue
         values = user.channels.get(s.channel, [])[-s.max_len:]
-        out[s.name] = list(values) if s.shares_with is None else [
-            items.attribute(v, s.shares_with) for v in values]
+        if s.shares_with is None:
+            out[s.name] = list(values)
+        elif s.shares_with in columns:
+            out[s.name] = [items.declared_value(v, columns[s.shares_with]) for v in values]
+        else:
+            out[s.name] = [items.attribute(v, s.shares_with) for v in values]
     out[F.USER_REGION_ID.name] = [user.region or ""]
     out.update({k: [v] for k, v in user_state.user_features(user.counters).items()})
     out.update(declared.user_features(spec, user.attributes))

@@ -128,8 +128,14 @@ def test_replay_of_declared_columns_has_zero_mismatches(redis_server, log_dir, t
     assert 30.0 in ages and len(ages) > 10
     interests = [ex["user_interests"] for ex in examples]
     assert [] in interests and max(len(t) for t in interests) == 3
+    # the seller of every history post too: the four sellers and "" (a post without one) beside real posts
+    history = [v for ex in examples for s in DECLARED.attribute_sequences for v in ex[s.name]]
+    assert set(history) == {"", *SELLERS}
+    assert all(len(ex[s.name]) == len(ex[F.ITEMS_OF[s.channel].name])
+               for ex in examples for s in DECLARED.attribute_sequences)
     assert rep.impressions == len(examples) and rep.mismatched == 0, (dict(rep.by_feature), rep.examples[:2])
     assert rep.inputs == signature(DECLARED) and {c.feature_name for c in DECLARED.declared} <= rep.inputs
+    assert {s.name for s in DECLARED.attribute_sequences} <= rep.inputs
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +257,9 @@ def test_replay_of_time_versioned_attributes_has_zero_mismatches(redis_server, l
     assert any(not c.endswith("_v2") for (i, after), c in cats.items() if not after and i in used["changed"])
     assert any(ex["category_id"] == [""] for ex in examples.values() if ex["item_id"][0] in used["late"])
     assert not any("future_cat" in ex["category_id"] for ex in examples.values())
+    # a history post shows its seller as of the impression: the old one before the change, the new after
+    sellers = {(ex["ts"][0] >= used["mid"], v) for ex in examples.values() for v in ex["view_item_seller"]}
+    assert (True, "seller_v2") in sellers and (False, "seller_v2") not in sellers
     regions = {ex["user_region_id"][0] for ex in examples.values()}
     assert any(r.endswith("_moved") for r in regions) and "never_used" not in regions
     rep = replay.replay(redis_server.client(), vlog, redis_layout.Keys("versioned"), offline=offline, spec=DECLARED)

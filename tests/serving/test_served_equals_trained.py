@@ -119,3 +119,6 @@ def test_make_serve_ranks_as_the_model_scores_offline(trained, served, probes): 
     assert sum(bool(examples[i][F.CLICK_ITEMS.name]) for i in compared) >= USERS
     for c in spec.declared:
         assert len({json.dumps(examples[i][c.feature_name]) for i in compared}) >= 2, c.feature_name
+    # the history posts' sellers too, a post without one ("", kept beside its post) among them
+    sellers = {v for i in compared for s in spec.attribute_sequences for v in examples[i][s.name]}
+    assert "" in sellers and len(sellers) >= 3

@@ -24,6 +24,7 @@ DECL = (
     F.Declared("items", "headline", "tokens", max_tokens=3, oov_buckets=10),
     F.Declared("items", "floor_area", "numeric", default=-1.0, log1p=True),
     F.Declared("users", "tier", "categorical"),
+    F.Declared("items", "seller", "categorical"),   # on the candidate's side and on the histories'
 )
 SPEC = F.FeatureSpec(DECL)
 CHANGE_TS_OFFSET = 2 * 86_400   # the second attribute rows hold from two days into the log
@@ -36,14 +37,17 @@ def test_declared_columns_extend_the_builtin_contract():
     assert (builtin.vocabs, builtin.id_features, builtin.dense_features, builtin.bag_features) == (
         F.BUILTIN_VOCABS + (F.AGE_VOCAB,), F.BUILTIN_ID_FEATURES, F.BUILTIN_DENSE_FEATURES, ())
     assert builtin.declared == ()
-    assert [c.feature_name for c in DECL] == ["item_headline", "item_floor_area", "user_tier"]
-    assert [c.side for c in DECL] == ["candidate", "candidate", "user"]
+    assert [c.feature_name for c in DECL] == ["item_headline", "item_floor_area", "user_tier", "item_seller"]
+    assert [c.side for c in DECL] == ["candidate", "candidate", "user", "candidate"]
     assert SPEC.id_features == F.BUILTIN_ID_FEATURES + (
-        F.IdFeature("user_tier", F.Vocab("attr_user_tier", 2, 1), "user"),)
+        F.IdFeature("user_tier", F.Vocab("attr_user_tier", 2, 1), "user"),
+        F.IdFeature("item_seller", F.Vocab("attr_item_seller", 2, 1), "candidate"))
+    assert [s.name for s in SPEC.attribute_sequences] == ["click_item_seller", "view_item_seller", "conv_item_seller"]
     assert SPEC.dense_features == F.BUILTIN_DENSE_FEATURES + (
         F.DenseFeature("item_floor_area", "candidate", default=-1.0, log1p=True),)
     assert SPEC.bag_features == (F.BagFeature("item_headline", F.Vocab("attr_item_headline", 10, 1), "candidate", 3),)
-    assert [v.name for v in SPEC.vocabs[len(F.BUILTIN_VOCABS) + 1:]] == ["attr_item_headline", "attr_user_tier"]
+    assert [v.name for v in SPEC.vocabs[len(F.BUILTIN_VOCABS) + 1:]] == ["attr_item_headline", "attr_user_tier",
+                                                                         "attr_item_seller"]
     raw = SPEC.raw_feature_spec()
     assert isinstance(raw["item_headline"], tf.io.VarLenFeature)
     assert raw["user_tier"] == tf.io.FixedLenFeature([], tf.string)
@@ -51,7 +55,8 @@ def test_declared_columns_extend_the_builtin_contract():
     names = SPEC.model_input_names()
     assert {"item_headline_idx", "item_floor_area_x", "user_tier_idx"} <= set(names) and len(set(names)) == len(names)
     assert "user_tier" in SPEC.features_of_side("user") and "item_headline" not in SPEC.features_of_side("user")
-    assert {"item_headline", "item_floor_area"} <= set(SPEC.features_of_side("candidate"))
+    assert {"item_headline", "item_floor_area", "item_seller"} <= set(SPEC.features_of_side("candidate"))
+    assert "click_item_seller" in SPEC.features_of_side("user")
     assert F.FeatureSpec.from_json(SPEC.to_json()) == SPEC and SPEC.declared == DECL
     # the built-in contract is untouched by any other spec
     assert (builtin.vocabs, builtin.id_features) == (F.BUILTIN_VOCABS + (F.AGE_VOCAB,), F.BUILTIN_ID_FEATURES)
@@ -93,6 +98,11 @@ def test_a_valid_section_is_the_configs_feature_spec(tmp_path):
     ("  items:\n    - {name: title, kind: tokens, max_tokens: 0}\n",
      r"features.items.title.max_tokens must be an integer >= 1"),
     ("  posts:\n    - {name: title, kind: tokens}\n", r"features: unknown key\(s\) \['posts'\]"),
+    ("  items:\n    - {name: hist_clicks, kind: numeric}\n",
+     r"features: declared columns clash with other features: \['item_hist_clicks'\]"),
+    # a categorical item column's history sequences would be the built-in item id sequences
+    ("  items:\n    - {name: ids, kind: categorical}\n",
+     r"features: declared columns clash with other features: \['click_item_ids', 'conv_item_ids', 'view_item_ids'\]"),
 ])
 def test_config_errors_name_the_key(tmp_path, section, message):
     with pytest.raises(ConfigError, match=message):
@@ -113,10 +123,12 @@ def declared_log(tmp_path_factory):
     items["headline"] = [None if i % 7 == 0 else " ".join(f"w{rng.integers(30)}" for _ in range(rng.integers(1, 6)))
                          for i in range(len(items))]
     items["floor_area"] = np.where(np.arange(len(items)) % 5 == 0, np.nan, rng.uniform(10, 200, len(items)))
+    items["seller"] = [None if i % 6 == 1 else f"s{i % 4}" for i in range(len(items))]   # i % 6 == 1: never changes
     items["valid_from"] = pd.array([pd.NA] * len(items), dtype="Int64")
     later = items.iloc[::3].copy()
     later["headline"] = "changed " + later["item_id"]
     later["floor_area"] = 1000.0
+    later["seller"] = "moved"
     later["valid_from"] = change
     users = users.drop(columns=[c for c in ("valid_from",) if c in users.columns])
     users["tier"] = [None if i % 9 == 0 else f"t{i % 3}" for i in range(len(users))]
@@ -147,6 +159,7 @@ def test_declared_columns_are_written_as_of_the_impression(declared_log, declare
                 for r in H.read_records(declared_run["output_dir"], split)]
     change = int(H.load(declared_log).ts.min()) + CHANGE_TS_OFFSET
     seen_change = seen_missing = 0
+    sellers = set()
     for ex in examples[::7]:
         ts = ex["ts"][0]
         item = _as_of(items, "item_id", ex["item_id"][0], ts)
@@ -158,7 +171,12 @@ def test_declared_columns_are_written_as_of_the_impression(declared_log, declare
         assert ex["user_tier"] == [user["tier"] or ""]
         seen_change += ts >= change and ex["user_tier"] == ["promoted"]
         seen_missing += ex["item_headline"] == []
-    assert seen_change > 0 and seen_missing > 0
+        assert ex["item_seller"] == [item["seller"] or ""]
+        for seq in SPEC.attribute_sequences:   # each history post's seller as of the impression
+            posts = ex[F.ITEMS_OF[seq.channel].name]
+            assert ex[seq.name] == [_as_of(items, "item_id", p, ts)["seller"] or "" for p in posts], seq.name
+            sellers.update(ex[seq.name])
+    assert seen_change > 0 and seen_missing > 0 and {"", "moved", "s1"} <= sellers
 
 
 def _broken_log(src: str, dst: str, table: str, column: str, values) -> str:
@@ -263,14 +281,18 @@ def test_a_family_trains_on_declared_columns_and_serves_them(family, declared_ru
     spec = trainer.feature_spec(settings)   # the Trainer's contract comes from its settings, as in run_fn
     assert spec == SPEC
     model, _ = trainer.train([transformed_file], [transformed_file], tft_out, settings)
-    assert {"item_headline_idx", "user_tier_idx", "item_floor_area_x"} <= {i.name.split(":")[0] for i in model.inputs}
+    assert {"item_headline_idx", "user_tier_idx", "item_floor_area_x", "item_seller_idx",
+            "view_item_seller_idx"} <= {i.name.split(":")[0] for i in model.inputs}
     model_dir = export.export(model, tft_out, str(tmp_path / "model"), sampling_rate=0.5, spec=spec)
     assert F.FeatureSpec.read(model_dir) == SPEC   # serving reads the contract from the model dir
 
     loaded = tf.saved_model.load(model_dir)
     serving = loaded.signatures["serving_default"]
     assert {"item_headline", "item_floor_area", "user_tier"} <= set(serving.structured_input_signature[1])
-    records = H.read_records(declared_run["output_dir"], "eval")[:12]
+    records = H.read_records(declared_run["output_dir"], "eval")
+    # the user's side: a view history with a post without a seller (its "" stays beside its post)
+    user = next(r for r in records if "" in H.to_dict(r)["view_item_seller"])
+    records = [user] + records[:11]
     req, paired = _request(records, F.FeatureSpec.read(model_dir))
     got = serving(**req)["probabilities"].numpy()
     want = loaded.signatures["serving_tf_example"](examples=tf.constant(paired))["probabilities"].numpy()
@@ -279,3 +301,8 @@ def test_a_family_trains_on_declared_columns_and_serves_them(family, declared_ru
     # the declared columns move the score: another headline changes a candidate's probability
     req["item_headline"] = tf.constant([["changed", "i0", "w1"]] * len(records))
     assert not np.allclose(serving(**req)["probabilities"].numpy(), got)
+    # and so do the history posts' sellers (the trained projection and the match features)
+    req["view_item_seller"] = tf.fill(tf.shape(req["view_item_seller"]), "moved")
+    moved = serving(**req)["probabilities"].numpy()
+    req["view_item_seller"] = tf.fill(tf.shape(req["view_item_seller"]), "s2")
+    assert np.abs(serving(**req)["probabilities"].numpy() - moved).max() > 1e-6

@@ -248,3 +248,44 @@ def test_word_vector_options_are_checked():
                           ({**W2V, "item_vectors": _W2V[:5]}, "one row per item table row")):
         with pytest.raises(ValueError, match=match):
             build_model("din", VOCAB_SIZES, {**TINY, **config}, spec=F.BUILTIN)
+
+
+# --------------------------------------------------------------------------
+# Declared item columns on the history side (`features.history_sequences`)
+# --------------------------------------------------------------------------
+ATTRIBUTED = F.FeatureSpec((F.Declared("items", "seller", "categorical"), F.Declared("users", "tier", "categorical")))
+ATTRIBUTE_VOCABS = {**VOCAB_SIZES, "attr_item_seller": 7, "attr_user_tier": 5}
+
+
+def _build(family: str, spec: F.FeatureSpec):
+    keras.backend.clear_session()   # the same automatic layer names in both models
+    keras.utils.set_random_seed(0)
+    return build_model(family, ATTRIBUTE_VOCABS, {**TINY, **SMALL, "match_features": False}, spec=spec)
+
+
+@pytest.mark.parametrize("family", ["din", "dien", "bst", "multi_channel", "dnn"])
+def test_history_attributes_start_as_the_model_without_them_and_then_move_the_score(family):
+    """At initialisation (zero projection) the model equals the same model without history
+    attributes, weight for weight; once the projection is non-zero, as training makes it,
+    another seller of the history posts, or of the candidate, changes the score."""
+    from feedrank.train import synthetic
+
+    model = _build(family, ATTRIBUTED)
+    without = _build(family, F.FeatureSpec(ATTRIBUTED.declared, history_attributes=False))
+    for layer in without.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    x = synthetic.random_batch(32, ATTRIBUTE_VOCABS, ATTRIBUTED, seed=4, min_len=3)
+    base = model(x, training=False).numpy()
+    np.testing.assert_allclose(base, without({k: x[k] for k in without.input_names}, training=False).numpy(),
+                               rtol=1e-6, atol=1e-7)
+    projection = model.get_layer("declared_attribute_projection")
+    kernel = projection.get_weights()[0]
+    assert not kernel.any()
+    projection.set_weights([np.random.default_rng(1).normal(size=kernel.shape).astype(np.float32)])
+    base = model(x, training=False).numpy()
+    for names in ([F.idx(s.name) for s in ATTRIBUTED.attribute_sequences], [F.idx("item_seller")]):
+        y = dict(x)
+        for name in names:   # another seller for every real entry, padding kept
+            y[name] = np.where(x[name] != F.PAD_ID, 1 + x[name] % (ATTRIBUTE_VOCABS["attr_item_seller"] - 1), F.PAD_ID)
+        assert np.abs(model(y, training=False).numpy() - base).max() > 1e-5, (family, names)

@@ -18,6 +18,7 @@ BUILTIN_VOCABS = ["item", "category", "region", "token", "age"]
 SEQUENCES = ["click_item_ids", "click_category_ids", "click_region_ids", "view_item_ids", "view_category_ids",
              "view_region_ids", "conv_item_ids", "conv_category_ids", "search_tokens"]
 AGES = ["click_ages", "view_ages", "conv_ages", "search_ages"]
+HISTORY = ["click_item_seller", "view_item_seller", "conv_item_seller"]   # SPEC's declared item categorical
 
 # one column of every kind on each table, in an order that mixes tables and kinds
 COLUMNS = (
@@ -67,7 +68,17 @@ def test_declared_columns_come_after_the_builtins_one_feature_each_on_its_side()
         F.BagFeature("user_interests", F.Vocab("attr_user_interests", 5, 1), "user", 4))
     assert _names(SPEC.vocabs) == BUILTIN_VOCABS + ["attr_user_tier", "attr_item_headline", "attr_item_seller",
                                                     "attr_user_interests"]
-    assert _names(SPEC.seq_features) == SEQUENCES + AGES   # sequences are never declared
+    # the categorical item column reaches every item channel's history; the other kinds do not
+    assert _names(SPEC.seq_features) == SEQUENCES + AGES + HISTORY
+    seller = F.Vocab("attr_item_seller", 3, 2)
+    assert SPEC.attribute_sequences == (
+        F.SeqFeature("click_item_seller", seller, "click", F.CLICK_LEN, "item_seller"),
+        F.SeqFeature("view_item_seller", seller, "view", F.VIEW_LEN, "item_seller"),
+        F.SeqFeature("conv_item_seller", seller, "conversion", F.CONVERSION_LEN, "item_seller"))
+    assert SPEC.history_columns == (COLUMNS[3],) and SPEC.attributes_of("view") == SPEC.attribute_sequences[1:2]
+    assert [(s.name, c.name) for s, c in SPEC.matched[len(F.MATCHED):]] == [
+        ("click_item_seller", "item_seller"), ("view_item_seller", "item_seller"), ("conv_item_seller", "item_seller")]
+    assert SPEC.matched[:len(F.MATCHED)] == F.BUILTIN.matched == F.MATCHED
     # the built-in prefix is exactly the built-in spec's
     assert SPEC.id_features[:len(BUILTIN_IDS)] == F.BUILTIN.id_features
     assert SPEC.dense_features[:len(BUILTIN_DENSE)] == F.BUILTIN.dense_features
@@ -81,7 +92,7 @@ def test_the_views_of_a_declared_spec():
     assert names[:6] == ["item_id_idx", "category_id_idx", "region_id_idx", "user_region_id_idx",
                          "user_tier_idx", "item_seller_idx"]
     assert names[-4:] == ["item_floor_area_x", "user_age_x", "item_headline_idx", "user_interests_idx"]
-    assert len(names) == len(set(names)) == 6 + 9 + 4 + 16 + 2   # ids, sequences, ages, numbers, bags
+    assert len(names) == len(set(names)) == 6 + 9 + 4 + 3 + 16 + 2   # ids, sequences, ages, attributes, numbers, bags
     assert SPEC.raw_names()[-7:] == ["item_floor_area", "user_age", "label", "conversion", "impression_id",
                                      "user_id", "ts"]
     assert SPEC.features_of_side("user")[:6] == ["user_region_id", "user_tier", "user_hist_impressions",
@@ -101,6 +112,9 @@ def test_the_views_of_a_declared_spec():
      r"clash with other features: \['item_size'\]"),
     ((F.Declared("items", "size", "text"),), r"declared column items.size: unknown kind 'text'"),
     ((F.Declared("posts", "size", "numeric"),), r"declared column posts.size: unknown table 'posts'"),
+    # its history sequences would be the built-in item id sequences
+    ((F.Declared("items", "ids", "categorical"),),
+     r"clash with other features: \['click_item_ids', 'conv_item_ids', 'view_item_ids'\]"),
 ])
 def test_a_clash_or_an_unknown_kind_or_table_is_refused_naming_it(columns, message):
     with pytest.raises(ValueError, match=message):
@@ -160,6 +174,23 @@ def test_a_model_exported_before_event_ages_keeps_its_inputs(tmp_path):
     assert F.FeatureSpec.from_json("[]") == F.FeatureSpec(event_ages=False)
     with pytest.raises(ValueError, match="not a feature contract"):
         F.FeatureSpec.from_json('{"declared": [], "ages": true}')
+
+
+def test_history_attributes_are_on_by_default_and_off_for_a_contract_written_before_them():
+    assert SPEC.history_attributes and '"history_attributes": true' in SPEC.to_json()
+    off = F.FeatureSpec(COLUMNS, history_attributes=False)
+    assert off != SPEC and off.attribute_sequences == () and off.matched == F.MATCHED
+    assert _names(off.seq_features) == SEQUENCES + AGES and F.FeatureSpec.from_json(off.to_json()) == off
+    # written before history attributes: no key, so none (the model keeps being served its inputs)
+    before = SPEC.to_json().replace(', "history_attributes": true', "")
+    assert F.FeatureSpec.from_json(before) == off
+    # no categorical item column: the setting changes nothing, is not written and reads True
+    users_only = F.FeatureSpec(COLUMNS[:3], history_attributes=False)
+    assert users_only == F.FeatureSpec(COLUMNS[:3]) and users_only.history_attributes
+    assert "history_attributes" not in users_only.to_json() and "history_attributes" not in F.BUILTIN.to_json()
+    assert F.FeatureSpec.from_config({"items": [{"name": "seller", "kind": "categorical"}],
+                                      "history_attributes": False}).attribute_sequences == ()
+    assert len(F.FeatureSpec.from_config({"items": [{"name": "seller", "kind": "categorical"}]}).matched) == 11
 
 
 def test_event_ages_follow_every_channel_and_label_by_the_bounds():

@@ -135,6 +135,31 @@ def test_tree_features_count_matches_recency_and_the_funnel():
     assert out["category_id_idx"].dtype == object and out[F.dense(F.PRICE.name)].dtype == np.float32
 
 
+def test_tree_features_match_a_declared_item_column_with_the_histories():
+    """A declared categorical item column is a categorical column and, through `spec.matched`,
+    compared with each item channel's history of it (share, recent share, last, recency)."""
+    from feedrank.train import synthetic
+    from feedrank.train.families.gbdt_features import TreeFeatures, column_names
+
+    spec = F.FeatureSpec((F.Declared("items", "seller", "categorical"),))
+    batch = synthetic.random_batch(2, {"item": 60, "category": 9, "region": 7, "token": 15, "age": 15,
+                                       "attr_item_seller": 6}, spec, seed=4)
+    sellers = np.zeros_like(batch["view_item_seller_idx"])
+    sellers[0, :4] = [2, 3, 2, 4]            # 4 views, two of the candidate's seller, not the newest
+    sellers[1, :1] = [2]
+    ages = np.zeros_like(batch["view_ages_idx"])
+    ages[0, :4] = [9, 7, 3, 1]               # age ids (bucket + 1): the matching views are buckets 8 and 2
+    ages[1, :1] = [13]                       # bucket 12 of 13
+    batch.update(view_item_seller_idx=sellers, view_ages_idx=ages, item_seller_idx=np.array([2, 5]))
+    out = {k: v.numpy() for k, v in TreeFeatures(spec.to_json())({k: tf.constant(v) for k, v in batch.items()}).items()}
+    numerical, categorical = column_names(spec)
+    assert sorted(out) == sorted(numerical + categorical) and "item_seller_idx" in categorical
+    assert {f"{s}_item_seller_match_share" for s in ("click", "view", "conv")} <= set(numerical)
+    np.testing.assert_allclose(out["view_item_seller_match_share"], [0.5, 0.0])
+    np.testing.assert_allclose(out["view_item_seller_match_last"], [0.0, 0.0])
+    np.testing.assert_allclose(out["view_item_seller_match_recency"], [(13 - 2) / 13, 0.0])
+
+
 # --- a real run: train, export, serve from a fresh process --------------------------------------
 
 @pytest.fixture(scope="module")

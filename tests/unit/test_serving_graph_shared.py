@@ -75,3 +75,45 @@ def test_one_row_padding_is_stripped_as_the_ragged_rows_are():
         np.testing.assert_array_equal(got.indices.numpy(), want.indices.numpy())
         np.testing.assert_array_equal(got.values.numpy(), want.values.numpy())
         np.testing.assert_array_equal(got.dense_shape.numpy(), want.dense_shape.numpy())
+
+
+def test_a_declared_attribute_keeps_its_missing_values_beside_its_posts():
+    """A history attribute's padding is where its channel's item ids are empty: a missing
+    value "" of a real post stays in place, as in the example (other sequences drop every "")."""
+    ids = tf.constant([["", "a", "b", "c", "d"]])
+    seller = tf.constant([["", "s1", "", "s2", ""]])
+    want = [b"s1", b"", b"s2", b""]
+    assert SG.strip_padding(seller, 50, ids).to_list() == [want]
+    assert SG.strip_padding(seller, 3, ids).to_list() == [want[-3:]]
+    assert SG.strip_padding_one_row(seller, 50, ids).values.numpy().tolist() == want
+    assert SG.strip_padding(seller, 50).to_list() == [[b"s1", b"s2"]]
+    # another width than the ids: its own non-empty values
+    assert SG.strip_padding(tf.constant([["s1", "", "s2"]]), 50, ids).to_list() == [[b"s1", b"s2"]]
+    spec = F.FeatureSpec((F.Declared("items", "seller", "categorical"),))
+    request = {F.VIEW_ITEMS.name: ids, F.VIEW_CATEGORIES.name: seller, "view_item_seller": seller}
+    assert SG.aligned_ids(request, spec.attribute_sequences[1], spec) is ids
+    assert SG.aligned_ids(request, F.VIEW_CATEGORIES, spec) is None
+
+
+def test_history_attributes_keep_the_user_side_shared():
+    """The declared attribute projection runs once on the user's histories and per candidate
+    on the candidate's own value; the shared graph scores as the model (projection non-zero)."""
+    spec = F.FeatureSpec((F.Declared("items", "seller", "categorical"),))
+    sizes = {**VOCAB_SIZES, "attr_item_seller": 6}
+    keras.utils.set_random_seed(0)
+    model = build_model("din", sizes, TINY, spec=spec)
+    projection = model.get_layer("declared_attribute_projection")
+    projection.set_weights([np.random.default_rng(3).normal(size=projection.kernel.shape).astype(np.float32)])
+    graph = SG.SharedUserGraph(model, spec=spec)
+    modes = [mode for node, mode in graph._plan if node.layer.name == "declared_attribute_projection"]
+    assert modes == ["user"] * 3 + ["cand"]     # click, view, conversion once; the candidates per candidate
+    from feedrank.train import synthetic
+
+    batch = synthetic.random_batch(20, sizes, spec, seed=2)
+    user = SG.user_input_names(spec)
+    assert {F.idx(s.name) for s in spec.attribute_sequences} <= user and "item_seller_idx" not in user
+    for row in range(3):
+        inputs = {k: (v[row:row + 1] if k in user else v) for k, v in batch.items()}
+        want = model({k: np.broadcast_to(v, (20,) + v.shape[1:]) for k, v in inputs.items()}, training=False).numpy()
+        got = graph({k: tf.constant(v) for k, v in inputs.items()}, tf.constant(20)).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"row {row}")

@@ -5,6 +5,9 @@ contract (a `feedrank.features.FeatureSpec`, passed to every builder) and one
 embedding table per vocabulary, so a history sequence always shares the table
 of the candidate feature it mirrors.
 Table sizes come from the Transform output (`vocab_sizes`), never constants.
+A declared categorical item column reaches both sides of the attention
+(`HistoryAttributes`): each history entry and the candidate get the column's
+embedding through one shared zero-initialised projection.
 Optional Word2Vec post vectors (`feedrank.train.word_vectors`) initialise (and
 may freeze) the item table and add similarity features to ``dense``.
 """
@@ -33,8 +36,8 @@ class Embedded:
 
     spec: F.FeatureSpec           # the feature contract the inputs follow
     inputs: Dict[str, keras.Input]
-    candidate: tf.Tensor          # [B, Dc]   item ++ category ++ region
-    click_seq: tf.Tensor          # [B, L, Dc] aligned with `candidate`
+    candidate: tf.Tensor          # [B, Dc]   item ++ category ++ region (+ projected declared item columns)
+    click_seq: tf.Tensor          # [B, L, Dc] aligned with `candidate` (+ projected attributes, + ages)
     click_mask: tf.Tensor         # [B, L] bool
     view_seq: tf.Tensor           # [B, Lv, Dc] aligned with `candidate`
     view_mask: tf.Tensor
@@ -135,9 +138,16 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.Fe
         return with_ages(seq, emb(age.name, age.vocab), name=f"{channel}_age")
 
     candidate = tf.concat([emb(f.name, f.vocab) for f in (F.ITEM_ID, F.CATEGORY_ID, F.REGION_ID)], -1)
-    click_seq = aged(tf.concat([emb(s.name, s.vocab) for s in F.CLICK_SEQUENCE], -1), "click")
-    view_seq = aged(tf.concat([emb(s.name, s.vocab) for s in F.VIEW_SEQUENCE], -1), "view")
-    conv_seq = aged(tf.concat([emb(s.name, s.vocab) for s in F.CONVERSION_SEQUENCE], -1), "conversion")
+    attributes = HistoryAttributes(spec, candidate, emb)
+    candidate = attributes.candidate
+
+    def history(channel: str, seqs) -> tf.Tensor:
+        """A channel's built-in embeddings, plus its declared attributes and its ages."""
+        return aged(attributes.added(tf.concat([emb(s.name, s.vocab) for s in seqs], -1), channel), channel)
+
+    click_seq = history("click", F.CLICK_SEQUENCE)
+    view_seq = history("view", F.VIEW_SEQUENCE)
+    conv_seq = history("conversion", F.CONVERSION_SEQUENCE)
     search_seq = aged(emb(F.SEARCH_TOKENS.name, F.SEARCH_TOKENS.vocab), "search")
     dense = tf.stack([inputs[F.dense(d.name)] for d in spec.dense_features], axis=-1)
     if config.match_features:
@@ -164,6 +174,42 @@ def embed(vocab_sizes: Mapping[str, int], config: TrainerSettings, *, spec: F.Fe
         conv_seq=conv_seq, conv_mask=L.padding_mask(inputs[F.idx(F.CONV_ITEMS.name)]),
         search_seq=search_seq, search_mask=L.padding_mask(inputs[F.idx(F.SEARCH_TOKENS.name)]),
         user=user, dense=dense, ids=ids)
+
+
+class HistoryAttributes:
+    """The declared item columns on both sides of the attention (`features.history_sequences`).
+
+    One bias-free projection, initialised to zero, maps the concatenated embeddings of
+    ``spec.history_columns`` (their own tables, shared by the candidate and the
+    histories) to the candidate's width: `candidate` is the candidate plus its own
+    columns' projection, `added` a history plus its entries' projection (cut to the
+    history's width: the conversion history is the candidate's post ++ category prefix).
+    The same weights on both sides keep the attention comparing like with like, and at
+    initialisation the model is the model without them.  Without such columns both are
+    the identity."""
+
+    def __init__(self, spec: F.FeatureSpec, candidate: tf.Tensor, emb):
+        self.spec, self.emb = spec, emb
+        self.projection = None
+        self.candidate = candidate
+        columns = spec.history_columns
+        if not columns:
+            return
+        self.projection = keras.layers.Dense(int(candidate.shape[-1]), use_bias=False, kernel_initializer="zeros",
+                                             name="declared_attribute_projection")
+        own = tf.concat([emb(c.feature_name, c.vocab) for c in columns], -1)
+        self.candidate = self._add(candidate, own, "candidate")
+
+    def _add(self, x: tf.Tensor, attributes: tf.Tensor, name: str) -> tf.Tensor:
+        projected = self.projection(attributes)[..., :int(x.shape[-1])]
+        return keras.layers.Add(name=f"{name}_attributes_added")([x, tf.cast(projected, x.dtype)])
+
+    def added(self, seq: tf.Tensor, channel: str) -> tf.Tensor:
+        """``seq`` [B, L, D] (channel ``channel``) plus its entries' declared attributes."""
+        seqs = self.spec.attributes_of(channel)
+        if self.projection is None or not seqs:
+            return seq
+        return self._add(seq, tf.concat([self.emb(s.name, s.vocab) for s in seqs], -1), channel)
 
 
 def with_ages(seq: tf.Tensor, ages: tf.Tensor, name: str) -> tf.Tensor:

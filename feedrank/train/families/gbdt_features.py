@@ -23,8 +23,9 @@ Per example (``B`` rows):
   ``<category of the last conversion>|<candidate's category>`` (``0|c``
   without a conversion);
 * per channel (click, view, conversion, search): the history's length;
-* per matched history (`features.MATCHED`: each sequence against the
-  candidate feature it shares a vocabulary with): the share of its entries
+* per matched history (``spec.matched``: each sequence against the candidate
+  feature it shares a vocabulary with, the declared categorical item columns'
+  history sequences included): the share of its entries
   equal to the candidate, the same share over the `RECENT` most recent
   entries and 1.0 when the most recent one matches (`layers.MatchFeatures`);
   with event ages also how long ago the youngest matching entry happened
