@@ -345,6 +345,8 @@ def main() -> None:
                    help="convert this real public log into input_base when it is missing "
                         "(docs/public_logs.md) instead of simulating")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the paired intervals")
+    p.add_argument("--reference", default="", help="the row every other row is paired with (default: the "
+                                                   "config's trainer.model)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=YAML",
                    help="override trainer options for every family, e.g. --set embedding_l2=1e-5")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "quality.json"))
@@ -378,7 +380,8 @@ def main() -> None:
               "artifacts": {k: repo_relative(v) for k, v in uris.items()},
               "machine": machine_info("tensorflow", "lightgbm", "sklearn"),
               "wall_s": round(time.time() - started, 1), "families": aggregate(rows), "runs": rows,
-              "paired": paired_rows(cfg, ctx, args.families, args.seeds[0], cfg.trainer.model, args.resamples),
+              "paired": paired_rows(cfg, ctx, args.families, args.seeds[0], args.reference or cfg.trainer.model,
+                                    args.resamples),
               "public": args.public}
     if args.update:
         result = merged(args.out, result, args.families, p)

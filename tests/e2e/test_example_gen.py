@@ -71,7 +71,12 @@ def _reference(ev: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, imp) 
     clicks = mine[mine.event == "click"].tail(F.CLICK_LEN)
     convs = mine[mine.event == "conversion"].tail(F.CONVERSION_LEN)
     views = mine[mine.event == "view"].tail(F.VIEW_LEN)
-    tokens = [t for q in mine[mine.event == "search"]["query"] for t in q.split()][-F.SEARCH_LEN:]
+    searches = [(t, ts) for q, ts in zip(mine[mine.event == "search"]["query"], mine[mine.event == "search"].ts)
+                for t in q.split()][-F.SEARCH_LEN:]
+    tokens = [t for t, _ in searches]
+
+    def ages(times) -> list:   # bucket labels of impression ts minus event ts (features.AGE_BOUNDS_S)
+        return [F.AGE_LABELS[sum(imp.ts - int(t) >= b for b in F.AGE_BOUNDS_S)] for t in times]
     later = ev[(ev.user_id == imp.user_id) & (ev.item_id == imp.item_id)
                & (ev.ts >= imp.ts) & (ev.ts <= imp.ts + WINDOW)]
     prior = ev[(ev.item_id == imp.item_id) & (ev.ts < imp.ts)]
@@ -89,6 +94,8 @@ def _reference(ev: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, imp) 
         "view_item_ids": list(views.item_id), "view_category_ids": [cat[i] for i in views.item_id],
         "view_region_ids": [reg[i] for i in views.item_id],
         "search_tokens": tokens,
+        "click_ages": ages(clicks.ts), "view_ages": ages(views.ts), "conv_ages": ages(convs.ts),
+        "search_ages": ages(ts for _, ts in searches),
         "label": [int(any(_target(ev, c) == imp.event_id for c in later[later.event == "click"].itertuples()))],
         "conversion": [int(any(_target(ev, c) == imp.event_id
                                for c in later[later.event == "conversion"].itertuples()))],
