@@ -92,7 +92,9 @@ def latest_run(metadata_path: str) -> Optional[Run]:
         nodes = [c.name for c in store.get_contexts_by_execution(ex.id) if c.type_id == node_type]
         name = nodes[0].split(".", 1)[-1] if nodes else ex.type
         seconds = max(0, ex.last_update_time_since_epoch - ex.create_time_since_epoch) / 1000.0
-        components[name] = {"state": _STATES.get(ex.last_known_state, "UNKNOWN"), "seconds": round(seconds, 2)}
+        components[name] = {"state": _STATES.get(ex.last_known_state, "UNKNOWN"), "seconds": round(seconds, 2),
+                            "start": ex.create_time_since_epoch / 1000.0,     # epoch seconds
+                            "end": ex.last_update_time_since_epoch / 1000.0}
         events = [e for e in store.get_events_by_execution_ids([ex.id]) if e.type == mlmd_pb2.Event.OUTPUT]
         arts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
         for e in events:
