@@ -270,6 +270,15 @@ def examples_properties(custom_config: Mapping[str, Any]) -> Tuple[Dict[str, Any
     return settings, dict(props)
 
 
+@contextlib.contextmanager
+def _phase(phases: Dict[str, float], name: str) -> Iterator[None]:
+    """Times one phase of the Trainer run into ``phases`` and logs it."""
+    t0 = time.time()
+    yield
+    phases[name] = round(time.time() - t0, 2)
+    log.info("Trainer phase %s: %.1f s", name, phases[name])
+
+
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (components/trainer's executor); a bad ``custom_config``
     is a ConfigError naming the key."""
@@ -282,19 +291,26 @@ def run_fn(fn_args) -> None:
     log.info("negative sampling rate %.4g (from the Examples artifact %s)", rate, props.get("uri", "?"))
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     started = time.time()
-    model, curves = train(fn_args.train_files, fn_args.eval_files, tft_output, config,
-                          run_dir=fn_args.model_run_dir, spec=spec)
-    write_curves(curves, fn_args.model_run_dir)
-    probs, labels = ([], []) if config.calibration == "none" else \
-        validation_probabilities(model, fn_args.eval_files, tft_output, config, rate, spec=spec)
-    calibrator, calibration_record = calibration.choose(probs, labels, config.calibration)
-    calibration.write(calibration_record, fn_args.model_run_dir)
-    export_lib.export(model, tft_output, fn_args.serving_model_dir, rate, spec=spec, calibrator=calibrator)
+    phases: Dict[str, float] = {}
+    with _phase(phases, "fit"):
+        model, curves = train(fn_args.train_files, fn_args.eval_files, tft_output, config,
+                              run_dir=fn_args.model_run_dir, spec=spec)
+        write_curves(curves, fn_args.model_run_dir)
+    with _phase(phases, "calibration"):
+        probs, labels = ([], []) if config.calibration == "none" else \
+            validation_probabilities(model, fn_args.eval_files, tft_output, config, rate, spec=spec)
+        calibrator, calibration_record = calibration.choose(probs, labels, config.calibration)
+        calibration.write(calibration_record, fn_args.model_run_dir)
+    with _phase(phases, "export"):
+        export_lib.export(model, tft_output, fn_args.serving_model_dir, rate, spec=spec, calibrator=calibrator)
+    finished = time.time()
+    with _phase(phases, "reference_scores"):
+        scores = trainer_scores(model, fn_args.eval_files, tft_output, rate, raw_examples=config.raw_examples,
+                                spec=spec, calibrator=calibrator)
     record = {"negative_sampling_rate": rate, "examples_uri": props.get("uri"),
               "train_files": list(fn_args.train_files), "valid_files": list(fn_args.eval_files),
-              "started_at": round(started, 3), "finished_at": round(time.time(), 3)}   # fit, calibrate, export
-    scores = trainer_scores(model, fn_args.eval_files, tft_output, rate, raw_examples=config.raw_examples,
-                            spec=spec, calibrator=calibrator)
+              "started_at": round(started, 3), "finished_at": round(finished, 3),   # fit, calibrate, export
+              "phase_seconds": phases}
     for name, content in (("training.json", record), ("valid_scores.json", scores)):
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, name), "w") as f:
             json.dump(content, f, indent=1 if name == "training.json" else None)
