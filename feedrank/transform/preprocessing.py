@@ -110,7 +110,7 @@ def transform_features(inputs: Dict[str, tf.Tensor], spec: F.FeatureSpec) -> Dic
         all_values = tf.boolean_mask(all_values, tf.strings.length(all_values) > 0)
         path = tft.vocabulary(
             all_values, vocab_filename=vocab_file_name(vocab),
-            frequency_threshold=vocab.frequency_threshold)
+            frequency_threshold=vocab.frequency_threshold if vocab.frequency_threshold > 1 else None)  # 1: keep all
         for f in spec.id_features:
             if f.vocab == vocab:
                 outputs[F.idx(f.name)] = _lookup_shifted(inputs[f.name], path, vocab)
