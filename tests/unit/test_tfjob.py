@@ -1,4 +1,4 @@
-"""The Trainer as a TFJob (``trainer_job.kind: tfjob``): the config, the rendered job, the package.
+"""The Trainer as a TFJob (``trainer_job.kind: tfjob``): the config and the rendered job.
 
 Validated offline, without Kubernetes or the Training Operator:
 
@@ -8,8 +8,8 @@ Validated offline, without Kubernetes or the Training Operator:
   and round-trips through the kubernetes client's ``V1PodTemplateSpec``; the whole job
   round-trips through the kubeflow-training SDK's ``KubeflowOrgV1TFJob`` where that SDK is
   installed (it is not in the lock: the test says so and skips);
-* the package compiled with the switch on loads with kfp's loaders and differs from the
-  golden package (switch off) only in the Trainer's executor, which launches the job.
+* each worker gets the step's own TFX arguments, through Kubernetes' argument expansion,
+  with its own executor output file (the package: tests/unit/test_tfjob_package.py).
 """
 import copy
 import dataclasses
@@ -19,74 +19,17 @@ import re
 
 import pytest
 import yaml
-from google.protobuf import json_format
 
-from feedrank.config import ConfigError, load
-from feedrank.runners.kubeflow import container_resources
+from feedrank.config import ConfigError
 from feedrank.runners.kubeflow_config import load_kubeflow_config
 from feedrank.runners.tfjob import render, worker
-from feedrank.runners.tfjob.launch import API_VERBS
 from tests.helpers import tfjob_checks as checks
-from tests.unit.test_kubeflow import DEMO, GOLDEN, KF, ROOT, _cli, normalise
-
-WORKERS = 3
-EXECUTOR_INPUT = {"inputs": {"parameterValues": {"run_fn": "feedrank.train.trainer.run_fn"}},
-                  "outputs": {"artifacts": {
-                      "model": {"artifacts": [{"type": {"schemaTitle": "tfx.Model"},
-                                               "uri": "gs://feedrank-ml/pipeline-root/r-1/Trainer/model"}]},
-                      "model_run": {"artifacts": [{"type": {"schemaTitle": "tfx.ModelRun"},
-                                                   "uri": "gs://feedrank-ml/pipeline-root/r-1/Trainer/model_run"}]}},
-                      "outputFile": "/tmp/kfp_outputs/output_metadata.json"}}
-
-
-def _kf_file(directory, **trainer_job):
-    raw = yaml.safe_load(open(KF))
-    raw["trainer_job"] = {**raw["trainer_job"], "kind": "tfjob", "workers": WORKERS, **trainer_job}
-    path = os.path.join(str(directory), "kubeflow.yaml")
-    with open(path, "w") as f:
-        yaml.safe_dump(raw, f)
-    return path
+from tests.unit.test_kubeflow import DEMO, KF, ROOT, _cli
 
 
 @pytest.fixture(scope="module")
 def kf(tmp_path_factory):
-    return load_kubeflow_config(_kf_file(tmp_path_factory.mktemp("kf")))
-
-
-@pytest.fixture(scope="module")
-def tfjob_docs(kf, tmp_path_factory):
-    from feedrank.runners.kubeflow import compile_pipeline
-    from pipeline import create_pipeline
-
-    out = str(tmp_path_factory.mktemp("kfp") / "pipeline.yaml")
-    compile_pipeline(create_pipeline, load(DEMO), kf, out)
-    with open(out) as f:
-        return out, [d for d in yaml.safe_load_all(f) if d]
-
-
-def _trainer_container(spec):
-    label = spec["components"][spec["root"]["dag"]["tasks"]["Trainer"]["componentRef"]["name"]]["executorLabel"]
-    return label, spec["deploymentSpec"]["executors"][label]["container"]
-
-
-def _tfx_args(args, executor_input=EXECUTOR_INPUT):
-    """The launcher's TFX arguments, with KFP's ``{{$}}`` filled in."""
-    tail = args[args.index("--") + 1:]
-    return [json.dumps(executor_input) if a == "{{$}}" else a for a in tail]
-
-
-def _job(template, args, owner=True, executor_input=EXECUTOR_INPUT):
-    """The job the launcher submits for the step's ``args`` (as `launch.launch` builds it)."""
-    name = render.job_name("pod-uid-1")
-    pod = {"name": "feedrank-abc-system-container-impl", "uid": "pod-uid-1"}
-    return render.instantiate(template, name=name, namespace="feedrank", tfx_args=_tfx_args(args, executor_input),
-                              exchange=render.exchange_dir(executor_input, name), owner=pod if owner else None)
-
-
-def _assert_valid(job):
-    assert checks.schema_errors(job) == []
-    checks.validate_pod_templates(job)
-    assert checks.pod_template_dropped(job) == []
+    return checks.kubeflow_config_with_tfjob(tmp_path_factory.mktemp("kf"))
 
 
 # --- the config switch ------------------------------------------------------------------------
@@ -143,10 +86,10 @@ def test_the_job_runs_the_trainer_on_the_gpu_pool_and_validates(kf):
         kf, env={"TF_CPP_MIN_LOG_LEVEL": "1"}, image_pull_secrets=["regcred"],
         secret_env={"secret_name": "feedrank-object-store", "keys": {"AWS_ACCESS_KEY_ID": "access-key"}},
         trainer_job=dataclasses.replace(kf.trainer_job, priority_class="feedrank-training", active_deadline_s=7200))
-    job = _job(render.render_tfjob(kf), ["--", "--json_serialized_invocation_args", "{{$}}"])
-    _assert_valid(job)
+    job = checks.job_for(render.render_tfjob(kf), ["--", "--json_serialized_invocation_args", "{{$}}"])
+    checks.assert_valid(job)
     worker_spec = job["spec"]["tfReplicaSpecs"]["Worker"]
-    assert set(job["spec"]["tfReplicaSpecs"]) == {"Worker"} and worker_spec["replicas"] == WORKERS
+    assert set(job["spec"]["tfReplicaSpecs"]) == {"Worker"} and worker_spec["replicas"] == checks.WORKERS
     assert worker_spec["restartPolicy"] == "ExitCode"
     assert job["spec"]["runPolicy"] == {"cleanPodPolicy": "Running", "backoffLimit": 3,
                                         "ttlSecondsAfterFinished": 86400, "activeDeadlineSeconds": 7200}
@@ -170,8 +113,8 @@ def test_the_job_runs_the_trainer_on_the_gpu_pool_and_validates(kf):
 
 def test_a_cpu_trainer_stays_off_the_gpu_pool(kf):
     kf = dataclasses.replace(kf, trainer_gpu=dataclasses.replace(kf.trainer_gpu, count=0))
-    job = _job(render.render_tfjob(kf), ["--"], owner=False)
-    _assert_valid(job)
+    job = checks.job_for(render.render_tfjob(kf), ["--"], owner=False)
+    checks.assert_valid(job)
     pod = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
     assert "nodeSelector" not in pod and "tolerations" not in pod
     assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
@@ -181,7 +124,7 @@ def test_a_cpu_trainer_stays_off_the_gpu_pool(kf):
 def test_the_schema_rejects_what_the_operator_would(kf):
     import kubernetes_validate
 
-    good = _job(render.render_tfjob(kf), ["--"])
+    good = checks.job_for(render.render_tfjob(kf), ["--"])
     cases = {
         "replicas as a string": ("spec.tfReplicaSpecs.Worker.replicas", lambda j: j["spec"]["tfReplicaSpecs"]
                                  ["Worker"].__setitem__("replicas", "3")),
@@ -212,7 +155,7 @@ def test_the_schema_rejects_what_the_operator_would(kf):
 def test_the_job_round_trips_through_the_training_sdk(kf):
     pytest.importorskip("kubeflow.training", reason="kubeflow-training is not in the lock; 1.7.0 installs beside "
                                                     "it (docs/kubeflow.md, 'The Trainer as a TFJob')")
-    job = _job(render.render_tfjob(kf), ["--", "--json_serialized_invocation_args", "{{$}}"])
+    job = checks.job_for(render.render_tfjob(kf), ["--", "--json_serialized_invocation_args", "{{$}}"])
     assert checks.tfjob_dropped(job) == []
     job["spec"]["runPolicy"]["cleanPodPolcy"] = "All"
     assert checks.tfjob_dropped(job) == [".spec.runPolicy.cleanPodPolcy"]
@@ -227,19 +170,19 @@ def _expand(arg, env):
 def test_each_worker_runs_the_steps_own_arguments_with_its_own_output_file(kf):
     tfx = ["--executor_class_path", "components.trainer.component.Executor",
            "--json_serialized_invocation_args", "{{$}}", "--direct_num_workers=0"]
-    sent = copy.deepcopy(EXECUTOR_INPUT)   # a value Kubernetes would expand if it were passed as it is
+    sent = copy.deepcopy(checks.EXECUTOR_INPUT)   # a value Kubernetes would expand if it were passed as it is
     sent["inputs"]["parameterValues"]["custom_config"] = '{"note": "costs $(HOME) or $$5"}'
-    job = _job(render.render_tfjob(kf), ["--", *tfx], executor_input=sent)
+    job = checks.job_for(render.render_tfjob(kf), ["--", *tfx], executor_input=sent)
     container = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["python", "-m", render.WORKER_MODULE]
     argv = [_expand(a, {"HOME": "/root"}) for a in container["args"]]   # what the process receives
-    cluster = [f"{job['metadata']['name']}-worker-{i}.feedrank.svc:2222" for i in range(WORKERS)]
+    cluster = [f"{job['metadata']['name']}-worker-{i}.feedrank.svc:2222" for i in range(checks.WORKERS)]
     tf_config = json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": 1},
                             "environment": "cloud"})                 # as the operator writes it
     index, got = worker.worker_argv(argv, tf_config)
     exchange = argv[argv.index(render.EXCHANGE_FLAG) + 1]
     assert index == 1 and exchange.startswith("gs://feedrank-ml/pipeline-root/r-1/Trainer/tfjob-")
-    want = _tfx_args(["--", *tfx], sent)
+    want = checks.tfx_args(["--", *tfx], sent)
     i, executor_input = render.invocation(got)
     assert got[:i] + got[i + 1:] == want[:i] + want[i + 1:]
     assert executor_input["outputs"]["outputFile"] == f"{exchange}/worker-1/executor_output.json"
@@ -266,76 +209,3 @@ def test_job_state(conditions, state):
         assert message == "TFJobFailed 1 Worker replica(s) failed."
 
 
-# --- the compiled package ---------------------------------------------------------------------
-
-def test_the_package_with_the_switch_loads_with_kfp(tfjob_docs):
-    from kfp import components
-    from kfp.client.client import _extract_pipeline_yaml
-    from kfp.pipeline_spec import pipeline_spec_pb2
-
-    path, docs = tfjob_docs
-    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())   # strict: no unknown fields
-    assert _extract_pipeline_yaml(path).pipeline_spec == spec
-    assert set(components.load_component_from_file(path).component_spec.inputs) == {
-        "input_base", "data_version", "trainer_config", "mlflow_tracking_uri"}
-
-
-def test_only_the_trainer_step_differs_from_the_golden_package(tfjob_docs):
-    _, docs = tfjob_docs
-    with open(GOLDEN) as f:
-        golden = [d for d in yaml.safe_load_all("".join(ln for ln in f if not ln.startswith("#"))) if d]
-    ours = [normalise(copy.deepcopy(d)) for d in docs]
-    label, theirs = _trainer_container(golden[0])
-    _, mine = _trainer_container(ours[0])
-    assert mine["args"][mine["args"].index("--") + 1:] == theirs["args"]   # the workers get TFX's own arguments
-    golden[0]["deploymentSpec"]["executors"][label]["container"] = mine
-    assert ours[0] == golden[0]
-    platform = golden[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(platform) == {label} and "nodeSelector" in platform[label]   # the pool goes to the workers
-    assert len(ours) == 1
-
-
-def test_the_trainer_step_launches_the_configured_job(tfjob_docs, kf):
-    from tests.unit.test_images import GPU_LOCK, dockerfile_stages, documented_builds, installs, target_lines
-
-    _, docs = tfjob_docs
-    _, container = _trainer_container(docs[0])
-    assert container["command"] == ["python", "-m", render.LAUNCH_MODULE] and container["image"] == kf.image
-    assert container["resources"] == container_resources(kf.resources["default"], gpus=0)   # no GPU to wait
-    args = container["args"]
-    assert args[:4] == [render.TEMPLATE_FLAG, args[1], render.POLL_FLAG, "30"] and args[4] == "--"
-    template = json.loads(args[1])
-    assert template == render.render_tfjob(kf)
-    job = _job(template, args)
-    _assert_valid(job)
-    pod = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
-    assert job["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == WORKERS
-    assert pod["nodeSelector"] == kf.trainer_gpu.node_selector
-    assert pod["containers"][0]["image"] == kf.images["Trainer"]
-    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == str(kf.trainer_gpu.count)
-    stages, builds = dockerfile_stages(), documented_builds()   # both images are built; the workers' has CUDA
-    assert installs(target_lines(stages, builds[pod["containers"][0]["image"]]), GPU_LOCK)
-    assert not installs(target_lines(stages, builds[container["image"]]), GPU_LOCK)
-
-
-# --- the cluster side ------------------------------------------------------------------------
-
-def test_the_pipeline_role_lets_the_step_launch_its_job():
-    from tests.unit.test_manifests import render as kustomize
-
-    objs = {(o["kind"], o["metadata"]["name"]): o for o in kustomize(os.path.join(ROOT, "manifests", "base"))}
-    kf = load_kubeflow_config(KF)
-    assert ("ServiceAccount", kf.trainer_job.service_account) in objs
-    rules = objs[("Role", "feedrank-pipeline")]["rules"]
-    granted = {v for r in rules if render.GROUP in r["apiGroups"] and render.PLURAL in r["resources"]
-               for v in r["verbs"]}
-    assert set(API_VERBS) <= granted
-
-
-def test_max_gpus_is_the_gpu_pool_quota():
-    from tests.unit.test_manifests import render as kustomize
-
-    objs = {(o["kind"], o["metadata"]["name"]): o
-            for o in kustomize(os.path.join(ROOT, "manifests", "overlays", "gpu-pool"))}
-    quota = objs[("ResourceQuota", "feedrank-gpu")]["spec"]["hard"]["requests.nvidia.com/gpu"]
-    assert load_kubeflow_config(KF).trainer_job.max_gpus == int(quota)
