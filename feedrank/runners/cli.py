@@ -109,5 +109,6 @@ def _compile(args: argparse.Namespace, build: PipelineBuilder) -> int:
     print(f"compile: done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     print(f"wrote {path} (images: {kf.image}"
           + "".join(f", {k}: {v}" for k, v in sorted(kf.images.items()))
-          + f"; pipeline_root {kf.pipeline_root})")
+          + f"; pipeline_root {kf.pipeline_root}"
+          + (f"; Trainer: a TFJob of {kf.trainer_job.workers} workers" if kf.trainer_job.enabled else "") + ")")
     return 0

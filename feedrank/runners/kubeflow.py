@@ -10,6 +10,10 @@ Kubernetes cluster:
   the count from the config) and every container CPU/memory requests and
   limits, in the form kfp 2.13's compiler writes for ``set_accelerator_*`` /
   ``set_cpu_*`` / ``set_memory_*``;
+* with ``trainer_job.kind: tfjob`` the Trainer's container instead launches a
+  multi-worker TFJob that runs the Trainer on the GPU pool
+  (`feedrank.runners.tfjob`): it gets the default image and resources, no GPU
+  and no GPU-pool placement, which go to the job's workers;
 * a second YAML document ``platforms.kubernetes.deploymentSpec.executors``
   (kfp-kubernetes' format) carries the Trainer's nodeSelector and
   tolerations, object-store credentials from a Secret, image pull secrets and
@@ -38,6 +42,7 @@ from feedrank.runners.kubeflow_config import (
     kubeflow_target,
 )
 from feedrank.runners.target import PipelineBuilder
+from feedrank.runners.tfjob.render import as_launcher
 
 GPU_RESOURCE = "nvidia.com/gpu"
 TRAINER_ID = "Trainer"
@@ -100,7 +105,7 @@ def check_supported(spec: Dict[str, Any]) -> None:
 
 def _platform_executor(kf: KubeflowConfig, component_id: str) -> Dict[str, Any]:
     ex: Dict[str, Any] = {}
-    if component_id == TRAINER_ID and kf.trainer_gpu.count > 0:
+    if component_id == TRAINER_ID and kf.trainer_gpu.count > 0 and not kf.trainer_job.enabled:
         if kf.trainer_gpu.node_selector:
             ex["nodeSelector"] = {"labels": dict(kf.trainer_gpu.node_selector)}
         if kf.trainer_gpu.tolerations:
@@ -132,10 +137,14 @@ def postprocess(spec: Dict[str, Any], kf: KubeflowConfig,
     k8s_execs = k8s.setdefault("deploymentSpec", {}).setdefault("executors", {})
     for component_id, label in sorted(executors.items()):
         container = spec["deploymentSpec"]["executors"][label]["container"]
-        gpus = kf.trainer_gpu.count if component_id == TRAINER_ID else 0
-        resources = container_resources(kf.resources_for(component_id), gpus)
+        launcher = component_id == TRAINER_ID and kf.trainer_job.enabled   # the TFJob's workers train
+        gpus = kf.trainer_gpu.count if component_id == TRAINER_ID and not launcher else 0
+        res = dict(kf.resources.get("default", {})) if launcher else kf.resources_for(component_id)
+        resources = container_resources(res, gpus)
         if resources:
             container["resources"] = resources
+        if launcher:
+            as_launcher(container, kf)
         if kf.env:
             container["env"] = [{"name": k, "value": str(v)} for k, v in sorted(kf.env.items())]
         extra = _platform_executor(kf, component_id)

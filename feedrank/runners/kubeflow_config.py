@@ -16,6 +16,7 @@ from typing import Any, Dict, List
 from feedrank import features as F
 from feedrank.config import Config, ConfigError, read_yaml_mapping
 from feedrank.runners.target import PipelineTarget
+from feedrank.runners.tfjob.settings import TrainerJob, check_gpus
 from feedrank.typed import build_typed
 
 RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
@@ -62,6 +63,8 @@ class KubeflowConfig:
     # A PersistentVolumeClaim holding the event log (the serving log sink writes its parts
     # there too), mounted at mount_path in LOG_READERS; input_base is then a path under it.
     log_volume: Dict[str, str] = dataclasses.field(default_factory=dict)
+    # The Trainer in its own pod (default) or as a multi-worker TFJob (feedrank.runners.tfjob).
+    trainer_job: TrainerJob = dataclasses.field(default_factory=TrainerJob)
 
     def resources_for(self, component_id: str) -> Dict[str, str]:
         merged = dict(self.resources.get("default", {}))
@@ -84,6 +87,7 @@ def load_kubeflow_config(path: str) -> KubeflowConfig:
             raise ConfigError(f"{where}.resources.{comp}: unknown key(s) {bad}; allowed: {list(RESOURCE_KEYS)}")
     if kf.trainer_gpu.count < 0:
         raise ConfigError(f"{where}.trainer_gpu.count must be >= 0, got {kf.trainer_gpu.count}")
+    check_gpus(kf.trainer_job, kf.trainer_gpu.count, where)
     if kf.secret_env:
         if set(kf.secret_env) != {"secret_name", "keys"} or not isinstance(kf.secret_env["keys"], dict):
             raise ConfigError(f"{where}.secret_env needs exactly `secret_name` and `keys` (ENV_VAR: secret-key)")
