@@ -7,8 +7,7 @@ schema for each pod template, and round trips through SDK models.
 * `pod_template_dropped(job)`: the field paths of each pod template that do not survive the
   kubernetes client's ``V1PodTemplateSpec`` model (an unknown or misplaced field is dropped);
 * `tfjob_dropped(job)`: the same for the whole job through the kubeflow-training SDK's
-  ``KubeflowOrgV1TFJob`` (raises ImportError where that SDK is not installed: it is not in
-  the lock; docs/kubeflow.md says which version installs beside it);
+  ``KubeflowOrgV1TFJob`` (kubeflow-training 1.7.0, in the lock; docs/kubeflow.md says why that version);
 * `assert_valid(job)`: the first three; `kubeflow_config_with_tfjob(dir)`: configs/kubeflow.yaml
   with the switch on and `WORKERS` workers; `job_for(template, args)`: the job the launcher
   would submit for a Trainer step's arguments, with `EXECUTOR_INPUT` for KFP's ``{{$}}``.
@@ -105,7 +104,7 @@ def pod_template_dropped(job: Dict[str, Any]) -> List[str]:
 
 
 def tfjob_dropped(job: Dict[str, Any]) -> List[str]:
-    from kubeflow.training import ApiClient  # kubeflow-training: not in the lock
+    from kubeflow.training import ApiClient  # kubeflow-training (a test-time check; the library never imports it)
 
     return dropped(job, _round_trip(ApiClient(), copy.deepcopy(job), "KubeflowOrgV1TFJob"))
 

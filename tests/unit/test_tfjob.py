@@ -6,8 +6,7 @@ Validated offline, without Kubernetes or the Training Operator:
   (a minimal kubeflow.org/v1 TFJob schema written from the documented API, with the v1.8
   webhook's rules); each pod template validates strictly against Kubernetes 1.30's schema
   and round-trips through the kubernetes client's ``V1PodTemplateSpec``; the whole job
-  round-trips through the kubeflow-training SDK's ``KubeflowOrgV1TFJob`` where that SDK is
-  installed (it is not in the lock: the test says so and skips);
+  round-trips through the kubeflow-training SDK's ``KubeflowOrgV1TFJob`` (1.7.0, in the lock);
 * each worker gets the step's own TFX arguments, through Kubernetes' argument expansion,
   with its own executor output file (the package: tests/unit/test_tfjob_package.py).
 """
@@ -153,8 +152,6 @@ def test_the_schema_rejects_what_the_operator_would(kf):
 
 
 def test_the_job_round_trips_through_the_training_sdk(kf):
-    pytest.importorskip("kubeflow.training", reason="kubeflow-training is not in the lock; 1.7.0 installs beside "
-                                                    "it (docs/kubeflow.md, 'The Trainer as a TFJob')")
     job = checks.job_for(render.render_tfjob(kf), ["--", "--json_serialized_invocation_args", "{{$}}"])
     assert checks.tfjob_dropped(job) == []
     job["spec"]["runPolicy"]["cleanPodPolcy"] = "All"
