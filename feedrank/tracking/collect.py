@@ -240,7 +240,10 @@ def collect(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[s
         training = _read_json(os.path.join(model_run.uri, "training.json")) or {}
         if "started_at" in training and "finished_at" in training:
             span = (int(float(training["started_at"]) * 1000), int(float(training["finished_at"]) * 1000))
-        for name in ("curves.json", "curves.png"):
+        calib = _read_json(os.path.join(model_run.uri, "calibration.json")) or {}
+        if calib.get("method"):
+            tags["calibration"] = str(calib["method"])   # the step inside the exported graph
+        for name in ("curves.json", "curves.png", "calibration.json", "training.json"):
             path = os.path.join(model_run.uri, name)
             if fileio.exists(path):
                 artifacts[path] = "training"

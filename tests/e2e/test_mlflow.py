@@ -118,11 +118,13 @@ def test_blessed_candidate_is_logged_and_registered_as_challenger(blessed_run, c
     assert p["data.input_base"] == os.path.abspath(cfg.input_base) and p["data.fingerprint"]
     assert "data.max_ts" in p and p["code_version"] not in ("", "unknown")
     assert t["blessed"] == "true" and t["pushed"] == "true"
+    assert t["calibration"] in ("platt", "isotonic", "identity")   # the step inside the exported graph
     assert t["tfx.run_id"] == summary["run_id"] and t["model_family"] == "din"
     assert len(t["git.commit"]) >= 7
     arts = _artifact_paths(client, run.info.run_id)
     for expected in ("plots/roc.png", "plots/calibration.png", "schema/schema.pbtxt",
                      "evaluation/eval_config.json", "model_card.md", "training/curves.png",
+                     "training/calibration.json", "training/training.json",
                      "model/MLmodel", "model/input_example.json"):
         assert expected in arts, arts
     assert any(a.startswith("model/artifacts/") and a.endswith("/saved_model.pb") for a in arts), arts
