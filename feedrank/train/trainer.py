@@ -36,7 +36,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -46,13 +46,13 @@ import tf_keras as keras
 from feedrank import features as F
 from feedrank.train import calibration, data, word_vectors
 from feedrank.train import export as export_lib
+from feedrank.train.curves import TENSORBOARD_DIR, CurveLogger, tensorboard_callbacks, write_curves
 from feedrank.train.families import build_model, gbdt
 from feedrank.train.settings import EXAMPLES_ARTIFACT_KEY, TrainerSettings, as_settings
 from feedrank.transform.preprocessing import vocab_file_name
 from feedrank.tune.genes import apply_trainer_hyperparameters
 
 log = logging.getLogger(__name__)
-TENSORBOARD_DIR = "tensorboard"   # in the Trainer's run directory (the ModelRun artifact)
 
 
 def feature_spec(config: Union[TrainerSettings, Mapping[str, Any]]) -> F.FeatureSpec:
@@ -65,19 +65,6 @@ def vocab_sizes(tf_transform_output: tft.TFTransformOutput, *, spec: F.FeatureSp
     """Embedding table sizes of ``spec``'s vocabularies: padding row + vocabulary + OOV buckets."""
     return {v.name: v.size or 1 + tf_transform_output.vocabulary_size_by_name(vocab_file_name(v))
             + v.num_oov_buckets for v in spec.vocabs}
-
-
-class CurveLogger(keras.callbacks.Callback):
-    """Logs every epoch's train and validation metrics and keeps them for curves.json."""
-
-    def __init__(self):
-        super().__init__()
-        self.curves: list[Dict[str, float]] = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-        self.curves.append(row)
-        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -155,22 +142,6 @@ def train(train_files, valid_files, tf_transform_output: tft.TFTransformOutput,
         return _fit(train_files, valid_files, tf_transform_output, cfg, cache_dir, [*board, *callbacks], spec)
 
 
-class LearningRateLogger(keras.callbacks.Callback):
-    """Adds the optimizer's learning rate to each epoch's logs (TensorBoard writes it)."""
-
-    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
-        if logs is not None:
-            logs["learning_rate"] = float(keras.backend.get_value(self.model.optimizer.learning_rate))
-
-
-def tensorboard_callbacks(log_dir: str, cfg: TrainerSettings) -> List[keras.callbacks.Callback]:
-    """TensorBoard logs of a fit in ``log_dir``: per epoch the train and validation loss, AUC
-    and logloss, and the learning rate; weight histograms every ``tensorboard_histograms`` epochs."""
-    return [LearningRateLogger(),
-            keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=cfg.tensorboard_histograms,
-                                        write_graph=False, update_freq="epoch", profile_batch=0)]
-
-
 def _fit(train_files, valid_files, tf_transform_output: tft.TFTransformOutput, cfg: TrainerSettings,
          cache_dir: Optional[str], extra_callbacks: Sequence[keras.callbacks.Callback],
          spec: F.FeatureSpec) -> Tuple[keras.Model, list]:
@@ -204,30 +175,6 @@ def _fit(train_files, valid_files, tf_transform_output: tft.TFTransformOutput, c
     log.info("training %s for up to %d epochs, early-stopped on the validation split", cfg.model, cfg.epochs)
     model.fit(train_ds, validation_data=valid_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=2)
     return model, curves.curves
-
-
-def write_curves(curves: list, out_dir: str) -> None:
-    """curves.json plus a PNG of train vs validation loss and AUC per epoch."""
-    tf.io.gfile.makedirs(out_dir)
-    with tf.io.gfile.GFile(os.path.join(out_dir, "curves.json"), "w") as f:
-        json.dump(curves, f, indent=1)
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plotting is a convenience; the JSON is the record
-        return
-    epochs = [c["epoch"] for c in curves]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, metric in zip(axes, ("loss", "auc")):
-        ax.plot(epochs, [c.get(metric) for c in curves], "o-", label="train")
-        ax.plot(epochs, [c.get(f"val_{metric}") for c in curves], "o-", label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_title(metric)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "curves.png"), dpi=80)
-    plt.close(fig)
 
 
 def validation_probabilities(model, files, tf_transform_output: tft.TFTransformOutput, cfg: TrainerSettings,
