@@ -38,7 +38,8 @@ is off: the pipeline is sharded where it is built.
 
 **Metrics and early stopping**: Keras metrics sum their variables over all replicas
 before ``result()``, so every worker logs the same loss and AUC and ``EarlyStopping``
-stops every worker at the same epoch, restoring the same weights.
+stops every worker at the same epoch, restoring the same weights.  Batch-statistics
+layers (Dice's batch normalization) normalise over each replica's piece, not the batch.
 
 **Outputs** (`output_dir`): every worker runs the same steps after training, export
 included (saving may run collective ops, so every worker saves, as TensorFlow's
@@ -46,8 +47,9 @@ multi-worker guide prescribes), but only the chief writes to the artifact's loca
 another worker writes to a temporary directory that is removed afterwards.
 
 **Records** (`ShardTally`): each worker writes ``workers/<type>-<index>.json`` into the
-real run directory: its task, the shard policy and files, and per epoch the number of
-train records it read and their fingerprint, the sum of each serialized record's
+real run directory: its task, the shard policy and files, and per epoch the wall and
+CPU seconds of its training steps, the number of train records it read and their
+fingerprint, the sum of each serialized record's
 31-bit farmhash (``tf.strings.to_hash_bucket_fast``).  The sum ignores order, so the
 workers' shards are disjoint and cover the split exactly when their counts add up to
 the split's and their fingerprints to the split's fingerprint (`fingerprint`).
@@ -240,6 +242,7 @@ class ShardTally(keras.callbacks.Callback):
         self._count = tf.Variable(0, dtype=tf.int64, trainable=False, name="tally_records")
         self._sum = tf.Variable(0, dtype=tf.int64, trainable=False, name="tally_fingerprint")
         self._last = (0, 0)
+        self._clock: Dict[str, float] = {}
         self.info: Dict[str, Any] = {}
         self.epochs: List[Dict[str, Any]] = []
 
@@ -262,14 +265,24 @@ class ShardTally(keras.callbacks.Callback):
         """(records, fingerprint) of everything tapped so far."""
         return int(self._count.numpy()), int(self._sum.numpy())
 
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+        self._clock = {"wall": time.perf_counter(), "cpu": time.process_time()}
+
+    def on_test_begin(self, logs: Optional[dict] = None) -> None:   # the epoch's validation starts
+        if self._clock and "train_wall" not in self._clock:
+            self._clock.update(train_wall=time.perf_counter(), train_cpu=time.process_time())
+
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         # cumulative values, differenced: the next epoch's iterator may start reading before
         # its on_epoch_begin, never before this epoch's end
-        now = self.totals()
+        now, clock = self.totals(), self._clock
         self.epochs.append({"epoch": epoch + 1, "records": now[0] - self._last[0],
                             "fingerprint": now[1] - self._last[1],
+                            # the epoch's training steps, validation excluded (CPU: every thread)
+                            "train_seconds": round(clock.get("train_wall", time.perf_counter()) - clock["wall"], 4),
+                            "train_cpu_seconds": round(clock.get("train_cpu", time.process_time()) - clock["cpu"], 4),
                             "logs": {k: float(v) for k, v in (logs or {}).items()}})
-        self._last = now
+        self._last, self._clock = now, {}
 
     def record(self) -> Dict[str, Any]:
         """What this worker read, per epoch, and how long its fit took."""
