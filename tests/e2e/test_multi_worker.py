@@ -12,10 +12,11 @@ scores held-out examples like a one-worker run of the same Trainer on the same d
 
 * DIN, one train file: the ``data`` shard policy.  Every worker shuffles the split alike
   and keeps every second record, so the workers' step batches together are the
-  one-worker run's, except that each epoch's last, partial batch is taken in two steps.
-  The bound: mean |p2 - p1| under a tenth of the one-worker scores' standard deviation
-  and AUCs within 0.01 (measured: 2.5 % and 0.002; a one-worker run with another seed
-  is at ~50 % and ~0.02, so the bound tells "the same training" from "a training").
+  one-worker run's, except that each epoch's last, partial batch is taken in two steps
+  (ReLU, not Dice, whose batch statistics would be each replica's).
+  The bound: mean |p2 - p1| under a fifth of the one-worker scores' standard deviation
+  and AUCs within 0.01 (measured: 5 % and 0.002; a one-worker run with another seed is
+  at 65 % and 0.016, so the bound tells "the same training" from "a training").
 * DRNN, two train files: the ``file`` policy.  Each worker reads its own file, so the
   batches differ from the one-worker run's as a reseeded run's would.  The bound: the
   top-10 accuracies on the same n eval rows within three binomial standard errors,
@@ -201,7 +202,7 @@ def test_din_two_worker_export_scores_like_a_one_worker_run(din):
     p1 = np.array([p1_by_id[i.decode()] for i in parsed[F.IMPRESSION_ID].numpy()])
     labels = parsed[F.LABEL].numpy()
     assert len(p1) > 1000 and 0 < labels.sum() < len(labels)
-    assert np.abs(p2 - p1).mean() < 0.1 * p1.std(), (np.abs(p2 - p1).mean(), p1.std())
+    assert np.abs(p2 - p1).mean() < 0.2 * p1.std(), (np.abs(p2 - p1).mean(), p1.std())
     assert abs(roc_auc_score(labels, p2) - roc_auc_score(labels, p1)) < 0.01
 
 
