@@ -39,6 +39,7 @@ import tf_keras as keras
 from feedrank.sessions import features as SF
 from feedrank.sessions import layers as SL
 from feedrank.train import layers as TL
+from feedrank.train.distribute import global_mean
 from feedrank.typed import Checked, ConfigError, setting
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,8 @@ class SessionModel(keras.Model):
     """An encoder (inputs -> branch vectors) and a `FusedSoftmax` head: logits [B, num_items].
 
     With ``num_sampled > 0`` a training step minimises the sampled-softmax
-    loss; evaluation and prediction always use the full softmax.  Input keys
+    loss, the mean over the global batch's rows under a distribution strategy;
+    evaluation and prediction always use the full softmax.  Input keys
     the encoder does not use are ignored.
     """
 
@@ -141,10 +143,15 @@ class SessionModel(keras.Model):
         x, y = data[0], data[1]
         with tf.GradientTape() as tape:
             branches = self.encoder(self._select(x), training=True)
-            loss = tf.reduce_mean(self.head.sampled_loss(branches, y, self.num_sampled))
+            # this replica's share of the mean over every replica's rows: the optimizer sums
+            # the replicas' gradients (rows per replica vary: a sample gives a row per label item)
+            loss = global_mean(self.head.sampled_loss(branches, y, self.num_sampled))
             if self.losses:
-                loss += tf.add_n(self.losses)
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)   # logged: the global mean
         return {"loss": loss}
 
 

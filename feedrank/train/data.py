@@ -20,6 +20,11 @@ materialise its output): each batch is parsed with the raw spec and mapped
 through the tf.Transform layer, after the cache and the shuffle, so the model
 sees the same batches as from the materialised transformed examples (which
 Transform writes in the raw examples' order).
+
+Under a multi-worker strategy ``shard`` (`feedrank.train.distribute.Shard`) cuts the
+split to one worker's part: its files (``file``), or every n-th record of the shuffled
+stream every worker builds alike (``data``, right before the batching); ``tap`` sees
+each batch of serialized records before parsing (`feedrank.train.distribute.ShardTally`).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from feedrank import features as F
+from feedrank.train.distribute import Shard
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +45,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 CACHE_MODES = ("memory", "disk", "")
 
 
-def _expand(patterns: Sequence[str]) -> List[str]:
+def expand(patterns: Sequence[str]) -> List[str]:
+    """The sorted files ``patterns`` match (a pattern without a wildcard is a prefix)."""
     files: List[str] = []
     for p in patterns:
         files += tf.io.gfile.glob(p if any(c in p for c in "*?[") else p + "*")
@@ -67,7 +74,8 @@ def dataset(patterns: Sequence[str], feature_spec: Dict[str, object], batch_size
             shuffle: bool = False, seed: int = 0, label: str = F.LABEL,
             shuffle_buffer: int = 100_000, cache: str = "",
             transform_layer: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None,
-            cache_dir: Optional[str] = None, *, spec: F.FeatureSpec) -> tf.data.Dataset:
+            cache_dir: Optional[str] = None, *, spec: F.FeatureSpec, shard: Optional[Shard] = None,
+            tap: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> tf.data.Dataset:
     """(features, label) batches from transformed TFRecords; one pass per iteration.
 
     The features are the model inputs of the feature contract ``spec``
@@ -77,12 +85,15 @@ def dataset(patterns: Sequence[str], feature_spec: Dict[str, object], batch_size
     (`cache_path`), which the caller owns and removes.
     ``transform_layer``: the records are raw examples, ``feature_spec`` is their
     spec, and the layer (`TFTransformOutput.transform_features_layer`) transforms them.
+    ``shard``: this worker's part of the split (module docstring); ``batch_size`` is then
+    the per-replica batch.  ``tap``: called on each batch of serialized records.
     """
     if cache not in CACHE_MODES:
         raise ValueError(f"input cache must be one of {list(CACHE_MODES)}, got {cache!r}")
     if cache == "disk" and not cache_dir:
         raise ValueError("the 'disk' input cache needs a cache_dir (the run's own directory)")
-    files = _expand(patterns)
+    shard = shard or Shard()
+    files = shard.files(expand(patterns))
     wanted = set(spec.model_input_names()) | {label}
     if transform_layer is None:
         parse_spec = {k: v for k, v in feature_spec.items() if k in wanted}
@@ -94,7 +105,7 @@ def dataset(patterns: Sequence[str], feature_spec: Dict[str, object], batch_size
             transformed = transform_layer(tf.io.parse_example(serialized, feature_spec))
             return {k: v for k, v in transformed.items() if k in wanted}
     ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
+    if shuffle:   # seeded: under the data policy every worker shuffles alike
         ds = ds.shuffle(len(files), seed=seed)
     ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
                        cycle_length=min(4, len(files)), num_parallel_calls=AUTOTUNE,
@@ -108,7 +119,10 @@ def dataset(patterns: Sequence[str], feature_spec: Dict[str, object], batch_size
         ds = ds.cache(prefix)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = shard.records(ds).batch(batch_size)
+    if tap is not None:
+        ds = ds.map(tap)
+    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
 
     def split(batch: Dict[str, tf.Tensor]) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
         y = tf.cast(batch.pop(label), tf.float32)

@@ -36,7 +36,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -44,15 +44,17 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from feedrank import features as F
-from feedrank.train import calibration, data, word_vectors
+from feedrank.train import calibration, data, distribute, word_vectors
 from feedrank.train import export as export_lib
+from feedrank.train.curves import TENSORBOARD_DIR, CurveLogger, tensorboard_callbacks, write_curves
+from feedrank.train.distribute import distribution_strategy
 from feedrank.train.families import build_model, gbdt
 from feedrank.train.settings import EXAMPLES_ARTIFACT_KEY, TrainerSettings, as_settings
 from feedrank.transform.preprocessing import vocab_file_name
 from feedrank.tune.genes import apply_trainer_hyperparameters
+from feedrank.typed import ConfigError
 
 log = logging.getLogger(__name__)
-TENSORBOARD_DIR = "tensorboard"   # in the Trainer's run directory (the ModelRun artifact)
 
 
 def feature_spec(config: Union[TrainerSettings, Mapping[str, Any]]) -> F.FeatureSpec:
@@ -65,29 +67,6 @@ def vocab_sizes(tf_transform_output: tft.TFTransformOutput, *, spec: F.FeatureSp
     """Embedding table sizes of ``spec``'s vocabularies: padding row + vocabulary + OOV buckets."""
     return {v.name: v.size or 1 + tf_transform_output.vocabulary_size_by_name(vocab_file_name(v))
             + v.num_oov_buckets for v in spec.vocabs}
-
-
-class CurveLogger(keras.callbacks.Callback):
-    """Logs every epoch's train and validation metrics and keeps them for curves.json."""
-
-    def __init__(self):
-        super().__init__()
-        self.curves: list[Dict[str, float]] = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-        self.curves.append(row)
-        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
-
-
-def distribution_strategy() -> tf.distribute.Strategy:
-    """MultiWorkerMirrored when TF_CONFIG names a cluster (the Kubeflow GPU pool),
-    Mirrored on a multi-GPU machine, else the default (one device) strategy."""
-    if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 def input_spec(tf_transform_output: tft.TFTransformOutput, raw_examples: bool, *, spec: F.FeatureSpec):
@@ -111,9 +90,9 @@ def input_cache_dir(mode: str, run_dir: Optional[str]) -> Iterator[Optional[str]
         return
     temp = None if run_dir else tempfile.mkdtemp(prefix="feedrank-input-cache-")
     path = os.path.join(run_dir or temp, "input_cache")
-    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task") or {}
-    if task:
-        path = os.path.join(path, f"{task.get('type', 'worker')}-{task.get('index', 0)}")
+    cluster = distribute.cluster_from_env()
+    if cluster is not None:
+        path = os.path.join(path, f"{cluster.task_type}-{cluster.task_index}")
     try:
         yield path
     finally:
@@ -125,7 +104,8 @@ def input_cache_dir(mode: str, run_dir: Optional[str]) -> Iterator[Optional[str]
 def train(train_files, valid_files, tf_transform_output: tft.TFTransformOutput,
           config: Union[TrainerSettings, Mapping[str, Any]],
           run_dir: Optional[str] = None, callbacks: Sequence[keras.callbacks.Callback] = (),
-          spec: Optional[F.FeatureSpec] = None) -> Tuple[keras.Model, list]:
+          spec: Optional[F.FeatureSpec] = None,
+          tally: Optional[distribute.ShardTally] = None) -> Tuple[keras.Model, list]:
     """Builds the configured family, fits it on ``train_files``, early-stops it on
     ``valid_files`` (the validation split, never the eval split), returns (model,
     per-epoch curves).
@@ -143,7 +123,11 @@ def train(train_files, valid_files, tf_transform_output: tft.TFTransformOutput,
 
     ``spec``: the feature contract the data, the model and the export share; None:
     the one the settings carry (`feature_spec`).
+
+    Under a multi-worker ``TF_CONFIG`` each worker trains on its shard of the train
+    split (`feedrank.train.distribute`); ``tally`` counts what it read, per epoch.
     """
+    strategy = distribution_strategy()   # before any TensorFlow op: collective ops are set up at start
     cfg = as_settings(config)
     if spec is None:
         spec = feature_spec(cfg)
@@ -152,42 +136,35 @@ def train(train_files, valid_files, tf_transform_output: tft.TFTransformOutput,
     keras.utils.set_random_seed(cfg.seed)
     board = [] if run_dir is None else tensorboard_callbacks(os.path.join(run_dir, TENSORBOARD_DIR), cfg)
     with input_cache_dir(cfg.input_cache, run_dir) as cache_dir:
-        return _fit(train_files, valid_files, tf_transform_output, cfg, cache_dir, [*board, *callbacks], spec)
-
-
-class LearningRateLogger(keras.callbacks.Callback):
-    """Adds the optimizer's learning rate to each epoch's logs (TensorBoard writes it)."""
-
-    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
-        if logs is not None:
-            logs["learning_rate"] = float(keras.backend.get_value(self.model.optimizer.learning_rate))
-
-
-def tensorboard_callbacks(log_dir: str, cfg: TrainerSettings) -> List[keras.callbacks.Callback]:
-    """TensorBoard logs of a fit in ``log_dir``: per epoch the train and validation loss, AUC
-    and logloss, and the learning rate; weight histograms every ``tensorboard_histograms`` epochs."""
-    return [LearningRateLogger(),
-            keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=cfg.tensorboard_histograms,
-                                        write_graph=False, update_freq="epoch", profile_batch=0)]
+        return _fit(train_files, valid_files, tf_transform_output, cfg, cache_dir, [*board, *callbacks], spec,
+                    strategy, tally)
 
 
 def _fit(train_files, valid_files, tf_transform_output: tft.TFTransformOutput, cfg: TrainerSettings,
-         cache_dir: Optional[str], extra_callbacks: Sequence[keras.callbacks.Callback],
-         spec: F.FeatureSpec) -> Tuple[keras.Model, list]:
-    """`train` with the input cache's directory decided."""
+         cache_dir: Optional[str], extra_callbacks: Sequence[keras.callbacks.Callback], spec: F.FeatureSpec,
+         strategy: tf.distribute.Strategy, tally: Optional[distribute.ShardTally]) -> Tuple[keras.Model, list]:
+    """`train` with the input cache's directory and the strategy decided."""
     records, layer = input_spec(tf_transform_output, cfg.raw_examples, spec=spec)
     if cfg.model == "gbdt":   # trees: one pass over each split, no epochs, optimiser or callbacks
         one_pass = [data.dataset(files, records, cfg.batch_size, transform_layer=layer, spec=spec)
                     for files in (train_files, valid_files)]
         return gbdt.fit(*one_pass, vocab_sizes(tf_transform_output, spec=spec), cfg, spec=spec)
     cache = cfg.input_cache
-    train_ds = data.dataset(train_files, records, cfg.batch_size, shuffle=True, seed=cfg.seed, cache=cache,
-                            transform_layer=layer, cache_dir=cache_dir, spec=spec)
-    valid_ds = data.dataset(valid_files, records, cfg.batch_size, cache=cache, transform_layer=layer,
-                            cache_dir=cache_dir, spec=spec)
-    strategy = distribution_strategy()
     log.info("distribution strategy: %s (%d replica(s))", type(strategy).__name__,
              strategy.num_replicas_in_sync)
+
+    def train_input(shard: distribute.Shard) -> tf.data.Dataset:
+        if tally is not None:
+            tally.describe(strategy, shard, data.expand(train_files), cfg.batch_size)
+        return data.dataset(train_files, records, cfg.batch_size, shuffle=True, seed=cfg.seed, cache=cache,
+                            transform_layer=layer, cache_dir=cache_dir, spec=spec, shard=shard,
+                            tap=tally.tap if tally else None)
+
+    train_ds = distribute.sharded_dataset(strategy, data.expand(train_files), train_input)
+    valid_ds = distribute.sharded_dataset(
+        strategy, data.expand(valid_files),
+        lambda shard: data.dataset(valid_files, records, cfg.batch_size, cache=cache, transform_layer=layer,
+                                   cache_dir=cache_dir, spec=spec, shard=shard))
     sizes = vocab_sizes(tf_transform_output, spec=spec)
     cfg = word_vectors.attach(cfg, tf_transform_output, sizes[F.ITEM_VOCAB.name])  # Word2Vec rows, if given
     with strategy.scope():
@@ -200,34 +177,11 @@ def _fit(train_files, valid_files, tf_transform_output: tft.TFTransformOutput, c
     curves = CurveLogger()
     callbacks = [curves, keras.callbacks.EarlyStopping(
         monitor="val_auc", mode="max", patience=cfg.early_stopping_patience,
-        restore_best_weights=True), *extra_callbacks]
+        restore_best_weights=True), *([tally] if tally else []), *extra_callbacks]
     log.info("training %s for up to %d epochs, early-stopped on the validation split", cfg.model, cfg.epochs)
-    model.fit(train_ds, validation_data=valid_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=2)
+    with distribute.timed(tally):
+        model.fit(train_ds, validation_data=valid_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=2)
     return model, curves.curves
-
-
-def write_curves(curves: list, out_dir: str) -> None:
-    """curves.json plus a PNG of train vs validation loss and AUC per epoch."""
-    tf.io.gfile.makedirs(out_dir)
-    with tf.io.gfile.GFile(os.path.join(out_dir, "curves.json"), "w") as f:
-        json.dump(curves, f, indent=1)
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plotting is a convenience; the JSON is the record
-        return
-    epochs = [c["epoch"] for c in curves]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, metric in zip(axes, ("loss", "auc")):
-        ax.plot(epochs, [c.get(metric) for c in curves], "o-", label="train")
-        ax.plot(epochs, [c.get(f"val_{metric}") for c in curves], "o-", label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_title(metric)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "curves.png"), dpi=80)
-    plt.close(fig)
 
 
 def validation_probabilities(model, files, tf_transform_output: tft.TFTransformOutput, cfg: TrainerSettings,
@@ -249,7 +203,7 @@ def trainer_scores(model, files, tf_transform_output: tft.TFTransformOutput,
     """The in-memory Keras model's served scores (`export.served_probability`) on the first
     ``n`` examples of ``files``, keyed by impression id: the reference the pushed model must match."""
     parse_spec, layer = input_spec(tf_transform_output, raw_examples, spec=spec)
-    records = tf.stack(list(tf.data.TFRecordDataset(data._expand(files), compression_type="GZIP").take(n)))
+    records = tf.stack(list(tf.data.TFRecordDataset(data.expand(files), compression_type="GZIP").take(n)))
     batch = tf.io.parse_example(records, parse_spec)
     if layer is not None:
         ids = tf.io.parse_example(records, {F.IMPRESSION_ID: tf.io.FixedLenFeature([], tf.string)})
@@ -281,28 +235,51 @@ def _phase(phases: Dict[str, float], name: str) -> Iterator[None]:
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (components/trainer's executor); a bad ``custom_config``
-    is a ConfigError naming the key."""
+    is a ConfigError naming the key.
+
+    Under a multi-worker ``TF_CONFIG`` every worker runs all of it; only the chief writes
+    the model and the run's files, every worker its own ``workers/<task>.json``
+    (`feedrank.train.distribute`)."""
     settings, props = examples_properties(fn_args.custom_config)
     # the Tuner's best hyperparameters (TFX passes them when the Trainer gets the Tuner's output)
     settings = apply_trainer_hyperparameters(settings, getattr(fn_args, "hyperparameters", None))
     config = TrainerSettings.from_dict(settings, "Trainer custom_config")
+    cluster = distribute.cluster_from_env()
+    if cluster is not None and cluster.num_workers > 1 and config.model == "gbdt":
+        raise ConfigError(f"trainer.model gbdt trains on one worker (TF-DF), but TF_CONFIG names "
+                          f"{cluster.num_workers}: run it without a multi-worker TF_CONFIG")
+    distribution_strategy()   # the process's first TensorFlow work (collective ops are set up at start)
     spec = feature_spec(config)   # the run's feature contract: data, model and export share it
     rate = float(props["negative_sampling_rate"])
     log.info("negative sampling rate %.4g (from the Examples artifact %s)", rate, props.get("uri", "?"))
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    tally = None if config.model == "gbdt" else distribute.ShardTally(cluster)
     started = time.time()
     phases: Dict[str, float] = {}
-    with _phase(phases, "fit"):
-        model, curves = train(fn_args.train_files, fn_args.eval_files, tft_output, config,
-                              run_dir=fn_args.model_run_dir, spec=spec)
-        write_curves(curves, fn_args.model_run_dir)
+    with distribute.output_dir(fn_args.model_run_dir, cluster) as run_dir, \
+            distribute.output_dir(fn_args.serving_model_dir, cluster) as serving_dir:
+        with _phase(phases, "fit"):
+            model, curves = train(fn_args.train_files, fn_args.eval_files, tft_output, config,
+                                  run_dir=run_dir, spec=spec, tally=tally)
+        if tally is not None:
+            tally.write(fn_args.model_run_dir)   # every worker: its own record, in the real run dir
+        _write_outputs(model, curves, fn_args, tft_output, config, rate, spec, props, started, run_dir, serving_dir,
+                       phases)
+
+
+def _write_outputs(model, curves: list, fn_args, tft_output: tft.TFTransformOutput, config: TrainerSettings,
+                   rate: float, spec: F.FeatureSpec, props: Mapping[str, Any], started: float,
+                   run_dir: str, serving_dir: str, phases: Dict[str, float]) -> None:
+    """`run_fn` after training: curves, calibration, export, training.json (with each phase's
+    seconds), valid_scores.json."""
+    write_curves(curves, run_dir)
     with _phase(phases, "calibration"):
         probs, labels = ([], []) if config.calibration == "none" else \
             validation_probabilities(model, fn_args.eval_files, tft_output, config, rate, spec=spec)
         calibrator, calibration_record = calibration.choose(probs, labels, config.calibration)
-        calibration.write(calibration_record, fn_args.model_run_dir)
+        calibration.write(calibration_record, run_dir)
     with _phase(phases, "export"):
-        export_lib.export(model, tft_output, fn_args.serving_model_dir, rate, spec=spec, calibrator=calibrator)
+        export_lib.export(model, tft_output, serving_dir, rate, spec=spec, calibrator=calibrator)
     finished = time.time()
     with _phase(phases, "reference_scores"):
         scores = trainer_scores(model, fn_args.eval_files, tft_output, rate, raw_examples=config.raw_examples,
@@ -312,6 +289,6 @@ def run_fn(fn_args) -> None:
               "started_at": round(started, 3), "finished_at": round(finished, 3),   # fit, calibrate, export
               "phase_seconds": phases}
     for name, content in (("training.json", record), ("valid_scores.json", scores)):
-        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, name), "w") as f:
+        with tf.io.gfile.GFile(os.path.join(run_dir, name), "w") as f:
             json.dump(content, f, indent=1 if name == "training.json" else None)
-    log.info("exported %s to %s", config.model, fn_args.serving_model_dir)
+    log.info("exported %s to %s", config.model, serving_dir)

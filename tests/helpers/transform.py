@@ -36,3 +36,38 @@ def analyze_and_transform(raw_files: List[str], out_dir: str, spec: F.FeatureSpe
     return transformed_file, tft.TFTransformOutput(os.path.join(out_dir, "transform_graph"))
 
 
+
+
+def transform_splits(raw_dir: str, out_dir: str, schema, preprocessing_fn, splits=("train", "eval"),
+                     shards=None):
+    """tf.Transform as the Transform component runs it over an ExampleGen-style directory:
+    analysed on ``raw_dir/Split-train``, every split of ``splits`` transformed into
+    ``<out_dir>/transformed/Split-<split>/`` (GZIP, ``shards[split]`` files, 1 by default).
+    ``preprocessing_fn`` takes the inputs.  Returns (transformed dir, transform graph dir)."""
+    import apache_beam as beam
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tfx_bsl.public import tfxio
+
+    def source(split):
+        return tfxio.TFExampleRecord(os.path.join(raw_dir, f"Split-{split}", "*"), schema=schema)
+
+    transformed_dir, graph_dir = os.path.join(out_dir, "transformed"), os.path.join(out_dir, "transform_graph")
+    with beam.Pipeline() as p, tft_beam.Context(temp_dir=os.path.join(out_dir, "tmp"), force_tf_compat_v1=False):
+        train = source("train")
+        raw_train = p | "ReadTrain" >> train.BeamSource()
+        transform_fn = ((raw_train, train.TensorAdapterConfig())
+                        | tft_beam.AnalyzeDataset(preprocessing_fn))
+        _ = transform_fn | tft_beam.WriteTransformFn(graph_dir)
+        for split in splits:
+            src = source(split)
+            raw = raw_train if split == "train" else p | f"Read{split}" >> src.BeamSource()
+            transformed, metadata = (((raw, src.TensorAdapterConfig()), transform_fn)
+                                     | f"Transform{split}" >> tft_beam.TransformDataset(output_record_batches=False))
+            coder = tft.coders.ExampleProtoCoder(metadata.schema)
+            _ = (transformed | f"Encode{split}" >> beam.Map(coder.encode)
+                 | f"Write{split}" >> beam.io.WriteToTFRecord(
+                     os.path.join(transformed_dir, f"Split-{split}", "data"), file_name_suffix=".gz",
+                     num_shards=(shards or {}).get(split, 1),
+                     compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+    return transformed_dir, graph_dir

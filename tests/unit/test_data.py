@@ -1,13 +1,15 @@
 """The Trainer's tf.data input pipeline (`feedrank.train.data`): every example
 once per epoch, and the record cache (`input_cache`) changes nothing but speed; the
-on-disk cache lives where it is told, keyed to the files it caches."""
+on-disk cache lives where it is told, keyed to the files it caches; a worker's shard
+is its files, or every n-th example of the order every worker shuffles alike."""
 import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from feedrank import features as F
-from feedrank.train import data
+from feedrank.train import data, distribute
 from tests.helpers.model_harness import random_batch, transformed_spec, write_transformed
 
 N = 300
@@ -94,3 +96,46 @@ def test_same_seed_same_batches_in_the_same_order(tmp_path):
             for s in (5, 5, 6)]
     np.testing.assert_array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])
+
+
+def _batches(ds):
+    return [y.numpy().astype(int) for _, y in ds]
+
+
+def test_data_shards_take_every_nth_example_of_the_one_worker_order(tmp_path):
+    """The ``data`` policy: both workers shuffle alike and keep every second example, so their
+    k-th batches of 64 hold exactly the examples of the one-worker k-th batch of 64 (the
+    strategy then splits each of a worker's batches into one piece per worker for a step)."""
+    path = str(tmp_path / "train.gz")
+    _write(path)
+
+    def run(shard=None, tally=None):
+        return _batches(data.dataset([path], transformed_spec(), 64, shuffle=True, seed=7, cache="memory",
+                                     spec=F.BUILTIN, shard=shard, tap=tally.tap if tally else None))
+
+    one = np.concatenate(run())
+    tallies = [distribute.ShardTally(), distribute.ShardTally()]
+    shards = [run(distribute.Shard("data", i, 2), tallies[i]) for i in range(2)]
+    for i, batches in enumerate(shards):
+        np.testing.assert_array_equal(np.concatenate(batches), one[i::2])   # every second, from the i-th
+    assert sorted(np.concatenate([*shards[0], *shards[1]])) == list(range(N))
+    # the tally counted each worker's records, and the fingerprints add up to the split's
+    records = [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
+    totals = [t.totals() for t in tallies]
+    assert [n for n, _ in totals] == [N - N // 2, N // 2]
+    assert sum(f for _, f in totals) == distribute.fingerprint(records) and totals[0][1] != totals[1][1]
+
+
+def test_file_shards_read_their_own_files_and_need_one_file_per_worker(tmp_path):
+    paths = [str(tmp_path / f"train-{i}.gz") for i in range(3)]
+    for i, p in enumerate(paths):
+        write_transformed(p, random_batch(10 * (i + 1), seed=i), np.arange(10 * (i + 1)) + 100 * i)
+    got = [sorted(np.concatenate(_batches(data.dataset([str(tmp_path / "train-*")], transformed_spec(), 8,
+                                                       shuffle=True, spec=F.BUILTIN,
+                                                       shard=distribute.choose_shard(3, 2, i)))))
+           for i in range(2)]
+    assert got[0] == list(range(10)) + list(range(200, 230))   # files 0 and 2
+    assert got[1] == list(range(100, 120))                      # file 1
+    assert distribute.choose_shard(3, 2, 0).policy == "file"
+    assert distribute.choose_shard(1, 2, 1) == distribute.Shard("data", 1, 2)
+    assert distribute.choose_shard(5, 1, 0) == distribute.Shard()   # one worker: the whole split
