@@ -17,6 +17,7 @@ import sys
 
 import kserve.models
 import kubernetes.client.models as k8s_models
+from json_diff import dropped  # run as a script: its own folder is on sys.path
 from kserve import ApiClient
 from pydantic import BaseModel
 
@@ -46,22 +47,6 @@ def _strip_none(x):
     if isinstance(x, list):
         return [_strip_none(v) for v in x]
     return x
-
-
-def dropped(original, back, path=""):
-    """Paths in ``original`` whose value is missing or different in ``back``."""
-    if isinstance(original, dict):
-        if not isinstance(back, dict):
-            return [path or "/"]
-        out = []
-        for k, v in original.items():
-            out += dropped(v, back[k], f"{path}.{k}") if k in back else [f"{path}.{k}"]
-        return out
-    if isinstance(original, list):
-        if not isinstance(back, list) or len(back) != len(original):
-            return [path]
-        return [p for i, v in enumerate(original) for p in dropped(v, back[i], f"{path}[{i}]")]
-    return [] if original == back else [path]
 
 
 def round_trip(client, obj, klass):

@@ -24,6 +24,7 @@ import yaml
 from feedrank.runners.kubeflow_config import KubeflowConfig, load_kubeflow_config
 from feedrank.runners.tfjob import render
 from tests.helpers.config import ROOT
+from tests.helpers.json_diff import dropped
 
 SCHEMA = os.path.join(ROOT, "tests", "schemas", "tfjob_v1.yaml")
 KF = os.path.join(ROOT, "configs", "kubeflow.yaml")
@@ -68,22 +69,6 @@ def _strip_none(x: Any) -> Any:
     if isinstance(x, list):
         return [_strip_none(v) for v in x]
     return x
-
-
-def dropped(original: Any, back: Any, path: str = "") -> List[str]:
-    """Paths in ``original`` whose value is missing or different in ``back``."""
-    if isinstance(original, dict):
-        if not isinstance(back, dict):
-            return [path or "/"]
-        out: List[str] = []
-        for k, v in original.items():
-            out += dropped(v, back[k], f"{path}.{k}") if k in back else [f"{path}.{k}"]
-        return out
-    if isinstance(original, list):
-        if not isinstance(back, list) or len(back) != len(original):
-            return [path]
-        return [p for i, v in enumerate(original) for p in dropped(v, back[i], f"{path}[{i}]")]
-    return [] if original == back else [path]
 
 
 class _Response:

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,7 @@ from feedrank.deploy import DeployError, examples, render
 from feedrank.events import append, contract, io
 from tests.helpers import examplegen as H
 from tests.helpers.config import ROOT
+from tests.helpers.json_api import JsonApiHandler
 from tests.serving.test_serving_manifests import (  # noqa: F401 - fixtures: a real MLflow server and registry
     _aliases,
     _load,
@@ -388,29 +389,13 @@ def test_deploy_ab_share_renders_both_and_rollback_removes_the_challenger(regist
 
 # ---- applying: the kubernetes client against a loopback stand-in of the API server ------------
 
-class _FakeKube(BaseHTTPRequestHandler):
+class _FakeKube(JsonApiHandler):
     """InferenceServices in memory; every object is Ready as soon as it is written.
     Records (method, name) per request: a contract test of what `apply` sends, in order."""
 
     objects: dict = {}
     requests: list = []
     PREFIX = "/apis/serving.kserve.io/v1beta1/namespaces/feedrank/inferenceservices"
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def _send(self, body, status=200):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _name(self):
-        path = self.path.split("?")[0]
-        assert path.startswith(self.PREFIX), path
-        return path[len(self.PREFIX):].strip("/")
 
     def _body(self):
         n = int(self.headers.get("Content-Length") or 0)

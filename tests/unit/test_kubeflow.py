@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -30,6 +30,7 @@ from feedrank.runners.kfp_client import KfpError, validate_cron
 from feedrank.runners.kubeflow import UnsupportedOnKubeflow, check_supported, container_resources, postprocess
 from feedrank.runners.kubeflow_config import KubeflowConfig, load_kubeflow_config
 from tests.helpers.config import ROOT
+from tests.helpers.json_api import JsonApiHandler
 
 GOLDEN = os.path.join(ROOT, "tests", "golden", "kubeflow_pipeline.yaml")
 DEMO = os.path.join(ROOT, "configs", "demo.yaml")
@@ -243,19 +244,8 @@ def test_golden(docs):
 
 # --- the client path: a loopback contract test -------------------------------------------------
 
-class _FakeKfp(BaseHTTPRequestHandler):
+class _FakeKfp(JsonApiHandler):
     requests = []
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def _send(self, body, status=200):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _record(self):
         n = int(self.headers.get("Content-Length") or 0)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -26,11 +26,12 @@ from feedrank.runners.tfjob import launch, render
 from feedrank.runners.tfjob.settings import TrainerJob
 from tests.helpers import tfjob_checks as checks
 from tests.helpers.config import ROOT
+from tests.helpers.json_api import JsonApiHandler
 
 NS = "feedrank"
 
 
-class _FakeOperator(BaseHTTPRequestHandler):
+class _FakeOperator(JsonApiHandler):
     """TFJobs in memory; ``mode`` says what the operator does with a new one: run (the workers,
     as processes), fail, hang (Running forever) or succeed without running anything."""
 
@@ -40,22 +41,6 @@ class _FakeOperator(BaseHTTPRequestHandler):
     mode = "run"
     unavailable = 0     # the next GETs answered 503
     PREFIX = f"/apis/{render.GROUP}/{render.VERSION}/namespaces/{NS}/{render.PLURAL}"
-
-    def log_message(self, *args):
-        pass
-
-    def _send(self, body, status=200):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _name(self):
-        path = self.path.split("?")[0]
-        assert path.startswith(self.PREFIX), path
-        return path[len(self.PREFIX):].strip("/")
 
     def do_POST(self):
         job = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
