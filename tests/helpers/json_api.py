@@ -1,7 +1,14 @@
 """`JsonApiHandler`: the base of the tests' loopback stand-ins for JSON HTTP APIs (the
-Kubernetes API server, the KFP API): quiet, JSON replies, object names under ``PREFIX``."""
+Kubernetes API server, the KFP API): quiet, JSON replies, object names under ``PREFIX``;
+`loopback_kube` serves one with a kubeconfig pointing at it."""
+import contextlib
 import json
-from http.server import BaseHTTPRequestHandler
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+import yaml
 
 
 class JsonApiHandler(BaseHTTPRequestHandler):
@@ -24,3 +31,23 @@ class JsonApiHandler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         assert path.startswith(self.PREFIX), path
         return path[len(self.PREFIX):].strip("/")
+
+
+@contextlib.contextmanager
+def loopback_kube(handler: type, tmp_path) -> Iterator[str]:
+    """Serves ``handler`` on a free loopback port and yields the path of a kubeconfig that
+    points the kubernetes client at it; stops the server on exit."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    kubeconfig = os.path.join(str(tmp_path), "kubeconfig")
+    with open(kubeconfig, "w") as f:
+        yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "loopback",
+            "clusters": [{"name": "loopback", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
+            "users": [{"name": "nobody", "user": {}}],
+            "contexts": [{"name": "loopback", "context": {"cluster": "loopback", "user": "nobody"}}]}, f)
+    try:
+        yield kubeconfig
+    finally:
+        server.shutdown()
+        server.server_close()

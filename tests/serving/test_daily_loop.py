@@ -15,8 +15,6 @@ and the A/B deployment's InferenceServices validate.
 import dataclasses
 import json
 import os
-import threading
-from http.server import ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
@@ -29,7 +27,7 @@ from feedrank.deploy import DeployError, examples, render
 from feedrank.events import append, contract, io
 from tests.helpers import examplegen as H
 from tests.helpers.config import ROOT
-from tests.helpers.json_api import JsonApiHandler
+from tests.helpers.json_api import JsonApiHandler, loopback_kube
 from tests.serving.test_serving_manifests import (  # noqa: F401 - fixtures: a real MLflow server and registry
     _aliases,
     _load,
@@ -435,18 +433,8 @@ class _FakeKube(JsonApiHandler):
 @pytest.fixture()
 def fake_kube(tmp_path):
     _FakeKube.objects, _FakeKube.requests = {}, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKube)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "loopback",
-        "clusters": [{"name": "loopback", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
-        "users": [{"name": "nobody", "user": {}}],
-        "contexts": [{"name": "loopback", "context": {"cluster": "loopback", "user": "nobody"}}]}))
-    yield str(kubeconfig), _FakeKube
-    server.shutdown()
-    server.server_close()
+    with loopback_kube(_FakeKube, tmp_path) as kubeconfig:
+        yield kubeconfig, _FakeKube
 
 
 def test_apply_starts_the_challenger_first_and_rollback_deletes_it(fake_kube):

@@ -16,17 +16,15 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import ThreadingHTTPServer
 
 import pytest
-import yaml
 
 from feedrank.runners.kubeflow_config import KubeflowConfig
 from feedrank.runners.tfjob import launch, render
 from feedrank.runners.tfjob.settings import TrainerJob
 from tests.helpers import tfjob_checks as checks
 from tests.helpers.config import ROOT
-from tests.helpers.json_api import JsonApiHandler
+from tests.helpers.json_api import JsonApiHandler, loopback_kube
 
 NS = "feedrank"
 
@@ -114,17 +112,8 @@ def _operate(job):
 def operator(tmp_path):
     _FakeOperator.jobs, _FakeOperator.requests, _FakeOperator.stderr = {}, [], {}
     _FakeOperator.mode, _FakeOperator.unavailable = "run", 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOperator)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "loopback",
-        "clusters": [{"name": "loopback", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
-        "users": [{"name": "nobody", "user": {}}],
-        "contexts": [{"name": "loopback", "context": {"cluster": "loopback", "user": "nobody"}}]}))
-    yield str(kubeconfig), _FakeOperator
-    server.shutdown()
-    server.server_close()
+    with loopback_kube(_FakeOperator, tmp_path) as kubeconfig:
+        yield kubeconfig, _FakeOperator
 
 
 def _step(tmp_path, workers=2):
