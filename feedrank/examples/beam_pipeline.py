@@ -7,13 +7,15 @@ Elements are pandas frames (batches), never single events:
     --GroupByKey(hash(event_id) shard)--> future check + dedupe --+--> item shards (imps+clicks)
                                                                   +--> user shards (all events)
   item shards --item_history--> counts per (item_id, ts) --> user shards
-  user shards (events + counts, CoGroupByKey) --build_examples, splits.assign--> train / valid / eval
-    --> GZIP TFRecords ``Split-<name>/data_tfrecord-*.gz``
+  users table --read in batches, GroupByKey(hash(user_id) shard)--> user shards (`user_rows`)
+  user shards (events + counts + users' rows, CoGroupByKey) --build_examples, splits.assign-->
+    train / valid / eval --> GZIP TFRecords ``Split-<name>/data_tfrecord-*.gz``
 
-The three shuffles go through files by default (``shuffle: files``,
+The four shuffles go through files by default (``shuffle: files``,
 `feedrank.examples.spill`, under ``<spill_dir or quarantine_dir>/_spill-<run>/``):
 Beam groups only their paths, so a runner that keeps grouped data in memory
-holds one shard at a time, not the log (``shuffle: beam`` hands Beam the frames).
+holds one shard at a time, not the log or the users table (``shuffle: beam`` hands Beam the
+frames).  The items table is every stage's side input.
 
 Rows keep every column they came with until the duplicate check, so a
 quarantined duplicate is written whole; later stages get only what they read.
@@ -40,7 +42,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from feedrank import features as F
 from feedrank.events import contract, io, validate
-from feedrank.examples import accounting, build, declared, snapshots, spill, splits, tfrecord
+from feedrank.examples import accounting, build, declared, snapshots, spill, splits, tfrecord, user_rows
 from feedrank.examples.accounting import (  # noqa: F401 (API)
     QUARANTINE_FILE,
     SUMMARY_FILE,
@@ -185,13 +187,14 @@ class _Build(beam.DoFn):
     def setup(self):
         self._spec = F.FeatureSpec.from_json(self._spec_json)
 
-    def process(self, element, items: build.ItemTable, users: build.UserTable, bounds: Dict[str, Any]):
+    def process(self, element, items: build.ItemTable, bounds: Dict[str, Any]):
         shard, grouped = element
         log.debug("user shard %d: starting", shard)
         events = self._spill.read(grouped["events"])
         if events.empty:
             return
         hist = self._spill.read(grouped["hist"])
+        users = user_rows.table_of(self._spill.read(grouped["users"]), self._spec)
         if hist.empty:
             hist = empty_history()
         cfg = self._cfg
@@ -235,7 +238,8 @@ def build_pipeline(p: beam.Pipeline, input_base: str, output_dir: str, quarantin
     shuffle = (cfg.shuffle, spill.run_dir(cfg.spill_dir or quarantine_dir))
     spill.of(*shuffle)   # a known mode, checked before the run
     items = p | "ItemsPath" >> beam.Create([input_base]) | "ReadItems" >> beam.Map(snapshots.read_item_table, spec_json)
-    users = p | "UsersPath" >> beam.Create([input_base]) | "ReadUsers" >> beam.Map(snapshots.read_user_table, spec_json)
+    users = (p | "UserFiles" >> beam.Create(read_units(tables[contract.USERS]))
+             | "ShardUsers" >> beam.ParDo(user_rows.ShardUsers(n, spec_json, shuffle)))
     items_si = beam.pvalue.AsSingleton(items)
     read = (p | "Files" >> beam.Create(read_units(tables[contract.EVENTS]))
             | "SpreadFiles" >> beam.Reshuffle()
@@ -250,9 +254,8 @@ def build_pipeline(p: beam.Pipeline, input_base: str, output_dir: str, quarantin
     max_ts = deduped.max_ts | "MaxTs" >> beam.CombineGlobally(lambda xs: max(xs, default=0))
     hist = (deduped["items"] | "ByItem" >> beam.GroupByKey()
             | "ItemHistory" >> beam.FlatMap(_item_history, shuffle))
-    built = ({"events": deduped.user_events, "hist": hist} | "ByUser" >> beam.CoGroupByKey()
-             | "Build" >> beam.ParDo(_Build(cfg, spec_json, shuffle), items_si, beam.pvalue.AsSingleton(users),
-                                     bounds_si)
+    built = ({"events": deduped.user_events, "hist": hist, "users": users} | "ByUser" >> beam.CoGroupByKey()
+             | "Build" >> beam.ParDo(_Build(cfg, spec_json, shuffle), items_si, bounds_si)
              .with_outputs("stats", *SPLITS))
     for name in SPLITS:
         _ = built[name] | f"Write[{name}]" >> tfrecord.WriteFramedTFRecords(

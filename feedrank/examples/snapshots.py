@@ -217,13 +217,6 @@ def expand_windows(lo: np.ndarray, hi: np.ndarray, epoch: np.ndarray
     return offsets[:-1][inverse], offsets[1:][inverse], source, np.repeat(uniq[:, 2], lengths)
 
 
-def read_user_table(input_base: str, spec_json: str) -> UserTable:
-    """The log's users table as a `UserTable` of the feature contract ``spec_json``."""
-    spec = F.FeatureSpec.from_json(spec_json)
-    users = io.read_table(input_base, contract.USERS, extra=declared.column_names(spec, contract.USERS))
-    return UserTable(users, spec)
-
-
 def read_item_table(input_base: str, spec_json: str) -> ItemTable:
     """The log's items table as an `ItemTable` of the feature contract ``spec_json``."""
     spec = F.FeatureSpec.from_json(spec_json)
