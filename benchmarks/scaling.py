@@ -103,8 +103,24 @@ def summarise(label: str, multiple: float, runner: str, log: Dict[str, object],
                 peak_rss_mb_by_process=med["peak_rss_mb_by_process"], phases=med["phases"],
                 num_shards=med["num_shards"], examples=med["examples"],
                 peak_disk_mb=med["peak_disk_mb"],
-                all_runs=[{k: r[k] for k in ("wall_s", "cpu_s", "peak_rss_mb", "max_single_process_rss_mb",
-                                             "peak_disk_mb", "load_1min", "rss_trace_mb")} for r in runs])
+                all_runs=[{k: r[k] for k in ("wall_s", "cpu_s", "cpu_user_s", "cpu_system_s", "peak_rss_mb",
+                                             "max_single_process_rss_mb", "peak_disk_mb", "load_1min",
+                                             "rss_trace_mb")} for r in runs])
+
+
+def load_rows(path: str) -> List[Dict[str, object]]:
+    """The result rows of a results JSON, each with the shuffle it ran with."""
+    with open(path) as f:
+        result = json.load(f)
+    shuffle = result.get("example_settings_over_config", {}).get("shuffle", "files")
+    return [dict(r, shuffle=r.get("shuffle", shuffle)) for r in result["results"]]
+
+
+def draw(rows: List[Dict[str, object]], also: List[str], path: str, info: Dict[str, object], day: str) -> None:
+    """The plot of ``rows`` and of the rows of the results files ``also``."""
+    others = [r for p in also for r in load_rows(p)]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    R.plot(rows + others, path, f"Example generation on {info.get('cpus')} cores (median runs; {day})")
 
 
 def main(argv=None) -> int:
@@ -121,12 +137,18 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default=os.path.join(ROOT, "docs", "img", "scaling.png"), help="'' for none")
     ap.add_argument("--plot-also", nargs="*", default=[],
                     help="results JSON of other runs (e.g. with shuffle: beam) drawn dashed in the plot")
+    ap.add_argument("--replot", action="store_true", help="only draw --plot from the results in --out")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     warnings.filterwarnings("ignore", category=FutureWarning)   # google-api-core's Python-version notices
     repeats = args.repeats * len(args.sizes) if len(args.repeats) == 1 else args.repeats
     if len(repeats) != len(args.sizes) or min(repeats) < 1:
         ap.error("--repeats takes one value >= 1, or one per size")
+    if args.replot:
+        with open(args.out) as f:
+            done = json.load(f)
+        draw(load_rows(args.out), args.plot_also, args.plot, done["machine"], done["started"][:10])
+        return 0
     from feedrank import config as C
     cfg = C.load(args.config)
     base = dict(users=cfg.simulate.users, items=cfg.simulate.items, days=cfg.simulate.days,
@@ -164,13 +186,7 @@ def main(argv=None) -> int:
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
     if args.plot:
-        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
-        others = []
-        for path in args.plot_also:
-            with open(path) as f:
-                others += json.load(f)["results"]
-        R.plot(rows + others, args.plot, f"Example generation on {info.get('cpus')} cores "
-                                         f"(median runs; {started[:10]})")
+        draw(rows, args.plot_also, args.plot, info, started[:10])
     print(f"\nMachine: {info.get('cpu_model')}, {info['cpus']} CPUs, {info.get('mem_gb')} GB, Python "
           f"{info['python']}, Beam {info['apache_beam']}; load avg at start {info['load_avg_at_start']}, "
           f"at end {result['load_avg_at_end']}\n")

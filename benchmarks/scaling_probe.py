@@ -21,10 +21,11 @@ import collections
 import logging
 import os
 import re
+import statistics
 import subprocess
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
 import psutil
 
@@ -34,6 +35,7 @@ MB = 2 ** 20
 SETUP = "setup"
 #: (phase name, regex of its log lines, regex of the shard size in those lines or None).
 PHASES: Tuple[Tuple[str, "re.Pattern[str]", Optional["re.Pattern[str]"]], ...] = (
+    ("read_users", re.compile(r" users \S+ rows \d+\.\.\d+"), None),
     ("read", re.compile(r" read \S+ (rows \d+\.\.\d+|row group \S+: starting)"), None),
     ("dedupe", re.compile(r"event-id shard \d+:"), re.compile(r"event-id shard \d+: (\d+) events kept")),
     ("item_history", re.compile(r"item shard \d+:"), re.compile(r"item shard \d+: (\d+) events")),
@@ -41,6 +43,9 @@ PHASES: Tuple[Tuple[str, "re.Pattern[str]", Optional["re.Pattern[str]"]], ...] =
     ("finalize", re.compile(r"example gen: \d+ events read"), None),
 )
 JOB_SERVICE_LINE = re.compile(r"^job service pid (\d+)")
+#: A stage's start and end line of one shard: ``<created> <logger> <stage> shard <n>: ...``.
+SHARD_LINE = re.compile(r"^(\d+\.\d+) \S+ (event-id|item|user) shard (\d+): (starting|(\d+) events)")
+SHARD_PHASE = {"event-id": "dedupe", "item": "item_history", "user": "build"}
 
 
 def phase_of(line: str) -> Optional[Tuple[str, Optional[int]]]:
@@ -50,6 +55,31 @@ def phase_of(line: str) -> Optional[Tuple[str, Optional[int]]]:
             m = size.search(line) if size else None
             return name, int(m.group(1)) if m else None
     return None
+
+
+def shard_costs(lines: Iterable[str]) -> Dict[str, List[float]]:
+    """Microseconds per event of each shard, per phase, from the stages' start and end lines
+    (their own timestamps): the stage's work on that shard, without the time between shards.
+
+    On a shared machine the smallest of these is the figure least disturbed by other load.
+    """
+    started: Dict[Tuple[str, str], float] = {}
+    out: Dict[str, List[float]] = collections.defaultdict(list)
+    for line in lines:
+        m = SHARD_LINE.search(line)
+        if not m:
+            continue
+        t, stage, shard, what, events = float(m.group(1)), m.group(2), m.group(3), m.group(4), m.group(5)
+        if what == "starting":
+            started[(stage, shard)] = t
+        elif (stage, shard) in started and int(events) > 0:
+            out[SHARD_PHASE[stage]].append(1e6 * (t - started.pop((stage, shard))) / int(events))
+    return dict(out)
+
+
+def cost_summary(costs: Sequence[float]) -> Dict[str, float]:
+    """min, median and max of per-shard costs."""
+    return dict(min=round(min(costs), 2), median=round(statistics.median(costs), 2), max=round(max(costs), 2))
 
 
 class _State:
@@ -172,8 +202,11 @@ def measure(cmd: Sequence[str], interval_s: float = 0.2, log_path: Optional[str]
     state.done.set()
     for t in threads:
         t.join(10)
+    costs: Dict[str, List[float]] = {}
     if tee is not None:
         tee.close()
+        with open(log_path) as f:
+            costs = shard_costs(f)
     with state.lock:
         end = time.monotonic()
         phases = {}
@@ -183,7 +216,8 @@ def measure(cmd: Sequence[str], interval_s: float = 0.2, log_path: Optional[str]
                 seconds=round(state.phase_end.get(name, end) - state.phase_start[name], 2),
                 peak_rss_mb=round(state.peak_tree.get(name, 0) / MB, 1),
                 peak_rss_mb_by_process={r: round(v / MB, 1) for r, v in state.peak_role[name].items()},
-                largest_shard_events=state.largest_shard.get(name))
+                largest_shard_events=state.largest_shard.get(name),
+                shard_us_per_event=cost_summary(costs[name]) if costs.get(name) else None)
         peak_by_role: Dict[str, int] = collections.Counter()
         for roles in state.peak_role.values():
             for role, v in roles.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import scaling_report as R
-from benchmarks.scaling_probe import phase_of
+from benchmarks.scaling_probe import cost_summary, phase_of, shard_costs
 
 DEMO = dict(users=20000, items=50000, days=14, seed=0, mechanisms="realistic")
 
@@ -53,3 +53,20 @@ def test_log_lines_mark_phases_and_shard_sizes():
     assert phase_of("1.0 x user shard 4: 500 events, 200 impressions -> 1 train") == ("build", 500)
     assert phase_of("1.0 x example gen: 4329 events read, 4329 used") == ("finalize", None)
     assert phase_of("INFO:apache_beam... Running job") is None
+
+
+def test_shard_costs_are_microseconds_per_event_between_a_shards_start_and_end_lines():
+    lines = ["100.000 feedrank.examples.beam_pipeline event-id shard 0: starting",
+             "100.500 feedrank.examples.beam_pipeline event-id shard 0: 250000 events kept, 0 duplicates",
+             "101.000 feedrank.examples.beam_pipeline user shard 3: starting",
+             "INFO:apache_beam... unrelated",
+             "103.000 feedrank.examples.beam_pipeline user shard 3: 400000 events, 10 impressions -> 1 train",
+             "104.000 feedrank.examples.beam_pipeline user shard 4: 10 events, 1 impressions",   # no start line
+             "105.000 feedrank.examples.beam_pipeline item shard 1: starting",
+             "105.100 feedrank.examples.beam_pipeline item shard 1: 100000 events -> 90000 history rows"]
+    costs = shard_costs(lines)
+    assert costs.keys() == {"dedupe", "build", "item_history"}
+    assert costs["dedupe"] == [pytest.approx(2.0)]        # 0.5 s / 250k events
+    assert costs["build"] == [pytest.approx(5.0)]         # 2 s / 400k events
+    assert costs["item_history"] == [pytest.approx(1.0)]  # 0.1 s / 100k events
+    assert cost_summary([3.0, 1.0, 2.0, 10.0]) == dict(min=1.0, median=2.5, max=10.0)
