@@ -15,7 +15,7 @@ The four shuffles go through files by default (``shuffle: files``,
 `feedrank.examples.spill`, under ``<spill_dir or quarantine_dir>/_spill-<run>/``):
 Beam groups only their paths, so a runner that keeps grouped data in memory
 holds one shard at a time, not the log or the users table (``shuffle: beam`` hands Beam the
-frames).  The items table is every stage's side input.
+frames).  The items table stays a side input of the read and build stages.
 
 Rows keep every column they came with until the duplicate check, so a
 quarantined duplicate is written whole; later stages get only what they read.
