@@ -272,23 +272,40 @@ def read_table(input_base: str, table: str, extra: Sequence[str] = ()) -> pd.Dat
     ``item_not_in_items``).
     """
     files = check_table(input_base, table)
-    extra = list(extra)
-    keep = list(contract.COLUMNS[table]) + [c for c in extra if c not in contract.COLUMNS[table]]
-    frames = [df[[c for c in keep if c in df.columns]]
-              for tf in files for _, df in iter_batches(tf, keep_extra=bool(extra))]
-    df = pd.concat(frames, ignore_index=True) if frames else _normalise(
-        pd.DataFrame(columns=list(contract.COLUMNS[table])), table, False)
-    bad = np.zeros(len(df), dtype=bool)
-    for name, (logical, _) in contract.COLUMNS[table].items():
-        if logical == "string":
-            bad |= text.undecodable(df[name].to_numpy())
-    if bad.any():
-        first = {k: text.escape_text(v) if isinstance(v, str) else v for k, v in df.loc[bad].iloc[0].items()}
-        log.warning("table %s: %d row(s) with bytes that are not UTF-8 left out, e.g. %s",
-                    table, int(bad.sum()), first)
-        df = df.loc[~bad].reset_index(drop=True)
+    frames = [df for tf in files for _, df in table_batches(tf, extra)]
+    df = pd.concat(frames, ignore_index=True) if frames else empty_table(table, extra)
     log.info("read table %s: %d rows from %d file(s)", table, len(df), len(files))
     return df
+
+
+def empty_table(table: str, extra: Sequence[str] = ()) -> pd.DataFrame:
+    """A table with no rows, as `read_table` gives it (the ``extra`` columns as object)."""
+    df = _normalise(pd.DataFrame(columns=list(contract.COLUMNS[table])), table, False)
+    for c in extra:
+        if c not in df.columns:
+            df[c] = pd.Series([], dtype=object)
+    return df
+
+
+def table_batches(tf: TableFile, extra: Sequence[str] = (), row_groups: Optional[Sequence[int]] = None
+                  ) -> Iterator[Tuple[int, pd.DataFrame]]:
+    """``(first_row_offset, frame)`` batches of one file of a small table as `read_table` reads
+    it: the contract's columns, then the ``extra`` ones; a row holding bytes that are not
+    UTF-8 in a text column is left out with a warning.  A frame's index is each row's
+    position in its batch (``offset + index``: its row in the file)."""
+    keep = list(contract.COLUMNS[tf.table]) + [c for c in extra if c not in contract.COLUMNS[tf.table]]
+    for offset, df in iter_batches(tf, row_groups=row_groups, keep_extra=bool(extra)):
+        df = df[[c for c in keep if c in df.columns]]
+        bad = np.zeros(len(df), dtype=bool)
+        for name, (logical, _) in contract.COLUMNS[tf.table].items():
+            if logical == "string":
+                bad |= text.undecodable(df[name].to_numpy())
+        if bad.any():
+            first = {k: text.escape_text(v) if isinstance(v, str) else v for k, v in df.loc[bad].iloc[0].items()}
+            log.warning("table %s: %d row(s) with bytes that are not UTF-8 left out, e.g. %s",
+                        tf.table, int(bad.sum()), first)
+            df = df.loc[~bad]
+        yield offset, df
 
 
 def read_events(input_base: str) -> pd.DataFrame:

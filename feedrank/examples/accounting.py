@@ -11,12 +11,13 @@ split has no positive label.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import json
 import logging
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterable, List
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ BOUNDS = ("train_start_ts", "valid_start_ts", "eval_start_ts", "log_end_ts", "fi
 SUMMARY_FILE = "summary.json"
 QUARANTINE_FILE = "quarantine.parquet"
 STATS_FILE = "_stats.json"
-_NOT_IN_SUMMARY = ("batch_rows", "chunk_examples", "gzip_level", "events_per_shard")
+_NOT_IN_SUMMARY = ("batch_rows", "chunk_examples", "gzip_level", "events_per_shard", "shuffle", "spill_dir")
 
 
 class TooManyBadRowsError(io.ContractError):
@@ -80,6 +81,14 @@ def write_quarantine(frames: List[pd.DataFrame], path: str) -> None:
           if frames else validate.empty_quarantine())
     os.makedirs(os.path.dirname(path), exist_ok=True)
     df.reset_index(drop=True).to_parquet(path, index=False)
+
+
+def sum_stats(dicts: Iterable[Dict[str, int]]) -> Dict[str, int]:
+    """The key-wise sum of the stages' statistics."""
+    total: collections.Counter = collections.Counter()
+    for d in dicts:
+        total.update(d)
+    return dict(total)
 
 
 def write_json(obj: Any, path: str) -> None:

@@ -7,8 +7,15 @@ Elements are pandas frames (batches), never single events:
     --GroupByKey(hash(event_id) shard)--> future check + dedupe --+--> item shards (imps+clicks)
                                                                   +--> user shards (all events)
   item shards --item_history--> counts per (item_id, ts) --> user shards
-  user shards (events + counts, CoGroupByKey) --build_examples, splits.assign--> train / valid / eval
-    --> GZIP TFRecords ``Split-<name>/data_tfrecord-*.gz``
+  users table --read in batches, GroupByKey(hash(user_id) shard)--> user shards (`user_rows`)
+  user shards (events + counts + users' rows, CoGroupByKey) --build_examples, splits.assign-->
+    train / valid / eval --> GZIP TFRecords ``Split-<name>/data_tfrecord-*.gz``
+
+The four shuffles go through files by default (``shuffle: files``,
+`feedrank.examples.spill`, under ``<spill_dir or quarantine_dir>/_spill-<run>/``):
+Beam groups only their paths, so a runner that keeps grouped data in memory
+holds one shard at a time, not the log or the users table (``shuffle: beam`` hands Beam the
+frames).  The items table stays a side input of the read and build stages.
 
 Rows keep every column they came with until the duplicate check, so a
 quarantined duplicate is written whole; later stages get only what they read.
@@ -26,7 +33,7 @@ import collections
 import dataclasses
 import logging
 import os
-from typing import Any, Dict, Iterable, Sequence, Union
+from typing import Any, Dict, Sequence, Tuple, Union
 
 import apache_beam as beam
 import numpy as np
@@ -35,7 +42,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from feedrank import features as F
 from feedrank.events import contract, io, validate
-from feedrank.examples import accounting, build, declared, splits, tfrecord
+from feedrank.examples import accounting, build, declared, snapshots, spill, splits, tfrecord, user_rows
 from feedrank.examples.accounting import (  # noqa: F401 (API)
     QUARANTINE_FILE,
     SUMMARY_FILE,
@@ -46,7 +53,7 @@ from feedrank.examples.accounting import (  # noqa: F401 (API)
 )
 from feedrank.examples.history import JOIN_KEY, empty_history, item_history
 from feedrank.examples.settings import EVENTS_PER_SHARD, ExampleSettings
-from feedrank.examples.sharding import ReadUnit, by_shard, concat, read_units, resolve_shards, shard_of, split
+from feedrank.examples.sharding import ReadUnit, by_shard, read_units, resolve_shards, shard_of, split
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +75,8 @@ class ExampleGenConfig(ExampleSettings):
     batch_rows: int = 262_144        # rows per read batch
     chunk_examples: int = 20_000     # examples per framed TFRecord chunk element
     gzip_level: int = 1              # zlib level of the output TFRecords (1: ~3x faster than 6, ~20% larger)
+    shuffle: str = spill.FILES       # files: frames spilled to files, Beam moves paths; beam: Beam moves frames
+    spill_dir: str = ""              # where shuffle: files writes them ("": the quarantine dir), see `spill`
 
     @classmethod
     def of(cls, config: Any) -> "ExampleGenConfig":
@@ -83,13 +92,15 @@ class ExampleGenConfig(ExampleSettings):
 class _ReadValidate(beam.DoFn):
     """Reads one file/row group in batches and applies the row-level checks."""
 
-    def __init__(self, num_shards: int, batch_rows: int, min_ts: int):
+    def __init__(self, num_shards: int, batch_rows: int, min_ts: int, shuffle: Tuple[str, str]):
         self._shards, self._rows, self._min_ts = num_shards, batch_rows, min_ts
+        self._spill = spill.of(*shuffle)
 
     def process(self, unit: ReadUnit, items: build.ItemTable):
         path, fmt, index, group = unit
         tf = io.TableFile(contract.EVENTS, path, fmt, index)
         groups = None if group is None else [group]
+        log.debug("read %s row group %s: starting", os.path.basename(path), group)
         for offset, df in io.iter_batches(tf, self._rows, groups):
             df[validate.ORDER] = io.order_key(index, offset, len(df))
             good, bad = validate.split_batch(df, items.index, min_ts=self._min_ts)
@@ -103,19 +114,22 @@ class _ReadValidate(beam.DoFn):
                                     self._min_ts)
             if hist:
                 yield beam.pvalue.TaggedOutput("hist", hist)
-            yield from by_shard(good, "event_id", self._shards)   # every column, until dedupe
+            source = f"f{index}_g{-1 if group is None else group}_o{offset}"   # every column, until dedupe
+            yield from self._spill.write_shards("events", source, by_shard(good, "event_id", self._shards))
 
 
 class _Dedupe(beam.DoFn):
     """Quarantines events after the log's plausible end and duplicate event ids
     in one event-id shard; routes the rest onwards, slimmed to what is read."""
 
-    def __init__(self, num_shards: int):
+    def __init__(self, num_shards: int, shuffle: Tuple[str, str]):
         self._shards = num_shards
+        self._spill = spill.of(*shuffle)
 
     def process(self, element: tuple, bounds: Dict[str, Any]):
-        shard, frames = element
-        events = concat(frames)
+        shard, paths = element
+        log.debug("event-id shard %d: starting", shard)
+        events = self._spill.read(paths)
         if bounds and len(events):
             future = events["ts"].to_numpy() > int(bounds["future_cut_ts"])
             if future.any():
@@ -138,42 +152,49 @@ class _Dedupe(beam.DoFn):
         sel = kind.isin((contract.IMPRESSION, contract.CLICK)).to_numpy()
         user_shard = shard_of(kept["user_id"].to_numpy(dtype=object)[sel], self._shards)
         ic = kept.loc[sel, _ITEM_COLUMNS].assign(**{_USHARD: user_shard.astype(np.int32)})
-        for s, part in by_shard(ic, "item_id", self._shards):
-            yield beam.pvalue.TaggedOutput("items", (s, part))
+        source = f"e{shard}"
+        for element in self._spill.write_shards("items", source, by_shard(ic, "item_id", self._shards)):
+            yield beam.pvalue.TaggedOutput("items", element)
         user = kept.loc[kind.isin(_USER_EVENTS).to_numpy(), build.EVENT_COLUMNS]
-        for s, part in by_shard(user, "user_id", self._shards):
-            yield (s, part)
+        yield from self._spill.write_shards("users", source, by_shard(user, "user_id", self._shards))
 
 
-def _item_history(element: tuple, num_shards: int):
+def _item_history(element: tuple, shuffle: Tuple[str, str]):
     """Item-shard stage: history counts per impression, keyed by user shard."""
-    _, frames = element
-    events = concat(frames)
+    shard, paths = element
+    log.debug("item shard %d: starting", shard)
+    store = spill.of(*shuffle)
+    events = store.read(paths)
     if events.empty:
         return
     hist = item_history(events, passthrough=[_USHARD])
-    for s, part in split(hist, hist.pop(_USHARD).to_numpy()):
-        yield s, part.drop_duplicates(JOIN_KEY).reset_index(drop=True)
+    log.info("item shard %d: %d events -> %d history rows", shard, len(events), len(hist))
+    parts = ((s, part.drop_duplicates(JOIN_KEY).reset_index(drop=True))
+             for s, part in split(hist, hist.pop(_USHARD).to_numpy()))
+    yield from store.write_shards("hist", f"i{shard}", parts)
 
 
 class _Build(beam.DoFn):
     """User-shard stage: builds, splits and samples the examples with the
     feature contract of ``spec_json`` (`FeatureSpec.to_json`)."""
 
-    def __init__(self, cfg: ExampleGenConfig, spec_json: str):
+    def __init__(self, cfg: ExampleGenConfig, spec_json: str, shuffle: Tuple[str, str]):
         self._cfg = cfg
         self._spec_json = spec_json
         self._spec: F.FeatureSpec | None = None
+        self._spill = spill.of(*shuffle)
 
     def setup(self):
         self._spec = F.FeatureSpec.from_json(self._spec_json)
 
-    def process(self, element, items: build.ItemTable, users: build.UserTable, bounds: Dict[str, Any]):
+    def process(self, element, items: build.ItemTable, bounds: Dict[str, Any]):
         shard, grouped = element
-        events = concat(grouped["events"])
+        log.debug("user shard %d: starting", shard)
+        events = self._spill.read(grouped["events"])
         if events.empty:
             return
-        hist = concat(grouped["hist"])
+        hist = self._spill.read(grouped["hist"])
+        users = user_rows.table_of(self._spill.read(grouped["users"]), self._spec)
         if hist.empty:
             hist = empty_history()
         cfg = self._cfg
@@ -201,25 +222,6 @@ class _Build(beam.DoFn):
         yield beam.pvalue.TaggedOutput("stats", dict(stats))
 
 
-def _sum_stats(dicts: Iterable[Dict[str, int]]) -> Dict[str, int]:
-    total: collections.Counter = collections.Counter()
-    for d in dicts:
-        total.update(d)
-    return dict(total)
-
-
-def _read_users(input_base: str, spec_json: str) -> build.UserTable:
-    spec = F.FeatureSpec.from_json(spec_json)
-    users = io.read_table(input_base, contract.USERS, extra=declared.column_names(spec, contract.USERS))
-    return build.UserTable(users, spec)
-
-
-def _read_items(input_base: str, spec_json: str) -> build.ItemTable:
-    spec = F.FeatureSpec.from_json(spec_json)
-    items = io.read_table(input_base, contract.ITEMS, extra=declared.column_names(spec, contract.ITEMS))
-    return build.ItemTable(items, spec)
-
-
 def build_pipeline(p: beam.Pipeline, input_base: str, output_dir: str, quarantine_dir: str,
                    config: Any = None, *, spec: F.FeatureSpec) -> ExampleGenConfig:
     """Adds the example-generation graph to ``p`` (schema and declared columns checked eagerly).
@@ -233,24 +235,27 @@ def build_pipeline(p: beam.Pipeline, input_base: str, output_dir: str, quarantin
     tables = io.check_log(input_base)
     declared.check_files(spec, {t: tables[t] for t in (contract.ITEMS, contract.USERS)})
     n = resolve_shards(cfg, tables[contract.EVENTS])
-    items = p | "ItemsPath" >> beam.Create([input_base]) | "ReadItems" >> beam.Map(_read_items, spec_json)
-    users = p | "UsersPath" >> beam.Create([input_base]) | "ReadUsers" >> beam.Map(_read_users, spec_json)
+    shuffle = (cfg.shuffle, spill.run_dir(cfg.spill_dir or quarantine_dir))
+    spill.of(*shuffle)   # a known mode, checked before the run
+    items = p | "ItemsPath" >> beam.Create([input_base]) | "ReadItems" >> beam.Map(snapshots.read_item_table, spec_json)
+    users = (p | "UserFiles" >> beam.Create(read_units(tables[contract.USERS]))
+             | "ShardUsers" >> beam.ParDo(user_rows.ShardUsers(n, spec_json, shuffle)))
     items_si = beam.pvalue.AsSingleton(items)
     read = (p | "Files" >> beam.Create(read_units(tables[contract.EVENTS]))
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadValidate" >> beam.ParDo(_ReadValidate(n, cfg.batch_rows, cfg.min_ts), items_si)
+            | "ReadValidate" >> beam.ParDo(_ReadValidate(n, cfg.batch_rows, cfg.min_ts, shuffle), items_si)
             .with_outputs("stats", "quarantine", "hist", main="valid"))
     bounds = (read.hist | "ImpressionTimes" >> beam.CombineGlobally(splits.merge)
               | "Bounds" >> beam.Map(splits.bounds_of, cfg))
     bounds_si = beam.pvalue.AsSingleton(bounds)
     deduped = (read.valid | "ByEventId" >> beam.GroupByKey()
-               | "Dedupe" >> beam.ParDo(_Dedupe(n), bounds_si).with_outputs(
+               | "Dedupe" >> beam.ParDo(_Dedupe(n, shuffle), bounds_si).with_outputs(
                    "stats", "quarantine", "max_ts", "items", main="user_events"))
     max_ts = deduped.max_ts | "MaxTs" >> beam.CombineGlobally(lambda xs: max(xs, default=0))
     hist = (deduped["items"] | "ByItem" >> beam.GroupByKey()
-            | "ItemHistory" >> beam.FlatMap(_item_history, n))
-    built = ({"events": deduped.user_events, "hist": hist} | "ByUser" >> beam.CoGroupByKey()
-             | "Build" >> beam.ParDo(_Build(cfg, spec_json), items_si, beam.pvalue.AsSingleton(users), bounds_si)
+            | "ItemHistory" >> beam.FlatMap(_item_history, shuffle))
+    built = ({"events": deduped.user_events, "hist": hist, "users": users} | "ByUser" >> beam.CoGroupByKey()
+             | "Build" >> beam.ParDo(_Build(cfg, spec_json, shuffle), items_si, bounds_si)
              .with_outputs("stats", *SPLITS))
     for name in SPLITS:
         _ = built[name] | f"Write[{name}]" >> tfrecord.WriteFramedTFRecords(
@@ -259,11 +264,13 @@ def build_pipeline(p: beam.Pipeline, input_base: str, output_dir: str, quarantin
          | "BadToList" >> beam.combiners.ToList()
          | "WriteQuarantine" >> beam.Map(accounting.write_quarantine, os.path.join(quarantine_dir, QUARANTINE_FILE)))
     stats = ((read.stats, deduped.stats, built.stats) | "AllStats" >> beam.Flatten()
-             | "SumStats" >> beam.CombineGlobally(_sum_stats))
+             | "SumStats" >> beam.CombineGlobally(accounting.sum_stats))
     _ = (stats | "AddBounds" >> beam.Map(lambda s, m, b: dict(s, max_ts=m, bounds=b),
                                          beam.pvalue.AsSingleton(max_ts), bounds_si)
          | "WriteStats" >> beam.Map(accounting.write_json,
                                   os.path.join(quarantine_dir, accounting.STATS_FILE)))
+    # The statistics are complete once every user shard is built: no stage reads the spill after.
+    _ = stats | "RemoveSpill" >> beam.Map(lambda _, how: spill.of(*how).remove(), shuffle)
     return dataclasses.replace(cfg, num_shards=n)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from feedrank import features as F
+from feedrank.events import contract, io
 from feedrank.examples import declared
 
 log = logging.getLogger(__name__)
@@ -214,3 +215,10 @@ def expand_windows(lo: np.ndarray, hi: np.ndarray, epoch: np.ndarray
     total = int(offsets[-1])
     source = np.repeat(uniq[:, 0] - offsets[:-1], lengths) + np.arange(total, dtype=np.int64)
     return offsets[:-1][inverse], offsets[1:][inverse], source, np.repeat(uniq[:, 2], lengths)
+
+
+def read_item_table(input_base: str, spec_json: str) -> ItemTable:
+    """The log's items table as an `ItemTable` of the feature contract ``spec_json``."""
+    spec = F.FeatureSpec.from_json(spec_json)
+    items = io.read_table(input_base, contract.ITEMS, extra=declared.column_names(spec, contract.ITEMS))
+    return ItemTable(items, spec)

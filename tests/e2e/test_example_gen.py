@@ -203,6 +203,8 @@ def test_splits_and_bounds(log_dir, result, examples):
     assert result["censored_eval"] == len(censored) > 0
     with open(os.path.join(result["output_dir"], "summary.json")) as f:
         assert json.load(f)["censored_eval"] == len(censored)
+    # the shuffles' spilled frames are gone once the run is done
+    assert sorted(os.listdir(result["quarantine_dir"])) == ["quarantine.parquet", "summary.json"]
 
 
 def test_negative_sampling(log_dir, result, tmp_path):

@@ -306,3 +306,25 @@ def test_a_family_trains_on_declared_columns_and_serves_them(family, declared_ru
     moved = serving(**req)["probabilities"].numpy()
     req["view_item_seller"] = tf.fill(tf.shape(req["view_item_seller"]), "s2")
     assert np.abs(serving(**req)["probabilities"].numpy() - moved).max() > 1e-6
+
+
+def test_users_rows_sharded_with_their_events_give_the_one_shard_examples(declared_log, tmp_path):
+    """The users table reaches each user shard as that shard's rows only: a table in two files,
+    with a tie of equal ``valid_from`` (the first in file order wins) and users missing from it,
+    gives the same examples on 1 shard as on 5."""
+    log = H.copy_log(declared_log, str(tmp_path / "log"))
+    users = H.load(log, "users")
+    change = int(users["valid_from"].max())
+    tie = users[users["valid_from"] == change].iloc[:40].assign(tier="second of a tie")   # loses: later in file
+    users = pd.concat([users, tie], ignore_index=True)
+    users = users[~users["user_id"].isin(users["user_id"].unique()[::11])]                # some users unknown
+    os.remove(os.path.join(log, "users.parquet"))
+    os.makedirs(os.path.join(log, "users"))
+    half = len(users) // 2
+    users.iloc[:half].to_parquet(os.path.join(log, "users", "part-0.parquet"), index=False)
+    users.iloc[half:].to_parquet(os.path.join(log, "users", "part-1.parquet"), index=False)
+    runs = [H.run(log, str(tmp_path / f"out{n}"), spec=SPEC, num_shards=n) for n in (1, 5)]
+    got = [H.by_impression(r["output_dir"]) for r in runs]
+    assert len(got[0]) > 1000 and got[0] == got[1]
+    tiers = {t for ex in got[0].values() for t in H.to_dict(ex)["user_tier"]}
+    assert "promoted" in tiers and "second of a tie" not in tiers and "" in tiers
