@@ -5,10 +5,11 @@
       --by the session's start vs eval_start_ts--> GZIP TFRecords ``Split-train/``, ``Split-eval/``
 
 plus ``summary.json`` in the output directory: exact counts (events read and used,
-sessions, purchase points, full and shortened samples per split), the split bound
-and the mean pages before an add-to-cart.  Only ``view`` and ``purchase`` events are
-session events; such a row without an event id, user, item or parsable ``ts`` is
-dropped and counted (``events_bad``).  Duplicate event ids are not removed.
+views without a logged dwell, sessions, purchase points, full, shortened and
+next-page-only samples per split), the split bounds and the mean pages before an
+add-to-cart.  Page types come from the log's catalogue (`feedrank.sessions.catalogue`).
+Only ``view`` and ``purchase`` events are session events; such a row without an event
+id, user, item or parsable ``ts`` is dropped and counted (``events_bad``).  Duplicate event ids are not removed.
 
     python -m feedrank.sessions.beam_samples --log data/shop --out runs/shop_samples --gap-s 1800 --k 5
 """
@@ -23,10 +24,13 @@ import os
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 import apache_beam as beam
+import numpy as np
+import pandas as pd
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from feedrank.events import contract, io, validate
+from feedrank.sessions import catalogue
 from feedrank.sessions import features as F
 from feedrank.sessions import samples as S
 from feedrank.sessions.sessionize import DEFAULT_GAP_S, SESSION_EVENTS, Event, Sessionize, check_gap
@@ -36,10 +40,10 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
 TFRECORD_PREFIX = "data_tfrecord"
 _COUNT = "count"
-COUNTERS = ("events_read", "events_used", "events_other_type", "events_bad", "sessions",
+COUNTERS = ("events_read", "events_used", "events_other_type", "events_bad", "views_without_dwell", "sessions",
             *[f"{name}_{split}" for split in S.SPLITS
               for name in ("sessions", "sessions_with_purchase", "purchase_points", "samples",
-                           "full_samples", "shortened_samples", "pages_before_purchase_sum")])
+                           "full_samples", "shortened_samples", "next_page_samples", "pages_before_purchase_sum")])
 
 
 class NoSamplesError(ValueError):
@@ -54,14 +58,17 @@ class SampleSettings:
     k: int = F.DEFAULT_K                # recent page states per sample
     eval_days: int = 1                  # the log's last UTC days are the eval split
     eval_start_ts: int = 0              # > 0: this split bound instead of eval_days
+    val_days: int = 0                   # the days before eval are the val split (0: none)
+    next_pages: bool = True             # every page transition is a sample (the next page its target)
     max_purchase_history: int = F.DEFAULT_MAX_PURCHASE_HISTORY
     shortened: bool = True              # also the shortened-path samples
     num_shards: int = 1                 # files per split (0: the runner decides)
 
     def __post_init__(self) -> None:
         check_gap(self.gap_s)
-        if self.k < 1 or self.eval_days < 1 or self.max_purchase_history < 0 or self.num_shards < 0:
-            raise ValueError(f"k and eval_days must be >= 1, max_purchase_history and num_shards >= 0: {self}")
+        if self.k < 1 or self.eval_days < 1 or min(self.max_purchase_history, self.num_shards, self.val_days) < 0:
+            raise ValueError(f"k and eval_days must be >= 1, max_purchase_history, num_shards and val_days >= 0: "
+                             f"{self}")
         if self.eval_start_ts < 0:
             raise ValueError(f"eval_start_ts must be >= 0 (0: from eval_days), got {self.eval_start_ts}")
 
@@ -70,7 +77,8 @@ class _Read(beam.DoFn):
     """One file of the events table -> session events (+ counts)."""
 
     def process(self, tf: io.TableFile):
-        counts = dict.fromkeys(("events_read", "events_used", "events_other_type", "events_bad"), 0)
+        counts = dict.fromkeys(("events_read", "events_used", "events_other_type", "events_bad",
+                                "views_without_dwell"), 0)
         for _, df in io.iter_batches(tf):
             counts["events_read"] += len(df)
             ts, ok = validate.parse_ts(df["ts"])
@@ -81,6 +89,8 @@ class _Read(beam.DoFn):
             counts["events_other_type"] += int((~session).sum())
             counts["events_bad"] += int((session & ~good).sum())
             counts["events_used"] += int(good.sum())
+            no_dwell = ~np.isfinite(pd.to_numeric(df["dwell_s"], errors="coerce").to_numpy(np.float64))
+            counts["views_without_dwell"] += int((good & (kind == contract.VIEW) & no_dwell).sum())
             cols = [df[c].to_numpy() for c in ("event_id", "user_id", "item_id", "dwell_s", "session_id")]
             for i in good.nonzero()[0]:
                 dwell = float(cols[3][i])
@@ -93,20 +103,23 @@ class _Read(beam.DoFn):
 class _Samples(beam.DoFn):
     """One user's sessions -> serialised samples tagged by split (+ counts)."""
 
-    def __init__(self, settings: SampleSettings):
-        self._s = settings
+    def __init__(self, settings: SampleSettings, page_types: Dict[str, str]):
+        self._s, self._types = settings, page_types
 
     def process(self, element, eval_start_ts: int):
         _, sessions = element
         s = self._s
+        val_start = eval_start_ts - s.val_days * S.DAY if s.val_days else None
         counts: Dict[str, int] = {}
-        for split, _session, built in S.user_samples(sessions, eval_start_ts, s.k, s.max_purchase_history,
-                                                    s.shortened):
+        for split, session, built in S.user_samples(sessions, eval_start_ts, s.k, s.max_purchase_history,
+                                                   s.shortened, s.next_pages, val_start, self._types):
             full = sum(x[F.FULL_PATH] for x in built)
+            carts = sum(bool(x[F.LABEL_ITEMS]) for x in built)
             for name, n in (("sessions", 1), (f"sessions_{split}", 1), (f"samples_{split}", len(built)),
-                            (f"sessions_with_purchase_{split}", int(bool(built))),
+                            (f"sessions_with_purchase_{split}", int(bool(S.purchase_points(session)))),
                             (f"purchase_points_{split}", full), (f"full_samples_{split}", full),
-                            (f"shortened_samples_{split}", len(built) - full),
+                            (f"shortened_samples_{split}", carts - full),
+                            (f"next_page_samples_{split}", len(built) - carts),
                             (f"pages_before_purchase_sum_{split}",
                              sum(x[F.N_PAGES_BEFORE_PURCHASE] for x in built if x[F.FULL_PATH]))):
                 counts[name] = counts.get(name, 0) + n
@@ -128,6 +141,7 @@ def _write_summary(counts: Dict[str, int], output_dir: str, last_ts: int, eval_s
         summary[f"mean_pages_before_purchase_{split}"] = (
             round(summary[f"pages_before_purchase_sum_{split}"] / points, 4) if points else None)
     summary.update(log_end_ts=int(last_ts), eval_start_ts=int(eval_start_ts),
+                   val_start_ts=int(eval_start_ts - settings.val_days * S.DAY) if settings.val_days else None,
                    settings=dataclasses.asdict(settings))
     with FileSystems.create(os.path.join(output_dir, SUMMARY_FILE)) as f:
         f.write(json.dumps(summary, indent=2, sort_keys=True).encode())
@@ -136,13 +150,14 @@ def _write_summary(counts: Dict[str, int], output_dir: str, last_ts: int, eval_s
 def build_pipeline(p: beam.Pipeline, input_base: str, output_dir: str, settings: SampleSettings) -> None:
     """Adds the graph to ``p``; checks the events table now (a clear `io.ContractError`)."""
     files = io.check_table(input_base, contract.EVENTS)
+    page_types = catalogue.load(input_base).types
     read = p | "EventFiles" >> beam.Create(files) | "Read" >> beam.ParDo(_Read()).with_outputs(_COUNT, main="ev")
     last_ts = read.ev | "Ts" >> beam.Map(lambda e: e.ts) | "LastTs" >> beam.CombineGlobally(_max_ts)
     bound = last_ts | "EvalStart" >> beam.Map(
         lambda t: settings.eval_start_ts or S.eval_start(max(t, 0), settings.eval_days))
     built = (read.ev | "Sessionize" >> Sessionize(settings.gap_s)
              | "ByUser" >> beam.Map(lambda s: (s.user_id, s)) | "UserSessions" >> beam.GroupByKey()
-             | "Samples" >> beam.ParDo(_Samples(settings), beam.pvalue.AsSingleton(bound)).with_outputs(
+             | "Samples" >> beam.ParDo(_Samples(settings, page_types), beam.pvalue.AsSingleton(bound)).with_outputs(
                  _COUNT, *S.SPLITS))
     for split in S.SPLITS:
         _ = built[split] | f"Write[{split}]" >> beam.io.WriteToTFRecord(
@@ -188,13 +203,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--k", type=int, default=d.k, help="recent page states per sample")
     ap.add_argument("--eval-days", type=int, default=d.eval_days, help="the log's last UTC days are eval")
     ap.add_argument("--eval-start-ts", type=int, default=d.eval_start_ts, help="> 0: this split bound instead")
-    ap.add_argument("--no-shortened", action="store_true", help="only the full-path samples")
+    ap.add_argument("--val-days", type=int, default=d.val_days, help="the days before eval are the val split")
+    ap.add_argument("--no-shortened", action="store_true", help="no label items on the shortened paths")
+    ap.add_argument("--no-next-pages", action="store_true", help="no next-page targets (carts only)")
     args = ap.parse_args(argv)
     try:
         settings = SampleSettings(gap_s=args.gap_s, k=args.k, eval_days=args.eval_days,
-                                  eval_start_ts=args.eval_start_ts, shortened=not args.no_shortened)
+                                  eval_start_ts=args.eval_start_ts, shortened=not args.no_shortened,
+                                  val_days=args.val_days, next_pages=not args.no_next_pages)
         summary = run(args.log, args.out, settings)
-    except (ValueError, io.ContractError) as e:   # NoSamplesError and ContractError are ValueErrors
+    except (ValueError, io.ContractError) as e:   # NoSamples, Contract and Catalogue errors are ValueErrors
         ap.error(str(e))
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0

@@ -1,7 +1,8 @@
 """The session feature contract: every feature of a session training sample, in one place.
 
-A sample is one page prefix of a session, labelled with the items of the session's
-next add-to-cart (docs/sessions.md).  Written as `tf.train.Example`:
+A sample is one page prefix of a session (the moment its last page opens), labelled
+with the page viewed next and with the items of the session's next add-to-cart, either
+of which may be absent (docs/sessions.md).  Written as `tf.train.Example`:
 
 =========================  ======  =====  ==============================================
 name                       dtype   shape  meaning
@@ -12,20 +13,23 @@ session_start_ts           int64   1      first event of the session (unix s); s
 ts                         int64   1      the prefix's last page view (unix s)
 recent_pages               bytes   <=k    the last k pages of the prefix, oldest first
 recent_page_types          bytes   <=k    their types: index, category, item
-recent_dwell_s             float   <=k    their dwell times (s)
+recent_dwell_s             float   <=k    their dwell at request time (s): `sessionize.page_dwell`
 history_pages              bytes   any    the older pages (the history state h), oldest first
 history_page_types         bytes   any    their types
 history_dwell_s            float   any    their dwell times: theta of the ageing weights
 purchase_history           bytes   <=M    items the user carted in earlier sessions, oldest first
 purchase_history_ts        int64   <=M    when
-label_items                bytes   >=1    the items of the next add-to-cart (the set I)
+label_items                bytes   any    the items of the next add-to-cart (the set I); none: no cart follows
+next_page                  bytes   1      the page viewed next in the session ("" at the session's last page)
 prefix_len                 int64   1      pages in the prefix (recent + history)
-n_pages_before_purchase    int64   1      pages before that add-to-cart (L1 of path compression)
-full_path                  int64   1      1 for the sample (h, p[n-k..n-1]) -> I, 0 for a shortened one
+n_pages_before_purchase    int64   1      pages before that add-to-cart (0 without one)
+path_start                 int64   1      pages before the session's previous add-to-cart point (0: none)
+full_path                  int64   1      1 for the sample (h, p[n-k..n-1]) -> I, 0 otherwise
 =========================  ======  =====  ==============================================
 
-Page ids carry their type in the prefix (`page_type`): ``x`` index, ``c`` category list,
-``i`` item (the simulator's e-commerce mode writes them so).  TensorFlow is imported only
+A page's type comes from the catalogue (``items.parquet``'s ``page_type``,
+`feedrank.sessions.catalogue`); without that column, from the simulator's id prefix
+(`page_type`: ``x`` index, ``c`` category list, ``i`` item), else ``item``.  TensorFlow is imported only
 by `feature_spec` and `to_example`.
 """
 from __future__ import annotations
@@ -50,6 +54,8 @@ HISTORY_DWELL = "history_dwell_s"
 PURCHASE_HISTORY = "purchase_history"
 PURCHASE_HISTORY_TS = "purchase_history_ts"
 LABEL_ITEMS = "label_items"
+NEXT_PAGE = "next_page"
+PATH_START = "path_start"
 PREFIX_LEN = "prefix_len"
 N_PAGES_BEFORE_PURCHASE = "n_pages_before_purchase"
 FULL_PATH = "full_path"
@@ -65,7 +71,8 @@ SPEC: Dict[str, Tuple[str, bool]] = {
     RECENT_PAGES: (BYTES, False), RECENT_PAGE_TYPES: (BYTES, False), RECENT_DWELL: (FLOAT, False),
     HISTORY_PAGES: (BYTES, False), HISTORY_PAGE_TYPES: (BYTES, False), HISTORY_DWELL: (FLOAT, False),
     PURCHASE_HISTORY: (BYTES, False), PURCHASE_HISTORY_TS: (INT, False), LABEL_ITEMS: (BYTES, False),
-    PREFIX_LEN: (INT, True), N_PAGES_BEFORE_PURCHASE: (INT, True), FULL_PATH: (INT, True),
+    NEXT_PAGE: (BYTES, True), PREFIX_LEN: (INT, True), N_PAGES_BEFORE_PURCHASE: (INT, True),
+    PATH_START: (INT, True), FULL_PATH: (INT, True),
 }
 
 __all__ = ["SPEC", "feature_spec", "to_example", "from_example", "page_type"]

@@ -2,9 +2,9 @@
 
 As for the rankers (`feedrank.examples.tfdv_schema`), the schema is derived from the feature contract, not
 inferred from each run's statistics, so ExampleValidator (and the AnomaliesGate after it)
-flags samples that break the contract: a missing feature, a scalar with several values, a
-sample without label items, an unknown page type.  It is written under a content hash
-(`write_schema`), which is how a compiled Kubeflow package names the copy in its image.
+flags samples that break the contract: a missing feature, a scalar with several values,
+an unknown page type.  It is written under a content hash (`write_schema`), which is how
+a compiled Kubeflow package names the copy in its image.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ _TYPES = {SF.BYTES: schema_pb2.BYTES, SF.INT: schema_pb2.INT, SF.FLOAT: schema_p
 def make_schema() -> schema_pb2.Schema:
     """The schema of SessionSampleGen's tf.Examples: every feature of `SF.SPEC` present in
     every sample; scalars fixed (tf.Transform parses them as FixedLenFeature([])), lists of
-    any length, at least one label item, page types from `SF.PAGE_TYPES`."""
+    any length (a sample may have no label item: a next-page one), page types from `SF.PAGE_TYPES`."""
     schema = schema_pb2.Schema()
     for name, (kind, scalar) in SF.SPEC.items():
         feat = schema.feature.add(name=name, type=_TYPES[kind])
@@ -35,14 +35,16 @@ def make_schema() -> schema_pb2.Schema:
         if scalar:
             feat.shape.SetInParent()
         else:
-            feat.value_count.min = 1 if name == SF.LABEL_ITEMS else 0
+            feat.value_count.min = 0
         if name in (SF.RECENT_PAGE_TYPES, SF.HISTORY_PAGE_TYPES):
             feat.string_domain.name = name
             feat.string_domain.value.extend(SF.PAGE_TYPES)
         if name in (SF.FULL_PATH,):
             feat.int_domain.min, feat.int_domain.max = 0, 1
-        if name in (SF.PREFIX_LEN, SF.N_PAGES_BEFORE_PURCHASE):
+        if name == SF.PREFIX_LEN:
             feat.int_domain.min = 1
+        if name in (SF.N_PAGES_BEFORE_PURCHASE, SF.PATH_START):
+            feat.int_domain.min = 0
     return schema
 
 
