@@ -14,16 +14,18 @@ most recent last).  The model predicts the item the shopper will buy:
 * ``height`` shortcuts: the final states of the ``height`` layers below the
   top also reach the output;
 * an FNN over the user's purchase history (an embedding bag or a bitmap of
-  the purchased items, optionally a hashed user id), fused with the RNN at
-  the output by learned weights (`layers.FusedSoftmax`): the paper combines
-  the two networks' softmax outputs, here the fusion is a learned weighted
-  sum of their item logits, which keeps the sampled softmax exact;
-* a softmax over the items: full, or sampled in training
-  (`tf.nn.sampled_softmax_loss`) when the catalogue is large.
+  the purchased items, optionally a hashed user id), fused with the RNN in
+  the output head (`layers.CatalogueHead`);
+* two softmax outputs over the catalogue, tied to the page embeddings: the
+  next add-to-cart (``cart``, the served one) and the next page (``next``),
+  trained together (multi-task, ``next_weight``), each with a repeat path
+  that can re-pick a page of the session (RepeatNet, Ren et al. AAAI 2019).
 
-The model's inputs are `INPUTS` (`input_spec`); item 0 and page 0 are padding.
-`from_samples` builds them from the session samples' feature contract
-(`feedrank.sessions.features`) with page and item vocabularies (`vocabulary`).
+The model's inputs are `INPUTS` (`input_spec`); pages and items share one id
+space, the catalogue (`feedrank.sessions.catalogue`): 0 is padding and the
+last id is out of vocabulary.  `from_samples` builds the inputs and both
+targets from the session samples' feature contract (`feedrank.sessions.features`)
+with a vocabulary (`vocabulary`).
 """
 from __future__ import annotations
 
@@ -39,14 +41,13 @@ import tf_keras as keras
 from feedrank.sessions import features as SF
 from feedrank.sessions import layers as SL
 from feedrank.train import layers as TL
-from feedrank.train.distribute import global_mean
 from feedrank.typed import Checked, ConfigError, setting
 
 log = logging.getLogger(__name__)
 
 PAGES, DWELL, PURCHASES, USER_ID = "pages", "dwell", "purchases", "user_id"
 INPUTS = (PAGES, DWELL, PURCHASES, USER_ID)
-SOFTMAX_MODES = ("full", "sampled", "auto")
+CART, NEXT = SL.CART, SL.NEXT
 
 
 def input_spec() -> Dict[str, tf.TensorSpec]:
@@ -59,28 +60,20 @@ def input_spec() -> Dict[str, tf.TensorSpec]:
 
 
 class _Checked(Checked):
-    """A session model family's settings (checked on construction, `feedrank.typed.Checked`):
-    the softmax rules the families share."""
+    """A session model family's settings (checked on construction, `feedrank.typed.Checked`)."""
 
     def check(self, where: str) -> None:
-        if self.softmax == "sampled" and not 0 < self.num_sampled < self.num_items:
-            raise ConfigError(f"{where}.num_sampled must be in [1, num_items) for the sampled "
-                              f"softmax, got {self.num_sampled} with num_items={self.num_items}")
-
-    @property
-    def sampled(self) -> bool:
-        """True when training uses the sampled softmax."""
-        if self.softmax == "auto":
-            return self.num_items > self.sampled_above and self.num_sampled < self.num_items
-        return self.softmax == "sampled"
+        if self.num_items != self.num_pages:
+            raise ConfigError(f"{where}: pages and items share the catalogue's ids, so num_items must equal "
+                              f"num_pages, got {self.num_items} and {self.num_pages}")
 
 
 @dataclasses.dataclass
 class DrnnSettings(_Checked):
     """The DRNN's architecture and training settings (docs/drnn.md)."""
     SECTION = "drnn"
-    num_pages: int = setting(1000, min=2)      # page vocabulary, 0 = padding
-    num_items: int = setting(1000, min=2)      # item vocabulary, 0 = padding (never predicted)
+    num_pages: int = setting(1000, min=3)      # catalogue ids: 0 padding, the last out of vocabulary
+    num_items: int = setting(1000, min=3)      # the same id space (== num_pages)
     width: int = setting(5, min=1)             # k: page states
     length: int = setting(2, min=1)            # L: stacked recurrent layers
     height: int = setting(0, min=0)            # shortcuts from the layers below the top (< length)
@@ -96,9 +89,7 @@ class DrnnSettings(_Checked):
     fnn_units: List[int] = setting([64], min=1)
     user_buckets: int = setting(0, min=0)      # > 0: a hashed user-id embedding joins the FNN
     dropout: float = setting(0.0, min=0.0, below=1.0)
-    softmax: str = setting("auto", choices=SOFTMAX_MODES)
-    num_sampled: int = setting(256, min=1)
-    sampled_above: int = setting(10000, min=1)  # auto: sampled when num_items > this
+    repeat: bool = True                        # the repeat (copy) path over the session's pages
     learning_rate: float = setting(1e-3, above=0.0)
 
     def check(self, where: str) -> None:
@@ -112,21 +103,19 @@ class DrnnSettings(_Checked):
 
 
 class SessionModel(keras.Model):
-    """An encoder (inputs -> branch vectors) and a `FusedSoftmax` head: logits [B, num_items].
+    """An encoder (inputs -> branch vectors) and a `layers.CatalogueHead`: ``{"cart", "next"}``
+    log-probabilities [B, num_pages], tied to the encoder's ``page_embedding``.  Input keys
+    the encoder does not use are ignored."""
 
-    With ``num_sampled > 0`` a training step minimises the sampled-softmax
-    loss, the mean over the global batch's rows under a distribution strategy;
-    evaluation and prediction always use the full softmax.  Input keys
-    the encoder does not use are ignored.
-    """
-
-    def __init__(self, encoder: keras.Model, head: SL.FusedSoftmax, num_sampled: int = 0, **kwargs):
+    def __init__(self, encoder: keras.Model, head: SL.CatalogueHead, **kwargs):
         super().__init__(**kwargs)
-        self.encoder, self.head, self.num_sampled = encoder, head, int(num_sampled)
+        self.encoder, self.head = encoder, head
         self.input_names_used = [i.name for i in encoder.inputs]
-        if not head.built:  # built on the encoder's symbolic outputs, so its weights exist before a step
-            outs = encoder.outputs
-            head(outs if len(outs) > 1 else outs[0])
+        if PAGES not in self.input_names_used:
+            raise ValueError(f"{encoder.name} must read {PAGES!r} (the head's repeat path and tied embeddings)")
+        self.page_embedding = encoder.get_layer("page_embedding")
+        if not head.built:
+            head.build([o.shape for o in encoder.outputs])
 
     def _select(self, inputs: Mapping[str, Any]) -> Dict[str, Any]:
         missing = [k for k in self.input_names_used if k not in inputs]
@@ -135,33 +124,24 @@ class SessionModel(keras.Model):
         return {k: inputs[k] for k in self.input_names_used}
 
     def call(self, inputs, training=None):
-        return self.head(self.encoder(self._select(inputs), training=training))
-
-    def train_step(self, data):
-        if not self.num_sampled:
-            return super().train_step(data)
-        x, y = data[0], data[1]
-        with tf.GradientTape() as tape:
-            branches = self.encoder(self._select(x), training=True)
-            # this replica's share of the mean over every replica's rows: the optimizer sums
-            # the replicas' gradients (rows per replica vary: a sample gives a row per label item)
-            loss = global_mean(self.head.sampled_loss(branches, y, self.num_sampled))
-            if self.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1:
-            loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)   # logged: the global mean
-        return {"loss": loss}
+        x = self._select(inputs)
+        return self.head(self.encoder(x, training=training), self.page_embedding.embeddings, x[PAGES])
 
 
-def compile_model(model: SessionModel, learning_rate: float) -> SessionModel:
-    """Adam, softmax cross-entropy on the logits, top-1/top-10 accuracy metrics."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseTopKCategoricalAccuracy(1, name="top1"),
-                           keras.metrics.SparseTopKCategoricalAccuracy(10, name="top10")])
+def compile_model(model: SessionModel, learning_rate: float, next_weight: float = 1.0) -> SessionModel:
+    """Adam; softmax cross-entropy on both outputs (the next page's weighted by ``next_weight``;
+    rows without a target carry sample weight 0); top-1/top-10 accuracy of the add-to-cart."""
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss={CART: ce, NEXT: ce},
+                  loss_weights={CART: 1.0, NEXT: float(next_weight)},
+                  weighted_metrics={CART: [keras.metrics.SparseTopKCategoricalAccuracy(1, name="top1"),
+                                           keras.metrics.SparseTopKCategoricalAccuracy(10, name="top10")]})
     return model
+
+
+def default_item_mask(num_pages: int) -> List[bool]:
+    """Every catalogue id an item (0 padding and the last id, out of vocabulary, are not)."""
+    return [False] + [True] * (num_pages - 2) + [False]
 
 
 def _log1p(x: tf.Tensor) -> tf.Tensor:
@@ -172,7 +152,7 @@ def _fnn(s: DrnnSettings, purchases: tf.Tensor, user_id) -> tf.Tensor:
     if s.fnn_input == "bitmap":
         x = SL.MultiHot(s.num_items, name="purchase_bitmap")(purchases)
     else:
-        emb = keras.layers.Embedding(s.num_items, s.fnn_dim, name="purchase_embedding")(purchases)
+        emb = keras.layers.Embedding(s.num_pages, s.fnn_dim, name="purchase_embedding")(purchases)
         x = TL.MaskedPooling("mean", name="purchase_mean")(emb, TL.padding_mask(purchases))
     if user_id is not None:
         bucket = SL.HashBucket(s.user_buckets, name="user_bucket")(user_id)
@@ -180,8 +160,10 @@ def _fnn(s: DrnnSettings, purchases: tf.Tensor, user_id) -> tf.Tensor:
     return TL.mlp(s.fnn_units, "relu", s.dropout, name="fnn")(x)
 
 
-def build(settings: DrnnSettings | Mapping[str, Any]) -> SessionModel:
-    """The DRNN for ``settings`` (a `DrnnSettings` or its mapping), compiled."""
+def build(settings: DrnnSettings | Mapping[str, Any], item_mask: Sequence[bool] | None = None,
+          next_weight: float = 1.0) -> SessionModel:
+    """The DRNN for ``settings`` (a `DrnnSettings` or its mapping), compiled; ``item_mask``
+    marks the catalogue ids that are items (`feedrank.sessions.catalogue.is_item`)."""
     s = settings if isinstance(settings, DrnnSettings) else DrnnSettings.from_mapping(settings)
     pages = keras.Input([None], dtype=tf.int64, name=PAGES)
     dwell = keras.Input([None], dtype=tf.float32, name=DWELL)
@@ -210,59 +192,70 @@ def build(settings: DrnnSettings | Mapping[str, Any]) -> SessionModel:
             inputs.append(user_id)
         branches.append(_fnn(s, purchases, user_id))
     encoder = keras.Model(inputs=inputs, outputs=branches, name="drnn_encoder")
-    head = SL.FusedSoftmax(s.num_items, name="items")
-    model = SessionModel(encoder, head, s.num_sampled if s.sampled else 0, name="drnn")
-    log.info("DRNN: k=%d L=%d height=%d units=%d cell=%s history=%s fnn=%s softmax=%s over %d items",
-             s.width, s.length, s.height, s.units, s.cell, s.use_history, s.use_fnn,
-             "sampled" if s.sampled else "full", s.num_items)
-    return compile_model(model, s.learning_rate)
+    head = SL.CatalogueHead(s.num_pages, s.page_dim, item_mask or default_item_mask(s.num_pages), s.repeat,
+                            name="catalogue")
+    model = SessionModel(encoder, head, name="drnn")
+    log.info("DRNN: k=%d L=%d height=%d units=%d cell=%s history=%s fnn=%s repeat=%s over %d catalogue ids",
+             s.width, s.length, s.height, s.units, s.cell, s.use_history, s.use_fnn, s.repeat, s.num_pages)
+    return compile_model(model, s.learning_rate, next_weight)
 
 
 def vocabulary(ids: Iterable[str]) -> Dict[str, int]:
-    """Distinct ids -> 1..n, the most frequent first (ties by id); 0 stays the padding id.
-
-    Frequency order makes the sampled softmax's log-uniform sampler a fair proposal."""
+    """Distinct ids -> 1..n, the most frequent first (ties by id); 0 stays the padding id and
+    n + 1 is the out-of-vocabulary id (`from_samples`)."""
     counts = collections.Counter(ids)
     return {v: i + 1 for i, v in enumerate(sorted(counts, key=lambda v: (-counts[v], v)))}
 
 
-def from_samples(samples: Sequence[Mapping[str, Any]], pages: Mapping[str, int], items: Mapping[str, int],
-                 max_pages: int = 50, max_purchases: int = 50) -> Tuple[Dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Session samples in the contract of `feedrank.sessions.features` -> ``(inputs, labels, rows)``.
+def from_samples(samples: Sequence[Mapping[str, Any]], vocab: Mapping[str, int], max_pages: int = 50,
+                 max_purchases: int = 50, item_mask: Sequence[bool] | None = None,
+                 ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, np.ndarray], np.ndarray]:
+    """Session samples in the contract of `feedrank.sessions.features` -> ``(inputs, targets,
+    weights, rows)``, as the Trainer's Transform output gives them.
 
-    A sample's pages are its history pages then its recent pages (oldest first);
-    the last ``max_pages`` are kept, left-padded with 0, with their dwell
-    times; the purchase history keeps its last ``max_purchases`` items.  A
-    page or purchased item missing from the vocabulary is dropped.  A sample
-    becomes one row per label item in ``items`` (``rows`` gives each row's
-    sample index; a sample whose label items are all unknown has no row).
+    One id space ``vocab`` (1..n; 0 padding, n + 1 out of vocabulary) for pages and items.  A
+    sample's pages are its history pages then its recent pages (oldest first), the last
+    ``max_pages`` kept, left-padded with 0, with their dwell times; the purchase history keeps
+    its last ``max_purchases`` items.  A sample is one row per label item (one row without
+    label items; ``rows`` gives each row's sample index); ``targets[CART]``/``targets[NEXT]``
+    are the add-to-cart item and the next page (0: none), ``weights`` 1 where the target is a
+    catalogue id the task can name (the next page's weight split over the sample's rows).
     """
     if max_pages < 1 or max_purchases < 1:
         raise ValueError(f"max_pages and max_purchases must be >= 1, got {max_pages}, {max_purchases}")
+    n_ids = len(vocab) + 2
+    oov = n_ids - 1
+    mask = np.asarray(item_mask if item_mask is not None else default_item_mask(n_ids), bool)
+    if mask.shape != (n_ids,):
+        raise ValueError(f"item_mask needs {n_ids} flags (padding, the vocabulary, out of vocabulary), "
+                         f"got {mask.shape}")
     n = len(samples)
     page_ids = np.zeros((n, max_pages), np.int64)
     dwell = np.zeros((n, max_pages), np.float32)
     bought = np.zeros((n, max_purchases), np.int64)
-    users, labels, rows = [], [], []
+    users, rows, cart, nxt, next_w = [], [], [], [], []
     for i, s in enumerate(samples):
-        seq = [(pages[p], d) for p, d in zip(list(s[SF.HISTORY_PAGES]) + list(s[SF.RECENT_PAGES]),
-                                              list(s[SF.HISTORY_DWELL]) + list(s[SF.RECENT_DWELL])) if p in pages]
-        seq = seq[-max_pages:]
+        seq = list(zip(list(s[SF.HISTORY_PAGES]) + list(s[SF.RECENT_PAGES]),
+                       list(s[SF.HISTORY_DWELL]) + list(s[SF.RECENT_DWELL])))[-max_pages:]
         if seq:
-            page_ids[i, max_pages - len(seq):] = [p for p, _ in seq]
+            page_ids[i, max_pages - len(seq):] = [vocab.get(p, oov) for p, _ in seq]
             dwell[i, max_pages - len(seq):] = [d for _, d in seq]
-        hist = [items[v] for v in s[SF.PURCHASE_HISTORY] if v in items][-max_purchases:]
+        hist = [vocab.get(v, oov) for v in s[SF.PURCHASE_HISTORY]][-max_purchases:]
         bought[i, :len(hist)] = hist
         user = s[SF.USER_ID]
         users.append(user.encode() if isinstance(user, str) else bytes(user))
-        for item in s[SF.LABEL_ITEMS]:
-            if item in items:
-                labels.append(items[item])
-                rows.append(i)
-    dropped = n - len(set(rows))
-    if dropped:
-        log.warning("%d of %d samples have no label item in the item vocabulary and give no row", dropped, n)
+        labels = [vocab.get(v, oov) for v in s[SF.LABEL_ITEMS]] or [0]
+        page = s.get(SF.NEXT_PAGE, "")
+        for label in labels:
+            rows.append(i)
+            cart.append(label)
+            nxt.append(vocab.get(page, oov) if page else 0)
+            next_w.append(1.0 / len(labels))
     rows_a = np.asarray(rows, np.int64)
+    cart_a, next_a = np.asarray(cart, np.int64), np.asarray(nxt, np.int64)
+    targets = {CART: cart_a, NEXT: next_a}
+    weights = {CART: mask[cart_a].astype(np.float32),
+               NEXT: np.where((next_a > 0) & (next_a < oov), np.asarray(next_w, np.float32), 0.0).astype(np.float32)}
     inputs = {PAGES: page_ids[rows_a], DWELL: dwell[rows_a], PURCHASES: bought[rows_a],
               USER_ID: np.asarray(users, dtype=object)[rows_a].astype(bytes) if rows else np.zeros(0, "S1")}
-    return inputs, np.asarray(labels, np.int64), rows_a
+    return inputs, targets, weights, rows_a

@@ -6,17 +6,18 @@ https://arxiv.org/abs/1511.06939
 
 It reads every page of the session (no width limit, no history state, no
 dwell times, no purchase history): the page embeddings run through one GRU
-layer and its final state feeds the item softmax.  Trained, like the DRNN,
-on (session prefix -> purchased item) samples with the softmax
-cross-entropy (full or sampled), not GRU4Rec's session-parallel mini-batches
-with a pairwise loss, so the comparison isolates the architecture.  Inputs
-are `drnn.INPUTS` (only ``pages`` is used).
+layer and its final state feeds the DRNN's output head (`layers.CatalogueHead`:
+the next page and the next add-to-cart over the catalogue, tied embeddings; the
+repeat path off by default, as GRU4Rec has none).  Trained, like the DRNN, on
+every page transition and add-to-cart with the softmax cross-entropy, not
+GRU4Rec's session-parallel mini-batches with a pairwise loss, so the
+comparison isolates the encoder.  Inputs are `drnn.INPUTS` (only ``pages`` is used).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras as keras
@@ -33,18 +34,17 @@ log = logging.getLogger(__name__)
 class Gru4recSettings(drnn._Checked):
     """The single-GRU baseline's settings."""
     SECTION = "gru4rec"
-    num_pages: int = setting(1000, min=2)
-    num_items: int = setting(1000, min=2)
+    num_pages: int = setting(1000, min=3)
+    num_items: int = setting(1000, min=3)
     units: int = setting(100, min=1)
     page_dim: int = setting(32, min=1)
     dropout: float = setting(0.0, min=0.0, below=1.0)
-    softmax: str = setting("auto", choices=drnn.SOFTMAX_MODES)
-    num_sampled: int = setting(256, min=1)
-    sampled_above: int = setting(10000, min=1)
+    repeat: bool = False
     learning_rate: float = setting(1e-3, above=0.0)
 
 
-def build(settings: Gru4recSettings | Mapping[str, Any]) -> drnn.SessionModel:
+def build(settings: Gru4recSettings | Mapping[str, Any], item_mask: Optional[Sequence[bool]] = None,
+          next_weight: float = 1.0) -> drnn.SessionModel:
     """The single-GRU model for ``settings`` (a `Gru4recSettings` or its mapping), compiled."""
     s = settings if isinstance(settings, Gru4recSettings) else Gru4recSettings.from_mapping(settings)
     pages = keras.Input([None], dtype=tf.int64, name=drnn.PAGES)
@@ -53,8 +53,8 @@ def build(settings: Gru4recSettings | Mapping[str, Any]) -> drnn.SessionModel:
     if s.dropout > 0:
         state = keras.layers.Dropout(s.dropout, name="gru_dropout")(state)
     encoder = keras.Model(inputs=[pages], outputs=[state], name="gru4rec_encoder")
-    model = drnn.SessionModel(encoder, SL.FusedSoftmax(s.num_items, name="items"),
-                              s.num_sampled if s.sampled else 0, name="gru4rec")
-    log.info("GRU4Rec baseline: %d units, softmax=%s over %d items", s.units,
-             "sampled" if s.sampled else "full", s.num_items)
-    return drnn.compile_model(model, s.learning_rate)
+    head = SL.CatalogueHead(s.num_pages, s.page_dim, item_mask or drnn.default_item_mask(s.num_pages), s.repeat,
+                            name="catalogue")
+    model = drnn.SessionModel(encoder, head, name="gru4rec")
+    log.info("GRU4Rec baseline: %d units, repeat=%s over %d catalogue ids", s.units, s.repeat, s.num_pages)
+    return drnn.compile_model(model, s.learning_rate, next_weight)

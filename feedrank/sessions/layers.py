@@ -11,8 +11,8 @@ derives its own mask from the ids.  Layers are registered as
   dwell-time ageing factor.
 * `DeepRecurrence`: ``length`` stacked recurrent layers run over the states,
   one set of weights for every state, with the "height" shortcuts.
-* `FusedSoftmax`: item logits of one or several branches fused with learned
-  weights; also the sampled-softmax training loss.
+* `CatalogueHead`: the next add-to-cart's and the next page's log-probabilities over
+  the catalogue, tied to the page embeddings, with a repeat (copy) path.
 * `MultiHot`, `HashBucket`: the purchase-history bitmap and the user-id bucket.
 """
 from __future__ import annotations
@@ -157,56 +157,90 @@ class DeepRecurrence(keras.layers.Layer):
                 "height": self.height, "dropout": self.dropout}
 
 
-@keras.utils.register_keras_serializable(package="feedrank")
-class FusedSoftmax(keras.layers.Layer):
-    """Item logits of several branches fused with learned weights.
+CART, NEXT = "cart", "next"
+TASKS = (CART, NEXT)
+_NEG = -1e9
 
-    For branch vectors x_b [B, d_b]: ``logits = sum_b alpha_b (x_b W_b^T + c_b)``,
-    W_b [num_items, d_b]; the fusion weights alpha (one per branch, initially 1)
-    are trainable when there are two or more branches.  The padding item 0
-    gets a logit of -1e9, so it is never predicted.  `sampled_loss` is the same
-    model's sampled-softmax loss (`tf.nn.sampled_softmax_loss`): the fused
-    logits are one projection of ``concat(alpha_b x_b)`` by ``concat(W_b)``.
+
+@keras.utils.register_keras_serializable(package="feedrank")
+class CatalogueHead(keras.layers.Layer):
+    """Log-probabilities over the catalogue for both tasks: the next add-to-cart (``cart``,
+    item pages only) and the next page (``next``), from the encoder's branch vectors.
+
+    The output embeddings are the input page embeddings E [V, D] (tied).  For task t and the
+    branch vectors concatenated into x [B, d]:
+
+    * explore: logits ``e_t = (x Q_t) E^T + c_t`` over the catalogue;
+    * repeat (RepeatNet, Ren et al. AAAI 2019, ``repeat=True``): attention over the session's
+      own pages ``a_tj = softmax_j((x R_t) . E[page_j])``, ``p_rep(v) = sum_{j: page_j = v} a_tj``,
+      mixed in by a gate ``g_t = sigmoid(x w_t + b_t)`` (0 when the session shows no page the task
+      can name): ``p_t = g_t p_rep + (1 - g_t) softmax(e_t)``.
+
+    The output is ``log p_t`` (without ``repeat``: ``e_t``); ids the task cannot name (0 the
+    padding, the out-of-vocabulary id, and for ``cart`` every non-item page) are at -1e9, so a
+    softmax of the output is the task's distribution and a top k never names them.  One linear
+    map of all branches into the query fuses the DRNN with the FNN (the paper's learned
+    weighted sum of the two networks' outputs is the special case of a block-diagonal map).
     """
 
-    def __init__(self, num_items: int, **kwargs):
+    def __init__(self, num_pages: int, dim: int, item_mask: Sequence[bool], repeat: bool = True, **kwargs):
         super().__init__(**kwargs)
-        if int(num_items) < 2:
-            raise ValueError(f"FusedSoftmax needs num_items >= 2 (0 is padding), got {num_items}")
-        self.num_items = int(num_items)
+        mask = [bool(v) for v in item_mask]
+        if int(num_pages) < 3 or len(mask) != int(num_pages):
+            raise ValueError(f"CatalogueHead needs num_pages >= 3 (padding, a page, out of vocabulary) and one "
+                             f"item flag per id, got num_pages={num_pages} and {len(mask)} flags")
+        if not any(mask[1:-1]):
+            raise ValueError("CatalogueHead: no id is an item page")
+        self.num_pages, self.dim, self.item_mask, self.repeat = int(num_pages), int(dim), mask, bool(repeat)
+        pages = [False] + [True] * (self.num_pages - 2) + [False]
+        self._allowed = {CART: tf.constant([m and p for m, p in zip(mask, pages)]), NEXT: tf.constant(pages)}
 
     def build(self, input_shape):
         shapes = input_shape if isinstance(input_shape, (list, tuple)) and isinstance(
             input_shape[0], (list, tuple, tf.TensorShape)) else [input_shape]
-        n = len(shapes)
-        self.kernels = [self.add_weight(name=f"kernel{b}", shape=(self.num_items, int(s[-1])),
-                                        initializer="glorot_uniform") for b, s in enumerate(shapes)]
-        self.biases = [self.add_weight(name=f"bias{b}", shape=(self.num_items,), initializer="zeros")
-                       for b in range(n)]
-        self.fusion = self.add_weight(name="fusion", shape=(n,), initializer="ones", trainable=n > 1)
+        d, dim = sum(int(s[-1]) for s in shapes), self.dim
+        self.query = {t: self.add_weight(name=f"{t}_query", shape=(d, dim), initializer="glorot_uniform")
+                      for t in TASKS}
+        self.bias = {t: self.add_weight(name=f"{t}_bias", shape=(self.num_pages,), initializer="zeros")
+                     for t in TASKS}
+        if self.repeat:
+            self.repeat_query = {t: self.add_weight(name=f"{t}_repeat_query", shape=(d, dim),
+                                                    initializer="glorot_uniform") for t in TASKS}
+            self.gate = {t: self.add_weight(name=f"{t}_gate", shape=(d, 1), initializer="zeros") for t in TASKS}
+            self.gate_bias = {t: self.add_weight(name=f"{t}_gate_bias", shape=(1,), initializer="zeros")
+                              for t in TASKS}
         super().build(input_shape)
 
-    def _branches(self, inputs) -> Sequence[tf.Tensor]:
-        return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-
-    def call(self, inputs) -> tf.Tensor:
-        xs = self._branches(inputs)
-        logits = tf.add_n([self.fusion[b] * (tf.matmul(x, k, transpose_b=True) + c)
-                           for b, (x, k, c) in enumerate(zip(xs, self.kernels, self.biases))])
-        pad = tf.one_hot(PAD_ID, self.num_items, on_value=-1e9, off_value=0.0, dtype=logits.dtype)
-        return logits + pad
-
-    def sampled_loss(self, inputs, labels: tf.Tensor, num_sampled: int) -> tf.Tensor:
-        """Per-example sampled-softmax loss [B] for item labels [B] (log-uniform sampler)."""
-        xs = self._branches(inputs)
-        fused_x = tf.concat([self.fusion[b] * x for b, x in enumerate(xs)], axis=-1)
-        weights = tf.concat(self.kernels, axis=-1)
-        bias = tf.add_n([self.fusion[b] * c for b, c in enumerate(self.biases)])
-        labels = tf.reshape(tf.cast(labels, tf.int64), [-1, 1])
-        return tf.nn.sampled_softmax_loss(weights, bias, labels, fused_x, num_sampled, self.num_items)
+    def call(self, inputs, embeddings: tf.Tensor, pages: tf.Tensor):
+        xs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        x = tf.concat(xs, axis=-1) if len(xs) > 1 else xs[0]
+        pages = tf.cast(pages, tf.int64)
+        out = {}
+        for t in TASKS:
+            allowed = self._allowed[t]
+            logits = tf.matmul(tf.matmul(x, self.query[t]), embeddings, transpose_b=True) + self.bias[t]
+            logits = tf.where(allowed[None, :], logits, _NEG)
+            if not self.repeat:
+                out[t] = logits
+                continue
+            ok = tf.logical_and(tf.gather(allowed, pages), pages > 0)                  # [B, T]
+            score = tf.einsum("bd,btd->bt", tf.matmul(x, self.repeat_query[t]), tf.gather(embeddings, pages))
+            attn = tf.nn.softmax(tf.where(ok, score, _NEG), axis=1) * tf.cast(ok, score.dtype)
+            batch = tf.shape(pages, out_type=tf.int64)
+            rows = tf.broadcast_to(tf.range(batch[0])[:, None], batch)
+            p_rep = tf.scatter_nd(tf.reshape(tf.stack([rows, pages], -1), [-1, 2]), tf.reshape(attn, [-1]),
+                                  tf.stack([batch[0], tf.constant(self.num_pages, tf.int64)]))
+            any_ok = tf.cast(tf.reduce_any(ok, axis=1, keepdims=True), x.dtype)
+            g = tf.sigmoid(tf.matmul(x, self.gate[t]) + self.gate_bias[t]) * any_ok                # [B, 1]
+            explore = tf.math.log1p(-tf.minimum(g, 1 - 1e-6)) + tf.nn.log_softmax(logits, axis=-1)
+            again = tf.math.log(tf.maximum(g, 1e-30)) + tf.math.log(tf.maximum(p_rep, 1e-30))
+            mixed = tf.reduce_logsumexp(tf.stack([explore, again]), axis=0)
+            out[t] = tf.where(allowed[None, :], mixed, _NEG)
+        return out
 
     def get_config(self):
-        return {**super().get_config(), "num_items": self.num_items}
+        return {**super().get_config(), "num_pages": self.num_pages, "dim": self.dim, "item_mask": self.item_mask,
+                "repeat": self.repeat}
 
 
 @keras.utils.register_keras_serializable(package="feedrank")
