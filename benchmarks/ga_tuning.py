@@ -69,9 +69,11 @@ def final_eval(data, eval_xy, values: Dict[str, Any], epochs: int, seed: int) ->
 
     overrides, batch = genes.drnn_overrides(values)
     keras.utils.set_random_seed(seed)
-    model = drnn.build({**overrides, "num_pages": data.num_pages, "num_items": data.num_items})
-    model.fit(data.train[0], data.train[1], batch_size=batch or 128, epochs=epochs, verbose=0)
-    return float(model.evaluate(eval_xy[0], eval_xy[1], batch_size=512, verbose=0, return_dict=True)["top10"])
+    model = drnn.build({**overrides, "num_pages": data.num_pages, "num_items": data.num_items}, data.item_mask or None)
+    model.fit(data.train[0], data.train[1], sample_weight=data.train[2], batch_size=batch or 128, epochs=epochs,
+              verbose=0)
+    return float(model.evaluate(eval_xy[0], eval_xy[1], sample_weight=eval_xy[2], batch_size=512, verbose=0,
+                                return_dict=True)["cart_top10"])
 
 
 def run_method(method: str, data, seed: int, args, workdir: str) -> Dict[str, Any]:
@@ -192,8 +194,8 @@ def main(argv=None) -> int:
                          r["best_fitness"], r["eval_top10"], r["search_s"])
     result = {"settings": {**vars(args), "fitness": "top-10 accuracy + 1/(1+loss) on the tuning validation set",
                            "default_values": DEFAULT_VALUES, "plot_only": None},
-              "data": {**made["summary"], "fit_rows": int(len(data.train[1])), "valid_rows": int(len(data.valid[1])),
-                       "eval_rows": int(len(eval_xy[1])), "num_pages": data.num_pages, "num_items": data.num_items},
+              "data": {**made["summary"], "fit_rows": int(len(data.train[0]["pages"])),
+                       "valid_rows": int(len(data.valid[0]["pages"])), "eval_rows": int(len(eval_xy[0]["pages"])), "num_pages": data.num_pages, "num_items": data.num_items},
               "runs": runs, "summary": summarise(runs, args.trials),
               "machine": machine_info("tensorflow", "tf_keras", "keras_tuner"),
               "wall_s": round(time.time() - t0, 1)}

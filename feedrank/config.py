@@ -404,6 +404,9 @@ def check_rules(cfg: Config) -> None:
     if cfg.mode == "session" and cfg.simulate.mode != "ecommerce":
         raise ConfigError("mode: session reads a shop's sessions: set simulate.mode: ecommerce "
                           "(what --simulate-if-missing writes)")
+    if cfg.mode == "session" and cfg.trainer.patience and not cfg.sessions.val_days:
+        raise ConfigError(f"trainer.patience: {cfg.trainer.patience} stops early on the val split, which "
+                          f"sessions.val_days: 0 leaves empty: set sessions.val_days >= 1 or trainer.patience: 0")
     if cfg.tuner.enabled and (cfg.mode != "session" or cfg.trainer.model != "drnn"):
         raise ConfigError("tuner.enabled: the pipeline tunes the session DRNN (mode: session, trainer.model: drnn); "
                           f"this config has mode {cfg.mode!r}, model {cfg.trainer.model!r} (docs/tuning.md)")

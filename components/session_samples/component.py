@@ -2,7 +2,8 @@
 
 Reads the event log at ``input_base`` (an external input, like `BehaviorExampleGen`),
 cuts the page views and add-to-carts into sessions and writes the DRNN's samples
-(full and shortened paths) as an ``Examples`` artifact with ``train``/``eval`` splits of
+(every page transition and the add-to-cart paths) as an ``Examples`` artifact with
+``train``/``val``/``eval`` splits of
 GZIP TFRecords.  The Beam graph is `feedrank.sessions.beam_samples` (docs/sessions.md);
 this module only wires it into TFX so that the pipeline's ``beam_pipeline_args`` apply.
 
@@ -46,6 +47,8 @@ class SessionSampleGenSpec(ComponentSpec):
         "eval_start_ts": ExecutionParameter(type=int),
         "max_purchase_history": ExecutionParameter(type=int),
         "shortened": ExecutionParameter(type=int),
+        "val_days": ExecutionParameter(type=int),
+        "next_pages": ExecutionParameter(type=int),
         "num_shards": ExecutionParameter(type=int),
     }
     INPUTS: Dict[str, ChannelParameter] = {}
@@ -65,7 +68,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             gap_s=int(exec_properties["gap_s"]), k=int(exec_properties["k"]),
             eval_days=int(exec_properties["eval_days"]), eval_start_ts=int(exec_properties["eval_start_ts"]),
             max_purchase_history=int(exec_properties["max_purchase_history"]),
-            shortened=bool(exec_properties["shortened"]), num_shards=int(exec_properties["num_shards"]))
+            shortened=bool(exec_properties["shortened"]), num_shards=int(exec_properties["num_shards"]),
+            val_days=int(exec_properties.get("val_days") or 0), next_pages=bool(exec_properties.get("next_pages", 1)))
         input_base = exec_properties["input_base"]
         log.info("SessionSampleGen: %s -> %s (%s)", input_base, examples.uri, settings)
         examples.split_names = artifact_utils.encode_split_names(list(samples.SPLITS))
@@ -84,7 +88,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
 
 class SessionSampleGen(base_beam_component.BaseBeamComponent):
-    """Session samples of the shop's log as ``examples`` (splits train/eval).
+    """Session samples of the shop's log as ``examples`` (splits train/val/eval).
 
     Custom properties of ``examples``: the exact counts of
     `feedrank.sessions.beam_samples.COUNTERS` (e.g. ``samples_train``,
@@ -100,14 +104,17 @@ class SessionSampleGen(base_beam_component.BaseBeamComponent):
                  k: int = _DEFAULTS.k, eval_days: int = _DEFAULTS.eval_days,
                  eval_start_ts: int = _DEFAULTS.eval_start_ts,
                  max_purchase_history: int = _DEFAULTS.max_purchase_history,
-                 shortened: bool = _DEFAULTS.shortened, num_shards: int = _DEFAULTS.num_shards):
+                 shortened: bool = _DEFAULTS.shortened, num_shards: int = _DEFAULTS.num_shards,
+                 val_days: int = _DEFAULTS.val_days, next_pages: bool = _DEFAULTS.next_pages):
         """Args are the fields of `feedrank.sessions.beam_samples.SampleSettings` (checked here);
         ``input_fingerprint`` (a content hash of the log) only serves caching."""
-        beam_samples.SampleSettings(gap_s, k, eval_days, eval_start_ts, max_purchase_history, bool(shortened),
-                                    num_shards)
+        beam_samples.SampleSettings(gap_s=gap_s, k=k, eval_days=eval_days, eval_start_ts=eval_start_ts,
+                                    max_purchase_history=max_purchase_history, shortened=bool(shortened),
+                                    num_shards=num_shards, val_days=val_days, next_pages=bool(next_pages))
         spec = SessionSampleGenSpec(
             input_base=os.fspath(input_base), input_fingerprint=str(input_fingerprint), gap_s=int(gap_s),
             k=int(k), eval_days=int(eval_days), eval_start_ts=int(eval_start_ts),
             max_purchase_history=int(max_purchase_history), shortened=int(bool(shortened)),
-            num_shards=int(num_shards), examples=types.Channel(type=standard_artifacts.Examples))
+            num_shards=int(num_shards), val_days=int(val_days), next_pages=int(bool(next_pages)),
+            examples=types.Channel(type=standard_artifacts.Examples))
         super().__init__(spec=spec)

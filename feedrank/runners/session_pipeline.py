@@ -37,7 +37,7 @@ def create_session_pipeline(cfg: Config, target: Optional[PipelineTarget] = None
     samples = SessionSampleGen(
         input_base=target.input_base, input_fingerprint=target.input_fingerprint, gap_s=ss.gap_s, k=ss.k,
         eval_days=ss.eval_days, eval_start_ts=ss.eval_start_ts, max_purchase_history=ss.max_purchase_history,
-        shortened=ss.shortened, num_shards=ss.num_shards)
+        shortened=ss.shortened, num_shards=ss.num_shards, val_days=ss.val_days, next_pages=ss.next_pages)
     # Statistics of every split.
     statistics_gen = tfx.components.StatisticsGen(examples=samples.outputs["examples"])
     # The schema derived from feedrank/sessions/features.py (not inferred, so drift is caught).
@@ -48,7 +48,8 @@ def create_session_pipeline(cfg: Config, target: Optional[PipelineTarget] = None
     # ...halt the run here, before Transform and the Trainer.
     gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     # Page and item vocabularies (by frequency), left-padded page/dwell matrices, purchase histories, labels.
-    transform_config = {"max_pages": ss.max_pages, "max_purchases": ss.max_purchases, "max_labels": ss.max_labels}
+    transform_config = {"max_pages": ss.max_pages, "max_purchases": ss.max_purchases, "max_labels": ss.max_labels,
+                        "catalogue": target.input_base}
     transform = tfx.components.Transform(
         examples=samples.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn="feedrank.sessions.transform.preprocessing_fn",
@@ -58,11 +59,12 @@ def create_session_pipeline(cfg: Config, target: Optional[PipelineTarget] = None
                       "code_version": code_version}
     # Optional (tuner.enabled): the genetic-algorithm Tuner; its best hyperparameters feed the Trainer.
     tuner = session_tuner(cfg, samples, transform)
-    # The DRNN (or GRU4Rec) on the transformed train split, exported with the Transform layer: raw ids in, top k out.
+    # The DRNN (or GRU4Rec) on the transformed train split, early-stopped on val, exported with the Transform
+    # layer: raw ids in, top k out.
     trainer = tfx.components.Trainer(
         run_fn="feedrank.sessions.trainer.run_fn", examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["val"]),
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         custom_config=target.wrap_trainer_config(trainer_config)).with_id("Trainer")
     # The served session model: the registry's champion, else the newest blessed push.
@@ -107,6 +109,6 @@ def session_tuner(cfg: Config, samples: Any, transform: Any) -> Optional[Any]:
     return tfx.components.Tuner(
         tuner_fn="feedrank.tune.tuner.tuner_fn", examples=samples.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["val"]),
         custom_config={"tuner": dataclasses.asdict(cfg.tuner), "drnn": dict(cfg.trainer.drnn),
                        "sessions": {"max_pages": cfg.sessions.max_pages, "max_purchases": cfg.sessions.max_purchases}})

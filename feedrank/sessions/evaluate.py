@@ -107,8 +107,8 @@ def session_metrics(predict: Predict, rows: Sequence[Row], targets: Sequence[str
     full = served_ranks(predict(rows), targets)
     prefix_rows, prefix_targets, session = [], [], []
     for i, (pages, dwell, bought, user) in enumerate(rows):
-        for m in range(1, len(pages) + 1):
-            prefix_rows.append((pages[:m], dwell[:m], bought, user))
+        for m in range(1, len(pages) + 1):   # the current page's dwell at its opening is 0
+            prefix_rows.append((pages[:m], list(dwell[:m - 1]) + [0.0], bought, user))
             prefix_targets.append(targets[i])
             session.append(i)
     pr = served_ranks(predict(prefix_rows), prefix_targets)

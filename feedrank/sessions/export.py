@@ -27,8 +27,12 @@ only with ``user_buckets > 0``).
 * ``purchases`` string [B, P]: the user's earlier add-to-cart item ids, "" padding;
 * ``user_id`` string [B];
 
-returning ``items`` string [B, k] (the item ids, best first) and ``scores`` float32 [B, k].
-A page or item id outside the Transform's vocabularies counts as padding.
+returning ``items`` string [B, k] (the item ids, best first) and ``scores`` float32 [B, k]:
+the next add-to-cart's probabilities (the model's ``cart`` output).  A page or item id outside
+the catalogue is the out-of-vocabulary id.  A second signature, ``catalogue_scores``, takes
+the same request and returns every catalogue id's probability, ``scores`` float32 [B, V]
+(0 for non-item pages, the padding and the out-of-vocabulary id), with ``ids`` string [V],
+the raw id of each column, so a caller need not guess a top k.
 """
 from __future__ import annotations
 
@@ -53,10 +57,15 @@ def serving_spec() -> Dict[str, tf.TensorSpec]:
     return drnn.input_spec()
 
 
+def cart_probabilities(model: keras.Model, inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """[B, V] the next add-to-cart's probability of every catalogue id."""
+    out = model(inputs, training=False)
+    return tf.nn.softmax(out[drnn.CART] if isinstance(out, dict) else out, axis=-1)
+
+
 def top_k(model: keras.Model, inputs: Dict[str, tf.Tensor], k: int) -> Dict[str, tf.Tensor]:
     """The top-``k`` items and their probabilities for a batch of sessions (also the served graph)."""
-    logits = model(inputs, training=False)
-    scores, items = tf.math.top_k(tf.nn.softmax(logits, axis=-1), k=k)
+    scores, items = tf.math.top_k(cart_probabilities(model, inputs), k=k)
     return {ITEMS: tf.cast(items, tf.int64), SCORES: scores}
 
 
@@ -78,7 +87,7 @@ def export(model: keras.Model, path: str, k: int = 10) -> str:
 
     Writes ``session_model.json`` beside it (the model's name, k, item count).
     """
-    num_items = int(model.head.num_items)
+    num_items = int(model.head.num_pages)
     if not 1 <= k < num_items:
         raise ValueError(f"top-k must be in [1, {num_items - 1}] (the model has {num_items - 1} items), got {k}")
     module = _Serving(model, int(k))
@@ -100,20 +109,28 @@ def raw_serving_spec() -> Dict[str, tf.TensorSpec]:
 
 
 class _RawServing(tf.Module):
-    def __init__(self, model: keras.Model, tft_layer: Any, items: List[str], k: int):
+    def __init__(self, model: keras.Model, tft_layer: Any, pages: List[str], k: int):
         super().__init__()
         self.model, self.tft_layer, self.k = model, tft_layer, k
-        self.item_ids = tf.constant([""] + list(items), tf.string)   # model id -> raw item id (0: padding)
+        self.item_ids = tf.constant([""] + list(pages) + [""], tf.string)   # model id -> raw id ("": pad, OOV)
 
-    @tf.function(input_signature=[raw_serving_spec()[name] for name in drnn.INPUTS])
-    def serve(self, pages, dwell, purchases, user_id):
+    def _features(self, pages, dwell, purchases, user_id) -> Dict[str, tf.Tensor]:
         from feedrank.sessions import transform
 
         tf.debugging.assert_equal(tf.shape(pages), tf.shape(dwell),
                                   message="dwell must have the shape of pages (one dwell time per page)")
         features = self.tft_layer(transform.request_features(pages, dwell, purchases, user_id))
-        out = top_k(self.model, {name: features[name] for name in drnn.INPUTS}, self.k)
+        return {name: features[name] for name in drnn.INPUTS}
+
+    @tf.function(input_signature=[raw_serving_spec()[name] for name in drnn.INPUTS])
+    def serve(self, pages, dwell, purchases, user_id):
+        out = top_k(self.model, self._features(pages, dwell, purchases, user_id), self.k)
         return {ITEMS: tf.gather(self.item_ids, out[ITEMS]), SCORES: out[SCORES]}
+
+    @tf.function(input_signature=[raw_serving_spec()[name] for name in drnn.INPUTS])
+    def catalogue_scores(self, pages, dwell, purchases, user_id):
+        return {SCORES: cart_probabilities(self.model, self._features(pages, dwell, purchases, user_id)),
+                "ids": self.item_ids}
 
 
 def export_raw(model: keras.Model, tf_transform_output: Any, path: str, k: int = 20,
@@ -121,21 +138,23 @@ def export_raw(model: keras.Model, tf_transform_output: Any, path: str, k: int =
     """Saves ``model`` with the raw-id top-``k`` ``serving_default`` (module docstring) and the
     Transform layer to ``path``; writes ``session_model.json`` (model, k, num_items, inputs,
     outputs and ``info``, e.g. gap_s and k_pages).  Returns ``path``."""
-    from feedrank.sessions.transform import ITEM_VOCAB
+    from feedrank.sessions.transform import PAGE_VOCAB
 
-    items = [v.decode() if isinstance(v, bytes) else str(v)
-             for v in tf_transform_output.vocabulary_by_name(ITEM_VOCAB)]
-    num_items = int(model.head.num_items)
-    if num_items != len(items) + 1:
-        raise ValueError(f"the model scores {num_items - 1} items but the item vocabulary has {len(items)}")
-    if not 1 <= k < num_items:
-        raise ValueError(f"top-k must be in [1, {num_items - 1}] (the model has {num_items - 1} items), got {k}")
-    module = _RawServing(model, tf_transform_output.transform_features_layer(), items, int(k))
-    fn = module.serve.get_concrete_function()
-    tf.saved_model.save(module, path, signatures={"serving_default": fn})
+    pages = [v.decode() if isinstance(v, bytes) else str(v)
+             for v in tf_transform_output.vocabulary_by_name(PAGE_VOCAB)]
+    num_items = int(model.head.num_pages)
+    if num_items != len(pages) + 2:
+        raise ValueError(f"the model scores {num_items - 2} catalogue ids but the catalogue has {len(pages)}")
+    items = sum(model.head.item_mask)
+    if not 1 <= k <= items:
+        raise ValueError(f"top-k must be in [1, {items}] (the catalogue has {items} items), got {k}")
+    module = _RawServing(model, tf_transform_output.transform_features_layer(), pages, int(k))
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve.get_concrete_function(),
+                                                  "catalogue_scores": module.catalogue_scores.get_concrete_function()})
     with open(os.path.join(path, INFO_FILE), "w") as f:
         json.dump({"model": model.name, "k": int(k), "num_items": num_items, "raw": True,
-                   "inputs": sorted(raw_serving_spec()), "outputs": [ITEMS, SCORES], **dict(info or {})},
+                   "inputs": sorted(raw_serving_spec()), "outputs": [ITEMS, SCORES],
+                   "signatures": ["serving_default", "catalogue_scores"], **dict(info or {})},
                   f, indent=2, sort_keys=True)
     log.info("exported %s (raw ids, top-%d of %d items) to %s", model.name, k, num_items - 1, path)
     return path

@@ -29,7 +29,9 @@ class SessionsConfig(Section):
     gap_s: int = setting(1800, min=1)               # a pause this long ends a session (30 minutes)
     k: int = setting(5, min=1)                      # recent page states per sample (the DRNN's width)
     shortened: bool = True                          # also the shortened-path samples p0 -> I, p0,p1 -> I, ...
+    next_pages: bool = True                         # every page transition is a sample (the next page its target)
     eval_days: int = setting(2, min=1)              # the log's last UTC days are the eval split
+    val_days: int = setting(1, min=0)               # the days before eval: the val split (early stopping; 0: none)
     eval_start_ts: int = setting(0, min=0)          # > 0: this split bound instead of eval_days
     max_purchase_history: int = setting(50, min=0)  # earlier add-to-carts kept per sample
     num_shards: int = setting(1, min=0)             # files per split (0: the runner decides)
@@ -58,6 +60,8 @@ class SessionTrainerSettings(Checked):
     epochs: int = setting(3, min=1)
     batch_size: int = setting(256, min=1)
     shuffle_buffer: int = setting(10000, min=0)
+    patience: int = setting(2, min=0)        # epochs without a val top-10 gain before stopping (0: run every epoch)
+    next_weight: float = setting(1.0, min=0.0)   # the next-page loss's weight beside the add-to-cart's
     seed: int = 0
     drnn: Dict[str, Any] = setting({})       # feedrank.sessions.drnn.DrnnSettings but num_pages/num_items
     gru4rec: Dict[str, Any] = setting({})    # feedrank.sessions.gru4rec.Gru4recSettings likewise

@@ -6,10 +6,14 @@ the Tuner's best hyperparameters when the pipeline has a Tuner, calls `train` an
 and writes the per-epoch curves to the ModelRun artifact.
 
 The families are ``drnn`` (`feedrank.sessions.drnn`) and ``gru4rec``
-(`feedrank.sessions.gru4rec`); their vocabulary sizes come from the Transform's ``pages`` and
-``items`` vocabularies.  A sample with several label items is one training row per known label
-item (as `feedrank.sessions.drnn.from_samples` builds them); a sample without one gives none.
-Training runs a fixed number of epochs on the train split: the eval split is the Evaluator's.
+(`feedrank.sessions.gru4rec`); their id space is the Transform's ``pages`` vocabulary (the
+catalogue) and the ``items`` vocabulary marks the ids an add-to-cart can name.  A sample with
+several label items is one training row per label item, a sample without one a single row
+with only its next-page target (as `feedrank.sessions.drnn.from_samples` builds them): both
+outputs train together, the next page's loss weighted by ``next_weight``.  With ``patience``
+> 0, training stops when the add-to-cart top-10 accuracy on the ``val`` split (the sessions
+just before the eval period) has not improved for ``patience`` epochs, and the best epoch's
+weights are kept; the eval split is only the Evaluator's.
 
 Under a multi-worker ``TF_CONFIG`` the model is built under MultiWorkerMirroredStrategy,
 each worker trains on its shard of the train split (``file`` or ``data`` as
@@ -29,7 +33,7 @@ import tf_keras as keras
 
 from feedrank.sessions import drnn
 from feedrank.sessions.settings import SessionTrainerSettings
-from feedrank.sessions.transform import ITEM_VOCAB, LABEL_ITEMS, PAGE_VOCAB
+from feedrank.sessions.transform import ITEM_VOCAB, LABEL_ITEMS, NEXT_PAGE, PAGE_VOCAB
 from feedrank.train import distribute
 
 log = logging.getLogger(__name__)
@@ -47,13 +51,21 @@ def files_of(file_patterns: Sequence[str]) -> List[str]:
     return files
 
 
+def item_mask(tf_transform_output: Any) -> List[bool]:
+    """[num ids] flags: True for the catalogue ids that are item pages (0 and out of vocabulary not)."""
+    pages = [v.decode() if isinstance(v, bytes) else str(v) for v in tf_transform_output.vocabulary_by_name(PAGE_VOCAB)]
+    items = {v.decode() if isinstance(v, bytes) else str(v) for v in tf_transform_output.vocabulary_by_name(ITEM_VOCAB)}
+    return [False] + [p in items for p in pages] + [False]
+
+
 def dataset(file_patterns: Sequence[str], tf_transform_output: Any, batch_size: int, shuffle_buffer: int = 0,
             seed: int = 0, shard: Optional[distribute.Shard] = None,
             tap: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> tf.data.Dataset:
-    """Transform's materialised examples (GZIP TFRecords) -> (model inputs, item ids) batches,
-    one row per known label item.  ``shard``: this worker's part (its files, or every n-th
-    sample of the shuffled stream; ``batch_size`` is then the per-replica batch); ``tap``
-    sees each batch of serialized samples."""
+    """Transform's materialised examples (GZIP TFRecords) -> (model inputs, targets, sample weights)
+    batches: one row per label item (one row for a sample without one); the targets and weights
+    as `feedrank.sessions.drnn.from_samples` gives them.  ``shard``: this worker's part (its files,
+    or every n-th sample of the shuffled stream; ``batch_size`` is then the per-replica batch);
+    ``tap`` sees each batch of serialized samples."""
     shard = shard or distribute.Shard()
     spec = tf_transform_output.transformed_feature_spec()
     ds = tf.data.TFRecordDataset(shard.files(files_of(file_patterns)), compression_type="GZIP")
@@ -64,11 +76,23 @@ def dataset(file_patterns: Sequence[str], tf_transform_output: Any, batch_size: 
         ds = ds.map(tap)
     ds = ds.map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
 
-    def rows(batch: Dict[str, tf.Tensor]) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
+    mask = tf.constant(item_mask(tf_transform_output))
+    oov = len(item_mask(tf_transform_output)) - 1
+
+    def rows(batch: Dict[str, tf.Tensor]) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
         labels = batch[LABEL_ITEMS]
-        mask = labels > 0
-        row = tf.where(mask)[:, 0]
-        return {k: tf.gather(batch[k], row) for k in drnn.INPUTS}, tf.boolean_mask(labels, mask)
+        has = labels > 0
+        n_labels = tf.reduce_sum(tf.cast(has, tf.int64), axis=1)
+        keep = tf.concat([has, tf.equal(n_labels, 0)[:, None]], axis=1)       # no label: one row, cart 0
+        at = tf.where(keep)
+        row = at[:, 0]
+        cart = tf.gather_nd(tf.concat([labels, tf.zeros_like(labels[:, :1])], axis=1), at)
+        nxt = tf.gather(batch[NEXT_PAGE], row)
+        share = 1.0 / tf.cast(tf.maximum(tf.gather(n_labels, row), 1), tf.float32)
+        next_w = tf.where((nxt > 0) & (nxt < oov), share, 0.0)
+        x = {k: tf.gather(batch[k], row) for k in drnn.INPUTS}
+        return x, {drnn.CART: cart, drnn.NEXT: nxt}, {drnn.CART: tf.cast(tf.gather(mask, cart), tf.float32),
+                                                       drnn.NEXT: next_w}
 
     return ds.map(rows).prefetch(tf.data.AUTOTUNE)
 
@@ -87,26 +111,27 @@ def tuned(settings: SessionTrainerSettings, hyperparameters: Optional[Mapping[st
     return out
 
 
-def build_model(settings: SessionTrainerSettings, num_pages: int, num_items: int) -> drnn.SessionModel:
-    """The configured family for these vocabulary sizes, compiled."""
+def build_model(settings: SessionTrainerSettings, mask: Sequence[bool]) -> drnn.SessionModel:
+    """The configured family over the catalogue ids (``mask``: which are items), compiled."""
     from feedrank.sessions import gru4rec
 
-    family = settings.family_settings(num_pages=num_pages, num_items=num_items)
-    return drnn.build(family) if settings.model == "drnn" else gru4rec.build(family)
+    family = settings.family_settings(num_pages=len(mask), num_items=len(mask))
+    builder = drnn.build if settings.model == "drnn" else gru4rec.build
+    return builder(family, list(mask), settings.next_weight)
 
 
 def train(settings: SessionTrainerSettings, train_files: Sequence[str], tf_transform_output: Any,
           log_dir: Optional[str] = None, tally: Optional[distribute.ShardTally] = None,
-          ) -> Tuple[drnn.SessionModel, List[Dict[str, float]]]:
+          val_files: Optional[Sequence[str]] = None) -> Tuple[drnn.SessionModel, List[Dict[str, float]]]:
     """Fits the configured family on the transformed train split; returns (model, per-epoch curves).
-    ``tally`` counts the samples this worker read, per epoch.  Under a multi-worker
-    strategy ``batch_size`` samples are a global step's (`feedrank.train.distribute`)."""
+    ``val_files`` (with ``patience`` > 0): the val split for early stopping.  ``tally`` counts the
+    samples this worker read, per epoch.  Under a multi-worker strategy ``batch_size`` samples
+    are a global step's (`feedrank.train.distribute`)."""
     strategy = distribute.distribution_strategy()   # before any TensorFlow op
     keras.utils.set_random_seed(settings.seed)
-    num_pages = tf_transform_output.vocabulary_size_by_name(PAGE_VOCAB) + 1
-    num_items = tf_transform_output.vocabulary_size_by_name(ITEM_VOCAB) + 1
+    mask = item_mask(tf_transform_output)
     with strategy.scope():
-        model = build_model(settings, num_pages, num_items)
+        model = build_model(settings, mask)
 
     def worker_input(shard: distribute.Shard) -> tf.data.Dataset:
         if tally is not None:
@@ -116,12 +141,18 @@ def train(settings: SessionTrainerSettings, train_files: Sequence[str], tf_trans
 
     ds = distribute.sharded_dataset(strategy, files_of(train_files), worker_input)
     callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir)] if log_dir else []
+    val = None
+    if settings.patience and val_files:
+        val = dataset(val_files, tf_transform_output, settings.batch_size)
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=f"val_{drnn.CART}_top10", mode="max",
+                                                       patience=settings.patience, restore_best_weights=True))
     with distribute.timed(tally):
-        history = model.fit(ds, epochs=settings.epochs, verbose=2, callbacks=[*callbacks, *([tally] if tally else [])])
+        history = model.fit(ds, epochs=settings.epochs, verbose=2, validation_data=val,
+                            callbacks=[*callbacks, *([tally] if tally else [])])
     curves = [{"epoch": i + 1, **{k: float(v[i]) for k, v in history.history.items()}}
               for i in range(len(history.epoch))]
-    log.info("Trainer: %s on %d pages / %d items, last epoch %s", settings.model, num_pages - 1, num_items - 1,
-             curves[-1] if curves else {})
+    log.info("Trainer: %s on %d catalogue pages (%d items), %d epochs, last %s", settings.model, len(mask) - 2,
+             sum(mask), len(curves), curves[-1] if curves else {})
     return model, curves
 
 
@@ -146,7 +177,8 @@ def run_fn(fn_args: Any) -> None:
     tally = distribute.ShardTally(cluster)
     with distribute.output_dir(fn_args.model_run_dir, cluster) as run_dir, \
             distribute.output_dir(fn_args.serving_model_dir, cluster) as serving_dir:
-        model, curves = train(settings, fn_args.train_files, tft_output, log_dir=run_dir, tally=tally)
+        model, curves = train(settings, fn_args.train_files, tft_output, log_dir=run_dir, tally=tally,
+                              val_files=fn_args.eval_files)
         tally.write(fn_args.model_run_dir)   # every worker: its own record, in the real run dir
         info = {"gap_s": int(pipeline.get("gap_s", 1800)), "k_pages": int(pipeline.get("k_pages", 5)),
                 "family": settings.model, "settings": settings.to_dict()}

@@ -4,8 +4,9 @@ The Tuner tunes on the train split alone; the eval split stays the
 Evaluator's.  The train split's samples are ordered by their session's start,
 and the sessions that start last (``valid_fraction`` of the samples, whole
 sessions) are the tuning validation set, a split by time as the pipeline's.
-The page and item vocabularies (`drnn.vocabulary`, descending frequency) come
-from the fit part only.  ``max_samples`` (> 0) keeps the latest samples, to
+The one page-and-item vocabulary (`drnn.vocabulary`, descending frequency) comes
+from the fit part only; the ids that are items are the label items, the purchased
+items and the item pages.  ``max_samples`` (> 0) keeps the latest samples, to
 bound a tuning run's cost.
 """
 from __future__ import annotations
@@ -22,23 +23,24 @@ from feedrank.sessions import features as SF
 
 log = logging.getLogger(__name__)
 
-Arrays = Tuple[Dict[str, np.ndarray], np.ndarray]
+Arrays = Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, np.ndarray]]   # inputs, targets, weights
 
 
 @dataclasses.dataclass
 class SessionData:
-    """Fit and validation arrays (`drnn.from_samples`), the vocabulary sizes (padding included)
-    and the vocabularies (`arrays` maps other samples, e.g. an eval split, with them)."""
+    """Fit and validation arrays (`drnn.from_samples`: inputs, targets, sample weights), the id
+    count (padding and out of vocabulary included), the vocabulary and its item flags
+    (`arrays` maps other samples, e.g. an eval split, with them)."""
     train: Arrays
     valid: Arrays
     num_pages: int
     num_items: int
     pages: Dict[str, int] = dataclasses.field(default_factory=dict)
-    items: Dict[str, int] = dataclasses.field(default_factory=dict)
+    item_mask: List[bool] = dataclasses.field(default_factory=list)
 
     def arrays(self, samples: Sequence[Mapping[str, Any]], max_pages: int = 50, max_purchases: int = 50) -> Arrays:
-        x, y, _ = drnn.from_samples(samples, self.pages, self.items, max_pages, max_purchases)
-        return x, y
+        x, y, w, _ = drnn.from_samples(samples, self.pages, max_pages, max_purchases, self.item_mask or None)
+        return x, y, w
 
 
 def read_samples(file_patterns: Sequence[str]) -> List[Dict[str, Any]]:
@@ -73,12 +75,17 @@ def session_data(samples: Sequence[Mapping[str, Any]], valid_fraction: float = 0
                  max_pages: int = 50, max_purchases: int = 50) -> SessionData:
     """`SessionData` from session samples (module doc)."""
     fit, valid = split_by_time(samples, valid_fraction, max_samples)
-    pages = drnn.vocabulary(p for s in fit for p in list(s[SF.HISTORY_PAGES]) + list(s[SF.RECENT_PAGES]))
-    items = drnn.vocabulary(v for s in fit for v in list(s[SF.LABEL_ITEMS]) + list(s[SF.PURCHASE_HISTORY]))
-    train_x, train_y, _ = drnn.from_samples(fit, pages, items, max_pages, max_purchases)
-    valid_x, valid_y, _ = drnn.from_samples(valid, pages, items, max_pages, max_purchases)
-    if len(train_y) == 0 or len(valid_y) == 0:
-        raise ValueError("the tuning fit or validation set has no labelled row")
-    log.info("tuning data: %d fit rows, %d validation rows, %d pages, %d items", len(train_y), len(valid_y),
-             len(pages) + 1, len(items) + 1)
-    return SessionData((train_x, train_y), (valid_x, valid_y), len(pages) + 1, len(items) + 1, pages, items)
+    pages = drnn.vocabulary(p for s in fit for p in list(s[SF.HISTORY_PAGES]) + list(s[SF.RECENT_PAGES])
+                            + list(s[SF.LABEL_ITEMS]) + list(s[SF.PURCHASE_HISTORY]) + [s[SF.NEXT_PAGE]] if p)
+    items = {v for s in fit for v in list(s[SF.LABEL_ITEMS]) + list(s[SF.PURCHASE_HISTORY])}
+    items |= {p for s in fit for p, t in zip(list(s[SF.HISTORY_PAGES]) + list(s[SF.RECENT_PAGES]),
+                                              list(s[SF.HISTORY_PAGE_TYPES]) + list(s[SF.RECENT_PAGE_TYPES]))
+              if t == "item"}
+    mask = [False] + [p in items for p in sorted(pages, key=pages.get)] + [False]
+    train = drnn.from_samples(fit, pages, max_pages, max_purchases, mask)[:3]
+    valid_arrays = drnn.from_samples(valid, pages, max_pages, max_purchases, mask)[:3]
+    if not train[2][drnn.CART].any() or not valid_arrays[2][drnn.CART].any():
+        raise ValueError("the tuning fit or validation set has no add-to-cart row")
+    log.info("tuning data: %d fit rows, %d validation rows, %d catalogue ids", len(train[1][drnn.CART]),
+             len(valid_arrays[1][drnn.CART]), len(pages) + 2)
+    return SessionData(train, valid_arrays, len(pages) + 2, len(pages) + 2, pages, mask)

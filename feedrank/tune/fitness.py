@@ -32,7 +32,7 @@ import tf_keras as keras
 log = logging.getLogger(__name__)
 
 FITNESS = "fitness"
-ACCURACY_METRICS = {"top1": "top1", "top10": "top10"}
+ACCURACY_METRICS = {"top1": "cart_top1", "top10": "cart_top10"}   # the session model's add-to-cart output
 
 
 def session_fitness(accuracy: float, loss: float) -> float:

@@ -125,9 +125,10 @@ def session_trial_fit(data, base_drnn: Mapping[str, Any], settings: TunerSetting
     def fit(values: Dict[str, Any], callbacks: List[keras.callbacks.Callback]) -> None:
         overrides, batch = genes.drnn_overrides(values)
         keras.utils.set_random_seed(settings.seed if seed is None else seed)
-        model = drnn.build({**base_drnn, **overrides, "num_pages": data.num_pages, "num_items": data.num_items})
-        model.fit(data.train[0], data.train[1], batch_size=batch or settings.batch_size, epochs=settings.epochs,
-                  validation_data=data.valid, callbacks=callbacks, verbose=0)
+        model = drnn.build({**base_drnn, **overrides, "num_pages": data.num_pages, "num_items": data.num_items},
+                           data.item_mask or None)
+        model.fit(data.train[0], data.train[1], sample_weight=data.train[2], batch_size=batch or settings.batch_size,
+                  epochs=settings.epochs, validation_data=data.valid, callbacks=callbacks, verbose=0)
     return fit
 
 
