@@ -195,7 +195,8 @@ def main(argv=None) -> int:
     result = {"settings": {**vars(args), "fitness": "top-10 accuracy + 1/(1+loss) on the tuning validation set",
                            "default_values": DEFAULT_VALUES, "plot_only": None},
               "data": {**made["summary"], "fit_rows": int(len(data.train[0]["pages"])),
-                       "valid_rows": int(len(data.valid[0]["pages"])), "eval_rows": int(len(eval_xy[0]["pages"])), "num_pages": data.num_pages, "num_items": data.num_items},
+                       "valid_rows": int(len(data.valid[0]["pages"])), "eval_rows": int(len(eval_xy[0]["pages"])),
+                       "num_pages": data.num_pages, "num_items": data.num_items},
               "runs": runs, "summary": summarise(runs, args.trials),
               "machine": machine_info("tensorflow", "tf_keras", "keras_tuner"),
               "wall_s": round(time.time() - t0, 1)}
