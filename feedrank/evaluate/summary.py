@@ -2,7 +2,8 @@
 
 It gives the model's exact AUC beside the oracle AUC (from the simulator's
 ground truth, when the log has one), the blessing verdict and its reason, the
-push path, the event accounting and the wall time of every component.  The
+push path (for a run that was not blessed, the candidate model's path instead), the
+event accounting and the wall time of every component.  The
 exact metrics are the ones the MlflowLogger computed (``exact_metrics.json``
 in its output); a run that stopped before the logger shows them as n/a.
 The status is ``succeeded``, ``failed`` (with the failure's cause on one line
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 from typing import Any, Dict, List, Optional
 
 from feedrank.config import Config
 from feedrank.evaluate import gates, mlmd_reader, scoring
+
+log = logging.getLogger(__name__)
 
 
 def pipeline_failure(error: BaseException) -> Dict[str, str]:
@@ -62,6 +66,23 @@ def build_summary(cfg: Config, failure: Optional[Dict[str, str]] = None,
     run = mlmd_reader.latest_run(cfg.metadata_path)
     if run is not None and previous_run_id is not None and run.run_id == previous_run_id:
         run = None
+    return run_summary(cfg, run, failure, interrupted)
+
+
+def candidate_model(run: mlmd_reader.Run) -> Optional[str]:
+    """The path of the run's candidate model: the serving SavedModel inside the Trainer's
+    model artifact (``<uri>/Format-Serving``, the folder the Pusher pushes); None without one."""
+    model = run.artifact("Trainer", "model")
+    return os.path.join(model.uri, scoring.SERVING_SUBDIR) if model is not None else None
+
+
+def run_summary(cfg: Config, run: Optional[mlmd_reader.Run], failure: Optional[Dict[str, str]] = None,
+                interrupted: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The summary of ``run`` (None: no run started), as `build_summary` describes.
+
+    A run whose evaluator did not bless carries ``candidate_model``, the path of the
+    Trainer's model (`candidate_model`), so the model can be found without MLMD.
+    """
     status = "failed" if failure or (run and run.failed) else "succeeded"
     summary: Dict[str, Any] = {
         "pipeline": cfg.pipeline_name, "run_id": run.run_id if run else None,
@@ -105,6 +126,9 @@ def build_summary(cfg: Config, failure: Optional[Dict[str, str]] = None,
     if pushed is not None:
         summary["push"] = {"pushed": bool(pushed.get_int_custom_property("pushed")),
                            "path": pushed.get_string_custom_property("pushed_destination") or None}
+    if "blessing" in summary and not summary["blessing"]["blessed"]:
+        summary["candidate_model"] = candidate_model(run)
+        log.info("run %s not blessed; candidate model: %s", run.run_id, summary["candidate_model"])
     return summary
 
 
@@ -161,6 +185,8 @@ def print_summary(summary: Dict[str, Any], path: str) -> None:
     push = summary.get("push")
     if push:
         p(f"  pushed: {push['path'] if push['pushed'] else 'no (not blessed)'}")
+    if b and not b["blessed"]:
+        p(f"  not blessed; candidate model: {summary.get('candidate_model') or 'n/a (no Trainer model)'}")
     comps = summary.get("components") or {}
     if comps:
         p("  wall time per component:")

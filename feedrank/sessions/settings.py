@@ -26,7 +26,7 @@ METRIC_K = 20                                     # recall@20 and MRR@20 read th
 class SessionsConfig(Section):
     """The ``sessions:`` section: sessionization, samples, the served top k."""
     SECTION = "sessions"
-    gap_s: int = setting(1800, min=1)               # a pause this long ends a session (30 minutes)
+    gap_s: int = setting(1800, min=1)               # a pause longer than this ends a session (30 minutes)
     k: int = setting(5, min=1)                      # recent page states per sample (the DRNN's width)
     shortened: bool = True                          # also the shortened-path samples p0 -> I, p0,p1 -> I, ...
     next_pages: bool = True                         # every page transition is a sample (the next page its target)

@@ -48,7 +48,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--http-port", "--http_port", type=int, default=8083)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--gap-s", type=_positive(int), default=None,
-                   help="pause that ends a session (default: the model's session_model.json, else 1800)")
+                   help="a pause longer than this ends a session (default: the model's session_model.json, else 1800)")
     p.add_argument("--max-pages", type=_positive(int), default=None,
                    help="page views kept per session (default: the model's session_model.json, else 50)")
     p.add_argument("--max-purchases", type=_positive(int), default=None,

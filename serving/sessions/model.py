@@ -193,12 +193,12 @@ class SessionRecommender(kserve.Model):
         server = metrics.server_name()
         if done is None:
             DEGRADED.labels(server, "redis").inc()
-            pages = [ev.item_id] if ev.event == contract.VIEW else []
-            inputs = (pages, [ev.dwell_s] if pages else [], [])
+            alone, _ = st.apply(st.empty(), ev, self.state_cfg)   # the request as a one-event session
+            inputs = st.model_inputs(alone, self.state_cfg, st.current_dwell(alone, ev))
             session_id, outcome = ev.session_id, "not_recorded"
         else:
             EVENTS.labels(server, done.outcome).inc()
-            inputs = st.model_inputs(done.state, self.state_cfg)
+            inputs = st.model_inputs(done.state, self.state_cfg, st.current_dwell(done.state, ev))
             session_id, outcome = done.state["sid"], done.outcome
         t0 = time.perf_counter()
         items, scores = await asyncio.get_running_loop().run_in_executor(

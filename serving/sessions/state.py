@@ -18,8 +18,11 @@ Per user one key, ``<prefix>:ss:<user_id>``, a JSON object (expires after
 (`sessionize.split_sessions` over the current session plus the new event):
 the event joins the session when they form one session; it starts a new one
 when it is the latest event and the sessionizer cuts right before it (a
-pause of ``gap_s`` or more, or a new session id); otherwise it is a late
+pause longer than ``gap_s``, or a new session id); otherwise it is a late
 event of a closed session and is left out (counted as ``late``).
+
+`model_inputs` builds the model's inputs from the state; the dwell of the
+session's pages is `sessionize.page_dwell`, the rule the training samples use.
 
 Idempotence: ``<prefix>:ss:seen:<event_id>`` marks an applied event (expires
 after ``seen_ttl_s``).  `Transaction` reads the state and the marker, decides
@@ -150,11 +153,29 @@ def apply(state: Mapping[str, Any], event: sessionize.Event, cfg: StateConfig) -
     return dict(state), LATE
 
 
-def model_inputs(state: Mapping[str, Any], cfg: StateConfig) -> Tuple[List[str], List[float], List[str]]:
-    """``(pages, dwell, purchases)`` for the model: the session's page views oldest first with
-    their dwell times, and the purchase history of the earlier sessions (item ids, oldest first)."""
-    views = [r for r in state["events"] if r[1] == contract.VIEW][-cfg.max_pages:]
-    return [r[2] for r in views], [float(r[4]) for r in views], [h[0] for h in state["hist"]][-cfg.max_purchases:]
+def model_inputs(state: Mapping[str, Any], cfg: StateConfig,
+                 current_s: float = 0.0) -> Tuple[List[str], List[float], List[str]]:
+    """``(pages, dwell, purchases)`` for the model: the session's last ``max_pages`` page views,
+    oldest first, with their `sessionize.page_dwell` (computed over every view the state holds,
+    then cut to the window, so the first kept page's dwell is its time to the next view; the
+    current page gets ``current_s``, its dwell so far), and the purchase history of the earlier
+    sessions (item ids, oldest first).  A ValueError for a negative or NaN ``current_s``."""
+    views = [r for r in state["events"] if r[1] == contract.VIEW]
+    dwell = sessionize.page_dwell([int(r[3]) for r in views], current_s)
+    keep = len(views) - min(len(views), cfg.max_pages)
+    return ([r[2] for r in views[keep:]], dwell[keep:],
+            [h[0] for h in state["hist"]][-cfg.max_purchases:])
+
+
+def current_dwell(state: Mapping[str, Any], event: sessionize.Event) -> float:
+    """The current page's dwell so far when ``event`` is answered: a view's own ``dwell_s``
+    (seconds on the page so far, 0 when unknown); for an add-to-cart, its ts minus the last
+    page view's ts in ``state`` (0 without one, or when the view is later)."""
+    if event.event == contract.VIEW:
+        d = event.dwell_s
+        return float(d) if d is not None and math.isfinite(d) and d >= 0 else 0.0
+    views = [int(r[3]) for r in state["events"] if r[1] == contract.VIEW]
+    return float(max(0, int(event.ts) - views[-1])) if views else 0.0
 
 
 @dataclasses.dataclass

@@ -36,26 +36,32 @@ def build_raw_model(path: str):
 
 
 def offline_top_k(model, page_vocab, item_vocab, events: List[sessionize.Event], k: int = K):
-    """The offline answer after every page view of a user's events: the sessions
+    """The offline answer after every event of a user's events: the sessions
     (`sessionize.split_sessions`), the purchase history of the earlier sessions
-    (`samples.user_samples`' rule), the model inputs of `drnn.from_samples` and every
-    prefix (`metrics.prefixes`), the top k of `export.top_k`.  -> [(items, scores)]."""
-    from feedrank.sessions import drnn, export, metrics
+    (`samples.user_samples`' rule), the session's page views so far with their
+    `sessionize.page_dwell` (the current page's dwell: a view's own ``dwell_s``, an
+    add-to-cart's time since the last view), the model inputs of `drnn.from_samples`,
+    the top k of `export.top_k`.  -> [(items, scores)], one per event in session order."""
+    from feedrank.sessions import drnn, export
     from feedrank.sessions import features as SF
 
     rows, history = [], []
     for part in sessionize.split_sessions(events):
-        s = sessionize.build_session(part)
-        rows.append({SF.USER_ID: s.user_id, SF.HISTORY_PAGES: [], SF.HISTORY_DWELL: [],
-                     SF.RECENT_PAGES: [p.page_id for p in s.pages], SF.RECENT_DWELL: [p.dwell_s for p in s.pages],
-                     SF.PURCHASE_HISTORY: list(history[-SF.DEFAULT_MAX_PURCHASE_HISTORY:]),
-                     SF.LABEL_ITEMS: [ITEMS[0]]})
-        history += [c.item_id for c in s.purchases]
+        views: List[sessionize.Event] = []
+        for e in part:
+            if e.event == contract.VIEW:
+                views.append(e)
+                current = e.dwell_s if np.isfinite(e.dwell_s) else 0.0
+            else:
+                current = float(e.ts - views[-1].ts)
+            rows.append({SF.USER_ID: e.user_id, SF.HISTORY_PAGES: [], SF.HISTORY_DWELL: [],
+                         SF.RECENT_PAGES: [v.item_id for v in views],
+                         SF.RECENT_DWELL: sessionize.page_dwell([v.ts for v in views], current),
+                         SF.PURCHASE_HISTORY: list(history[-SF.DEFAULT_MAX_PURCHASE_HISTORY:]),
+                         SF.LABEL_ITEMS: [ITEMS[0]]})
+        history += [e.item_id for e in part if e.event == contract.PURCHASE]
     x, _, _ = drnn.from_samples(rows, page_vocab, item_vocab)
-    pages, dwell, session, _ = metrics.prefixes(x[drnn.PAGES], x[drnn.DWELL])
-    batch = {drnn.PAGES: pages, drnn.DWELL: dwell, drnn.PURCHASES: x[drnn.PURCHASES][session],
-             drnn.USER_ID: x[drnn.USER_ID][session]}
-    out = export.top_k(model, batch, k)
+    out = export.top_k(model, x, k)
     names = np.asarray([""] + ITEMS)
     return [(list(names[r]), list(s)) for r, s in zip(out["items"].numpy(), out["scores"].numpy())]
 
@@ -109,8 +115,9 @@ def as_event(body: Dict) -> sessionize.Event:
 # --------------------------------------------------------------------------- tests
 def test_replayed_sessions_match_the_offline_model(endpoint):
     """Three sessions (a 29-minute pause inside the first, a 31-minute pause, then another
-    session id 2 minutes later), add-to-carts in the first two: after every page view the
-    endpoint's top-k is the offline model's on the same prefix, purchase history included."""
+    session id 2 minutes later), add-to-carts 3 s after their page in the first two: after
+    every page view and add-to-cart the endpoint's top-k is the offline model's on the same
+    prefix, with the same page dwell (`sessionize.page_dwell`), purchase history included."""
     url, (model, pv, iv), _ = endpoint
     rng = np.random.default_rng(3)
     user, ts, bodies = "replay-user", T0, []
@@ -125,18 +132,19 @@ def test_replayed_sessions_match_the_offline_model(endpoint):
             bodies.append(view(user, page, ts, round(float(rng.uniform(0, 120)), 2),
                                event_id=f"r{s}-{p}", **sid[s]))
             if p in carts:
-                bodies.append(cart(user, ITEMS[int(rng.integers(0, len(ITEMS)))], ts, event_id=f"r{s}-{p}-c",
-                                   **sid[s]))
-    served = []
+                bodies.append(cart(user, ITEMS[int(rng.integers(0, len(ITEMS)))], ts + 3, event_id=f"r{s}-{p}-c",
+                                   **sid[s]))   # the next page comes 5 s or more after ts
+    served, answers = [], []
     for b in bodies:
         status, headers, body = post(url, b)
         assert status == 200, body
         assert body["degraded"] is False and headers["x-model-version"] == "3" == body["model_version"]
+        answers.append(body)
         if b["event"].get("type", "view") == "view":
             served.append(body)
     expected = offline_top_k(model, pv, iv, [as_event(b) for b in bodies])
-    assert len(served) == len(expected) == 21
-    for i, (body, (items, scores)) in enumerate(zip(served, expected)):
+    assert len(served) == 21 and len(answers) == len(expected) == 24
+    for i, (body, (items, scores)) in enumerate(zip(answers, expected)):
         assert [r["item_id"] for r in body["items"]] == items, i
         np.testing.assert_allclose([r["score"] for r in body["items"]], scores, rtol=1e-4, atol=1e-6)
     assert len({tuple(r["item_id"] for r in b["items"]) for b in served}) > 3   # the top k moves
@@ -155,11 +163,14 @@ def test_timeout_and_session_id_rules(endpoint):
     assert post(url, view(u, "c1", T0 + 29 * 60))[2]["event"] == "applied"
     _, _, b = post(url, view(u, "c2", T0 + 29 * 60 + 31 * 60))
     assert b["event"] == "new_session" and b["pages"] == 1 and b["session_id"] == f"{u}:{T0 + 60 * 60}"
-    # exactly the gap ends a session, a second less does not (sessionize's rule)
+    # a second under the gap and exactly the gap keep the session, a second over ends it
+    # (sessionize's rule)
     assert post(url, view(u, "c3", T0 + 60 * 60 + 1799))[2]["pages"] == 2
-    assert post(url, view(u, "c4", T0 + 60 * 60 + 1799 + 1800))[2]["event"] == "new_session"
+    assert post(url, view(u, "c4", T0 + 60 * 60 + 1799 + 1800))[2]["pages"] == 3
+    _, _, b = post(url, view(u, "c5", T0 + 60 * 60 + 1799 + 1800 + 1801))
+    assert b["event"] == "new_session" and b["pages"] == 1
     # a new session id starts a session at once; the same id continues it
-    t = T0 + 10_000
+    t = T0 + 20_000
     assert post(url, view(u, "c1", t, session_id="a"))[2]["event"] == "new_session"
     assert post(url, view(u, "c2", t + 5, session_id="a"))[2]["pages"] == 2
     _, _, b = post(url, view(u, "c3", t + 10, session_id="b"))
@@ -269,7 +280,7 @@ def test_state_bounds_and_constants():
         s, _ = st.apply(s, sessionize.Event(f"v{i}", "u", f"c{i}", "view", T0 + i, 1.0), cfg)
         s, _ = st.apply(s, sessionize.Event(f"p{i}", "u", f"i00{i}", "purchase", T0 + i), cfg)
     pages, dwell, hist = st.model_inputs(s, cfg)
-    assert pages == ["c3", "c4", "c5"] and dwell == [1.0] * 3 and hist == []
+    assert pages == ["c3", "c4", "c5"] and dwell == [1.0, 1.0, 0.0] and hist == []   # page_dwell, at page open
     s, outcome = st.apply(s, sessionize.Event("n", "u", "x0", "view", T0 + 5000), cfg)
     assert outcome == st.NEW_SESSION and st.model_inputs(s, cfg)[2] == ["i004", "i005"]
 

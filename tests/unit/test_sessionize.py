@@ -1,5 +1,6 @@
-"""Sessionization in Beam (DirectRunner): the gap at and just over the limit, a new
-session id, events arriving out of order, and agreement with the plain-Python rule."""
+"""Sessionization in Beam (DirectRunner): a pause under, at and just over the gap (only
+a pause longer than the gap ends a session), a new session id, events arriving out of
+order, agreement with the plain-Python rule, and the model's page dwell (`page_dwell`)."""
 from __future__ import annotations
 
 import json
@@ -40,29 +41,51 @@ def _run(events: List[Event], gap_s: int = S.DEFAULT_GAP_S) -> List[S.Session]:
 
 def _row(s: S.Session) -> tuple:
     return (s.user_id, s.start_ts, [p.page_id for p in s.pages],
-            [[c.item_id, c.pages_before] for c in s.purchases], s.session_id)
+            [[c.item_id, c.pages_before] for c in s.purchases], s.session_id, [p.dwell_s for p in s.pages])
 
 
 def _shape(sessions) -> List[List[str]]:
     return [s[2] for s in sorted(sessions)]
 
 
-def test_gap_exactly_at_the_limit_ends_the_session():
+def test_a_pause_of_exactly_the_gap_keeps_the_session():
     ev = [_view("a", "u", "x0", 1000), _view("b", "u", "c01", 1000 + 1800)]
+    assert _shape(_run(ev)) == [["x0", "c01"]]
+
+
+def test_a_pause_one_second_over_the_gap_ends_the_session():
+    ev = [_view("a", "u", "x0", 1000), _view("b", "u", "c01", 1000 + 1801)]
     assert _shape(_run(ev)) == [["x0"], ["c01"]]
 
 
-def test_gap_just_under_the_limit_keeps_the_session():
+def test_a_pause_just_under_the_gap_keeps_the_session():
     ev = [_view("a", "u", "x0", 1000), _view("b", "u", "c01", 1000 + 1799)]
     assert _shape(_run(ev)) == [["x0", "c01"]]
+
+
+def test_beam_and_the_plain_rule_agree_at_the_gap_boundary():
+    """Pauses of gap - 1, gap and gap + 1 s (three users), at the default and a configured gap:
+    only gap + 1 cuts, in Beam and in `split_sessions`."""
+    for gap in (S.DEFAULT_GAP_S, 600):
+        ev = []
+        for user, pause in (("under", gap - 1), ("at", gap), ("over", gap + 1)):
+            ev += [_view(f"{user}1", user, "x0", 50), _view(f"{user}2", user, "c01", 50 + pause),
+                   _cart(f"{user}3", user, "i1", 50 + pause + pause)]
+        plain = sorted(_row(S.build_session(part)) for user in ("under", "at", "over")
+                       for part in S.split_sessions([e for e in ev if e.user_id == user], gap))
+        assert _run(ev, gap) == plain
+        assert [(r[0], r[2], r[3], r[5]) for r in plain] == [
+            ("at", ["x0", "c01"], [["i1", 2]], [gap, gap]),
+            ("over", ["x0"], [], [0.0]), ("over", ["c01"], [], [0.0]), ("over", [], [["i1", 0]], []),
+            ("under", ["x0", "c01"], [["i1", 2]], [gap - 1, gap - 1])]
 
 
 def test_gap_just_over_and_a_configured_gap():
     ev = [_view("a", "u", "x0", 0), _view("b", "u", "c01", 1801), _view("c", "u", "i1", 1801 + 600)]
     assert _shape(_run(ev)) == [["x0"], ["c01", "i1"]]
-    assert _shape(_run(ev, gap_s=600)) == [["x0"], ["c01"], ["i1"]]
-    assert _shape(_run(ev, gap_s=601)) == [["x0"], ["c01", "i1"]]
-    assert _shape(_run(ev, gap_s=5000)) == [["x0", "c01", "i1"]]
+    assert _shape(_run(ev, gap_s=599)) == [["x0"], ["c01"], ["i1"]]
+    assert _shape(_run(ev, gap_s=600)) == [["x0"], ["c01", "i1"]]
+    assert _shape(_run(ev, gap_s=1801)) == [["x0", "c01", "i1"]]
 
 
 def test_a_new_session_id_ends_the_session_without_a_gap():
@@ -73,7 +96,7 @@ def test_a_new_session_id_ends_the_session_without_a_gap():
 
 
 def test_the_same_session_id_is_still_cut_by_the_gap():
-    ev = [_view("a", "u", "x0", 0, sid="s1"), _view("b", "u", "c01", 4000, sid="s1")]
+    ev = [_view("a", "u", "x0", 0, sid="s1"), _view("b", "u", "c01", 1801, sid="s1")]
     assert _shape(_run(ev)) == [["x0"], ["c01"]]
 
 
@@ -87,6 +110,8 @@ def test_out_of_order_events_and_users_apart():
     assert got == _run(ev)
     assert [(s[0], s[2], s[3]) for s in got] == [
         ("u1", ["x0", "c01", "i5", "i6"], [["i5", 3]]), ("u2", ["x0"], []), ("u2", ["i9"], [])]
+    # the model's dwell: the time to the next view (i5: 220 - 170, not the log's 40), the last page 0
+    assert [s[5] for s in got] == [[30.0, 40.0, 50.0, 0.0], [0.0], [0.0]]
 
 
 def test_a_view_and_an_add_to_cart_in_the_same_second():
@@ -94,6 +119,30 @@ def test_a_view_and_an_add_to_cart_in_the_same_second():
     [s] = [S.build_session(part) for part in S.split_sessions(ev)]
     assert [p.page_id for p in s.pages] == ["x0", "i5"] and s.purchases == (S.Purchase("i5", 100, 2),)
     assert [p.page_type for p in s.pages] == ["index", "item"] and s.session_id == "u:90"
+    assert [p.dwell_s for p in s.pages] == [10.0, 0.0]   # the cart comes after the view in its second
+
+
+def test_the_last_page_dwell_runs_to_the_sessions_last_event():
+    ev = [_view("a", "u", "x0", 100, dwell=99.0), _view("b", "u", "i2", 112, dwell=99.0), _cart("c", "u", "i2", 140)]
+    [part] = S.split_sessions(ev)
+    assert [p.dwell_s for p in S.build_session(part).pages] == [12.0, 28.0]
+
+
+def test_page_dwell_by_hand():
+    assert S.page_dwell([]) == []
+    assert S.page_dwell([], current_s=7.0) == []
+    assert S.page_dwell([100]) == [0.0]
+    assert S.page_dwell([100], current_s=4.5) == [4.5]
+    assert S.page_dwell([100, 130, 130, 200]) == [30.0, 0.0, 70.0, 0.0]
+    assert S.page_dwell([100, 130, 200], current_s=12.25) == [30.0, 70.0, 12.25]
+
+
+def test_page_dwell_bad_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="page view timestamps must not decrease, got 130 then 120 at 2"):
+        S.page_dwell([100, 130, 120])
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="the current page's dwell must be a number >= 0 seconds"):
+            S.page_dwell([100], current_s=bad)
 
 
 def test_other_event_types_are_not_session_events():
