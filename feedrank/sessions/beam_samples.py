@@ -54,7 +54,7 @@ class NoSamplesError(ValueError):
 class SampleSettings:
     """How sessions become samples (docs/sessions.md)."""
 
-    gap_s: int = DEFAULT_GAP_S          # a pause this long or longer ends a session
+    gap_s: int = DEFAULT_GAP_S          # a pause longer than this ends a session
     k: int = F.DEFAULT_K                # recent page states per sample
     eval_days: int = 1                  # the log's last UTC days are the eval split
     eval_start_ts: int = 0              # > 0: this split bound instead of eval_days
@@ -199,7 +199,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m feedrank.sessions.beam_samples", description=__doc__.split("\n\n")[0])
     ap.add_argument("--log", required=True, help="event-log directory")
     ap.add_argument("--out", required=True, help="output directory (Split-train/, Split-eval/, summary.json)")
-    ap.add_argument("--gap-s", type=int, default=d.gap_s, help="a pause this long or longer ends a session")
+    ap.add_argument("--gap-s", type=int, default=d.gap_s, help="a pause longer than this ends a session")
     ap.add_argument("--k", type=int, default=d.k, help="recent page states per sample")
     ap.add_argument("--eval-days", type=int, default=d.eval_days, help="the log's last UTC days are eval")
     ap.add_argument("--eval-start-ts", type=int, default=d.eval_start_ts, help="> 0: this split bound instead")

@@ -189,15 +189,3 @@ class Sessionize(beam.PTransform if beam else object):
                 | "CutOnSessionId" >> beam.ParDo(_SplitWindow())
                 | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows()))
 
-
-def page_dwell(view_ts: Sequence[int], current_s: float = 0.0) -> List[float]:
-    """The dwell the model reads for a session's page views so far, oldest first: every page
-    but the last gets the seconds until the next page view; the last (current) page gets
-    ``current_s``, the dwell known at request time (0 at page open)."""
-    if not math.isfinite(current_s) or current_s < 0:
-        raise ValueError(f"the current page's dwell must be a finite number >= 0, got {current_s!r}")
-    ts = [int(t) for t in view_ts]
-    gaps = [b - a for a, b in zip(ts, ts[1:])]
-    if any(g < 0 for g in gaps):
-        raise ValueError("page views must be in time order")
-    return [float(g) for g in gaps] + ([float(current_s)] if ts else [])

@@ -20,14 +20,14 @@ RATINGS = [
     ("2", "10", 3, 1000), ("2", "20", 4, 1000), ("2", "21", 3, 1200), ("2", "23", 3, 5100),
     ("3", "30", 5, 7000), ("3", "31", 4, 7000),
 ]
-# Sessions (a pause of 1800 s or more cuts, as in sessionize):
-#   u1: [10 11 12 13] (cart 12, its last 4+ rating), [14 15] (the pause 2100 -> 3900 is exactly
-#       1800 s: cut; cart 14), [16] (one rating: stays a view);
+# Sessions (a pause longer than 1800 s cuts, as in sessionize):
+#   u1: [10 11 12 13 14 15] (the pause 2100 -> 3900 is exactly 1800 s: no cut; cart 14, the last
+#       4+ rating, so 12 stays a view), [16] (one rating: stays a view);
 #   u2: [10 20 21] (cart 20, rated at the same second as 10: after its view), [22 23] (no 4+: no cart);
 #   u3: [30 31] (both 4+ at one second: the later in file order, 31, is the cart).
 EXPECTED = [  # (user, item, event, ts) in row order: second, user, view before cart
     ("u1", "10", "view", 1000), ("u2", "10", "view", 1000), ("u2", "20", "purchase", 1000),
-    ("u2", "21", "view", 1200), ("u1", "11", "view", 1500), ("u1", "12", "purchase", 2000),
+    ("u2", "21", "view", 1200), ("u1", "11", "view", 1500), ("u1", "12", "view", 2000),
     ("u1", "13", "view", 2100), ("u1", "14", "purchase", 3900), ("u1", "15", "view", 4000),
     ("u2", "22", "view", 5000), ("u2", "23", "view", 5100), ("u3", "30", "view", 7000),
     ("u3", "31", "purchase", 7000), ("u1", "16", "view", 10000),
@@ -47,7 +47,7 @@ def test_ratings_become_views_and_each_sessions_last_liked_rating_a_cart():
     assert ev["event_id"].tolist() == [f"e{i:09d}" for i in range(14)]
     assert ev["dwell_s"].isna().all() and (ev["session_id"] == "").all() and (ev["request_id"] == "").all()
     assert ev["ts"].dtype == np.int64
-    assert shop.counts(t) == {"events": 14, "views": 10, "carts": 4, "sessions": 6, "users": 3, "items": 13}
+    assert shop.counts(t) == {"events": 14, "views": 11, "carts": 3, "sessions": 5, "users": 3, "items": 13}
     assert shop.ratings_to_shop(frame())["events"].equals(ev)                 # deterministic
 
 
@@ -58,8 +58,8 @@ def test_the_sessions_are_the_pipelines_sessions():
     for user in ("u1", "u2", "u3"):
         for s in sessionize.split_sessions([e for e in events if e.user_id == user]):
             got.append([(e.item_id, e.event) for e in s])
-    assert got == [[("10", "view"), ("11", "view"), ("12", "purchase"), ("13", "view")],
-                   [("14", "purchase"), ("15", "view")], [("16", "view")],
+    assert got == [[("10", "view"), ("11", "view"), ("12", "view"), ("13", "view"), ("14", "purchase"),
+                    ("15", "view")], [("16", "view")],
                    [("10", "view"), ("20", "purchase"), ("21", "view")], [("22", "view"), ("23", "view")],
                    [("30", "view"), ("31", "purchase")]]
 

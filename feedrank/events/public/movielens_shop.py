@@ -69,11 +69,11 @@ def _check(ratings: pd.DataFrame) -> pd.DataFrame:
 
 def session_numbers(users: np.ndarray, ts: np.ndarray, gap_s: int = GAP_S) -> np.ndarray:
     """0-based session number of each row of events sorted by user then second: a new session
-    at a new user or where the pause since the previous row is ``gap_s`` or more."""
+    at a new user or where the pause since the previous row is longer than ``gap_s``."""
     users, ts = np.asarray(users), np.asarray(ts, dtype=np.int64)
     if len(ts) == 0:
         return np.zeros(0, dtype=np.int64)
-    new = np.r_[True, (users[1:] != users[:-1]) | (np.diff(ts) >= gap_s)]
+    new = np.r_[True, (users[1:] != users[:-1]) | (np.diff(ts) > gap_s)]
     return np.cumsum(new) - 1
 
 
