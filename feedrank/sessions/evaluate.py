@@ -42,9 +42,10 @@ def read_split(examples_uri: str, split: str = "eval") -> List[Dict[str, Any]]:
     return [SF.from_example(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
-def eval_rows(samples: Sequence[Dict[str, Any]]) -> Tuple[List[Row], List[str]]:
+def eval_rows(samples: Sequence[Dict[str, Any]], starts: Optional[List[int]] = None) -> Tuple[List[Row], List[str]]:
     """The full-path samples as (rows, target items): the session's pages up to the add-to-cart
-    (history then recent), one row per label item."""
+    (history then recent), one row per label item.  ``starts`` (a list) receives each row's
+    path start (the pages before the session's previous add-to-cart point)."""
     rows, targets = [], []
     for s in samples:
         if int(s[SF.FULL_PATH]) != 1:
@@ -55,6 +56,8 @@ def eval_rows(samples: Sequence[Dict[str, Any]]) -> Tuple[List[Row], List[str]]:
         for item in s[SF.LABEL_ITEMS]:
             rows.append(row)
             targets.append(item)
+            if starts is not None:
+                starts.append(int(s.get(SF.PATH_START, 0)))
     if not rows:
         raise ValueError("the eval split has no full-path samples: nothing to evaluate (a longer eval period?)")
     return rows, targets
@@ -101,9 +104,10 @@ def served_ranks(items: np.ndarray, targets: Sequence[str]) -> np.ndarray:
 
 
 def session_metrics(predict: Predict, rows: Sequence[Row], targets: Sequence[str],
-                    path_k: int = 10) -> Dict[str, float]:
+                    path_k: int = 10, starts: Optional[Sequence[int]] = None) -> Dict[str, float]:
     """Top-1/top-10 accuracy on the full sessions; recall@20, MRR@20 and the path compression
-    over every prefix (a prediction after each page view)."""
+    over every prefix (a prediction after each page view; `metrics.path_lengths`: the page on
+    which the item is opened counts, L2 = m + 1, and the path starts after ``starts`` pages)."""
     full = served_ranks(predict(rows), targets)
     prefix_rows, prefix_targets, session = [], [], []
     for i, (pages, dwell, bought, user) in enumerate(rows):
@@ -114,11 +118,14 @@ def session_metrics(predict: Predict, rows: Sequence[Row], targets: Sequence[str
     pr = served_ranks(predict(prefix_rows), prefix_targets)
     cuts = np.cumsum(np.bincount(np.asarray(session), minlength=len(rows)))[:-1]
     per_session = np.split(pr, cuts)
-    l1 = np.asarray([len(r[0]) for r in rows])
-    pc = metrics.path_compression(l1, metrics.first_shown(per_session, path_k))
+    start = np.asarray(starts if starts is not None else [0] * len(rows), np.int64)
+    l1, l2 = metrics.path_lengths(per_session, path_k, start)
+    pc = metrics.path_compression(l1, l2)
+    shown = metrics.path_compression(*metrics.path_lengths(per_session, path_k, start, rule="shown"))
     out = {"top1": metrics.top_k_accuracy(full, 1), "top10": metrics.top_k_accuracy(full, 10),
            "recall@20": metrics.recall_at(pr, 20), "mrr@20": metrics.mrr_at(pr, 20),
            "path_compression": pc["ratio"], "path_compression_mean_session": pc["mean_session_ratio"],
+           "path_compression_first_shown": shown["ratio"],
            "mean_l1": pc["mean_l1"], "mean_l2": pc["mean_l2"], "sessions": float(len(rows)),
            "prefixes": float(len(pr))}
     return out
@@ -144,19 +151,21 @@ def decide(candidate: Dict[str, float], baseline: Optional[Dict[str, float]], fl
 def evaluate(examples_uri: str, model_dir: str, baseline_dir: Optional[str], floor: float, max_regression: float,
              split: str = "eval", baseline_name: str = "the baseline") -> Dict[str, Any]:
     """The candidate's (and the baseline's) metrics on ``split`` and the blessing decision."""
-    rows, targets = eval_rows(read_split(examples_uri, split))
+    starts: List[int] = []
+    rows, targets = eval_rows(read_split(examples_uri, split), starts)
     predict, k = load_served(model_dir)
     if k and k < metrics_k():
         raise ValueError(f"the candidate serves its top {k}; the Evaluator needs at least {metrics_k()} "
                          f"(recall@20 and MRR@20): set sessions.top_k >= {metrics_k()}")
-    result: Dict[str, Any] = {"split": split, "candidate": session_metrics(predict, rows, targets), "baseline": None}
+    result: Dict[str, Any] = {"split": split, "candidate": session_metrics(predict, rows, targets, starts=starts),
+                              "baseline": None}
     if baseline_dir:
         try:
             base_predict, _ = load_served(baseline_dir)
         except ValueError as e:
             log.warning("SessionEvaluator: %s; no comparison with it", e)
         else:
-            result["baseline"] = session_metrics(base_predict, rows, targets)
+            result["baseline"] = session_metrics(base_predict, rows, targets, starts=starts)
     blessed, reason = decide(result["candidate"], result["baseline"], floor, max_regression, baseline_name)
     result.update(blessed=blessed, reason=reason, top10_floor=floor, max_top10_regression=max_regression)
     log.info("SessionEvaluator: %s; candidate %s", reason, {k: round(v, 4) for k, v in result["candidate"].items()})

@@ -147,7 +147,8 @@ def prefixes(pages: np.ndarray, dwell: np.ndarray) -> tuple:
     """Every prefix of every session: ``(pages [M, T], dwell [M, T], session [M], length [M])``.
 
     Session i with n_i real (non-zero) pages gives n_i rows, the first m real
-    pages kept for m = 1..n_i (later pages set to padding); M = sum n_i.
+    pages kept for m = 1..n_i (later pages set to padding, the last kept page's dwell 0:
+    its dwell when it opens, as the samples carry it); M = sum n_i.
     """
     pages, dwell = np.asarray(pages), np.asarray(dwell)
     if pages.shape != dwell.shape or pages.ndim != 2:
@@ -158,8 +159,10 @@ def prefixes(pages: np.ndarray, dwell: np.ndarray) -> tuple:
         raise ValueError(f"sessions without pages: rows {np.flatnonzero(n == 0)[:5].tolist()}")
     session = np.repeat(np.arange(len(pages)), n)
     length = np.concatenate([np.arange(1, k + 1) for k in n])
-    keep = real[session] & (np.cumsum(real, axis=1)[session] <= length[:, None])
-    return (np.where(keep, pages[session], 0), np.where(keep, dwell[session], 0.0).astype(np.float32),
+    seen = np.cumsum(real, axis=1)[session]
+    keep = real[session] & (seen <= length[:, None])
+    current = real[session] & (seen == length[:, None])   # the prefix's last page: dwell 0 at its opening
+    return (np.where(keep, pages[session], 0), np.where(keep & ~current, dwell[session], 0.0).astype(np.float32),
             session, length)
 
 
