@@ -1,6 +1,7 @@
 """The DRNN and the GRU4Rec baseline: layers against hand computations, shared
-weights, height shortcuts, learned fusion, ablations, a tiny fit on simulated
-shop sessions, and the export round trip in a fresh process."""
+weights, height shortcuts, the tied catalogue head with its repeat path, ablations,
+a tiny multi-task fit on simulated shop sessions, and the export round trip in a
+fresh process."""
 import json
 import os
 import subprocess
@@ -15,37 +16,47 @@ from feedrank.sessions import drnn, export, gru4rec, samples
 from feedrank.sessions import layers as SL
 from feedrank.typed import ConfigError
 
-TINY = {"num_pages": 60, "num_items": 41, "width": 3, "length": 2, "units": 8, "page_dim": 6,
+NUM_IDS = 48          # 0 padding, 1 index, 2..6 category lists, 7..46 item pages, 47 out of vocabulary
+ITEM_MASK = [False] * 7 + [True] * 40 + [False]
+TINY = {"num_pages": NUM_IDS, "num_items": NUM_IDS, "width": 3, "length": 2, "units": 8, "page_dim": 6,
         "fnn_dim": 4, "fnn_units": [8], "learning_rate": 0.02}
 MAX_PAGES, MAX_PURCHASES = 24, 8
 
 
 def shop_sessions(seed=0, users=80, rounds=6):
     """Sessions of the simulator's e-commerce world as model inputs: the pages up to
-    each session's first add-to-cart -> that item.  Page ids: 1 index, 2+c category
-    list c, 7+i item i (5 categories); item ids: i+1 (0 is padding)."""
+    each session's first add-to-cart -> that item (``cart``) and the page after them
+    (``next``, 0 when the session ends there).  One id space: 1 index, 2+c category
+    list c, 7+i item i's page and item i (5 categories); 0 is padding."""
     rng = np.random.Generator(np.random.PCG64(seed))
     shop = E.make_shop(rng, users, 40, 5, 0.5)
     bought = [[] for _ in range(users)]
-    pages, dwell, purchases, users_, labels = [], [], [], [], []
+    pages, dwell, purchases, users_, labels, nexts = [], [], [], [], [], []
+
+    def pid(t, g):
+        return 1 if t == E.INDEX else 2 + g if t == E.CATEGORY else 7 + g
+
     for _ in range(rounds):
         for u in range(users):
             s = E.simulate_session(rng, shop, u, 0, np.asarray(bought[u], np.int64))
             if s["carts"]:
                 item, n_before = s["carts"][0]["item"], s["carts"][0]["pages_before"]
                 seen = s["pages"][:n_before][-MAX_PAGES:]
-                ids = [1 if t == E.INDEX else 2 + g if t == E.CATEGORY else 7 + g for t, g, _, _ in seen]
+                ids = [pid(t, g) for t, g, _, _ in seen]
                 pad = MAX_PAGES - len(ids)
                 pages.append([0] * pad + ids)
                 dwell.append([0.0] * pad + [d for *_, d in seen])
-                hist = [b + 1 for b in bought[u]][-MAX_PURCHASES:]
+                hist = [b + 7 for b in bought[u]][-MAX_PURCHASES:]
                 purchases.append(hist + [0] * (MAX_PURCHASES - len(hist)))
                 users_.append(f"u{u}".encode())
-                labels.append(item + 1)
+                labels.append(item + 7)
+                nexts.append(pid(*s["pages"][n_before][:2]) if n_before < len(s["pages"]) else 0)
             bought[u].extend(c["item"] for c in s["carts"])
     x = {drnn.PAGES: np.asarray(pages, np.int64), drnn.DWELL: np.asarray(dwell, np.float32),
          drnn.PURCHASES: np.asarray(purchases, np.int64), drnn.USER_ID: np.asarray(users_)}
-    return x, np.asarray(labels, np.int64)
+    y = {drnn.CART: np.asarray(labels, np.int64), drnn.NEXT: np.asarray(nexts, np.int64)}
+    w = {drnn.CART: np.ones(len(labels), np.float32), drnn.NEXT: (y[drnn.NEXT] > 0).astype(np.float32)}
+    return x, y, w
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +73,10 @@ def test_settings_are_checked_with_clear_errors():
         drnn.DrnnSettings.from_mapping({"widht": 3})
     with pytest.raises(ConfigError, match=r"drnn\.cell must be one of"):
         drnn.DrnnSettings.from_mapping({"cell": "transformer"})
-    with pytest.raises(ConfigError, match=r"num_sampled must be in \[1, num_items\)"):
-        drnn.DrnnSettings(num_items=50, softmax="sampled", num_sampled=50)
-    assert drnn.DrnnSettings(num_items=20001, num_sampled=100).sampled       # auto: large catalogue
-    assert not drnn.DrnnSettings(num_items=500).sampled
+    with pytest.raises(ConfigError, match=r"num_items must equal num_pages, got 50 and 60"):
+        drnn.DrnnSettings(num_items=50, num_pages=60)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['softmax'\]"):
+        drnn.DrnnSettings.from_mapping({"softmax": "sampled"})
 
 
 def test_recent_pages_right_aligns_the_last_k_real_pages():
@@ -123,76 +134,102 @@ def test_weights_are_shared_across_states_and_height_widens_the_output():
         assert len(rec.trainable_variables) == 3 * TINY["length"]  # one SimpleRNN cell per layer
     assert shapes[2] == shapes[7]
     for h in (0, 1, 2):
-        m = drnn.build({**TINY, "length": 3, "height": h})
-        assert tuple(m.head.kernels[0].shape) == (TINY["num_items"], TINY["units"] * (1 + h))
+        m = drnn.build({**TINY, "length": 3, "height": h}, ITEM_MASK)
+        width = TINY["units"] * (1 + h) + TINY["fnn_units"][-1]             # the RNN's output and the FNN's
+        assert tuple(m.head.query[drnn.CART].shape) == (width, TINY["page_dim"])
 
 
-def test_fused_softmax_matches_hand_computation():
-    head = SL.FusedSoftmax(4)
-    a, b = tf.constant([[1.0, 2.0]]), tf.constant([[3.0]])
-    head([a, b])
-    w0, w1 = np.arange(8.0).reshape(4, 2) / 10, np.arange(4.0).reshape(4, 1) / 10
-    head.set_weights([w0, w1, np.ones(4), np.full(4, 2.0), np.array([0.5, 2.0])])
-    expected = 0.5 * (np.array([1.0, 2.0]) @ w0.T + 1) + 2.0 * (3.0 * w1[:, 0] + 2)
-    got = head([a, b]).numpy()[0]
-    np.testing.assert_allclose(got[1:], expected[1:], rtol=1e-6)
-    assert got[0] < -1e8                                          # the padding item
-    assert head.fusion.trainable
-    single = SL.FusedSoftmax(4)
-    single(a)
-    assert not single.fusion.trainable
+def _softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def test_catalogue_head_matches_hand_computation():
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(6, 2)).astype(np.float32)                  # ids 0..5: 0 pad, 5 out of vocabulary
+    mask = [False, True, False, True, True, False]                      # ids 1, 3, 4 are items
+    x = tf.constant([[0.5, -1.0, 2.0]])
+    pages = tf.constant([[0, 2, 3, 3, 5]])                             # a category page, item 3 twice, OOV
+    plain = SL.CatalogueHead(6, 2, mask, repeat=False)
+    out = plain([x], tf.constant(emb), pages)
+    q = {t: plain.query[t].numpy() for t in SL.TASKS}
+    c = {t: plain.bias[t].numpy() for t in SL.TASKS}
+    logits = {t: (x.numpy()[0] @ q[t]) @ emb.T + c[t] for t in SL.TASKS}
+    cart = out[drnn.CART].numpy()[0]
+    np.testing.assert_allclose(cart[[1, 3, 4]], logits[drnn.CART][[1, 3, 4]], rtol=1e-5)
+    assert (cart[[0, 2, 5]] < -1e8).all()                              # pad, the category page, OOV
+    nxt = out[drnn.NEXT].numpy()[0]
+    np.testing.assert_allclose(nxt[1:5], logits[drnn.NEXT][1:5], rtol=1e-5)
+    assert nxt[0] < -1e8 and nxt[5] < -1e8
+
+    head = SL.CatalogueHead(6, 2, mask, repeat=True)
+    head([x], tf.constant(emb), pages)
+    head.gate_bias[drnn.CART].assign([0.7])
+    head.gate[drnn.CART].assign(rng.normal(size=(3, 1)).astype(np.float32))
+    got = np.exp(head([x], tf.constant(emb), pages)[drnn.CART].numpy()[0])
+    v = x.numpy()[0]
+    e = (v @ head.query[drnn.CART].numpy()) @ emb.T + head.bias[drnn.CART].numpy()
+    explore = np.zeros(6)
+    explore[[1, 3, 4]] = _softmax(e[[1, 3, 4]])
+    g = 1 / (1 + np.exp(-(v @ head.gate[drnn.CART].numpy()[:, 0] + 0.7)))
+    r = v @ head.repeat_query[drnn.CART].numpy()
+    att = _softmax(np.array([r @ emb[3], r @ emb[3]]))                 # only item 3 can be re-picked
+    repeat = np.zeros(6)
+    repeat[3] = att.sum()
+    want = g * repeat + (1 - g) * explore
+    np.testing.assert_allclose(got[[1, 3, 4]], want[[1, 3, 4]], rtol=1e-4)
+    assert got.sum() == pytest.approx(1.0, abs=1e-5)
+    no_item = head([x], tf.constant(emb), tf.constant([[0, 2, 5, 0, 0]]))[drnn.CART].numpy()[0]
+    np.testing.assert_allclose(np.exp(no_item[[1, 3, 4]]), explore[[1, 3, 4]], rtol=1e-4)   # no page to re-pick: g = 0
 
 
 def test_ablations_ignore_what_they_drop(sessions):
-    x, _ = sessions
+    x, _, _ = sessions
     x = {k: v[-16:] for k, v in x.items()}                     # late sessions: returning buyers
     assert (x[drnn.PURCHASES] > 0).any()
     changed = {**x, drnn.PAGES: x[drnn.PAGES].copy(), drnn.PURCHASES: np.zeros_like(x[drnn.PURCHASES])}
     changed[drnn.PAGES][:, :MAX_PAGES - TINY["width"]] = np.where(
-        x[drnn.PAGES][:, :MAX_PAGES - TINY["width"]] > 0, 1, 0)   # rewrite every older page
+        x[drnn.PAGES][:, :MAX_PAGES - TINY["width"]] > 0, 1, 0)   # rewrite every older page to the index page
     long = (x[drnn.PAGES] > 0).sum(1) > TINY["width"] + 1
     for use_history, use_fnn in ((False, False), (True, False), (False, True)):
-        m = drnn.build({**TINY, "use_history": use_history, "use_fnn": use_fnn})
+        m = drnn.build({**TINY, "use_history": use_history, "use_fnn": use_fnn, "repeat": False}, ITEM_MASK)
         names = m.input_names_used
-        assert (drnn.PURCHASES in names) == use_fnn and len(m.head.kernels) == 1 + use_fnn
+        assert (drnn.PURCHASES in names) == use_fnn
+
+        def cart(inputs):
+            return m(inputs)[drnn.CART].numpy()[:, 7:47]
         same_pages = {**changed, drnn.PAGES: x[drnn.PAGES]}
-        diff_fnn = np.abs(m(x).numpy()[:, 1:] - m(same_pages).numpy()[:, 1:]).max()
+        diff_fnn = np.abs(cart(x) - cart(same_pages)).max()
         assert (diff_fnn > 1e-6) == use_fnn                   # purchases matter only with the FNN
         no_purchase_change = {**x, drnn.PAGES: changed[drnn.PAGES]}
-        diff_hist = np.abs(m(x).numpy()[long, 1:] - m(no_purchase_change).numpy()[long, 1:]).max()
+        diff_hist = np.abs(cart(x)[long] - cart(no_purchase_change)[long]).max()
         assert (diff_hist > 1e-6) == use_history              # older pages matter only with the history
 
 
 def test_padding_side_does_not_matter(sessions):
-    x, _ = sessions
+    x, _, _ = sessions
     x = {k: v[:8] for k, v in x.items()}
-    m = drnn.build(TINY)
+    m = drnn.build(TINY, ITEM_MASK)
     right = dict(x)
     for key in (drnn.PAGES, drnn.DWELL):                          # move the padding to the right
         right[key] = np.stack([np.concatenate([r[p > 0], r[p == 0]]) for r, p in zip(x[key], x[drnn.PAGES])])
-    np.testing.assert_allclose(m(x).numpy()[:, 1:], m(right).numpy()[:, 1:], rtol=1e-5, atol=1e-5)
+    for task in SL.TASKS:
+        np.testing.assert_allclose(m(x)[task].numpy()[:, 1:47], m(right)[task].numpy()[:, 1:47], rtol=1e-5, atol=1e-5)
 
 
-def test_tiny_fit_reduces_loss_and_learns_the_fusion_weights(sessions):
-    x, y = sessions
+def test_tiny_fit_reduces_both_losses(sessions):
+    x, y, w = sessions
     tf.keras.utils.set_random_seed(0)
-    m = drnn.build(TINY)
-    before = m.evaluate(x, y, verbose=0, return_dict=True)["loss"]
-    m.fit(x, y, epochs=8, batch_size=32, verbose=0)
-    after = m.evaluate(x, y, verbose=0, return_dict=True)["loss"]
-    assert after < before - 0.3, (before, after)
-    assert m.head.fusion.trainable
-    assert np.abs(m.head.fusion.numpy() - 1.0).max() > 1e-3      # moved from their initial value
-    sampled = drnn.build({**TINY, "softmax": "sampled", "num_sampled": 10})
-    assert sampled.num_sampled == 10
-    before = sampled.evaluate(x, y, verbose=0, return_dict=True)["loss"]
-    sampled.fit(x, y, epochs=8, batch_size=32, verbose=0)
-    assert sampled.evaluate(x, y, verbose=0, return_dict=True)["loss"] < before - 0.3
-    g = gru4rec.build({"num_pages": 60, "num_items": 41, "units": 8, "page_dim": 6, "learning_rate": 0.02})
-    before = g.evaluate(x, y, verbose=0, return_dict=True)["loss"]
-    g.fit(x, y, epochs=8, batch_size=32, verbose=0)
-    assert g.evaluate(x, y, verbose=0, return_dict=True)["loss"] < before - 0.3
-    assert g.input_names_used == [drnn.PAGES] and len(g.head.kernels) == 1
+    for m in (drnn.build(TINY, ITEM_MASK, next_weight=0.5),
+              gru4rec.build({"num_pages": NUM_IDS, "num_items": NUM_IDS, "units": 8, "page_dim": 6,
+                             "learning_rate": 0.02}, ITEM_MASK)):
+        before = m.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
+        m.fit(x, y, sample_weight=w, epochs=8, batch_size=32, verbose=0)
+        after = m.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
+        assert after["cart_loss"] < before["cart_loss"] - 0.3, (before, after)
+        assert after["next_loss"] < 0.85 * before["next_loss"], (before, after)   # weighted: a smaller scale
+        assert after["cart_top10"] > before["cart_top10"]
+    assert m.input_names_used == [drnn.PAGES] and not m.head.repeat        # GRU4Rec: pages only, no repeat path
 
 
 FRESH = """
@@ -206,12 +243,12 @@ np.savez(sys.argv[3], items=out["items"].numpy(), scores=out["scores"].numpy())
 
 
 def test_export_round_trip_in_a_fresh_process(sessions, tmp_path):
-    x, _ = sessions
+    x, _, _ = sessions
     x = {k: v[:12] for k, v in x.items()}
-    m = drnn.build({**TINY, "user_buckets": 7})
+    m = drnn.build({**TINY, "user_buckets": 7}, ITEM_MASK)
     path = export.export(m, str(tmp_path / "model"), k=5)
     info = json.load(open(os.path.join(path, export.INFO_FILE)))
-    assert info["k"] == 5 and info["num_items"] == TINY["num_items"]
+    assert info["k"] == 5 and info["num_items"] == NUM_IDS
     np.savez(tmp_path / "x.npz", **x)
     subprocess.run([sys.executable, "-c", FRESH, path, str(tmp_path / "x.npz"), str(tmp_path / "out.npz")],
                    check=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -219,38 +256,44 @@ def test_export_round_trip_in_a_fresh_process(sessions, tmp_path):
     want = export.top_k(m, {k: tf.constant(v) for k, v in x.items()}, 5)
     np.testing.assert_array_equal(got["items"], want["items"].numpy())
     np.testing.assert_allclose(got["scores"], want["scores"].numpy(), rtol=1e-5, atol=1e-7)
-    assert got["items"].shape == (12, 5) and (got["items"] > 0).all()
+    assert got["items"].shape == (12, 5) and ((got["items"] >= 7) & (got["items"] <= 46)).all()   # items only
     assert (np.diff(got["scores"], axis=1) <= 0).all()
-    with pytest.raises(ValueError, match=r"top-k must be in \[1, 40\]"):
-        export.export(m, str(tmp_path / "bad"), k=41)
+    with pytest.raises(ValueError, match=r"top-k must be in \[1, 47\]"):
+        export.export(m, str(tmp_path / "bad"), k=48)
 
 
 def test_from_samples_follows_the_session_feature_contract():
     base = {"user_id": "u1", "session_id": "s1", "session_start_ts": 0, "ts": 9, "recent_page_types": [],
             "history_page_types": [], "purchase_history_ts": [], "prefix_len": 0,
-            "n_pages_before_purchase": 0, "full_path": 1}
+            "n_pages_before_purchase": 0, "path_start": 0, "full_path": 1}
     samples = [
         {**base, "history_pages": ["x0", "c1"], "history_dwell_s": [1.0, 2.0], "recent_pages": ["i7", "zz"],
-         "recent_dwell_s": [3.0, 4.0], "purchase_history": ["i5", "i9"], "label_items": ["i7", "i5"]},
+         "recent_dwell_s": [3.0, 0.0], "purchase_history": ["i5", "i9"], "label_items": ["i7", "i5"],
+         "next_page": "c1"},
         {**base, "user_id": "u2", "history_pages": [], "history_dwell_s": [], "recent_pages": ["i7"],
-         "recent_dwell_s": [5.0], "purchase_history": [], "label_items": ["i404"]},
+         "recent_dwell_s": [0.0], "purchase_history": [], "label_items": ["i404"], "next_page": ""},
+        {**base, "user_id": "u3", "history_pages": [], "history_dwell_s": [], "recent_pages": ["x0"],
+         "recent_dwell_s": [0.0], "purchase_history": [], "label_items": [], "next_page": "i9", "full_path": 0},
     ]
-    pages = drnn.vocabulary(["x0", "c1", "i7"])
-    items = drnn.vocabulary(["i5", "i7", "i9"])
-    assert pages == {"c1": 1, "i7": 2, "x0": 3} and items == {"i5": 1, "i7": 2, "i9": 3}
+    vocab = drnn.vocabulary(["x0", "c1", "i7", "i5", "i9"])
+    assert vocab == {"c1": 1, "i5": 2, "i7": 3, "i9": 4, "x0": 5}                 # ties by id; 6 is OOV
     assert drnn.vocabulary(["b", "a", "b", "c", "c", "c"]) == {"c": 1, "b": 2, "a": 3}   # most frequent first
-    x, y, rows = drnn.from_samples(samples, pages, items, max_pages=3, max_purchases=1)
-    np.testing.assert_array_equal(rows, [0, 0])                  # two label items; sample 2's is unknown
-    np.testing.assert_array_equal(y, [2, 1])
-    np.testing.assert_array_equal(x["pages"], [[3, 1, 2]] * 2)    # "zz" is not in the vocabulary
-    np.testing.assert_array_equal(x["dwell"], [[1.0, 2.0, 3.0]] * 2)
-    np.testing.assert_array_equal(x["purchases"], [[3]] * 2)      # the last purchase kept
-    assert list(x["user_id"]) == [b"u1", b"u1"]
+    mask = [False, False, True, True, True, False, False]
+    x, y, w, rows = drnn.from_samples(samples, vocab, max_pages=3, max_purchases=1, item_mask=mask)
+    np.testing.assert_array_equal(rows, [0, 0, 1, 2])            # two label items; one row without a label
+    np.testing.assert_array_equal(y[drnn.CART], [3, 2, 6, 0])       # "i404" is out of vocabulary
+    np.testing.assert_array_equal(w[drnn.CART], [1, 1, 0, 0])       # OOV and none: no cart loss
+    np.testing.assert_array_equal(y[drnn.NEXT], [1, 1, 0, 4])
+    np.testing.assert_allclose(w[drnn.NEXT], [0.5, 0.5, 0, 1])      # the next page shared by the label rows
+    np.testing.assert_array_equal(x["pages"][0], [1, 3, 6])         # the last 3 pages; "zz" out of vocabulary
+    np.testing.assert_array_equal(x["dwell"][0], [2.0, 3.0, 0.0])
+    np.testing.assert_array_equal(x["purchases"][:2], [[4]] * 2)    # the last purchase kept
+    assert list(x["user_id"]) == [b"u1", b"u1", b"u2", b"u3"]
 
 
 def test_session_layers_round_trip_their_config():
     for layer in (SL.RecentPages(4), SL.HistoryState("session"), SL.DeepRecurrence(6, 3, "lstm", 2, 0.1),
-                  SL.FusedSoftmax(9), SL.MultiHot(9), SL.HashBucket(5)):
+                  SL.CatalogueHead(5, 3, [False, True, False, True, False]), SL.MultiHot(9), SL.HashBucket(5)):
         clone = type(layer).from_config(layer.get_config())
         assert clone.get_config() == layer.get_config()
     with pytest.raises(ValueError, match="0 <= height < length"):
@@ -260,10 +303,10 @@ def test_session_layers_round_trip_their_config():
 
 
 def test_cells_and_fnn_inputs_build_and_score(sessions):
-    x, _ = sessions
+    x, _, _ = sessions
     x = {k: v[-4:] for k, v in x.items()}
     for extra in ({"cell": "lstm", "fnn_input": "bitmap"}, {"cell": "gru", "user_buckets": 11, "height": 1}):
-        m = drnn.build({**TINY, **extra})
-        out = m(x).numpy()
-        assert out.shape == (4, TINY["num_items"]) and np.isfinite(out).all() and (out[:, 0] < -1e8).all()
+        m = drnn.build({**TINY, **extra}, ITEM_MASK)
+        out = m(x)[drnn.CART].numpy()
+        assert out.shape == (4, NUM_IDS) and np.isfinite(out).all() and (out[:, 0] < -1e8).all()
     assert drnn.USER_ID in m.input_names_used
