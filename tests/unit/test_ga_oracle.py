@@ -62,10 +62,10 @@ def test_fitness_is_monotone_in_accuracy_and_falls_with_loss():
     assert FIT.session_fitness(0.3, 1.0) == pytest.approx(0.3 + 0.5)
     assert FIT.session_fitness(0.3, 1.0) > FIT.session_fitness(0.3, 2.0)
     assert FIT.session_fitness(0.2, float("inf")) == pytest.approx(0.2)
-    assert FIT.session_fitness_from_logs({"val_top10": 0.4, "val_loss": 3.0}) == pytest.approx(0.65)
+    assert FIT.session_fitness_from_logs({"val_cart_top10": 0.4, "val_loss": 3.0}) == pytest.approx(0.65)
     with pytest.raises(ValueError, match="accuracy must be in"):
         FIT.session_fitness(1.5, 1.0)
-    with pytest.raises(ValueError, match="lack 'val_top1'"):
+    with pytest.raises(ValueError, match="lack 'val_cart_top1'"):
         FIT.session_fitness_from_logs({"top1": 0.1}, "top1")
 
 

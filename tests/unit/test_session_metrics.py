@@ -77,7 +77,8 @@ def test_prefixes_keep_the_first_m_real_pages():
     dwell = np.arange(10, dtype=np.float32).reshape(2, 5)
     p, d, session, length = M.prefixes(pages, dwell)
     np.testing.assert_array_equal(p, [[0, 4, 0, 0, 0], [0, 4, 5, 0, 0], [0, 4, 5, 0, 6], [7, 0, 0, 0, 0]])
-    np.testing.assert_array_equal(d, [[0, 1, 0, 0, 0], [0, 1, 2, 0, 0], [0, 1, 2, 0, 4], [5, 0, 0, 0, 0]])
+    # the prefix's current (last) page has dwell 0: its dwell when it opens
+    np.testing.assert_array_equal(d, [[0, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 1, 2, 0, 0], [0, 0, 0, 0, 0]])
     np.testing.assert_array_equal(session, [0, 0, 0, 1])
     np.testing.assert_array_equal(length, [1, 2, 3, 1])
     with pytest.raises(ValueError, match="sessions without pages"):
@@ -177,11 +178,11 @@ def test_evaluate_runs_a_drnn():
 
     from feedrank.sessions import drnn
 
-    m = drnn.build({"num_pages": 9, "num_items": 6, "width": 2, "length": 1, "units": 4, "page_dim": 3,
+    m = drnn.build({"num_pages": 9, "num_items": 9, "width": 2, "length": 1, "units": 4, "page_dim": 3,
                     "fnn_units": [4]})
     sessions = {"pages": np.array([[1, 2, 3], [0, 4, 5]], np.int64), "dwell": np.ones((2, 3), np.float32),
                 "purchases": np.array([[1, 0], [0, 0]], np.int64), "user_id": np.array([b"a", b"b"])}
-    out = M.evaluate(lambda b: m({k: tf.constant(v) for k, v in b.items()}).numpy(), sessions,
-                     np.array([2, 5]), ks=(1, 5))
-    assert out["prefixes"] == 5 and out["top5"] == pytest.approx(1.0)   # 5 real items: always in the top 5
+    out = M.evaluate(lambda b: m({k: tf.constant(v) for k, v in b.items()})[drnn.CART].numpy(), sessions,
+                     np.array([2, 5]), ks=(1, 7))
+    assert out["prefixes"] == 5 and out["top7"] == pytest.approx(1.0)   # ids 1..7 are items: always in the top 7
     assert 0.0 < out["path_compression"] <= 1.0
