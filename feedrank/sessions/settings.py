@@ -3,8 +3,9 @@
 
 Each is a `feedrank.typed.Section`, so an unknown key or a value out of range is a
 `ConfigError` naming the key.  The model families' own
-settings (``trainer.drnn``, ``trainer.gru4rec``) are checked against
-`feedrank.sessions.drnn.DrnnSettings` / `feedrank.sessions.gru4rec.Gru4recSettings`
+settings (``trainer.drnn``, ``trainer.gru4rec``, ``trainer.sasrec``) are checked against
+`feedrank.sessions.drnn.DrnnSettings`, `feedrank.sessions.gru4rec.Gru4recSettings` and
+`feedrank.sessions.sasrec.SasrecSettings`
 at load; ``num_pages`` and ``num_items`` come from the Transform's vocabularies.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from feedrank.typed import Checked, ConfigError, Section, setting, to_plain
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("drnn", "gru4rec")
+FAMILIES = ("drnn", "gru4rec", "sasrec")
 FROM_VOCABULARIES = ("num_pages", "num_items")   # set by the Trainer from the Transform's vocabularies
 METRIC_K = 20                                     # recall@20 and MRR@20 read the served top k
 
@@ -65,6 +66,7 @@ class SessionTrainerSettings(Checked):
     seed: int = 0
     drnn: Dict[str, Any] = setting({})       # feedrank.sessions.drnn.DrnnSettings but num_pages/num_items
     gru4rec: Dict[str, Any] = setting({})    # feedrank.sessions.gru4rec.Gru4recSettings likewise
+    sasrec: Dict[str, Any] = setting({})     # feedrank.sessions.sasrec.SasrecSettings likewise
 
     def check(self, where: str) -> None:
         """Each family's settings are valid ones (the vocabulary sizes aside)."""
@@ -73,7 +75,7 @@ class SessionTrainerSettings(Checked):
 
     def family_settings(self, family: str | None = None, *, num_pages: int, num_items: int):
         """The family's settings object with the vocabulary sizes; a ConfigError names a bad key."""
-        from feedrank.sessions import drnn, gru4rec
+        from feedrank.sessions import drnn, gru4rec, sasrec
 
         family = family or self.model
         values = dict(getattr(self, family))
@@ -81,7 +83,7 @@ class SessionTrainerSettings(Checked):
         if fixed:
             raise ConfigError(f"trainer.{family}.{fixed[0]} is set by the Transform's vocabularies, "
                               f"not in the config")
-        cls = drnn.DrnnSettings if family == "drnn" else gru4rec.Gru4recSettings
+        cls = {"drnn": drnn.DrnnSettings, "gru4rec": gru4rec.Gru4recSettings, "sasrec": sasrec.SasrecSettings}[family]
         values.update(num_pages=int(num_pages), num_items=int(num_items))
         try:
             return cls.from_mapping(values)

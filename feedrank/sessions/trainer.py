@@ -5,15 +5,16 @@
 the Tuner's best hyperparameters when the pipeline has a Tuner, calls `train` and `export`,
 and writes the per-epoch curves to the ModelRun artifact.
 
-The families are ``drnn`` (`feedrank.sessions.drnn`) and ``gru4rec``
-(`feedrank.sessions.gru4rec`); their id space is the Transform's ``pages`` vocabulary (the
-catalogue) and the ``items`` vocabulary marks the ids an add-to-cart can name.  A sample with
-several label items is one training row per label item, a sample without one a single row
-with only its next-page target (as `feedrank.sessions.drnn.from_samples` builds them): both
-outputs train together, the next page's loss weighted by ``next_weight``.  With ``patience``
-> 0, training stops when the add-to-cart top-10 accuracy on the ``val`` split (the sessions
-just before the eval period) has not improved for ``patience`` epochs, and the best epoch's
-weights are kept; the eval split is only the Evaluator's.
+The families are ``drnn`` (`feedrank.sessions.drnn`), ``gru4rec``
+(`feedrank.sessions.gru4rec`) and ``sasrec`` (`feedrank.sessions.sasrec`); their id space is
+the Transform's ``pages`` vocabulary (the catalogue) and the ``items`` vocabulary marks the
+ids an add-to-cart can name. A sample with several label items is one training row per label
+item, a sample without one a single row with only its next-page target (as
+`feedrank.sessions.drnn.from_samples` builds them): both outputs train together, the next
+page's loss weighted by ``next_weight``. With ``patience`` > 0, training stops when the add-
+to-cart top-10 accuracy on the ``val`` split (the sessions just before the eval period) has
+not improved for ``patience`` epochs, and the best epoch's weights are kept; the eval split
+is only the Evaluator's.
 
 Under a multi-worker ``TF_CONFIG`` the model is built under MultiWorkerMirroredStrategy,
 each worker trains on its shard of the train split (``file`` or ``data`` as
@@ -113,10 +114,10 @@ def tuned(settings: SessionTrainerSettings, hyperparameters: Optional[Mapping[st
 
 def build_model(settings: SessionTrainerSettings, mask: Sequence[bool]) -> drnn.SessionModel:
     """The configured family over the catalogue ids (``mask``: which are items), compiled."""
-    from feedrank.sessions import gru4rec
+    from feedrank.sessions import gru4rec, sasrec
 
     family = settings.family_settings(num_pages=len(mask), num_items=len(mask))
-    builder = drnn.build if settings.model == "drnn" else gru4rec.build
+    builder = {"drnn": drnn.build, "gru4rec": gru4rec.build, "sasrec": sasrec.build}[settings.model]
     return builder(family, list(mask), settings.next_weight)
 
 

@@ -51,9 +51,9 @@ DEADLINE_S = 420   # per cluster; a healthy two-worker run takes a fraction of i
 DIN = {"model": "din", "epochs": 2, "batch_size": 256, "learning_rate": 0.005, "mlp_units": [16],
        "activation": "relu", "attention_units": [8], "calibration": "none", "code_version": "test",
        "match_features": False, "embedding_dims": {"item": 8, "category": 4, "region": 4, "token": 4}}
-DRNN = {"model": "drnn", "epochs": 5, "batch_size": 128,
+DRNN = {"model": "drnn", "epochs": 5, "batch_size": 128, "patience": 0,
         "drnn": {"width": 3, "length": 2, "height": 1, "units": 16, "cell": "gru", "page_dim": 8, "fnn_dim": 8,
-                 "fnn_units": [16], "softmax": "full", "learning_rate": 0.01}}
+                 "fnn_units": [16], "learning_rate": 0.01}}
 
 
 def records(pattern):

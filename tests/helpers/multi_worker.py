@@ -48,6 +48,7 @@ def session_data(out_dir: str, train_shards: int = 2, users: int = 300, days: in
     samples = os.path.join(out_dir, "samples")
     beam_samples.run(shop, samples, beam_samples.SampleSettings(eval_days=2, max_purchase_history=10))
     transformed, graph = transform_splits(samples, os.path.join(out_dir, "tft"), make_schema(),
-                                          lambda inputs: preprocessing_fn(inputs, SESSION_TRANSFORM),
+                                          lambda inputs: preprocessing_fn(inputs, {**SESSION_TRANSFORM,
+                                                                                   "catalogue": shop}),
                                           ("train", "eval"), {"train": train_shards})
     return {"samples": samples, "transformed": transformed, "graph": graph}

@@ -24,18 +24,17 @@ NAME = "session"
 T0 = 1_750_000_000
 PAGES = ["x0"] + [f"c{i}" for i in range(6)] + [f"i{i:03d}" for i in range(30)]
 ITEMS = [f"i{i:03d}" for i in range(30)]
-TINY_DRNN = {"width": 3, "length": 2, "units": 16, "page_dim": 8, "fnn_dim": 8, "fnn_units": [16],
-             "softmax": "full", "height": 1}
+TINY_DRNN = {"width": 3, "length": 2, "units": 16, "page_dim": 8, "fnn_dim": 8, "fnn_units": [16], "height": 1}
 
 
 # --------------------------------------------------------------------------- the model
 def build_raw_model(path: str):
     """The tiny DRNN (`TINY_DRNN`, random weights) in the endpoint's raw-id form, top-`K`:
-    ``(keras model, page vocabulary, item vocabulary)``."""
+    ``(keras model, catalogue vocabulary, item mask)``."""
     return random_model.export_random_raw(path, PAGES, ITEMS, TINY_DRNN, k=K)
 
 
-def offline_top_k(model, page_vocab, item_vocab, events: List[sessionize.Event], k: int = K):
+def offline_top_k(model, vocab, item_mask, events: List[sessionize.Event], k: int = K):
     """The offline answer after every event of a user's events: the sessions
     (`sessionize.split_sessions`), the purchase history of the earlier sessions
     (`samples.user_samples`' rule), the session's page views so far with their
@@ -60,9 +59,9 @@ def offline_top_k(model, page_vocab, item_vocab, events: List[sessionize.Event],
                          SF.PURCHASE_HISTORY: list(history[-SF.DEFAULT_MAX_PURCHASE_HISTORY:]),
                          SF.LABEL_ITEMS: [ITEMS[0]]})
         history += [e.item_id for e in part if e.event == contract.PURCHASE]
-    x, _, _ = drnn.from_samples(rows, page_vocab, item_vocab)
+    x, _, _, _ = drnn.from_samples(rows, vocab, item_mask=item_mask)
     out = export.top_k(model, x, k)
-    names = np.asarray([""] + ITEMS)
+    names = np.asarray([""] + list(vocab) + [""])
     return [(list(names[r]), list(s)) for r, s in zip(out["items"].numpy(), out["scores"].numpy())]
 
 

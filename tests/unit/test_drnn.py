@@ -310,3 +310,23 @@ def test_cells_and_fnn_inputs_build_and_score(sessions):
         out = m(x)[drnn.CART].numpy()
         assert out.shape == (4, NUM_IDS) and np.isfinite(out).all() and (out[:, 0] < -1e8).all()
     assert drnn.USER_ID in m.input_names_used
+
+
+def test_sasrec_reads_recent_pages_by_position_whatever_the_padding():
+    from feedrank.sessions import sasrec
+
+    m = sasrec.build({"num_pages": 12, "num_items": 12, "page_dim": 8, "blocks": 2, "heads": 2, "dropout": 0.0,
+                      "max_len": 3})
+    left = m({drnn.PAGES: np.array([[0, 0, 3, 4, 5], [0, 0, 0, 0, 7]], np.int64)})[drnn.CART].numpy()
+    short = m({drnn.PAGES: np.array([[3, 4, 5], [0, 0, 7]], np.int64)})[drnn.CART].numpy()
+    right = m({drnn.PAGES: np.array([[3, 4, 5, 0, 0]], np.int64)})[drnn.CART].numpy()
+    np.testing.assert_allclose(left, short, atol=1e-5)                    # positions count from the newest page
+    np.testing.assert_allclose(left[:1], right, atol=1e-5)
+    earlier = m({drnn.PAGES: np.array([[0, 0, 9, 4, 5]], np.int64)})[drnn.CART].numpy()
+    assert np.abs(earlier - left[:1]).max() > 1e-4                         # an earlier page within max_len matters
+    beyond = m({drnn.PAGES: np.array([[1, 2, 3, 4, 5]], np.int64)})[drnn.CART].numpy()
+    np.testing.assert_allclose(beyond, left[:1], atol=1e-5)              # pages beyond max_len are not read
+    pos, mask, last = sasrec.RecencyPositions(3)(tf.constant([[0, 6, 7, 8, 9]], tf.int64))
+    np.testing.assert_array_equal(pos.numpy(), [[0, 0, 3, 2, 1]])
+    np.testing.assert_array_equal(last.numpy(), [[False, False, False, False, True]])
+    np.testing.assert_array_equal(mask.numpy()[0, 3], [False, False, True, True, False])   # itself and earlier
