@@ -122,7 +122,23 @@ def summarise(runs: Dict[str, Dict[str, Dict[str, Any]]], trials: int) -> Dict[s
     ga, rnd = runs["ga"], runs["random"]
     out["ga_ge_random_seeds"] = int(sum(ga[s]["best_fitness"] >= rnd[s]["best_fitness"] for s in ga))
     out["ga_ge_random_mean"] = bool(out["ga"]["best_fitness_mean"] >= out["random"]["best_fitness_mean"])
+    for key in ("best_fitness", "eval_top10"):
+        out[f"ga_minus_random_{key}"] = paired_over_seeds([ga[s][key] - rnd[s][key] for s in ga])
     return out
+
+
+def paired_over_seeds(diffs: List[float], level: float = 0.95) -> Dict[str, Any]:
+    """Mean of the per-seed differences with its Student-t interval (the seed is the unit a search
+    is repeated over); ``ordered`` when the interval excludes 0."""
+    from scipy import stats
+
+    d = np.asarray(diffs, float)
+    if len(d) < 2:
+        return {"diffs": d.tolist(), "mean": float(d.mean()) if len(d) else None, "lo": None, "hi": None,
+                "ordered": False}
+    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return {"diffs": [round(float(v), 5) for v in d], "mean": float(d.mean()), "lo": float(d.mean() - half),
+            "hi": float(d.mean() + half), "ordered": bool(d.mean() - half > 0 or d.mean() + half < 0)}
 
 
 def plot(result: Dict[str, Any], path: str) -> None:

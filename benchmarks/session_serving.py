@@ -51,7 +51,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "benchmarks", "results", "session_serving.json")
 NAME = "session"
 DEMO_DRNN = {"width": 5, "length": 2, "height": 1, "units": 64, "cell": "gru", "page_dim": 32,
-             "fnn_units": [64], "softmax": "full"}
+             "fnn_units": [64]}
 T0 = 1_760_000_000
 
 

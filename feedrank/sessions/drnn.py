@@ -127,6 +127,12 @@ class SessionModel(keras.Model):
         x = self._select(inputs)
         return self.head(self.encoder(x, training=training), self.page_embedding.embeddings, x[PAGES])
 
+    def cart(self, inputs) -> tf.Tensor:
+        """The served output alone: the next add-to-cart's log-probabilities [B, num_pages]."""
+        x = self._select(inputs)
+        return self.head(self.encoder(x, training=False), self.page_embedding.embeddings, x[PAGES],
+                         tasks=(CART,))[CART]
+
 
 def compile_model(model: SessionModel, learning_rate: float, next_weight: float = 1.0) -> SessionModel:
     """Adam; softmax cross-entropy on both outputs (the next page's weighted by ``next_weight``;

@@ -59,7 +59,7 @@ def serving_spec() -> Dict[str, tf.TensorSpec]:
 
 def cart_probabilities(model: keras.Model, inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
     """[B, V] the next add-to-cart's probability of every catalogue id."""
-    out = model(inputs, training=False)
+    out = model.cart(inputs) if isinstance(model, drnn.SessionModel) else model(inputs, training=False)
     return tf.nn.softmax(out[drnn.CART] if isinstance(out, dict) else out, axis=-1)
 
 

@@ -211,12 +211,12 @@ class CatalogueHead(keras.layers.Layer):
                               for t in TASKS}
         super().build(input_shape)
 
-    def call(self, inputs, embeddings: tf.Tensor, pages: tf.Tensor):
+    def call(self, inputs, embeddings: tf.Tensor, pages: tf.Tensor, tasks: Sequence[str] = TASKS):
         xs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         x = tf.concat(xs, axis=-1) if len(xs) > 1 else xs[0]
         pages = tf.cast(pages, tf.int64)
         out = {}
-        for t in TASKS:
+        for t in tasks:
             allowed = self._allowed[t]
             logits = tf.matmul(tf.matmul(x, self.query[t]), embeddings, transpose_b=True) + self.bias[t]
             logits = tf.where(allowed[None, :], logits, _NEG)
