@@ -211,7 +211,8 @@ class CatalogueHead(keras.layers.Layer):
                               for t in TASKS}
         super().build(input_shape)
 
-    def call(self, inputs, embeddings: tf.Tensor, pages: tf.Tensor, tasks: Sequence[str] = TASKS):
+    def call(self, inputs, embeddings: tf.Tensor, pages: tf.Tensor, tasks: Sequence[str] | None = None):
+        tasks = tuple(tasks) if tasks else TASKS      # (Keras may pass an omitted argument as None)
         xs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         x = tf.concat(xs, axis=-1) if len(xs) > 1 else xs[0]
         pages = tf.cast(pages, tf.int64)
