@@ -19,7 +19,9 @@ most recent last).  The model predicts the item the shopper will buy:
 * two softmax outputs over the catalogue, tied to the page embeddings: the
   next add-to-cart (``cart``, the served one) and the next page (``next``),
   trained together (multi-task, ``next_weight``), each with a repeat path
-  that can re-pick a page of the session (RepeatNet, Ren et al. AAAI 2019).
+  that can re-pick a page of the session (RepeatNet, Ren et al. AAAI 2019);
+  for a large catalogue the training loss estimates the explore softmax on
+  sampled ids (``softmax: auto|sampled``), evaluation and serving use it whole.
 
 The model's inputs are `INPUTS` (`input_spec`); pages and items share one id
 space, the catalogue (`feedrank.sessions.catalogue`): 0 is padding and the
@@ -41,6 +43,7 @@ import tf_keras as keras
 from feedrank.sessions import features as SF
 from feedrank.sessions import layers as SL
 from feedrank.train import layers as TL
+from feedrank.train.distribute import global_mean
 from feedrank.typed import Checked, ConfigError, setting
 
 log = logging.getLogger(__name__)
@@ -59,13 +62,27 @@ def input_spec() -> Dict[str, tf.TensorSpec]:
             USER_ID: tf.TensorSpec([None], tf.string, USER_ID)}
 
 
+SOFTMAX_MODES = ("full", "sampled", "auto")
+
+
 class _Checked(Checked):
-    """A session model family's settings (checked on construction, `feedrank.typed.Checked`)."""
+    """A session model family's settings (checked on construction, `feedrank.typed.Checked`):
+    one id space, and the softmax rules the families share."""
 
     def check(self, where: str) -> None:
         if self.num_items != self.num_pages:
             raise ConfigError(f"{where}: pages and items share the catalogue's ids, so num_items must equal "
                               f"num_pages, got {self.num_items} and {self.num_pages}")
+        if self.softmax == "sampled" and not 0 < self.num_sampled < self.num_pages:
+            raise ConfigError(f"{where}.num_sampled must be in [1, num_pages) for the sampled softmax, got "
+                              f"{self.num_sampled} with num_pages={self.num_pages}")
+
+    @property
+    def sampled(self) -> int:
+        """The ids drawn per training step for the sampled softmax (0: the full softmax)."""
+        use = self.softmax == "sampled" or (self.softmax == "auto" and self.num_pages > self.sampled_above
+                                             and self.num_sampled < self.num_pages)
+        return int(self.num_sampled) if use else 0
 
 
 @dataclasses.dataclass
@@ -90,6 +107,9 @@ class DrnnSettings(_Checked):
     user_buckets: int = setting(0, min=0)      # > 0: a hashed user-id embedding joins the FNN
     dropout: float = setting(0.0, min=0.0, below=1.0)
     repeat: bool = True                        # the repeat (copy) path over the session's pages
+    softmax: str = setting("auto", choices=SOFTMAX_MODES)   # training; evaluation and serving: full
+    num_sampled: int = setting(1024, min=1)
+    sampled_above: int = setting(20000, min=1)  # auto: sampled when the catalogue has more ids
     learning_rate: float = setting(1e-3, above=0.0)
 
     def check(self, where: str) -> None:
@@ -107,9 +127,10 @@ class SessionModel(keras.Model):
     log-probabilities [B, num_pages], tied to the encoder's ``page_embedding``.  Input keys
     the encoder does not use are ignored."""
 
-    def __init__(self, encoder: keras.Model, head: SL.CatalogueHead, **kwargs):
+    def __init__(self, encoder: keras.Model, head: SL.CatalogueHead, num_sampled: int = 0, **kwargs):
         super().__init__(**kwargs)
-        self.encoder, self.head = encoder, head
+        self.encoder, self.head, self.num_sampled = encoder, head, int(num_sampled)
+        self.next_weight = 1.0
         self.input_names_used = [i.name for i in encoder.inputs]
         if PAGES not in self.input_names_used:
             raise ValueError(f"{encoder.name} must read {PAGES!r} (the head's repeat path and tied embeddings)")
@@ -127,6 +148,31 @@ class SessionModel(keras.Model):
         x = self._select(inputs)
         return self.head(self.encoder(x, training=training), self.page_embedding.embeddings, x[PAGES])
 
+    def train_step(self, data):
+        """With ``num_sampled`` > 0: both tasks' sampled-softmax loss (`layers.CatalogueHead.
+        sampled_log_prob`), each the weighted mean over the global batch's rows; else Keras's."""
+        if not self.num_sampled:
+            return super().train_step(data)
+        x, y, w = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            sel = self._select(x)
+            branches = self.encoder(sel, training=True)
+            loss = tf.constant(0.0)
+            for task, weight in ((CART, 1.0), (NEXT, self.next_weight)):
+                if weight == 0:
+                    continue
+                lp = self.head.sampled_log_prob(branches, self.page_embedding.embeddings, sel[PAGES], task, y[task],
+                                                self.num_sampled)
+                rows = tf.ones_like(lp) if w is None else tf.cast(w[task], lp.dtype)
+                loss += weight * global_mean(-rows * lp)
+            if self.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)   # logged: the global mean
+        return {"loss": loss}
+
     def cart(self, inputs) -> tf.Tensor:
         """The served output alone: the next add-to-cart's log-probabilities [B, num_pages]."""
         x = self._select(inputs)
@@ -137,6 +183,7 @@ class SessionModel(keras.Model):
 def compile_model(model: SessionModel, learning_rate: float, next_weight: float = 1.0) -> SessionModel:
     """Adam; softmax cross-entropy on both outputs (the next page's weighted by ``next_weight``;
     rows without a target carry sample weight 0); top-1/top-10 accuracy of the add-to-cart."""
+    model.next_weight = float(next_weight)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss={CART: ce, NEXT: ce},
                   loss_weights={CART: 1.0, NEXT: float(next_weight)},
@@ -200,9 +247,10 @@ def build(settings: DrnnSettings | Mapping[str, Any], item_mask: Sequence[bool] 
     encoder = keras.Model(inputs=inputs, outputs=branches, name="drnn_encoder")
     head = SL.CatalogueHead(s.num_pages, s.page_dim, item_mask or default_item_mask(s.num_pages), s.repeat,
                             name="catalogue")
-    model = SessionModel(encoder, head, name="drnn")
-    log.info("DRNN: k=%d L=%d height=%d units=%d cell=%s history=%s fnn=%s repeat=%s over %d catalogue ids",
-             s.width, s.length, s.height, s.units, s.cell, s.use_history, s.use_fnn, s.repeat, s.num_pages)
+    model = SessionModel(encoder, head, s.sampled, name="drnn")
+    log.info("DRNN: k=%d L=%d height=%d units=%d cell=%s history=%s fnn=%s repeat=%s over %d catalogue ids (%s)",
+             s.width, s.length, s.height, s.units, s.cell, s.use_history, s.use_fnn, s.repeat, s.num_pages,
+             f"sampled softmax, {s.sampled} ids" if s.sampled else "full softmax")
     return compile_model(model, s.learning_rate, next_weight)
 
 

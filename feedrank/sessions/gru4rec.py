@@ -40,6 +40,9 @@ class Gru4recSettings(drnn._Checked):
     page_dim: int = setting(32, min=1)
     dropout: float = setting(0.0, min=0.0, below=1.0)
     repeat: bool = False
+    softmax: str = setting("auto", choices=drnn.SOFTMAX_MODES)
+    num_sampled: int = setting(1024, min=1)
+    sampled_above: int = setting(20000, min=1)
     learning_rate: float = setting(1e-3, above=0.0)
 
 
@@ -55,6 +58,6 @@ def build(settings: Gru4recSettings | Mapping[str, Any], item_mask: Optional[Seq
     encoder = keras.Model(inputs=[pages], outputs=[state], name="gru4rec_encoder")
     head = SL.CatalogueHead(s.num_pages, s.page_dim, item_mask or drnn.default_item_mask(s.num_pages), s.repeat,
                             name="catalogue")
-    model = drnn.SessionModel(encoder, head, name="gru4rec")
+    model = drnn.SessionModel(encoder, head, s.sampled, name="gru4rec")
     log.info("GRU4Rec baseline: %d units, repeat=%s over %d catalogue ids", s.units, s.repeat, s.num_pages)
     return drnn.compile_model(model, s.learning_rate, next_weight)

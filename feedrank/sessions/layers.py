@@ -211,10 +211,28 @@ class CatalogueHead(keras.layers.Layer):
                               for t in TASKS}
         super().build(input_shape)
 
+    def _x(self, inputs) -> tf.Tensor:
+        xs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        return tf.concat(xs, axis=-1) if len(xs) > 1 else xs[0]
+
+    def _repeat(self, t: str, x: tf.Tensor, embeddings: tf.Tensor, pages: tf.Tensor):
+        """(attention [B, T] over the session's pages the task can name, gate g [B, 1])."""
+        ok = tf.logical_and(tf.gather(self._allowed[t], pages), pages > 0)                  # [B, T]
+        score = tf.einsum("bd,btd->bt", tf.matmul(x, self.repeat_query[t]), tf.gather(embeddings, pages))
+        attn = tf.nn.softmax(tf.where(ok, score, _NEG), axis=1) * tf.cast(ok, score.dtype)
+        any_ok = tf.cast(tf.reduce_any(ok, axis=1, keepdims=True), x.dtype)
+        return attn, tf.sigmoid(tf.matmul(x, self.gate[t]) + self.gate_bias[t]) * any_ok
+
+    @staticmethod
+    def _mix(g: tf.Tensor, log_explore: tf.Tensor, p_repeat: tf.Tensor) -> tf.Tensor:
+        """log(g p_repeat + (1 - g) exp(log_explore)), stably."""
+        explore = tf.math.log1p(-tf.minimum(g, 1 - 1e-6)) + log_explore
+        again = tf.math.log(tf.maximum(g, 1e-30)) + tf.math.log(tf.maximum(p_repeat, 1e-30))
+        return tf.reduce_logsumexp(tf.stack([explore, again]), axis=0)
+
     def call(self, inputs, embeddings: tf.Tensor, pages: tf.Tensor, tasks: Sequence[str] | None = None):
         tasks = tuple(tasks) if tasks else TASKS      # (Keras may pass an omitted argument as None)
-        xs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        x = tf.concat(xs, axis=-1) if len(xs) > 1 else xs[0]
+        x = self._x(inputs)
         pages = tf.cast(pages, tf.int64)
         out = {}
         for t in tasks:
@@ -224,20 +242,37 @@ class CatalogueHead(keras.layers.Layer):
             if not self.repeat:
                 out[t] = logits
                 continue
-            ok = tf.logical_and(tf.gather(allowed, pages), pages > 0)                  # [B, T]
-            score = tf.einsum("bd,btd->bt", tf.matmul(x, self.repeat_query[t]), tf.gather(embeddings, pages))
-            attn = tf.nn.softmax(tf.where(ok, score, _NEG), axis=1) * tf.cast(ok, score.dtype)
+            attn, g = self._repeat(t, x, embeddings, pages)
             batch = tf.shape(pages, out_type=tf.int64)
             rows = tf.broadcast_to(tf.range(batch[0])[:, None], batch)
             p_rep = tf.scatter_nd(tf.reshape(tf.stack([rows, pages], -1), [-1, 2]), tf.reshape(attn, [-1]),
                                   tf.stack([batch[0], tf.constant(self.num_pages, tf.int64)]))
-            any_ok = tf.cast(tf.reduce_any(ok, axis=1, keepdims=True), x.dtype)
-            g = tf.sigmoid(tf.matmul(x, self.gate[t]) + self.gate_bias[t]) * any_ok                # [B, 1]
-            explore = tf.math.log1p(-tf.minimum(g, 1 - 1e-6)) + tf.nn.log_softmax(logits, axis=-1)
-            again = tf.math.log(tf.maximum(g, 1e-30)) + tf.math.log(tf.maximum(p_rep, 1e-30))
-            mixed = tf.reduce_logsumexp(tf.stack([explore, again]), axis=0)
+            mixed = self._mix(g[:, :1], tf.nn.log_softmax(logits, axis=-1), p_rep)
             out[t] = tf.where(allowed[None, :], mixed, _NEG)
         return out
+
+    def sampled_log_prob(self, inputs, embeddings: tf.Tensor, pages: tf.Tensor, task: str, targets: tf.Tensor,
+                         num_sampled: int) -> tf.Tensor:
+        """[B] the task's log-probability of ``targets`` with the explore softmax estimated on
+        ``num_sampled`` ids drawn uniformly from the catalogue (sampled softmax, Jean et al.
+        ACL 2015; the uniform proposal's correction is a constant and cancels), the repeat path
+        exact.  A drawn id equal to the row's target, or one the task cannot name, is left out."""
+        x = self._x(inputs)
+        pages, targets = tf.cast(pages, tf.int64), tf.cast(targets, tf.int64)
+        q = tf.matmul(x, self.query[task])                                                   # [B, D]
+        target_logit = tf.reduce_sum(q * tf.gather(embeddings, targets), -1) + tf.gather(self.bias[task], targets)
+        drawn, _, _ = tf.random.uniform_candidate_sampler(
+            tf.reshape(targets, [-1, 1]), 1, num_sampled, True, self.num_pages)
+        logits = tf.matmul(q, tf.gather(embeddings, drawn), transpose_b=True) + tf.gather(self.bias[task], drawn)
+        keep = tf.logical_and(tf.gather(self._allowed[task], drawn)[None, :],
+                              tf.not_equal(drawn[None, :], targets[:, None]))
+        logits = tf.where(keep, logits, _NEG)
+        log_explore = target_logit - tf.reduce_logsumexp(tf.concat([target_logit[:, None], logits], 1), axis=1)
+        if not self.repeat:
+            return log_explore
+        attn, g = self._repeat(task, x, embeddings, pages)
+        p_target = tf.reduce_sum(attn * tf.cast(tf.equal(pages, targets[:, None]), attn.dtype), axis=1)
+        return self._mix(g[:, 0], log_explore, p_target)
 
     def get_config(self):
         return {**super().get_config(), "num_pages": self.num_pages, "dim": self.dim, "item_mask": self.item_mask,

@@ -45,6 +45,9 @@ class SasrecSettings(drnn._Checked):
     max_len: int = setting(50, min=1)
     dropout: float = setting(0.2, min=0.0, below=1.0)
     repeat: bool = False
+    softmax: str = setting("auto", choices=drnn.SOFTMAX_MODES)
+    num_sampled: int = setting(1024, min=1)
+    sampled_above: int = setting(20000, min=1)
     learning_rate: float = setting(1e-3, above=0.0)
 
 
@@ -96,7 +99,7 @@ def build(settings: SasrecSettings | Mapping[str, Any], item_mask: Optional[Sequ
     encoder = keras.Model(inputs=[pages], outputs=[state], name="sasrec_encoder")
     head = SL.CatalogueHead(s.num_pages, s.page_dim, item_mask or drnn.default_item_mask(s.num_pages), s.repeat,
                             name="catalogue")
-    model = drnn.SessionModel(encoder, head, name="sasrec")
+    model = drnn.SessionModel(encoder, head, s.sampled, name="sasrec")
     log.info("SASRec baseline: %d blocks, %d heads, dim %d, repeat=%s over %d catalogue ids", s.blocks, s.heads,
              s.page_dim, s.repeat, s.num_pages)
     return drnn.compile_model(model, s.learning_rate, next_weight)

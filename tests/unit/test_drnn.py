@@ -75,8 +75,10 @@ def test_settings_are_checked_with_clear_errors():
         drnn.DrnnSettings.from_mapping({"cell": "transformer"})
     with pytest.raises(ConfigError, match=r"num_items must equal num_pages, got 50 and 60"):
         drnn.DrnnSettings(num_items=50, num_pages=60)
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['softmax'\]"):
-        drnn.DrnnSettings.from_mapping({"softmax": "sampled"})
+    with pytest.raises(ConfigError, match=r"num_sampled must be in \[1, num_pages\)"):
+        drnn.DrnnSettings(num_items=50, num_pages=50, softmax="sampled", num_sampled=50)
+    assert drnn.DrnnSettings(num_items=30001, num_pages=30001).sampled == 1024       # auto: a large catalogue
+    assert drnn.DrnnSettings(num_items=500, num_pages=500).sampled == 0
 
 
 def test_recent_pages_right_aligns_the_last_k_real_pages():
@@ -330,3 +332,30 @@ def test_sasrec_reads_recent_pages_by_position_whatever_the_padding():
     np.testing.assert_array_equal(pos.numpy(), [[0, 0, 3, 2, 1]])
     np.testing.assert_array_equal(last.numpy(), [[False, False, False, False, True]])
     np.testing.assert_array_equal(mask.numpy()[0, 3], [False, False, True, True, False])   # itself and earlier
+
+
+def test_sampled_log_prob_is_exact_when_every_id_is_drawn_and_trains():
+    rng = np.random.default_rng(5)
+    emb = tf.constant(rng.normal(size=(6, 2)).astype(np.float32))
+    mask = [False, True, False, True, True, False]
+    x, pages = tf.constant(rng.normal(size=(2, 3)).astype(np.float32)), tf.constant([[0, 2, 3, 3, 5], [1, 4, 0, 0, 2]])
+    for repeat in (False, True):
+        head = SL.CatalogueHead(6, 2, mask, repeat=repeat)
+        full = head([x], emb, pages)
+        for task, targets in ((drnn.CART, [3, 4]), (drnn.NEXT, [2, 1])):
+            got = head.sampled_log_prob([x], emb, pages, task, tf.constant(targets), 6).numpy()
+            want = full[task].numpy()[[0, 1], targets]
+            if not repeat:                                   # logits: the log-softmax over the allowed ids
+                want = want - np.log(np.exp(full[task].numpy()).sum(axis=1))
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_sampled_softmax_trains(sessions):
+    x, y, w = sessions
+    tf.keras.utils.set_random_seed(1)
+    m = drnn.build({**TINY, "softmax": "sampled", "num_sampled": 12}, ITEM_MASK)
+    assert m.num_sampled == 12
+    before = m.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)     # evaluation: the full softmax
+    m.fit(x, y, sample_weight=w, epochs=8, batch_size=32, verbose=0)
+    after = m.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
+    assert after["cart_loss"] < before["cart_loss"] - 0.3, (before, after)
