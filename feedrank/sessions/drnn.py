@@ -65,9 +65,16 @@ def input_spec() -> Dict[str, tf.TensorSpec]:
 SOFTMAX_MODES = ("full", "sampled", "auto")
 
 
+@dataclasses.dataclass
 class _Checked(Checked):
-    """A session model family's settings (checked on construction, `feedrank.typed.Checked`):
+    """The settings every session family has (checked on construction, `feedrank.typed.Checked`):
     one id space, and the softmax rules the families share."""
+    num_pages: int = setting(1000, min=3)      # catalogue ids: 0 padding, the last out of vocabulary
+    num_items: int = setting(1000, min=3)      # the same id space (== num_pages)
+    softmax: str = setting("auto", choices=SOFTMAX_MODES)   # training; evaluation and serving: full
+    num_sampled: int = setting(1024, min=1)
+    sampled_above: int = setting(20000, min=1)  # auto: sampled when the catalogue has more ids
+    learning_rate: float = setting(1e-3, above=0.0)
 
     def check(self, where: str) -> None:
         if self.num_items != self.num_pages:
@@ -89,8 +96,6 @@ class _Checked(Checked):
 class DrnnSettings(_Checked):
     """The DRNN's architecture and training settings (docs/drnn.md)."""
     SECTION = "drnn"
-    num_pages: int = setting(1000, min=3)      # catalogue ids: 0 padding, the last out of vocabulary
-    num_items: int = setting(1000, min=3)      # the same id space (== num_pages)
     width: int = setting(5, min=1)             # k: page states
     length: int = setting(2, min=1)            # L: stacked recurrent layers
     height: int = setting(0, min=0)            # shortcuts from the layers below the top (< length)
@@ -107,10 +112,6 @@ class DrnnSettings(_Checked):
     user_buckets: int = setting(0, min=0)      # > 0: a hashed user-id embedding joins the FNN
     dropout: float = setting(0.0, min=0.0, below=1.0)
     repeat: bool = True                        # the repeat (copy) path over the session's pages
-    softmax: str = setting("auto", choices=SOFTMAX_MODES)   # training; evaluation and serving: full
-    num_sampled: int = setting(1024, min=1)
-    sampled_above: int = setting(20000, min=1)  # auto: sampled when the catalogue has more ids
-    learning_rate: float = setting(1e-3, above=0.0)
 
     def check(self, where: str) -> None:
         super().check(where)

@@ -34,16 +34,10 @@ log = logging.getLogger(__name__)
 class Gru4recSettings(drnn._Checked):
     """The single-GRU baseline's settings."""
     SECTION = "gru4rec"
-    num_pages: int = setting(1000, min=3)
-    num_items: int = setting(1000, min=3)
     units: int = setting(100, min=1)
     page_dim: int = setting(32, min=1)
     dropout: float = setting(0.0, min=0.0, below=1.0)
     repeat: bool = False
-    softmax: str = setting("auto", choices=drnn.SOFTMAX_MODES)
-    num_sampled: int = setting(1024, min=1)
-    sampled_above: int = setting(20000, min=1)
-    learning_rate: float = setting(1e-3, above=0.0)
 
 
 def build(settings: Gru4recSettings | Mapping[str, Any], item_mask: Optional[Sequence[bool]] = None,

@@ -37,18 +37,12 @@ log = logging.getLogger(__name__)
 class SasrecSettings(drnn._Checked):
     """The self-attention baseline's settings."""
     SECTION = "sasrec"
-    num_pages: int = setting(1000, min=3)
-    num_items: int = setting(1000, min=3)
     page_dim: int = setting(32, min=2)
     blocks: int = setting(2, min=1)
     heads: int = setting(1, min=1)
     max_len: int = setting(50, min=1)
     dropout: float = setting(0.2, min=0.0, below=1.0)
     repeat: bool = False
-    softmax: str = setting("auto", choices=drnn.SOFTMAX_MODES)
-    num_sampled: int = setting(1024, min=1)
-    sampled_above: int = setting(20000, min=1)
-    learning_rate: float = setting(1e-3, above=0.0)
 
 
 @keras.utils.register_keras_serializable(package="feedrank")

@@ -132,23 +132,28 @@ def convert(out_dir: str, source: Optional[str] = None) -> Dict[str, int]:
     return counts
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m feedrank.events.public.movielens",
-                                description="Converts MovieLens 100K (shipped by PyPI's recbole==1.2.1) "
-                                            "into the event contract: ratings as impressions, 4+ stars as "
-                                            "clicks (docs/public_logs.md).")
-    p.add_argument("--out", default="data/ml100k", help="output directory (default: data/ml100k)")
+def run_cli(argv: Optional[List[str]], prog: str, description: str, default_out: str, convert_fn) -> int:
+    """A converter's command line: ``--out``, ``--source``; prints the counts ``convert_fn(out,
+    source)`` returns, or one line and status 2 when the data is missing."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--out", default=default_out, help=f"output directory (default: {default_out})")
     p.add_argument("--source", default=None, help="an ml-100k folder of RecBole atomic files "
                                                   "(default: the installed recbole's)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        counts = convert(args.out, args.source)
+        counts = convert_fn(args.out, args.source)
     except (MissingDataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(", ".join(f"{v:,} {k}" for k, v in counts.items()) + f" -> {args.out}")
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli(argv, "python -m feedrank.events.public.movielens",
+                   "Converts MovieLens 100K (shipped by PyPI's recbole==1.2.1) into the event contract: ratings "
+                   "as impressions, 4+ stars as clicks (docs/public_logs.md).", "data/ml100k", convert)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ Run:  python -m feedrank.events.public.movielens_shop --out data/ml100k_shop
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -156,22 +155,10 @@ def convert(out_dir: str, source: Optional[str] = None) -> Dict[str, int]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """The command line: converts, prints a one-line summary; 2 when the data is missing."""
-    p = argparse.ArgumentParser(prog="python -m feedrank.events.public.movielens_shop",
-                                description="Converts MovieLens 100K (shipped by PyPI's recbole==1.2.1) into "
-                                            "a shop log: ratings as page views, each 30-minute session's "
-                                            "last 4+ star rating as an add-to-cart (docs/public_logs.md).")
-    p.add_argument("--out", default="data/ml100k_shop", help="output directory (default: data/ml100k_shop)")
-    p.add_argument("--source", default=None, help="an ml-100k folder of RecBole atomic files "
-                                                  "(default: the installed recbole's)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        c = convert(args.out, args.source)
-    except (movielens.MissingDataError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(", ".join(f"{v:,} {k}" for k, v in c.items()) + f" -> {args.out}")
-    return 0
+    return movielens.run_cli(argv, "python -m feedrank.events.public.movielens_shop",
+                             "Converts MovieLens 100K (shipped by PyPI's recbole==1.2.1) into a shop log: ratings "
+                             "as page views, each 30-minute session's last 4+ star rating as an add-to-cart "
+                             "(docs/public_logs.md).", "data/ml100k_shop", convert)
 
 
 if __name__ == "__main__":
