@@ -136,7 +136,9 @@ def run_log(name: str, args) -> Dict[str, Any]:
     targets = ev_y[drnn.CART]
     keep = mask[targets]                                   # add-to-carts of a catalogue item
     ev_x, targets, ev_rows = {k: v[keep] for k, v in ev_x.items()}, targets[keep], ev_rows[keep]
-    starts = np.asarray([eval_full[r][SF.PATH_START] for r in ev_rows], np.int64)
+    # the path start within the pages kept (the last max_pages of the prefix)
+    starts = np.asarray([max(0, eval_full[r][SF.PATH_START] - max(0, eval_full[r][SF.PREFIX_LEN] - args.max_pages))
+                         for r in ev_rows], np.int64)
     log.info("%s: %d fit rows, %d val rows, %d eval add-to-carts, %d catalogue ids", name, len(fit[3]),
              len(val[3]), len(targets), len(mask))
     scorers: Dict[str, R.Scorer] = {}
