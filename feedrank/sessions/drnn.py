@@ -147,7 +147,8 @@ class SessionModel(keras.Model):
 
     def call(self, inputs, training=None):
         x = self._select(inputs)
-        return self.head(self.encoder(x, training=training), self.page_embedding.embeddings, x[PAGES])
+        return self.head(self.encoder(x, training=training), self.page_embedding.embeddings, x[PAGES],
+                         dwell=_dwell(inputs))
 
     def train_step(self, data):
         """With ``num_sampled`` > 0: both tasks' sampled-softmax loss (`layers.CatalogueHead.
@@ -163,7 +164,7 @@ class SessionModel(keras.Model):
                 if weight == 0:
                     continue
                 lp = self.head.sampled_log_prob(branches, self.page_embedding.embeddings, sel[PAGES], task, y[task],
-                                                self.num_sampled)
+                                                self.num_sampled, _dwell(x))
                 rows = tf.ones_like(lp) if w is None else tf.cast(w[task], lp.dtype)
                 loss += weight * global_mean(-rows * lp)
             if self.losses:
@@ -178,7 +179,12 @@ class SessionModel(keras.Model):
         """The served output alone: the next add-to-cart's log-probabilities [B, num_pages]."""
         x = self._select(inputs)
         return self.head(self.encoder(x, training=False), self.page_embedding.embeddings, x[PAGES],
-                         tasks=(CART,))[CART]
+                         tasks=(CART,), dwell=_dwell(inputs))[CART]
+
+
+def _dwell(inputs: Mapping[str, Any]) -> Any:
+    """The pages' dwell when the request has it (the head's repeat path reads it), else None."""
+    return inputs.get(DWELL) if hasattr(inputs, "get") else None
 
 
 def compile_model(model: SessionModel, learning_rate: float, next_weight: float = 1.0) -> SessionModel:

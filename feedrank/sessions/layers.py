@@ -18,7 +18,7 @@ derives its own mask from the ids.  Layers are registered as
 from __future__ import annotations
 
 import logging
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras as keras
@@ -159,6 +159,7 @@ class DeepRecurrence(keras.layers.Layer):
 
 CART, NEXT = "cart", "next"
 TASKS = (CART, NEXT)
+MAX_AGE = 20          # the repeat path's age biases: pages 0..19 back, and one for all older
 _NEG = -1e9
 
 
@@ -172,7 +173,10 @@ class CatalogueHead(keras.layers.Layer):
 
     * explore: logits ``e_t = (x Q_t) E^T + c_t`` over the catalogue;
     * repeat (RepeatNet, Ren et al. AAAI 2019, ``repeat=True``): attention over the session's
-      own pages ``a_tj = softmax_j((x R_t) . E[page_j])``, ``p_rep(v) = sum_{j: page_j = v} a_tj``,
+      own pages ``a_tj = softmax_j((x R_t) . E[page_j] + u_t[age_j] + v_t log(1 + dwell_j))``
+      (age 0 the most recent page, ages from ``MAX_AGE`` on share one bias; the learned age
+      biases u_t let it weigh recency as the recently-viewed heuristic does),
+      ``p_rep(v) = sum_{j: page_j = v} a_tj``,
       mixed in by a gate ``g_t = sigmoid(x w_t + b_t)`` (0 when the session shows no page the task
       can name): ``p_t = g_t p_rep + (1 - g_t) softmax(e_t)``.
 
@@ -209,16 +213,25 @@ class CatalogueHead(keras.layers.Layer):
             self.gate = {t: self.add_weight(name=f"{t}_gate", shape=(d, 1), initializer="zeros") for t in TASKS}
             self.gate_bias = {t: self.add_weight(name=f"{t}_gate_bias", shape=(1,), initializer="zeros")
                               for t in TASKS}
+            self.age_bias = {t: self.add_weight(name=f"{t}_age_bias", shape=(MAX_AGE + 1,), initializer="zeros")
+                             for t in TASKS}
+            self.dwell_weight = {t: self.add_weight(name=f"{t}_dwell_weight", shape=(), initializer="zeros")
+                                 for t in TASKS}
         super().build(input_shape)
 
     def _x(self, inputs) -> tf.Tensor:
         xs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         return tf.concat(xs, axis=-1) if len(xs) > 1 else xs[0]
 
-    def _repeat(self, t: str, x: tf.Tensor, embeddings: tf.Tensor, pages: tf.Tensor):
+    def _repeat(self, t: str, x: tf.Tensor, embeddings: tf.Tensor, pages: tf.Tensor, dwell: Optional[tf.Tensor]):
         """(attention [B, T] over the session's pages the task can name, gate g [B, 1])."""
         ok = tf.logical_and(tf.gather(self._allowed[t], pages), pages > 0)                  # [B, T]
+        real = tf.cast(pages > 0, tf.int32)
+        age = tf.minimum(tf.cumsum(real, axis=1, reverse=True) * real - 1, MAX_AGE)        # 0: the newest page
         score = tf.einsum("bd,btd->bt", tf.matmul(x, self.repeat_query[t]), tf.gather(embeddings, pages))
+        score += tf.gather(self.age_bias[t], tf.maximum(age, 0))
+        if dwell is not None:
+            score += self.dwell_weight[t] * tf.math.log1p(tf.maximum(tf.cast(dwell, score.dtype), 0.0))
         attn = tf.nn.softmax(tf.where(ok, score, _NEG), axis=1) * tf.cast(ok, score.dtype)
         any_ok = tf.cast(tf.reduce_any(ok, axis=1, keepdims=True), x.dtype)
         return attn, tf.sigmoid(tf.matmul(x, self.gate[t]) + self.gate_bias[t]) * any_ok
@@ -230,7 +243,8 @@ class CatalogueHead(keras.layers.Layer):
         again = tf.math.log(tf.maximum(g, 1e-30)) + tf.math.log(tf.maximum(p_repeat, 1e-30))
         return tf.reduce_logsumexp(tf.stack([explore, again]), axis=0)
 
-    def call(self, inputs, embeddings: tf.Tensor, pages: tf.Tensor, tasks: Sequence[str] | None = None):
+    def call(self, inputs, embeddings: tf.Tensor, pages: tf.Tensor, tasks: Sequence[str] | None = None,
+             dwell: Optional[tf.Tensor] = None):
         tasks = tuple(tasks) if tasks else TASKS      # (Keras may pass an omitted argument as None)
         x = self._x(inputs)
         pages = tf.cast(pages, tf.int64)
@@ -242,7 +256,7 @@ class CatalogueHead(keras.layers.Layer):
             if not self.repeat:
                 out[t] = logits
                 continue
-            attn, g = self._repeat(t, x, embeddings, pages)
+            attn, g = self._repeat(t, x, embeddings, pages, dwell)
             batch = tf.shape(pages, out_type=tf.int64)
             rows = tf.broadcast_to(tf.range(batch[0])[:, None], batch)
             p_rep = tf.scatter_nd(tf.reshape(tf.stack([rows, pages], -1), [-1, 2]), tf.reshape(attn, [-1]),
@@ -252,7 +266,7 @@ class CatalogueHead(keras.layers.Layer):
         return out
 
     def sampled_log_prob(self, inputs, embeddings: tf.Tensor, pages: tf.Tensor, task: str, targets: tf.Tensor,
-                         num_sampled: int) -> tf.Tensor:
+                         num_sampled: int, dwell: Optional[tf.Tensor] = None) -> tf.Tensor:
         """[B] the task's log-probability of ``targets`` with the explore softmax estimated on
         ``num_sampled`` ids drawn uniformly from the catalogue (sampled softmax, Jean et al.
         ACL 2015; the uniform proposal's correction is a constant and cancels), the repeat path
@@ -270,7 +284,7 @@ class CatalogueHead(keras.layers.Layer):
         log_explore = target_logit - tf.reduce_logsumexp(tf.concat([target_logit[:, None], logits], 1), axis=1)
         if not self.repeat:
             return log_explore
-        attn, g = self._repeat(task, x, embeddings, pages)
+        attn, g = self._repeat(task, x, embeddings, pages, dwell)
         p_target = tf.reduce_sum(attn * tf.cast(tf.equal(pages, targets[:, None]), attn.dtype), axis=1)
         return self._mix(g[:, 0], log_explore, p_target)
 

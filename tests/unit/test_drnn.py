@@ -359,3 +359,21 @@ def test_the_sampled_softmax_trains(sessions):
     m.fit(x, y, sample_weight=w, epochs=8, batch_size=32, verbose=0)
     after = m.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
     assert after["cart_loss"] < before["cart_loss"] - 0.3, (before, after)
+
+
+def test_the_repeat_path_weighs_recency_and_dwell():
+    rng = np.random.default_rng(2)
+    emb = tf.constant(rng.normal(size=(6, 2)).astype(np.float32))
+    mask = [False, True, False, True, True, False]
+    head = SL.CatalogueHead(6, 2, mask, repeat=True)
+    x, pages = tf.constant([[0.3, -0.2]]), tf.constant([[0, 3, 4]])
+    head([x], emb, pages)
+    head.repeat_query[drnn.CART].assign(np.zeros((2, 2), np.float32))     # content-blind attention
+    head.gate_bias[drnn.CART].assign([30.0])                              # g = 1: the repeat path alone
+    head.age_bias[drnn.CART].assign(np.r_[np.log(3.0), np.zeros(SL.MAX_AGE)].astype(np.float32))
+    p = np.exp(head([x], emb, pages)[drnn.CART].numpy()[0])
+    np.testing.assert_allclose(p[[3, 4]], [0.25, 0.75], rtol=1e-4)         # the newest page 3x the one before
+    head.age_bias[drnn.CART].assign(np.zeros(SL.MAX_AGE + 1, np.float32))
+    head.dwell_weight[drnn.CART].assign(1.0)
+    p = np.exp(head([x], emb, pages, dwell=tf.constant([[0.0, np.e - 1, 0.0]]))[drnn.CART].numpy()[0])
+    np.testing.assert_allclose(p[[3, 4]], [np.e / (np.e + 1), 1 / (np.e + 1)], rtol=1e-4)   # weight 1 + dwell
