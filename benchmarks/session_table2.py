@@ -266,19 +266,30 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="runs/session_table2")
     ap.add_argument("--out", default="benchmarks/results/session_table2.json")
     ap.add_argument("--plot", default="docs/img/session_table2.png", help="'' for no plot")
+    ap.add_argument("--merge", action="store_true", help="keep the other logs' results already in --out")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     for noisy in ("feedrank", "absl", "apache_beam"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     t0 = time.perf_counter()
     info = machine_info("tensorflow", "tf_keras", "implicit", "numpy")
-    per_log = {name: run_log(name, args) for name in args.logs}
-    result = {"config": {k: v for k, v in vars(args).items() if k not in ("out", "plot")},
-              "search_spaces": R.SPACES, "defaults": R.DEFAULTS, "machine": info, "targets": targets(per_log),
-              "per_log": per_log, "wall_s": round(time.perf_counter() - t0, 1)}
-    os.makedirs(os.path.dirname(os.path.join(ROOT, args.out)), exist_ok=True)
-    with open(os.path.join(ROOT, args.out), "w") as f:
-        json.dump(result, f, indent=1, default=float)
+    out_path = os.path.join(ROOT, args.out)
+    per_log: Dict[str, Any] = {}
+    configs: Dict[str, Any] = {}
+    if args.merge and os.path.exists(out_path):      # the other logs' rows from an earlier run of this script
+        with open(out_path) as f:
+            earlier = json.load(f)
+        per_log = {k: v for k, v in earlier["per_log"].items() if k not in args.logs}
+        configs = {k: v for k, v in earlier.get("config_per_log", {}).items() if k not in args.logs}
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "plot", "merge")}
+    for name in args.logs:
+        per_log[name] = run_log(name, args)
+        configs[name] = {**config, "machine": info}
+        result = {"config_per_log": configs, "search_spaces": R.SPACES, "defaults": R.DEFAULTS,
+                  "targets": targets(per_log), "per_log": per_log, "wall_s": round(time.perf_counter() - t0, 1)}
+        os.makedirs(os.path.dirname(out_path), exist_ok=True)
+        with open(out_path, "w") as f:                # written after each log
+            json.dump(result, f, indent=1, default=float)
     if args.plot:
         plot(result, os.path.join(ROOT, args.plot))
     for name, res in per_log.items():
