@@ -65,7 +65,11 @@ class TreeCpuMeter:
         self.samples: List[Tuple[float, float]] = []
 
     def _sample(self) -> None:
-        self.samples.append((time.time(), tree_cpu_seconds(self._proc)))
+        # A child that has exited but is not yet reaped is counted neither live nor in the
+        # parent's children times: the tree's total dips until the reap.  The true cumulative
+        # CPU never falls, so a sample keeps at least the previous one's value.
+        value = tree_cpu_seconds(self._proc)
+        self.samples.append((time.time(), max(value, self.samples[-1][1]) if self.samples else value))
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
