@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Container, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -99,9 +99,12 @@ def vocabulary_ids(pages: Sequence[str]) -> Dict[str, int]:
     return {p: i + 1 for i, p in enumerate(pages)}
 
 
+def item_flags(vocabulary: Sequence[str], items: Container[str]) -> List[bool]:
+    """[N + 2] flags over model ids (0 padding, 1..N the vocabulary, N + 1 out of vocabulary):
+    True where the id's page is in ``items``."""
+    return [False] + [p in items for p in vocabulary] + [False]
+
+
 def is_item(vocabulary: Sequence[str], types: Mapping[str, str]) -> np.ndarray:
-    """[N + 2] bool over model ids (0 padding, 1..N the vocabulary, N + 1 out of vocabulary):
-    True where the id is an item page."""
-    mask = np.zeros(len(vocabulary) + 2, dtype=bool)
-    mask[1:len(vocabulary) + 1] = [types.get(p, ITEM) == ITEM for p in vocabulary]
-    return mask
+    """`item_flags` of the vocabulary's pages whose type is ``item`` (a page without a type is one)."""
+    return np.asarray(item_flags(vocabulary, {p for p in vocabulary if types.get(p, ITEM) == ITEM}))

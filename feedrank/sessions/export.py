@@ -138,10 +138,9 @@ def export_raw(model: keras.Model, tf_transform_output: Any, path: str, k: int =
     """Saves ``model`` with the raw-id top-``k`` ``serving_default`` (module docstring) and the
     Transform layer to ``path``; writes ``session_model.json`` (model, k, num_items, inputs,
     outputs and ``info``, e.g. gap_s and k_pages).  Returns ``path``."""
-    from feedrank.sessions.transform import PAGE_VOCAB
+    from feedrank.sessions.transform import PAGE_VOCAB, vocabulary_list
 
-    pages = [v.decode() if isinstance(v, bytes) else str(v)
-             for v in tf_transform_output.vocabulary_by_name(PAGE_VOCAB)]
+    pages = vocabulary_list(tf_transform_output, PAGE_VOCAB)
     num_items = int(model.head.num_pages)
     if num_items != len(pages) + 2:
         raise ValueError(f"the model scores {num_items - 2} catalogue ids but the catalogue has {len(pages)}")

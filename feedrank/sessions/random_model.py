@@ -19,6 +19,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from feedrank.sessions import drnn, export
+from feedrank.sessions.catalogue import item_flags
 from feedrank.sessions.sessionize import DEFAULT_GAP_S
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,7 @@ def export_random_raw(path: str, pages: Sequence[str], items: Sequence[str], set
     keras.utils.set_random_seed(seed)
     catalogue = list(dict.fromkeys(list(pages) + list(items)))
     vocab = {p: i + 1 for i, p in enumerate(catalogue)}
-    wanted = set(items)
-    mask = [False] + [p in wanted for p in catalogue] + [False]
+    mask = item_flags(catalogue, set(items))
     model = drnn.build({**dict(settings), "num_pages": len(mask), "num_items": len(mask)}, mask)
 
     class Raw(tf.Module):

@@ -112,8 +112,9 @@ def session_samples(session: Session, purchase_history: Sequence[Tuple[str, int]
     types = [(page_types or {}).get(p.page_id, p.page_type or "item") for p in pages]
     hist_items = [i for i, _ in purchase_history]
     hist_ts = [t for _, t in purchase_history]
+    gaps = page_dwell([p.ts for p in pages])[:-1]       # each page's time to the next view
     for m, nxt, labels, n, prev in _targets(session, shortened, next_pages):
-        dwell = page_dwell([p.ts for p in pages[:m]], 0.0)
+        dwell = gaps[:m - 1] + [0.0]                    # the prefix's current page: 0 at its opening
         cut = max(0, m - k)
         yield {
             F.USER_ID: session.user_id, F.SESSION_ID: session.session_id,

@@ -32,9 +32,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
-from feedrank.sessions import drnn
+from feedrank.sessions import catalogue, drnn
 from feedrank.sessions.settings import SessionTrainerSettings
-from feedrank.sessions.transform import ITEM_VOCAB, LABEL_ITEMS, NEXT_PAGE, PAGE_VOCAB
+from feedrank.sessions.transform import ITEM_VOCAB, LABEL_ITEMS, NEXT_PAGE, PAGE_VOCAB, vocabulary_list
 from feedrank.train import distribute
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,8 @@ def files_of(file_patterns: Sequence[str]) -> List[str]:
 
 def item_mask(tf_transform_output: Any) -> List[bool]:
     """[num ids] flags: True for the catalogue ids that are item pages (0 and out of vocabulary not)."""
-    pages = [v.decode() if isinstance(v, bytes) else str(v) for v in tf_transform_output.vocabulary_by_name(PAGE_VOCAB)]
-    items = {v.decode() if isinstance(v, bytes) else str(v) for v in tf_transform_output.vocabulary_by_name(ITEM_VOCAB)}
-    return [False] + [p in items for p in pages] + [False]
+    return catalogue.item_flags(vocabulary_list(tf_transform_output, PAGE_VOCAB),
+                                set(vocabulary_list(tf_transform_output, ITEM_VOCAB)))
 
 
 def dataset(file_patterns: Sequence[str], tf_transform_output: Any, batch_size: int, shuffle_buffer: int = 0,
@@ -77,8 +76,8 @@ def dataset(file_patterns: Sequence[str], tf_transform_output: Any, batch_size: 
         ds = ds.map(tap)
     ds = ds.map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
 
-    mask = tf.constant(item_mask(tf_transform_output))
-    oov = len(item_mask(tf_transform_output)) - 1
+    flags = item_mask(tf_transform_output)
+    mask, oov = tf.constant(flags), len(flags) - 1
 
     def rows(batch: Dict[str, tf.Tensor]) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
         labels = batch[LABEL_ITEMS]

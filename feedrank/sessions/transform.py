@@ -22,7 +22,7 @@ into the contract's features).
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import tensorflow as tf
 
@@ -51,6 +51,11 @@ def left_pad(x: tf.RaggedTensor, width: int, default: Any) -> tf.Tensor:
     tail = x[:, -width:]
     dense = tail.to_tensor(default_value=default, shape=[None, width])   # right-padded
     return tf.reverse(tf.reverse_sequence(dense, lengths, seq_axis=1, batch_axis=0), axis=[1])
+
+
+def vocabulary_list(tf_transform_output: Any, name: str) -> List[str]:
+    """A vocabulary the Transform wrote (``PAGE_VOCAB`` or ``ITEM_VOCAB``), as text, in id order."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in tf_transform_output.vocabulary_by_name(name)]
 
 
 def _ids(values: tf.Tensor, vocab: Any) -> tf.Tensor:

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from feedrank.sessions import drnn
 from feedrank.sessions import features as SF
+from feedrank.sessions.catalogue import item_flags
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def session_data(samples: Sequence[Mapping[str, Any]], valid_fraction: float = 0
     items |= {p for s in fit for p, t in zip(list(s[SF.HISTORY_PAGES]) + list(s[SF.RECENT_PAGES]),
                                               list(s[SF.HISTORY_PAGE_TYPES]) + list(s[SF.RECENT_PAGE_TYPES]))
               if t == "item"}
-    mask = [False] + [p in items for p in sorted(pages, key=pages.get)] + [False]
+    mask = item_flags(sorted(pages, key=pages.get), items)
     train = drnn.from_samples(fit, pages, max_pages, max_purchases, mask)[:3]
     valid_arrays = drnn.from_samples(valid, pages, max_pages, max_purchases, mask)[:3]
     if not train[2][drnn.CART].any() or not valid_arrays[2][drnn.CART].any():
