@@ -36,6 +36,16 @@ def _positive(kind):
     return parse
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     d, g = SessionConfig(), GuardConfig()
     p = argparse.ArgumentParser(prog="python -m serving.sessions", description=__doc__,
@@ -64,7 +74,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--log-events", action=argparse.BooleanOptionalAction, default=d.log_events,
                    help="append each applied event to the event stream (default on)")
     p.add_argument("--events-stream", default=d.events_stream)
-    p.add_argument("--threads", type=_positive(int), default=d.threads, help="threads calling the model")
+    p.add_argument("--threads", type=_non_negative_int, default=d.threads,
+                   help="threads calling the model (default 0: the model is called on the event loop, which "
+                        "avoids a thread hop and a wait for the GIL per request)")
     p.add_argument("--tf-threads", type=int, default=1,
                    help="TensorFlow's intra- and inter-op threads (default 1: one session's call is small and "
                         "spreading it costs more CPU than it saves; 0 = TensorFlow's default)")

@@ -4,9 +4,18 @@ Redis and answers with the refreshed top-k items of the pushed session model.
 Per request (one process, no second hop): validate (`request.parse`), apply
 the event to the user's state (`state`: a read, then an atomic Lua
 compare-and-set that also appends the event to the stream ``fr:events``), call
-the SavedModel's ``serving_default`` in a thread (raw ids in, top-k ids out:
-the session contract) on the session's pages, dwell times and the purchase
-history, and return the items with their scores and the model version.
+the SavedModel's ``serving_default`` (raw ids in, top-k ids out: the session
+contract) on the session's pages, dwell times and the purchase history, and
+return the items with their scores and the model version.
+
+The model is called on the event loop itself by default (``threads: 0``): one
+session's call is about a millisecond, and handing it to a thread costs a
+wake-up and, worse, a wait for the GIL behind the loop's other work (up to
+the interpreter's 5 ms switch interval), which is what made the tail.  With
+``threads > 0`` it runs in that many threads instead.  After loading, the
+loaded graph's Python objects are frozen out of the garbage collector
+(`gc.freeze`): a full collection over them takes 80 to 170 ms, a stall no
+request should wait behind.
 
 Redis down or slower than ``redis_timeout_s``: a **degraded answer from the
 request alone** (200, ``"degraded": true``, header ``X-Feedrank-Degraded:
@@ -20,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -71,7 +81,7 @@ class SessionConfig:
     max_purchases: Optional[int] = None  # None: the model's session_model.json, else 50
     ttl_s: int = st.DEFAULT_TTL_S
     seen_ttl_s: int = st.DEFAULT_SEEN_TTL_S
-    threads: int = 2
+    threads: int = 0                     # 0: call the model on the event loop; n > 0: in n threads
 
 
 def resolve(model_dir: str) -> Tuple[str, str]:
@@ -111,7 +121,8 @@ class SessionRecommender(kserve.Model):
         self._redis: Optional[aredis.Redis] = None
         self._cas = None   # the registered compare-and-set script
         self._skip_redis_until = 0.0
-        self.pool = concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="tf")
+        self.pool = (concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="tf")
+                     if config.threads > 0 else None)
 
     def load(self) -> bool:
         self.version, self.path = resolve(self.config.model_dir)
@@ -138,6 +149,8 @@ class SessionRecommender(kserve.Model):
         for _ in range(3):   # trace and warm up
             out = self._run(["x0", "c1"], [1.0, 2.0], [""], "warm-up")
         self.k = len(out[0])
+        gc.collect()
+        gc.freeze()      # the loaded graph's objects live as long as the server: keep them out of every collection
         self.ready = True
         log.info("loaded session model version %s from %s (top-%d, gap %d s) in %.1f s", self.version,
                  self.path, self.k, gap, time.perf_counter() - t0)
@@ -201,8 +214,10 @@ class SessionRecommender(kserve.Model):
             inputs = st.model_inputs(done.state, self.state_cfg, st.current_dwell(done.state, ev))
             session_id, outcome = done.state["sid"], done.outcome
         t0 = time.perf_counter()
-        items, scores = await asyncio.get_running_loop().run_in_executor(
-            self.pool, self._run, *inputs, ev.user_id)
+        if self.pool is None:
+            items, scores = self._run(*inputs, ev.user_id)
+        else:
+            items, scores = await asyncio.get_running_loop().run_in_executor(self.pool, self._run, *inputs, ev.user_id)
         MODEL_SECONDS.labels(server).observe(time.perf_counter() - t0)
         k = req.k or self.k
         if response_headers is not None:

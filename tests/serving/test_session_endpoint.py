@@ -6,6 +6,7 @@ the stream updater sharing the state without counting twice, and Redis down."""
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from typing import Dict, List, Tuple
@@ -66,6 +67,7 @@ def offline_top_k(model, vocab, item_mask, events: List[sessionize.Event], k: in
 
 
 # --------------------------------------------------------------------------- the server
+_MODEL_DIRS: Dict[str, str] = {}   # endpoint URL -> the model version it serves
 @pytest.fixture(scope="module")
 def endpoint(redis_server, tmp_path_factory):  # noqa: F811
     tmp = tmp_path_factory.mktemp("sessions")
@@ -78,6 +80,7 @@ def endpoint(redis_server, tmp_path_factory):  # noqa: F811
         "--http-port", str(port), "--redis-timeout-ms", "200", "--redis-backoff-s", "0.3",
         "--max-body-bytes", "20000"], log_path)
     url = f"http://127.0.0.1:{port}"
+    _MODEL_DIRS[url] = str(model_dir / "3")
     try:
         procs.wait_ready(f"{url}/v1/models/{NAME}", 180, proc, log_path)
         yield url, (model, pv, iv), redis_server
@@ -153,6 +156,30 @@ def test_replayed_sessions_match_the_offline_model(endpoint):
     assert served[8]["event"] == "new_session" and served[8]["pages"] == 1      # 31 min: new session
     assert served[14]["event"] == "new_session" and served[14]["session_id"] == "app-s3"   # new id
     assert served[0]["session_id"] == f"{user}:{T0}" and served[8]["session_id"] == "app-s2"
+
+
+def test_model_called_in_threads_answers_as_on_the_event_loop(endpoint, tmp_path):
+    """``--threads 2`` (the model in a thread pool) serves the answers of the default, where the
+    model is called on the event loop: the same items and scores for one session."""
+    url, _, redis_srv = endpoint
+    port = procs.free_port()
+    log_path = str(tmp_path / "threads.log")
+    model_dir = os.path.dirname(_MODEL_DIRS[url])
+    proc = procs.start_server("serving.sessions", [
+        "--model-dir", model_dir, "--redis", redis_srv.url, "--prefix", "st-threads",
+        "--http-port", str(port), "--threads", "2"], log_path)
+    threaded = f"http://127.0.0.1:{port}"
+    try:
+        procs.wait_ready(f"{threaded}/v1/models/{NAME}", 180, proc, log_path)
+        for i, page in enumerate(PAGES[:5] + [ITEMS[1]]):
+            body = view("threads-user", page, T0 + 40 * i, 3.0 + i, event_id=f"th-{i}")
+            (s1, _, inline), (s2, _, pooled) = post(url, body), post(threaded, body)
+            assert s1 == s2 == 200 and inline["pages"] == pooled["pages"] == i + 1
+            assert [r["item_id"] for r in inline["items"]] == [r["item_id"] for r in pooled["items"]]
+            np.testing.assert_allclose([r["score"] for r in inline["items"]], [r["score"] for r in pooled["items"]],
+                                       rtol=1e-6)
+    finally:
+        procs.stop(proc)
 
 
 def test_timeout_and_session_id_rules(endpoint):
