@@ -2,9 +2,10 @@
 on the fit split, chosen on the validation split, with the same number of trials for every
 learned model.
 
-Every learned row gets ``trials`` configurations, the first its defaults and the others
-drawn at random from its search space (`SPACES`, one seeded generator per row), and keeps
-the one with the best validation add-to-cart top-10:
+Every learned row gets ``trials`` configurations from the same search over its space
+(`SPACES`, one seeded search per row; `benchmarks.session_search`: the GA tuner's operators by
+default, ``--search random`` for random draws), the first its defaults, and keeps the one with
+the best validation add-to-cart top-10:
 
 * neural families (DRNN+FNN, GRU4Rec, SASRec): each configuration trained for at most
   ``epochs`` epochs with early stopping (``patience``) on the validation top-10, the best
@@ -29,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from benchmarks import session_search as S
 from feedrank.sessions import drnn, gru4rec, metrics, sasrec
 from feedrank.sessions.als import AlsSettings, SessionAls
 from feedrank.sessions.baselines import Popularity
@@ -45,8 +47,10 @@ ABLATIONS = {"DRNN+FNN without repeat path": {"repeat": False},
              "DRNN without history state": {"use_history": False},
              "DRNN+FNN, add-to-carts only": {"next_weight": 0.0}}
 SPACES: Dict[str, Dict[str, Sequence[Any]]] = {
-    "drnn": {"learning_rate": (0.001, 0.003, 0.01), "units": (32, 64, 128), "page_dim": (16, 32, 64)},
-    "gru4rec": {"learning_rate": (0.001, 0.003, 0.01), "units": (50, 100, 200), "page_dim": (16, 32, 64)},
+    "drnn": {"learning_rate": (0.001, 0.003, 0.01), "units": (32, 64, 128), "page_dim": (16, 32, 64),
+             "dropout": (0.0, 0.2, 0.4)},
+    "gru4rec": {"learning_rate": (0.001, 0.003, 0.01), "units": (50, 100, 200), "page_dim": (16, 32, 64),
+                "dropout": (0.0, 0.2, 0.4)},
     "sasrec": {"learning_rate": (0.001, 0.003, 0.01), "page_dim": (32, 64), "blocks": (1, 2),
                "dropout": (0.1, 0.2, 0.4)},
     "knn": {"neighbours": (20, 50, 100, 200, 500), "decay": (0.5, 0.75, 0.9, 1.0), "alpha": (0.3, 0.5, 0.7)},
@@ -55,25 +59,17 @@ SPACES: Dict[str, Dict[str, Sequence[Any]]] = {
 }
 DEFAULTS: Dict[str, Dict[str, Any]] = {
     "drnn": {"width": 5, "length": 2, "height": 1, "units": 64, "cell": "gru", "page_dim": 32, "fnn_units": [64],
-             "learning_rate": 0.003},
-    "gru4rec": {"units": 100, "page_dim": 32, "learning_rate": 0.003},
+             "learning_rate": 0.003, "dropout": 0.0},
+    "gru4rec": {"units": 100, "page_dim": 32, "learning_rate": 0.003, "dropout": 0.0},
     "sasrec": {"page_dim": 32, "blocks": 2, "heads": 1, "dropout": 0.2, "learning_rate": 0.001},
     "knn": {"neighbours": 100, "decay": 0.75, "alpha": 0.5}, "recent": {"decay": 0.75},
     "als": {"factors": 32, "regularization": 0.05},
 }
 
 
-def configurations(space: str, trials: int, seed: int) -> List[Dict[str, Any]]:
-    """The defaults, then ``trials - 1`` draws from the space (distinct where the space allows)."""
-    rng = np.random.default_rng(seed)
-    out = [dict(DEFAULTS[space])]
-    for _ in range(50 * trials):
-        if len(out) >= trials:
-            break
-        draw = {**DEFAULTS[space], **{k: v[int(rng.integers(len(v)))] for k, v in SPACES[space].items()}}
-        if draw not in out:
-            out.append(draw)
-    return out
+def search(space: str, trials: int, seed: int, kind: str) -> S.Search:
+    """The row's search: ``trials`` configurations from its defaults and `SPACES` (`session_search`)."""
+    return S.Search(DEFAULTS[space], SPACES[space], trials, seed, kind)
 
 
 def masked(fn: Scorer, item_mask: np.ndarray) -> Scorer:
@@ -145,9 +141,11 @@ def tuned_neural(name: str, family: str, num_ids: int, mask, fit, val, args, see
     """The best of ``args.trials`` configurations of ``family`` on the validation top-10."""
     trials = []
     best = None
-    for config in configurations(family, args.trials, seed + zlib.crc32(name.encode()) % 1000):
+    found = search(family, args.trials, seed + zlib.crc32(name.encode()) % 1000, args.search)
+    while (config := found.ask()) is not None:
         model, info = train_neural(family, config, num_ids, mask, fit, val, args, seed)
         score = max(info["val_top10"])
+        found.tell(config, score)
         trials.append(info)
         if best is None or score > best[2]:
             best = (model, config, score)
@@ -155,13 +153,15 @@ def tuned_neural(name: str, family: str, num_ids: int, mask, fit, val, args, see
 
 
 def tune(name: str, space: str, make: Callable[[Dict[str, Any]], Scorer], mask, val: Arrays, trials: int,
-         seed: int) -> Tuple[Scorer, Dict[str, Any]]:
+         seed: int, kind: str) -> Tuple[Scorer, Dict[str, Any]]:
     """The best of ``trials`` configurations of a non-neural row on the validation top-10."""
     results = []
     best = None
-    for config in configurations(space, trials, seed + zlib.crc32(name.encode()) % 1000):
+    found = search(space, trials, seed + zlib.crc32(name.encode()) % 1000, kind)
+    while (config := found.ask()) is not None:
         fn = masked(make(config), mask)
         score = val_top10(fn, val)
+        found.tell(config, score)
         results.append({"config": config, "val_top10": round(score, 4)})
         if best is None or score > best[2]:
             best = (fn, config, score)
@@ -182,11 +182,11 @@ def baselines(fit_samples: Sequence[Mapping[str, Any]], fit: Arrays, val: Arrays
     info: Dict[str, Any] = {"Popularity": {"carts": int(len(carts))}}
     scorers["Recently viewed"], info["Recently viewed"] = tune(
         "Recently viewed", "recent", lambda c: RecentlyViewed(page_item, num_ids, c["decay"], fallback).scores,
-        mask, val, args.trials, seed)
+        mask, val, args.trials, seed, args.search)
     scorers["Session item-kNN"], info["Session item-kNN"] = tune(
         "Session item-kNN", "knn", lambda c: ItemKnn(page_item, num_ids, c["neighbours"], c["decay"], c["alpha"],
                                                      fallback).fit(sessions).scores,
-        mask, val, args.trials, seed)
+        mask, val, args.trials, seed, args.search)
     fitted: Dict[Tuple, SessionAls] = {}
 
     def als(mode: str) -> Callable[[Dict[str, Any]], Scorer]:
@@ -199,5 +199,5 @@ def baselines(fit_samples: Sequence[Mapping[str, Any]], fit: Arrays, val: Arrays
             return fitted[key].scorer(mode)
         return make
     for mode, name in (("session", "ALS without user history"), ("user", "ALS with user history")):
-        scorers[name], info[name] = tune(name, "als", als(mode), mask, val, args.trials, seed)
+        scorers[name], info[name] = tune(name, "als", als(mode), mask, val, args.trials, seed, args.search)
     return scorers, info

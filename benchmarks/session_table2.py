@@ -1,13 +1,14 @@
 """Table II of Wu et al. (ICDE 2016) on simulated shop sessions and on MovieLens 100K sessions.
 
-    .venv/bin/python -m benchmarks.session_table2 [--logs shop ml100k] [--trials 2]
+    .venv/bin/python -m benchmarks.session_table2 [--logs shop ml100k] [--trials 4] [--search ga]
 
 For each log: the session samples (`feedrank.sessions.beam_samples`: every page transition
 and add-to-cart; the shop's last ``--eval-days`` days, MovieLens's last ``--eval-fraction``
 of the events, are eval), the training split less its last part (``--val-days`` /
 ``--val-fraction``) as the fit split, that last part as the validation split, one id
 space (the log's catalogue, `feedrank.sessions.catalogue`), and the rows of
-`benchmarks.session_rows` fitted and tuned with the same trial count.
+`benchmarks.session_rows` fitted and tuned by the same search (the GA tuner's operators,
+`benchmarks.session_search`) with the same trial count.
 
 Every row is scored on the eval split's add-to-carts (the full-path samples) by
 `feedrank.sessions.metrics.per_sample`: top-1/top-10 (top-10 = recall@10 with one target),
@@ -42,6 +43,7 @@ import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import session_rows as R  # noqa: E402
+from benchmarks import session_search as S  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 from feedrank.sessions import beam_samples, catalogue, drnn, metrics  # noqa: E402
 from feedrank.sessions import features as SF  # noqa: E402
@@ -257,7 +259,9 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-fraction", type=float, default=0.1, help="MovieLens: the last events' share for eval")
     ap.add_argument("--val-fraction", type=float, default=0.1, help="MovieLens: the share before it for validation")
     ap.add_argument("--k", type=int, default=5, help="the samples' recent pages")
-    ap.add_argument("--trials", type=int, default=2, help="configurations per learned row (the same for every row)")
+    ap.add_argument("--trials", type=int, default=4, help="configurations per learned row (the same for every row)")
+    ap.add_argument("--search", choices=S.SEARCHES, default="ga",
+                    help="how each learned row's configurations are proposed: the GA tuner's operators or random")
     ap.add_argument("--epochs", type=int, default=8, help="most epochs of a neural configuration")
     ap.add_argument("--patience", type=int, default=2, help="epochs without a validation gain before stopping")
     ap.add_argument("--batch", type=int, default=256)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from typing import List, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -160,6 +161,7 @@ class DeepRecurrence(keras.layers.Layer):
 CART, NEXT = "cart", "next"
 TASKS = (CART, NEXT)
 MAX_AGE = 20          # the repeat path's age biases: pages 0..19 back, and one for all older
+RECENCY_INIT = 0.75   # the age biases' start: the weight of a page one step older, relative
 _NEG = -1e9
 
 
@@ -175,7 +177,9 @@ class CatalogueHead(keras.layers.Layer):
     * repeat (RepeatNet, Ren et al. AAAI 2019, ``repeat=True``): attention over the session's
       own pages ``a_tj = softmax_j((x R_t) . E[page_j] + u_t[age_j] + v_t log(1 + dwell_j))``
       (age 0 the most recent page, ages from ``MAX_AGE`` on share one bias; the learned age
-      biases u_t let it weigh recency as the recently-viewed heuristic does),
+      biases u_t start at ``age * log(RECENCY_INIT)``, so at initialisation the attention ranks
+      the session's pages as the recently-viewed heuristic with decay ``RECENCY_INIT`` does, and
+      training moves them from there),
       ``p_rep(v) = sum_{j: page_j = v} a_tj``,
       mixed in by a gate ``g_t = sigmoid(x w_t + b_t)`` (0 when the session shows no page the task
       can name): ``p_t = g_t p_rep + (1 - g_t) softmax(e_t)``.
@@ -213,7 +217,8 @@ class CatalogueHead(keras.layers.Layer):
             self.gate = {t: self.add_weight(name=f"{t}_gate", shape=(d, 1), initializer="zeros") for t in TASKS}
             self.gate_bias = {t: self.add_weight(name=f"{t}_gate_bias", shape=(1,), initializer="zeros")
                               for t in TASKS}
-            self.age_bias = {t: self.add_weight(name=f"{t}_age_bias", shape=(MAX_AGE + 1,), initializer="zeros")
+            recency = keras.initializers.Constant(np.arange(MAX_AGE + 1) * np.log(RECENCY_INIT))
+            self.age_bias = {t: self.add_weight(name=f"{t}_age_bias", shape=(MAX_AGE + 1,), initializer=recency)
                              for t in TASKS}
             self.dwell_weight = {t: self.add_weight(name=f"{t}_dwell_weight", shape=(), initializer="zeros")
                                  for t in TASKS}
