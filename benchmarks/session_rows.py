@@ -8,8 +8,9 @@ default, ``--search random`` for random draws), the first its defaults, and keep
 the best validation add-to-cart top-10:
 
 * neural families (DRNN+FNN, GRU4Rec, SASRec): each configuration trained for at most
-  ``epochs`` epochs with early stopping (``patience``) on the validation top-10, the best
-  epoch's weights kept (`BestTop10`);
+  ``epochs`` epochs, the validation top-10 checked ``checks_per_epoch`` times per epoch (the
+  models peak within one or two epochs, so a check per epoch overshoots), with early stopping
+  after ``patience`` epochs without a gain and the best check's weights kept (`BestTop10`);
 * the DRNN's ablations reuse the DRNN+FNN's chosen configuration with one part changed
   (no repeat path, no FNN, no history state, add-to-carts only: ``next_weight`` 0);
 * session item-kNN, the recently-viewed heuristic and ALS with and without the user's
@@ -95,8 +96,8 @@ def val_top10(fn: Scorer, val: Arrays) -> float:
 
 
 class BestTop10(keras.callbacks.Callback):
-    """Keeps the weights of the epoch with the best validation top-10; stops after ``patience``
-    epochs without a gain."""
+    """Keeps the weights of the check (a Keras epoch: a whole epoch or a part of one) with the best
+    validation top-10; stops after ``patience`` checks without a gain."""
 
     def __init__(self, val: Arrays, patience: int):
         super().__init__()
@@ -126,13 +127,17 @@ def train_neural(family: str, config: Mapping[str, Any], num_ids: int, mask: Seq
     keras.utils.set_random_seed(seed)
     model = BUILDERS[family]({**config, "num_pages": num_ids, "num_items": num_ids}, list(mask), next_weight)
     used = model.input_names_used
-    best = BestTop10(val, args.patience)
+    checks = max(1, int(getattr(args, "checks_per_epoch", 1)))
+    best = BestTop10(val, args.patience * checks)
+    rows = len(fit[1][drnn.CART])
+    steps = -(-rows // args.batch)
+    data = tf.data.Dataset.from_tensor_slices(({k: fit[0][k] for k in used}, fit[1], fit[2]))
+    data = data.shuffle(rows, seed=seed, reshuffle_each_iteration=True).batch(args.batch).repeat()
     t0 = time.perf_counter()
-    model.fit({k: fit[0][k] for k in used}, fit[1], sample_weight=fit[2], batch_size=args.batch,
-              epochs=args.epochs, callbacks=[best], verbose=0, shuffle=True)
-    info = {"config": {**config, "next_weight": next_weight}, "epochs_run": len(best.history),
-            "best_epoch": int(np.argmax(best.history)) + 1, "val_top10": best.history,
-            "train_s": round(time.perf_counter() - t0, 1)}
+    model.fit(data, steps_per_epoch=-(-steps // checks), epochs=args.epochs * checks, callbacks=[best], verbose=0)
+    info = {"config": {**config, "next_weight": next_weight}, "checks_run": len(best.history),
+            "best_epoch": round((int(np.argmax(best.history)) + 1) / checks, 2), "checks_per_epoch": checks,
+            "val_top10": best.history, "train_s": round(time.perf_counter() - t0, 1)}
     log.info("%s %s: %s", family, config, {k: v for k, v in info.items() if k != "config"})
     return model, info
 

@@ -132,7 +132,7 @@ def run_log(name: str, args) -> Dict[str, Any]:
     fit_s = [s for s in d["train"] if s[SF.SESSION_START_TS] < d["val_start"]]
     val_s = [s for s in d["train"] if s[SF.SESSION_START_TS] >= d["val_start"] and s[SF.FULL_PATH]]
     eval_full = [s for s in d["eval"] if s[SF.FULL_PATH]]
-    fit = drnn.from_samples(fit_s, vocab, args.max_pages, args.max_pages, mask)
+    fit = drnn.from_samples(fit_s, vocab, args.max_pages, args.max_pages, mask, cart_rows=args.cart_rows)
     val = drnn.from_samples(val_s, vocab, args.max_pages, args.max_pages, mask)
     ev_x, ev_y, _, ev_rows = drnn.from_samples(eval_full, vocab, args.max_pages, args.max_pages, mask)
     targets = ev_y[drnn.CART]
@@ -264,6 +264,9 @@ def main(argv=None) -> int:
                     help="how each learned row's configurations are proposed: the GA tuner's operators or random")
     ap.add_argument("--epochs", type=int, default=8, help="most epochs of a neural configuration")
     ap.add_argument("--patience", type=int, default=2, help="epochs without a validation gain before stopping")
+    ap.add_argument("--cart-rows", choices=drnn.CART_ROWS, default="last",
+                    help="prefixes that train the add-to-cart output (feedrank.sessions.drnn.from_samples)")
+    ap.add_argument("--checks-per-epoch", type=int, default=4, help="validation checks per epoch of a neural row")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--max-pages", type=int, default=50)
     ap.add_argument("--reps", type=int, default=1000, help="bootstrap replicates")

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 PAGES, DWELL, PURCHASES, USER_ID = "pages", "dwell", "purchases", "user_id"
 INPUTS = (PAGES, DWELL, PURCHASES, USER_ID)
 CART, NEXT = SL.CART, SL.NEXT
+CART_ROWS = ("last", "all")   # which prefixes train the add-to-cart output (`from_samples`)
 
 
 def input_spec() -> Dict[str, tf.TensorSpec]:
@@ -269,7 +270,7 @@ def vocabulary(ids: Iterable[str]) -> Dict[str, int]:
 
 
 def from_samples(samples: Sequence[Mapping[str, Any]], vocab: Mapping[str, int], max_pages: int = 50,
-                 max_purchases: int = 50, item_mask: Sequence[bool] | None = None,
+                 max_purchases: int = 50, item_mask: Sequence[bool] | None = None, cart_rows: str = "last",
                  ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, np.ndarray], np.ndarray]:
     """Session samples in the contract of `feedrank.sessions.features` -> ``(inputs, targets,
     weights, rows)``, as the Trainer's Transform output gives them.
@@ -281,7 +282,15 @@ def from_samples(samples: Sequence[Mapping[str, Any]], vocab: Mapping[str, int],
     label items; ``rows`` gives each row's sample index); ``targets[CART]``/``targets[NEXT]``
     are the add-to-cart item and the next page (0: none), ``weights`` 1 where the target is a
     catalogue id the task can name (the next page's weight split over the sample's rows).
+
+    ``cart_rows``: which samples train the add-to-cart output.  ``"last"`` (the default): only
+    the full path, the prefix that ends on the page before the add-to-cart (``full_path``; a
+    sample without the key counts as one); a shorter prefix keeps its next-page target only.
+    ``"all"``: every prefix of the path, so a session's add-to-cart is the target of all of
+    them, which the model memorises within a fraction of an epoch (docs/drnn.md).
     """
+    if cart_rows not in CART_ROWS:
+        raise ValueError(f"cart_rows must be one of {CART_ROWS}, got {cart_rows!r}")
     if max_pages < 1 or max_purchases < 1:
         raise ValueError(f"max_pages and max_purchases must be >= 1, got {max_pages}, {max_purchases}")
     n_ids = len(vocab) + 2
@@ -305,7 +314,9 @@ def from_samples(samples: Sequence[Mapping[str, Any]], vocab: Mapping[str, int],
         bought[i, :len(hist)] = hist
         user = s[SF.USER_ID]
         users.append(user.encode() if isinstance(user, str) else bytes(user))
-        labels = [vocab.get(v, oov) for v in s[SF.LABEL_ITEMS]] or [0]
+        trains_cart = cart_rows == "all" or bool(s.get(SF.FULL_PATH, 1))
+        labels = [vocab.get(v, oov) for v in s[SF.LABEL_ITEMS]] if trains_cart else []
+        labels = labels or [0]
         page = s.get(SF.NEXT_PAGE, "")
         for label in labels:
             rows.append(i)

@@ -34,7 +34,7 @@ import tf_keras as keras
 
 from feedrank.sessions import catalogue, drnn
 from feedrank.sessions.settings import SessionTrainerSettings
-from feedrank.sessions.transform import ITEM_VOCAB, LABEL_ITEMS, NEXT_PAGE, PAGE_VOCAB, vocabulary_list
+from feedrank.sessions.transform import FULL_PATH, ITEM_VOCAB, LABEL_ITEMS, NEXT_PAGE, PAGE_VOCAB, vocabulary_list
 from feedrank.train import distribute
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,10 @@ def item_mask(tf_transform_output: Any) -> List[bool]:
 
 def dataset(file_patterns: Sequence[str], tf_transform_output: Any, batch_size: int, shuffle_buffer: int = 0,
             seed: int = 0, shard: Optional[distribute.Shard] = None,
-            tap: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> tf.data.Dataset:
+            tap: Optional[Callable[[tf.Tensor], tf.Tensor]] = None, cart_rows: str = "last") -> tf.data.Dataset:
     """Transform's materialised examples (GZIP TFRecords) -> (model inputs, targets, sample weights)
     batches: one row per label item (one row for a sample without one); the targets and weights
-    as `feedrank.sessions.drnn.from_samples` gives them.  ``shard``: this worker's part (its files,
+    as `feedrank.sessions.drnn.from_samples` gives them (``cart_rows`` as there).  ``shard``: this worker's part (its files,
     or every n-th sample of the shuffled stream; ``batch_size`` is then the per-replica batch);
     ``tap`` sees each batch of serialized samples."""
     shard = shard or distribute.Shard()
@@ -91,8 +91,10 @@ def dataset(file_patterns: Sequence[str], tf_transform_output: Any, batch_size: 
         share = 1.0 / tf.cast(tf.maximum(tf.gather(n_labels, row), 1), tf.float32)
         next_w = tf.where((nxt > 0) & (nxt < oov), share, 0.0)
         x = {k: tf.gather(batch[k], row) for k in drnn.INPUTS}
-        return x, {drnn.CART: cart, drnn.NEXT: nxt}, {drnn.CART: tf.cast(tf.gather(mask, cart), tf.float32),
-                                                       drnn.NEXT: next_w}
+        cart_w = tf.cast(tf.gather(mask, cart), tf.float32)
+        if cart_rows == "last":
+            cart_w *= tf.cast(tf.gather(batch[FULL_PATH], row) > 0, tf.float32)
+        return x, {drnn.CART: cart, drnn.NEXT: nxt}, {drnn.CART: cart_w, drnn.NEXT: next_w}
 
     return ds.map(rows).prefetch(tf.data.AUTOTUNE)
 
@@ -137,13 +139,13 @@ def train(settings: SessionTrainerSettings, train_files: Sequence[str], tf_trans
         if tally is not None:
             tally.describe(strategy, shard, files_of(train_files), settings.batch_size)
         return dataset(train_files, tf_transform_output, settings.batch_size, settings.shuffle_buffer, settings.seed,
-                       shard=shard, tap=tally.tap if tally else None)
+                       shard=shard, tap=tally.tap if tally else None, cart_rows=settings.cart_rows)
 
     ds = distribute.sharded_dataset(strategy, files_of(train_files), worker_input)
     callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir)] if log_dir else []
     val = None
     if settings.patience and val_files:
-        val = dataset(val_files, tf_transform_output, settings.batch_size)
+        val = dataset(val_files, tf_transform_output, settings.batch_size, cart_rows=settings.cart_rows)
         callbacks.append(keras.callbacks.EarlyStopping(monitor=f"val_{drnn.CART}_top10", mode="max",
                                                        patience=settings.patience, restore_best_weights=True))
     with distribute.timed(tally):

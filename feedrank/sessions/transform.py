@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 PAGE_VOCAB, ITEM_VOCAB = "pages", "items"
 LABEL_ITEMS, NEXT_PAGE = "label_items", "next_page"
+FULL_PATH = "full_path"   # 1 on the prefix that ends on the page before the add-to-cart (the training weight's)
 DEFAULTS = {"max_pages": 50, "max_purchases": 50, "max_labels": 4}
 CATALOGUE = "catalogue"     # custom_config: the log's folder, whose items table is the catalogue
 
@@ -97,6 +98,7 @@ def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Optional[Dict[str
         drnn.USER_ID: tf.reshape(inputs[SF.USER_ID], [-1]),
         LABEL_ITEMS: _lookup(labels, vocab).to_tensor(0, shape=[None, int(cfg["max_labels"])]),
         NEXT_PAGE: tf.where(tf.equal(nxt, ""), tf.zeros_like(nxt, tf.int64), _ids(nxt, vocab)),
+        FULL_PATH: tf.reshape(tf.cast(inputs[SF.FULL_PATH], tf.int64), [-1]),
     }
 
 
@@ -121,4 +123,5 @@ def request_features(pages: tf.Tensor, dwell: tf.Tensor, purchases: tf.Tensor, u
     return {SF.RECENT_PAGES: _compact(real, pages), SF.RECENT_DWELL: _compact(real, dwell),
             SF.HISTORY_PAGES: empty(tf.string), SF.HISTORY_DWELL: empty(tf.float32),
             SF.PURCHASE_HISTORY: _compact(tf.not_equal(purchases, ""), purchases),
-            SF.LABEL_ITEMS: empty(tf.string), SF.NEXT_PAGE: tf.fill(tf.shape(user_id), ""), SF.USER_ID: user_id}
+            SF.LABEL_ITEMS: empty(tf.string), SF.NEXT_PAGE: tf.fill(tf.shape(user_id), ""), SF.USER_ID: user_id,
+            SF.FULL_PATH: tf.zeros(tf.shape(user_id), tf.int64)}

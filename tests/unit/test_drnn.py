@@ -291,6 +291,19 @@ def test_from_samples_follows_the_session_feature_contract():
     np.testing.assert_array_equal(x["dwell"][0], [2.0, 3.0, 0.0])
     np.testing.assert_array_equal(x["purchases"][:2], [[4]] * 2)    # the last purchase kept
     assert list(x["user_id"]) == [b"u1", b"u1", b"u2", b"u3"]
+    # a shorter prefix of the same path (full_path 0) trains the next page only by default
+    short = {**samples[0], "full_path": 0, "recent_pages": ["i7"], "recent_dwell_s": [3.0]}
+    x, y, w, rows = drnn.from_samples([short], vocab, max_pages=3, max_purchases=1, item_mask=mask)
+    np.testing.assert_array_equal(rows, [0])
+    np.testing.assert_array_equal(y[drnn.CART], [0])
+    np.testing.assert_array_equal(w[drnn.CART], [0])
+    np.testing.assert_allclose(w[drnn.NEXT], [1])
+    x, y, w, rows = drnn.from_samples([short], vocab, max_pages=3, max_purchases=1, item_mask=mask, cart_rows="all")
+    np.testing.assert_array_equal(y[drnn.CART], [3, 2])
+    np.testing.assert_array_equal(w[drnn.CART], [1, 1])
+    np.testing.assert_allclose(w[drnn.NEXT], [0.5, 0.5])
+    with pytest.raises(ValueError, match="cart_rows must be one of"):
+        drnn.from_samples([short], vocab, cart_rows="some")
 
 
 def test_session_layers_round_trip_their_config():
