@@ -18,32 +18,11 @@ import logging
 import sys
 from typing import List, Optional
 
+from serving.common.args import non_negative_int, positive
 from serving.common.guard import GuardConfig
 from serving.common.server import ServerOptions, serve
 from serving.predictor.store import ModelSourceError
 from serving.sessions.model import SessionConfig, SessionRecommender
-
-
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return parse
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -57,24 +36,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--prefix", default=d.prefix, help="key namespace")
     p.add_argument("--http-port", "--http_port", type=int, default=8083)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--gap-s", type=_positive(int), default=None,
+    p.add_argument("--gap-s", type=positive(int), default=None,
                    help="a pause longer than this ends a session (default: the model's session_model.json, else 1800)")
-    p.add_argument("--max-pages", type=_positive(int), default=None,
+    p.add_argument("--max-pages", type=positive(int), default=None,
                    help="page views kept per session (default: the model's session_model.json, else 50)")
-    p.add_argument("--max-purchases", type=_positive(int), default=None,
+    p.add_argument("--max-purchases", type=positive(int), default=None,
                    help="purchase-history items kept per user (default: the model's session_model.json, else 50)")
-    p.add_argument("--state-ttl-s", type=_positive(int), default=d.ttl_s,
+    p.add_argument("--state-ttl-s", type=positive(int), default=d.ttl_s,
                    help="a user's state expires after this long without events")
-    p.add_argument("--seen-ttl-s", type=_positive(int), default=d.seen_ttl_s,
+    p.add_argument("--seen-ttl-s", type=positive(int), default=d.seen_ttl_s,
                    help="how long an event id stays deduplicated")
-    p.add_argument("--redis-timeout-ms", type=_positive(float), default=d.redis_timeout_s * 1000,
+    p.add_argument("--redis-timeout-ms", type=positive(float), default=d.redis_timeout_s * 1000,
                    help="beyond this, answer from the request alone (default %(default)s)")
     p.add_argument("--redis-backoff-s", type=float, default=d.redis_backoff_s,
                    help="after a Redis failure, skip Redis for this long")
     p.add_argument("--log-events", action=argparse.BooleanOptionalAction, default=d.log_events,
                    help="append each applied event to the event stream (default on)")
     p.add_argument("--events-stream", default=d.events_stream)
-    p.add_argument("--threads", type=_non_negative_int, default=d.threads,
+    p.add_argument("--threads", type=non_negative_int, default=d.threads,
                    help="threads calling the model (default 0: the model is called on the event loop, which "
                         "avoids a thread hop and a wait for the GIL per request)")
     p.add_argument("--tf-threads", type=int, default=1,
@@ -85,8 +64,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "the Prometheus metrics count them)")
     p.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=True,
                    help="run the server on uvloop when it is installed (default on)")
-    p.add_argument("--max-body-bytes", type=_positive(int), default=64 * 1024)
-    p.add_argument("--max-in-flight", type=_positive(int), default=g.max_in_flight)
+    p.add_argument("--max-body-bytes", type=positive(int), default=64 * 1024)
+    p.add_argument("--max-in-flight", type=positive(int), default=g.max_in_flight)
     return p.parse_args(argv)
 
 

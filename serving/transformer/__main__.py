@@ -27,21 +27,12 @@ import sys
 from typing import List, Optional
 
 from feedrank.ab.assign import share_arg
+from serving.common.args import non_negative_int
 from serving.common.guard import GuardConfig
 from serving.common.management import UpstreamReadiness
 from serving.common.server import ServerOptions, serve
 from serving.transformer import served_log
 from serving.transformer.ranker import Ranker, RankerConfig
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -74,7 +65,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ab.add_argument("--challenger-share", type=share_arg, default=d.challenger_share,
                     help="share of users in the challenger arm (default %(default)s)")
     ab.add_argument("--ab-salt", default=d.ab_salt, help="salt of the user hash (a new salt reshuffles users)")
-    ab.add_argument("--show", type=_non_negative_int, default=d.show,
+    ab.add_argument("--show", type=non_negative_int, default=d.show,
                     help="posts shown (logged) when a request has no 'show'; 0 = all (default)")
     ab.add_argument("--log-events", action=argparse.BooleanOptionalAction, default=lg.enabled,
                     help="log impressions and request records to Redis Streams (default on)")
