@@ -9,13 +9,14 @@ contract) on the session's pages, dwell times and the purchase history, and
 return the items with their scores and the model version.
 
 The model is called on the event loop itself by default (``threads: 0``): one
-session's call is about a millisecond, and handing it to a thread costs a
-wake-up and, worse, a wait for the GIL behind the loop's other work (up to
-the interpreter's 5 ms switch interval), which is what made the tail.  With
+session's call takes a few milliseconds, and handing it to a thread adds a wake-up
+and a wait for the GIL behind the loop's other work.  On the benchmark machine the
+call on the loop used 6 % less server CPU per request than a pool of 2 threads, with
+the p99 within the runs' spread (benchmarks/README.md, "Session endpoint").  With
 ``threads > 0`` it runs in that many threads instead.  After loading, the
 loaded graph's Python objects are frozen out of the garbage collector
-(`gc.freeze`): a full collection over them takes 80 to 170 ms, a stall no
-request should wait behind.
+(`gc.freeze`): a full collection over them takes about 180 ms with the demo-shaped
+model (benchmarks/README.md, "Session endpoint"), a stall no request should wait behind.
 
 Redis down or slower than ``redis_timeout_s``: a **degraded answer from the
 request alone** (200, ``"degraded": true``, header ``X-Feedrank-Degraded:
