@@ -63,7 +63,7 @@ class SessionTrainerSettings(Checked):
     shuffle_buffer: int = setting(10000, min=0)
     patience: int = setting(2, min=0)        # epochs without a val top-10 gain before stopping (0: run every epoch)
     next_weight: float = setting(1.0, min=0.0)   # the next-page loss's weight beside the add-to-cart's
-    cart_rows: str = setting("last", choices=("last", "all"))   # prefixes that train the add-to-cart (drnn.from_samples)
+    cart_rows: str = setting("last", choices=("last", "all"))   # prefixes training the add-to-cart (from_samples)
     seed: int = 0
     drnn: Dict[str, Any] = setting({})       # feedrank.sessions.drnn.DrnnSettings but num_pages/num_items
     gru4rec: Dict[str, Any] = setting({})    # feedrank.sessions.gru4rec.Gru4recSettings likewise

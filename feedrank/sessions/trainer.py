@@ -63,8 +63,9 @@ def dataset(file_patterns: Sequence[str], tf_transform_output: Any, batch_size: 
             tap: Optional[Callable[[tf.Tensor], tf.Tensor]] = None, cart_rows: str = "last") -> tf.data.Dataset:
     """Transform's materialised examples (GZIP TFRecords) -> (model inputs, targets, sample weights)
     batches: one row per label item (one row for a sample without one); the targets and weights
-    as `feedrank.sessions.drnn.from_samples` gives them (``cart_rows`` as there).  ``shard``: this worker's part (its files,
-    or every n-th sample of the shuffled stream; ``batch_size`` is then the per-replica batch);
+    as `feedrank.sessions.drnn.from_samples` gives them (``cart_rows`` as there).  ``shard``: this
+    worker's part (its files, or every n-th sample of the shuffled stream; ``batch_size`` is then
+    the per-replica batch);
     ``tap`` sees each batch of serialized samples."""
     shard = shard or distribute.Shard()
     spec = tf_transform_output.transformed_feature_spec()
