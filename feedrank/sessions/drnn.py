@@ -42,6 +42,7 @@ import tf_keras as keras
 
 from feedrank.sessions import features as SF
 from feedrank.sessions import layers as SL
+from feedrank.sessions.settings import CART_ROWS
 from feedrank.train import layers as TL
 from feedrank.train.distribute import global_mean
 from feedrank.typed import Checked, ConfigError, setting
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 PAGES, DWELL, PURCHASES, USER_ID = "pages", "dwell", "purchases", "user_id"
 INPUTS = (PAGES, DWELL, PURCHASES, USER_ID)
 CART, NEXT = SL.CART, SL.NEXT
-CART_ROWS = ("last", "all")   # which prefixes train the add-to-cart output (`from_samples`)
 
 
 def input_spec() -> Dict[str, tf.TensorSpec]:

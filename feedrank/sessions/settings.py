@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 FAMILIES = ("drnn", "gru4rec", "sasrec")
 FROM_VOCABULARIES = ("num_pages", "num_items")   # set by the Trainer from the Transform's vocabularies
 METRIC_K = 20                                     # recall@20 and MRR@20 read the served top k
+CART_ROWS = ("last", "all")                      # prefixes that train the add-to-cart output (drnn.from_samples)
 
 
 @dataclasses.dataclass
@@ -63,7 +64,7 @@ class SessionTrainerSettings(Checked):
     shuffle_buffer: int = setting(10000, min=0)
     patience: int = setting(2, min=0)        # epochs without a val top-10 gain before stopping (0: run every epoch)
     next_weight: float = setting(1.0, min=0.0)   # the next-page loss's weight beside the add-to-cart's
-    cart_rows: str = setting("last", choices=("last", "all"))   # prefixes training the add-to-cart (from_samples)
+    cart_rows: str = setting("last", choices=CART_ROWS)   # prefixes training the add-to-cart (drnn.from_samples)
     seed: int = 0
     drnn: Dict[str, Any] = setting({})       # feedrank.sessions.drnn.DrnnSettings but num_pages/num_items
     gru4rec: Dict[str, Any] = setting({})    # feedrank.sessions.gru4rec.Gru4recSettings likewise
