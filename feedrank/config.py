@@ -157,6 +157,8 @@ class FeaturesConfig(Section):
     event_ages: bool = True
     # each declared categorical item column also reaches the histories (`features.history_sequences`)
     history_attributes: bool = True
+    # the candidates carry the user's own earlier impressions of them (`features.SEEN_FEATURES`)
+    seen_before: bool = True
 
     def check(self, where: str) -> None:
         """Each declared column: an identifier ``name`` (unique in its table, not a built-in

@@ -244,6 +244,16 @@ USER_COUNTER_FEATURES: Tuple[DenseFeature, ...] = (
     SESSION_CATEGORY_SHARE, CATEGORY_RECENCY_H,
 )
 
+# The user's own past impressions of the candidate post ("seen before, how long ago"):
+# per impression at ``T`` of post ``i`` to user ``u``, ``u``'s impressions of ``i`` strictly
+# before ``T`` and the hours since the latest of them (`RECENCY_CAP_H` when none).  Offline
+# `feedrank.examples.user_counters.seen_before`, online the ``p:ui:<user>`` hash
+# (`serving.features.user_state`).  A model's contract has them with `FeatureSpec.seen_before`.
+USER_ITEM_IMPRESSIONS = DenseFeature("user_item_impressions", "cross", log1p=True, min_value=0.0)
+ITEM_SEEN_RECENCY_H = DenseFeature("item_seen_recency_h", "cross", default=RECENCY_CAP_H, log1p=True,
+                                   min_value=0.0, max_value=RECENCY_CAP_H)
+SEEN_FEATURES: Tuple[DenseFeature, ...] = (USER_ITEM_IMPRESSIONS, ITEM_SEEN_RECENCY_H)
+
 BUILTIN_DENSE_FEATURES: Tuple[DenseFeature, ...] = (
     PRICE, ITEM_HIST_IMPRESSIONS, ITEM_HIST_CLICKS, ITEM_HIST_CTR,
     REGION_MATCH, INTEREST_CATEGORY_SHARE,
@@ -350,11 +360,16 @@ class FeatureSpec:
     written before history attributes has no such key and is read without them; without
     a categorical item column the setting changes nothing and reads True, so equal
     contracts compare equal.
+
+    ``seen_before`` (default on): the candidates carry the user's own earlier impressions
+    of them (`SEEN_FEATURES`, after the built-in dense features).  A contract written
+    before them has no such key and is read without them.
     """
 
     declared: Tuple[Declared, ...] = ()
     event_ages: bool = True
     history_attributes: bool = True
+    seen_before: bool = True
     vocabs: Tuple[Vocab, ...] = dataclasses.field(init=False, repr=False, compare=False)
     id_features: Tuple[IdFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
     dense_features: Tuple[DenseFeature, ...] = dataclasses.field(init=False, repr=False, compare=False)
@@ -369,7 +384,8 @@ class FeatureSpec:
         vocabs, ids = list(BUILTIN_VOCABS), list(BUILTIN_ID_FEATURES)
         if self.event_ages:
             vocabs.append(AGE_VOCAB)
-        denses, bags = list(BUILTIN_DENSE_FEATURES), []
+        denses = list(BUILTIN_DENSE_FEATURES) + list(SEEN_FEATURES if self.seen_before else ())
+        bags: List[BagFeature] = []
         for c in columns:
             if not isinstance(c, Declared):
                 raise TypeError(f"FeatureSpec.declared holds Declared columns, got {type(c).__name__}")
@@ -400,6 +416,7 @@ class FeatureSpec:
         object.__setattr__(self, "declared", columns)
         object.__setattr__(self, "event_ages", bool(self.event_ages))
         object.__setattr__(self, "history_attributes", history)
+        object.__setattr__(self, "seen_before", bool(self.seen_before))
         object.__setattr__(self, "attribute_sequences", attributes)
         object.__setattr__(self, "matched", MATCHED + tuple((s, by_name[s.shares_with]) for s in attributes))
         object.__setattr__(self, "vocabs", tuple(vocabs))
@@ -412,7 +429,7 @@ class FeatureSpec:
     def from_config(cls, section) -> "FeatureSpec":
         """The spec of a config's ``features`` section (`config.FeaturesConfig`
         or its mapping ``{"items": [...], "users": [...], "event_ages": bool,
-        "history_attributes": bool}``); the config validated it."""
+        "history_attributes": bool, "seen_before": bool}``); the config validated it."""
         if section is None:
             return cls()
 
@@ -427,13 +444,15 @@ class FeatureSpec:
                 if row.get("kind") == "tokens":
                     row.setdefault("oov_buckets", 10)
                 out.append(Declared(table=table, column=row.pop("name"), kind=row.pop("kind"), **row))
-        return cls(tuple(out), event_ages=flag("event_ages"), history_attributes=flag("history_attributes"))
+        return cls(tuple(out), event_ages=flag("event_ages"), history_attributes=flag("history_attributes"),
+                   seen_before=flag("seen_before"))
 
     def to_json(self) -> str:
         """The contract as a JSON string (exec properties, custom_config, a model asset):
-        ``{"declared": [...], "event_ages": bool}``, plus ``"history_attributes": bool``
-        when a declared categorical item column makes it matter."""
-        doc = {"declared": [dataclasses.asdict(c) for c in self.declared], "event_ages": self.event_ages}
+        ``{"declared": [...], "event_ages": bool, "seen_before": bool}``, plus
+        ``"history_attributes": bool`` when a declared categorical item column makes it matter."""
+        doc = {"declared": [dataclasses.asdict(c) for c in self.declared], "event_ages": self.event_ages,
+               "seen_before": self.seen_before}
         if any(c.on_history for c in self.declared):
             doc["history_attributes"] = self.history_attributes
         return json.dumps(doc, sort_keys=True)
@@ -443,18 +462,20 @@ class FeatureSpec:
         """Inverse of `to_json`; an empty string or None is the built-in spec.  A bare list
         (the format before event ages) is that list of declared columns without ages or
         history attributes; a contract without ``history_attributes`` (written before them)
-        has none."""
+        has none, and one without ``seen_before`` (written before it) no `SEEN_FEATURES`."""
         if not text:
             return cls()
         doc = json.loads(text)
         if isinstance(doc, list):
-            return cls(tuple(Declared(**row) for row in doc), event_ages=False, history_attributes=False)
-        if not isinstance(doc, dict) or set(doc) - {"declared", "event_ages", "history_attributes"}:
+            return cls(tuple(Declared(**row) for row in doc), event_ages=False, history_attributes=False,
+                       seen_before=False)
+        if not isinstance(doc, dict) or set(doc) - {"declared", "event_ages", "history_attributes", "seen_before"}:
             raise ValueError(f"not a feature contract: expected {{'declared': [...], 'event_ages': bool, "
-                             f"'history_attributes': bool}}, got {text[:120]!r}")
+                             f"'history_attributes': bool, 'seen_before': bool}}, got {text[:120]!r}")
         return cls(tuple(Declared(**row) for row in doc.get("declared", ())),
                    event_ages=bool(doc.get("event_ages", True)),
-                   history_attributes=bool(doc.get("history_attributes", False)))
+                   history_attributes=bool(doc.get("history_attributes", False)),
+                   seen_before=bool(doc.get("seen_before", False)))
 
     @classmethod
     def read(cls, model_dir: str) -> "FeatureSpec":

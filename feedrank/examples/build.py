@@ -28,7 +28,9 @@ Semantics (all vectorised with composite ``(group, ts)`` keys and
     (`snapshots`); a post with no valid row then has the missing values;
   * crosses follow `crosses`, which serving mirrors in TF;
   * user counters, user x category counters, session share and category
-    recency follow `user_counters` (serving mirrors them from Redis);
+    recency follow `user_counters` (serving mirrors them from Redis), and so
+    do, with ``spec.seen_before``, the user's earlier impressions of the
+    candidate post (`user_counters.seen_before`);
   * the splits are `splits.assign`; train-only negative sampling is `sample_keep`.
 """
 from __future__ import annotations
@@ -196,6 +198,8 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
     counters = user_counters.compute(ucode, ts, kind, user_counters.event_categories(item_code, ts, items),
                                      imp, np.where(cand >= 0, items.row_category_code[cand], -1),
                                      feature_delay_s)
+    if spec.seen_before:
+        counters.update(user_counters.seen_before(ucode, item_ids, ts, imp, feature_delay_s))
     impressions = A.Impressions(
         impression_id=imp_ids, user_id=imp_users, user_region=user_region, item_id=imp_items,
         item_pos=cand, ts=imp_ts, ints={F.LABEL: label, F.CONVERSION_LABEL: conversion},

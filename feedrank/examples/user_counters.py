@@ -22,6 +22,12 @@ second are not history; with a feature delay ``S`` the events with
   in ``c`` to ``T``, capped at `features.RECENCY_CAP_H` (the value when there
   is none).
 
+``seen_before`` adds, per impression of post ``i``, the user's own earlier
+impressions of ``i`` (`features.SEEN_FEATURES`): ``user_item_impressions``,
+their number, and ``item_seen_recency_h``, hours from the latest of them to
+``T``, capped at `features.RECENCY_CAP_H` (the value when there is none);
+the same cutoff as above.
+
 An event's category is its post's category at the event's own time (the
 attribute snapshot in force then: what a streaming writer sees when the
 event arrives); the candidate's category is the one at ``T``, as for the
@@ -148,3 +154,35 @@ def compute(ucode: np.ndarray, ts: np.ndarray, kind: np.ndarray, category: np.nd
                       - np.searchsorted(s_keys, base + lo, "left"), 0)
     out[F.SESSION_CATEGORY_SHARE.name] = np.where(total > 0, in_cat / np.maximum(total, 1), 0.0)
     return out
+
+
+def seen_before(ucode: np.ndarray, item_ids: np.ndarray, ts: np.ndarray, imp: np.ndarray,
+                delay_s: int = 0) -> Dict[str, np.ndarray]:
+    """Every `features.SEEN_FEATURES` value per impression (the rows ``imp`` selects).
+
+    Args:
+      ucode: user code per event, events sorted by ``(user, ts, event_id)``.
+      item_ids: post id per event.
+      ts: int64 event time.
+      imp: which events are the impressions.
+      delay_s: feature delay: only impressions with ``ts < T - delay_s`` count (`history_probe`).
+    """
+    if not imp.any():
+        return {d.name: np.array([], np.float64) for d in F.SEEN_FEATURES}
+    t = np.asarray(ts, dtype=np.int64)[imp]
+    rel = t - int(t.min())
+    span = int(rel.max()) + 2
+    _, item = np.unique(np.asarray(item_ids, dtype=object)[imp].astype(str), return_inverse=True)
+    _, pair = np.unique(np.asarray(ucode, dtype=np.int64)[imp] * (int(item.max()) + 1) + item,
+                        return_inverse=True)
+    if (int(pair.max()) + 2) * span >= (1 << 62):
+        raise OverflowError("too many user x post pairs x time span for composite keys; use more shards")
+    start = pair.astype(np.int64) * span
+    keys = np.sort(start + rel)
+    probe = history_probe(start, rel, delay_s)
+    hi = np.searchsorted(keys, probe, "left")
+    count = hi - np.searchsorted(keys, start, "left")
+    last = keys[np.maximum(hi - 1, 0)] - start
+    hours = np.minimum((rel - last).astype(np.float64) / 3600.0, F.RECENCY_CAP_H)
+    return {F.USER_ITEM_IMPRESSIONS.name: count.astype(np.float64),
+            F.ITEM_SEEN_RECENCY_H.name: np.where(count > 0, hours, F.RECENCY_CAP_H)}

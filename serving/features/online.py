@@ -2,8 +2,8 @@
 
 One Redis round trip per request (`queue_request` on a pipeline, sync or
 asyncio; a second one only for history posts not yet in memory): the user's
-four channels, the candidates' impression/click counters and the user's
-counters and session state, all strictly before the request's second as
+four channels, the candidates' impression/click counters, the user's
+counters and session state and the user's impressions of each candidate, all strictly before the request's second as
 offline (what the latest second added is read too and taken off when it is
 that second: `redis_layout.count_before`, `user_state.as_of`), and the
 user's region and declared columns (`user_state`: the user-side counters
@@ -42,6 +42,9 @@ class UserState:
     attributes: Dict[str, object] = dataclasses.field(default_factory=dict)  # declared user columns
     # channel -> each value's event second, aligned with `channels` (the event ages)
     channel_ts: Dict[str, List[int]] = dataclasses.field(default_factory=dict)
+    # post id -> (the user's impressions of it, the latest one's second or None), strictly
+    # before the request's second (`user_state.seen_as_of`); a post not here was never shown
+    seen: Dict[str, Tuple[float, Optional[int]]] = dataclasses.field(default_factory=dict)
 
     @property
     def cold(self) -> bool:
@@ -156,11 +159,14 @@ def queue_reads(pipe, keys: redis_layout.Keys, user_id: str, candidates: Sequenc
     pipe.hmget(keys.impressions_now, list(candidates))
     pipe.hmget(keys.clicks_now, list(candidates))
     pipe.hgetall(keys.user_now(user_id))
+    pipe.hmget(keys.user_items(user_id), list(candidates))   # the user's impressions of each candidate
 
 
-def parse_reads(results: Sequence, ts: Optional[int] = None) -> Tuple[UserState, List[float], List[float]]:
+def parse_reads(results: Sequence, ts: Optional[int] = None, candidates: Optional[Sequence[str]] = None
+                ) -> Tuple[UserState, List[float], List[float]]:
     """``(user, impressions, clicks)`` from `queue_reads`' results, strictly before the
-    second ``ts`` (None: as the counters stand); give the ``ts`` of `queue_reads`."""
+    second ``ts`` (None: as the counters stand); give the ``ts`` and ``candidates`` of
+    `queue_reads` (without ``candidates`` the user's impressions of them are not kept)."""
     n = len(redis_layout.CHANNELS)
     scored = {ch: redis_layout.decode_scored_channel(r) for ch, r in zip(redis_layout.CHANNELS, results[:n])}
     channels = {ch: values for ch, (values, _) in scored.items()}
@@ -170,7 +176,8 @@ def parse_reads(results: Sequence, ts: Optional[int] = None) -> Tuple[UserState,
     clk = [redis_layout.count_before(v, now, ts) for v, now in zip(results[n + 2], results[n + 6])]
     counters, session, now = (_text_hash(h) for h in (results[n + 3], results[n + 4], results[n + 7]))
     counters, session = user_state.as_of(counters, session, now, ts)
-    return UserState(region, channels, counters, session, channel_ts=channel_ts), imp, clk
+    seen = {c: user_state.seen_as_of(raw, ts) for c, raw in zip(candidates or (), results[n + 8]) if raw is not None}
+    return UserState(region, channels, counters, session, channel_ts=channel_ts, seen=seen), imp, clk
 
 
 def _text_hash(raw) -> Dict[str, str]:
@@ -199,6 +206,7 @@ class PendingReads:
     user_attributes: bool     # the user's declared columns
     posts: List[str]          # candidates fetched from the attribute store
     ts: Optional[int] = None  # the request's second (reads strictly before it)
+    candidates: Tuple[str, ...] = ()  # the request's candidates
 
 
 def queue_request(pipe, keys: redis_layout.Keys, user_id: str, candidates: Sequence[str], ts: Optional[int],
@@ -210,7 +218,7 @@ def queue_request(pipe, keys: redis_layout.Keys, user_id: str, candidates: Seque
     posts = items.missing(candidates)
     if posts:
         pipe.hmget(keys.items, posts)
-    return PendingReads(with_attrs, posts, None if ts is None else int(ts))
+    return PendingReads(with_attrs, posts, None if ts is None else int(ts), tuple(candidates))
 
 
 def parse_request(results: Sequence, pending: PendingReads, items: ItemStore
@@ -222,7 +230,7 @@ def parse_request(results: Sequence, pending: PendingReads, items: ItemStore
     if pending.posts:
         items.add_raw(pending.posts, results.pop())
     attrs = user_attributes(results.pop(), pending.ts) if pending.user_attributes else {}
-    user, imp, clk = parse_reads(results, pending.ts)
+    user, imp, clk = parse_reads(results, pending.ts, pending.candidates)
     user.attributes = attrs
     return user, imp, clk
 
@@ -278,7 +286,8 @@ def candidate_side(candidates: Sequence[str], items: ItemStore, impressions: Seq
     price, whatever counters Redis has, usually none), the columns ``spec``
     declares on the ``items`` table (every kind, from the stored object; the
     missing value for an unknown post), the user x category counters, session
-    share and recency at ``ts`` (None: now)."""
+    share and recency at ``ts`` (None: now), and with ``spec.seen_before`` the user's
+    earlier impressions of each candidate (`user_state.seen_features`)."""
     out: Dict[str, list] = {}
     for f in F.BUILTIN_ID_FEATURES:
         if f.side == "candidate":
@@ -290,9 +299,10 @@ def candidate_side(candidates: Sequence[str], items: ItemStore, impressions: Seq
     if spec.declared_on_side("candidate"):
         out.update(declared.candidate_features(spec, candidates, items.declared_of(candidates)))
     user = user or empty_user()
-    out.update(user_state.cross_features(user.counters, user.session,
-                                         int(time.time()) if ts is None else int(ts),
-                                         out[F.CATEGORY_ID.name]))
+    now = int(time.time()) if ts is None else int(ts)
+    out.update(user_state.cross_features(user.counters, user.session, now, out[F.CATEGORY_ID.name]))
+    if spec.seen_before:
+        out.update(user_state.seen_features([user.seen.get(c, (0.0, None)) for c in candidates], now))
     return out
 
 

@@ -18,6 +18,10 @@ Keys (``p`` is the prefix, ``fr`` by default):
 * ``p:u:<user_id>`` / ``p:sess:<user_id>`` / ``p:un:<user_id>`` - hashes, the
   user's counters, per-category counters, recency and current session, and
   what the user's latest second added to them (`user_state`).
+* ``p:ui:<user_id>`` - hash post id -> ``"<n>:<last>:<prev>:<n_last>"``: the
+  user's impressions of the post, the latest one's second, the latest second
+  before that ("" for none) and the impressions of that latest second, so a
+  read at that very second leaves them out (`user_state.seen_as_of`).
 * ``p:items`` - hash item_id -> JSON ``[category_id, region_id, price]``
   (the post-attribute store, loaded from the ``items`` table).
 * ``p:users`` - hash user_id -> region_id (from the ``users`` table).
@@ -95,6 +99,10 @@ class Keys:
         """Per-category click/view counts of a user's current session."""
         return f"{self.prefix}:sess:{user_id}"
 
+    def user_items(self, user_id: str) -> str:
+        """The user's impressions per post (`user_state.SEEN_LUA`)."""
+        return f"{self.prefix}:ui:{user_id}"
+
     def seen(self, event_id: str) -> str:
         """Marker of an applied event."""
         return f"{self.prefix}:seen:{event_id}"
@@ -153,7 +161,8 @@ def decode_item_versions(raw) -> List[Tuple[Optional[int], Tuple[Tuple[str, str,
 
 # Idempotent application of one event, atomically (a Lua script runs alone).
 # KEYS: seen marker, counter hash, sequence key, user hash, session hash,
-# the user's latest-second hash, the counter's latest-second hash.
+# the user's latest-second hash, the counter's latest-second hash, the user's
+# per-post impressions hash.
 # ARGV: ttl seconds, item id (counter field, "" for none), capacity (0: no
 # sequence), score (the event ts), user-state flags, category, session gap,
 # members...
@@ -175,7 +184,7 @@ if cap > 0 and #ARGV > 7 then
   for i = 8, #ARGV do redis.call('ZADD', KEYS[3], ARGV[4], ARGV[i]) end
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -cap - 1)
 end
-""" + user_state.LUA + """
+""" + user_state.LUA + user_state.SEEN_LUA + """
 return 1
 """
 

@@ -26,6 +26,11 @@ only when it is not older than the current session's start.
   event of a later second starts it afresh; an older (late) event adds
   nothing to it.
 
+* ``p:ui:<user_id>`` - per post the user's impressions of it, the latest one's
+  second, the latest second before that and the impressions of that latest
+  second (`SEEN_LUA`, read by `seen_as_of`): the online twin of
+  `feedrank.examples.user_counters.seen_before`.
+
 Reading at request time ``T`` (`as_of`): strictly before ``T``, as offline.
 When the user's latest second is ``T`` itself (the request's own impressions,
 or a click in the same second), its increments are taken off the counters and
@@ -107,6 +112,55 @@ if string.find(flags, 's', 1, true) and t >= start then
   end
 end
 """
+
+
+# Lua applied after `LUA` (shares its locals): an impression of post ARGV[2] updates the user's
+# per-post hash KEYS[8], field post -> "n:last:prev:n_last" (see `seen_as_of`).  A late impression
+# (older than ``last``) counts, and becomes ``prev`` when it is newer than it.
+SEEN_LUA = """
+if ARGV[2] ~= '' and string.find(flags, 'i', 1, true) then
+  local v = redis.call('HGET', KEYS[8], ARGV[2])
+  local n, last, prev, nl = 0, nil, nil, 0
+  if v then
+    local f = {}
+    for x in string.gmatch(v .. ':', '([^:]*):') do f[#f + 1] = x end
+    n, last, prev, nl = tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), tonumber(f[4])
+  end
+  n = n + 1
+  if last == nil or t > last then
+    prev, last, nl = last, t, 1
+  elseif t == last then
+    nl = nl + 1
+  elseif prev == nil or t > prev then
+    prev = t
+  end
+  local p = prev and string.format('%d', prev) or ''
+  redis.call('HSET', KEYS[8], ARGV[2], string.format('%d:%d:%s:%d', n, last, p, nl))
+end
+"""
+
+
+def seen_as_of(raw, ts: Optional[int]) -> Tuple[float, Optional[int]]:
+    """``(impressions, latest second)`` of one post to the user strictly before the second
+    ``ts``, from its ``p:ui`` value ``raw`` (None: never shown, ``(0.0, None)``); when the
+    latest second is ``ts`` itself its impressions are left out and the second before it
+    is the latest.  ``ts`` None: as the hash stands."""
+    if raw is None:
+        return 0.0, None
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    n, last, prev, n_last = raw.split(":")
+    if ts is not None and int(last) == int(ts):
+        return float(n) - float(n_last), (int(prev) if prev else None)
+    return float(n), int(last)
+
+
+def seen_features(seen: Sequence[Tuple[float, Optional[int]]], ts: int) -> Dict[str, List[float]]:
+    """`features.SEEN_FEATURES` of candidates from their `seen_as_of` values at request time ``ts``."""
+    return {F.USER_ITEM_IMPRESSIONS.name: [n for n, _ in seen],
+            F.ITEM_SEEN_RECENCY_H.name: [F.RECENCY_CAP_H if last is None
+                                         else min(max(ts - last, 0) / 3600.0, F.RECENCY_CAP_H)
+                                         for _, last in seen]}
 
 
 def _num(state: Mapping[str, str], field: str) -> Optional[float]:

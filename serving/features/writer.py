@@ -143,7 +143,8 @@ class FeatureWriter:
                 members = [redis_layout.member(r.event_id, i, v) for i, v in enumerate(values)]
             cap = redis_layout.stored_len(channel) if channel is not None else 0
             self._script(keys=[self.keys.seen(r.event_id), key2, key3, self.keys.user(r.user_id),
-                               self.keys.session(r.user_id), self.keys.user_now(r.user_id), key7],
+                               self.keys.session(r.user_id), self.keys.user_now(r.user_id), key7,
+                               self.keys.user_items(r.user_id)],
                          args=[ttl, counter, cap, int(r.ts), user_state.EVENT_FLAGS.get(r.event, ""),
                                self.category_at(r.item_id, int(r.ts)), F.SESSION_GAP_S, *members],
                          client=pipe)

@@ -86,7 +86,7 @@ def test_replay_sees_what_it_compares(offline):
     assert max(clicks) > 3 and sum(c > 0 for c in clicks) > 100 and max(hist) > 0
     assert len({ex[F.INTEREST_CATEGORY_SHARE.name][0] for ex in offline.values()}) > 5
     assert any(ex[F.REGION_MATCH.name][0] == 1.0 for ex in offline.values())
-    for d in F.USER_COUNTER_FEATURES:          # compared too, and not constant
+    for d in F.USER_COUNTER_FEATURES + F.SEEN_FEATURES:          # compared too, and not constant
         assert len({ex[d.name][0] for ex in offline.values()}) >= 3, d.name
     share = [ex[F.SESSION_CATEGORY_SHARE.name][0] for ex in offline.values()]
     recency = [ex[F.CATEGORY_RECENCY_H.name][0] for ex in offline.values()]
@@ -99,7 +99,7 @@ def test_same_second_leak_is_detected(redis_server, log_dir, offline):  # noqa: 
     leaky = replay.replay(redis_server.client(), log_dir, redis_layout.Keys("leak"), naive=True, offline=offline)
     assert leaky.mismatched >= 60
     for name in (F.SEARCH_TOKENS.name, F.CLICK_ITEMS.name, F.CONV_ITEMS.name,
-                 F.ITEM_HIST_IMPRESSIONS.name, F.ITEM_HIST_CLICKS.name):
+                 F.ITEM_HIST_IMPRESSIONS.name, F.ITEM_HIST_CLICKS.name, F.USER_ITEM_IMPRESSIONS.name):
         assert leaky.by_feature[name] >= 60, dict(leaky.by_feature)
 
 

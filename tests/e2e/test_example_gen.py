@@ -105,7 +105,15 @@ def _reference(ev: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, imp) 
         "interest_cat_share": [np.float32(np.mean([c == cat[imp.item_id] for c in click_cats])
                                           if click_cats else 0.0)],
         **_user_counters_reference(mine, cat, cat[imp.item_id], imp.ts),
+        **_seen_reference(mine, imp.item_id, imp.ts),
     }
+
+
+def _seen_reference(mine: pd.DataFrame, item: str, t: int) -> dict:
+    """`features.SEEN_FEATURES`: the user's earlier impressions of the post, by a plain filter."""
+    shown = mine[(mine.event == "impression") & (mine.item_id == item)].ts
+    hours = min((t - shown.max()) / 3600.0, F.RECENCY_CAP_H) if len(shown) else F.RECENCY_CAP_H
+    return {"user_item_impressions": [np.float32(len(shown))], "item_seen_recency_h": [np.float32(hours)]}
 
 
 def _user_counters_reference(mine: pd.DataFrame, cat: pd.Series, c: str, t: int) -> dict:

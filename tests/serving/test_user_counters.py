@@ -145,3 +145,83 @@ def test_replay_of_the_hand_built_log_has_zero_mismatches(redis_server, tmp_path
     report = replay.replay(redis_server.client(), log_dir, redis_layout.Keys("ucr"))
     assert report.impressions == len(EXPECTED)
     assert report.mismatched == 0, (dict(report.by_feature), report.examples[:2])
+
+
+# ------------------------------------------------------- seen before
+SEEN = [d.name for d in F.SEEN_FEATURES]
+# a user outside the users table shown post a five times (twice in second 100, twice in second 250) and b once
+SEEN_EVENTS: List[Dict] = [
+    _ev("s1", "u9", "a", "impression", 0),
+    _ev("s2", "u9", "a", "impression", 100),
+    _ev("s3", "u9", "a", "impression", 100),     # same second as s2: neither sees the other
+    _ev("s4", "u9", "b", "impression", 100),
+    _ev("s5", "u9", "a", "impression", 250),
+    _ev("s6", "u9", "a", "impression", 250),
+]
+# impression -> (earlier impressions of its post to the user, seconds since the latest of them)
+SEEN_EXPECTED = {"s1": (0, None), "s2": (1, 100), "s3": (1, 100), "s4": (0, None), "s5": (3, 150),
+                 "s6": (3, 150)}
+
+
+def _seen_row(count, age_s) -> Dict[str, float]:
+    return {F.USER_ITEM_IMPRESSIONS.name: count,
+            F.ITEM_SEEN_RECENCY_H.name: F.RECENCY_CAP_H if age_s is None else age_s / 3600.0}
+
+
+def test_offline_seen_before_is_the_hand_computed_one():
+    ev = pd.DataFrame(SEEN_EVENTS + EVENTS)[build.EVENT_COLUMNS]   # EVENTS' own impressions too
+    built = build.build_examples(ev, item_history(ev), build.ItemTable(ITEMS, F.BUILTIN),
+                                 build.UserTable(USERS, F.BUILTIN), 1800, spec=F.BUILTIN)
+    got = {i: H.to_dict(s) for i, s in zip(built.impression_id, built.serialized)}
+    for imp_id, (count, age_s) in SEEN_EXPECTED.items():
+        for name, value in _seen_row(count, age_s).items():
+            assert got[imp_id][name][0] == pytest.approx(np.float32(value), rel=1e-6), (imp_id, name)
+    # EVENTS: i2 (a at 1840) after e1; i4 (a at 3661) after e1 and i2; i5 (x at 3661) after e5 and i3
+    for imp_id, (count, age_s) in {"e1": (0, None), "i2": (1, 1840), "i3": (1, 3601),
+                                   "i4": (2, 1821), "i5": (2, 20)}.items():
+        assert got[imp_id][F.USER_ITEM_IMPRESSIONS.name] == [count], imp_id
+        assert got[imp_id][F.ITEM_SEEN_RECENCY_H.name][0] == pytest.approx(
+            np.float32(_seen_row(count, age_s)[F.ITEM_SEEN_RECENCY_H.name]), rel=1e-6), imp_id
+    # without the setting the examples do not carry them
+    off = F.FeatureSpec(seen_before=False)
+    built = build.build_examples(ev, item_history(ev), build.ItemTable(ITEMS, off),
+                                 build.UserTable(USERS, off), 1800, spec=off)
+    assert not set(SEEN) & set(H.to_dict(built.serialized[0]))
+
+
+def test_offline_seen_before_waits_for_the_feature_delay():
+    ev = pd.DataFrame(SEEN_EVENTS)[build.EVENT_COLUMNS]
+    built = build.build_examples(ev, item_history(ev), build.ItemTable(ITEMS, F.BUILTIN),
+                                 build.UserTable(USERS, F.BUILTIN), 1800, feature_delay_s=120, spec=F.BUILTIN)
+    got = {i: H.to_dict(s) for i, s in zip(built.impression_id, built.serialized)}
+    # only impressions more than 120 s old count; the age is still measured to the impression
+    assert got["s2"][F.USER_ITEM_IMPRESSIONS.name] == [0.0]
+    assert got["s5"][F.USER_ITEM_IMPRESSIONS.name] == [3.0]   # s1, s2, s3: before 250 - 120
+    assert got["s5"][F.ITEM_SEEN_RECENCY_H.name][0] == pytest.approx(np.float32(150 / 3600), rel=1e-6)
+
+
+@pytest.mark.parametrize("order", ["in_time", "reversed"])
+@pytest.mark.parametrize("same_second", [False, True], ids=["before", "with_its_own_second_applied"])
+def test_online_seen_before_is_the_hand_computed_one(redis_server, same_second, order):  # noqa: F811
+    """Online from the ``p:ui`` hash, whatever order the impressions arrive in, and also when
+    Redis already holds the impression's own second."""
+    client, keys = redis_server.client(), redis_layout.Keys("seen")
+    for imp_id, (count, age_s) in SEEN_EXPECTED.items():
+        imp = next(e for e in SEEN_EVENTS if e["event_id"] == imp_id)
+        writer.flush(client, keys)
+        writer.load_items(client, keys, ITEMS)
+        before = [e for e in SEEN_EVENTS if e["ts"] < imp["ts"] or (same_second and e["ts"] == imp["ts"])]
+        before = sorted(before, key=lambda e: (e["ts"], e["event_id"]), reverse=order == "reversed")
+        if before:
+            writer.FeatureWriter(client, keys).apply(writer.events_frame(before))
+        pipe = client.pipeline()
+        online.queue_reads(pipe, keys, "u9", [imp["item_id"], "x"], imp["ts"])
+        user, imps, clks = online.parse_reads(pipe.execute(), imp["ts"], [imp["item_id"], "x"])
+        feats = online.raw_inputs(user, [imp["item_id"], "x"], online.ItemStore.from_hash(
+            client.hgetall(keys.items)), imps, clks, imp["ts"])
+        for name, value in _seen_row(count, age_s).items():
+            assert np.float32(feats[name][0]) == np.float32(value), (imp_id, name, feats[name], value)
+        assert [feats[n][1] for n in SEEN] == [0.0, F.RECENCY_CAP_H]   # x was never shown to u9
+        off = online.raw_inputs(user, [imp["item_id"]], online.ItemStore(), imps[:1], clks[:1], imp["ts"],
+                                F.FeatureSpec(seen_before=False))
+        assert not set(SEEN) & set(off)

@@ -35,7 +35,7 @@ CHANGE_TS_OFFSET = 2 * 86_400   # the second attribute rows hold from two days i
 def test_declared_columns_extend_the_builtin_contract():
     builtin = F.BUILTIN
     assert (builtin.vocabs, builtin.id_features, builtin.dense_features, builtin.bag_features) == (
-        F.BUILTIN_VOCABS + (F.AGE_VOCAB,), F.BUILTIN_ID_FEATURES, F.BUILTIN_DENSE_FEATURES, ())
+        F.BUILTIN_VOCABS + (F.AGE_VOCAB,), F.BUILTIN_ID_FEATURES, F.BUILTIN_DENSE_FEATURES + F.SEEN_FEATURES, ())
     assert builtin.declared == ()
     assert [c.feature_name for c in DECL] == ["item_headline", "item_floor_area", "user_tier", "item_seller"]
     assert [c.side for c in DECL] == ["candidate", "candidate", "user", "candidate"]
@@ -43,7 +43,7 @@ def test_declared_columns_extend_the_builtin_contract():
         F.IdFeature("user_tier", F.Vocab("attr_user_tier", 2, 1), "user"),
         F.IdFeature("item_seller", F.Vocab("attr_item_seller", 2, 1), "candidate"))
     assert [s.name for s in SPEC.attribute_sequences] == ["click_item_seller", "view_item_seller", "conv_item_seller"]
-    assert SPEC.dense_features == F.BUILTIN_DENSE_FEATURES + (
+    assert SPEC.dense_features == F.BUILTIN_DENSE_FEATURES + F.SEEN_FEATURES + (
         F.DenseFeature("item_floor_area", "candidate", default=-1.0, log1p=True),)
     assert SPEC.bag_features == (F.BagFeature("item_headline", F.Vocab("attr_item_headline", 10, 1), "candidate", 3),)
     assert [v.name for v in SPEC.vocabs[len(F.BUILTIN_VOCABS) + 1:]] == ["attr_item_headline", "attr_user_tier",

@@ -13,7 +13,8 @@ from feedrank import features as F
 BUILTIN_IDS = ["item_id", "category_id", "region_id", "user_region_id"]
 BUILTIN_DENSE = ["price", "item_hist_impressions", "item_hist_clicks", "item_hist_ctr", "region_match",
                  "interest_cat_share", "user_hist_impressions", "user_hist_clicks", "user_hist_ctr",
-                 "user_cat_impressions", "user_cat_clicks", "user_cat_ctr", "session_cat_share", "cat_recency_h"]
+                 "user_cat_impressions", "user_cat_clicks", "user_cat_ctr", "session_cat_share", "cat_recency_h",
+                 "user_item_impressions", "item_seen_recency_h"]
 BUILTIN_VOCABS = ["item", "category", "region", "token", "age"]
 SEQUENCES = ["click_item_ids", "click_category_ids", "click_region_ids", "view_item_ids", "view_category_ids",
              "view_region_ids", "conv_item_ids", "conv_category_ids", "search_tokens"]
@@ -50,7 +51,7 @@ def test_the_builtin_spec_is_the_builtin_features_in_their_order():
     assert F.BUILTIN.features_of_side("candidate") == [
         "item_id", "category_id", "region_id", "price", "item_hist_impressions", "item_hist_clicks",
         "item_hist_ctr", "user_cat_impressions", "user_cat_clicks", "user_cat_ctr", "session_cat_share",
-        "cat_recency_h"]
+        "cat_recency_h", "user_item_impressions", "item_seen_recency_h"]
     assert F.BUILTIN.features_of_side("user") == (
         ["user_region_id", "user_hist_impressions", "user_hist_clicks", "user_hist_ctr"] + SEQUENCES + AGES)
 
@@ -92,13 +93,13 @@ def test_the_views_of_a_declared_spec():
     assert names[:6] == ["item_id_idx", "category_id_idx", "region_id_idx", "user_region_id_idx",
                          "user_tier_idx", "item_seller_idx"]
     assert names[-4:] == ["item_floor_area_x", "user_age_x", "item_headline_idx", "user_interests_idx"]
-    assert len(names) == len(set(names)) == 6 + 9 + 4 + 3 + 16 + 2   # ids, sequences, ages, attributes, numbers, bags
+    assert len(names) == len(set(names)) == 6 + 9 + 4 + 3 + 18 + 2   # ids, sequences, ages, attributes, numbers, bags
     assert SPEC.raw_names()[-7:] == ["item_floor_area", "user_age", "label", "conversion", "impression_id",
                                      "user_id", "ts"]
     assert SPEC.features_of_side("user")[:6] == ["user_region_id", "user_tier", "user_hist_impressions",
                                                  "user_hist_clicks", "user_hist_ctr", "user_age"]
     assert "user_interests" in SPEC.features_of_side("user")
-    assert SPEC.features_of_side("candidate")[-3:] == ["cat_recency_h", "item_floor_area", "item_headline"]
+    assert SPEC.features_of_side("candidate")[-3:] == ["item_seen_recency_h", "item_floor_area", "item_headline"]
     assert [d.name for d in SPEC.request_dense("user")] == ["user_hist_impressions", "user_hist_clicks",
                                                             "user_hist_ctr", "user_age"]
     assert SPEC.is_dense("user_age") and SPEC.is_dense("price") and not SPEC.is_dense("user_tier")
@@ -130,15 +131,16 @@ def test_json_round_trip_is_the_identity():
     one = F.FeatureSpec((F.Declared("users", "tier", "categorical"),))
     assert one.to_json() == ('{"declared": [{"column": "tier", "default": 0.0, "frequency_threshold": 1, '
                              '"kind": "categorical", "log1p": false, "max_tokens": 16, "oov_buckets": 2, '
-                             '"table": "users"}], "event_ages": true}')
+                             '"table": "users"}], "event_ages": true, "seen_before": true}')
     assert F.FeatureSpec.from_json(one.to_json()) == one
     no_ages = F.FeatureSpec(one.declared, event_ages=False)
     assert F.FeatureSpec.from_json(no_ages.to_json()) == no_ages != one
     assert F.FeatureSpec.from_json(SPEC.to_json()) == SPEC
     assert F.FeatureSpec.from_json(SPEC.to_json()).bag_features == SPEC.bag_features
-    assert F.BUILTIN.to_json() == '{"declared": [], "event_ages": true}'
-    for empty in ("", None, '{"declared": []}'):
+    assert F.BUILTIN.to_json() == '{"declared": [], "event_ages": true, "seen_before": true}'
+    for empty in ("", None):
         assert F.FeatureSpec.from_json(empty) == F.BUILTIN
+    assert F.FeatureSpec.from_json('{"declared": []}') == F.FeatureSpec(seen_before=False)
 
 
 def test_from_config_applies_the_kind_defaults_in_table_order():
@@ -158,7 +160,8 @@ def test_write_and_read_beside_a_model(tmp_path):
     assert (tmp_path / "declared_features.json").read_text() == SPEC.to_json()
     assert F.FeatureSpec.read(str(tmp_path) + "/") == SPEC
     F.BUILTIN.write(str(tmp_path))
-    assert (tmp_path / "declared_features.json").read_text() == '{"declared": [], "event_ages": true}'
+    assert (tmp_path / "declared_features.json").read_text() == (
+        '{"declared": [], "event_ages": true, "seen_before": true}')
     assert F.FeatureSpec.read(str(tmp_path)) == F.BUILTIN
 
 
@@ -171,7 +174,7 @@ def test_a_model_exported_before_event_ages_keeps_its_inputs(tmp_path):
     assert old.event_ages is False and [c.column for c in old.declared] == ["tier"]
     assert [s.name for s in old.seq_features] == SEQUENCES
     assert "age" not in _names(old.vocabs) and not any(n.endswith("_ages") for n in old.raw_names())
-    assert F.FeatureSpec.from_json("[]") == F.FeatureSpec(event_ages=False)
+    assert F.FeatureSpec.from_json("[]") == F.FeatureSpec(event_ages=False, seen_before=False)
     with pytest.raises(ValueError, match="not a feature contract"):
         F.FeatureSpec.from_json('{"declared": [], "ages": true}')
 
@@ -193,6 +196,20 @@ def test_history_attributes_are_on_by_default_and_off_for_a_contract_written_bef
     assert len(F.FeatureSpec.from_config({"items": [{"name": "seller", "kind": "categorical"}]}).matched) == 11
 
 
+def test_seen_before_is_on_by_default_and_off_for_a_contract_written_before_it():
+    """The user's earlier impressions of the candidate: two cross features after the built-in
+    dense ones, sent once per candidate; a contract without the key (written before them) has none."""
+    assert F.BUILTIN.seen_before and F.BUILTIN.dense_features[-2:] == F.SEEN_FEATURES
+    assert [(d.name, d.side, d.default, d.log1p, d.max_value) for d in F.SEEN_FEATURES] == [
+        ("user_item_impressions", "cross", 0.0, True, None), ("item_seen_recency_h", "cross", 720.0, True, 720.0)]
+    off = F.FeatureSpec(COLUMNS, seen_before=False)
+    assert off != SPEC and _names(off.dense_features) == BUILTIN_DENSE[:-2] + ["item_floor_area", "user_age"]
+    assert "user_item_impressions" not in off.features_of_side("candidate")
+    assert F.FeatureSpec.from_json(off.to_json()) == off
+    assert F.FeatureSpec.from_json(SPEC.to_json().replace(', "seen_before": true', "")) == off
+    assert F.FeatureSpec.from_config({"seen_before": False}) == F.FeatureSpec(seen_before=False)
+
+
 def test_event_ages_follow_every_channel_and_label_by_the_bounds():
     ages = [s for s in F.BUILTIN.seq_features if s.ages]
     assert [(s.name, s.channel, s.max_len) for s in ages] == [
@@ -212,7 +229,7 @@ def test_equality_and_hash_follow_the_declaration():
     reordered = F.FeatureSpec(COLUMNS[::-1])
     assert reordered != SPEC   # the order of the declaration is the order of the features
     assert F.FeatureSpec((COLUMNS[0],)) != F.BUILTIN
-    assert len({F.BUILTIN, F.FeatureSpec(), F.FeatureSpec.from_json('{"declared": []}')}) == 1
+    assert len({F.BUILTIN, F.FeatureSpec(), F.FeatureSpec.from_json('{"declared": [], "seen_before": true}')}) == 1
 
 
 def test_a_spec_is_immutable():
