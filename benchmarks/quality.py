@@ -299,6 +299,18 @@ def paired_rows(cfg, ctx: Dict, families: List[str], seed: int, reference: str,
     return out
 
 
+def save_scores(path: str, ctx: Dict) -> None:
+    """Every row's test scores, as ``<family>/<seed>/{id,score,label,user}`` arrays of one .npz."""
+    arrays = {}
+    for (family, seed, split), scored in ctx["scores"].items():
+        if split == "test":
+            for key, values in with_meta(scored, ctx["meta"]).items():
+                arrays[f"{family}/{seed}/{key}"] = np.asarray(values)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    log.info("wrote the test scores of %d rows to %s", len(arrays) // 4, path)
+
+
 def aggregate(rows: List[Dict]) -> Dict[str, Dict]:
     """mean and std over seeds of every metric, per family and split."""
     out: Dict[str, Dict] = {}
@@ -351,6 +363,9 @@ def main() -> None:
                    help="override trainer options for every family, e.g. --set embedding_l2=1e-5")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "quality.json"))
     p.add_argument("--plot", default=os.path.join(ROOT, "docs", "img", "quality.png"))
+    p.add_argument("--scores", default="",
+                   help="also write every row's test scores (with labels and users) to this .npz, for "
+                        "`benchmarks.quality_ablation` to pair two runs on the same impressions")
     p.add_argument("--update", action="store_true",
                    help="replace only these families' rows in the existing --out file (same config, "
                         "same examples) and keep the others")
@@ -388,6 +403,8 @@ def main() -> None:
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1, default=str)
+    if args.scores:
+        save_scores(args.scores, ctx)
     print(quality_report.markdown(result))
     quality_report.plot(result, args.plot)
     print(f"\nwrote {args.out} and {args.plot}")
