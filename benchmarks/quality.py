@@ -305,7 +305,8 @@ def save_scores(path: str, ctx: Dict) -> None:
     for (family, seed, split), scored in ctx["scores"].items():
         if split == "test":
             for key, values in with_meta(scored, ctx["meta"]).items():
-                arrays[f"{family}/{seed}/{key}"] = np.asarray(values)
+                values = np.asarray(values)   # ids and users as fixed-width bytes: no pickled objects
+                arrays[f"{family}/{seed}/{key}"] = values.astype(bytes) if values.dtype == object else values
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     np.savez_compressed(path, **arrays)
     log.info("wrote the test scores of %d rows to %s", len(arrays) // 4, path)
