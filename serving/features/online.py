@@ -3,9 +3,10 @@
 One Redis round trip per request (`queue_request` on a pipeline, sync or
 asyncio; a second one only for history posts not yet in memory): the user's
 four channels, the candidates' impression/click counters, the user's
-counters and session state and the user's impressions of each candidate, all strictly before the request's second as
-offline (what the latest second added is read too and taken off when it is
-that second: `redis_layout.count_before`, `user_state.as_of`), and the
+counters and session state and the user's impressions of each candidate,
+all strictly before the request's second as offline (what the latest second
+added is read too and taken off when it is that second:
+`redis_layout.count_before`, `user_state.as_of`, `user_state.seen_as_of`), and the
 user's region and declared columns (`user_state`: the user-side counters
 once, the per-category ones per candidate by its category).  `raw_inputs`
 turns that, plus the post-attribute store, into the raw features of the exported
