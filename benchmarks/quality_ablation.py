@@ -3,8 +3,9 @@
 Two runs of `benchmarks.quality` on one world (same log, splits and seeds) that differ in one
 setting, e.g. ``features.seen_before``, each written with ``--scores``, are compared row by
 row: for every family and seed in both, the paired bootstrap over test users of the AUC and
-GAUC differences (`feedrank.evaluate.paired`), A minus B.  The impressions must be the same
-ones with the same labels; anything else is refused.
+GAUC differences (`feedrank.evaluate.paired`), A minus B.  ``--families FA FB`` pairs two
+families instead, also of one run (``--b`` left out).  The impressions must be the same ones
+with the same labels; anything else is refused.
 
     .venv/bin/python -m benchmarks.quality_ablation --a runs/seen.npz --b runs/no_seen.npz \\
         --names "seen before" "without" --out benchmarks/results/seen_before_ablation.json
@@ -46,16 +47,24 @@ def align(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray], what: str) -> np.n
     return pos
 
 
-def compare(a_rows: Dict, b_rows: Dict, resamples: int = 1000) -> List[Dict]:
-    """A minus B for every (family, seed) both runs have."""
+def compare(a_rows: Dict, b_rows: Dict, resamples: int = 1000,
+            families: Tuple[str, str] | None = None) -> List[Dict]:
+    """A minus B for every (family, seed) both runs have; with ``families`` (a, b), A's rows of
+    family a against B's rows of family b, seed by seed (two families of one run: A = B)."""
     out = []
-    for key in sorted(set(a_rows) & set(b_rows)):
-        a, b = a_rows[key], b_rows[key]
-        pos = align(a, b, f"{key[0]} seed {key[1]}")
+    if families:
+        keys = sorted((k, (families[1], k[1])) for k in a_rows if k[0] == families[0]
+                      and (families[1], k[1]) in b_rows)
+    else:
+        keys = [(k, k) for k in sorted(set(a_rows) & set(b_rows))]
+    for key_a, key_b in keys:
+        a, b = a_rows[key_a], b_rows[key_b]
+        name = key_a[0] if key_a[0] == key_b[0] else f"{key_a[0]} - {key_b[0]}"
+        pos = align(a, b, f"{name} seed {key_a[1]}")
         diffs = paired.compare(a["label"], a["score"], b["score"][pos], a["user"], resamples=resamples,
-                               seed=int(key[1]))
+                               seed=int(key_a[1]))
         for d in diffs.values():
-            out.append({"family": key[0], "seed": int(key[1]), **d.to_dict(), "ordered": d.ordered})
+            out.append({"family": name, "seed": int(key_a[1]), **d.to_dict(), "ordered": d.ordered})
     return out
 
 
@@ -72,18 +81,20 @@ def markdown(rows: List[Dict], names: Tuple[str, str]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--a", required=True, help="the --scores file of run A")
-    p.add_argument("--b", required=True, help="the --scores file of run B")
+    p.add_argument("--b", default="", help="the --scores file of run B (default: A's)")
+    p.add_argument("--families", nargs=2, default=None, metavar=("FA", "FB"),
+                   help="pair A's family FA with B's family FB, seed by seed (default: each family with itself)")
     p.add_argument("--names", nargs=2, default=("A", "B"), metavar=("A", "B"), help="the two runs' names")
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--out", default="", help="also write the rows as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        with np.load(args.a) as fa, np.load(args.b) as fb:
+        with np.load(args.a) as fa, np.load(args.b or args.a) as fb:
             a_rows, b_rows = rows_of(fa), rows_of(fb)
-        if not set(a_rows) & set(b_rows):
-            raise ValueError(f"no family and seed in both runs: {sorted(a_rows)} vs {sorted(b_rows)}")
-        rows = compare(a_rows, b_rows, args.resamples)
+        rows = compare(a_rows, b_rows, args.resamples, tuple(args.families) if args.families else None)
+        if not rows:
+            raise ValueError(f"no family and seed to pair: {sorted(a_rows)} vs {sorted(b_rows)}")
     except (OSError, ValueError, KeyError) as e:
         print(f"quality_ablation: {e}", file=sys.stderr)
         return 2

@@ -43,4 +43,14 @@ def test_runs_on_other_impressions_are_refused(tmp_path, capsys):
     assert "different labels or users" in capsys.readouterr().err
     gbdt = _save(tmp_path / "d.npz", np.arange(6), family="gbdt")
     assert QA.main(["--a", a, "--b", gbdt]) == 2
-    assert "no family and seed in both runs" in capsys.readouterr().err
+    assert "no family and seed to pair" in capsys.readouterr().err
+
+
+def test_two_families_of_one_run_are_paired_seed_by_seed(tmp_path, capsys):
+    path = tmp_path / "run.npz"
+    np.savez(path, **{f"{fam}/0/{k}": v for fam, scores in (("dien", [0.9, 0.1, 0.2, 0.8, 0.3, 0.7]),
+                                                            ("din", [0.2, 0.9, 0.1, 0.8, 0.3, 0.4]))
+                      for k, v in (("id", IDS), ("score", np.asarray(scores)), ("label", LABELS), ("user", USERS))})
+    assert QA.main(["--a", str(path), "--families", "dien", "din"]) == 0
+    out = capsys.readouterr().out
+    assert "| dien - din | 0 | AUC | 1.0000 | 0.5556 | +0.4444 |" in out
