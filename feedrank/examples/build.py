@@ -124,8 +124,8 @@ def build_examples(events: pd.DataFrame, hist: pd.DataFrame, items: ItemTable,
         region_id`` map (unknown users get ""; only without declared user columns).
       label_window_s: label window in seconds.
       feature_delay_s: the behaviour features (sequences, user counters, session
-        share, category recency) see only events with ``ts`` < impression ts minus
-        this; 0: every event strictly before the impression.
+        share, category recency, seen before) see only events with ``ts`` < impression
+        ts minus this; 0: every event strictly before the impression.
       spec: the feature contract: the examples hold exactly its raw features.
     """
     _check_tables(spec, items, users)

@@ -39,6 +39,7 @@ class AlreadySeeded(RuntimeError):
 PROGRESS_EVERY_S = 10   # a progress line this often during the events
 
 
+
 def bootstrap(client, log_dir: str, keys: redis_layout.Keys, force: bool = False,
               seen_window_s: int = 3600, seen_ttl_s: int = writer.DEFAULT_SEEN_TTL_S,
               spec: F.FeatureSpec = F.BUILTIN) -> Dict[str, int]:
@@ -78,7 +79,8 @@ def bootstrap(client, log_dir: str, keys: redis_layout.Keys, force: bool = False
             w.apply(part[mark], mark_seen=True)
     counts.update({"events_read": len(events), "events_applied": int(w.stats["applied"]),
                    "duplicates": len(dups), "rejected": len(events) - len(good) - len(dups), "max_ts": max_ts})
-    client.hset(keys.meta, mapping={"source": log_dir, **{k: str(v) for k, v in counts.items()}})
+    client.hset(keys.meta, mapping={"source": log_dir, redis_layout.SEEN_FIELD: "1",
+                                    **{k: str(v) for k, v in counts.items()}})
     log.info("bootstrap of %s into '%s' in %.1f s: %s", log_dir, keys.prefix, time.time() - t0, counts)
     return counts
 

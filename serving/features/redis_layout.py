@@ -32,7 +32,8 @@ Keys (``p`` is the prefix, ``fr`` by default):
   ``p:users`` and ``p:uattrs`` as its time-versioned rows; readers take the row
   valid at their second (`serving.features.versions`).
 * ``p:seen:<event_id>`` - the event was applied (idempotency; expires).
-* ``p:meta`` - hash of bookkeeping (bootstrap source, counts) and of what the
+* ``p:meta`` - hash of bookkeeping (bootstrap source, counts; `SEEN_FIELD` when the
+  bootstrap built the per-user impression hashes) and of what the
   store holds: ``declared:items`` / ``declared:users``, the declared columns
   each attribute table was loaded with, and ``attributes_loaded``, a token
   renewed by every load (`serving.features.declared`; the transformer is not
@@ -217,3 +218,22 @@ def decode_scored_channel(newest_first: List) -> Tuple[List[str], List[int]]:
     (``(member, score)`` pairs), both returned most recent last."""
     pairs = list(reversed(newest_first))
     return [member_value(m) for m, _ in pairs], [int(score) for _, score in pairs]
+
+
+# ``meta`` field: the namespace was seeded with the users' impressions of each post (``p:ui``,
+# the "seen before" features); a namespace seeded without it counts them only from then on
+SEEN_FIELD = "seen_before"
+
+
+def seeded_without_seen(client, keys: Keys, spec: F.FeatureSpec) -> str:
+    """Why the namespace cannot serve ``spec``'s "seen before" inputs from the whole log ("" when
+    it can, or when ``spec`` has none, or when nothing is seeded yet): it was seeded before the
+    per-user impression hashes existed, so they hold only the impressions applied since."""
+    if not spec.seen_before:
+        return ""
+    source, seen = client.hmget(keys.meta, ["source", SEEN_FIELD])
+    if source is None or seen is not None:
+        return ""
+    return (f"namespace '{keys.prefix}' was seeded from {source!r} without the users' impressions of each "
+            f"post, so the model's seen-before inputs count only impressions applied since; seed it again "
+            f"with: python -m serving.features.bootstrap --log <event log> --prefix {keys.prefix} --force")

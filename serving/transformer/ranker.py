@@ -150,10 +150,22 @@ class Ranker(kserve.Model):
                 self.items = online.ItemStore.from_hash(sync.hgetall(self.keys.items))
                 sync.close()
                 log.info("post-attribute store: %d posts", len(self.items.items))
+            self._warn_if_seeded_without_seen()
         except redis.RedisError as e:
             log.warning("post-attribute store not loaded (Redis: %s); posts will be fetched on use", e)
         self.ready = True
         return self.ready
+
+    def _warn_if_seeded_without_seen(self) -> None:
+        """A warning when the store cannot give the model's seen-before inputs from the whole log."""
+        sync = redis.Redis.from_url(self.config.redis_url, decode_responses=True,
+                                    socket_timeout=10, socket_connect_timeout=5)
+        try:
+            why = redis_layout.seeded_without_seen(sync, self.keys, self.spec)
+        finally:
+            sync.close()
+        if why:
+            log.warning("%s", why)
 
     async def healthy(self) -> bool:
         """Loaded, and the store holds every declared column the model reads; otherwise

@@ -225,3 +225,19 @@ def test_online_seen_before_is_the_hand_computed_one(redis_server, same_second, 
         off = online.raw_inputs(user, [imp["item_id"]], online.ItemStore(), imps[:1], clks[:1], imp["ts"],
                                 F.FeatureSpec(seen_before=False))
         assert not set(SEEN) & set(off)
+
+
+def test_a_store_seeded_without_the_impression_hashes_is_named_with_its_remedy(redis_server, tmp_path):  # noqa: F811
+    from serving.features import bootstrap
+
+    client, keys = redis_server.client(), redis_layout.Keys("seeded")
+    writer.flush(client, keys)
+    assert redis_layout.seeded_without_seen(client, keys, F.BUILTIN) == ""       # nothing seeded yet
+    bootstrap.bootstrap(client, H.make_log(str(tmp_path / "log")), keys, force=True)
+    assert client.hget(keys.meta, redis_layout.SEEN_FIELD) == "1"
+    assert redis_layout.seeded_without_seen(client, keys, F.BUILTIN) == ""
+    assert client.keys("seeded:ui:*")                                             # built from the log
+    client.hdel(keys.meta, redis_layout.SEEN_FIELD)                                # as an older bootstrap left it
+    why = redis_layout.seeded_without_seen(client, keys, F.BUILTIN)
+    assert "without the users' impressions of each post" in why and "--prefix seeded --force" in why
+    assert redis_layout.seeded_without_seen(client, keys, F.FeatureSpec(seen_before=False)) == ""
