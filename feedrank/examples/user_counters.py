@@ -78,6 +78,13 @@ def history_probe(group_start: np.ndarray, rel_ts: np.ndarray, delay_s: int = 0)
     return group_start + (np.maximum(rel - delay_s, 0) if delay_s else rel)
 
 
+def recency_h(now: np.ndarray, last: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Hours from ``last`` to ``now`` (seconds), capped at `features.RECENCY_CAP_H`, which is also
+    the value where ``found`` is False (the online twin is `serving.features.user_state.recency_h`)."""
+    hours = (now - last).astype(np.float64) / 3600.0
+    return np.where(found, np.minimum(hours, F.RECENCY_CAP_H), F.RECENCY_CAP_H)
+
+
 def _count_before(keys: np.ndarray, probe: np.ndarray, start: np.ndarray) -> np.ndarray:
     """Entries of sorted ``keys`` in ``[start, probe)``."""
     return (np.searchsorted(keys, probe, "left") - np.searchsorted(keys, start, "left")).astype(np.float64)
@@ -132,8 +139,7 @@ def compute(ucode: np.ndarray, ts: np.ndarray, kind: np.ndarray, category: np.nd
     found = known & (pos >= 0) & (pos >= np.searchsorted(rec_keys, cand_start, "left"))
     last = (np.where(found, rec_keys[np.maximum(pos, 0)] - cand_start, 0) if len(rec_keys)
             else np.zeros(len(cand_start), dtype=np.int64))   # no click/view/conversion has a category
-    hours = (rel[imp] - last).astype(np.float64) / 3600.0
-    out[F.CATEGORY_RECENCY_H.name] = np.where(found, np.minimum(hours, F.RECENCY_CAP_H), F.RECENCY_CAP_H)
+    out[F.CATEGORY_RECENCY_H.name] = recency_h(rel[imp], last, found)
 
     # --- session share --------------------------------------------------------
     idx = np.arange(n, dtype=np.int64)
@@ -183,6 +189,5 @@ def seen_before(ucode: np.ndarray, item_ids: np.ndarray, ts: np.ndarray, imp: np
     hi = np.searchsorted(keys, probe, "left")
     count = hi - np.searchsorted(keys, start, "left")
     last = keys[np.maximum(hi - 1, 0)] - start
-    hours = np.minimum((rel - last).astype(np.float64) / 3600.0, F.RECENCY_CAP_H)
     return {F.USER_ITEM_IMPRESSIONS.name: count.astype(np.float64),
-            F.ITEM_SEEN_RECENCY_H.name: np.where(count > 0, hours, F.RECENCY_CAP_H)}
+            F.ITEM_SEEN_RECENCY_H.name: recency_h(rel, last, count > 0)}

@@ -158,9 +158,13 @@ def seen_as_of(raw, ts: Optional[int]) -> Tuple[float, Optional[int]]:
 def seen_features(seen: Sequence[Tuple[float, Optional[int]]], ts: int) -> Dict[str, List[float]]:
     """`features.SEEN_FEATURES` of candidates from their `seen_as_of` values at request time ``ts``."""
     return {F.USER_ITEM_IMPRESSIONS.name: [n for n, _ in seen],
-            F.ITEM_SEEN_RECENCY_H.name: [F.RECENCY_CAP_H if last is None
-                                         else min(max(ts - last, 0) / 3600.0, F.RECENCY_CAP_H)
-                                         for _, last in seen]}
+            F.ITEM_SEEN_RECENCY_H.name: [recency_h(ts, last) for _, last in seen]}
+
+
+def recency_h(ts: float, last: Optional[float]) -> float:
+    """Hours from ``last`` (None: no such event) to ``ts``, capped at `features.RECENCY_CAP_H`
+    (also the value with none): `features.CATEGORY_RECENCY_H` and `features.ITEM_SEEN_RECENCY_H`."""
+    return F.RECENCY_CAP_H if last is None else min(max(ts - last, 0.0) / 3600.0, F.RECENCY_CAP_H)
 
 
 def _num(state: Mapping[str, str], field: str) -> Optional[float]:
@@ -221,6 +225,5 @@ def cross_features(counters: Mapping[str, str], session: Mapping[str, str], ts: 
         out[F.USER_CAT_CLICKS.name].append(clk)
         out[F.USER_CAT_CTR.name].append(F.smoothed_ctr(clk, imp))
         out[F.SESSION_CATEGORY_SHARE.name].append(in_cat / total if total > 0 else 0.0)
-        out[F.CATEGORY_RECENCY_H.name].append(
-            F.RECENCY_CAP_H if last is None else min(max(ts - last, 0.0) / 3600.0, F.RECENCY_CAP_H))
+        out[F.CATEGORY_RECENCY_H.name].append(recency_h(ts, last))
     return out

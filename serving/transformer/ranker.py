@@ -141,31 +141,23 @@ class Ranker(kserve.Model):
         """Loads the post-attribute store from Redis (an empty store if Redis is
         unavailable: posts are then fetched on first use); with declared columns, first
         checks that the store holds those the model reads (`StoreContract.check`)."""
+        sync = redis.Redis.from_url(self.config.redis_url, decode_responses=True,
+                                    socket_timeout=10, socket_connect_timeout=5)
         try:
             if self.store.needed:
                 self.store.check()
             else:
-                sync = redis.Redis.from_url(self.config.redis_url, decode_responses=True,
-                                            socket_timeout=10, socket_connect_timeout=5)
                 self.items = online.ItemStore.from_hash(sync.hgetall(self.keys.items))
-                sync.close()
                 log.info("post-attribute store: %d posts", len(self.items.items))
-            self._warn_if_seeded_without_seen()
+            why = redis_layout.seeded_without_seen(sync, self.keys, self.spec)
+            if why:   # the store cannot give the model's seen-before inputs from the whole log
+                log.warning("%s", why)
         except redis.RedisError as e:
             log.warning("post-attribute store not loaded (Redis: %s); posts will be fetched on use", e)
-        self.ready = True
-        return self.ready
-
-    def _warn_if_seeded_without_seen(self) -> None:
-        """A warning when the store cannot give the model's seen-before inputs from the whole log."""
-        sync = redis.Redis.from_url(self.config.redis_url, decode_responses=True,
-                                    socket_timeout=10, socket_connect_timeout=5)
-        try:
-            why = redis_layout.seeded_without_seen(sync, self.keys, self.spec)
         finally:
             sync.close()
-        if why:
-            log.warning("%s", why)
+        self.ready = True
+        return self.ready
 
     async def healthy(self) -> bool:
         """Loaded, and the store holds every declared column the model reads; otherwise
